@@ -1,0 +1,29 @@
+"""What every poncho_wq command shares: error reporting, exit codes, debug tracebacks, progress logging."""
+
+import logging
+import os
+import sys
+
+from ..errors import PonchoError
+
+
+def setup_logging(quiet=False):
+    """Progress and warnings go to stderr, so that ``-`` for stdout stays clean."""
+    level = logging.WARNING if quiet else logging.INFO
+    if os.environ.get("PONCHO_DEBUG"):
+        level = logging.DEBUG
+    logging.basicConfig(level=level, format="%(message)s", stream=sys.stderr)
+
+
+def run(prog, func, argv):
+    """Call ``func(argv)``; turn a PonchoError into ``prog: message`` on stderr and its exit code."""
+    try:
+        return func(argv) or 0
+    except PonchoError as e:
+        if os.environ.get("PONCHO_DEBUG"):
+            raise
+        print("{}: error: {}".format(prog, e), file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        print("{}: interrupted".format(prog), file=sys.stderr)
+        return 130

@@ -1,0 +1,45 @@
+"""Writing results without ever leaving a partial file behind.
+
+A command that fails half-way must not leave an output file that a later step (or a user) mistakes for a good
+one. Everything poncho_wq publishes is written to a temporary sibling first and renamed into place, which is
+atomic on POSIX file systems; ``-`` means standard output, written only once the content is complete.
+"""
+
+import contextlib
+import os
+import sys
+import tempfile
+
+
+@contextlib.contextmanager
+def atomic_output(path, mode="w"):
+    """Yield a file object whose content appears at *path* only if the block finishes without error.
+
+    ``path == "-"`` writes to standard output instead (text or binary according to *mode*).
+    """
+    if path == "-":
+        stream = sys.stdout.buffer if "b" in mode else sys.stdout
+        yield stream
+        stream.flush()
+        return
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix="-" + os.path.basename(path), dir=directory)
+    try:
+        with os.fdopen(fd, mode) as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        publish(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def publish(tmp, path):
+    """Rename *tmp* onto *path* with the permissions a newly created file would get (mkstemp uses 0600)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)
+    os.replace(tmp, path)
