@@ -1,11 +1,49 @@
 """poncho_wq: make a Python environment travel with Work Queue / TaskVine tasks.
 
-The public API is imported here; see README.md for runnable examples.
+The public API is imported here; see README.md for runnable examples. ``PonchoTask`` and ``PonchoPythonTask``
+derive from the Work Queue binding in use (``ndcctools.work_queue`` or Debian's ``work_queue``, see
+:mod:`poncho_wq.wq`), which is imported only when they are first used.
 """
 
 __version__ = "0.1.0"
 
+from .environment import Environment
 from .errors import PonchoError
 from .spec import Spec, load_spec, parse_spec
 
-__all__ = ["PonchoError", "Spec", "load_spec", "parse_spec", "__version__"]
+__all__ = [
+    "Environment",
+    "PonchoError",
+    "PonchoPythonTask",
+    "PonchoTask",
+    "Spec",
+    "analyze",
+    "create",
+    "load_spec",
+    "parse_spec",
+    "__version__",
+]
+
+
+def analyze(*args, **kwargs):
+    """Analyze scripts into an :class:`~poncho_wq.analyze.Analysis` (see :func:`poncho_wq.analyze.analyze`)."""
+    from .analyze import analyze as _analyze
+
+    return _analyze(*args, **kwargs)
+
+
+def create(*args, **kwargs):
+    """Build (or fetch from the cache) a packed environment (see :func:`poncho_wq.build.create`)."""
+    from .build import create as _create
+
+    return _create(*args, **kwargs)
+
+
+def __getattr__(name):
+    if name in ("PonchoTask", "PonchoPythonTask"):
+        from . import wq
+        from .task import classes_for
+
+        task_cls, python_task_cls = classes_for(wq.load())
+        return task_cls if name == "PonchoTask" else python_task_cls
+    raise AttributeError("module 'poncho_wq' has no attribute {!r}".format(name))

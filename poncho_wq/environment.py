@@ -1,0 +1,193 @@
+"""``Environment``: what a task needs on the worker (a packed environment plus local code), resolved once.
+
+Many tasks share one environment, so everything here is memoized per process: analyzing the same scripts
+again (unchanged on disk) returns the same object, and building the same spec again returns the cached tarball
+without touching the builders. A later process gets the build from the on-disk cache (:mod:`poncho_wq.cache`).
+"""
+
+import hashlib
+import os
+import re
+import shlex
+import sys
+import threading
+
+from .errors import PonchoError
+from .spec import as_spec
+
+_ENV_NAME = re.compile(r"^env-([0-9a-f]{16,64})\.tar\.gz$")
+_lock = threading.RLock()
+_script_memo = {}
+_build_memo = {}
+_hash_memo = {}
+
+
+def _file_identity(path):
+    st = os.stat(path)
+    return (os.path.abspath(path), st.st_size, st.st_mtime_ns)
+
+
+def tarball_id(path):
+    """The id of an environment tarball: from an ``env-<hash>.tar.gz`` name, else the sha256 of its content."""
+    m = _ENV_NAME.match(os.path.basename(path))
+    if m:
+        return m.group(1)
+    ident = _file_identity(path)
+    with _lock:
+        if ident not in _hash_memo:
+            h = hashlib.sha256()
+            with open(path, "rb") as f:
+                for block in iter(lambda: f.read(1 << 20), b""):
+                    h.update(block)
+            _hash_memo[ident] = h.hexdigest()[:32]
+        return _hash_memo[ident]
+
+
+class Environment:
+    """A task environment: a spec to build (cached), or a prebuilt tarball; plus local files to ship.
+
+    Use the constructors :meth:`from_script`, :meth:`from_spec` and :meth:`from_tarball`.
+    """
+
+    def __init__(self, spec=None, tarball=None, local_files=(), analysis=None, engine=None, python=None,
+                 source="index"):
+        if (spec is None) == (tarball is None):
+            raise PonchoError("an Environment needs exactly one of a spec or a tarball")
+        self._spec = spec
+        self._tarball = os.path.abspath(tarball) if tarball else None
+        self.local_files = tuple(local_files)
+        self.analysis = analysis
+        self.engine = engine
+        self.python = python
+        self.source = source
+        self.build_result = None
+
+    # -- constructors -------------------------------------------------------------------------------------
+    @classmethod
+    def from_spec(cls, spec, *, engine=None, python=None):
+        """From a :class:`~poncho_wq.spec.Spec`, a dict, or a path to a spec file."""
+        return cls(spec=as_spec(spec), engine=engine, python=python)
+
+    @classmethod
+    def from_tarball(cls, path):
+        """From a prebuilt environment tarball (poncho_wq's, or any conda-pack archive)."""
+        if not os.path.isfile(path):
+            raise PonchoError("environment tarball {} does not exist".format(path), exit_code=2)
+        return cls(tarball=path)
+
+    @classmethod
+    def from_script(cls, *scripts, source="index", exclude=None, engine=None, python=None, **analyze_options):
+        """Analyze *scripts* (memoized while they are unchanged on disk) and return their environment.
+
+        ``source="index"`` builds the analyzed spec with an engine (packages fetched from PyPI/channels);
+        ``source="current"`` copies the installed distributions from the running environment instead.
+        """
+        from .analyze import analyze
+        from .wq import MANAGER_ONLY
+
+        scripts = tuple(str(s) for s in scripts)
+        exclude = tuple(MANAGER_ONLY if exclude is None else exclude)
+        try:
+            key = (tuple(_file_identity(s) for s in scripts), exclude, source, engine, python,
+                   tuple(sorted((k, repr(v)) for k, v in analyze_options.items())))
+        except FileNotFoundError as e:
+            raise PonchoError("script {} does not exist".format(e.filename), exit_code=2)
+        with _lock:
+            env = _script_memo.get(key)
+            if env is None:
+                result = analyze(scripts, exclude=exclude, **analyze_options)
+                if result.unresolved:
+                    print("poncho_wq: warning: not installed here, left unpinned: " + ", ".join(result.unresolved),
+                          file=sys.stderr)
+                env = cls(spec=result.spec, local_files=result.local_files, analysis=result, engine=engine,
+                          python=python, source=source)
+                _script_memo[key] = env
+            return env
+
+    @classmethod
+    def for_command(cls, command, *, extra_scripts=(), **options):
+        """The environment of a task command: the submitting script (``__main__``) plus the ``*.py`` files the
+        command names that exist here."""
+        scripts = list(extra_scripts) + command_scripts(command)
+        main = getattr(sys.modules.get("__main__"), "__file__", None)
+        if main and os.path.isfile(main) and main.endswith(".py"):
+            scripts.insert(0, main)
+        if not scripts:
+            raise PonchoError(
+                "cannot tell what {!r} needs: no Python script found in the command or __main__; "
+                "pass environment= (a spec, a tarball or an Environment)".format(command))
+        seen = []
+        for s in scripts:
+            if os.path.abspath(s) not in [os.path.abspath(x) for x in seen]:
+                seen.append(s)
+        return cls.from_script(*seen, **options)
+
+    # -- properties ----------------------------------------------------------------------------------------
+    @property
+    def spec(self):
+        """The spec (None for a prebuilt tarball)."""
+        return self._spec
+
+    @property
+    def tarball(self):
+        """Path of the packed environment, building it first when needed."""
+        return self.build()
+
+    @property
+    def hash(self):
+        """The environment's id: names the tarball on workers (``env-<hash>.tar.gz``) and its unpack dir."""
+        return tarball_id(self.build())
+
+    @property
+    def remote_name(self):
+        return "env-{}.tar.gz".format(self.hash)
+
+    def build(self, progress=None):
+        """Build (or fetch from the cache) and return the tarball path; memoized per process."""
+        if self._tarball:
+            return self._tarball
+        from . import build
+
+        key = (self._spec.digest(), self.engine, self.python, self.source)
+        with _lock:
+            result = _build_memo.get(key)
+            if result is None or not os.path.exists(result.path):
+                if self.source == "current":
+                    from .build.current import create_from_current
+
+                    result = create_from_current(self._spec, analysis=self.analysis, python=self.python,
+                                                 progress=progress)
+                else:
+                    result = build.create(self._spec, engine=self.engine, python=self.python, progress=progress)
+                _build_memo[key] = result
+            self.build_result = result
+            return result.path
+
+    def __repr__(self):
+        what = self._tarball or (self._spec.summary() if self._spec else "?")
+        return "Environment({})".format(what)
+
+
+def command_scripts(command):
+    """The ``*.py`` files a shell command names that exist relative to the current directory."""
+    try:
+        words = shlex.split(command)
+    except ValueError:
+        words = command.split()
+    return [w for w in words if w.endswith(".py") and os.path.isfile(w)]
+
+
+def as_environment(environment, command=None):
+    """Turn what users pass as ``environment=`` into an :class:`Environment`."""
+    if isinstance(environment, Environment):
+        return environment
+    if environment is None or environment == "auto":
+        if command is None:
+            raise PonchoError("environment=None needs a command to analyze")
+        return Environment.for_command(command)
+    if isinstance(environment, dict) or hasattr(environment, "digest"):
+        return Environment.from_spec(environment)
+    path = os.fspath(environment)
+    if path.endswith((".tar.gz", ".tgz", ".tar")):
+        return Environment.from_tarball(path)
+    return Environment.from_spec(path)

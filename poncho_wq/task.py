@@ -1,0 +1,140 @@
+"""``PonchoTask`` and ``PonchoPythonTask``: Work Queue tasks that carry their Python environment.
+
+A PonchoTask is a real ``Task`` of the Work Queue binding in use (see :mod:`poncho_wq.wq`). At creation it
+resolves its environment (memoized per process, cached on disk), attaches three kinds of cached inputs:
+
+* the environment tarball, under the remote name ``env-<hash>.tar.gz`` (the hash keeps different environments
+  apart in a worker's cache and lets the shim find the unpacked copy without reading the file);
+* the run shim ``poncho_package_run`` (a POSIX sh script; the worker needs no Python of its own);
+* local modules and packages found by the analysis, under their paths relative to the script,
+
+and wraps the command as ``./poncho_package_run -e env-<hash>.tar.gz -- /bin/sh -c '<command>'``: the shim
+unpacks the environment once per worker, activates it, and the user's command keeps its full shell meaning
+(pipes, redirections, ``&&``, variables expanded inside the environment).
+
+The shim's own failures use exit codes 1-4 and lines starting with ``poncho_package_run:``;
+:attr:`shim_error` tells them apart from the command's own failure after ``q.wait()``.
+"""
+
+import collections
+import os
+import re
+import shlex
+import threading
+
+from .environment import as_environment
+from .shim import shim_path
+
+SHIM_NAME = "poncho_package_run"
+ShimError = collections.namedtuple("ShimError", "exit_code message")
+_SHIM_LINE = re.compile(r"^poncho_package_run: (.*)$", re.M)
+
+_classes = {}
+_classes_lock = threading.Lock()
+
+
+def wrap_command(command, env_remote_name):
+    """The worker-side command line that runs *command* inside the environment."""
+    return "./{} -e {} -- /bin/sh -c {}".format(SHIM_NAME, shlex.quote(env_remote_name), shlex.quote(command))
+
+
+def shim_error_from(exit_code, output):
+    """A :class:`ShimError` when *output* shows that the shim itself failed with *exit_code*, else None."""
+    if exit_code not in (1, 2, 3, 4) or not output:
+        return None
+    lines = _SHIM_LINE.findall(output)
+    if not lines:
+        return None
+    return ShimError(exit_code, lines[-1])
+
+
+def _attach_environment(task, environment):
+    """Attach the environment tarball, the shim and the local files to *task*; return the env's remote name."""
+    path = environment.build()
+    remote = environment.remote_name
+    task.specify_input_file(path, remote, cache=True)
+    task.specify_input_file(shim_path(), SHIM_NAME, cache=True)
+    for source, arcname in environment.local_files:
+        task.specify_input_file(source, arcname, cache=True)
+    return remote
+
+
+def classes_for(binding):
+    """Return ``(PonchoTask, PonchoPythonTask)`` deriving from *binding*'s ``Task`` and ``PythonTask``."""
+    with _classes_lock:
+        if binding.__name__ in _classes:
+            return _classes[binding.__name__]
+
+        class PonchoTask(binding.Task):
+            """A Work Queue task whose command runs inside a packed Python environment.
+
+            ``environment`` may be a tarball path, a spec (path, dict or Spec), an :class:`Environment`, or
+            ``None``/``"auto"``: analyze the submitting script and the ``*.py`` files the command names.
+            Other keyword arguments call the matching ``specify_<name>`` method (e.g. ``cores=1``, ``tag="x"``).
+            """
+
+            def __init__(self, command, environment=None, **task_options):
+                self.environment = as_environment(environment, command)
+                self.original_command = command
+                remote = self.environment.remote_name
+                super().__init__(wrap_command(command, remote))
+                _attach_environment(self, self.environment)
+                for name, value in task_options.items():
+                    method = getattr(self, "specify_" + name, None)
+                    if method is None:
+                        raise TypeError("PonchoTask has no option {!r} (no specify_{} method)".format(name, name))
+                    method(value)
+
+            @property
+            def shim_error(self):
+                """After completion: ``ShimError(exit_code, message)`` when the environment could not be set up
+                on the worker (the command never ran), else None."""
+                return shim_error_from(self.return_status, self.std_output)
+
+        class PonchoPythonTask(binding.PythonTask):
+            """Work Queue's ``PythonTask`` (a function call) run inside a packed environment.
+
+            With ``environment=None`` the environment is analyzed from the function's module and the
+            submitting script; the serializer the binding's wrapper needs (dill or cloudpickle) is added.
+            """
+
+            def __init__(self, func, *args, environment=None, **kwargs):
+                self.environment = _python_task_environment(func, environment, binding)
+                self._poncho_remote = self.environment.remote_name
+                super().__init__(func, *args, **kwargs)
+                _attach_environment(self, self.environment)
+
+            def _python_function_command(self):
+                # Work Queue's own command runs "python wrapper func args out" in the sandbox; run it in the env.
+                self._env_file = None
+                command = super()._python_function_command()
+                return wrap_command(command, self._poncho_remote)
+
+            @property
+            def shim_error(self):
+                return shim_error_from(self.return_status, self.std_output)
+
+        _classes[binding.__name__] = (PonchoTask, PonchoPythonTask)
+        return _classes[binding.__name__]
+
+
+def _python_task_environment(func, environment, binding):
+    import inspect
+    import sys
+
+    from .environment import Environment
+    from .wq import serializer_for
+
+    if environment is not None and environment != "auto":
+        return as_environment(environment)
+    scripts = []
+    main = getattr(sys.modules.get("__main__"), "__file__", None)
+    if main and main.endswith(".py") and os.path.isfile(main):
+        scripts.append(main)
+    try:
+        source = inspect.getsourcefile(func)
+    except TypeError:
+        source = None
+    if source and os.path.isfile(source) and source not in scripts:
+        scripts.append(source)
+    return Environment.from_script(*scripts, extra_pkgs=(serializer_for(binding),))

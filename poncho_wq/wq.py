@@ -1,0 +1,78 @@
+"""One small compatibility layer over the Work Queue Python bindings.
+
+Two bindings exist in the wild and poncho_wq supports both:
+
+* ``ndcctools.work_queue``: current CCTools (conda-forge's ``ndcctools``, or a source build);
+* ``work_queue``: Debian's ``python3-workqueue`` (CCTools 8 API). Debian installs it in
+  ``/usr/lib/python3/dist-packages``, which only Debian's own ``/usr/bin/python3`` searches; a pyenv or venv
+  interpreter of the same minor version can load it, so as a last resort we import it from there.
+
+Both keep the ``specify_*`` task methods that poncho_wq uses. A Task subclass must derive from the binding
+whose ``WorkQueue`` will submit it (their SWIG pointer types differ), hence :func:`load`, which picks one
+binding per process: ``PONCHO_WQ_BINDING`` (``ndcctools.work_queue`` or ``work_queue``) chooses explicitly.
+"""
+
+import importlib
+import os
+import sys
+
+from .errors import PonchoError
+
+BINDINGS = ("ndcctools.work_queue", "work_queue")
+DEBIAN_DIST_PACKAGES = "/usr/lib/python3/dist-packages"
+# Modules that only the manager needs: never part of a task's environment.
+MANAGER_ONLY = ("work_queue", "ndcctools", "poncho_wq", "_work_queue", "work_queue_futures")
+
+
+def _import_debian():
+    """Import Debian's work_queue from its dist-packages dir without leaving that dir on sys.path."""
+    if not os.path.exists(os.path.join(DEBIAN_DIST_PACKAGES, "work_queue.py")):
+        raise ImportError("no work_queue.py in " + DEBIAN_DIST_PACKAGES)
+    sys.path.append(DEBIAN_DIST_PACKAGES)
+    try:
+        return importlib.import_module("work_queue")
+    finally:
+        sys.path.remove(DEBIAN_DIST_PACKAGES)
+
+
+def _import(name):
+    if name == "work_queue":
+        try:
+            return importlib.import_module("work_queue")
+        except ImportError:
+            return _import_debian()
+    return importlib.import_module(name)
+
+
+def load(name=None):
+    """Return the Work Queue binding module to use (see module docstring for the choice)."""
+    name = name or os.environ.get("PONCHO_WQ_BINDING")
+    if name:
+        if name not in BINDINGS:
+            raise PonchoError("PONCHO_WQ_BINDING={!r} is not valid; expected one of {}".format(name, ", ".join(BINDINGS)))
+        try:
+            return _import(name)
+        except ImportError as e:
+            raise PonchoError("cannot import the Work Queue binding {}: {}".format(name, e))
+    errors = []
+    for candidate in BINDINGS:
+        try:
+            return _import(candidate)
+        except ImportError as e:
+            errors.append("{}: {}".format(candidate, e))
+    raise PonchoError(
+        "no Work Queue Python binding found ({}); install conda's ndcctools or Debian's python3-workqueue".format(
+            "; ".join(errors)
+        )
+    )
+
+
+def serializer_for(binding):
+    """The pickler a binding's PythonTask uses on the worker: dill (CCTools 8) or cloudpickle (current)."""
+    source = getattr(binding, "__file__", "") or ""
+    try:
+        with open(source, encoding="utf-8", errors="replace") as f:
+            text = f.read()
+    except OSError:
+        text = ""
+    return "cloudpickle" if "import cloudpickle" in text else "dill"
