@@ -1,6 +1,97 @@
+"""``poncho_package_analyze`` / ``python_package_analyze``: scripts -> pinned environment spec (JSON).
+
+Upstream-compatible: ``[--toplevel | --function NAME] [--pkg-mapping IMPORT=NAME]... [--extra-pkg PKG]...
+<script ...> <out.json>``; ``-`` as a script reads source from standard input (Parsl runs
+``poncho_package_analyze file.py - spec.yaml``: a file plus stdin in one call; the ``.yaml`` output still holds
+JSON, which is valid YAML), ``-`` as the output writes to standard output. Exit codes follow the man page: 1 for
+a bad command line (argparse would use 2, which the man page reserves for a bad script path) or bad input such
+as a syntax error, 2 for a missing script. The output is written atomically: on error no file appears.
+"""
+
+import argparse
 import sys
+
+from ..errors import PonchoError
+from .common import run, setup_logging
+
+PROG = "poncho_package_analyze"
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):
+        self.print_usage(sys.stderr)
+        self.exit(1, "{}: error: {}\n".format(self.prog, message))
+
+
+def _parser(prog):
+    p = _Parser(prog=prog, description="Find the third-party packages a Python script imports (static analysis, "
+                                       "never running it) and write a pinned environment specification.")
+    mode = p.add_mutually_exclusive_group()
+    mode.add_argument("--toplevel", action="store_true", help="only include imports at the top level of the scripts")
+    mode.add_argument("--function", metavar="NAME", help="only include imports in the given function")
+    p.add_argument("--pkg-mapping", metavar="IMPORT=NAME", action="append", default=[],
+                   help="the module imported as IMPORT is provided by the pip/conda package NAME")
+    p.add_argument("--extra-pkg", metavar="PKG", action="append", default=[],
+                   help="also include package PKG even if no source imports it")
+    p.add_argument("--exclude", metavar="IMPORT", action="append", default=[],
+                   help="leave the import name IMPORT out entirely")
+    p.add_argument("--python-version", metavar="X.Y", help="target Python version (default: this interpreter's)")
+    p.add_argument("--prefix", metavar="DIR",
+                   help="resolve packages in the conda prefix or venv DIR instead of this interpreter's environment")
+    p.add_argument("--no-cache", action="store_true", help="do not read or write the per-file scan cache")
+    p.add_argument("--local-files", action="store_true",
+                   help="also list the local modules the task must ship, on stderr")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress or warnings, only errors")
+    p.add_argument("paths", nargs="+", metavar="script ... output",
+                   help="Python scripts (- for standard input; a directory means every .py in it), then the output "
+                        "JSON file (- for standard output)")
+    return p
+
+
+def _analyze(argv, prog):
+    parser = _parser(prog)
+    args = parser.parse_args(argv)
+    if len(args.paths) < 2:
+        parser.error("give at least one script and the output file")
+    setup_logging(args.quiet)
+    scripts, output = args.paths[:-1], args.paths[-1]
+    mapping = {}
+    for item in args.pkg_mapping:
+        name, sep, pkg = item.partition("=")
+        if not sep or not name.strip() or not pkg.strip():
+            parser.error("--pkg-mapping {!r}: expected IMPORT=NAME such as yaml=PyYAML".format(item))
+        mapping[name.strip()] = pkg.strip()
+    sources = {}
+    if "-" in scripts:
+        if scripts.count("-") > 1:
+            parser.error("standard input (-) can be given only once")
+        sources["<stdin>"] = sys.stdin.read()
+        scripts = [s for s in scripts if s != "-"]
+
+    from ..analyze import analyze
+    from ..fsutil import atomic_output
+
+    result = analyze(scripts, toplevel=args.toplevel, function=args.function, pkg_mapping=mapping,
+                     extra_pkgs=args.extra_pkg, exclude=args.exclude, python_version=args.python_version,
+                     sources=sources, use_cache=not args.no_cache, prefix=args.prefix)
+    if not args.quiet:
+        for w in result.warnings:
+            print("{}: warning: {}".format(prog, w), file=sys.stderr)
+    if args.local_files:
+        for path, arcname in result.local_files:
+            print("{}: local file: {} -> {}".format(prog, path, arcname), file=sys.stderr)
+    try:
+        with atomic_output(output) as f:
+            f.write(result.spec.dumps())
+    except OSError as e:
+        raise PonchoError("cannot write {}: {}".format(output, e.strerror or e))
+    return 0
 
 
 def main(argv=None):
-    print("poncho_package_analyze: not implemented yet", file=sys.stderr)
-    return 1
+    import os
+
+    prog = os.path.basename(sys.argv[0]) if argv is None and sys.argv and sys.argv[0] else PROG
+    if prog not in ("poncho_package_analyze", "python_package_analyze"):
+        prog = PROG
+    return run(prog, lambda a: _analyze(a, prog), list(sys.argv[1:] if argv is None else argv))

@@ -1,0 +1,790 @@
+"""What does a script need? Static import analysis: AST scanning, local-module following, a per-file scan cache.
+
+The user's code is never imported or run: a script may have side effects, need a GPU, or only work on a worker.
+Everything comes from the AST, read statement by statement:
+
+* ``import a.b``, ``from a import b``, aliases, relative imports, and imports nested in functions, classes,
+  loops, ``with`` and ``if`` blocks are all found;
+* an import inside ``try:`` whose handlers catch ``ImportError`` (or ``ModuleNotFoundError``, ``Exception``, a
+  bare ``except``), inside such a handler (the fallback), or under ``with contextlib.suppress(ImportError)`` is
+  *optional*: if it is not installed it is left out, not reported as an error;
+* ``importlib.import_module("x")`` and ``__import__("x")`` with a literal name count as imports;
+* imports under ``if TYPE_CHECKING:`` (``typing.TYPE_CHECKING``) are for type checkers only: Python never runs
+  them, so they are *not* runtime requirements and are left out (the ``else:`` branch is kept);
+* ``from __future__ import ...`` is a compiler directive, never a dependency.
+
+Local code (upstream poncho refuses it) is followed instead: a module or package next to a script, or in the
+project the script belongs to (the directory above its topmost package), is resolved to files, scanned in turn,
+and reported in :attr:`Analysis.local_files` with the path the task must see it under. Its third-party imports
+count like the script's own. Distribution mapping and pinning live in :mod:`poncho_wq.distributions`.
+
+Speed: ``ast.parse`` dominates, and most of its cost is the cyclic garbage collector walking the millions of
+node objects a big tree creates (AST nodes hold no reference cycles, so disabling it while parsing is safe). Only
+statement lists are walked: imports are statements, so expressions are visited only when the source text
+contains ``import_module``/``__import__`` at all. Cold runs over many files are parsed in forked worker
+processes; warm runs read per-directory cache shards keyed on (path, size, mtime_ns).
+"""
+
+import ast
+import concurrent.futures
+import dataclasses
+import gc
+import hashlib
+import json
+import logging
+import os
+import re
+import sys
+import tempfile
+import threading
+import time
+from importlib.machinery import EXTENSION_SUFFIXES
+from typing import Mapping, Tuple
+
+from .errors import PonchoError
+
+log = logging.getLogger(__name__)
+
+# Flags of one import site.
+OPTIONAL = 1  # missing is fine: try/except ImportError, its fallback handler, contextlib.suppress(ImportError)
+TYPE_CHECKING = 2  # under `if TYPE_CHECKING:`: never executed at run time
+DYNAMIC = 4  # importlib.import_module("x") / __import__("x")
+TOPLEVEL = 8  # not inside a function body: runs when the module is imported
+
+SCANNER_VERSION = 1  # bump when the scan result format or the rules change: invalidates every cache shard
+_IMPORT_ERRORS = frozenset(("ImportError", "ModuleNotFoundError", "Exception", "BaseException"))
+_PARALLEL_MIN_FILES = 48
+_RACY_SECONDS = 2.0
+
+
+@dataclasses.dataclass(frozen=True)
+class ImportRef:
+    """One import site: ``module`` (dotted, "" for ``from . import x``), relative ``level``, the names of a
+    from-import (possible submodules), line, flags, and ``scope``: the enclosing class/function names."""
+
+    module: str
+    level: int
+    names: Tuple[str, ...]
+    lineno: int
+    flags: int
+    scope: Tuple[str, ...]
+
+
+@dataclasses.dataclass(frozen=True)
+class FileScan:
+    """Everything the analyzer keeps from one source file (what the cache stores)."""
+
+    imports: Tuple[ImportRef, ...]
+    functions: Tuple[str, ...]  # qualified names ("f", "C.m", "f.inner") of every def, for --function
+
+    def to_json(self):
+        return [[[i.module, i.level, list(i.names), i.lineno, i.flags, list(i.scope)] for i in self.imports],
+                list(self.functions)]
+
+    @classmethod
+    def from_json(cls, data):
+        imports, functions = data
+        return cls(tuple(ImportRef(m, lv, tuple(n), ln, fl, tuple(sc)) for m, lv, n, ln, fl, sc in imports),
+                   tuple(functions))
+
+
+@dataclasses.dataclass(frozen=True)
+class Analysis:
+    """The result of :func:`analyze` (see the module docstring of :mod:`poncho_wq.analyze`)."""
+
+    spec: object  # poncho_wq.spec.Spec, pinned
+    imports: frozenset  # top-level third-party import names found
+    distributions: Mapping[str, str]  # distribution name -> version the spec pins
+    local_files: tuple  # ((absolute source path, arcname the task must see), ...)
+    local_distributions: Mapping[str, str]  # editable / local-only distributions -> their source dir
+    unresolved: tuple  # third-party imports that are not installed (listed unpinned)
+    warnings: tuple  # human-readable warnings
+
+
+# --------------------------------------------------------------------------------------------------- scanning
+
+
+def _names_of(expr):
+    """Exception class names an ``except`` clause catches (``None`` = bare except)."""
+    if expr is None:
+        return {"BaseException"}
+    if isinstance(expr, ast.Tuple):
+        out = set()
+        for e in expr.elts:
+            out |= _names_of(e)
+        return out
+    if isinstance(expr, ast.Name):
+        return {expr.id}
+    if isinstance(expr, ast.Attribute):
+        return {expr.attr}
+    return set()
+
+
+def _is_type_checking(test):
+    return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or (
+        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING")
+
+
+def _suppresses_import_error(with_node):
+    for item in with_node.items:
+        call = item.context_expr
+        if isinstance(call, ast.Call):
+            fn = call.func
+            fname = fn.id if isinstance(fn, ast.Name) else fn.attr if isinstance(fn, ast.Attribute) else ""
+            if fname == "suppress" and any(_names_of(a) & _IMPORT_ERRORS for a in call.args):
+                return True
+    return False
+
+
+class _Scanner:
+    def __init__(self, dynamic):
+        self.dynamic = dynamic
+        self.imports = []
+        self.functions = []
+
+    def add(self, module, level, names, lineno, flags, scope):
+        self.imports.append(ImportRef(module, level, names, lineno, flags, scope))
+
+    def stmts(self, body, flags, scope):
+        for node in body:
+            t = type(node)
+            if t is ast.Import:
+                for alias in node.names:
+                    self.add(alias.name, 0, (), node.lineno, flags, scope)
+            elif t is ast.ImportFrom:
+                if node.module == "__future__":
+                    continue
+                self.add(node.module or "", node.level or 0, tuple(a.name for a in node.names), node.lineno,
+                         flags, scope)
+            elif t is ast.FunctionDef or t is ast.AsyncFunctionDef:
+                self.functions.append(".".join(scope + (node.name,)))
+                if self.dynamic:
+                    for expr in node.decorator_list + [node.args]:
+                        self.exprs(expr, flags, scope)
+                self.stmts(node.body, flags & ~TOPLEVEL, scope + (node.name,))
+            elif t is ast.ClassDef:
+                if self.dynamic:
+                    for expr in node.decorator_list + node.bases + node.keywords:
+                        self.exprs(expr, flags, scope)
+                self.stmts(node.body, flags, scope + (node.name,))
+            elif t is ast.If:
+                if self.dynamic:
+                    self.exprs(node.test, flags, scope)
+                self.stmts(node.body, flags | TYPE_CHECKING if _is_type_checking(node.test) else flags, scope)
+                self.stmts(node.orelse, flags, scope)
+            elif t is ast.Try or t.__name__ == "TryStar":
+                catches = [bool(_names_of(h.type) & _IMPORT_ERRORS) for h in node.handlers]
+                self.stmts(node.body, flags | OPTIONAL if any(catches) else flags, scope)
+                for handler, catch in zip(node.handlers, catches):
+                    if self.dynamic and handler.type is not None:
+                        self.exprs(handler.type, flags, scope)
+                    self.stmts(handler.body, flags | OPTIONAL if catch else flags, scope)
+                self.stmts(node.orelse, flags, scope)
+                self.stmts(node.finalbody, flags, scope)
+            elif (t is ast.With or t is ast.AsyncWith) and _suppresses_import_error(node):
+                self.stmts(node.body, flags | OPTIONAL, scope)
+            else:
+                for value in ast.iter_child_nodes(node):
+                    if isinstance(value, ast.stmt):
+                        continue  # reached through the list fields below
+                    if isinstance(value, (ast.expr, ast.withitem, ast.keyword)):
+                        if self.dynamic:
+                            self.exprs(value, flags, scope)
+                    elif hasattr(value, "body"):  # match_case, excepthandler-like containers
+                        if self.dynamic and getattr(value, "guard", None) is not None:
+                            self.exprs(value.guard, flags, scope)
+                        self.stmts(value.body, flags, scope)
+                for field in ("body", "orelse", "finalbody"):
+                    sub = getattr(node, field, None)
+                    if isinstance(sub, list):
+                        self.stmts(sub, flags, scope)
+
+    def exprs(self, expr, flags, scope):
+        for node in ast.walk(expr):
+            if type(node) is not ast.Call or not node.args:
+                continue
+            fn = node.func
+            fname = fn.id if isinstance(fn, ast.Name) else fn.attr if isinstance(fn, ast.Attribute) else ""
+            if fname not in ("import_module", "__import__"):
+                continue
+            arg = node.args[0]
+            if not (isinstance(arg, ast.Constant) and isinstance(arg.value, str) and arg.value.strip(". ")):
+                continue
+            name = arg.value.strip()
+            level = len(name) - len(name.lstrip("."))
+            if fname == "__import__":
+                level = 0
+            self.add(name[level:], level, (), node.lineno, flags | DYNAMIC, scope)
+
+
+def scan_source(source, filename):
+    """Scan one file's source (str or bytes) and return its :class:`FileScan`; a syntax error is a PonchoError
+    naming the file and line."""
+    try:
+        was_enabled = gc.isenabled()
+        gc.disable()  # see the module docstring: the collector, not the parser, is the slow part
+        try:
+            tree = compile(source, filename, "exec", ast.PyCF_ONLY_AST, dont_inherit=True)
+        finally:
+            if was_enabled:
+                gc.enable()
+    except SyntaxError as e:
+        where = "{}:{}".format(filename, e.lineno) if e.lineno else filename
+        raise PonchoError("{}: syntax error: {}".format(where, e.msg))
+    except (ValueError, UnicodeDecodeError) as e:  # null bytes, undecodable text
+        raise PonchoError("{}: cannot be parsed as Python source: {}".format(filename, e))
+    text = source if isinstance(source, str) else source.decode("latin-1")
+    scanner = _Scanner(dynamic="import_module" in text or "__import__" in text)
+    scanner.stmts(tree.body, TOPLEVEL, ())
+    return FileScan(tuple(scanner.imports), tuple(scanner.functions))
+
+
+def _read(path):
+    try:
+        with open(path, "rb") as f:
+            return f.read()
+    except FileNotFoundError:
+        raise PonchoError("{} does not exist".format(path), exit_code=2)
+    except OSError as e:
+        raise PonchoError("cannot read {}: {}".format(path, e.strerror or e), exit_code=2)
+
+
+def scan_file(path):
+    """Read and scan one file (no cache)."""
+    return scan_source(_read(path), path)
+
+
+def _scan_chunk(paths):
+    """Worker-process entry point: scan several files; errors come back as values (PonchoError pickles badly
+    across versions, and the parent must report the first one in a stable order)."""
+    out = []
+    for p in paths:
+        try:
+            out.append((p, scan_file(p), None))
+        except PonchoError as e:
+            out.append((p, None, (str(e), e.exit_code)))
+    return out
+
+
+# ------------------------------------------------------------------------------------------------------- cache
+
+
+def cache_dir():
+    """``$PONCHO_WQ_CACHE`` (default ``$XDG_CACHE_HOME/poncho_wq`` or ``~/.cache/poncho_wq``)."""
+    root = os.environ.get("PONCHO_WQ_CACHE")
+    if not root:
+        base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+        root = os.path.join(base, "poncho_wq")
+    return root
+
+
+class ScanCache:
+    """Scan results per source file, keyed on (absolute path, size, mtime_ns), one JSON shard per directory.
+
+    Why shards per directory: a warm run over a 1,500-file tree then reads ~100 small files instead of 1,500,
+    and a shard is rewritten only when one of its files changed. Each shard is replaced atomically (temp file +
+    rename), so a reader never sees a half-written one; two writers racing lose one update, which only costs a
+    re-parse next time. Shards carry the scanner version and the Python minor version (the grammar differs).
+
+    Why files modified in the last couple of seconds are not stored ("racy git"): a file rewritten within the
+    file system's timestamp granularity with the same size would keep its (size, mtime_ns) key, and a stale
+    result would be served forever. Such files are simply parsed again next time.
+    """
+
+    _memo = {}  # process-wide: path -> (size, mtime_ns, FileScan); makes a repeated analyze() cheap
+
+    def __init__(self, enabled=True, root=None):
+        self.enabled = enabled
+        self.root = os.path.join(root or cache_dir(), "analyze")
+        self._shards = {}
+        self._dirty = set()
+        self._tag = "{}-py{}.{}".format(SCANNER_VERSION, *sys.version_info[:2])
+
+    def _shard_path(self, directory):
+        return os.path.join(self.root, hashlib.sha256(directory.encode("utf-8", "surrogateescape")).hexdigest()[:32]
+                            + ".json")
+
+    def _shard(self, directory):
+        shard = self._shards.get(directory)
+        if shard is None:
+            shard = {}
+            try:
+                with open(self._shard_path(directory), "rb") as f:
+                    data = json.loads(f.read())
+                if data.get("tag") == self._tag and data.get("dir") == directory:
+                    shard = data["files"]
+            except (OSError, ValueError, KeyError, TypeError):
+                pass
+            self._shards[directory] = shard
+        return shard
+
+    def get(self, path, st):
+        key = (st.st_size, st.st_mtime_ns)
+        hit = self._memo.get(path)
+        if hit is not None and hit[:2] == key:
+            return hit[2]
+        if not self.enabled:
+            return None
+        directory, name = os.path.split(path)
+        entry = self._shard(directory).get(name)
+        if entry is not None and entry[0] == key[0] and entry[1] == key[1]:
+            try:
+                scan = FileScan.from_json(entry[2])
+            except (ValueError, TypeError):
+                return None
+            self._memo[path] = key + (scan,)
+            return scan
+        return None
+
+    def put(self, path, st, scan):
+        if time.time() - st.st_mtime_ns / 1e9 < _RACY_SECONDS:
+            return
+        self._memo[path] = (st.st_size, st.st_mtime_ns, scan)
+        if not self.enabled:
+            return
+        directory, name = os.path.split(path)
+        self._shard(directory)[name] = [st.st_size, st.st_mtime_ns, scan.to_json()]
+        self._dirty.add(directory)
+
+    def flush(self):
+        """Write the changed shards; a cache that cannot be written is only a slower next run, not an error."""
+        if not self._dirty:
+            return
+        try:
+            os.makedirs(self.root, exist_ok=True)
+        except OSError as e:
+            log.debug("analyze cache %s not writable: %s", self.root, e)
+            self._dirty.clear()
+            return
+        for directory in sorted(self._dirty):
+            data = {"tag": self._tag, "dir": directory, "files": self._shards[directory]}
+            try:
+                fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=self.root)
+                with os.fdopen(fd, "w") as f:
+                    json.dump(data, f, separators=(",", ":"))
+                os.replace(tmp, self._shard_path(directory))
+            except OSError as e:
+                log.debug("cannot write analyze cache shard for %s: %s", directory, e)
+        self._dirty.clear()
+
+
+def scan_files(paths, cache):
+    """Scan many files through *cache*: returns {path: FileScan}; the first failing file (in the given order)
+    raises its PonchoError. Uncached files are parsed in forked workers when there are many of them."""
+    result, todo = {}, []
+    stats = {}
+    for p in paths:
+        try:
+            st = os.stat(p)
+        except FileNotFoundError:
+            raise PonchoError("{} does not exist".format(p), exit_code=2)
+        except OSError as e:
+            raise PonchoError("cannot read {}: {}".format(p, e.strerror or e), exit_code=2)
+        stats[p] = st
+        scan = cache.get(p, st)
+        if scan is None:
+            todo.append(p)
+        else:
+            result[p] = scan
+    errors = {}
+    for p, scan, err in _parse_many(todo):
+        if err:
+            errors[p] = err
+        else:
+            result[p] = scan
+            cache.put(p, stats[p], scan)
+    for p in paths:
+        if p in errors:
+            raise PonchoError(errors[p][0], exit_code=errors[p][1])
+    return result
+
+
+def _parse_many(paths):
+    workers = min(os.cpu_count() or 1, 8)
+    # fork only: spawn/forkserver children re-import the parent's __main__, which for a library call is the
+    # user's (possibly unguarded) script. Forking is unsafe with other threads alive, so then stay serial.
+    if (len(paths) < _PARALLEL_MIN_FILES or workers < 2 or threading.active_count() > 1
+            or sys.platform != "linux" or os.environ.get("PONCHO_WQ_ANALYZE_SERIAL")):
+        return _scan_chunk(paths)
+    import multiprocessing
+
+    # Chunks balanced by size, several per worker so one big file does not leave a core idle.
+    order = sorted(paths, key=lambda p: -os.path.getsize(p))
+    nchunks = workers * 4
+    chunks = [order[i::nchunks] for i in range(nchunks)]
+    out = []
+    try:
+        with concurrent.futures.ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork")) as ex:
+            for part in ex.map(_scan_chunk, [c for c in chunks if c]):
+                out.extend(part)
+    except (OSError, concurrent.futures.process.BrokenProcessPool) as e:
+        log.debug("parallel scan failed (%s); scanning serially", e)
+        return _scan_chunk(paths)
+    return out
+
+
+# ---------------------------------------------------------------------------------------- local module lookup
+
+_SOURCE_SUFFIXES = (".py",)
+
+
+class _Finder:
+    """Resolves dotted module names to local files under search roots, caching directory listings."""
+
+    def __init__(self):
+        self._listing = {}
+
+    def listing(self, directory):
+        names = self._listing.get(directory)
+        if names is None:
+            try:
+                names = frozenset(os.listdir(directory))
+            except OSError:
+                names = frozenset()
+            self._listing[directory] = names
+        return names
+
+    def child(self, directory, name, namespace_ok):
+        """(kind, path) of module *name* directly in *directory*: a package dir ("pkg", its __init__.py), a
+        source module ("py"), an extension module ("ext"), a namespace dir ("ns"), or None."""
+        names = self.listing(directory)
+        if name in names:
+            sub = os.path.join(directory, name)
+            if "__init__.py" in self.listing(sub):
+                return "pkg", os.path.join(sub, "__init__.py")
+        if name + ".py" in names:
+            return "py", os.path.join(directory, name + ".py")
+        for suffix in EXTENSION_SUFFIXES:
+            if name + suffix in names:
+                return "ext", os.path.join(directory, name + suffix)
+        if namespace_ok and name in names and os.path.isdir(os.path.join(directory, name)):
+            return "ns", os.path.join(directory, name)
+        return None
+
+
+def _project_roots(path):
+    """Where a script's absolute imports are looked up locally: its own directory (``sys.path[0]`` when it is
+    run as a file) and, when it lives inside a package, the directory above the topmost package (where it must
+    be run from as ``python -m pkg.script``)."""
+    d = os.path.dirname(path)
+    roots = [d]
+    top = d
+    while os.path.isfile(os.path.join(top, "__init__.py")) and os.path.dirname(top) != top:
+        top = os.path.dirname(top)
+    if top != d:
+        roots.append(top)
+    return tuple(roots)
+
+
+# -------------------------------------------------------------------------------------------------- analysis
+
+
+@dataclasses.dataclass
+class _Site:
+    """Where an import was seen (for messages), and whether a missing module there is acceptable."""
+
+    file: str
+    lineno: int
+    optional: bool
+
+
+class _Walk:
+    """Follows local imports transitively and collects third-party import names."""
+
+    def __init__(self, stdlib, exclude, cache, finder):
+        self.stdlib = stdlib
+        self.exclude = exclude
+        self.cache = cache
+        self.finder = finder
+        self.local = {}  # absolute path -> arcname
+        self.scanned = {}  # path -> FileScan
+        self.roots_of = {}  # local source path -> roots it resolves absolute imports in
+        self.pending = []
+        self.third_party = {}  # top-level name -> {"dotted": set(), "sites": [...]}
+        self.warnings = []
+
+    def ship(self, path, root, roots, follow=True):
+        if path in self.local:
+            return
+        self.local[path] = os.path.relpath(path, root)
+        if follow and path.endswith(".py"):
+            self.roots_of[path] = roots
+            self.pending.append(path)
+
+    def resolve_in(self, root, parts, names, roots, from_dir=None):
+        """Resolve *parts* (then *names* as submodules) under *root* (or under *from_dir* for relative imports,
+        arcnames still relative to *root*). Returns True when the first part was found locally."""
+        directory = from_dir or root
+        for i, part in enumerate(parts):
+            found = self.finder.child(directory, part, namespace_ok=True)
+            if found is None:
+                return i > 0 or from_dir is not None
+            kind, path = found
+            if kind == "ns":
+                directory = path
+                continue
+            self.ship(path, root, roots, follow=kind != "ext")
+            if kind != "pkg":
+                return True
+            directory = os.path.dirname(path)
+        for name in names:
+            if name == "*":
+                continue
+            found = self.finder.child(directory, name, namespace_ok=False)
+            if found is not None and found[0] != "ns":
+                self.ship(found[1], root, roots, follow=found[0] != "ext")
+        return True
+
+    def local_root_for(self, directory):
+        d = directory
+        while os.path.isfile(os.path.join(d, "__init__.py")) and os.path.dirname(d) != d:
+            d = os.path.dirname(d)
+        return d
+
+    def handle(self, ref, path, roots, arc_root):
+        if ref.flags & TYPE_CHECKING:
+            return
+        site = _Site(path, ref.lineno, bool(ref.flags & OPTIONAL))
+        if ref.level:
+            base = os.path.dirname(path) if path else os.getcwd()
+            for _ in range(ref.level - 1):
+                base = os.path.dirname(base)
+            root = arc_root if arc_root and _within(base, arc_root) else self.local_root_for(base)
+            parts = ref.module.split(".") if ref.module else []
+            if not parts:
+                init = os.path.join(base, "__init__.py")
+                if os.path.isfile(init):
+                    self.ship(init, root, roots)
+            self.resolve_in(root, parts, ref.names, roots, from_dir=base)
+            return
+        if not ref.module:
+            return
+        parts = ref.module.split(".")
+        top = parts[0]
+        if top in self.exclude or top == "__main__" or top in sys.builtin_module_names:
+            return
+        for root in roots:
+            found = self.finder.child(root, top, namespace_ok=False)
+            if found is not None:
+                self.resolve_in(root, parts, ref.names, roots)
+                return
+        if top in self.stdlib:
+            return
+        entry = self.third_party.setdefault(top, {"dotted": set(), "sites": [], "ns": None})
+        if entry["ns"] is None:
+            for root in roots:
+                found = self.finder.child(root, top, namespace_ok=True)
+                if found is not None and found[0] == "ns":
+                    entry["ns"] = (root, parts, ref.names, roots)
+                    break
+        entry["dotted"].add(ref.module)
+        for name in ref.names:
+            if name != "*":
+                entry["dotted"].add(ref.module + "." + name)
+        entry["sites"].append(site)
+
+    def follow(self):
+        """Scan every local file shipped so far (in parallel when many), and handle its imports; repeat until
+        nothing new is reached."""
+        while self.pending:
+            batch, self.pending = list(dict.fromkeys(self.pending)), []
+            todo = [p for p in batch if p not in self.scanned]
+            self.scanned.update(scan_files(todo, self.cache))
+            for p in todo:
+                arc_root = _arc_root(p, self.local[p])
+                for ref in self.scanned[p].imports:
+                    self.handle(ref, p, self.roots_of[p], arc_root)
+
+
+def _within(path, root):
+    return path == root or path.startswith(root.rstrip(os.sep) + os.sep)
+
+
+def stdlib_names(python_version=None):
+    """Top-level standard-library module names for *python_version* ("X.Y"; default: the running one)."""
+    running = "{}.{}".format(*sys.version_info[:2])
+    if (python_version in (None, running)) and hasattr(sys, "stdlib_module_names"):
+        names = set(sys.stdlib_module_names)
+    else:
+        try:
+            from stdlib_list import stdlib_list
+        except ImportError:  # pragma: no cover - stdlib-list is a dependency
+            raise PonchoError("analyzing for Python {} needs stdlib-list: pip install stdlib-list".format(
+                python_version))
+        try:
+            names = {n.split(".")[0] for n in stdlib_list(python_version or running)}
+        except ValueError:
+            raise PonchoError("no standard-library list for Python {!r}; expected a version such as 3.11".format(
+                python_version))
+    names |= set(sys.builtin_module_names) | {"__future__", "__main__"}
+    return frozenset(names)
+
+
+def _expand(paths):
+    """Scripts as given; a directory stands for every ``*.py`` file under it (hidden dirs and caches skipped)."""
+    out = []
+    for p in paths:
+        p = str(p)
+        if os.path.isdir(p):
+            found = []
+            for dirpath, dirnames, filenames in os.walk(p):
+                dirnames[:] = sorted(d for d in dirnames if not d.startswith(".") and d != "__pycache__")
+                found.extend(os.path.join(dirpath, f) for f in sorted(filenames) if f.endswith(".py"))
+            out.extend(os.path.abspath(f) for f in found)
+        elif not os.path.exists(p):
+            raise PonchoError("{} does not exist: give the path of a Python script".format(p), exit_code=2)
+        elif not os.path.isfile(p):
+            raise PonchoError("{} is not a regular file: give the path of a Python script".format(p), exit_code=2)
+        else:
+            out.append(os.path.abspath(p))
+    return list(dict.fromkeys(out))
+
+
+def _select(scan, toplevel, function):
+    refs = scan.imports
+    if toplevel:
+        refs = [r for r in refs if r.flags & TOPLEVEL]
+    if function:
+        want = tuple(function.split("."))
+        n = len(want)
+        refs = [r for r in refs if any(r.scope[i:i + n] == want for i in range(len(r.scope) - n + 1))]
+    return refs
+
+
+def analyze(scripts, *, toplevel=False, function=None, pkg_mapping=None, extra_pkgs=(), exclude=(),
+            python_version=None, sources=None, use_cache=True, prefix=None):
+    """Analyze *scripts* (paths; a directory means every ``*.py`` under it) and *sources* ({display name:
+    source text}, e.g. ``{"<stdin>": text}``) and return an :class:`Analysis` with a pinned spec.
+
+    ``toplevel``: only the imports outside function bodies of the given scripts; ``function``: only the imports
+    inside that function (``name`` or ``Class.method``), as upstream does. Local modules they reach are always
+    followed completely, since importing a module runs all of its top level. ``pkg_mapping``: {import name:
+    package} overrides; ``extra_pkgs``: packages to add. ``exclude``: import names to leave out entirely (e.g.
+    manager-only modules). ``python_version``: the target "X.Y" (stdlib list, recorded version). ``prefix``: an
+    environment (conda prefix or venv) to resolve distributions in instead of the running interpreter's.
+    """
+    from . import distributions
+
+    if toplevel and function:
+        raise PonchoError("--toplevel and --function cannot be used together")
+    if python_version is not None:
+        python_version = str(python_version)
+        if not _valid_version(python_version):
+            raise PonchoError("python version {!r} is not valid; expected X.Y such as 3.11".format(python_version))
+    pkg_mapping = dict(pkg_mapping or {})
+    files = _expand(scripts or ())
+    sources = dict(sources or {})
+    if not files and not sources:
+        raise PonchoError("no scripts to analyze: give at least one Python script (or - for standard input)")
+    env = distributions.Environment(prefix=prefix, python_version=python_version)
+    cache = ScanCache(enabled=use_cache)
+    walk = _Walk(stdlib_names(env.python_minor), frozenset(exclude or ()), cache, _Finder())
+
+    scanned = scan_files(files, cache)
+    entries = [(f, scanned[f], _project_roots(f)) for f in files]
+    entries += [(None, scan_source(text, name), (os.getcwd(),)) for name, text in sources.items()]
+    if function and not any(function in s.functions or any(q.endswith("." + function) for q in s.functions)
+                            for _, s, _ in entries):
+        raise PonchoError("function {!r} is not defined in {}".format(function, ", ".join(files + list(sources))))
+    for f, scan, roots in entries:
+        for ref in _select(scan, toplevel, function):
+            walk.handle(ref, f, roots, roots[-1] if f else None)
+    walk.follow()
+
+    located = {}
+    local_dists = {}
+    warnings = []
+    while True:
+        new = sorted(t for t in walk.third_party if t not in located)
+        if not new:
+            break
+        for top in new:
+            entry = walk.third_party[top]
+            if top in pkg_mapping:
+                located[top] = distributions.Located("pin", env.pin_for_name(pkg_mapping[top]))
+                continue
+            loc = env.locate(top, entry["dotted"])
+            if loc.kind == "missing" and entry["ns"]:
+                root, parts, names, roots = entry["ns"]
+                walk.resolve_in(root, parts, names, roots)
+                loc = distributions.Located("local", root=root)
+            elif loc.kind == "local":
+                walk.ship(loc.path, loc.root, (loc.root,), follow=loc.module_kind != "ext")
+                if loc.dist:
+                    local_dists[loc.dist] = loc.source
+                    warnings.append("{} comes from {} installed from local source {}: it is not put in the spec's "
+                                    "package lists, its code is shipped with the task".format(top, loc.dist,
+                                                                                             loc.source))
+                else:
+                    warnings.append("{} ({}) does not belong to any installed distribution: it is shipped with the "
+                                    "task as local code".format(top, loc.path))
+            located[top] = loc
+        walk.follow()
+    cache.flush()
+
+    pins, unresolved = {}, []
+    for top in sorted(located):
+        loc = located[top]
+        if loc.kind == "pin":
+            pins.setdefault((loc.pin.kind, canonicalize(loc.pin.name)), loc.pin)
+        elif loc.kind == "missing":
+            sites = walk.third_party[top]["sites"]
+            where = ", ".join("{}:{}".format(s.file or "<stdin>", s.lineno) for s in sites[:3])
+            if all(s.optional for s in sites):
+                log.info("poncho: note: optional import %s (%s) is not installed here: left out", top, where)
+                continue
+            unresolved.append(top)
+            pins.setdefault(("pip", canonicalize(top)), distributions.Pin("pip", top, None, top))
+            warnings.append("{} (imported at {}) is not installed here: listed unpinned in pip; install it, or name "
+                            "its package with --pkg-mapping {}=NAME".format(top, where, top))
+    for pkg in extra_pkgs or ():
+        pin = env.pin_for_name(pkg)
+        if pin.version is None and re.match(r"^[A-Za-z0-9][A-Za-z0-9._\-]*$", pkg.strip()):
+            warnings.append("extra package {} is not installed here: listed unpinned".format(pkg))
+        pins[(pin.kind, canonicalize(pin.name))] = pin  # explicit wins over what the imports gave
+    spec = _build_spec(env, list(pins.values()))
+    return Analysis(
+        spec=spec,
+        imports=frozenset(walk.third_party),
+        distributions={p.name: p.version for p in pins.values() if p.version is not None},
+        local_files=tuple(sorted(walk.local.items(), key=lambda pa: (pa[1], pa[0]))),
+        local_distributions=local_dists,
+        unresolved=tuple(unresolved),
+        warnings=tuple(walk.warnings) + tuple(warnings),
+    )
+
+
+def canonicalize(name):
+    return re.sub(r"[-_.]+", "-", re.split(r"[\s<>=!~;@\[(]", name.strip(), 1)[0]).lower()
+
+
+def _build_spec(env, pins):
+    from .spec import parse_spec
+
+    data = {}
+    conda = sorted((p for p in pins if p.kind == "conda"), key=lambda p: p.text)
+    python_pin = env.python_pin()
+    if python_pin is not None:
+        conda = [python_pin] + [p for p in conda if p.name != "python"]
+    else:
+        data["python"] = env.python_full
+    if conda:
+        channels = list(dict.fromkeys(p.channel for p in conda))
+        data["conda"] = {"channels": channels, "packages": [p.text for p in conda]}
+    pip = [p.text for p in pins if p.kind == "pip"]
+    if pip:
+        data["pip"] = pip
+    return parse_spec(data)
+
+
+def _arc_root(path, arcname):
+    """The directory *path* was resolved under, given its arcname ("pkg/mod.py" -> two levels up)."""
+    root = path
+    for _ in range(arcname.count(os.sep) + 1):
+        root = os.path.dirname(root)
+    return root
+
+
+def _valid_version(v):
+    parts = v.split(".")
+    return len(parts) in (2, 3) and parts[0] == "3" and all(p.isdigit() for p in parts)
