@@ -30,8 +30,8 @@ import concurrent.futures
 import dataclasses
 import gc
 import hashlib
-import json
 import logging
+import marshal
 import os
 import re
 import sys
@@ -39,7 +39,7 @@ import tempfile
 import threading
 import time
 from importlib.machinery import EXTENSION_SUFFIXES
-from typing import Mapping, Tuple
+from typing import Mapping, NamedTuple, Tuple
 
 from .errors import PonchoError
 
@@ -57,8 +57,7 @@ _PARALLEL_MIN_FILES = 48
 _RACY_SECONDS = 2.0
 
 
-@dataclasses.dataclass(frozen=True)
-class ImportRef:
+class ImportRef(NamedTuple):
     """One import site: ``module`` (dotted, "" for ``from . import x``), relative ``level``, the names of a
     from-import (possible submodules), line, flags, and ``scope``: the enclosing class/function names."""
 
@@ -77,15 +76,15 @@ class FileScan:
     imports: Tuple[ImportRef, ...]
     functions: Tuple[str, ...]  # qualified names ("f", "C.m", "f.inner") of every def, for --function
 
-    def to_json(self):
-        return [[[i.module, i.level, list(i.names), i.lineno, i.flags, list(i.scope)] for i in self.imports],
-                list(self.functions)]
+    def to_data(self):
+        """Plain tuples, for :mod:`marshal` (the fastest loader of the standard library)."""
+        return (tuple(tuple(i) for i in self.imports), self.functions)
 
     @classmethod
-    def from_json(cls, data):
+    def from_data(cls, data):
         imports, functions = data
-        return cls(tuple(ImportRef(m, lv, tuple(n), ln, fl, tuple(sc)) for m, lv, n, ln, fl, sc in imports),
-                   tuple(functions))
+        make = tuple.__new__
+        return cls(tuple(make(ImportRef, i) for i in imports), tuple(functions))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -279,12 +278,14 @@ def cache_dir():
 
 
 class ScanCache:
-    """Scan results per source file, keyed on (absolute path, size, mtime_ns), one JSON shard per directory.
+    """Scan results per source file, keyed on (absolute path, size, mtime_ns), one shard per directory.
 
     Why shards per directory: a warm run over a 1,500-file tree then reads ~100 small files instead of 1,500,
     and a shard is rewritten only when one of its files changed. Each shard is replaced atomically (temp file +
     rename), so a reader never sees a half-written one; two writers racing lose one update, which only costs a
-    re-parse next time. Shards carry the scanner version and the Python minor version (the grammar differs).
+    re-parse next time. Shards carry the scanner version and the Python minor version (the grammar differs,
+and shards are :mod:`marshal` data, whose format is tied to the Python version; they are only ever read
+back by this code from the user's own cache directory).
 
     Why files modified in the last couple of seconds are not stored ("racy git"): a file rewritten within the
     file system's timestamp granularity with the same size would keep its (size, mtime_ns) key, and a stale
@@ -302,7 +303,7 @@ class ScanCache:
 
     def _shard_path(self, directory):
         return os.path.join(self.root, hashlib.sha256(directory.encode("utf-8", "surrogateescape")).hexdigest()[:32]
-                            + ".json")
+                            + ".marshal")
 
     def _shard(self, directory):
         shard = self._shards.get(directory)
@@ -310,10 +311,10 @@ class ScanCache:
             shard = {}
             try:
                 with open(self._shard_path(directory), "rb") as f:
-                    data = json.loads(f.read())
+                    data = marshal.loads(f.read())
                 if data.get("tag") == self._tag and data.get("dir") == directory:
                     shard = data["files"]
-            except (OSError, ValueError, KeyError, TypeError):
+            except (OSError, ValueError, KeyError, TypeError, EOFError, AttributeError):
                 pass
             self._shards[directory] = shard
         return shard
@@ -329,7 +330,7 @@ class ScanCache:
         entry = self._shard(directory).get(name)
         if entry is not None and entry[0] == key[0] and entry[1] == key[1]:
             try:
-                scan = FileScan.from_json(entry[2])
+                scan = FileScan.from_data(entry[2])
             except (ValueError, TypeError):
                 return None
             self._memo[path] = key + (scan,)
@@ -343,8 +344,32 @@ class ScanCache:
         if not self.enabled:
             return
         directory, name = os.path.split(path)
-        self._shard(directory)[name] = [st.st_size, st.st_mtime_ns, scan.to_json()]
+        self._shard(directory)[name] = (st.st_size, st.st_mtime_ns, scan.to_data())
         self._dirty.add(directory)
+
+    def _run_path(self, key):
+        return os.path.join(self.root, "runs", key + ".marshal")
+
+    def load_run(self, key):
+        if not self.enabled:
+            return None
+        try:
+            with open(self._run_path(key), "rb") as f:
+                tag, data = marshal.loads(f.read())
+            return data if tag == self._tag else None
+        except (OSError, ValueError, EOFError, TypeError):
+            return None
+
+    def store_run(self, key, data):
+        path = self._run_path(key)
+        try:
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=os.path.dirname(path))
+            with os.fdopen(fd, "wb") as f:
+                f.write(marshal.dumps((self._tag, data)))
+            os.replace(tmp, path)
+        except (OSError, ValueError) as e:
+            log.debug("cannot write analyze run cache: %s", e)
 
     def flush(self):
         """Write the changed shards; a cache that cannot be written is only a slower next run, not an error."""
@@ -360,8 +385,8 @@ class ScanCache:
             data = {"tag": self._tag, "dir": directory, "files": self._shards[directory]}
             try:
                 fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=self.root)
-                with os.fdopen(fd, "w") as f:
-                    json.dump(data, f, separators=(",", ":"))
+                with os.fdopen(fd, "wb") as f:
+                    f.write(marshal.dumps(data))
                 os.replace(tmp, self._shard_path(directory))
             except OSError as e:
                 log.debug("cannot write analyze cache shard for %s: %s", directory, e)
@@ -433,20 +458,38 @@ class _Finder:
 
     def __init__(self):
         self._listing = {}
+        self._child = {}
+        self.consulted = {}  # directory -> mtime_ns (None: missing)
 
     def listing(self, directory):
+        """Names in *directory* (memoized). Every directory consulted is remembered with its mtime: a module
+        appearing or disappearing changes its directory's mtime, which is what invalidates a cached run."""
         names = self._listing.get(directory)
         if names is None:
             try:
+                st = os.stat(directory)
                 names = frozenset(os.listdir(directory))
+                self.consulted[directory] = st.st_mtime_ns
             except OSError:
                 names = frozenset()
+                self.consulted[directory] = None
             self._listing[directory] = names
         return names
+
+    def is_package(self, directory):
+        return "__init__.py" in self.listing(directory) and os.path.dirname(directory) != directory
 
     def child(self, directory, name, namespace_ok):
         """(kind, path) of module *name* directly in *directory*: a package dir ("pkg", its __init__.py), a
         source module ("py"), an extension module ("ext"), a namespace dir ("ns"), or None."""
+        key = (directory, name, namespace_ok)
+        try:
+            return self._child[key]
+        except KeyError:
+            found = self._child[key] = self._lookup(directory, name, namespace_ok)
+            return found
+
+    def _lookup(self, directory, name, namespace_ok):
         names = self.listing(directory)
         if name in names:
             sub = os.path.join(directory, name)
@@ -462,14 +505,14 @@ class _Finder:
         return None
 
 
-def _project_roots(path):
+def _project_roots(path, finder):
     """Where a script's absolute imports are looked up locally: its own directory (``sys.path[0]`` when it is
     run as a file) and, when it lives inside a package, the directory above the topmost package (where it must
     be run from as ``python -m pkg.script``)."""
     d = os.path.dirname(path)
     roots = [d]
     top = d
-    while os.path.isfile(os.path.join(top, "__init__.py")) and os.path.dirname(top) != top:
+    while finder.is_package(top):
         top = os.path.dirname(top)
     if top != d:
         roots.append(top)
@@ -500,8 +543,11 @@ class _Walk:
         self.scanned = {}  # path -> FileScan
         self.roots_of = {}  # local source path -> roots it resolves absolute imports in
         self.pending = []
-        self.third_party = {}  # top-level name -> {"dotted": set(), "sites": [...]}
+        self.third_party = {}  # top-level name -> {"dotted", "sites" (first 3), "required", "ns"}
         self.warnings = []
+        self._resolved = {}
+        self._absolute = {}
+        self._relative = {}
 
     def ship(self, path, root, roots, follow=True):
         if path in self.local:
@@ -513,75 +559,150 @@ class _Walk:
 
     def resolve_in(self, root, parts, names, roots, from_dir=None):
         """Resolve *parts* (then *names* as submodules) under *root* (or under *from_dir* for relative imports,
-        arcnames still relative to *root*). Returns True when the first part was found locally."""
+        arcnames still relative to *root*) and ship what is found. Memoized: a big tree repeats the same few
+        thousand imports tens of thousands of times."""
+        key = (root, parts, names, roots, from_dir)
+        ships = self._resolved.get(key)
+        if ships is None:
+            ships = self._resolved[key] = self._resolve(root, parts, names, from_dir)
+        for path, follow in ships:
+            self.ship(path, root, roots, follow)
+
+    def _resolve(self, root, parts, names, from_dir):
+        ships = []
         directory = from_dir or root
-        for i, part in enumerate(parts):
+        for part in parts:
             found = self.finder.child(directory, part, namespace_ok=True)
             if found is None:
-                return i > 0 or from_dir is not None
+                return ships
             kind, path = found
             if kind == "ns":
                 directory = path
                 continue
-            self.ship(path, root, roots, follow=kind != "ext")
+            ships.append((path, kind != "ext"))
             if kind != "pkg":
-                return True
+                return ships
             directory = os.path.dirname(path)
         for name in names:
             if name == "*":
                 continue
             found = self.finder.child(directory, name, namespace_ok=False)
             if found is not None and found[0] != "ns":
-                self.ship(found[1], root, roots, follow=found[0] != "ext")
-        return True
+                ships.append((found[1], found[0] != "ext"))
+        return ships
 
     def local_root_for(self, directory):
         d = directory
-        while os.path.isfile(os.path.join(d, "__init__.py")) and os.path.dirname(d) != d:
+        while self.finder.is_package(d):
             d = os.path.dirname(d)
         return d
 
     def handle(self, ref, path, roots, arc_root):
         if ref.flags & TYPE_CHECKING:
             return
-        site = _Site(path, ref.lineno, bool(ref.flags & OPTIONAL))
         if ref.level:
-            base = os.path.dirname(path) if path else os.getcwd()
-            for _ in range(ref.level - 1):
-                base = os.path.dirname(base)
-            root = arc_root if arc_root and _within(base, arc_root) else self.local_root_for(base)
-            parts = ref.module.split(".") if ref.module else []
+            rkey = (path, ref.level, arc_root)
+            base_root = self._relative.get(rkey)
+            if base_root is None:
+                base = os.path.dirname(path) if path else os.getcwd()
+                for _ in range(ref.level - 1):
+                    base = os.path.dirname(base)
+                root = arc_root if arc_root and _within(base, arc_root) else self.local_root_for(base)
+                base_root = self._relative[rkey] = (base, root)
+            base, root = base_root
+            parts = tuple(ref.module.split(".")) if ref.module else ()
             if not parts:
-                init = os.path.join(base, "__init__.py")
-                if os.path.isfile(init):
-                    self.ship(init, root, roots)
+                if "__init__.py" in self.finder.listing(base):
+                    self.ship(os.path.join(base, "__init__.py"), root, roots)
             self.resolve_in(root, parts, ref.names, roots, from_dir=base)
             return
         if not ref.module:
             return
-        parts = ref.module.split(".")
-        top = parts[0]
+        key = (roots, ref.module, ref.names)
+        action = self._absolute.get(key)
+        if action is None:
+            action = self._absolute[key] = self._classify(ref, roots)
+        kind, value = action
+        if kind == "local":
+            self.resolve_in(value, tuple(ref.module.split(".")), ref.names, roots)
+        elif kind == "third":
+            entry = self.third_party.get(value)
+            if entry is None:
+                entry = self.third_party[value] = {"dotted": set(), "sites": [], "required": False, "ns": None}
+            if entry["ns"] is None:
+                for root in roots:
+                    found = self.finder.child(root, value, namespace_ok=True)
+                    if found is not None and found[0] == "ns":
+                        entry["ns"] = (root, tuple(ref.module.split(".")), ref.names, roots)
+                        break
+            entry["dotted"].add(ref.module)
+            for name in ref.names:
+                if name != "*":
+                    entry["dotted"].add(ref.module + "." + name)
+            optional = bool(ref.flags & OPTIONAL)
+            if not optional:
+                entry["required"] = True
+            if len(entry["sites"]) < 3:
+                entry["sites"].append(_Site(path, ref.lineno, optional))
+
+    def _classify(self, ref, roots):
+        top = ref.module.split(".", 1)[0]
         if top in self.exclude or top == "__main__" or top in sys.builtin_module_names:
-            return
+            return "skip", None
         for root in roots:
-            found = self.finder.child(root, top, namespace_ok=False)
-            if found is not None:
-                self.resolve_in(root, parts, ref.names, roots)
-                return
+            if self.finder.child(root, top, namespace_ok=False) is not None:
+                return "local", root
         if top in self.stdlib:
+            return "skip", None
+        return "third", top
+
+    def save(self, key, entry_files):
+        """Remember this walk (local files, third-party names) with the stats of every file and directory it
+        depended on, so that an unchanged tree is answered with a few thousand stat calls and no resolving."""
+        if not self.cache.enabled:
             return
-        entry = self.third_party.setdefault(top, {"dotted": set(), "sites": [], "ns": None})
-        if entry["ns"] is None:
-            for root in roots:
-                found = self.finder.child(root, top, namespace_ok=True)
-                if found is not None and found[0] == "ns":
-                    entry["ns"] = (root, parts, ref.names, roots)
-                    break
-        entry["dotted"].add(ref.module)
-        for name in ref.names:
-            if name != "*":
-                entry["dotted"].add(ref.module + "." + name)
-        entry["sites"].append(site)
+        files = {}
+        for p in list(entry_files) + list(self.scanned):
+            try:
+                st = os.stat(p)
+            except OSError:
+                return
+            files[p] = (st.st_size, st.st_mtime_ns)
+        newest = max([m for _, m in files.values()] + [m for m in self.finder.consulted.values() if m] + [0])
+        if time.time() - newest / 1e9 < _RACY_SECONDS:
+            return  # see ScanCache: a change within the timestamp granularity could go unnoticed
+        third = {k: (tuple(sorted(v["dotted"])), tuple(tuple(dataclasses.astuple(x)) for x in v["sites"]),
+                     v["required"], v["ns"]) for k, v in self.third_party.items()}
+        data = (files, dict(self.finder.consulted), self.local, self.roots_of, third, tuple(self.warnings))
+        self.cache.store_run(key, data)
+
+    def restore(self, key):
+        data = self.cache.load_run(key)
+        if data is None:
+            return False
+        try:
+            files, dirs, local, roots_of, third, warnings = data
+            for p, (size, mtime) in files.items():
+                st = os.stat(p)
+                if st.st_size != size or st.st_mtime_ns != mtime:
+                    return False
+            for d, mtime in dirs.items():
+                try:
+                    now = os.stat(d).st_mtime_ns
+                except OSError:
+                    now = None
+                if now != mtime:
+                    return False
+        except (OSError, ValueError, TypeError):
+            return False
+        self.local.update(local)
+        self.roots_of.update(roots_of)
+        self.scanned.update(dict.fromkeys(files))  # scanned already: never queue them again
+        for k, (dotted, sites, required, ns) in third.items():
+            self.third_party[k] = {"dotted": set(dotted), "sites": [_Site(*x) for x in sites],
+                                   "required": required, "ns": ns}
+        self.warnings.extend(warnings)
+        return True
 
     def follow(self):
         """Scan every local file shipped so far (in parallel when many), and handle its imports; repeat until
@@ -620,24 +741,30 @@ def stdlib_names(python_version=None):
     return frozenset(names)
 
 
-def _expand(paths):
-    """Scripts as given; a directory stands for every ``*.py`` file under it (hidden dirs and caches skipped)."""
-    out = []
+def _expand(paths, finder):
+    """Scripts as given, each with its local-import roots. A directory stands for every ``*.py`` file under it
+    (hidden dirs and caches skipped) and is itself a root for them, like a project root (so is the directory
+    above it when it is a package): the files of a tree given as a whole import each other as local code."""
+    out = {}
     for p in paths:
         p = str(p)
         if os.path.isdir(p):
-            found = []
-            for dirpath, dirnames, filenames in os.walk(p):
-                dirnames[:] = sorted(d for d in dirnames if not d.startswith(".") and d != "__pycache__")
-                found.extend(os.path.join(dirpath, f) for f in sorted(filenames) if f.endswith(".py"))
-            out.extend(os.path.abspath(f) for f in found)
+            d = os.path.abspath(p)
+            extra = (d,) + _project_roots(os.path.join(d, "__init__.py"), finder)[1:]
+            for dirpath, dirnames, filenames in os.walk(d):
+                dirnames[:] = sorted(x for x in dirnames if not x.startswith(".") and x != "__pycache__")
+                for f in sorted(filenames):
+                    if f.endswith(".py"):
+                        full = os.path.join(dirpath, f)
+                        out.setdefault(full, tuple(dict.fromkeys(_project_roots(full, finder) + extra)))
         elif not os.path.exists(p):
             raise PonchoError("{} does not exist: give the path of a Python script".format(p), exit_code=2)
         elif not os.path.isfile(p):
             raise PonchoError("{} is not a regular file: give the path of a Python script".format(p), exit_code=2)
         else:
-            out.append(os.path.abspath(p))
-    return list(dict.fromkeys(out))
+            full = os.path.abspath(p)
+            out.setdefault(full, _project_roots(full, finder))
+    return out
 
 
 def _select(scan, toplevel, function):
@@ -672,24 +799,30 @@ def analyze(scripts, *, toplevel=False, function=None, pkg_mapping=None, extra_p
         if not _valid_version(python_version):
             raise PonchoError("python version {!r} is not valid; expected X.Y such as 3.11".format(python_version))
     pkg_mapping = dict(pkg_mapping or {})
-    files = _expand(scripts or ())
+    finder = _Finder()
+    roots_of = _expand(scripts or (), finder)
+    files = list(roots_of)
     sources = dict(sources or {})
     if not files and not sources:
         raise PonchoError("no scripts to analyze: give at least one Python script (or - for standard input)")
     env = distributions.Environment(prefix=prefix, python_version=python_version)
     cache = ScanCache(enabled=use_cache)
-    walk = _Walk(stdlib_names(env.python_minor), frozenset(exclude or ()), cache, _Finder())
-
-    scanned = scan_files(files, cache)
-    entries = [(f, scanned[f], _project_roots(f)) for f in files]
-    entries += [(None, scan_source(text, name), (os.getcwd(),)) for name, text in sources.items()]
-    if function and not any(function in s.functions or any(q.endswith("." + function) for q in s.functions)
-                            for _, s, _ in entries):
-        raise PonchoError("function {!r} is not defined in {}".format(function, ", ".join(files + list(sources))))
-    for f, scan, roots in entries:
-        for ref in _select(scan, toplevel, function):
-            walk.handle(ref, f, roots, roots[-1] if f else None)
-    walk.follow()
+    stdlib = stdlib_names(env.python_minor)
+    walk = _Walk(stdlib, frozenset(exclude or ()), cache, finder)
+    run_key = _run_key(roots_of, sources, toplevel, function, exclude, stdlib, os.getcwd())
+    if not walk.restore(run_key):
+        scanned = scan_files(files, cache)
+        entries = [(f, scanned[f], roots_of[f]) for f in files]
+        entries += [(None, scan_source(text, name), (os.getcwd(),)) for name, text in sources.items()]
+        if function and not any(function in s.functions or any(q.endswith("." + function) for q in s.functions)
+                                for _, s, _ in entries):
+            raise PonchoError("function {!r} is not defined in {}".format(function,
+                                                                          ", ".join(files + list(sources))))
+        for f, scan, roots in entries:
+            for ref in _select(scan, toplevel, function):
+                walk.handle(ref, f, roots, roots[-1] if f else None)
+        walk.follow()
+        walk.save(run_key, files)
 
     located = {}
     local_dists = {}
@@ -728,15 +861,21 @@ def analyze(scripts, *, toplevel=False, function=None, pkg_mapping=None, extra_p
         if loc.kind == "pin":
             pins.setdefault((loc.pin.kind, canonicalize(loc.pin.name)), loc.pin)
         elif loc.kind == "missing":
-            sites = walk.third_party[top]["sites"]
-            where = ", ".join("{}:{}".format(s.file or "<stdin>", s.lineno) for s in sites[:3])
-            if all(s.optional for s in sites):
+            entry = walk.third_party[top]
+            where = ", ".join("{}:{}".format(s.file or "<stdin>", s.lineno) for s in entry["sites"])
+            if not entry["required"]:
                 log.info("poncho: note: optional import %s (%s) is not installed here: left out", top, where)
                 continue
             unresolved.append(top)
-            pins.setdefault(("pip", canonicalize(top)), distributions.Pin("pip", top, None, top))
-            warnings.append("{} (imported at {}) is not installed here: listed unpinned in pip; install it, or name "
-                            "its package with --pkg-mapping {}=NAME".format(top, where, top))
+            # A package name must start and end with a letter or digit: `_pytest` is listed as `pytest`.
+            name = top.strip("_.")
+            if not name:
+                warnings.append("{} (imported at {}) is not installed here and is not a package name: left out; "
+                                "name its package with --pkg-mapping {}=NAME".format(top, where, top))
+                continue
+            pins.setdefault(("pip", canonicalize(name)), distributions.Pin("pip", name, None, name))
+            warnings.append("{} (imported at {}) is not installed here: listed unpinned in pip as {}; install it, or "
+                            "name its package with --pkg-mapping {}=NAME".format(top, where, name, top))
     for pkg in extra_pkgs or ():
         pin = env.pin_for_name(pkg)
         if pin.version is None and re.match(r"^[A-Za-z0-9][A-Za-z0-9._\-]*$", pkg.strip()):
@@ -775,6 +914,17 @@ def _build_spec(env, pins):
     if pip:
         data["pip"] = pip
     return parse_spec(data)
+
+
+def _run_key(roots_of, sources, toplevel, function, exclude, stdlib, cwd):
+    """What a walk's result depends on besides file contents and directory listings (checked by stat)."""
+    h = hashlib.sha256()
+    h.update(marshal.dumps((SCANNER_VERSION, tuple(roots_of.items()),
+                            tuple((k, hashlib.sha256(v.encode("utf-8", "surrogateescape")).hexdigest())
+                                  for k, v in sorted(sources.items())),
+                            bool(toplevel), function or "", tuple(sorted(exclude or ())), tuple(sorted(stdlib)),
+                            cwd if sources else "")))
+    return h.hexdigest()[:40]
 
 
 def _arc_root(path, arcname):

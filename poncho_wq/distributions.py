@@ -114,20 +114,42 @@ def _find_module(directory, name):
 
 
 class _Dist:
-    __slots__ = ("dist", "name", "version", "direct_url", "_files")
+    """One installed distribution. Its METADATA is parsed only when it is pinned: parsing every distribution's
+    headers (the email parser) was most of a warm run's time in a big environment."""
 
-    def __init__(self, dist, name, version):
+    __slots__ = ("dist", "key", "_meta", "_direct_url", "_files")
+
+    def __init__(self, dist, key):
         self.dist = dist
-        self.name = name
-        self.version = version
+        self.key = key
         self._files = None
-        self.direct_url = None
-        try:
-            text = dist.read_text("direct_url.json")
-            if text:
-                self.direct_url = json.loads(text)
-        except (OSError, ValueError):
-            pass
+        self._meta = None
+        self._direct_url = False
+
+    @property
+    def name(self):
+        return self._metadata()[0]
+
+    @property
+    def version(self):
+        return self._metadata()[1]
+
+    def _metadata(self):
+        if self._meta is None:
+            self._meta = (self.dist.metadata["Name"] or self.key, self.dist.version)
+        return self._meta
+
+    @property
+    def direct_url(self):
+        if self._direct_url is False:
+            self._direct_url = None
+            try:
+                text = self.dist.read_text("direct_url.json")
+                if text:
+                    self._direct_url = json.loads(text)
+            except (OSError, ValueError):
+                pass
+        return self._direct_url
 
     def files(self):
         if self._files is None:
@@ -176,7 +198,8 @@ class Environment:
     # -- discovery -------------------------------------------------------------------------------------------
     def _site_dirs(self):
         if self.prefix is None:
-            dirs = [p for p in sys.path if p and os.path.isdir(p) and os.path.abspath(p) != os.getcwd()]
+            dirs = [p for p in sys.path if p and os.path.isdir(p) and os.path.abspath(p) != os.getcwd()
+                    and not _is_stdlib_path(os.path.join(os.path.abspath(p), "x"))]
             return list(dict.fromkeys(os.path.abspath(p) for p in dirs))
         dirs = sorted(glob.glob(os.path.join(self.prefix, "lib", "python3*", "site-packages")))
         dirs += [d for d in [os.path.join(self.prefix, "Lib", "site-packages")] if os.path.isdir(d)]
@@ -199,14 +222,13 @@ class Environment:
         by_import, by_name = {}, {}
         for dist in importlib.metadata.distributions(path=self.site_dirs):
             try:
-                name = dist.metadata["Name"]
-                version = dist.version
+                key = canonicalize_name(_dist_name(dist))
             except Exception:  # a broken .dist-info must not stop the analysis
                 continue
-            if not name or canonicalize_name(name) in by_name:
+            if not key or key in by_name:
                 continue  # shadowed by an earlier path entry, as at import time
-            d = _Dist(dist, name, version)
-            by_name[canonicalize_name(name)] = d
+            d = _Dist(dist, key)
+            by_name[key] = d
             top = None
             try:
                 top = dist.read_text("top_level.txt")
@@ -332,6 +354,8 @@ class Environment:
                 spec = None
             if spec is not None and spec.origin and os.path.isfile(spec.origin):
                 origin = os.path.abspath(spec.origin)
+                if _is_stdlib_path(origin):
+                    return None  # this interpreter's standard library, not the target's (--python-version)
                 if os.path.basename(origin) == "__init__.py":
                     return "pkg", origin, os.path.dirname(os.path.dirname(origin))
                 if origin.endswith(tuple(EXTENSION_SUFFIXES)):
@@ -361,6 +385,29 @@ def _best_match(dists, top, dotted):
         elif depth == best_depth:
             best.append(d)
     return best
+
+
+def _dist_name(dist):
+    """The distribution's name from its ``Name-Version.dist-info`` directory when it has one (no METADATA
+    parse), else from METADATA."""
+    path = getattr(dist, "_path", None)
+    if path is not None:
+        stem = os.path.basename(str(path))
+        if stem.endswith((".dist-info", ".egg-info")) and "-" in stem:
+            return stem.rsplit(".", 1)[0].split("-")[0]
+    return dist.metadata["Name"]
+
+
+def _is_stdlib_path(path):
+    """Is *path* in this interpreter's standard library (lib/pythonX.Y, lib-dynload) rather than a site dir?
+    Those directories are on sys.path but never provide third-party code; for another --python-version target
+    their modules (tomllib on 3.8) are simply not installed."""
+    import sysconfig
+
+    paths = sysconfig.get_paths()
+    if any(_within(path, paths[k]) for k in ("purelib", "platlib") if paths.get(k)):
+        return False
+    return any(_within(path, paths[k]) for k in ("stdlib", "platstdlib") if paths.get(k))
 
 
 def _pyvenv_version(prefix):
