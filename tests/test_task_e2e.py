@@ -1,0 +1,137 @@
+"""PonchoTask end to end: a real manager script, real work_queue_worker processes on localhost, no mocks.
+
+Run for both bindings: Debian's ``work_queue`` (CCTools 8) with Debian's worker, and ``ndcctools.work_queue``
+(built from ../shared/vendor by dev/test.sh) with its own worker.
+"""
+
+import os
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+
+from wqutil import BINDINGS, Cluster
+
+JOB = '''\
+import sys
+
+import humanize
+from mylib import fmt
+
+print("RESULT", fmt.describe(int(sys.argv[1])), "ARGS", repr(sys.argv[2:]))
+'''
+MYLIB_FMT = '''\
+import humanize
+
+
+def describe(n):
+    return "{}:{}".format(n, humanize.intword(n * 1000000))
+'''
+
+
+@pytest.fixture(scope="session")
+def humanize_installed():
+    """The manager's environment has humanize (from PyPI); the workers' Debian python3 does not."""
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "humanize"], check=True,
+                   stdin=subprocess.DEVNULL)
+    r = subprocess.run(["/usr/bin/python3", "-c", "import humanize"], capture_output=True)
+    assert r.returncode != 0, "the workers' python3 must lack humanize for these tests to prove anything"
+
+
+@pytest.fixture(scope="session")
+def e2e_cache(tmp_path_factory):
+    return str(tmp_path_factory.mktemp("poncho-cache"))
+
+
+@pytest.fixture
+def project(tmp_path, humanize_installed):
+    d = tmp_path / "project"
+    (d / "mylib").mkdir(parents=True)
+    (d / "job.py").write_text(JOB)
+    (d / "mylib" / "__init__.py").write_text("")
+    (d / "mylib" / "fmt.py").write_text(MYLIB_FMT)
+    return d
+
+
+@pytest.fixture(params=BINDINGS)
+def cluster(request, tmp_path):
+    c = Cluster(tmp_path / "cluster", request.param)
+    os.makedirs(c.tmp, exist_ok=True)
+    yield c
+    c.close()
+
+
+def test_plain_task_fails_on_these_workers(cluster, project, e2e_cache):
+    cluster.start_manager("manager.py", ["--tasks", "1", "--plain", "--retries", "0"], project, e2e_cache)
+    cluster.start_worker()
+    out = cluster.wait_results()
+    (r,) = out["results"]
+    assert r["return_status"] != 0
+    assert "No module named 'humanize'" in r["output"]
+
+
+def test_ponchotask_ships_env_local_modules_and_keeps_argv(cluster, project, e2e_cache):
+    cmd = "python3 job.py {i} 'two words' \"it's\" '' '*.py'"
+    cluster.start_manager("manager.py", ["--tasks", "3", "--command", cmd], project, e2e_cache)
+    cluster.start_worker()
+    out = cluster.wait_results()
+    assert [r["return_status"] for r in out["results"]] == [0, 0, 0], out
+    for r in out["results"]:
+        i = r["i"]
+        import humanize
+
+        assert "RESULT {}:{}".format(i, humanize.intword(i * 1000000)) in r["output"], r["output"]
+        assert "ARGS ['two words', \"it's\", '', '*.py']" in r["output"], r["output"]
+        assert r["shim_error"] is None
+        assert r["env"].startswith("env-") and r["env"].endswith(".tar.gz")
+
+
+def test_forty_tasks_two_workers_one_transfer_and_one_unpack_per_worker(cluster, project, e2e_cache):
+    cluster.start_manager("manager.py", ["--tasks", "40", "--command", "python3 job.py {i}"], project, e2e_cache)
+    cluster.start_worker(cores=4)
+    cluster.start_worker(cores=4)
+    out = cluster.wait_results()
+    assert all(r["return_status"] == 0 for r in out["results"]), out
+    hosts_used = len({r["host"] for r in out["results"]})
+    assert hosts_used >= 1
+    counts = cluster.unpack_counts()
+    # Every worker that ran a task unpacked the environment exactly once; a worker that got none, never.
+    assert all(c <= 1 for c in counts), counts
+    assert sum(counts) >= 1
+    transfers = cluster.env_transfers(out["results"][0]["env"])
+    assert all(n <= 1 for n in transfers), transfers
+    assert sum(transfers) == sum(counts), (transfers, counts)
+
+
+def test_worker_killed_midrun_tasks_retry_elsewhere(cluster, project, e2e_cache):
+    cmd = "python3 -c 'import time; time.sleep(0.5)' && python3 job.py {i}"
+    cluster.start_manager("manager.py", ["--tasks", "12", "--command", cmd], project, e2e_cache)
+    w0 = cluster.start_worker(cores=2)
+    cluster.start_worker(cores=2)
+    time.sleep(4)
+    cluster.kill_worker(w0)
+    out = cluster.wait_results()
+    assert [r["return_status"] for r in out["results"]] == [0] * 12, out
+
+
+def test_broken_environment_surfaces_shim_error(cluster, project, e2e_cache, tmp_path):
+    bad = tmp_path / ("env-" + "0" * 32 + ".tar.gz")
+    bad.write_bytes(b"\x1f\x8b\x08\x00this is not a gzip stream" * 10)
+    cluster.start_manager("manager.py", ["--tasks", "2", "--retries", "0", "--environment", str(bad)],
+                          project, e2e_cache)
+    cluster.start_worker()
+    out = cluster.wait_results()
+    for r in out["results"]:
+        assert r["return_status"] == 3, r
+        assert r["shim_error"] and r["shim_error"][0] == 3
+        assert "extract" in r["shim_error"][1].lower() or "tar" in r["shim_error"][1].lower()
+
+
+def test_python_task_in_environment(cluster, project, e2e_cache):
+    cluster.start_manager("manager.py", ["--tasks", "3", "--python-task"], project, e2e_cache)
+    cluster.start_worker()
+    out = cluster.wait_results()
+    assert [r["return_status"] for r in out["results"]] == [0, 0, 0], out
+    assert [r["value"] for r in out["results"]] == ["0", "1", "4"]

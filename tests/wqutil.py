@@ -1,0 +1,129 @@
+"""Real Work Queue managers and workers on localhost for the end-to-end tests (no mocks).
+
+The manager runs as its own process (a script under tests/e2e/), as users run it: PonchoTask analyzes the
+submitting script (``__main__``), so it must be a real script. Workers are real ``work_queue_worker`` processes
+with a scrubbed environment (``PATH=/usr/bin:/bin``): their ``python3`` is Debian's, which lacks the packages the
+jobs import, so only the shipped environment can make the jobs work.
+"""
+
+import glob
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+E2E = os.path.join(HERE, "e2e")
+BINDINGS = ("work_queue", "ndcctools.work_queue")
+
+
+def worker_binary(binding):
+    """Debian's worker speaks to Debian's binding; the source-built one to ndcctools.work_queue."""
+    if binding == "work_queue":
+        return "/usr/bin/work_queue_worker"
+    for d in os.environ.get("PATH", "").split(os.pathsep):
+        cand = os.path.join(d, "work_queue_worker")
+        if d and not cand.startswith("/usr/bin") and os.access(cand, os.X_OK):
+            return cand
+    raise AssertionError("no source-built work_queue_worker on PATH: run the tests with `bash dev/test.sh`")
+
+
+def manager_env(binding, cache_dir, extra=None):
+    env = dict(os.environ)
+    env["PONCHO_WQ_BINDING"] = binding
+    env["PONCHO_WQ_CACHE"] = cache_dir
+    env["PYTHONUNBUFFERED"] = "1"
+    if extra:
+        env.update(extra)
+    return env
+
+
+class Cluster:
+    """A manager script process plus local workers, cleaned up by :meth:`close`."""
+
+    def __init__(self, tmp_path, binding):
+        self.tmp = str(tmp_path)
+        self.binding = binding
+        self.workers = []
+        self.manager = None
+        self.port_file = os.path.join(self.tmp, "port")
+
+    def start_manager(self, script, args, cwd, cache_dir, env=None):
+        self.out_file = os.path.join(self.tmp, "results.json")
+        self.manager_log = open(os.path.join(self.tmp, "manager.log"), "w")
+        cmd = [sys.executable, os.path.join(E2E, script), "--port-file", self.port_file, "--out", self.out_file]
+        self.manager = subprocess.Popen(cmd + list(args), cwd=cwd, env=manager_env(self.binding, cache_dir, env),
+                                        stdout=self.manager_log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        deadline = time.time() + 600
+        while not os.path.exists(self.port_file):
+            if self.manager.poll() is not None:
+                raise AssertionError("manager exited early:\n" + self.log())
+            if time.time() > deadline:
+                raise AssertionError("manager did not start:\n" + self.log())
+            time.sleep(0.1)
+        time.sleep(0.1)
+        with open(self.port_file) as f:
+            self.port = int(f.read().strip())
+
+    def start_worker(self, cores=2, name=None):
+        i = len(self.workers)
+        workdir = os.path.join(self.tmp, "worker{}".format(i))
+        os.makedirs(workdir, exist_ok=True)
+        env = {"PATH": "/usr/bin:/bin", "HOME": workdir, "LANG": "C.UTF-8"}
+        cmd = [worker_binary(self.binding), "localhost", str(self.port), "-s", workdir, "--cores", str(cores),
+               "--single-shot", "-t", "120", "-d", "all", "-o", os.path.join(workdir, "debug.log")]
+        p = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                             stdin=subprocess.DEVNULL, start_new_session=True)
+        p.workdir = workdir
+        self.workers.append(p)
+        return p
+
+    def kill_worker(self, p):
+        os.killpg(p.pid, signal.SIGKILL)
+        p.wait()
+
+    def wait_results(self, timeout=900):
+        try:
+            self.manager.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            raise AssertionError("manager did not finish in {} s:\n{}".format(timeout, self.log()))
+        assert self.manager.returncode == 0, "manager failed:\n" + self.log()
+        with open(self.out_file) as f:
+            return json.load(f)
+
+    def log(self):
+        self.manager_log.flush()
+        with open(self.manager_log.name) as f:
+            return f.read()[-6000:]
+
+    def unpack_counts(self):
+        """Per worker: how many times the shim extracted an environment (lines of its unpack.log)."""
+        counts = []
+        for p in self.workers:
+            n = 0
+            for log in glob.glob(os.path.join(p.workdir, "**", "unpack.log"), recursive=True):
+                with open(log) as f:
+                    n += sum(1 for line in f if line.strip())
+            counts.append(n)
+        return counts
+
+    def close(self):
+        for p in self.workers:
+            if p.poll() is None:
+                try:
+                    os.killpg(p.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+                p.wait()
+        if self.manager and self.manager.poll() is None:
+            self.manager.kill()
+            self.manager.wait()
+        if getattr(self, "manager_log", None):
+            self.manager_log.close()
+
+
+def which_debian_python():
+    return shutil.which("python3", path="/usr/bin:/bin")
