@@ -320,12 +320,12 @@ back by this code from the user's own cache directory).
         return shard
 
     def get(self, path, st):
+        if not self.enabled:
+            return None  # use_cache=False: a full fresh pass, the in-process memo included
         key = (st.st_size, st.st_mtime_ns)
         hit = self._memo.get(path)
         if hit is not None and hit[:2] == key:
             return hit[2]
-        if not self.enabled:
-            return None
         directory, name = os.path.split(path)
         entry = self._shard(directory).get(name)
         if entry is not None and entry[0] == key[0] and entry[1] == key[1]:
@@ -340,9 +340,9 @@ back by this code from the user's own cache directory).
     def put(self, path, st, scan):
         if time.time() - st.st_mtime_ns / 1e9 < _RACY_SECONDS:
             return
-        self._memo[path] = (st.st_size, st.st_mtime_ns, scan)
         if not self.enabled:
             return
+        self._memo[path] = (st.st_size, st.st_mtime_ns, scan)
         directory, name = os.path.split(path)
         self._shard(directory)[name] = (st.st_size, st.st_mtime_ns, scan.to_data())
         self._dirty.add(directory)
