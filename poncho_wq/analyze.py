@@ -460,6 +460,7 @@ class _Finder:
         self._listing = {}
         self._child = {}
         self.consulted = {}  # directory -> mtime_ns (None: missing)
+        self.roots = {}  # script directory -> its local-import roots
 
     def listing(self, directory):
         """Names in *directory* (memoized). Every directory consulted is remembered with its mtime: a module
@@ -510,13 +511,13 @@ def _project_roots(path, finder):
     run as a file) and, when it lives inside a package, the directory above the topmost package (where it must
     be run from as ``python -m pkg.script``)."""
     d = os.path.dirname(path)
-    roots = [d]
-    top = d
-    while finder.is_package(top):
-        top = os.path.dirname(top)
-    if top != d:
-        roots.append(top)
-    return tuple(roots)
+    roots = finder.roots.get(d)
+    if roots is None:
+        top = d
+        while finder.is_package(top):
+            top = os.path.dirname(top)
+        roots = finder.roots[d] = (d, top) if top != d else (d,)
+    return roots
 
 
 # -------------------------------------------------------------------------------------------------- analysis

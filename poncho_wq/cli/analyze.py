@@ -24,7 +24,9 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _parser(prog):
-    p = _Parser(prog=prog, description="Find the third-party packages a Python script imports (static analysis, "
+    p = _Parser(prog=prog, usage="%(prog)s [-h] [-q] [--toplevel | --function NAME] [--pkg-mapping IMPORT=NAME]... "
+                                 "[--extra-pkg PKG]... [other options] <script ...> <out.json>",
+                description="Find the third-party packages a Python script imports (static analysis, "
                                        "never running it) and write a pinned environment specification.")
     mode = p.add_mutually_exclusive_group()
     mode.add_argument("--toplevel", action="store_true", help="only include imports at the top level of the scripts")
@@ -42,7 +44,7 @@ def _parser(prog):
     p.add_argument("--local-files", action="store_true",
                    help="also list the local modules the task must ship, on stderr")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress or warnings, only errors")
-    p.add_argument("paths", nargs="+", metavar="script ... output",
+    p.add_argument("paths", nargs="+", metavar="PATH",
                    help="Python scripts (- for standard input; a directory means every .py in it), then the output "
                         "JSON file (- for standard output)")
     return p
