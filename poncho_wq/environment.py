@@ -105,22 +105,19 @@ class Environment:
             return env
 
     @classmethod
-    def for_command(cls, command, *, extra_scripts=(), **options):
-        """The environment of a task command: the submitting script (``__main__``) plus the ``*.py`` files the
-        command names that exist here."""
-        scripts = list(extra_scripts) + command_scripts(command)
+    def for_command(cls, command, **options):
+        """The environment of a task command: its spec covers the submitting script (``__main__``) and the
+        ``*.py`` files the command names that exist here (what ships with a task: :func:`ship_list`)."""
+        scripts = command_scripts(command)
         main = getattr(sys.modules.get("__main__"), "__file__", None)
+        analyzed = list(scripts)
         if main and os.path.isfile(main) and main.endswith(".py"):
-            scripts.insert(0, main)
-        if not scripts:
+            analyzed.insert(0, main)
+        if not analyzed:
             raise PonchoError(
                 "cannot tell what {!r} needs: no Python script found in the command or __main__; "
                 "pass environment= (a spec, a tarball or an Environment)".format(command))
-        seen = []
-        for s in scripts:
-            if os.path.abspath(s) not in [os.path.abspath(x) for x in seen]:
-                seen.append(s)
-        return cls.from_script(*seen, **options)
+        return cls.from_script(*_unique(analyzed), **options)
 
     # -- properties ----------------------------------------------------------------------------------------
     @property
@@ -175,6 +172,40 @@ def command_scripts(command):
     except ValueError:
         words = command.split()
     return [w for w in words if w.endswith(".py") and os.path.isfile(w)]
+
+
+def _unique(paths):
+    seen, out = set(), []
+    for p in paths:
+        if os.path.abspath(p) not in seen:
+            seen.add(os.path.abspath(p))
+            out.append(p)
+    return out
+
+
+def ship_list(scripts):
+    """``(source, arcname)`` for command scripts (as the command names them) and the local code they import.
+
+    Memoized while the scripts are unchanged: every task of a run names the same few scripts."""
+    from .analyze import analyze
+
+    key = ("ship",) + tuple(_file_identity(s) for s in scripts)
+    with _lock:
+        if key in _script_memo:
+            return _script_memo[key]
+    files = {}
+    for script in scripts:
+        rel = os.path.normpath(script)
+        if os.path.isabs(rel) or rel.startswith(".."):
+            continue  # the command names it by a path that exists on the worker too
+        files[rel] = os.path.abspath(script)
+        where = os.path.dirname(rel)
+        for source, arcname in analyze([script]).local_files:
+            files.setdefault(os.path.normpath(os.path.join(where, arcname)), source)
+    result = tuple(sorted((src, arc) for arc, src in files.items()))
+    with _lock:
+        _script_memo[key] = result
+    return result
 
 
 def as_environment(environment, command=None):

@@ -68,7 +68,7 @@ class Spec:
         if self.python:
             return self.python
         for pkg in self.conda.packages if self.conda else ():
-            m = re.match(r"^(?:[^:]+::)?python\s*[=<>~!]*=?\s*(3\.\d+(?:\.\d+)?)", pkg)
+            m = re.match(r"^(?:.+?::)?python\s*[=<>~!]*=?\s*(3\.\d+(?:\.\d+)?)", pkg)
             if m:
                 return m.group(1)
         return None

@@ -22,7 +22,7 @@ import re
 import shlex
 import threading
 
-from .environment import as_environment
+from .environment import as_environment, command_scripts, ship_list
 from .shim import shim_path
 
 SHIM_NAME = "poncho_package_run"
@@ -48,13 +48,14 @@ def shim_error_from(exit_code, output):
     return ShimError(exit_code, lines[-1])
 
 
-def _attach_environment(task, environment):
-    """Attach the environment tarball, the shim and the local files to *task*; return the env's remote name."""
+def _attach_environment(task, environment, local_files=()):
+    """Attach the environment tarball, the shim and local files to *task*; return the env's remote name."""
     path = environment.build()
     remote = environment.remote_name
     task.specify_input_file(path, remote, cache=True)
     task.specify_input_file(shim_path(), SHIM_NAME, cache=True)
-    for source, arcname in environment.local_files:
+    by_arcname = {arcname: source for source, arcname in tuple(environment.local_files) + tuple(local_files)}
+    for arcname, source in sorted(by_arcname.items()):
         task.specify_input_file(source, arcname, cache=True)
     return remote
 
@@ -78,7 +79,7 @@ def classes_for(binding):
                 self.original_command = command
                 remote = self.environment.remote_name
                 super().__init__(wrap_command(command, remote))
-                _attach_environment(self, self.environment)
+                _attach_environment(self, self.environment, ship_list(command_scripts(command)))
                 for name, value in task_options.items():
                     method = getattr(self, "specify_" + name, None)
                     if method is None:
