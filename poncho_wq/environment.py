@@ -76,11 +76,13 @@ class Environment:
         return cls(tarball=path)
 
     @classmethod
-    def from_script(cls, *scripts, source="index", exclude=None, engine=None, python=None, **analyze_options):
+    def from_script(cls, *scripts, source="index", exclude=None, engine=None, python=None, ship_local=True,
+                    **analyze_options):
         """Analyze *scripts* (memoized while they are unchanged on disk) and return their environment.
 
         ``source="index"`` builds the analyzed spec with an engine (packages fetched from PyPI/channels);
         ``source="current"`` copies the installed distributions from the running environment instead.
+        ``ship_local``: tasks get the local modules the scripts import (paths relative to each script's dir).
         """
         from .analyze import analyze
         from .wq import MANAGER_ONLY
@@ -88,7 +90,7 @@ class Environment:
         scripts = tuple(str(s) for s in scripts)
         exclude = tuple(MANAGER_ONLY if exclude is None else exclude)
         try:
-            key = (tuple(_file_identity(s) for s in scripts), exclude, source, engine, python,
+            key = (tuple(_file_identity(s) for s in scripts), exclude, source, engine, python, ship_local,
                    tuple(sorted((k, repr(v)) for k, v in analyze_options.items())))
         except FileNotFoundError as e:
             raise PonchoError("script {} does not exist".format(e.filename), exit_code=2)
@@ -99,7 +101,8 @@ class Environment:
                 if result.unresolved:
                     print("poncho_wq: warning: not installed here, left unpinned: " + ", ".join(result.unresolved),
                           file=sys.stderr)
-                env = cls(spec=result.spec, local_files=result.local_files, analysis=result, engine=engine,
+                env = cls(spec=result.spec, local_files=result.local_files if ship_local else (), analysis=result,
+                          engine=engine,
                           python=python, source=source)
                 _script_memo[key] = env
             return env
@@ -117,7 +120,8 @@ class Environment:
             raise PonchoError(
                 "cannot tell what {!r} needs: no Python script found in the command or __main__; "
                 "pass environment= (a spec, a tarball or an Environment)".format(command))
-        return cls.from_script(*_unique(analyzed), **options)
+        # Local files ship per task (ship_list), placed next to the script that imports them.
+        return cls.from_script(*_unique(analyzed), ship_local=False, **options)
 
     # -- properties ----------------------------------------------------------------------------------------
     @property
