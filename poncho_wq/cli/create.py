@@ -1,6 +1,59 @@
+"""``poncho_package_create [options] <spec.json|-> <out.tar.gz>``: build (or reuse) a packed environment.
+
+A thin layer over :func:`poncho_wq.build.create`; upstream's positional arguments, plus the cache, engine and
+base-interpreter options. Exit codes: 0 ok, 1 bad spec or usage, 2 spec file missing, 3 build failed; on failure
+no output file is written.
+"""
+
+import argparse
 import sys
+
+from ..errors import PonchoError
+from .common import run, setup_logging
+
+PROG = "poncho_package_create"
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse exits with 2 on usage errors; upstream (and our man page) say 1, and 2 means "file missing"."""
+
+    def error(self, message):
+        self.print_usage(sys.stderr)
+        raise PonchoError(message, exit_code=1)
+
+
+def parser(prog=PROG):
+    p = _Parser(prog=prog, description="Build a relocatable environment tarball from a Poncho spec, once: "
+                "results are cached by content (see `python -m poncho_wq cache list`).")
+    p.add_argument("spec", help="environment spec (JSON), or - for standard input")
+    p.add_argument("output", help="the tarball to write (.tar.gz)")
+    p.add_argument("--no-cache", action="store_true", help="build into OUTPUT without using or filling the cache")
+    p.add_argument("--engine", choices=("auto", "conda", "portable"), default="auto",
+                   help="conda (spec has a conda section) or portable (copy a Python interpreter); default auto")
+    p.add_argument("--python", metavar="PATH",
+                   help="base interpreter for the portable engine (default: the one running this command)")
+    p.add_argument("--cache-dir", metavar="DIR", help="cache directory (default $PONCHO_WQ_CACHE or "
+                   "$XDG_CACHE_HOME/poncho_wq or ~/.cache/poncho_wq)")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress on stderr")
+    return p
+
+
+def _create(argv):
+    args = parser().parse_args(argv)
+    setup_logging(args.quiet)
+    from ..build import create
+    from ..progress import Progress
+    from ..spec import load_spec
+
+    spec = load_spec(args.spec)
+    result = create(spec, args.output, engine=args.engine, python=args.python, use_cache=not args.no_cache,
+                    cache_dir=args.cache_dir, progress=Progress(args.quiet))
+    if not args.quiet:
+        print("{}: {} ({:.1f} MB, {}, key {}) in {:.1f} s".format(
+            PROG, args.output, result.size / 1e6, "cache hit" if result.cache_hit else "built",
+            result.key[:12], result.seconds), file=sys.stderr)
+    return 0
 
 
 def main(argv=None):
-    print("poncho_package_create: not implemented yet", file=sys.stderr)
-    return 1
+    return run(PROG, _create, sys.argv[1:] if argv is None else argv)

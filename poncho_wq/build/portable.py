@@ -1,0 +1,46 @@
+"""The portable-Python engine: a copied CPython plus the spec's pip packages, no conda anywhere.
+
+For specs without a conda section (the usual case for venv/pyenv users): the base interpreter (the running one
+unless ``python=`` names another, e.g. a uv-managed standalone build) is copied and made relocatable by
+:mod:`.interpreter`, then the pip section is installed straight into the copy's site-packages by :mod:`.pip`.
+The dispatcher then adds ``conda-meta/history`` so that conda-pack packs the prefix exactly like a conda one and
+its ``conda-unpack`` rewrites the console-script shebangs on the worker.
+"""
+
+import os
+import sys
+
+from ..errors import PonchoError
+from ..progress import as_progress
+from .interpreter import copy_interpreter, probe_interpreter
+from .pip import pip_install
+
+
+def base_python(python=None):
+    """The interpreter the portable engine copies: *python* when given, else the running one."""
+    return os.path.abspath(python) if python else sys.executable
+
+
+def check_version(spec, info, python):
+    """Raise PonchoError when the spec's Python version (a prefix such as "3.11") does not match the base's."""
+    wanted = spec.python_version
+    if not wanted:
+        return
+    have = [int(x) for x in info["version_info"]]
+    if [int(x) for x in wanted.split(".")] != have[: len(wanted.split("."))]:
+        raise PonchoError(
+            "the spec asks for Python {} but the base interpreter {} is Python {}; pass --python PATH to an "
+            "interpreter of version {} (e.g. `uv python find {}`)".format(wanted, python, info["version"],
+                                                                         wanted, wanted))
+
+
+def build_portable_prefix(spec, prefix, python=None, progress=None):
+    """Populate *prefix* with a relocatable copy of the base interpreter and the spec's pip packages."""
+    progress = as_progress(progress)
+    python = base_python(python)
+    info = probe_interpreter(python)
+    check_version(spec, info, python)
+    with progress.phase("install", "python {} from {}".format(info["version"], python)):
+        exe = copy_interpreter(python, prefix)
+    pip_install(exe, spec.pip, progress)
+    return exe

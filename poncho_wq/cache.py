@@ -1,0 +1,223 @@
+"""The content-addressed build cache: one packed tarball per environment key, built once, shared by processes.
+
+Layout under the cache root (``$PONCHO_WQ_CACHE``, else ``$XDG_CACHE_HOME/poncho_wq``, else
+``~/.cache/poncho_wq``)::
+
+    envs/env-<key[:32]>.tar.gz   the published tarball; its existence *is* the cache entry
+    envs/env-<key[:32]>.json     metadata for ``cache list``: key, spec, engine, created, size, build seconds
+    locks/<key[:32]>.lock        filelock per key
+    tmp/build-<key[:32]>/        scratch of the build in progress (prefix + unfinished tarball)
+    builds.log                   one JSON line per completed build (audit trail; tests count builds with it)
+
+The key is a sha256 hex digest (see :func:`poncho_wq.build.cache_key`); the first 32 hex digits (128 bits) name the
+file. The run shim takes the environment's id from that name without reading the file, so a name is never reused
+for different content: a name is only ever published by renaming a finished tarball built for that key.
+
+Why each step of :meth:`Cache.build` is there (the pex ``atomic_directory`` recipe):
+
+1. Look for the tarball without locking: a hit costs one ``stat``.
+2. Take the key's lock (``filelock.FileLock`` = ``flock``; the kernel releases it when a holder dies, even by
+   SIGKILL, so a crashed build never blocks later ones).
+3. Look again: another process may have published while we waited; then we reuse its result (one build for
+   two concurrent requests).
+4. Remove ``tmp/build-<key>`` if present: we hold the lock, so it can only be the leftover of a dead build.
+   The scratch path is fixed per key (not random) so that the build prefix path - which ends up in the
+   tarball's ``conda-unpack`` records - is the same for every build of a key, one step towards reproducible
+   archives.
+5. Build into the scratch directory, write the metadata, then publish the tarball by ``os.replace`` (atomic). A
+   build killed before the rename leaves only scratch, which no lookup ever reads.
+"""
+
+import collections
+import json
+import logging
+import os
+import shutil
+import time
+
+from .errors import PonchoError
+from .fsutil import atomic_output
+
+log = logging.getLogger(__name__)
+
+NAME_DIGITS = 32
+
+Entry = collections.namedtuple("Entry", "key path size mtime summary")
+
+
+def default_cache_dir():
+    """``$PONCHO_WQ_CACHE``, else ``$XDG_CACHE_HOME/poncho_wq``, else ``~/.cache/poncho_wq``."""
+    if os.environ.get("PONCHO_WQ_CACHE"):
+        return os.path.abspath(os.environ["PONCHO_WQ_CACHE"])
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(os.path.abspath(base), "poncho_wq")
+
+
+def tarball_name(key):
+    """``env-<key[:32]>.tar.gz``: the name the run shim reads the environment id from."""
+    return "env-{}.tar.gz".format(key[:NAME_DIGITS])
+
+
+class Cache:
+    """A build cache rooted at *root* (default: :func:`default_cache_dir`)."""
+
+    def __init__(self, root=None):
+        self.root = os.path.abspath(root or default_cache_dir())
+        self.envs = os.path.join(self.root, "envs")
+        self.locks = os.path.join(self.root, "locks")
+        self.tmp = os.path.join(self.root, "tmp")
+        self.log_path = os.path.join(self.root, "builds.log")
+
+    def path_for(self, key):
+        return os.path.join(self.envs, tarball_name(key))
+
+    def meta_path(self, key):
+        return os.path.join(self.envs, "env-{}.json".format(key[:NAME_DIGITS]))
+
+    def scratch_for(self, key):
+        return os.path.join(self.tmp, "build-" + key[:NAME_DIGITS])
+
+    def get(self, key):
+        """Path of the published tarball for *key*, or None."""
+        path = self.path_for(key)
+        return path if os.path.isfile(path) else None
+
+    def _lock(self, key):
+        from filelock import FileLock
+
+        os.makedirs(self.locks, exist_ok=True)
+        return FileLock(os.path.join(self.locks, key[:NAME_DIGITS] + ".lock"))
+
+    def build(self, key, builder, meta=None):
+        """Return ``(path, hit)``: the tarball for *key*, building it with ``builder(tmp_output)`` if needed.
+
+        *builder* must write the finished tarball to *tmp_output*; it may use the directory holding
+        *tmp_output* as scratch (removed afterwards). Exceptions from *builder* propagate; nothing is published.
+        """
+        path = self.get(key)
+        if path:
+            return path, True
+        with self._lock(key):
+            path = self.get(key)
+            if path:
+                log.debug("%s was built by another process while we waited", path)
+                return path, True
+            scratch = self.scratch_for(key)
+            if os.path.lexists(scratch):
+                log.info("poncho: removing the leftovers of an interrupted build: %s", scratch)
+                shutil.rmtree(scratch, ignore_errors=True)
+            os.makedirs(scratch)
+            os.makedirs(self.envs, exist_ok=True)
+            start = time.monotonic()
+            try:
+                tmp_output = os.path.join(scratch, tarball_name(key))
+                builder(tmp_output)
+                if not os.path.isfile(tmp_output):
+                    raise PonchoError("the builder did not produce {}".format(tmp_output), exit_code=3)
+                seconds = time.monotonic() - start
+                size = os.path.getsize(tmp_output)
+                record = dict(meta or {}, key=key, created=time.time(), size=size, seconds=round(seconds, 3))
+                with atomic_output(self.meta_path(key)) as f:
+                    json.dump(record, f, indent=1, sort_keys=True)
+                path = self.path_for(key)
+                os.chmod(tmp_output, 0o644)
+                os.replace(tmp_output, path)
+                self._log_build(record)
+            finally:
+                shutil.rmtree(scratch, ignore_errors=True)
+            return path, False
+
+    def _log_build(self, record):
+        line = json.dumps({"key": record["key"], "pid": os.getpid(), "time": record["created"],
+                           "seconds": record["seconds"], "size": record["size"]}) + "\n"
+        fd = os.open(self.log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        try:
+            os.write(fd, line.encode())  # one O_APPEND write: lines of concurrent builders never interleave
+        finally:
+            os.close(fd)
+
+    def read_meta(self, key):
+        try:
+            with open(self.meta_path(key), encoding="utf-8") as f:
+                return json.load(f)
+        except (OSError, ValueError):
+            return {}
+
+    def entries(self):
+        """All published entries, oldest first."""
+        out = []
+        if not os.path.isdir(self.envs):
+            return out
+        for name in sorted(os.listdir(self.envs)):
+            if not (name.startswith("env-") and name.endswith(".tar.gz")):
+                continue
+            short = name[len("env-"):-len(".tar.gz")]
+            path = os.path.join(self.envs, name)
+            try:
+                st = os.stat(path)
+            except FileNotFoundError:
+                continue
+            meta = self.read_meta(short)
+            out.append(Entry(meta.get("key", short), path, st.st_size, meta.get("created", st.st_mtime),
+                             meta.get("summary", "")))
+        out.sort(key=lambda e: e.mtime)
+        return out
+
+    def find(self, key_prefix):
+        """The one entry whose key starts with *key_prefix*; PonchoError when none or several match."""
+        matches = [e for e in self.entries() if e.key.startswith(key_prefix.lower())]
+        if not matches:
+            raise PonchoError("no cache entry matches {!r} in {}".format(key_prefix, self.envs))
+        if len(matches) > 1:
+            raise PonchoError("{!r} matches {} cache entries; give more digits".format(key_prefix, len(matches)))
+        return matches[0]
+
+    def remove(self, key):
+        """Remove the entry for *key* (a full key or a unique prefix of one, >= 4 digits); return its Entry."""
+        if len(key) < 4:
+            raise PonchoError("give at least 4 digits of the key to remove, e.g. from `cache list`")
+        entry = self.find(key)
+        with self._lock(entry.key):
+            for path in (self.path_for(entry.key), self.meta_path(entry.key)):
+                try:
+                    os.unlink(path)
+                except FileNotFoundError:
+                    pass
+        return entry
+
+    def prune(self, max_bytes=None, max_age_seconds=None):
+        """Remove entries older than *max_age_seconds*, then the oldest until the total is <= *max_bytes*.
+
+        Also removes scratch directories of dead builds (their key's lock is free). Returns the removed Entries.
+        """
+        removed = []
+        now = time.time()
+        entries = self.entries()
+        if max_age_seconds is not None:
+            for e in list(entries):
+                if now - e.mtime > max_age_seconds:
+                    removed.append(self.remove(e.key))
+                    entries.remove(e)
+        if max_bytes is not None:
+            total = sum(e.size for e in entries)
+            for e in list(entries):
+                if total <= max_bytes:
+                    break
+                removed.append(self.remove(e.key))
+                total -= e.size
+        self._remove_dead_scratch()
+        return removed
+
+    def _remove_dead_scratch(self):
+        from filelock import Timeout
+
+        if not os.path.isdir(self.tmp):
+            return
+        for name in os.listdir(self.tmp):
+            if not name.startswith("build-"):
+                continue
+            try:
+                with self._lock(name[len("build-"):]).acquire(timeout=0):
+                    shutil.rmtree(os.path.join(self.tmp, name), ignore_errors=True)
+            except Timeout:
+                pass  # a build is running

@@ -1,0 +1,216 @@
+"""Pack a prefix into a relocatable, *reproducible* ``.tar.gz`` with conda-pack's machinery.
+
+What comes from conda-pack (0.9.2): :class:`conda_pack.CondaEnv` file discovery (managed vs. unmanaged files,
+prefix placeholders from the package records), its :class:`~conda_pack.core.Packer` (shebang rewriting, the
+``conda-meta/*.json`` clean-up, the generated ``bin/conda-unpack`` with its prefix records, the activate scripts).
+What we replace is only the archive writer, because conda-pack's archives are not reproducible: members follow
+``os.listdir`` order, carry the builder's uid/owner names and install-time mtimes, and the gzip header holds the
+packing time. Issue 8 needs "same prefix -> same bytes", so :class:`_DeterministicTar` collects the members
+conda-pack hands it and writes them sorted by name, owner 0/0 without names, one fixed mtime
+(``$SOURCE_DATE_EPOCH`` or 2000-01-01), modes normalized to 0755/0644, hard links stored as regular files, and a
+gzip header without name or time. Side effect of the fixed mtime: ``.pyc`` files that record their source's mtime
+(conda packages ship some) are recompiled on first import on a worker; they are never wrong.
+
+Compression is parallel either way: ``pigz -p N`` when it is on PATH (C, fastest), else conda-pack's
+:class:`~conda_pack.formats.ParallelGzipFileWriter` (zlib in threads, independent blocks). Both give the same
+bytes for any thread count; they differ from each other, which only matters if one cache is filled from machines
+with and without pigz (the cache key does not depend on it; the content does not either).
+
+One more change of behaviour, for speed on workers: conda-pack lists *every* unmanaged text file (for the
+portable engine: the whole stdlib) in ``conda-unpack``'s records, so each worker would rescan thousands of files
+at unpack time. We hand conda-pack only the unmanaged files that actually contain the build prefix as "unknown";
+the others are stored verbatim, which is what conda-unpack would have done to them anyway.
+"""
+
+import io
+import logging
+import os
+import shutil
+import stat
+import subprocess
+import tarfile
+import tempfile
+
+from .errors import PonchoError
+from .fsutil import publish
+from .progress import as_progress
+
+log = logging.getLogger(__name__)
+
+#: Compression level: measured (bench/pack_vs_tar.py) as the best time/size trade-off for environments.
+DEFAULT_COMPRESS_LEVEL = 4
+_DEFAULT_MTIME = 946684800  # 2000-01-01T00:00:00Z
+
+
+def fixed_mtime():
+    """The mtime every archive member gets: ``$SOURCE_DATE_EPOCH`` when set (reproducible-builds convention)."""
+    try:
+        return int(os.environ["SOURCE_DATE_EPOCH"])
+    except (KeyError, ValueError):
+        return _DEFAULT_MTIME
+
+
+def default_threads():
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # pragma: no cover - non-Linux
+        return os.cpu_count() or 1
+
+
+class _DeterministicTar:
+    """The ``add``/``add_bytes`` interface conda-pack's Packer writes to, collecting members to sort later.
+
+    Files inside the prefix are read when the archive is written; anything else (conda-pack's temporary
+    ``conda-unpack`` script, its activate scripts) is read at once, because conda-pack deletes its temporaries
+    right after handing them over.
+    """
+
+    def __init__(self, prefix):
+        self.prefix = os.path.abspath(prefix).rstrip("/") + "/"
+        self.members = {}
+
+    def add(self, source, target):
+        st = os.lstat(source)
+        data = None
+        if stat.S_ISREG(st.st_mode) and not os.path.abspath(source).startswith(self.prefix):
+            with open(source, "rb") as f:
+                data = f.read()
+        self.members[target] = (source, st, data)
+
+    def add_bytes(self, source, sourcebytes, target):
+        self.members[target] = (source, os.lstat(source), bytes(sourcebytes))
+
+    def write(self, stream, mtime):
+        """Write the sorted members as a tar stream (PAX format) to *stream*."""
+        with tarfile.open(fileobj=stream, mode="w|", format=tarfile.PAX_FORMAT) as tar:
+            for target in sorted(self.members):
+                source, st, data = self.members[target]
+                info = tarfile.TarInfo(target)
+                info.mtime = mtime
+                info.uid = info.gid = 0
+                info.uname = info.gname = ""
+                if stat.S_ISLNK(st.st_mode):
+                    info.type = tarfile.SYMTYPE
+                    info.linkname = os.readlink(source)
+                    info.mode = 0o777
+                    tar.addfile(info)
+                elif stat.S_ISDIR(st.st_mode):
+                    info.type = tarfile.DIRTYPE
+                    info.mode = 0o755
+                    tar.addfile(info)
+                else:
+                    info.mode = 0o755 if st.st_mode & 0o111 else 0o644
+                    if data is not None:
+                        info.size = len(data)
+                        tar.addfile(info, io.BytesIO(data))
+                    else:
+                        with open(source, "rb") as f:
+                            info.size = os.fstat(f.fileno()).st_size
+                            tar.addfile(info, f)
+
+
+def _load_env(prefix):
+    from conda_pack import CondaEnv
+    from conda_pack.core import CondaPackException, File
+
+    try:
+        env = CondaEnv.from_prefix(prefix, on_missing_cache="ignore")
+    except CondaPackException as e:
+        raise PonchoError("conda-pack cannot pack {}: {}".format(prefix, str(e).strip()), exit_code=3)
+    needle = os.path.abspath(prefix).encode()
+    files = []
+    for f in env.files:
+        if f.file_mode == "unknown" and not f.is_conda and os.path.isfile(f.source) \
+                and not os.path.islink(f.source):
+            with open(f.source, "rb") as fh:
+                if needle not in fh.read():
+                    f = File(f.source, f.target, is_conda=False, file_mode=None)
+        files.append(f)
+    files.sort(key=lambda f: f.target)
+    return env, files
+
+
+class _PigzStream:
+    """A write-only stream into ``pigz -c`` whose stdout is the archive file."""
+
+    def __init__(self, pigz, out, level, n_threads):
+        self.proc = subprocess.Popen([pigz, "-c", "-n", "-m", "-{}".format(level), "-p", str(n_threads)],
+                                     stdin=subprocess.PIPE, stdout=out, stderr=subprocess.PIPE)
+
+    def write(self, data):
+        self.proc.stdin.write(data)
+        return len(data)
+
+    def close(self):
+        self.proc.stdin.close()
+        err = self.proc.stderr.read()
+        if self.proc.wait() != 0:
+            raise PonchoError("pigz failed: {}".format(err.decode(errors="replace").strip()), exit_code=3)
+
+    def abort(self):
+        self.proc.kill()
+        self.proc.wait()
+
+
+def _compress(tar, out, level, n_threads, use_pigz):
+    pigz = shutil.which("pigz") if use_pigz is not False else None
+    if pigz:
+        stream = _PigzStream(pigz, out, level, n_threads)
+        try:
+            tar.write(stream, fixed_mtime())
+        except BaseException:
+            stream.abort()
+            raise
+        stream.close()
+        return "pigz"
+    from conda_pack.formats import ParallelGzipFileWriter
+
+    writer = ParallelGzipFileWriter(out, compresslevel=level, n_threads=n_threads, mtime=0)
+    try:
+        tar.write(writer, fixed_mtime())
+    finally:
+        writer.close()
+    return "zlib"
+
+
+def pack_prefix(prefix, output, *, n_threads=None, compress_level=None, progress=None, use_pigz=None):
+    """Pack *prefix* into the gzip'd tarball *output* (published atomically); return its size in bytes.
+
+    The archive unpacks with plain ``tar -xzf`` into any directory; ``<dir>/bin/python <dir>/bin/conda-unpack``
+    then rewrites the remaining prefix references. ``n_threads`` defaults to all usable cores; ``use_pigz=False``
+    forces the in-process compressor.
+    """
+    from conda_pack.core import Packer
+
+    progress = as_progress(progress)
+    prefix = os.path.abspath(prefix)
+    n_threads = n_threads or default_threads()
+    level = DEFAULT_COMPRESS_LEVEL if compress_level is None else int(compress_level)
+    if not os.path.exists(os.path.join(prefix, "conda-meta", "history")):
+        # conda-pack 0.9.2 fails with "mtime may not be None" without it.
+        raise PonchoError("{} has no conda-meta/history; conda-pack cannot pack it".format(prefix), exit_code=3)
+    out_dir = os.path.dirname(os.path.abspath(output))
+    os.makedirs(out_dir, exist_ok=True)
+    with progress.phase("pack", "{} ({} threads, level {})".format(prefix, n_threads, level)):
+        env, files = _load_env(prefix)
+        tar = _DeterministicTar(prefix)
+        packer = Packer(prefix, tar)
+        for f in files:
+            packer.add(f)
+        packer.finish()
+        fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix="-" + os.path.basename(output), dir=out_dir)
+        try:
+            with os.fdopen(fd, "wb") as out:
+                how = _compress(tar, out, level, n_threads, use_pigz)
+                out.flush()
+                os.fsync(out.fileno())
+            publish(tmp, output)
+        except BaseException:
+            try:
+                os.unlink(tmp)
+            except FileNotFoundError:
+                pass
+            raise
+    size = os.path.getsize(output)
+    progress.info("packed %d files into %s (%.1f MB, %s)", len(tar.members), output, size / 1e6, how)
+    return size
