@@ -33,6 +33,7 @@ import tempfile
 
 from .errors import PonchoError
 from .fsutil import publish
+from .build.pip import die_with_parent
 from .progress import as_progress
 
 log = logging.getLogger(__name__)
@@ -135,7 +136,8 @@ class _PigzStream:
 
     def __init__(self, pigz, out, level, n_threads):
         self.proc = subprocess.Popen([pigz, "-c", "-n", "-m", "-{}".format(level), "-p", str(n_threads)],
-                                     stdin=subprocess.PIPE, stdout=out, stderr=subprocess.PIPE)
+                                     stdin=subprocess.PIPE, stdout=out, stderr=subprocess.PIPE,
+                                     preexec_fn=die_with_parent)
 
     def write(self, data):
         self.proc.stdin.write(data)

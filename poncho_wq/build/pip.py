@@ -43,6 +43,20 @@ def find_tool(name):
     return shutil.which(name)
 
 
+def die_with_parent():
+    """``preexec_fn`` that makes a child get SIGKILL when its parent dies (Linux ``PR_SET_PDEATHSIG``).
+
+    Why: a build killed mid-way (SIGKILL, OOM killer) would otherwise leave uv or pigz running as orphans that keep
+    writing into the build's scratch directory - which the next build of the same key reuses after removing it.
+    """
+    try:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, 9)  # PR_SET_PDEATHSIG = 1, SIGKILL = 9
+    except Exception:  # pragma: no cover - non-Linux: best effort
+        pass
+
+
 def _has_pip(python_exe):
     r = subprocess.run([python_exe, "-c", "import pip"], stdin=subprocess.DEVNULL,
                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -85,7 +99,8 @@ def pip_install(python_exe, requirements, progress=None, *, use_uv=None):
         log.debug("running %s", cmd + requirements)
         r = subprocess.run(cmd + ["--"] + requirements if tool == "uv" else cmd + requirements,
                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                           env=env, text=True, errors="replace")
+                           env=env, text=True, errors="replace",
+                           preexec_fn=die_with_parent if sys.platform.startswith("linux") else None)
     if r.returncode != 0:
         err = (r.stderr.strip() or r.stdout.strip())[-STDERR_TAIL:]
         raise PonchoError("{} could not install {} (exit code {}):\n{}".format(
