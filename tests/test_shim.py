@@ -1,0 +1,377 @@
+"""The sh run shim and run_in_env on real conda-pack tarballs, run as real processes under several shells."""
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sysconfig
+import time
+
+import pytest
+
+from poncho_wq.shim import run_in_env_path, shim_path
+from shimutil import (SHELLS, ensure_shells, leftovers, make_prefix, missing_members, pack, run_shim, shim_env,
+                      unpack_count)
+
+ENV_ID = "env-" + "0123456789abcdef" * 4
+SHELL_IDS = sorted(SHELLS)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def shells():
+    return ensure_shells()
+
+
+@pytest.fixture(scope="module")
+def small(tmp_path_factory):
+    """A conda-pack tarball named like poncho_wq's (env-<hex>.tar.gz) with data variables and run_in_env."""
+    d = tmp_path_factory.mktemp("small")
+    prefix = make_prefix(d, data_vars=("DATA_DIR",), run_in_env=True)
+    return pack(prefix, d / (ENV_ID + ".tar.gz"))
+
+
+@pytest.fixture(scope="module")
+def plain(tmp_path_factory):
+    """A tarball made by conda-pack's own command line from a prefix poncho_wq never saw (no run_in_env)."""
+    d = tmp_path_factory.mktemp("plain")
+    prefix = make_prefix(d, name="upstream")
+    out = d / "my env.tar.gz"
+    subprocess.run([os.path.join(sysconfig.get_path("scripts"), "conda-pack"), "-p", prefix, "-o", str(out),
+                    "--ignore-missing-files", "-q"], check=True, stdin=subprocess.DEVNULL, capture_output=True)
+    return str(out)
+
+
+def show_env_cmd():
+    """A command printing what activation must have set, run with the environment's python."""
+    code = ("import json, os, shutil, sys; print(json.dumps({k: os.environ.get(k) for k in ("
+            "'CONDA_PREFIX', 'CONDA_DEFAULT_ENV', 'PYTHONPATH', 'PYTHONHOME', 'PONCHO_TEST_ACTIVATED', "
+            "'DATA_DIR')} | {'path0': os.environ['PATH'].split(':')[0], 'python': shutil.which('python')}))")
+    return ["python", "-c", code]
+
+
+@pytest.mark.parametrize("shell", SHELL_IDS)
+def test_cold_then_warm_run_activates_and_relocates(small, tmp_path, shell):
+    root = tmp_path / "root"
+    env = shim_env(root, PYTHONPATH="/nonexistent", PYTHONHOME="/nonexistent")
+    first = run_shim(["-e", small, "hello"], shell=SHELLS[shell], env=env)
+    assert first.returncode == 0, first.stderr
+    d = str(root / ENV_ID)
+    assert first.stdout == "prefix={}\n".format(d)
+    second = run_shim(["-e", small] + show_env_cmd(), shell=SHELLS[shell], env=env)
+    assert second.returncode == 0, second.stderr
+    seen = json.loads(second.stdout)
+    assert seen == {"CONDA_PREFIX": d, "CONDA_DEFAULT_ENV": d, "PYTHONPATH": None, "PYTHONHOME": None,
+                    "PONCHO_TEST_ACTIVATED": d, "DATA_DIR": d + "/DATA_DIR", "path0": d + "/bin",
+                    "python": d + "/bin/python"}
+    with open(os.path.join(d, "DATA_DIR", "file.txt")) as f:
+        assert f.read() == "data of DATA_DIR\n"
+    with open(os.path.join(d, "share", "where.txt")) as f:
+        assert f.read() == d + "\n"
+    assert unpack_count(root / "unpack.log") == 1
+    assert missing_members(small, d) == []
+    assert leftovers(root) == []
+
+
+@pytest.mark.parametrize("shell", SHELL_IDS)
+def test_argv_is_preserved(small, tmp_path, shell):
+    (tmp_path / "a.txt").write_text("x")  # a glob that would match if the shim re-split or expanded
+    args = ["a b", "'single'", '"double"', "*", "*.txt", "", "$HOME", "`id`", "-e", "--", "back\\slash", "new\nline"]
+    r = run_shim(["-e", small, "--", "python", "-c", "import sys, json; print(json.dumps(sys.argv[1:]))"] + args,
+                 shell=SHELLS[shell], env=shim_env(tmp_path / "root"), cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout) == args
+
+
+@pytest.mark.parametrize("shell", SHELL_IDS)
+def test_exit_status_is_the_commands(small, tmp_path, shell):
+    env = shim_env(tmp_path / "root")
+    for status in (0, 1, 5, 42, 255):
+        r = run_shim(["-e", small, "sh", "-c", "exit {}".format(status)], shell=SHELLS[shell], env=env)
+        assert r.returncode == status, r.stderr
+    notfound = run_shim(["-e", small, "no-such-command-xyz"], shell=SHELLS[shell], env=env)
+    assert notfound.returncode == 127
+    assert notfound.stderr.startswith("poncho_package_run: command not found: no-such-command-xyz")
+    (tmp_path / "notexec").write_text("echo hi\n")
+    noexec = run_shim(["-e", small, "./notexec"], shell=SHELLS[shell], env=env, cwd=tmp_path)
+    assert noexec.returncode == 126
+
+
+def test_usage_errors_exit_1(small, tmp_path):
+    env = shim_env(tmp_path / "root")
+    for args in ([], ["true"], ["-e"], ["-x", "-e", small, "true"], ["-e", small, "-w", "soon", "true"],
+                 ["-w"]):
+        r = run_shim(args, env=env)
+        assert r.returncode == 1, (args, r.stderr)
+        assert "poncho_package_run: " in r.stderr
+    help_ = run_shim(["--help"], env=env)
+    assert help_.returncode == 0 and "--unpack-to" in help_.stdout
+    # A file where a directory is wanted is bad usage, as upstream says.
+    (tmp_path / "file").write_text("")
+    r = run_shim(["-d", tmp_path / "file", "-e", small, "true"], env=env)
+    assert r.returncode == 1 and "not a directory" in r.stderr
+
+
+def test_missing_environment_exits_2(tmp_path):
+    r = run_shim(["-e", tmp_path / "env-00ff.tar.gz", "true"], env=shim_env(tmp_path / "root"))
+    assert r.returncode == 2
+    assert r.stderr.startswith("poncho_package_run: environment file not found")
+
+
+def test_corrupt_tarball_exits_3_and_leaves_nothing(small, tmp_path):
+    bad = tmp_path / ("env-" + "e" * 64 + ".tar.gz")
+    with open(small, "rb") as f:
+        bad.write_bytes(f.read()[:3000])
+    root = tmp_path / "root"
+    r = run_shim(["-e", bad, "true"], env=shim_env(root))
+    assert r.returncode == 3, r.stderr
+    assert "could not extract" in r.stderr
+    assert not (root / bad.name[:-7]).exists()
+    assert leftovers(root) == []
+    assert unpack_count(root / "unpack.log") == 0
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="mounting a small tmpfs needs root")
+def test_disk_full_exits_3(tmp_path, tmp_path_factory):
+    d = tmp_path_factory.mktemp("big4")
+    tarball = pack(make_prefix(d, random_mb=4), d / ("env-" + "4" * 64 + ".tar.gz"))
+    root = tmp_path / "full"
+    root.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(root)], check=True)
+    try:
+        r = run_shim(["-e", tarball, "true"], env=shim_env(root))
+        assert r.returncode == 3, r.stderr
+        assert not (root / ("env-" + "4" * 64)).exists()
+        assert leftovers(root) == []
+    finally:
+        subprocess.run(["umount", str(root)], check=True)
+
+
+def test_relocation_failure_exits_4(tmp_path):
+    prefix = make_prefix(tmp_path, broken_python=True)
+    tarball = pack(prefix, tmp_path / ("env-" + "b" * 64 + ".tar.gz"))
+    root = tmp_path / "root"
+    r = run_shim(["-e", tarball, "true"], env=shim_env(root))
+    assert r.returncode == 4, r.stderr
+    assert "could not relocate" in r.stderr
+    assert not (root / ("env-" + "b" * 64)).exists()
+    assert leftovers(root) == []
+
+
+@pytest.mark.parametrize("lock", ["flock", "mkdir"])
+def test_lock_timeout_exits_4(small, tmp_path, lock):
+    root = tmp_path / "root"
+    root.mkdir()
+    if lock == "flock":
+        holder = subprocess.Popen(["flock", str(root / ("." + ENV_ID + ".lock")), "sleep", "30"])
+    else:
+        # A live owner (this very test process) holds the mkdir lock: it must not be broken.
+        (root / ("." + ENV_ID + ".lockd")).mkdir()
+        (root / ("." + ENV_ID + ".lockd") / "pid").write_text("{}\n".format(os.getpid()))
+        holder = None
+    try:
+        r = run_shim(["-w", "1", "-e", small, "true"], env=shim_env(root, PONCHO_LOCK=lock))
+        assert r.returncode == 4, r.stderr
+        assert "timed out after 1 s" in r.stderr
+    finally:
+        if holder:
+            holder.kill()
+            holder.wait()
+
+
+def test_stale_mkdir_lock_is_broken(small, tmp_path):
+    root = tmp_path / "root"
+    lockd = root / ("." + ENV_ID + ".lockd")
+    lockd.mkdir(parents=True)
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    (lockd / "pid").write_text("{}\n".format(dead.pid))
+    r = run_shim(["-w", "5", "-e", small, "hello"], env=shim_env(root, PONCHO_LOCK="mkdir"))
+    assert r.returncode == 0, r.stderr
+    assert leftovers(root) == []
+
+
+def test_debug_prints_phase_timings(small, tmp_path):
+    r = run_shim(["-e", small, "true"], env=shim_env(tmp_path / "root", PONCHO_DEBUG=1))
+    assert r.returncode == 0, r.stderr
+    phases = [line.split(": ")[1] for line in r.stderr.splitlines()]
+    assert phases == ["lock wait", "extract", "relocate", "activate"]
+
+
+def test_plain_conda_pack_tarball_in_the_worker_cache(plain, tmp_path):
+    """A conda-pack tarball with an arbitrary name: identity from size + mtime + name; touching it changes it."""
+    root = tmp_path / "root"
+    env = shim_env(root)
+    r1 = run_shim(["-e", plain, "hello"], env=env)
+    assert r1.returncode == 0, r1.stderr
+    (d,) = [n for n in os.listdir(root) if not n.startswith(".") and n != "unpack.log"]
+    assert r1.stdout == "prefix={}\n".format(root / d)
+    st = os.stat(plain)
+    assert d.endswith("-{}-{}".format(st.st_size, int(st.st_mtime)))
+    assert run_shim(["-e", plain, "true"], env=env).returncode == 0
+    assert unpack_count(root / "unpack.log") == 1
+    os.utime(plain, (st.st_atime, st.st_mtime + 10))
+    assert run_shim(["-e", plain, "true"], env=env).returncode == 0
+    assert unpack_count(root / "unpack.log") == 2
+
+
+def test_unpack_to_follows_upstream(plain, tmp_path):
+    env = shim_env(tmp_path / "unused-root")
+    # A missing directory is created and the environment unpacked there, once.
+    target = tmp_path / "new" / "dir"
+    for _ in range(2):
+        r = run_shim(["--unpack-to", target, "-e", plain, "hello"], env=env)
+        assert r.returncode == 0, r.stderr
+        assert r.stdout == "prefix={}\n".format(target)
+    assert unpack_count(target / ".poncho_unpack.log") == 1
+    assert missing_members(plain, target) == []
+    # An existing empty directory is unpacked into (-u and -d are aliases).
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    r = run_shim(["-u", empty, "-e", plain, "hello"], env=env)
+    assert r.returncode == 0 and r.stdout == "prefix={}\n".format(empty), r.stderr
+    # An existing non-empty directory is used as is, whatever it holds.
+    full = tmp_path / "full"
+    (full / "bin").mkdir(parents=True)
+    (full / "bin" / "hello").write_text("#!/bin/sh\necho not unpacked\n")
+    (full / "bin" / "hello").chmod(0o755)
+    r = run_shim(["-d", full, "-e", plain, "hello"], env=env)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == "not unpacked\n"
+    assert sorted(os.listdir(full)) == ["bin"]
+    assert not (tmp_path / "unused-root").exists()
+
+
+def test_unpack_to_redoes_a_killed_attempt(plain, tmp_path):
+    target = tmp_path / "t"
+    target.mkdir()
+    (target / ".poncho_unpacking").write_text("")
+    (target / "bin").mkdir()
+    (target / "bin" / "half-written").write_text("")
+    r = run_shim(["-d", target, "-e", plain, "hello"], env=shim_env(tmp_path / "root"))
+    assert r.returncode == 0 and r.stdout == "prefix={}\n".format(target), r.stderr
+    assert not (target / "bin" / "half-written").exists()
+    assert not (target / ".poncho_unpacking").exists()
+
+
+def test_unpacked_directory_is_relocated_in_place_and_again_after_a_move(plain, tmp_path):
+    d = tmp_path / "unpacked"
+    d.mkdir()
+    subprocess.run(["tar", "-xf", plain, "-C", str(d)], check=True)
+    env = shim_env(tmp_path / "unused-root")
+    r = run_shim(["-e", d, "hello"], env=env)
+    assert r.returncode == 0 and r.stdout == "prefix={}\n".format(d), r.stderr
+    moved = tmp_path / "elsewhere" / "moved-to-a-longer-name"
+    moved.parent.mkdir()
+    d.rename(moved)
+    r = run_shim(["-e", moved, "hello"], env=env)
+    assert r.returncode == 0 and r.stdout == "prefix={}\n".format(moved), r.stderr
+    assert (moved / "share" / "where.txt").read_text() == "{}\n".format(moved)
+    assert not (tmp_path / "unused-root").exists()
+
+
+@pytest.mark.parametrize("shell", SHELL_IDS)
+def test_run_in_env_taskvine_flow(small, tmp_path, shell):
+    """TaskVine: unpack as `output`, call run_in_env once with no argument, move into the cache, run via a
+    symlink from each task sandbox.  The environment must end up relocated for its physical cache path."""
+    mini = tmp_path / "mini"
+    (mini / "output").mkdir(parents=True)
+    subprocess.run(["tar", "xf", small, "-C", str(mini / "output")], check=True)
+    r = subprocess.run(SHELLS[shell] + ["output/bin/run_in_env"], cwd=mini, capture_output=True, text=True,
+                       stdin=subprocess.DEVNULL)
+    assert (r.returncode, r.stdout) == (0, ""), r.stderr
+    cache = tmp_path / "cache" / "poncho-1234"
+    cache.parent.mkdir()
+    (mini / "output").rename(cache)
+    for task in ("t.1", "t.2"):
+        sandbox = tmp_path / task
+        sandbox.mkdir()
+        os.symlink(cache, sandbox / "__vine_env_x")
+        r = subprocess.run(SHELLS[shell] + ["__vine_env_x/bin/run_in_env", "hello"], cwd=sandbox,
+                           capture_output=True, text=True, stdin=subprocess.DEVNULL)
+        assert (r.returncode, r.stdout) == (0, "prefix={}\n".format(cache)), r.stderr
+    r = subprocess.run(SHELLS[shell] + [str(cache / "bin" / "run_in_env")] + show_env_cmd(), capture_output=True,
+                       text=True, stdin=subprocess.DEVNULL)
+    seen = json.loads(r.stdout)
+    assert seen["CONDA_PREFIX"] == str(cache) and seen["DATA_DIR"] == str(cache / "DATA_DIR")
+    assert seen["PONCHO_TEST_ACTIVATED"] == str(cache)
+    args = ["a b", "", "*", "'q'"]
+    r = subprocess.run([str(cache / "bin" / "run_in_env"), "python", "-c",
+                        "import sys, json; print(json.dumps(sys.argv[1:]))"] + args,
+                       capture_output=True, text=True, stdin=subprocess.DEVNULL)
+    assert json.loads(r.stdout) == args
+    r = subprocess.run([str(cache / "bin" / "run_in_env"), "sh", "-c", "exit 9"], stdin=subprocess.DEVNULL)
+    assert r.returncode == 9
+
+
+def _shared_block(path):
+    with open(path) as f:
+        text = f.read()
+    start = text.index("# >>> shared with run_in_env")
+    return text[start:text.index("# <<< shared with run_in_env <<<", start)]
+
+
+def test_run_in_env_shares_the_shims_code():
+    """run_in_env carries a verbatim copy of the shim's activation/relocation block (it may travel alone)."""
+    assert _shared_block(run_in_env_path()) == _shared_block(shim_path())
+    assert len(_shared_block(shim_path())) > 1000
+
+
+def test_installed_commands_are_the_package_file_and_run_without_poncho_wq(plain, tmp_path):
+    scripts = sysconfig.get_path("scripts")
+    with open(shim_path(), "rb") as f:
+        data = f.read()
+    for name in ("poncho_package_run", "python_package_run"):
+        with open(os.path.join(scripts, name), "rb") as f:
+            assert f.read() == data, "{} is stale: pip install -e . again".format(name)
+    alone = tmp_path / "bin"
+    alone.mkdir()
+    shutil.copy(os.path.join(scripts, "python_package_run"), alone / "python_package_run")
+    r = subprocess.run(["env", "-i", "PATH={}:/usr/bin:/bin".format(alone), "PONCHO_ENV_DIR={}".format(tmp_path / "r"),
+                        "python_package_run", "-e", plain, "python", "-c",
+                        "import importlib.util as u; print(u.find_spec('poncho_wq'))"],
+                       capture_output=True, text=True, stdin=subprocess.DEVNULL, cwd=tmp_path)
+    assert (r.returncode, r.stdout) == (0, "None\n"), r.stderr
+
+
+def test_default_roots(small, tmp_path):
+    """WORKER_TMPDIR (set by Work Queue and TaskVine workers) wins over TMPDIR; TMPDIR gives poncho-<uid>."""
+    base = shim_env()
+    wt = tmp_path / "worker" / "cache" / "tmp"
+    r = run_shim(["-e", small, "hello"], env=dict(base, WORKER_TMPDIR=str(wt), TMPDIR=str(tmp_path / "x")))
+    assert r.stdout == "prefix={}\n".format(wt / "poncho-envs" / ENV_ID), r.stderr
+    td = tmp_path / "tmpdir"
+    td.mkdir()
+    r = run_shim(["-e", small, "hello"], env=dict(base, TMPDIR=str(td)), cwd=tmp_path / "worker")
+    root = td / "poncho-{}".format(os.getuid())
+    assert r.stdout == "prefix={}\n".format(root / ENV_ID), r.stderr
+    assert oct(os.stat(root).st_mode & 0o777) == "0o700"
+
+
+def test_keep_evicts_least_recently_used_but_never_one_in_use(small, tmp_path):
+    root = tmp_path / "root"
+    names = []
+    for n in ("a", "b", "c"):
+        names.append(str(tmp_path / "{}.tar.gz".format(n)))
+        shutil.copy(small, names[-1])
+    env = shim_env(root, PONCHO_ENV_KEEP=1)
+    ready = tmp_path / "a-running"
+    busy = subprocess.Popen(["dash", shim_path(), "-e", names[0], "sh", "-c", 'touch "$0"; sleep 30', str(ready)],
+                            env=env, stdin=subprocess.DEVNULL, start_new_session=True)
+    try:
+        for _ in range(600):
+            if ready.exists():
+                break
+            assert busy.poll() is None
+            time.sleep(0.05)
+        assert run_shim(["-e", names[1], "true"], env=env).returncode == 0
+        assert run_shim(["-e", names[2], "true"], env=env).returncode == 0
+        present = sorted(n.split(".")[0] for n in os.listdir(root) if n[0] in "abc")
+        assert present == ["a", "c"]  # a is in use, b was least recently used
+    finally:
+        os.killpg(busy.pid, signal.SIGKILL)  # the shell and its sleep, which holds the use lock
+        busy.wait()
+    assert run_shim(["-e", names[1], "true"], env=env).returncode == 0
+    present = sorted(n.split(".")[0] for n in os.listdir(root) if n[0] in "abc")
+    assert present == ["b"]
+    assert leftovers(root) == []
