@@ -20,12 +20,15 @@ The copy keeps the base's layout relative to its ``sys.base_prefix`` (``bin/pyth
 ``lib/python3.X/os.py`` next to the executable's ``bin/`` and sets ``sys.prefix`` to the prefix, wherever it is.
 """
 
+import contextlib
 import functools
+import io
 import json
 import logging
 import os
 import shutil
 import subprocess
+import sys
 
 from ..errors import PonchoError
 from .pip import find_tool
@@ -66,6 +69,12 @@ def probe_interpreter(python):
 
     Raises PonchoError when *python* is missing or is not a working CPython.
     """
+    if os.path.realpath(python) == os.path.realpath(sys.executable):
+        # The running interpreter answers in-process: saves a ~20 ms interpreter start on every cache hit.
+        out = io.StringIO()
+        with contextlib.redirect_stdout(out):
+            exec(_PROBE, {})
+        return _check(python, json.loads(out.getvalue()))
     try:
         r = subprocess.run([python, "-I", "-S", "-c", _PROBE], stdin=subprocess.DEVNULL,
                            capture_output=True, text=True, timeout=60)
@@ -73,7 +82,10 @@ def probe_interpreter(python):
         raise PonchoError("cannot run base interpreter {}: {}".format(python, e))
     if r.returncode != 0:
         raise PonchoError("base interpreter {} failed to start:\n{}".format(python, r.stderr.strip()[-2000:]))
-    info = json.loads(r.stdout)
+    return _check(python, json.loads(r.stdout))
+
+
+def _check(python, info):
     if info["implementation"] != "cpython":
         raise PonchoError("base interpreter {} is {}; the portable engine ships CPython only".format(
             python, info["implementation"]))

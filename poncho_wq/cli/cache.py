@@ -1,6 +1,5 @@
 """``python -m poncho_wq cache list | rm KEY | prune [--max-size 5G] [--max-age 30d]``: manage built environments."""
 
-import argparse
 import re
 import sys
 import time
