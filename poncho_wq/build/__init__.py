@@ -96,8 +96,10 @@ def build_prefix(spec, prefix, *, engine=None, python=None, progress=None):
         raise PonchoError("build prefix {} is not empty".format(prefix))
     os.makedirs(prefix, exist_ok=True)
     if engine == "conda":
-        from .conda import build_conda_prefix
-
+        try:
+            from .conda import build_conda_prefix
+        except ImportError as e:
+            raise PonchoError("the conda engine is not available in this installation ({})".format(e), exit_code=3)
         build_conda_prefix(spec, prefix, progress)
     else:
         from .portable import build_portable_prefix
