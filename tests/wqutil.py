@@ -9,6 +9,7 @@ jobs import, so only the shipped environment can make the jobs work.
 import glob
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -108,6 +109,15 @@ class Cluster:
                 with open(log) as f:
                     n += sum(1 for line in f if line.strip())
             counts.append(n)
+        return counts
+
+    def env_transfers(self, remote_name):
+        """Per worker: how many times the manager sent the file *remote_name* (``put`` lines of its debug log)."""
+        pattern = re.compile(r"rx(?: from manager)?: put \S*-" + re.escape(remote_name) + r" ")
+        counts = []
+        for p in self.workers:
+            with open(os.path.join(p.workdir, "debug.log"), errors="replace") as f:
+                counts.append(sum(1 for line in f if pattern.search(line)))
         return counts
 
     def close(self):
