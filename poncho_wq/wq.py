@@ -9,7 +9,9 @@ Two bindings exist in the wild and poncho_wq supports both:
 
 Both keep the ``specify_*`` task methods that poncho_wq uses. A Task subclass must derive from the binding
 whose ``WorkQueue`` will submit it (their SWIG pointer types differ), hence :func:`load`, which picks one
-binding per process: ``PONCHO_WQ_BINDING`` (``ndcctools.work_queue`` or ``work_queue``) chooses explicitly.
+binding per process: ``PONCHO_WQ_BINDING`` chooses explicitly: ``ndcctools.work_queue``, ``work_queue`` (whatever
+``import work_queue`` gives: current CCTools also install a top-level ``work_queue`` alias of ndcctools), or
+``debian`` (Debian's module from its dist-packages, even when such an alias shadows it).
 """
 
 import importlib
@@ -18,7 +20,7 @@ import sys
 
 from .errors import PonchoError
 
-BINDINGS = ("ndcctools.work_queue", "work_queue")
+BINDINGS = ("ndcctools.work_queue", "work_queue", "debian")
 DEBIAN_DIST_PACKAGES = "/usr/lib/python3/dist-packages"
 # Modules that only the manager needs: never part of a task's environment.
 MANAGER_ONLY = ("work_queue", "ndcctools", "poncho_wq", "_work_queue", "work_queue_futures")
@@ -26,9 +28,14 @@ MANAGER_ONLY = ("work_queue", "ndcctools", "poncho_wq", "_work_queue", "work_que
 
 def _import_debian():
     """Import Debian's work_queue from its dist-packages dir without leaving that dir on sys.path."""
+    loaded = sys.modules.get("work_queue")
+    if loaded is not None and os.path.dirname(getattr(loaded, "__file__", "") or "") == DEBIAN_DIST_PACKAGES:
+        return loaded
     if not os.path.exists(os.path.join(DEBIAN_DIST_PACKAGES, "work_queue.py")):
         raise ImportError("no work_queue.py in " + DEBIAN_DIST_PACKAGES)
-    sys.path.append(DEBIAN_DIST_PACKAGES)
+    if loaded is not None:
+        raise ImportError("another work_queue module is already imported from " + str(loaded.__file__))
+    sys.path.insert(0, DEBIAN_DIST_PACKAGES)
     try:
         return importlib.import_module("work_queue")
     finally:
@@ -36,6 +43,8 @@ def _import_debian():
 
 
 def _import(name):
+    if name == "debian":
+        return _import_debian()
     if name == "work_queue":
         try:
             return importlib.import_module("work_queue")

@@ -18,12 +18,12 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 E2E = os.path.join(HERE, "e2e")
-BINDINGS = ("work_queue", "ndcctools.work_queue")
+BINDINGS = ("debian", "ndcctools.work_queue")
 
 
 def worker_binary(binding):
     """Debian's worker speaks to Debian's binding; the source-built one to ndcctools.work_queue."""
-    if binding == "work_queue":
+    if binding == "debian":
         return "/usr/bin/work_queue_worker"
     for d in os.environ.get("PATH", "").split(os.pathsep):
         cand = os.path.join(d, "work_queue_worker")
