@@ -69,11 +69,16 @@ class Cluster:
         with open(self.port_file) as f:
             self.port = int(f.read().strip())
 
-    def start_worker(self, cores=2, name=None):
+    def start_worker(self, cores=2, keep_envs=False):
+        """Start a worker. Its tasks unpack into the worker's own workspace (WORKER_TMPDIR), which the worker
+        deletes when it exits; ``keep_envs`` points PONCHO_ENV_DIR at a per-worker dir that outlives it, so a
+        test can count the unpacks afterwards."""
         i = len(self.workers)
         workdir = os.path.join(self.tmp, "worker{}".format(i))
         os.makedirs(workdir, exist_ok=True)
         env = {"PATH": "/usr/bin:/bin", "HOME": workdir, "LANG": "C.UTF-8"}
+        if keep_envs:
+            env["PONCHO_ENV_DIR"] = os.path.join(workdir, "envs")
         cmd = [worker_binary(self.binding), "localhost", str(self.port), "-s", workdir, "--cores", str(cores),
                "--single-shot", "-t", "120", "-d", "all", "-o", os.path.join(workdir, "debug.log")]
         p = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
@@ -109,6 +114,14 @@ class Cluster:
                 with open(log) as f:
                     n += sum(1 for line in f if line.strip())
             counts.append(n)
+        return counts
+
+    def tasks_run(self):
+        """Per worker: how many task processes it started (from its debug log)."""
+        counts = []
+        for p in self.workers:
+            with open(os.path.join(p.workdir, "debug.log"), errors="replace") as f:
+                counts.append(sum(1 for line in f if "started process" in line))
         return counts
 
     def env_transfers(self, remote_name):
