@@ -1,0 +1,50 @@
+"""The examples users copy from: each runs for real (local workers, real builds) and prints what it claims."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+EXAMPLES = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "examples")
+
+
+@pytest.fixture(scope="module")
+def example_env(tmp_path_factory):
+    env = dict(os.environ)
+    env["PONCHO_WQ_CACHE"] = str(tmp_path_factory.mktemp("cache"))
+    return env
+
+
+def run_example(name, env, *args):
+    r = subprocess.run([sys.executable, os.path.join(EXAMPLES, name)] + list(args), env=env, cwd=EXAMPLES,
+                       capture_output=True, text=True, timeout=600, stdin=subprocess.DEVNULL)
+    assert r.returncode == 0, r.stdout + r.stderr
+    return r.stdout
+
+
+def test_quickstart_builds_once_then_hits_the_cache(example_env):
+    out = run_example("quickstart.py", example_env, "--tasks", "6")
+    for i in range(6):
+        assert "task {:2d}: {} bytes is".format(i, 2 ** (10 + i)) in out
+    assert "tasks          6 done, 0 failed" in out
+    assert "built in" in out
+    unpacks = int(out.split("unpacks")[1].split()[0])
+    assert 1 <= unpacks <= 2
+    again = run_example("quickstart.py", example_env, "--tasks", "2")
+    assert "cache hit" in again
+
+
+def test_explicit_spec(example_env):
+    out = run_example("explicit_spec.py", example_env)
+    assert "1st" in out and "2nd" in out and "3rd" in out
+
+
+def test_prebuilt_tarball(example_env):
+    out = run_example("prebuilt_tarball.py", example_env)
+    assert "an hour" in out
+
+
+def test_python_task(example_env):
+    out = run_example("python_task.py", example_env)
+    assert "1000000 -> 1.0 million" in out and "3000000000000 -> 3.0 trillion" in out
