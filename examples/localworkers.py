@@ -38,8 +38,10 @@ def count_unpacks(directory):
 
 
 @contextlib.contextmanager
-def local_workers(module, port, count=2, name="work_queue_worker"):
-    """Run *count* workers against localhost:*port*; yields their scratch dir (where they unpack)."""
+def local_workers(module, port, count=2, name="work_queue_worker", env=None):
+    """Run *count* workers against localhost:*port*; yields their scratch dir (where they unpack).
+
+    *env* adds to (or overrides) the workers' scrubbed environment."""
     workdir = tempfile.mkdtemp(prefix="poncho-example-")
     procs = []
     try:
@@ -48,7 +50,7 @@ def local_workers(module, port, count=2, name="work_queue_worker"):
             os.makedirs(wdir)
             procs.append(subprocess.Popen(
                 [worker_binary(module, name), "localhost", str(port), "-s", wdir, "--single-shot", "-t", "60"],
-                env={"PATH": "/usr/bin:/bin", "HOME": wdir, "LANG": "C.UTF-8"},
+                env=dict({"PATH": "/usr/bin:/bin", "HOME": wdir, "LANG": "C.UTF-8"}, **(env or {})),
                 stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                 start_new_session=True))
         yield workdir
