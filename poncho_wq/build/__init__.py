@@ -1,15 +1,17 @@
 """Environment builds: spec -> populated prefix -> packed, relocatable tarball, cached by content.
 
-Two engines fill a prefix: ``conda`` (:mod:`.conda`: micromamba/mamba/conda or py-rattler, then pip) for specs
+Three engines fill a prefix: ``conda`` (:mod:`.conda`: micromamba/mamba/conda or py-rattler, then pip) for specs
 with a conda section, ``portable`` (:mod:`.portable`: a relocatable copy of a CPython interpreter, then pip) for
-the others. Whatever the engine, :func:`build_prefix` then adds the data sections (:mod:`.data`),
+the others, and ``current`` (:mod:`.current`: the interpreter copy plus the spec's distributions copied, pruned to
+their installed dependency closure, from the running environment: no index, never chosen by "auto"). Whatever the engine, :func:`build_prefix` then adds the data sections (:mod:`.data`),
 ``bin/run_in_env`` (the activator the run shim calls), ``poncho/spec.json`` and ``conda-meta/history`` (conda-pack
 needs it), and :func:`poncho_wq.pack.pack_prefix` packs it, so one packer and one relocation step
 (``conda-unpack``) serve both engines.
 
 The cache key (:func:`cache_key`) is sha256 over the spec's canonical JSON, the platform (``sys.platform``,
 machine, libc) and the builder's identity (engine, poncho_wq version, pack format, and for the portable engine the
-base interpreter's implementation and full version/build string). The cached tarball is named
+base interpreter's implementation and full version/build string; for the current engine also a hash of the
+copied files' identities, :func:`.current.installed_identity`). The cached tarball is named
 ``env-<key[:32]>.tar.gz`` (see :mod:`poncho_wq.cache`).
 """
 
@@ -27,7 +29,7 @@ from ..errors import PonchoError
 from ..progress import as_progress
 from ..spec import as_spec
 
-ENGINES = ("conda", "portable")
+ENGINES = ("conda", "portable", "current")
 #: Bumped whenever the archive layout or packing changes, so old cache entries are not reused.
 PACK_FORMAT = 1
 
@@ -46,7 +48,7 @@ def resolve_engine(spec, engine=None):
     if engine in (None, "auto"):
         return "conda" if spec.conda else "portable"
     if engine not in ENGINES:
-        raise PonchoError("unknown engine {!r}; expected auto, conda or portable".format(engine))
+        raise PonchoError("unknown engine {!r}; expected auto, conda, portable or current".format(engine))
     if engine == "portable" and spec.conda:
         raise PonchoError("the spec has a conda section ({}); the portable engine installs only pip packages: "
                           "use --engine conda (or auto)".format(" ".join(spec.conda.packages)))
@@ -62,7 +64,7 @@ def builder_identity(engine, python=None):
     from .. import __version__
 
     ident = {"engine": engine, "poncho_wq": __version__, "pack_format": PACK_FORMAT}
-    if engine == "portable":
+    if engine in ("portable", "current"):
         from .interpreter import probe_interpreter
         from .portable import base_python
 
@@ -77,6 +79,10 @@ def cache_key(spec, *, engine, python=None):
     spec = as_spec(spec)
     engine = resolve_engine(spec, engine)
     doc = {"spec": spec.canonical(), "platform": platform_tag(), "builder": builder_identity(engine, python)}
+    if engine == "current":
+        from .current import installed_identity
+
+        doc["installed"] = installed_identity(spec, python)  # the files copied, not only their names
     return hashlib.sha256(json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 
@@ -101,6 +107,10 @@ def build_prefix(spec, prefix, *, engine=None, python=None, progress=None):
         except ImportError as e:
             raise PonchoError("the conda engine is not available in this installation ({})".format(e), exit_code=3)
         build_conda_prefix(spec, prefix, progress)
+    elif engine == "current":
+        from .current import build_current_prefix
+
+        build_current_prefix(spec, prefix, python, progress)
     else:
         from .portable import build_portable_prefix
 
@@ -165,8 +175,9 @@ def create(spec, output=None, *, engine=None, python=None, use_cache=True, cache
     spec = as_spec(spec)
     engine = resolve_engine(spec, engine)
     progress = as_progress(progress)
-    if python and engine != "portable":
-        raise PonchoError("--python chooses the base interpreter of the portable engine; the conda engine "
+    if python and engine not in ("portable", "current"):
+        raise PonchoError("--python chooses the base interpreter of the portable engine (or the environment of the "
+                          "current engine); the conda engine "
                           "takes Python from the spec's conda packages")
     start = time.monotonic()
     key = cache_key(spec, engine=engine, python=python)

@@ -1,0 +1,540 @@
+"""The "current" engine: ship what is installed here, pruned to what the spec needs. No index, no network.
+
+Why a third engine: re-solving a spec against an index needs network on the manager (HPC login nodes often
+have none), may drift from the versions the user tested, and cannot reproduce local or editable installs.
+conda-pack and Parsl's env_pack ship the *whole* environment instead; this engine ships only the closure of the
+spec's distributions over their installed ``Requires-Dist`` (:mod:`.closure`), copied file by file from their
+``RECORD`` into a relocatable copy of the interpreter (:func:`.interpreter.copy_interpreter`), so the tarball
+holds the scripts' needs and nothing else.
+
+The source environment is the one of *python* (default: the running interpreter): its ``sys.path`` site
+directories, its scripts directory and its marker environment (probed in a subprocess when it is another
+interpreter). Its base interpreter is what gets copied, so the Python version always matches.
+
+What is copied, and how:
+
+* every file a kept distribution's ``RECORD`` lists, byte for byte, into the prefix's site-packages (the
+  ``.dist-info`` included, ``RECORD`` unchanged). ``__pycache__/*.pyc`` entries are *not* copied, even when
+  listed: pip compiles them at install time with the install-time mtimes of the sources, so they would differ
+  from machine to machine and break "same inputs, same bytes"; the portable engine (uv) and the interpreter copy
+  ship no bytecode either, and Python writes it on the worker on first import;
+* files a ``RECORD`` lists outside site-packages: console scripts (``../../../bin/x``) go to the prefix's
+  ``bin/`` with their shebang rewritten to the prefix's ``bin/python3`` (what uv writes in the portable engine;
+  conda-pack then turns it into a relocatable one), including pip's ``#!/bin/sh`` + ``'''exec'`` form for long
+  paths; other data files (``share/...``) keep their place relative to the installation base;
+* editable installs (``direct_url.json`` with ``dir_info.editable``, setuptools' ``__editable__`` finders or
+  ``.pth`` files, legacy ``.egg-link``/egg-info in a source tree) have no files to copy in site-packages: their
+  import packages are copied from the source tree (without ``__pycache__``/``.pyc``/dot directories), next to
+  their ``.dist-info`` (without ``direct_url.json``, which names a path of this machine) and a ``RECORD`` written
+  for the copied files. A warning names them: what ships is the source *as it is now*, not a release.
+
+The cache key (:func:`installed_identity`, added by :func:`poncho_wq.build.cache_key`) covers every kept
+distribution's name, version and ``RECORD`` hash plus the size and mtime of every source file: reinstalling or
+editing anything that would be shipped gives a new key (and a new ``env-<key>.tar.gz`` name), anything else
+installed in the environment does not.
+
+Inside a conda environment the pip-level closure is not enough (the interpreter, its shared libraries and the
+packages conda installed come from conda records): that path is not implemented yet and is refused with a clear
+error (see :func:`source_environment`).
+"""
+
+import ast
+import base64
+import dataclasses
+import hashlib
+import io
+import json
+import logging
+import os
+import shutil
+import subprocess
+import sys
+from typing import Tuple
+
+from packaging.requirements import InvalidRequirement, Requirement
+from packaging.utils import canonicalize_name
+
+from ..errors import PonchoError
+from ..progress import as_progress
+from ..spec import as_spec, parse_spec
+from . import closure as _closure
+from .interpreter import copy_interpreter, probe_interpreter
+
+log = logging.getLogger(__name__)
+
+_PROBE = r"""
+import json, os, platform, sys, sysconfig
+def fmt(info):
+    v = "%d.%d.%d" % (info.major, info.minor, info.micro)
+    if info.releaselevel != "final":
+        v += info.releaselevel[0] + str(info.serial)
+    return v
+print(json.dumps({
+    "executable": sys.executable,
+    "prefix": os.path.realpath(sys.prefix),
+    "path": [os.path.realpath(p) for p in sys.path if p],
+    "cwd": os.path.realpath(os.getcwd()),
+    "stdlib": [os.path.realpath(sysconfig.get_path(k)) for k in ("stdlib", "platstdlib")],
+    "scripts": os.path.realpath(sysconfig.get_path("scripts")),
+    "purelib_rel": os.path.relpath(sysconfig.get_path("purelib"), sys.prefix),
+    "markers": {
+        "implementation_name": sys.implementation.name,
+        "implementation_version": fmt(sys.implementation.version),
+        "os_name": os.name,
+        "platform_machine": platform.machine(),
+        "platform_release": platform.release(),
+        "platform_system": platform.system(),
+        "platform_version": platform.version(),
+        "python_full_version": platform.python_version(),
+        "platform_python_implementation": platform.python_implementation(),
+        "python_version": ".".join(platform.python_version_tuple()[:2]),
+        "sys_platform": sys.platform,
+    },
+}))
+"""
+
+_SKIP_DIRS = {"__pycache__", ".git", ".hg", ".svn", ".tox", ".nox", ".mypy_cache", ".pytest_cache"}
+
+
+@dataclasses.dataclass(frozen=True)
+class SourceEnvironment:
+    """The environment files are copied from: *python*'s site directories, scripts dir and marker values."""
+
+    python: str
+    prefix: str
+    site_dirs: Tuple[str, ...]
+    scripts: str
+    purelib_rel: str
+    markers: dict = dataclasses.field(hash=False)
+
+
+_ENV_MEMO = {}
+
+
+def source_environment(python=None):
+    """Describe the environment of *python* (default: the running interpreter); memoized per process."""
+    python = os.path.abspath(python) if python else sys.executable
+    if python in _ENV_MEMO:
+        return _ENV_MEMO[python]
+    if os.path.realpath(python) == os.path.realpath(sys.executable):
+        out = io.StringIO()
+        import contextlib
+
+        with contextlib.redirect_stdout(out):
+            exec(_PROBE, {})
+        info = json.loads(out.getvalue())
+    else:
+        try:
+            r = subprocess.run([python, "-c", _PROBE], stdin=subprocess.DEVNULL, capture_output=True, text=True,
+                               timeout=60, cwd="/")
+        except OSError as e:
+            raise PonchoError("cannot run {}: {}".format(python, e))
+        if r.returncode != 0:
+            raise PonchoError("{} failed to start:\n{}".format(python, r.stderr.strip()[-2000:]))
+        info = json.loads(r.stdout)
+    if os.path.isdir(os.path.join(info["prefix"], "conda-meta")):
+        raise PonchoError(
+            "{} runs in the conda environment {}: building from a conda environment (pruning conda packages "
+            "over conda-meta depends) is not implemented yet; build from the spec with --engine conda, or pack "
+            "the whole environment with conda-pack".format(python, info["prefix"]), exit_code=3)
+    stdlib = [d for d in info["stdlib"]]
+    sites = []
+    for p in info["path"]:
+        if not os.path.isdir(p) or p == info["cwd"] or p in sites:
+            continue
+        if any(p == s or p.startswith(s.rstrip("/") + "/") for s in stdlib) and "-packages" not in p:
+            continue  # the standard library and lib-dynload: copied with the interpreter
+        sites.append(p)
+    env = SourceEnvironment(python, info["prefix"], tuple(sites), info["scripts"], info["purelib_rel"],
+                            info["markers"])
+    _ENV_MEMO[python] = env
+    return env
+
+
+# ------------------------------------------------------------------------------------------------------ plan
+
+
+@dataclasses.dataclass(frozen=True)
+class Entry:
+    """One file to create in the prefix: ``target`` (relative to the prefix), from ``source``; ``kind`` is
+    "copy" (bytes as they are), "script" (shebang rewritten) or "record" (a RECORD written for the copied
+    files of the editable distribution ``owner``)."""
+
+    target: str
+    source: str
+    kind: str = "copy"
+    owner: str = ""  # the distribution it belongs to
+
+
+@dataclasses.dataclass(frozen=True)
+class Plan:
+    env: SourceEnvironment
+    dists: tuple  # ((name, version, "installed"|"editable"), ...) sorted by name
+    entries: tuple  # Entry, sorted by target
+    identity: tuple
+    warnings: tuple
+
+
+def _record_hash(data):
+    return "sha256=" + base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
+
+
+def _within(path, root):
+    return path == root or path.startswith(root.rstrip("/") + "/")
+
+
+def _is_editable(dist):
+    try:
+        direct = json.loads(dist.read_text("direct_url.json") or "{}")
+    except (OSError, ValueError):
+        direct = {}
+    if direct.get("dir_info", {}).get("editable"):
+        return True
+    files = [str(f) for f in dist.files or ()]
+    return any(os.path.basename(f).startswith("__editable__") for f in files)
+
+
+def _install_base(location, env):
+    """The installation base of a site directory (``<base>/lib/python3.X/site-packages`` -> ``<base>``)."""
+    rel = env.purelib_rel.replace(os.sep, "/")
+    if location.endswith("/" + rel):
+        return location[: -len(rel) - 1]
+    return os.path.dirname(os.path.dirname(os.path.dirname(location)))
+
+
+def _installed_entries(dist, env, site_rel, warnings):
+    location = os.path.realpath(str(dist.locate_file("")))
+    base = _install_base(location, env)
+    entries = []
+    name = _closure.dist_name(dist)
+    if dist.files is None:
+        raise PonchoError("{} {} has no RECORD (installed by a tool that does not list its files): cannot tell what "
+                          "to copy; reinstall it with pip or uv".format(name, dist.version), exit_code=3)
+    for f in dist.files:
+        rel = str(f).replace("\\", "/")
+        parts = rel.split("/")
+        if "__pycache__" in parts:
+            continue  # see the module docstring: no bytecode from the source environment
+        src = os.path.normpath(os.path.join(location, rel))
+        if _within(src, location):
+            target, kind = os.path.join(site_rel, os.path.relpath(src, location)), "copy"
+        elif os.path.basename(os.path.dirname(src)) in ("bin", "Scripts") or _within(src, env.scripts):
+            target, kind = os.path.join("bin", os.path.basename(src)), "script"
+        elif _within(src, base):
+            target, kind = os.path.relpath(src, base), "copy"
+        else:
+            warnings.append("{}: {} is outside its installation ({}): not shipped".format(name, src, base))
+            continue
+        if not os.path.lexists(src):
+            if not rel.endswith(".pyc"):
+                warnings.append("{}: {} is listed in its RECORD but missing: not shipped".format(name, rel))
+            continue
+        entries.append(Entry(target, src, kind))
+    return entries
+
+
+def _editable_sources(dist, env):
+    """{import name: path (package dir or module file)} of an editable distribution, from its finder MAPPING,
+    its ``.pth`` directories / source tree and ``top_level.txt``."""
+    location = os.path.realpath(str(dist.locate_file("")))
+    mapping, dirs = {}, []
+    for f in dist.files or ():
+        rel = str(f)
+        path = os.path.normpath(os.path.join(location, rel))
+        base = os.path.basename(rel)
+        if base.startswith("__editable__") and base.endswith("_finder.py") and os.path.isfile(path):
+            with open(path, encoding="utf-8") as fh:
+                tree = ast.parse(fh.read())
+            for node in tree.body:
+                if isinstance(node, ast.Assign) and any(getattr(t, "id", "") == "MAPPING" for t in node.targets):
+                    try:
+                        mapping.update(ast.literal_eval(node.value))
+                    except ValueError:
+                        pass
+        elif base.endswith(".pth") and os.path.isfile(path):
+            with open(path, encoding="utf-8", errors="replace") as fh:
+                for line in fh:
+                    line = line.strip()
+                    if line and not line.startswith(("#", "import ", "import\t")):
+                        d = os.path.join(location, line)
+                        if os.path.isdir(d):
+                            dirs.append(os.path.realpath(d))
+    meta_dir = getattr(dist, "_path", None)
+    if meta_dir is not None and not _within(os.path.realpath(str(meta_dir)), location):
+        dirs.append(os.path.dirname(os.path.realpath(str(meta_dir))))  # egg-info inside the source tree
+    try:
+        direct = json.loads(dist.read_text("direct_url.json") or "{}")
+    except (OSError, ValueError):
+        direct = {}
+    url = direct.get("url", "")
+    if url.startswith("file://"):
+        from urllib.parse import unquote, urlparse
+
+        src = unquote(urlparse(url).path)
+        dirs += [d for d in (os.path.join(src, "src"), src) if os.path.isdir(d)]
+    names = set(mapping)
+    top = dist.read_text("top_level.txt")
+    if top:
+        names |= {n.strip() for n in top.split() if n.strip()}
+    if not names:
+        for d in dirs:
+            for entry in sorted(os.listdir(d)):
+                p = os.path.join(d, entry)
+                if os.path.isfile(os.path.join(p, "__init__.py")) and entry.isidentifier():
+                    names.add(entry)
+                elif entry.endswith(".py") and entry[:-3].isidentifier() and entry not in ("setup.py",
+                                                                                          "conftest.py"):
+                    names.add(entry[:-3])
+    found = {}
+    for name in sorted(names):
+        if name in mapping and os.path.exists(mapping[name]):
+            found[name] = os.path.realpath(mapping[name])
+            continue
+        for d in dict.fromkeys(dirs):
+            for cand in (os.path.join(d, name), os.path.join(d, name + ".py")):
+                if os.path.isdir(cand) or os.path.isfile(cand):
+                    found[name] = os.path.realpath(cand)
+                    break
+            if name in found:
+                break
+    return found
+
+
+def _editable_entries(dist, env, site_rel, warnings):
+    name = _closure.dist_name(dist)
+    sources = _editable_sources(dist, env)
+    if not sources:
+        raise PonchoError("{} is installed in editable mode but none of its packages could be found in its source "
+                          "tree: reinstall it (pip install -e) or build from an index".format(name), exit_code=3)
+    entries = []
+    for mod, path in sorted(sources.items()):
+        if os.path.isfile(path):
+            entries.append(Entry(os.path.join(site_rel, os.path.basename(path)), path))
+            continue
+        for root, dirnames, filenames in os.walk(path):
+            dirnames[:] = sorted(d for d in dirnames if d not in _SKIP_DIRS and not d.startswith("."))
+            for fn in sorted(filenames):
+                if fn.endswith((".pyc", ".pyo")):
+                    continue
+                src = os.path.join(root, fn)
+                entries.append(Entry(os.path.join(site_rel, mod, os.path.relpath(src, path)), src))
+    # Console scripts and the metadata (minus what names this machine's paths) come from the dist-info.
+    for e in _installed_entries(dist, env, site_rel, warnings):
+        rel = os.path.relpath(e.target, site_rel)
+        top = rel.split(os.sep)[0]
+        if e.kind == "script":
+            entries.append(e)
+        elif top.endswith(".dist-info") and os.path.basename(rel) not in ("RECORD", "direct_url.json"):
+            entries.append(e)
+    dist_info = sorted({os.path.relpath(e.target, site_rel).split(os.sep)[0] for e in entries
+                        if os.path.relpath(e.target, site_rel).split(os.sep)[0].endswith(".dist-info")})
+    if dist_info:
+        record_target = os.path.join(site_rel, dist_info[0], "RECORD")
+        entries.append(Entry(record_target, "", "record"))
+    warnings.append("{} {} is installed in editable mode: shipping its current source from {}".format(
+        name, dist.version, ", ".join(sorted(set(sources.values())))))
+    return entries
+
+
+def _root_requirements(spec, index, env, warnings):
+    roots, missing = [], []
+    for text in spec.pip:
+        try:
+            req = Requirement(text)
+        except InvalidRequirement as e:
+            raise PonchoError("pip requirement {!r} is not valid: {}".format(text, e))
+        if not _closure.evaluate_root_marker(req, env.markers):
+            continue
+        dist = index.get(canonicalize_name(req.name))
+        if dist is None:
+            missing.append(text)
+            continue
+        if req.specifier and not req.specifier.contains(dist.version, prereleases=True):
+            raise PonchoError("the spec asks for {} but {} {} is installed in the environment of {}: build from an "
+                              "index, or install that version there".format(text, req.name, dist.version,
+                                                                           env.python), exit_code=3)
+        roots.append(req)
+    if missing:
+        raise PonchoError("not installed in the environment of {}: {}; install them there, or build from a package "
+                          "index instead of the current environment".format(env.python, ", ".join(missing)),
+                          exit_code=3)
+    return roots
+
+
+_PLAN_MEMO = {}
+
+
+def plan(spec, python=None):
+    """What the current engine ships for *spec* from the environment of *python* (see the module docstring)."""
+    spec = as_spec(spec)
+    env = source_environment(python)
+    if spec.conda:
+        raise PonchoError("the spec has a conda section ({}); the current engine copies pip-installed "
+                          "distributions only".format(" ".join(spec.conda.packages)))
+    stamp = tuple(_mtime(d) for d in env.site_dirs)
+    memo_key = (spec.digest(), env.python, stamp)
+    if memo_key in _PLAN_MEMO:
+        return _PLAN_MEMO[memo_key]
+    warnings = []
+    index = _closure.installed_index(env.site_dirs)
+    roots = _root_requirements(spec, index, env, warnings)
+    result = _closure.pip_closure(roots, index, env.markers)
+    for requirer, text in result.missing:
+        warnings.append("{} requires {}, which is not installed here: not shipped".format(requirer, text))
+    for requirer, text, version in result.conflicts:
+        warnings.append("{} requires {} but {} is installed: shipping the installed one".format(requirer, text,
+                                                                                              version))
+    site_rel = env.purelib_rel
+    entries, dists = {}, []
+    for key in sorted(result.dists):
+        dist = result.dists[key]
+        editable = _is_editable(dist)
+        dists.append((_closure.dist_name(dist), dist.version, "editable" if editable else "installed"))
+        made = (_editable_entries if editable else _installed_entries)(dist, env, site_rel, warnings)
+        for e in made:
+            e = dataclasses.replace(e, owner=key)
+            old = entries.get(e.target)
+            if old is not None and old.source != e.source and not _same_bytes(old.source, e.source):
+                warnings.append("{} is installed by two distributions with different content; shipping the one "
+                                "of {}".format(e.target, _closure.dist_name(dist)))
+            entries[e.target] = e
+    ident = []
+    for e in sorted(entries.values(), key=lambda e: e.target):
+        if e.kind == "record":
+            continue
+        st = os.stat(e.source)
+        ident.append((e.target, e.kind, st.st_size, st.st_mtime_ns))
+    identity = (tuple(dists), tuple(ident))
+    p = Plan(env, tuple(dists), tuple(sorted(entries.values(), key=lambda e: e.target)), identity,
+             tuple(dict.fromkeys(warnings)))
+    _PLAN_MEMO[memo_key] = p
+    return p
+
+
+def _mtime(path):
+    try:
+        return os.stat(path).st_mtime_ns
+    except OSError:
+        return None
+
+
+def _same_bytes(a, b):
+    try:
+        with open(a, "rb") as fa, open(b, "rb") as fb:
+            return fa.read() == fb.read()
+    except OSError:
+        return False
+
+
+def installed_identity(spec, python=None):
+    """The part of the cache key that stands for the installed files a build would copy (a sha256 hex)."""
+    p = plan(spec, python)
+    return hashlib.sha256(json.dumps(p.identity, separators=(",", ":")).encode()).hexdigest()
+
+
+# ------------------------------------------------------------------------------------------------------ build
+
+
+def rewrite_shebang(data, python_path):
+    """*data* with its Python shebang pointing at *python_path* (also pip's ``#!/bin/sh`` ``'''exec'`` form)."""
+    if not data.startswith(b"#!"):
+        return data
+    lines = data.split(b"\n")
+    if lines[0].strip() == b"#!/bin/sh" and len(lines) > 2 and lines[1].startswith(b"'''exec' ") \
+            and lines[2].strip() == b"' '''":
+        rest = lines[3:]
+    elif b"python" in lines[0]:
+        rest = lines[1:]
+    else:
+        return data
+    return b"\n".join([b"#!" + python_path.encode()] + rest)
+
+
+def build_current_prefix(spec, prefix, python=None, progress=None):
+    """Populate *prefix* with a relocatable copy of the interpreter and the planned distributions' files."""
+    from .portable import check_version
+
+    progress = as_progress(progress)
+    p = plan(spec, python)
+    for w in p.warnings:
+        log.warning("poncho: warning: %s", w)
+    info = probe_interpreter(p.env.python)
+    check_version(as_spec(spec), info, p.env.python)
+    with progress.phase("install", "python {} from {}".format(info["version"], p.env.python)):
+        copy_interpreter(p.env.python, prefix)
+    prefix = os.path.abspath(prefix)
+    python3 = os.path.join(prefix, "bin", "python3")
+    records = []
+    with progress.phase("copy", "{} distribution(s) from {}".format(len(p.dists), p.env.prefix)):
+        for e in p.entries:
+            dest = os.path.join(prefix, e.target)
+            os.makedirs(os.path.dirname(dest), exist_ok=True)
+            if e.kind == "record":
+                records.append(e)
+                continue
+            if os.path.islink(e.source):
+                if os.path.lexists(dest):
+                    os.unlink(dest)
+                os.symlink(os.readlink(e.source), dest)
+                continue
+            with open(e.source, "rb") as f:
+                data = f.read()
+            if e.kind == "script":
+                data = rewrite_shebang(data, python3)
+            with open(dest, "wb") as f:
+                f.write(data)
+            os.chmod(dest, 0o755 if os.stat(e.source).st_mode & 0o111 else 0o644)
+        for record in records:
+            _write_record(prefix, p, record)
+    progress.info("shipped %s", ", ".join("{}=={}{}".format(n, v, " (editable)" if k == "editable" else "")
+                                          for n, v, k in p.dists) or "no distributions")
+
+
+def _write_record(prefix, p, record):
+    """A RECORD for an editable distribution's copied files (the installed one lists the ``__editable__`` hooks)."""
+    site = os.path.dirname(os.path.dirname(record.target))
+    lines = []
+    for e in p.entries:
+        if e.owner != record.owner or e.kind == "record":
+            continue
+        with open(os.path.join(prefix, e.target), "rb") as f:
+            data = f.read()
+        lines.append("{},{},{}".format(os.path.relpath(e.target, site), _record_hash(data), len(data)))
+    lines.append("{},,".format(os.path.relpath(record.target, site)))
+    dest = os.path.join(prefix, record.target)
+    with open(dest, "w", encoding="utf-8", newline="") as f:
+        f.write("\n".join(sorted(lines[:-1]) + lines[-1:]) + "\n")
+    os.chmod(dest, 0o644)
+
+
+def spec_with_local(spec, analysis=None):
+    """*spec* with the analysis' local (editable / local-directory) distributions named as ``name @ file://dir``
+    and its unresolved (not installed) imports left out: the requirements the current engine ships."""
+    spec = as_spec(spec)
+    if analysis is None:
+        return spec
+    data = spec.to_dict()
+    unresolved = {canonicalize_name(u.strip("_.")) for u in getattr(analysis, "unresolved", ())}
+    pip = [r for r in data.get("pip", []) if canonicalize_name(Requirement(r).name) not in unresolved]
+    named = {canonicalize_name(Requirement(r).name) for r in pip}
+    for dist, source in sorted((getattr(analysis, "local_distributions", None) or {}).items()):
+        if canonicalize_name(dist) not in named:
+            from urllib.parse import quote
+
+            pip.append("{} @ file://{}".format(dist, quote(os.path.abspath(source))))
+    if pip:
+        data["pip"] = pip
+    else:
+        data.pop("pip", None)
+    return parse_spec(data)
+
+
+def create_from_current(spec, *, analysis=None, python=None, progress=None, output=None, use_cache=True,
+                        cache_dir=None):
+    """Build (or find in the cache) the environment *spec* from the environment of *python* (default: the running
+    one); with *analysis*, its local distributions ship too and its unresolved imports are left out.
+    Returns a :class:`poncho_wq.build.BuildResult`."""
+    from . import create
+
+    return create(spec_with_local(spec, analysis), output, engine="current", python=python, use_cache=use_cache,
+                  cache_dir=cache_dir, progress=progress)
