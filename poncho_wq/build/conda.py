@@ -1,0 +1,191 @@
+"""The conda engine: fill a prefix with a spec's conda packages, then its pip requirements.
+
+Which installer: ``$PONCHO_CONDA_EXE`` when set (a command name or path such as ``micromamba``, or ``rattler`` to
+force the embedded one); else the first of ``micromamba``, ``mamba``, ``conda`` on PATH; else the embedded solver
+and installer of py-rattler, so a manager needs no conda installation at all. All of them give a prefix with
+``conda-meta/*.json`` records, which is what conda-pack and ``conda-unpack`` need to relocate it.
+
+Only the spec decides where packages come from. An external tool gets ``--override-channels`` and one ``-c`` per
+spec channel, ``CONDARC`` pointing at an empty file (conda and mamba), ``--no-rc`` (micromamba): a user's
+``.condarc`` with other channels, mirrors or pinned packages would otherwise change what a cached environment
+contains without changing its cache key. The embedded path never reads any rc file. A spec without channels uses
+``conda-forge`` (the channel every analyzer-written spec names; an empty list would make every solve fail).
+
+Channels may be names (``conda-forge``), URLs (``https://...``, ``file:///...``) or local directories, which become
+``file://`` URLs (installers take only URLs and names; a relative path would depend on the build's cwd).
+
+Failures (an unsatisfiable spec, an unreachable channel) raise PonchoError(exit_code=3) carrying the solver's own
+explanation, which names the missing package or the conflict.
+"""
+
+import asyncio
+import logging
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+
+from ..errors import PonchoError
+from ..progress import as_progress
+
+log = logging.getLogger(__name__)
+
+#: External installers, in order of preference (micromamba: one static binary, fastest start; conda: slowest).
+TOOLS = ("micromamba", "mamba", "conda")
+#: Values of $PONCHO_CONDA_EXE that select the embedded py-rattler engine.
+EMBEDDED = ("rattler", "py-rattler", "embedded")
+DEFAULT_CHANNELS = ("conda-forge",)
+STDERR_TAIL = 4000
+
+
+def conda_tool(environ=None):
+    """The external installer to use (an absolute path), or None for the embedded py-rattler engine."""
+    environ = os.environ if environ is None else environ
+    chosen = environ.get("PONCHO_CONDA_EXE", "").strip()
+    if chosen:
+        if chosen.lower() in EMBEDDED:
+            return None
+        path = shutil.which(chosen, path=environ.get("PATH"))
+        if not path:
+            raise PonchoError("PONCHO_CONDA_EXE={!r} is not an executable command; set it to micromamba, mamba, "
+                              "conda (or a path to one), or to 'rattler' for the embedded installer".format(chosen),
+                              exit_code=3)
+        return os.path.abspath(path)
+    for name in TOOLS:
+        path = shutil.which(name, path=environ.get("PATH"))
+        if path:
+            return os.path.abspath(path)
+    return None
+
+
+def channel_url(channel):
+    """A channel name or URL unchanged; an existing local directory (or ``./``, ``/`` path) as a file:// URL."""
+    if "://" in channel:
+        return channel
+    if channel.startswith(("/", "./", "../", "~")) or os.path.isdir(channel):
+        return "file://" + os.path.abspath(os.path.expanduser(channel))
+    return channel
+
+
+def spec_channels(spec):
+    return [channel_url(c) for c in (spec.conda.channels or DEFAULT_CHANNELS)]
+
+
+def build_conda_prefix(spec, prefix, progress=None):
+    """Install the spec's conda packages into *prefix* (new or empty), then its pip requirements.
+
+    Progress phases: "solve" and "install" (one "install" phase for an external tool, which solves and installs
+    in one run), then "pip".
+    """
+    progress = as_progress(progress)
+    if not spec.conda or not spec.conda.packages:
+        raise PonchoError("the conda engine needs a spec with conda packages", exit_code=3)
+    tool = conda_tool()
+    if tool:
+        progress.info("conda engine: %s", tool)
+        _install_with_tool(tool, spec, prefix, progress)
+    else:
+        progress.info("conda engine: embedded py-rattler (no micromamba, mamba or conda on PATH)")
+        _install_with_rattler(spec, prefix, progress)
+    history = os.path.join(prefix, "conda-meta", "history")
+    if not os.path.exists(history):
+        # conda-pack 0.9.2 fails with "mtime may not be None" when the prefix has no history file.
+        os.makedirs(os.path.dirname(history), exist_ok=True)
+        with open(history, "w") as f:
+            f.write("# created by poncho_wq (conda engine)\n")
+    if spec.pip:
+        python = prefix_python(prefix)
+        if not python:
+            raise PonchoError(_no_python_message(spec), exit_code=3)
+        from .pip import pip_install
+
+        pip_install(python, spec.pip, progress)
+
+
+def prefix_python(prefix):
+    path = os.path.join(prefix, "bin", "python")
+    return path if os.path.isfile(path) and os.access(path, os.X_OK) else None
+
+
+def _no_python_message(spec):
+    return ("the spec has pip requirements ({}) but its conda packages ({}) put no python into the environment: "
+            "add python to conda.packages, e.g. \"python=3.11\"".format(" ".join(spec.pip),
+                                                                        " ".join(spec.conda.packages)))
+
+
+def _install_with_rattler(spec, prefix, progress):
+    try:
+        from rattler import MatchSpec, Platform, VirtualPackage, install, solve
+    except ImportError as e:  # pragma: no cover - py-rattler is a dependency
+        raise PonchoError("no micromamba, mamba or conda on PATH and py-rattler is not importable ({}): "
+                          "pip install py-rattler".format(e), exit_code=3)
+    channels = spec_channels(spec)
+    packages = list(spec.conda.packages)
+    platform = str(Platform.current())
+    with progress.phase("solve", "{} package(s) from {}".format(len(packages), " ".join(channels))):
+        try:
+            records = asyncio.run(solve(channels, packages, platforms=[platform, "noarch"],
+                                        virtual_packages=VirtualPackage.detect()))
+        except Exception as e:  # rattler's SolverError, FetchRepoDataError, ...: the message is the explanation
+            raise PonchoError("cannot solve the conda packages {} from channels {}:\n{}".format(
+                " ".join(packages), " ".join(channels), _rattler_message(e)), exit_code=3)
+    if spec.pip and not any(r.name.normalized == "python" for r in records):
+        raise PonchoError(_no_python_message(spec), exit_code=3)
+    pkgs_dir = os.environ.get("PONCHO_CONDA_PKGS_DIR") or None
+    with progress.phase("install", "{} package(s) into {}".format(len(records), prefix)):
+        try:
+            # requested_specs: py-rattler 0.28 rejects its own MatchSpec wrapper here; the inner object works.
+            asyncio.run(install(records, prefix, cache_dir=pkgs_dir, show_progress=False,
+                                requested_specs=[MatchSpec(p)._match_spec for p in packages]))
+        except Exception as e:
+            raise PonchoError("installing the conda packages into {} failed:\n{}".format(prefix, _rattler_message(e)),
+                              exit_code=3)
+    log.debug("installed %s", ", ".join("{}={}={}".format(r.name.normalized, r.version, r.build) for r in records))
+
+
+def _rattler_message(e):
+    return "{}: {}".format(type(e).__name__, str(e).strip())
+
+
+def tool_command(tool, spec, prefix):
+    """The argument list that creates *prefix* with the external *tool* (micromamba, mamba or conda)."""
+    name = os.path.basename(tool)
+    cmd = [tool, "create", "--yes", "--prefix", prefix]
+    if name.startswith("micromamba"):
+        cmd.append("--no-rc")
+    cmd.append("--override-channels")
+    for channel in spec_channels(spec):
+        cmd += ["--channel", channel]
+    # No "--" before the packages: micromamba's parser does not take it; spec validation already rejects
+    # package strings that start with "-".
+    return cmd + list(spec.conda.packages)
+
+
+def _install_with_tool(tool, spec, prefix, progress):
+    # conda and micromamba refuse (or prompt about) an existing non-conda directory as a new env's prefix.
+    if os.path.isdir(prefix) and not os.listdir(prefix):
+        os.rmdir(prefix)
+    cmd = tool_command(tool, spec, prefix)
+    with tempfile.TemporaryDirectory(prefix="poncho-condarc-") as tmp:
+        empty_rc = os.path.join(tmp, "condarc")
+        open(empty_rc, "w").close()
+        env = dict(os.environ)
+        env.update(CONDARC=empty_rc, MAMBARC=empty_rc, CONDA_CHANNEL_PRIORITY="strict")
+        for var in ("CONDA_CHANNELS", "CONDA_DEFAULT_CHANNELS", "CONDA_PREFIX", "CONDA_DEFAULT_ENV",
+                    "PYTHONPATH", "PYTHONHOME"):
+            env.pop(var, None)
+        with progress.phase("install", "{} package(s) with {}".format(len(spec.conda.packages),
+                                                                      os.path.basename(tool))):
+            log.debug("running %s", cmd)
+            from .pip import die_with_parent
+
+            r = subprocess.run(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               env=env, text=True, errors="replace",
+                               preexec_fn=die_with_parent if sys.platform.startswith("linux") else None)
+    if r.returncode != 0:
+        # conda prints solver conflicts on stdout, micromamba on stderr: keep both.
+        out = "\n".join(x for x in (r.stdout.strip(), r.stderr.strip()) if x)[-STDERR_TAIL:]
+        raise PonchoError("{} could not create the environment with {} from channels {} (exit code {}):\n{}"
+                          .format(os.path.basename(tool), " ".join(spec.conda.packages),
+                                  " ".join(spec_channels(spec)), r.returncode, out), exit_code=3)
