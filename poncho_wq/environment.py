@@ -76,12 +76,14 @@ class Environment:
         return cls(tarball=path)
 
     @classmethod
-    def from_script(cls, *scripts, source="index", exclude=None, engine=None, python=None, ship_local=True,
+    def from_script(cls, *scripts, source="auto", exclude=None, engine=None, python=None, ship_local=True,
                     **analyze_options):
         """Analyze *scripts* (memoized while they are unchanged on disk) and return their environment.
 
         ``source="index"`` builds the analyzed spec with an engine (packages fetched from PyPI/channels);
-        ``source="current"`` copies the installed distributions from the running environment instead.
+        ``source="current"`` copies the installed distributions from the running environment instead;
+        ``source="auto"`` (default) picks "index" when a package index is reachable, else "current", and says
+        which on stderr (:func:`poncho_wq.netcheck.resolve_source`; ``$PONCHO_WQ_SOURCE`` overrides it).
         ``ship_local``: tasks get the local modules the scripts import (paths relative to each script's dir).
         """
         from .analyze import analyze
@@ -97,6 +99,9 @@ class Environment:
         with _lock:
             env = _script_memo.get(key)
             if env is None:
+                from .netcheck import resolve_source
+
+                source = resolve_source(source)
                 result = analyze(scripts, exclude=exclude, **analyze_options)
                 if result.unresolved:
                     print("poncho_wq: warning: not installed here, left unpinned: " + ", ".join(result.unresolved),

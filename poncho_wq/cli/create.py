@@ -1,7 +1,12 @@
 """``poncho_package_create [options] <spec.json|-> <out.tar.gz>``: build (or reuse) a packed environment.
 
 A thin layer over :func:`poncho_wq.build.create`; upstream's positional arguments, plus the cache, engine and
-base-interpreter options. Exit codes: 0 ok, 1 bad spec or usage, 2 spec file missing, 3 build failed; on failure
+base-interpreter options. ``--from-current-env`` (= ``--engine current``) builds without any package index: the
+spec's pip distributions and their installed dependencies are copied from the environment of the interpreter
+running this command (or of ``--python``), e.g. on a login node without network::
+
+    poncho_package_analyze script.py spec.json && poncho_package_create --from-current-env spec.json env.tar.gz
+ Exit codes: 0 ok, 1 bad spec or usage, 2 spec file missing, 3 build failed; on failure
 no output file is written.
 """
 
@@ -28,10 +33,15 @@ def parser(prog=PROG):
     p.add_argument("spec", help="environment spec (JSON), or - for standard input")
     p.add_argument("output", help="the tarball to write (.tar.gz)")
     p.add_argument("--no-cache", action="store_true", help="build into OUTPUT without using or filling the cache")
-    p.add_argument("--engine", choices=("auto", "conda", "portable"), default="auto",
-                   help="conda (spec has a conda section) or portable (copy a Python interpreter); default auto")
+    p.add_argument("--engine", choices=("auto", "conda", "portable", "current"), default="auto",
+                   help="conda (spec has a conda section), portable (copy a Python interpreter, install from an "
+                   "index) or current (see --from-current-env); default auto (conda or portable)")
+    p.add_argument("--from-current-env", action="store_true",
+                   help="no package index: copy the spec's pip distributions, closed over their installed "
+                   "dependencies, from the running environment (or --python's); same as --engine current")
     p.add_argument("--python", metavar="PATH",
-                   help="base interpreter for the portable engine (default: the one running this command)")
+                   help="base interpreter for the portable engine, environment to copy from for the current one "
+                   "(default: the one running this command)")
     p.add_argument("--cache-dir", metavar="DIR", help="cache directory (default $PONCHO_WQ_CACHE or "
                    "$XDG_CACHE_HOME/poncho_wq or ~/.cache/poncho_wq)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress on stderr")
@@ -46,6 +56,10 @@ def _create(argv):
     from ..spec import load_spec
 
     spec = load_spec(args.spec)
+    if args.from_current_env:
+        if args.engine not in ("auto", "current"):
+            raise PonchoError("--from-current-env cannot be combined with --engine {}".format(args.engine))
+        args.engine = "current"
     result = create(spec, args.output, engine=args.engine, python=args.python, use_cache=not args.no_cache,
                     cache_dir=args.cache_dir, progress=Progress(args.quiet))
     if not args.quiet:
