@@ -172,10 +172,12 @@ def install_prefix(channel, specs, prefix, cache_dir=None):
     Returns the solved records. *cache_dir* is rattler's package cache (default: ``<prefix>.pkgs`` next to the
     prefix, never the user's cache).
     """
-    from rattler import MatchSpec, Platform, install, solve
+    from rattler import MatchSpec, install, solve
+
+    from poncho_wq.build.conda import current_subdir
 
     channel = channel if "://" in str(channel) else channel_url(channel)
-    records = asyncio.run(solve([channel], list(specs), platforms=[str(Platform.current()), "noarch"]))
+    records = asyncio.run(solve([channel], list(specs), platforms=[current_subdir(), "noarch"]))
     # install(requested_specs=[MatchSpec]) rejects the Python wrapper type in py-rattler 0.28; the inner object works.
     asyncio.run(install(records, str(prefix), cache_dir=str(cache_dir or str(prefix) + ".pkgs"),
                         show_progress=False, requested_specs=[MatchSpec(s)._match_spec for s in specs]))

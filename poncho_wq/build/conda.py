@@ -116,13 +116,13 @@ def _no_python_message(spec):
 
 def _install_with_rattler(spec, prefix, progress):
     try:
-        from rattler import MatchSpec, Platform, VirtualPackage, install, solve
+        from rattler import MatchSpec, VirtualPackage, install, solve
     except ImportError as e:  # pragma: no cover - py-rattler is a dependency
         raise PonchoError("no micromamba, mamba or conda on PATH and py-rattler is not importable ({}): "
                           "pip install py-rattler".format(e), exit_code=3)
     channels = spec_channels(spec)
     packages = list(spec.conda.packages)
-    platform = str(Platform.current())
+    platform = current_subdir()
     with progress.phase("solve", "{} package(s) from {}".format(len(packages), " ".join(channels))):
         try:
             records = asyncio.run(solve(channels, packages, platforms=[platform, "noarch"],
@@ -142,6 +142,15 @@ def _install_with_rattler(spec, prefix, progress):
             raise PonchoError("installing the conda packages into {} failed:\n{}".format(prefix, _rattler_message(e)),
                               exit_code=3)
     log.debug("installed %s", ", ".join("{}={}={}".format(r.name.normalized, r.version, r.build) for r in records))
+
+
+def current_subdir():
+    """This machine's conda subdir ("linux-64"); py-rattler renamed Platform to Subdir (0.28 warns on Platform)."""
+    try:
+        from rattler import Subdir
+    except ImportError:  # pragma: no cover - older py-rattler
+        from rattler import Platform as Subdir
+    return str(Subdir.current())
 
 
 def _rattler_message(e):
