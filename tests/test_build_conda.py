@@ -159,20 +159,15 @@ def make_wheel(directory, name="localpkg", version="1.0"):
     return path
 
 
-def test_pip_section_installs_into_the_prefix_python(channel, tmp_path):
+def test_pip_section_installs_into_the_prefix_python(channel, tmp_path, monkeypatch):
     """With a python package (the stand-in: a venv of the test interpreter, see condachannel) the pip section
     goes into the prefix's site-packages through the prefix's own bin/python; noarch-python entry points work."""
     wheel = make_wheel(tmp_path)
     spec = parse_spec({"conda": {"channels": [channel], "packages": ["python", "pymod"]},
                        "pip": ["localpkg @ file://" + wheel]})
     prefix = str(tmp_path / "prefix")
-    env = dict(os.environ)
-    os.environ["PATH"] = os.path.dirname(sys.executable) + os.pathsep + NO_TOOLS_PATH  # uv or pip reachable
-    try:
-        build_conda_prefix(spec, prefix, None)
-    finally:
-        os.environ.clear()
-        os.environ.update(env)
+    monkeypatch.setenv("PATH", os.path.dirname(sys.executable) + os.pathsep + NO_TOOLS_PATH)  # uv reachable
+    build_conda_prefix(spec, prefix, None)
     assert os.path.exists(os.path.join(prefix, SP, "localpkg", "__init__.py"))
     out = subprocess.run([os.path.join(prefix, "bin", "python"), "-c",
                           "import localpkg, pymod, sys; print(localpkg.VALUE, sys.prefix)"],

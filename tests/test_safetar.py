@@ -162,14 +162,14 @@ def test_symlink_escape_by_a_later_link_refused(tmp_path, box):
 
 @pytest.mark.parametrize("target", ["/etc/passwd", "../outside", "not-yet", "dir"])
 def test_hard_link_outside_or_not_to_an_earlier_file_refused(tmp_path, box, target):
-    refused(tmp_path, box, [member("dir", type=tarfile.DIRTYPE, mode=0o755), member("h", type=tarfile.LNKTYPE,
-                                                                                 linkname=target), member("not-yet", b"x")],
-            "'h'")
+    refused(tmp_path, box, [member("dir", type=tarfile.DIRTYPE, mode=0o755),
+                            member("h", type=tarfile.LNKTYPE, linkname=target),
+                            member("not-yet", b"x")], "'h'", "hard link")
 
 
 def test_hard_link_to_a_symlink_refused(tmp_path, box):
-    refused(tmp_path, box, [member("s", type=tarfile.SYMTYPE, linkname="f"), member("h", type=tarfile.LNKTYPE,
-                                                                                 linkname="s")], "'h'", "hard link")
+    refused(tmp_path, box, [member("f", b"x"), member("s", type=tarfile.SYMTYPE, linkname="f"),
+                            member("h", type=tarfile.LNKTYPE, linkname="s")], "'h'", "hard link")
 
 
 def test_corrupt_archives_are_errors(tmp_path):
