@@ -8,8 +8,12 @@ and installer of py-rattler, so a manager needs no conda installation at all. Al
 Only the spec decides where packages come from. An external tool gets ``--override-channels`` and one ``-c`` per
 spec channel, ``CONDARC`` pointing at an empty file (conda and mamba), ``--no-rc`` (micromamba): a user's
 ``.condarc`` with other channels, mirrors or pinned packages would otherwise change what a cached environment
-contains without changing its cache key. The embedded path never reads any rc file. A spec without channels uses
+contains without changing its cache key. (conda and mamba still read ``~/.condarc`` for settings other than
+channels, e.g. ``pinned_packages``; micromamba with ``--no-rc`` and the embedded path read no rc file at all.) A spec without channels uses
 ``conda-forge`` (the channel every analyzer-written spec names; an empty list would make every solve fail).
+
+The embedded engine keeps downloaded packages in py-rattler's package cache (``~/.cache/rattler/cache/pkgs``), or
+in ``$PONCHO_CONDA_PKGS_DIR`` when set; installs hard-link from there, so repeated builds are fast and small.
 
 Channels may be names (``conda-forge``), URLs (``https://...``, ``file:///...``) or local directories, which become
 ``file://`` URLs (installers take only URLs and names; a relative path would depend on the build's cwd).
