@@ -300,3 +300,14 @@ def test_cli_errors_name_what_is_missing_or_mismatched(venv, tmp_path):
                            stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=300)
         assert r.returncode == 3 and message in r.stderr, r.stderr
         assert not (tmp_path / "out.tar.gz").exists()
+
+
+def test_cli_python_option_copies_from_another_environment(venv, tmp_path, cli):
+    # Run by the test's interpreter (not the venv's): --python names the environment to copy from.
+    spec = tmp_path / "spec.json"
+    spec.write_text(json.dumps({"pip": ["requests"]}))
+    out = tmp_path / "env.tar.gz"
+    r = cli("poncho_package_create", "--from-current-env", "--python", venv["python"], "--no-cache", spec, out,
+            env=_offline_env(tmp_path / "cache"))
+    assert r.returncode == 0, r.stderr
+    assert _shipped_dists(_members(out)) == {"requests", "urllib3", "idna", "charset-normalizer", "certifi"}

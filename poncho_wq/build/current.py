@@ -116,7 +116,9 @@ def source_environment(python=None):
     python = os.path.abspath(python) if python else sys.executable
     if python in _ENV_MEMO:
         return _ENV_MEMO[python]
-    if os.path.realpath(python) == os.path.realpath(sys.executable):
+    # Compare unresolved paths: a venv's bin/python is a symlink to its base interpreter, whose realpath is the
+    # same, but the environment (pyvenv.cfg next to the symlink) is another one.
+    if python == os.path.abspath(sys.executable):
         out = io.StringIO()
         import contextlib
 
