@@ -463,7 +463,7 @@ def build_current_prefix(spec, prefix, python=None, progress=None):
     info = probe_interpreter(p.env.python)
     check_version(as_spec(spec), info, p.env.python)
     with progress.phase("install", "python {} from {}".format(info["version"], p.env.python)):
-        _copy_base_interpreter(info["executable"], prefix, p.env)
+        copy_interpreter(info["executable"], prefix)
     prefix = os.path.abspath(prefix)
     python3 = os.path.join(prefix, "bin", "python3")
     records = []
@@ -490,33 +490,6 @@ def build_current_prefix(spec, prefix, python=None, progress=None):
             _write_record(prefix, p, record)
     progress.info("shipped %s", ", ".join("{}=={}{}".format(n, v, " (editable)" if k == "editable" else "")
                                           for n, v, k in p.dists) or "no distributions")
-
-
-def _copy_base_interpreter(base_exe, prefix, env):
-    """copy_interpreter of the base of a venv. Why not simply ``copy_interpreter(<venv>/bin/python)``: it asks
-    sysconfig for the stdlib directories, and inside a venv ``platstdlib`` is ``<venv>/lib/python3.X`` (from
-    ``sys.exec_prefix``), outside the base installation, so the copy is refused; and when the venv's python is the
-    running one its probe answers in-process, from the venv. So when we run inside a venv, the copy runs in a
-    child started from the base executable itself (no ``pyvenv.cfg`` next to it, hence base paths), importing
-    poncho_wq and its dependencies through PYTHONPATH (and ``-S``: the base's site-packages stay out of it)."""
-    if not (sys.prefix != sys.base_prefix and os.path.realpath(base_exe) == os.path.realpath(sys.executable)):
-        copy_interpreter(base_exe, prefix)
-        return
-    import poncho_wq
-
-    paths = [os.path.dirname(os.path.dirname(os.path.abspath(poncho_wq.__file__)))] + list(env.site_dirs)
-    child_env = dict(os.environ, PYTHONPATH=os.pathsep.join(paths))
-    child_env.pop("PYTHONHOME", None)
-    code = ("import sys\nfrom poncho_wq.build.interpreter import copy_interpreter\n"
-            "copy_interpreter(sys.argv[1], sys.argv[2])\n")
-    from .pip import die_with_parent
-
-    # -S: the base's own site-packages (and the .pth hooks there) have nothing to do with this build.
-    r = subprocess.run([base_exe, "-S", "-c", code, base_exe, prefix], stdin=subprocess.DEVNULL,
-                       capture_output=True, text=True, env=child_env, preexec_fn=die_with_parent)
-    if r.returncode != 0:
-        raise PonchoError("copying the interpreter {} failed:\n{}".format(base_exe, r.stderr.strip()[-2000:]),
-                          exit_code=3)
 
 
 def _write_record(prefix, p, record):

@@ -35,9 +35,14 @@ from .pip import find_tool
 
 log = logging.getLogger(__name__)
 
+# Paths come from the *base* installation even when asked through a venv's python: inside a venv sysconfig
+# would answer with the venv's own directories (platstdlib = <venv>/lib/python3.X), which hold no stdlib.
 _PROBE = r"""
 import json, os, platform, sys, sysconfig
 v = sysconfig.get_config_var
+base = {"base": sys.base_prefix, "platbase": sys.base_exec_prefix,
+        "installed_base": sys.base_prefix, "installed_platbase": sys.base_exec_prefix}
+path = lambda name: sysconfig.get_path(name, vars=base)
 print(json.dumps({
     "version": platform.python_version(),
     "version_info": list(sys.version_info[:3]),
@@ -46,10 +51,10 @@ print(json.dumps({
     "abiflags": getattr(sys, "abiflags", ""),
     "base_prefix": os.path.realpath(sys.base_prefix),
     "executable": os.path.realpath(getattr(sys, "_base_executable", None) or sys.executable),
-    "stdlib": os.path.realpath(sysconfig.get_path("stdlib")),
-    "platstdlib": os.path.realpath(sysconfig.get_path("platstdlib")),
-    "include": os.path.realpath(sysconfig.get_path("include")),
-    "purelib_rel": os.path.relpath(sysconfig.get_path("purelib"), sys.prefix),
+    "stdlib": os.path.realpath(path("stdlib")),
+    "platstdlib": os.path.realpath(path("platstdlib")),
+    "include": os.path.realpath(path("include")),
+    "purelib_rel": os.path.relpath(path("purelib"), sys.base_prefix),
     "shared": bool(v("Py_ENABLE_SHARED")),
     "libdir": os.path.realpath(v("LIBDIR") or sys.base_prefix),
     "soname": v("INSTSONAME") or "",
