@@ -7,9 +7,16 @@ derive from the Work Queue binding in use (``ndcctools.work_queue`` or Debian's 
 
 __version__ = "0.1.0"
 
-from .environment import Environment
 from .errors import PonchoError
-from .spec import Spec, load_spec, parse_spec
+
+# Imported on first use (PEP 562): the command-line tools import this package on every call, and most of them
+# need neither packaging's parsers nor a Work Queue binding.
+_LAZY = {
+    "Environment": ("environment", "Environment"),
+    "Spec": ("spec", "Spec"),
+    "load_spec": ("spec", "load_spec"),
+    "parse_spec": ("spec", "parse_spec"),
+}
 
 __all__ = [
     "Environment",
@@ -40,6 +47,13 @@ def create(*args, **kwargs):
 
 
 def __getattr__(name):
+    if name in _LAZY:
+        import importlib
+
+        module, attr = _LAZY[name]
+        value = getattr(importlib.import_module("." + module, __name__), attr)
+        globals()[name] = value
+        return value
     if name in ("PonchoTask", "PonchoPythonTask"):
         from . import wq
         from .task import classes_for
