@@ -108,7 +108,7 @@ def pip_closure(roots, index, environment):
 
 
 def conda_records(prefix):
-    """name -> conda-meta record (dict) of the conda prefix *prefix*."""
+    """name -> conda-meta record (dict, plus ``_path``: its file) of the conda prefix *prefix*."""
     import glob
     import json
 
@@ -121,28 +121,118 @@ def conda_records(prefix):
     return records
 
 
-def conda_closure(roots, records):
-    """Names of the conda packages reachable from *roots* (names) through the records' ``depends``.
+def strip_channel(text):
+    """``channel::name=1=b`` -> ``name=1=b``: the channel says where a package came from, the installed record
+    is what it is (the analyzer writes ``channel::`` pins; a local channel's URL would not match a renamed one)."""
+    head = text.split("[", 1)[0]
+    return text.split("::", 1)[1] if "::" in head else text
 
-    A ``depends`` entry is a match spec (``"libzlib >=1.2.13,<2.0a0"``); only its name matters here, because
-    the installed record *is* the solver's answer. Entries naming nothing installed (virtual packages such as
-    ``__glibc``) are skipped.
+
+def match_spec_name(text):
+    """The package name a conda match spec names (``"libzlib >=1.2.13,<2.0a0"`` -> ``libzlib``), without rattler."""
+    dep = strip_channel(text).strip().split()[0].split("[")[0] if text.strip() else ""
+    for op in ("=", "<", ">", "!", "~"):
+        dep = dep.split(op, 1)[0]
+    return dep
+
+
+class CondaMatcher:
+    """Does an installed record satisfy a match spec? py-rattler's MatchSpec (lenient parsing, the conda
+    grammar) against the record read back as a rattler ``PrefixRecord``; without py-rattler only names are
+    compared and :attr:`unchecked` lists what could not be checked (the caller warns once)."""
+
+    def __init__(self, records):
+        self.records = records
+        self.unchecked = []
+        self._prefix_records = {}
+        try:
+            from rattler import MatchSpec, PrefixRecord
+        except ImportError:  # pragma: no cover - py-rattler is an install requirement
+            self._rattler = None
+        else:
+            self._rattler = (MatchSpec, PrefixRecord)
+
+    def name(self, text):
+        """The exact package name of *text*, or None when it names no single package (globs)."""
+        if self._rattler is None:
+            return match_spec_name(text) or None
+        try:
+            ms = self._rattler[0](strip_channel(text))
+        except Exception:  # rattler raises its own exception types for parse errors
+            return match_spec_name(text) or None
+        if ms.name is None or "exact" not in repr(ms.name):
+            return None
+        return ms.name.normalized
+
+    def satisfies(self, text, name):
+        """True/False for the installed record *name* against *text* (True when unknowable, noted)."""
+        if self._rattler is None:
+            self.unchecked.append(text)
+            return True
+        MatchSpec, PrefixRecord = self._rattler
+        rec = self._prefix_records.get(name)
+        if rec is None:
+            rec = self._prefix_records[name] = PrefixRecord.from_path(self.records[name]["_path"])
+        try:
+            return MatchSpec(strip_channel(text)).matches(rec)
+        except Exception:
+            self.unchecked.append(text)
+            return True
+
+
+@dataclasses.dataclass(frozen=True)
+class CondaClosure:
+    """``names``: kept package names in discovery order; ``missing``: (requirer, spec) naming nothing installed
+    (virtual ``__*`` packages excluded); ``conflicts``: (requirer, spec, installed version-build)."""
+
+    names: Tuple[str, ...]
+    missing: Tuple[Tuple[str, str], ...]
+    conflicts: Tuple[Tuple[str, str, str], ...]
+    unchecked: Tuple[str, ...]
+
+
+def conda_closure(roots, records, matcher=None):
+    """The conda packages reachable from *roots* (package names) through the records' ``depends``.
+
+    A ``depends`` entry is a match spec (``"libzlib >=1.2.13,<2.0a0"``): the installed record of that name *is*
+    the solver's answer, so the name decides what is kept; the version/build constraint is still checked, and a
+    record that does not satisfy it (an environment changed by hand, ``--force``) is reported, not fatal, as
+    :func:`pip_closure` does. Virtual packages (``__glibc``) are never installed and are skipped.
     """
-    seen, work = [], list(roots)
+    matcher = matcher or CondaMatcher(records)
+    seen, missing, conflicts = [], [], []
+    work = [name for name in roots]
     while work:
         name = work.pop(0)
-        if name in seen or name not in records:
+        if name in seen:
             continue
         seen.append(name)
         for spec in records[name].get("depends", ()):
-            dep = spec.split()[0].split("[")[0]
-            if "::" in dep:
-                dep = dep.split("::", 1)[1]
-            for op in ("=", "<", ">", "!", "~"):
-                dep = dep.split(op, 1)[0]
-            if dep and not dep.startswith("__"):
-                work.append(dep)
-    return seen
+            dep = matcher.name(spec)
+            if not dep or dep.startswith("__"):
+                continue
+            if dep not in records:
+                missing.append((name, spec))
+                continue
+            if not matcher.satisfies(spec, dep):
+                conflicts.append((name, spec, "{}-{}".format(records[dep]["version"], records[dep]["build"])))
+            work.append(dep)
+    return CondaClosure(tuple(seen), tuple(dict.fromkeys(missing)), tuple(dict.fromkeys(conflicts)),
+                        tuple(dict.fromkeys(matcher.unchecked)))
+
+
+def conda_owners(records, prefix):
+    """Realpath of each ``.dist-info``/``.egg-info`` a conda record installed -> that record's name: a pip-level
+    distribution conda installed ships as its conda package (with the package's files and depends)."""
+    owners = {}
+    for name, rec in sorted(records.items()):
+        for f in rec.get("files", ()):
+            parts = f.split("/")
+            for i, part in enumerate(parts):
+                if part.endswith((".dist-info", ".egg-info")):
+                    owners.setdefault(os.path.realpath(os.path.join(prefix, *parts[: i + 1])), name)
+                    break
+    return owners
 
 
 def evaluate_root_marker(req, environment):

@@ -33,9 +33,29 @@ distribution's name, version and ``RECORD`` hash plus the size and mtime of ever
 editing anything that would be shipped gives a new key (and a new ``env-<key>.tar.gz`` name), anything else
 installed in the environment does not.
 
-Inside a conda environment the pip-level closure is not enough (the interpreter, its shared libraries and the
-packages conda installed come from conda records): that path is not implemented yet and is refused with a clear
-error (see :func:`source_environment`).
+Inside a conda environment (``<sys.prefix>/conda-meta`` exists) the pip-level closure is not enough: the
+interpreter, its shared libraries and the packages conda installed come from conda records. There the roots are
+the spec's conda packages, ``python``, and the conda packages that own a kept pip distribution (its
+``.dist-info`` is in their ``files``); they are closed over the records' ``depends`` (:func:`.closure.conda_closure`,
+constraints checked with py-rattler's MatchSpec) and each kept record is shipped as conda installed it:
+
+* every path of its ``paths_data`` copied byte for byte (symlinks as symlinks, empty directories created), except
+  that the source prefix is rewritten to the build prefix where the record says the installer wrote it: files with
+  a ``prefix_placeholder`` (``file_mode`` text: plain replacement; binary: same-length replacement inside each
+  NUL-terminated string, padded with NULs, as conda does; a build prefix longer than the source one cannot be
+  written into a binary and is an error) and noarch-python entry points (their shebang). The built prefix is thus
+  a conda prefix at the build path, which :func:`poncho_wq.pack.pack_prefix` packs like any other: conda-pack
+  reads each record's placeholders (from the package cache the record's ``link.source`` names, when it still
+  exists, else by finding the build prefix in text files) and ``conda-unpack`` relocates on the worker. Caveat:
+  conda-pack relocates *binary* files only through the package cache; with the cache cleaned they keep the build
+  prefix (a warning says so);
+* its ``conda-meta/<name>-<version>-<build>.json`` record copied unchanged (conda-pack cleans it when packing),
+  and a fixed ``conda-meta/history`` listing the shipped packages;
+* no interpreter copy: conda's ``python`` package is relocatable by design and ships as a record like the others.
+  (With the test suite's stand-in ``python`` package, a venv of the host interpreter, the shipped environment
+  still needs that interpreter at its path: fine on the machine that built it, which is all tests need.)
+
+Pip-installed distributions no conda record owns are then copied from their ``RECORD`` exactly as in a venv.
 """
 
 import ast
@@ -106,6 +126,7 @@ class SourceEnvironment:
     scripts: str
     purelib_rel: str
     markers: dict = dataclasses.field(hash=False)
+    conda_prefix: str = ""  # sys.prefix when it is a conda environment (has conda-meta/)
 
 
 _ENV_MEMO = {}
@@ -134,11 +155,7 @@ def source_environment(python=None):
         if r.returncode != 0:
             raise PonchoError("{} failed to start:\n{}".format(python, r.stderr.strip()[-2000:]))
         info = json.loads(r.stdout)
-    if os.path.isdir(os.path.join(info["prefix"], "conda-meta")):
-        raise PonchoError(
-            "{} runs in the conda environment {}: building from a conda environment (pruning conda packages "
-            "over conda-meta depends) is not implemented yet; build from the spec with --engine conda, or pack "
-            "the whole environment with conda-pack".format(python, info["prefix"]), exit_code=3)
+    conda_prefix = info["prefix"] if os.path.isdir(os.path.join(info["prefix"], "conda-meta")) else ""
     stdlib = [d for d in info["stdlib"]]
     sites = []
     for p in info["path"]:
@@ -148,7 +165,7 @@ def source_environment(python=None):
             continue  # the standard library and lib-dynload: copied with the interpreter
         sites.append(p)
     env = SourceEnvironment(python, info["prefix"], tuple(sites), info["scripts"], info["purelib_rel"],
-                            info["markers"])
+                            info["markers"], conda_prefix)
     _ENV_MEMO[python] = env
     return env
 
@@ -164,14 +181,14 @@ class Entry:
 
     target: str
     source: str
-    kind: str = "copy"
-    owner: str = ""  # the distribution it belongs to
+    kind: str = "copy"  # also "dir", "prefix-text", "prefix-binary" (conda files relocated to the build prefix)
+    owner: str = ""  # the distribution it belongs to ("conda:<name>" for conda records)
 
 
 @dataclasses.dataclass(frozen=True)
 class Plan:
     env: SourceEnvironment
-    dists: tuple  # ((name, version, "installed"|"editable"), ...) sorted by name
+    dists: tuple  # ((name, version, "installed"|"editable"|"conda"), ...), conda first, each sorted by name
     entries: tuple  # Entry, sorted by target
     identity: tuple
     warnings: tuple
@@ -370,10 +387,14 @@ def plan(spec, python=None):
     """What the current engine ships for *spec* from the environment of *python* (see the module docstring)."""
     spec = as_spec(spec)
     env = source_environment(python)
-    if spec.conda:
-        raise PonchoError("the spec has a conda section ({}); the current engine copies pip-installed "
-                          "distributions only".format(" ".join(spec.conda.packages)))
+    if spec.conda and not env.conda_prefix:
+        raise PonchoError("the spec has a conda section ({}) but {} does not run in a conda environment: the "
+                          "current engine copies conda packages from a conda environment only; build from the "
+                          "spec with --engine conda".format(" ".join(spec.conda.packages), env.python),
+                          exit_code=3)
     stamp = tuple(_mtime(d) for d in env.site_dirs)
+    if env.conda_prefix:
+        stamp += (_mtime(os.path.join(env.conda_prefix, "conda-meta")),)
     memo_key = (spec.digest(), env.python, stamp)
     if memo_key in _PLAN_MEMO:
         return _PLAN_MEMO[memo_key]
@@ -388,8 +409,14 @@ def plan(spec, python=None):
                                                                                               version))
     site_rel = env.purelib_rel
     entries, dists = {}, []
-    for key in sorted(result.dists):
-        dist = result.dists[key]
+    pip_dists = result.dists
+    if env.conda_prefix:
+        conda_dists, conda_entries, pip_dists = _conda_plan(spec, env, result.dists, warnings)
+        dists.extend(conda_dists)
+        for e in conda_entries:
+            entries[e.target] = e
+    for key in sorted(pip_dists):
+        dist = pip_dists[key]
         editable = _is_editable(dist)
         dists.append((_closure.dist_name(dist), dist.version, "editable" if editable else "installed"))
         made = (_editable_entries if editable else _installed_entries)(dist, env, site_rel, warnings)
@@ -404,13 +431,102 @@ def plan(spec, python=None):
     for e in sorted(entries.values(), key=lambda e: e.target):
         if e.kind == "record":
             continue
-        st = os.stat(e.source)
+        st = os.lstat(e.source)
         ident.append((e.target, e.kind, st.st_size, st.st_mtime_ns))
     identity = (tuple(dists), tuple(ident))
     p = Plan(env, tuple(dists), tuple(sorted(entries.values(), key=lambda e: e.target)), identity,
              tuple(dict.fromkeys(warnings)))
     _PLAN_MEMO[memo_key] = p
     return p
+
+
+def _conda_plan(spec, env, pip_dists, warnings):
+    """The conda part of :func:`plan`: ((name, version, "conda"), ...), the kept records' entries, and the pip
+    distributions (of *pip_dists*) no conda record owns."""
+    prefix = env.conda_prefix
+    records = _closure.conda_records(prefix)
+    matcher = _closure.CondaMatcher(records)
+    roots, missing = [], []
+    for text in spec.conda.packages if spec.conda else ():
+        name = matcher.name(text)
+        if name is None:
+            raise PonchoError("conda package {!r} does not name one package; the current engine needs exact "
+                              "names".format(text), exit_code=3)
+        if name not in records:
+            missing.append(text)
+            continue
+        rec = records[name]
+        if not matcher.satisfies(text, name):
+            raise PonchoError("the spec asks for {} but {}={}={} is installed in the conda environment {}: build "
+                              "from the channels (--engine conda), or install that version there".format(
+                                  text, name, rec["version"], rec["build"], prefix), exit_code=3)
+        roots.append(name)
+    if missing:
+        raise PonchoError("not installed in the conda environment {}: {}; install them there, or build from the "
+                          "channels with --engine conda".format(prefix, ", ".join(missing)), exit_code=3)
+    if "python" in records:
+        roots.append("python")
+    owners = _closure.conda_owners(records, prefix)
+    unowned = {}
+    for key in sorted(pip_dists):
+        meta = getattr(pip_dists[key], "_path", None)
+        owner = owners.get(os.path.realpath(str(meta))) if meta is not None else None
+        if owner:
+            roots.append(owner)
+        else:
+            unowned[key] = pip_dists[key]
+    closure = _closure.conda_closure(roots, records, matcher)
+    for requirer, text in closure.missing:
+        warnings.append("conda package {} depends on {}, which is not installed here: not shipped".format(requirer,
+                                                                                                      text))
+    for requirer, text, have in closure.conflicts:
+        warnings.append("conda package {} depends on {} but {} is installed: shipping the installed one".format(
+            requirer, text, have))
+    if closure.unchecked:
+        warnings.append("could not check the installed conda packages against {} (py-rattler unavailable or the "
+                        "spec unparsable): matched by name".format(", ".join(closure.unchecked)))
+    entries, dists, binary_uncached = [], [], []
+    for name in sorted(closure.names):
+        rec = records[name]
+        dists.append((name, "{}={}".format(rec["version"], rec["build"]), "conda"))
+        made = _conda_entries(rec, prefix, warnings)
+        entries.extend(dataclasses.replace(e, owner="conda:" + name) for e in made)
+        source = (rec.get("link") or {}).get("source") or ""
+        if any(e.kind == "prefix-binary" for e in made) and not os.path.isdir(source):
+            binary_uncached.append(name)
+    if binary_uncached:
+        warnings.append("conda package(s) {} have binary files with the prefix in them and are no longer in the "
+                        "package cache: conda-pack cannot relocate those files on workers".format(
+                            ", ".join(binary_uncached)))
+    return dists, entries, unowned
+
+
+def _conda_entries(rec, prefix, warnings):
+    """The entries of one conda-meta record: its paths (relocation kinds from ``paths_data``) and the record."""
+    paths = (rec.get("paths_data") or {}).get("paths")
+    if paths is None:
+        paths = [{"_path": f} for f in rec.get("files", ())]
+    entries = []
+    for p in paths:
+        rel = p["_path"]
+        src = os.path.join(prefix, rel)
+        if not os.path.lexists(src):
+            warnings.append("conda package {}: {} is listed in its record but missing: not shipped".format(
+                rec["name"], rel))
+            continue
+        if os.path.islink(src):
+            kind = "copy"  # the copy loop recreates symlinks as symlinks
+        elif os.path.isdir(src):
+            kind = "dir"
+        elif p.get("prefix_placeholder"):
+            kind = "prefix-binary" if p.get("file_mode") == "binary" else "prefix-text"
+        elif p.get("path_type") == "unix_python_entry_point":
+            kind = "prefix-text"  # generated at link time with the prefix's python in its shebang
+        else:
+            kind = "copy"
+        entries.append(Entry(rel, src, kind))
+    entries.append(Entry(os.path.join("conda-meta", os.path.basename(rec["_path"])), rec["_path"]))
+    return entries
 
 
 def _mtime(path):
@@ -460,12 +576,16 @@ def build_current_prefix(spec, prefix, python=None, progress=None):
     p = plan(spec, python)
     for w in p.warnings:
         log.warning("poncho: warning: %s", w)
-    info = probe_interpreter(p.env.python)
-    check_version(as_spec(spec), info, p.env.python)
-    with progress.phase("install", "python {} from {}".format(info["version"], p.env.python)):
-        copy_interpreter(info["executable"], prefix)
+    if p.env.conda_prefix:
+        _check_conda_python(as_spec(spec), p)
+    else:
+        info = probe_interpreter(p.env.python)
+        check_version(as_spec(spec), info, p.env.python)
+        with progress.phase("install", "python {} from {}".format(info["version"], p.env.python)):
+            copy_interpreter(info["executable"], prefix)
     prefix = os.path.abspath(prefix)
     python3 = os.path.join(prefix, "bin", "python3")
+    old, new = p.env.conda_prefix.encode(), prefix.encode()
     records = []
     with progress.phase("copy", "{} distribution(s) from {}".format(len(p.dists), p.env.prefix)):
         for e in p.entries:
@@ -473,6 +593,9 @@ def build_current_prefix(spec, prefix, python=None, progress=None):
             os.makedirs(os.path.dirname(dest), exist_ok=True)
             if e.kind == "record":
                 records.append(e)
+                continue
+            if e.kind == "dir":
+                os.makedirs(dest, exist_ok=True)
                 continue
             if os.path.islink(e.source):
                 if os.path.lexists(dest):
@@ -483,13 +606,67 @@ def build_current_prefix(spec, prefix, python=None, progress=None):
                 data = f.read()
             if e.kind == "script":
                 data = rewrite_shebang(data, python3)
+            elif e.kind == "prefix-text":
+                data = data.replace(old, new)
+            elif e.kind == "prefix-binary":
+                data = replace_prefix_binary(data, old, new, e.target)
             with open(dest, "wb") as f:
                 f.write(data)
             os.chmod(dest, 0o755 if os.stat(e.source).st_mode & 0o111 else 0o644)
         for record in records:
             _write_record(prefix, p, record)
-    progress.info("shipped %s", ", ".join("{}=={}{}".format(n, v, " (editable)" if k == "editable" else "")
-                                          for n, v, k in p.dists) or "no distributions")
+        if p.env.conda_prefix:
+            _write_history(prefix, p)
+    progress.info("shipped %s", ", ".join(
+        "{}{}{}{}".format(n, "=" if k == "conda" else "==", v, _KIND_NOTE.get(k, "")) for n, v, k in p.dists)
+        or "no distributions")
+
+
+_KIND_NOTE = {"editable": " (editable)", "conda": " (conda)"}
+
+
+def replace_prefix_binary(data, old, new, what="a binary file"):
+    """*data* with *old* replaced by *new* inside every NUL-terminated string that contains it, each string padded
+    with NULs to its old length (conda's binary relocation: offsets in the file must not move)."""
+    if old not in data:
+        return data
+    if len(new) > len(old):
+        raise PonchoError("{} holds the conda prefix {} in binary form, and the build prefix {} is longer: it "
+                          "cannot be rewritten in place; set PONCHO_WQ_CACHE to a shorter directory".format(
+                              what, old.decode(errors="replace"), new.decode(errors="replace")), exit_code=3)
+    import re
+
+    def pad(m):
+        text = m.group(0)
+        out = text[:-1].replace(old, new)
+        return out + b"\0" * (len(text) - len(out))
+
+    return re.sub(re.escape(old) + b"[^\0]*\0", pad, data)
+
+
+def _check_conda_python(spec, p):
+    """The spec's Python version against the conda ``python`` record shipped (no interpreter copy here)."""
+    from .portable import check_version
+
+    version = next((v.split("=")[0] for n, v, k in p.dists if k == "conda" and n == "python"), None)
+    if version is None:
+        if spec.pip or spec.python_version:
+            raise PonchoError("the conda environment {} has no conda python package: the current engine ships the "
+                              "interpreter from its conda record".format(p.env.conda_prefix), exit_code=3)
+        return
+    parts = [int(x) for x in version.split(".")[:3] if x.isdigit()]
+    check_version(spec, {"version": version, "version_info": parts}, p.env.python)
+
+
+def _write_history(prefix, p):
+    """A fixed ``conda-meta/history`` (conda-pack needs one; the source's names packages not shipped)."""
+    lines = ["# created by poncho_wq (current engine) from a conda environment, with:"]
+    lines += ["# {}-{}".format(n, v.replace("=", "-")) for n, v, k in p.dists if k == "conda"]
+    path = os.path.join(prefix, "conda-meta", "history")
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "w", encoding="utf-8") as f:
+        f.write("\n".join(lines) + "\n")
+    os.chmod(path, 0o644)
 
 
 def _write_record(prefix, p, record):
