@@ -243,3 +243,26 @@ def test_binary_prefix_replacement_keeps_offsets():
     assert out.startswith(b"\x7fELF\0") and b"\0tail\0" in out and old not in out
     with pytest.raises(PonchoError, match="longer"):
         replace_prefix_binary(out, new, old)
+
+
+def test_python_option_names_the_conda_environment(conda_env, tmp_path, cli):
+    # Run by the test's interpreter (no conda-meta around it): --python points into the conda prefix.
+    spec = tmp_path / "spec.json"
+    spec.write_text(json.dumps({"conda": {"channels": ["local"], "packages": ["libgreet"]}, "pip": ["six"]}))
+    out = tmp_path / "env.tar.gz"
+    r = cli("poncho_package_create", "--from-current-env", "--python", conda_env["python"], "--no-cache", spec, out,
+            env=_offline_env(tmp_path / "cache"))
+    assert r.returncode == 0, r.stderr
+    members = _members(out)
+    assert [n.split("-")[0] for n in _records(members)] == ["libgreet", "python"]
+    assert SITE + "/six.py" in members and SITE + "/greetpy/__init__.py" not in members
+
+
+def test_conda_section_outside_a_conda_environment_is_refused(tmp_path, cli):
+    spec = tmp_path / "spec.json"
+    spec.write_text(json.dumps({"conda": {"channels": ["local"], "packages": ["libgreet"]}}))
+    out = tmp_path / "env.tar.gz"
+    r = cli("poncho_package_create", "--from-current-env", "--no-cache", spec, out,
+            env=_offline_env(tmp_path / "cache"))
+    assert r.returncode == 3 and "does not run in a conda environment" in r.stderr, r.stderr
+    assert not out.exists()

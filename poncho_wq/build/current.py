@@ -42,8 +42,9 @@ constraints checked with py-rattler's MatchSpec) and each kept record is shipped
 * every path of its ``paths_data`` copied byte for byte (symlinks as symlinks, empty directories created), except
   that the source prefix is rewritten to the build prefix where the record says the installer wrote it: files with
   a ``prefix_placeholder`` (``file_mode`` text: plain replacement; binary: same-length replacement inside each
-  NUL-terminated string, padded with NULs, as conda does; a build prefix longer than the source one cannot be
-  written into a binary and is an error) and noarch-python entry points (their shebang). The built prefix is thus
+  NUL-terminated string, padded with NULs, as conda does; a build prefix longer than the source one does not fit,
+  and the binary is then left as it is: conda-pack packs binaries from the package cache anyway, see below) and
+  noarch-python entry points (their shebang). The built prefix is thus
   a conda prefix at the build path, which :func:`poncho_wq.pack.pack_prefix` packs like any other: conda-pack
   reads each record's placeholders (from the package cache the record's ``link.source`` names, when it still
   exists, else by finding the build prefix in text files) and ``conda-unpack`` relocates on the worker. Caveat:
@@ -66,7 +67,6 @@ import io
 import json
 import logging
 import os
-import shutil
 import subprocess
 import sys
 from typing import Tuple
@@ -609,7 +609,12 @@ def build_current_prefix(spec, prefix, python=None, progress=None):
             elif e.kind == "prefix-text":
                 data = data.replace(old, new)
             elif e.kind == "prefix-binary":
-                data = replace_prefix_binary(data, old, new, e.target)
+                try:
+                    data = replace_prefix_binary(data, old, new, e.target)
+                except PonchoError as err:
+                    # What ships is not this copy: conda-pack packs the package's pristine file (placeholder
+                    # and all) from the package cache; without the cache nothing relocates binaries (warned).
+                    log.info("poncho: %s; left unchanged in the build prefix", err)
             with open(dest, "wb") as f:
                 f.write(data)
             os.chmod(dest, 0o755 if os.stat(e.source).st_mode & 0o111 else 0o644)
