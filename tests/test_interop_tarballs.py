@@ -121,7 +121,7 @@ def test_our_tarball_under_taskvine_declare_poncho(tmp_path, humanize_env):
 
     from poncho_wq.taskvine import PonchoVineTask, declare_environment
 
-    m = vine.Manager(port=0)
+    m = vine.Manager(port=0, run_info_path=str(tmp_path / "vine-run-info"))  # not in the cwd
     workers = Workers(tmp_path / "workers").start(cctools_bin("vine_worker"), m.port, n=2,
                                                   extra=["--keep-workspace"])
     try:
