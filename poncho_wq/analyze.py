@@ -779,6 +779,54 @@ def _select(scan, toplevel, function):
     return refs
 
 
+def _site_dirs(prefix):
+    import site
+    import sysconfig
+
+    dirs = {sysconfig.get_path("purelib"), sysconfig.get_path("platlib")}
+    try:
+        dirs.update(site.getsitepackages())
+        dirs.add(site.getusersitepackages())
+    except AttributeError:  # pragma: no cover - old virtualenv's site module
+        pass
+    if prefix:
+        import glob
+
+        dirs.update(glob.glob(os.path.join(prefix, "lib", "python*", "site-packages")))
+    return [os.path.realpath(d) for d in dirs if d]
+
+
+def _installed_file(path, prefix):
+    """Is *path* a file of an installed distribution (under a site-packages directory)?
+
+    Parsl passes its own installed ``parsl/executors/workqueue/exec_parsl_function.py`` as the script. Taken as a
+    script, the directory above its topmost package -- site-packages itself -- would become a local-import root,
+    so every installed package it reaches would be followed as "local code" (hundreds of files, junk names such
+    as ``win32pdh`` listed unpinned) and ``parsl`` itself would never be pinned. Such a file is analyzed as
+    source text instead: its imports are then resolved like any other third-party import (``parsl==X``)."""
+    if path == "-" or not os.path.isfile(path):
+        return False
+    real = os.path.realpath(path)
+    parts = real.split(os.sep)
+    if "site-packages" in parts[:-1] or "dist-packages" in parts[:-1]:
+        return True
+    return any(real.startswith(d.rstrip(os.sep) + os.sep) for d in _site_dirs(prefix))
+
+
+def _installed_as_sources(scripts, sources, prefix):
+    """Move scripts that are files of installed distributions from *scripts* into *sources* (see
+    :func:`_installed_file`)."""
+    scripts = [os.fspath(s) for s in scripts or ()]
+    for path in [s for s in scripts if _installed_file(s, prefix)]:
+        try:
+            with open(path, encoding="utf-8", errors="surrogateescape") as f:
+                sources[path] = f.read()
+        except OSError as e:
+            raise PonchoError("cannot read {}: {}".format(path, e.strerror or e), exit_code=2)
+        scripts.remove(path)
+    return scripts
+
+
 def analyze(scripts, *, toplevel=False, function=None, pkg_mapping=None, extra_pkgs=(), exclude=(),
             python_version=None, sources=None, use_cache=True, prefix=None):
     """Analyze *scripts* (paths; a directory means every ``*.py`` under it) and *sources* ({display name:
@@ -801,9 +849,10 @@ def analyze(scripts, *, toplevel=False, function=None, pkg_mapping=None, extra_p
             raise PonchoError("python version {!r} is not valid; expected X.Y such as 3.11".format(python_version))
     pkg_mapping = dict(pkg_mapping or {})
     finder = _Finder()
-    roots_of = _expand(scripts or (), finder)
-    files = list(roots_of)
     sources = dict(sources or {})
+    scripts = _installed_as_sources(scripts, sources, prefix)
+    roots_of = _expand(scripts, finder)
+    files = list(roots_of)
     if not files and not sources:
         raise PonchoError("no scripts to analyze: give at least one Python script (or - for standard input)")
     env = distributions.Environment(prefix=prefix, python_version=python_version)

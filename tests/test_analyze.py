@@ -82,6 +82,19 @@ def test_analysis_fields(tmp_path, installed, cache):
     assert dict(a.local_distributions) == {}
 
 
+def test_script_inside_site_packages_is_analyzed_as_source(tmp_path, installed, cache):
+    """Parsl hands over its installed exec_parsl_function.py: site-packages must not become a local root."""
+    write(tmp_path, {
+        "lib/python3/site-packages/tool/run.py": "import yaml\nimport tool.other\nimport attr\n",
+        "lib/python3/site-packages/tool/__init__.py": "",
+        "lib/python3/site-packages/tool/other.py": "import dateutil\n",
+        "lib/python3/site-packages/neighbour.py": "import bs4\n",
+    })
+    a = an.analyze([tmp_path / "lib/python3/site-packages/tool/run.py"], exclude=("tool",))
+    assert a.local_files == ()
+    assert dict(a.distributions) == {"PyYAML": installed["PyYAML"], "attrs": installed["attrs"]}
+
+
 def test_sources_mapping_and_errors(tmp_path, installed, cache):
     a = an.analyze([], sources={"<stdin>": "import yaml\n"})
     assert dict(a.distributions) == {"PyYAML": installed["PyYAML"]}

@@ -51,40 +51,6 @@ def _parser(prog):
     return p
 
 
-def _site_dirs(prefix):
-    import site
-    import sysconfig
-
-    dirs = {sysconfig.get_path("purelib"), sysconfig.get_path("platlib")}
-    try:
-        dirs.update(site.getsitepackages())
-        dirs.add(site.getusersitepackages())
-    except AttributeError:  # pragma: no cover - old virtualenv's site module
-        pass
-    if prefix:
-        import glob
-
-        dirs.update(glob.glob(os.path.join(prefix, "lib", "python*", "site-packages")))
-    return [os.path.realpath(d) for d in dirs if d]
-
-
-def _installed_file(path, prefix):
-    """Is *path* a file of an installed distribution (under a site-packages directory)?
-
-    Parsl passes its own installed ``parsl/executors/workqueue/exec_parsl_function.py`` as the script. Taken as a
-    script, the directory above its topmost package -- site-packages itself -- would become a local-import root,
-    so every installed package it reaches would be followed as "local code" (hundreds of files, junk names such
-    as ``win32pdh`` listed unpinned) and ``parsl`` itself would never be pinned. Such a file is analyzed as
-    source text instead: its imports are then resolved like any other third-party import (``parsl==X``)."""
-    if path == "-" or not os.path.isfile(path):
-        return False
-    real = os.path.realpath(path)
-    parts = real.split(os.sep)
-    if "site-packages" in parts[:-1] or "dist-packages" in parts[:-1]:
-        return True
-    return any(real.startswith(d.rstrip(os.sep) + os.sep) for d in _site_dirs(prefix))
-
-
 def _analyze(argv, prog):
     parser = _parser(prog)
     args = parser.parse_args(argv)
@@ -104,13 +70,6 @@ def _analyze(argv, prog):
             parser.error("standard input (-) can be given only once")
         sources["<stdin>"] = sys.stdin.read()
         scripts = [s for s in scripts if s != "-"]
-    for path in [s for s in scripts if _installed_file(s, args.prefix)]:
-        try:
-            with open(path, encoding="utf-8", errors="surrogateescape") as f:
-                sources[path] = f.read()
-        except OSError as e:
-            raise PonchoError("cannot read {}: {}".format(path, e.strerror or e), exit_code=2)
-        scripts.remove(path)
 
     from ..analyze import analyze
     from ..fsutil import atomic_output
