@@ -58,6 +58,22 @@ def default_threads():
         return os.cpu_count() or 1
 
 
+# conda-pack writes bin/conda-unpack with `#!/usr/bin/env python`: on a worker without a `python` on PATH (Debian
+# has only python3), upstream's and Debian's python_package_run, which execute it directly, fail. This header is
+# both sh and Python (pip's trick for long shebangs): sh runs the environment's own bin/python on the script,
+# falling back to python3; Python sees a harmless string expression.
+_UNPACK_HEADER = (b"#!/bin/sh\n"
+                  b"'''test' -x \"${0%/*}/python\" && exec \"${0%/*}/python\" \"$0\" \"$@\"; exec python3 \"$0\" \"$@\"\n"
+                  b"' '''\n")
+
+
+def _portable_unpack_script(data):
+    """*data* (conda-unpack) with its ``#!/usr/bin/env python`` line replaced by :data:`_UNPACK_HEADER`."""
+    if data.startswith(b"#!") and b"python" in data.split(b"\n", 1)[0]:
+        return _UNPACK_HEADER + data.split(b"\n", 1)[1]
+    return data
+
+
 class _DeterministicTar:
     """The ``add``/``add_bytes`` interface conda-pack's Packer writes to, collecting members to sort later.
 
@@ -76,10 +92,15 @@ class _DeterministicTar:
         if stat.S_ISREG(st.st_mode) and not os.path.abspath(source).startswith(self.prefix):
             with open(source, "rb") as f:
                 data = f.read()
+            if target == "bin/conda-unpack":
+                data = _portable_unpack_script(data)
         self.members[target] = (source, st, data)
 
     def add_bytes(self, source, sourcebytes, target):
-        self.members[target] = (source, os.lstat(source), bytes(sourcebytes))
+        data = bytes(sourcebytes)
+        if target == "bin/conda-unpack":
+            data = _portable_unpack_script(data)
+        self.members[target] = (source, os.lstat(source), data)
 
     def write(self, stream, mtime):
         """Write the sorted members as a tar stream (PAX format) to *stream*."""
