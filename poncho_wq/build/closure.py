@@ -153,16 +153,15 @@ class CondaMatcher:
             self._rattler = (MatchSpec, PrefixRecord)
 
     def name(self, text):
-        """The exact package name of *text*, or None when it names no single package (globs)."""
+        """The exact package name of *text* (None when it names none)."""
         if self._rattler is None:
             return match_spec_name(text) or None
         try:
             ms = self._rattler[0](strip_channel(text))
         except Exception:  # rattler raises its own exception types for parse errors
             return match_spec_name(text) or None
-        if ms.name is None or "exact" not in repr(ms.name):
-            return None
-        return ms.name.normalized
+        # py-rattler 0.28 refuses globs in names at parse time; a nameless spec names nothing.
+        return ms.name.normalized if ms.name is not None else None
 
     def satisfies(self, text, name):
         """True/False for the installed record *name* against *text* (True when unknowable, noted)."""
