@@ -9,11 +9,10 @@ as a syntax error, 2 for a missing script. The output is written atomically: on 
 """
 
 import argparse
-import os
 import sys
 
 from ..errors import PonchoError
-from .common import run, setup_logging
+from .common import prog_name, run, setup_logging
 
 PROG = "poncho_package_analyze"
 
@@ -92,7 +91,5 @@ def _analyze(argv, prog):
 
 
 def main(argv=None):
-    prog = os.path.basename(sys.argv[0]) if argv is None and sys.argv and sys.argv[0] else PROG
-    if prog not in ("poncho_package_analyze", "python_package_analyze"):
-        prog = PROG
+    prog = prog_name(argv, PROG)
     return run(prog, lambda a: _analyze(a, prog), list(sys.argv[1:] if argv is None else argv))

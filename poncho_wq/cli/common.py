@@ -15,6 +15,16 @@ def setup_logging(quiet=False):
     logging.basicConfig(level=level, format="%(message)s", stream=sys.stderr)
 
 
+def prog_name(argv, default):
+    """The name the command was called by (``poncho_package_X`` or the older ``python_package_X``), for messages;
+    *default* when called through ``python -m poncho_wq`` or with an explicit *argv*."""
+    if argv is None and sys.argv and sys.argv[0]:
+        name = os.path.basename(sys.argv[0])
+        if name in (default, default.replace("poncho_package_", "python_package_")):
+            return name
+    return default
+
+
 def run(prog, func, argv):
     """Call ``func(argv)``; turn a PonchoError into ``prog: message`` on stderr and its exit code."""
     try:

@@ -14,7 +14,7 @@ import argparse
 import sys
 
 from ..errors import PonchoError
-from .common import run, setup_logging
+from .common import prog_name, run, setup_logging
 
 PROG = "poncho_package_create"
 
@@ -48,8 +48,8 @@ def parser(prog=PROG):
     return p
 
 
-def _create(argv):
-    args = parser().parse_args(argv)
+def _create(argv, prog=PROG):
+    args = parser(prog).parse_args(argv)
     setup_logging(args.quiet)
     from ..build import create
     from ..progress import Progress
@@ -64,10 +64,11 @@ def _create(argv):
                     cache_dir=args.cache_dir, progress=Progress(args.quiet))
     if not args.quiet:
         print("{}: {} ({:.1f} MB, {}, key {}) in {:.1f} s".format(
-            PROG, args.output, result.size / 1e6, "cache hit" if result.cache_hit else "built",
+            prog, args.output, result.size / 1e6, "cache hit" if result.cache_hit else "built",
             result.key[:12], result.seconds), file=sys.stderr)
     return 0
 
 
 def main(argv=None):
-    return run(PROG, _create, sys.argv[1:] if argv is None else argv)
+    prog = prog_name(argv, PROG)
+    return run(prog, lambda a: _create(a, prog), sys.argv[1:] if argv is None else argv)
