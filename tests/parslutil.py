@@ -11,7 +11,7 @@ Drivers write their results, then keep the manager up until the test creates a "
 can count the unpacks in the workspaces of still-connected workers (Work Queue workers delete theirs on exit).
 """
 
-import glob
+import contextlib
 import json
 import os
 import signal
@@ -19,6 +19,8 @@ import socket
 import subprocess
 import sysconfig
 import time
+
+from wqutil import count_debug_lines, count_unpacks
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 SCRIPTS = sysconfig.get_path("scripts")
@@ -33,15 +35,6 @@ def client_env(**extra):
     env["PYTHONUNBUFFERED"] = "1"
     env.update({k: str(v) for k, v in extra.items()})
     return env
-
-
-def cctools_bin(name):
-    """A command of the source-built CCTools (dev/test.sh puts its bin first on PATH), never Debian's."""
-    for d in os.environ.get("PATH", "").split(os.pathsep):
-        cand = os.path.join(d, name)
-        if d and not d.startswith(("/usr/bin", "/bin", SCRIPTS)) and os.access(cand, os.X_OK):
-            return cand
-    raise AssertionError("no source-built {} on PATH: run the tests with `bash dev/test.sh`".format(name))
 
 
 def free_port():
@@ -77,22 +70,11 @@ class Workers:
 
     def unpack_counts(self):
         """Per worker: extractions recorded by the shim in the unpack.log files under its directory."""
-        out = []
-        for p in self.procs:
-            n = 0
-            for log in glob.glob(os.path.join(p.workdir, "**", "unpack.log"), recursive=True):
-                with open(log) as f:
-                    n += sum(1 for line in f if line.strip())
-            out.append(n)
-        return out
+        return [count_unpacks(p.workdir) for p in self.procs]
 
     def debug_lines(self, needle):
         """Per worker: lines of its debug log containing *needle*."""
-        out = []
-        for p in self.procs:
-            with open(os.path.join(p.workdir, "debug.log"), errors="replace") as f:
-                out.append(sum(1 for line in f if needle in line))
-        return out
+        return [count_debug_lines(p.workdir, needle) for p in self.procs]
 
     def close(self):
         for p in self.procs:
@@ -102,6 +84,18 @@ class Workers:
                 except ProcessLookupError:
                     pass
             p.wait()
+
+
+@contextlib.contextmanager
+def stopping(workers, proc):
+    """Whatever happens in the block, stop the workers, then the driver process if it still runs."""
+    try:
+        yield
+    finally:
+        workers.close()
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
 
 
 def run_until(proc, out, timeout, log, workers=None):

@@ -8,7 +8,6 @@ them.
 """
 
 import hashlib
-import io
 import json
 import os
 import shutil

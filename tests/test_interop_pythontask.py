@@ -17,7 +17,8 @@ import sys
 import pytest
 
 from conftest import run_cli, script
-from parslutil import Workers, cctools_bin, client_env, finish, pip_pin, run_until
+from parslutil import Workers, client_env, finish, pip_pin, run_until, stopping
+from wqutil import cctools_bin
 from shimutil import make_prefix, pack, run_shim, shim_env, unpack_count
 
 N_TASKS = 6
@@ -100,7 +101,7 @@ def test_pythontask_specify_environment(tmp_path, pythontask_env, binding):
         proc = subprocess.Popen([sys.executable, str(driver), port_file, out, hold, pythontask_env, str(N_TASKS)],
                                 cwd=tmp_path, env=env, stdin=subprocess.DEVNULL, stdout=logf, stderr=subprocess.STDOUT)
     workers = Workers(tmp_path / "workers")
-    try:
+    with stopping(workers, proc):
         while not os.path.exists(port_file):
             assert proc.poll() is None, open(log).read()
         with open(port_file) as f:
@@ -110,11 +111,6 @@ def test_pythontask_specify_environment(tmp_path, pythontask_env, binding):
         data = run_until(proc, out, 300, log, workers)
         counts = workers.unpack_counts()
         finish(proc, hold, log)
-    finally:
-        workers.close()
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
     # The binding copied our shim (the installed sh file), under the name it looks for.
     want = "python_package_run" if binding == "debian" else "poncho_package_run"
     assert data["shim"] == script(want)

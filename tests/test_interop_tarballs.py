@@ -14,7 +14,8 @@ import sys
 import pytest
 
 from conftest import run_cli, script
-from parslutil import Workers, cctools_bin, pip_pin
+from parslutil import Workers, pip_pin
+from wqutil import cctools_bin
 from shimutil import make_prefix, pack
 
 UPSTREAM_RUN_IN_ENV = (  # what upstream's poncho_package_create writes as bin/run_in_env (CCTools 7.17.1)

@@ -15,7 +15,8 @@ import sys
 import pytest
 
 from conftest import run_cli
-from parslutil import PARSL_DRIVER, Workers, cctools_bin, client_env, finish, free_port, pip_pin, run_until
+from parslutil import PARSL_DRIVER, Workers, client_env, finish, free_port, pip_pin, run_until, stopping
+from wqutil import cctools_bin
 
 N_TASKS = 6
 
@@ -64,16 +65,11 @@ def test_parsl_workqueue_pack(tmp_path, parsl_version, parsl_cache):
     port = free_port()
     proc, out, hold, log = _run_driver(tmp_path, "wq", port, parsl_cache)
     workers = Workers(tmp_path / "workers").start(cctools_bin("work_queue_worker"), port, n=2)
-    try:
+    with stopping(workers, proc):
         data = run_until(proc, out, 400, log, workers)
         pythons = _check_results(data, parsl_version)
         counts = workers.unpack_counts()
         finish(proc, hold, log)
-    finally:
-        workers.close()
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
     # Every app ran with the env's python3 from the per-worker cache of our shim (WORKER_TMPDIR/poncho-envs),
     # never with the workers' own /usr/bin/python3.
     for exe in pythons:
@@ -103,15 +99,10 @@ def test_parsl_taskvine(tmp_path, parsl_version, parsl_cache, pack):
     port = free_port()
     proc, out, hold, log = _run_driver(tmp_path, "vine", port, parsl_cache, extra)
     workers = Workers(tmp_path / "workers").start(cctools_bin("vine_worker"), port, n=2, extra=["--keep-workspace"])
-    try:
+    with stopping(workers, proc):
         data = run_until(proc, out, 400, log, workers)
         pythons = _check_results(data, parsl_version)
         finish(proc, hold, log)
-    finally:
-        workers.close()
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
     # TaskVine unpacks the poncho package with one mini task per worker into its cache; every app ran there.
     for exe in pythons:
         assert "/ws/cache/" in exe and exe.endswith("/bin/python3"), exe

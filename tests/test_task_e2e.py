@@ -7,7 +7,6 @@ Run for both bindings: Debian's ``work_queue`` (CCTools 8) with Debian's worker,
 import os
 import subprocess
 import sys
-import textwrap
 import time
 
 import pytest

@@ -14,6 +14,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import sysconfig
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -21,15 +22,19 @@ E2E = os.path.join(HERE, "e2e")
 BINDINGS = ("debian", "ndcctools.work_queue")
 
 
+def cctools_bin(name):
+    """A command of the source-built CCTools (dev/test.sh puts its bin first on PATH), never Debian's."""
+    scripts = sysconfig.get_path("scripts")
+    for d in os.environ.get("PATH", "").split(os.pathsep):
+        cand = os.path.join(d, name)
+        if d and not d.startswith(("/usr/bin", "/bin", scripts)) and os.access(cand, os.X_OK):
+            return cand
+    raise AssertionError("no source-built {} on PATH: run the tests with `bash dev/test.sh`".format(name))
+
+
 def worker_binary(binding):
     """Debian's worker speaks to Debian's binding; the source-built one to ndcctools.work_queue."""
-    if binding == "debian":
-        return "/usr/bin/work_queue_worker"
-    for d in os.environ.get("PATH", "").split(os.pathsep):
-        cand = os.path.join(d, "work_queue_worker")
-        if d and not cand.startswith("/usr/bin") and os.access(cand, os.X_OK):
-            return cand
-    raise AssertionError("no source-built work_queue_worker on PATH: run the tests with `bash dev/test.sh`")
+    return "/usr/bin/work_queue_worker" if binding == "debian" else cctools_bin("work_queue_worker")
 
 
 def manager_env(binding, cache_dir, extra=None):
@@ -40,6 +45,22 @@ def manager_env(binding, cache_dir, extra=None):
     if extra:
         env.update(extra)
     return env
+
+
+def count_unpacks(workdir):
+    """Extractions the run shim recorded (lines of every unpack.log) below a worker's directory."""
+    n = 0
+    for log in glob.glob(os.path.join(workdir, "**", "unpack.log"), recursive=True):
+        with open(log) as f:
+            n += sum(1 for line in f if line.strip())
+    return n
+
+
+def count_debug_lines(workdir, needle):
+    """Lines of a worker's debug.log containing *needle* (a string, or a compiled regex to search)."""
+    match = needle.search if hasattr(needle, "search") else (lambda line: needle in line)
+    with open(os.path.join(workdir, "debug.log"), errors="replace") as f:
+        return sum(1 for line in f if match(line))
 
 
 class Cluster:
@@ -107,31 +128,16 @@ class Cluster:
 
     def unpack_counts(self):
         """Per worker: how many times the shim extracted an environment (lines of its unpack.log)."""
-        counts = []
-        for p in self.workers:
-            n = 0
-            for log in glob.glob(os.path.join(p.workdir, "**", "unpack.log"), recursive=True):
-                with open(log) as f:
-                    n += sum(1 for line in f if line.strip())
-            counts.append(n)
-        return counts
+        return [count_unpacks(p.workdir) for p in self.workers]
 
     def tasks_run(self):
         """Per worker: how many task processes it started (from its debug log)."""
-        counts = []
-        for p in self.workers:
-            with open(os.path.join(p.workdir, "debug.log"), errors="replace") as f:
-                counts.append(sum(1 for line in f if "started process" in line))
-        return counts
+        return [count_debug_lines(p.workdir, "started process") for p in self.workers]
 
     def env_transfers(self, remote_name):
         """Per worker: how many times the manager sent the file *remote_name* (``put`` lines of its debug log)."""
         pattern = re.compile(r"rx(?: from manager)?: put \S*-" + re.escape(remote_name) + r" ")
-        counts = []
-        for p in self.workers:
-            with open(os.path.join(p.workdir, "debug.log"), errors="replace") as f:
-                counts.append(sum(1 for line in f if pattern.search(line)))
-        return counts
+        return [count_debug_lines(p.workdir, pattern) for p in self.workers]
 
     def close(self):
         for p in self.workers:
