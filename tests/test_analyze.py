@@ -152,7 +152,7 @@ def test_cached_scans_equal_fresh_parses_and_second_call_parses_nothing(tmp_path
         assert sc.get(path, os.stat(path)) == an.scan_file(path)
     parsed = []
     real = an.scan_source
-    monkeypatch.setattr(an, "scan_source", lambda src, fn: parsed.append(fn) or real(src, fn))
+    monkeypatch.setattr("poncho_wq.scan.scan_source", lambda src, fn: parsed.append(fn) or real(src, fn))
     second = an.analyze([tmp_path / "p" / "job.py"])
     assert parsed == [] and second == first
     uncached = an.analyze([tmp_path / "p" / "job.py"], use_cache=False)
