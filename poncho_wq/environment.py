@@ -99,10 +99,8 @@ class Environment:
         with _lock:
             env = _script_memo.get(key)
             if env is None:
-                from .netcheck import resolve_source
-
-                source = resolve_source(source)
                 result = analyze(scripts, exclude=exclude, **analyze_options)
+                source = _choose_source(source, result.spec, engine, python)
                 if result.unresolved:
                     print("poncho_wq: warning: not installed here, left unpinned: " + ", ".join(result.unresolved),
                           file=sys.stderr)
@@ -172,6 +170,25 @@ class Environment:
     def __repr__(self):
         what = self._tarball or (self._spec.summary() if self._spec else "?")
         return "Environment({})".format(what)
+
+
+def _choose_source(source, spec, engine, python):
+    """Resolve ``source="auto"``. An index build of *spec* already in the cache is reused without asking the
+    network: the reachability check is a guess (a slow answer reads as "no index"), and flipping between index
+    and current builds of the same scripts from one run to the next would ship different environments."""
+    from .netcheck import resolve_source
+
+    forced = os.environ.get("PONCHO_WQ_SOURCE", "auto").strip().lower()
+    if source in (None, "auto") and forced not in ("index", "current"):
+        try:
+            from .build import cache_key
+            from .cache import Cache, default_cache_dir
+
+            if Cache(default_cache_dir()).get(cache_key(spec, engine=engine, python=python)):
+                return "index"
+        except PonchoError:
+            pass
+    return resolve_source(source)
 
 
 def command_scripts(command):
