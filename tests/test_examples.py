@@ -49,3 +49,24 @@ def test_prebuilt_tarball(example_env):
 def test_python_task(example_env):
     out = run_example("python_task.py", example_env)
     assert "1000000 -> 1.0 million" in out and "3000000000000 -> 3.0 trillion" in out
+
+
+def test_taskvine_example(example_env):
+    out = run_example("taskvine_poncho.py", example_env)
+    assert out.count("success 0 1,234,567") == 2, out
+
+
+def test_plain_workqueue_pythontask_example(example_env):
+    out = run_example("plain_workqueue_pythontask.py", example_env)
+    assert "0 1,000,002" in out and "0 1.0 billion" in out, out
+
+
+@pytest.fixture(scope="module")
+def parsl_installed():
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "parsl"], check=True, stdin=subprocess.DEVNULL,
+                   capture_output=True)
+
+
+def test_parsl_workqueue_example(example_env, parsl_installed):
+    out = run_example("parsl_workqueue.py", example_env)
+    assert "['1,000,000', '1,000,001', '1,000,002', '1,000,003'" in out, out
