@@ -11,6 +11,8 @@ app's imports and parsl itself), `python_package_create spec.yaml pack-<hash>.ta
 the tarball once per worker (WORKER_TMPDIR/poncho-envs), later tasks start at once.
 """
 
+import tempfile
+
 import parsl
 from parsl import python_app
 from parsl.config import Config
@@ -27,7 +29,8 @@ def fmt(n):
 
 
 def main():
-    config = Config(executors=[WorkQueueExecutor(
+    run_dir = tempfile.mkdtemp(prefix="parsl-runinfo-")       # Parsl's logs, not the current directory
+    config = Config(run_dir=run_dir, executors=[WorkQueueExecutor(
         port=9123, address="localhost", pack=True,            # pack=True: one poncho environment per app
         provider=LocalProvider(init_blocks=1, max_blocks=1),  # Parsl starts one local work_queue_worker
     )])

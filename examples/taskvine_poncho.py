@@ -19,7 +19,7 @@ from poncho_wq.taskvine import PonchoVineTask, declare_environment
 
 
 def main():
-    m = vine.Manager(port=0)
+    m = vine.Manager(port=0, run_info_path=tempfile.mkdtemp(prefix="vine-run-info-"))  # logs, not the cwd
     worker = subprocess.Popen(["vine_worker", "localhost", str(m.port), "--single-shot"])
     try:
         # A spec (or a prebuilt poncho_wq tarball, or None = analyze the commands' scripts).
