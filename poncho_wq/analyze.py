@@ -34,6 +34,7 @@ from importlib.machinery import EXTENSION_SUFFIXES
 from typing import Mapping
 
 from .errors import PonchoError
+from .fsutil import is_within
 from .scan import (DYNAMIC, OPTIONAL, SCANNER_VERSION, TOPLEVEL, TYPE_CHECKING, FileScan, ImportRef, ScanCache,
                    _RACY_SECONDS, cache_dir, scan_file, scan_files, scan_source)
 
@@ -221,7 +222,7 @@ class _Walk:
                 base = os.path.dirname(path) if path else os.getcwd()
                 for _ in range(ref.level - 1):
                     base = os.path.dirname(base)
-                root = arc_root if arc_root and _within(base, arc_root) else self.local_root_for(base)
+                root = arc_root if arc_root and is_within(base, arc_root) else self.local_root_for(base)
                 base_root = self._relative[rkey] = (base, root)
             base, root = base_root
             parts = tuple(ref.module.split(".")) if ref.module else ()
@@ -329,10 +330,6 @@ class _Walk:
                 arc_root = _arc_root(p, self.local[p])
                 for ref in self.scanned[p].imports:
                     self.handle(ref, p, self.roots_of[p], arc_root)
-
-
-def _within(path, root):
-    return path == root or path.startswith(root.rstrip(os.sep) + os.sep)
 
 
 def stdlib_names(python_version=None):

@@ -31,6 +31,7 @@ from urllib.parse import unquote, urlparse
 from packaging.utils import canonicalize_name
 
 from .errors import PonchoError
+from .fsutil import is_within, mtime_ns
 
 log = logging.getLogger(__name__)
 
@@ -187,7 +188,7 @@ class Environment:
         self.conda_meta = os.path.join(env_prefix, "conda-meta")
         self.is_conda = os.path.isdir(self.conda_meta)
         self.site_dirs = self._site_dirs()
-        key = (env_prefix, tuple(self.site_dirs), tuple(_mtime(d) for d in self.site_dirs + [self.conda_meta]))
+        key = (env_prefix, tuple(self.site_dirs), tuple(mtime_ns(d) for d in self.site_dirs + [self.conda_meta]))
         memo = _INDEX_MEMO.get(key)
         if memo is None:
             memo = _INDEX_MEMO[key] = self._index()
@@ -424,14 +425,5 @@ def _pyvenv_version(prefix):
     return None
 
 
-def _mtime(path):
-    try:
-        return os.stat(path).st_mtime_ns
-    except OSError:
-        return None
-
-
 def _within(path, root):
-    root = os.path.abspath(root)
-    path = os.path.abspath(path)
-    return path == root or path.startswith(root.rstrip(os.sep) + os.sep)
+    return is_within(os.path.abspath(path), os.path.abspath(root))

@@ -43,3 +43,18 @@ def publish(tmp, path):
     os.umask(umask)
     os.chmod(tmp, 0o666 & ~umask)
     os.replace(tmp, path)
+
+
+def mtime_ns(path):
+    """``st_mtime_ns`` of *path*, or None when it cannot be stat'ed (a site or conda-meta directory that does
+    not exist yet is a valid state of a memo key, not an error)."""
+    try:
+        return os.stat(path).st_mtime_ns
+    except OSError:
+        return None
+
+
+def is_within(path, root):
+    """Is *path* *root* itself or below it? Compares strings only: the caller normalizes both sides (a prefix
+    test without the separator would take ``/a/bc`` to be within ``/a/b``)."""
+    return path == root or path.startswith(root.rstrip(os.sep) + os.sep)

@@ -55,6 +55,7 @@ from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import canonicalize_name
 
 from ..errors import PonchoError
+from ..fsutil import is_within, mtime_ns
 from ..progress import as_progress
 from ..spec import as_spec, parse_spec
 from . import closure as _closure
@@ -179,10 +180,6 @@ def _record_hash(data):
     return "sha256=" + base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
 
 
-def _within(path, root):
-    return path == root or path.startswith(root.rstrip("/") + "/")
-
-
 def _is_editable(dist):
     try:
         direct = json.loads(dist.read_text("direct_url.json") or "{}")
@@ -216,11 +213,11 @@ def _installed_entries(dist, env, site_rel, warnings):
         if "__pycache__" in parts:
             continue  # see the module docstring: no bytecode from the source environment
         src = os.path.normpath(os.path.join(location, rel))
-        if _within(src, location):
+        if is_within(src, location):
             target, kind = os.path.join(site_rel, os.path.relpath(src, location)), "copy"
-        elif os.path.basename(os.path.dirname(src)) in ("bin", "Scripts") or _within(src, env.scripts):
+        elif os.path.basename(os.path.dirname(src)) in ("bin", "Scripts") or is_within(src, env.scripts):
             target, kind = os.path.join("bin", os.path.basename(src)), "script"
-        elif _within(src, base):
+        elif is_within(src, base):
             target, kind = os.path.relpath(src, base), "copy"
         else:
             warnings.append("{}: {} is outside its installation ({}): not shipped".format(name, src, base))
@@ -260,7 +257,7 @@ def _editable_sources(dist, env):
                         if os.path.isdir(d):
                             dirs.append(os.path.realpath(d))
     meta_dir = getattr(dist, "_path", None)
-    if meta_dir is not None and not _within(os.path.realpath(str(meta_dir)), location):
+    if meta_dir is not None and not is_within(os.path.realpath(str(meta_dir)), location):
         dirs.append(os.path.dirname(os.path.realpath(str(meta_dir))))  # egg-info inside the source tree
     try:
         direct = json.loads(dist.read_text("direct_url.json") or "{}")
@@ -373,9 +370,9 @@ def plan(spec, python=None):
                           "current engine copies conda packages from a conda environment only; build from the "
                           "spec with --engine conda".format(" ".join(spec.conda.packages), env.python),
                           exit_code=3)
-    stamp = tuple(_mtime(d) for d in env.site_dirs)
+    stamp = tuple(mtime_ns(d) for d in env.site_dirs)
     if env.conda_prefix:
-        stamp += (_mtime(os.path.join(env.conda_prefix, "conda-meta")),)
+        stamp += (mtime_ns(os.path.join(env.conda_prefix, "conda-meta")),)
     memo_key = (spec.digest(), env.python, stamp)
     if memo_key in _PLAN_MEMO:
         return _PLAN_MEMO[memo_key]
@@ -419,13 +416,6 @@ def plan(spec, python=None):
              tuple(dict.fromkeys(warnings)))
     _PLAN_MEMO[memo_key] = p
     return p
-
-
-def _mtime(path):
-    try:
-        return os.stat(path).st_mtime_ns
-    except OSError:
-        return None
 
 
 def _same_bytes(a, b):
