@@ -1,6 +1,7 @@
 """Shared test helpers: run the installed console scripts as real subprocesses."""
 
 import os
+import socket
 import subprocess
 import sys
 import sysconfig
@@ -32,6 +33,15 @@ def run_cli(name, *args, input=None, cwd=None, env=None, timeout=600):
         text=True,
         timeout=timeout,
     )
+
+
+def closed_port():
+    """A localhost TCP port nothing listens on (bound, then released): connecting to it is refused at once."""
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
 
 
 @pytest.fixture

@@ -11,14 +11,13 @@ import hashlib
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tarfile
 
 import pytest
 
-from conftest import script
+from conftest import closed_port, script
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 #: What the build itself imports in the venv (not shipped unless the script imports them).
@@ -58,16 +57,8 @@ def _run(cmd, **kw):
     return r
 
 
-def _closed_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
-
-
 def _offline_env(cache):
-    url = "http://127.0.0.1:{}/simple".format(_closed_port())
+    url = "http://127.0.0.1:{}/simple".format(closed_port())
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PIP_", "UV_", "PONCHO_WQ_", "VIRTUAL_ENV"))}
     env.update(PIP_NO_INDEX="1", UV_OFFLINE="1", PIP_INDEX_URL=url, UV_INDEX_URL=url, UV_DEFAULT_INDEX=url,
                PONCHO_WQ_CACHE=str(cache))

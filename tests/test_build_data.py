@@ -10,13 +10,13 @@ import io
 import json
 import lzma
 import os
-import socket
 import subprocess
 import tarfile
 import threading
 
 import pytest
 
+from conftest import closed_port
 from poncho_wq.build.data import fetch_data
 from poncho_wq.errors import PonchoError
 from poncho_wq.spec import parse_spec
@@ -193,14 +193,6 @@ def test_http_tar_is_extracted_into_a_directory(tmp_path, server, name, compress
             found[os.path.relpath(p, str(prefix / "TREE"))] = open(p, "rb").read()
     assert found == expect
     assert source_set_env(prefix, "TREE") == [str(prefix / "TREE")]
-
-
-def closed_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
 
 
 @pytest.mark.parametrize("path,type,compression,causes", [
