@@ -20,11 +20,10 @@ import subprocess
 import sysconfig
 import time
 
-from wqutil import count_debug_lines, count_unpacks
+from wqutil import count_debug_lines, count_unpacks, start_worker_process
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 SCRIPTS = sysconfig.get_path("scripts")
-WORKER_PATH = "/usr/bin:/bin"
 
 
 def client_env(**extra):
@@ -53,19 +52,9 @@ class Workers:
 
     def start(self, binary, port, n=2, cores=2, extra=(), env=None):
         for _ in range(n):
-            i = len(self.procs)
-            workdir = os.path.join(self.tmp, "worker{}".format(i))
-            os.makedirs(workdir, exist_ok=True)
-            wenv = {"PATH": WORKER_PATH, "HOME": workdir, "LANG": "C.UTF-8"}
-            wenv.update(env or {})
-            ws = os.path.join(workdir, "ws")
-            os.makedirs(ws, exist_ok=True)  # work_queue_worker -s needs an existing directory
-            cmd = [binary, "localhost", str(port), "-s", ws, "--cores", str(cores), "-t", "180",
-                   "-d", "all", "-o", os.path.join(workdir, "debug.log")] + list(extra)
-            p = subprocess.Popen(cmd, env=wenv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                 stderr=subprocess.DEVNULL, start_new_session=True)
-            p.workdir = workdir
-            self.procs.append(p)
+            workdir = os.path.join(self.tmp, "worker{}".format(len(self.procs)))
+            self.procs.append(start_worker_process(binary, port, workdir, cores, extra, env,
+                                                   workspace=os.path.join(workdir, "ws"), timeout=180))
         return self
 
     def unpack_counts(self):

@@ -20,6 +20,7 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 E2E = os.path.join(HERE, "e2e")
 BINDINGS = ("debian", "ndcctools.work_queue")
+WORKER_PATH = "/usr/bin:/bin"
 
 
 def cctools_bin(name):
@@ -64,6 +65,24 @@ def count_debug_lines(workdir, needle):
         return sum(1 for line in f if match(line))
 
 
+def start_worker_process(binary, port, workdir, cores=2, extra=(), env=None, workspace=None, timeout=120):
+    """Start a real worker (work_queue_worker or vine_worker) for localhost:*port* in its own session, with the
+    workers' scrubbed environment (PATH=/usr/bin:/bin: Debian's python3, without the jobs' packages) plus *env*,
+    HOME in *workdir* and its debug log at ``<workdir>/debug.log``. *workspace* (default: *workdir*) is its -s
+    directory; *timeout* its idle timeout (-t). Returns the Popen, with ``.workdir`` set."""
+    os.makedirs(workdir, exist_ok=True)
+    wenv = {"PATH": WORKER_PATH, "HOME": workdir, "LANG": "C.UTF-8"}
+    wenv.update(env or {})
+    workspace = workspace or workdir
+    os.makedirs(workspace, exist_ok=True)  # work_queue_worker -s needs an existing directory
+    cmd = [binary, "localhost", str(port), "-s", workspace, "--cores", str(cores), "-t", str(timeout),
+           "-d", "all", "-o", os.path.join(workdir, "debug.log")] + list(extra)
+    p = subprocess.Popen(cmd, env=wenv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                         stderr=subprocess.DEVNULL, start_new_session=True)
+    p.workdir = workdir
+    return p
+
+
 class Cluster:
     """A manager script process plus local workers, cleaned up by :meth:`close`."""
 
@@ -95,17 +114,9 @@ class Cluster:
         """Start a worker. Its tasks unpack into the worker's own workspace (WORKER_TMPDIR), which the worker
         deletes when it exits; ``keep_envs`` points PONCHO_ENV_DIR at a per-worker dir that outlives it, so a
         test can count the unpacks afterwards."""
-        i = len(self.workers)
-        workdir = os.path.join(self.tmp, "worker{}".format(i))
-        os.makedirs(workdir, exist_ok=True)
-        env = {"PATH": "/usr/bin:/bin", "HOME": workdir, "LANG": "C.UTF-8"}
-        if keep_envs:
-            env["PONCHO_ENV_DIR"] = os.path.join(workdir, "envs")
-        cmd = [worker_binary(self.binding), "localhost", str(self.port), "-s", workdir, "--cores", str(cores),
-               "--single-shot", "-t", "120", "-d", "all", "-o", os.path.join(workdir, "debug.log")]
-        p = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                             stdin=subprocess.DEVNULL, start_new_session=True)
-        p.workdir = workdir
+        workdir = os.path.join(self.tmp, "worker{}".format(len(self.workers)))
+        env = {"PONCHO_ENV_DIR": os.path.join(workdir, "envs")} if keep_envs else None
+        p = start_worker_process(worker_binary(self.binding), self.port, workdir, cores, ["--single-shot"], env)
         self.workers.append(p)
         return p
 
