@@ -49,6 +49,15 @@ def cli():
     return run_cli
 
 
+@pytest.fixture(scope="module")
+def shells():
+    """The shells of tests/shimutil.py, installed with apt when missing (modules that run the shim use it with
+    ``pytestmark = pytest.mark.usefixtures("shells")``)."""
+    from shimutil import ensure_shells
+
+    return ensure_shells()
+
+
 @pytest.fixture(scope="session")
 def python():
     return sys.executable

@@ -11,16 +11,12 @@ import time
 import pytest
 
 from poncho_wq.shim import run_in_env_path, shim_path
-from shimutil import (SHELLS, ensure_shells, leftovers, make_prefix, missing_members, pack, run_shim, shim_env,
-                      unpack_count)
+from shimutil import SHELLS, leftovers, make_prefix, missing_members, pack, run_shim, shim_env, unpack_count
 
 ENV_ID = "env-" + "0123456789abcdef" * 4
 SHELL_IDS = sorted(SHELLS)
 
-
-@pytest.fixture(scope="module", autouse=True)
-def shells():
-    return ensure_shells()
+pytestmark = pytest.mark.usefixtures("shells")
 
 
 @pytest.fixture(scope="module")

@@ -8,15 +8,11 @@ import time
 
 import pytest
 
-from shimutil import (SHELLS, ensure_shells, leftovers, make_prefix, missing_members, pack, run_shim, shim_env,
-                      start_shim, unpack_count)
+from shimutil import SHELLS, leftovers, make_prefix, missing_members, pack, run_shim, shim_env, start_shim, unpack_count
 
 BIG_ID = "env-" + "b16" * 20 + "beef"
 
-
-@pytest.fixture(scope="module", autouse=True)
-def shells():
-    return ensure_shells()
+pytestmark = pytest.mark.usefixtures("shells")
 
 
 @pytest.fixture(scope="module")
