@@ -14,13 +14,12 @@ can count the unpacks in the workspaces of still-connected workers (Work Queue w
 import contextlib
 import json
 import os
-import signal
 import socket
 import subprocess
 import sysconfig
 import time
 
-from wqutil import count_debug_lines, count_unpacks, start_worker_process
+from wqutil import count_debug_lines, count_unpacks, start_worker_process, stop_worker_process
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 SCRIPTS = sysconfig.get_path("scripts")
@@ -67,12 +66,7 @@ class Workers:
 
     def close(self):
         for p in self.procs:
-            if p.poll() is None:
-                try:
-                    os.killpg(p.pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
-            p.wait()
+            stop_worker_process(p)
 
 
 @contextlib.contextmanager

@@ -83,6 +83,17 @@ def start_worker_process(binary, port, workdir, cores=2, extra=(), env=None, wor
     return p
 
 
+def stop_worker_process(p):
+    """Kill a worker started by :func:`start_worker_process` with its whole session (the worker's task
+    processes too), unless it has already exited; reap it."""
+    if p.poll() is None:
+        try:
+            os.killpg(p.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    p.wait()
+
+
 class Cluster:
     """A manager script process plus local workers, cleaned up by :meth:`close`."""
 
@@ -153,12 +164,7 @@ class Cluster:
 
     def close(self):
         for p in self.workers:
-            if p.poll() is None:
-                try:
-                    os.killpg(p.pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
-                p.wait()
+            stop_worker_process(p)
         if self.manager and self.manager.poll() is None:
             self.manager.kill()
             self.manager.wait()
