@@ -208,13 +208,7 @@ class Environment:
         for d in dirs:  # .pth path entries (legacy editable installs add their source dir this way)
             for pth in sorted(glob.glob(os.path.join(d, "*.pth"))):
                 try:
-                    with open(pth, encoding="utf-8", errors="replace") as f:
-                        for line in f:
-                            line = line.strip()
-                            if line and not line.startswith(("#", "import ", "import\t")):
-                                p = os.path.join(d, line)
-                                if os.path.isdir(p):
-                                    extra.append(os.path.abspath(p))
+                    extra += [os.path.abspath(p) for p in pth_directories(pth, d)]
                 except OSError:
                     pass
         return dirs + extra
@@ -423,6 +417,20 @@ def _pyvenv_version(prefix):
     except OSError:
         pass
     return None
+
+
+def pth_directories(pth, site_dir):
+    """The existing directories a ``.pth`` file in *site_dir* adds to ``sys.path`` (its path lines; comments and
+    ``import`` lines are not paths), as ``site`` would join them. Raises OSError when the file cannot be read."""
+    dirs = []
+    with open(pth, encoding="utf-8", errors="replace") as f:
+        for line in f:
+            line = line.strip()
+            if line and not line.startswith(("#", "import ", "import\t")):
+                d = os.path.join(site_dir, line)
+                if os.path.isdir(d):
+                    dirs.append(d)
+    return dirs
 
 
 def _within(path, root):

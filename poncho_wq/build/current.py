@@ -54,6 +54,7 @@ from typing import Tuple
 from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import canonicalize_name
 
+from ..distributions import pth_directories
 from ..errors import PonchoError
 from ..fsutil import is_within, mtime_ns
 from ..progress import as_progress
@@ -249,13 +250,7 @@ def _editable_sources(dist, env):
                     except ValueError:
                         pass
         elif base.endswith(".pth") and os.path.isfile(path):
-            with open(path, encoding="utf-8", errors="replace") as fh:
-                for line in fh:
-                    line = line.strip()
-                    if line and not line.startswith(("#", "import ", "import\t")):
-                        d = os.path.join(location, line)
-                        if os.path.isdir(d):
-                            dirs.append(os.path.realpath(d))
+            dirs += [os.path.realpath(d) for d in pth_directories(path, location)]
     meta_dir = getattr(dist, "_path", None)
     if meta_dir is not None and not is_within(os.path.realpath(str(meta_dir)), location):
         dirs.append(os.path.dirname(os.path.realpath(str(meta_dir))))  # egg-info inside the source tree
