@@ -150,6 +150,8 @@ class Environment:
         """Build (or fetch from the cache) and return the tarball path; memoized per process."""
         if self._tarball:
             return self._tarball
+        if self.build_result is not None and os.path.exists(self.build_result.path):
+            return self.build_result.path  # every task asks again: no spec hashing on that path
         from . import build
 
         key = (self._spec.digest(), self.engine, self.python, self.source)
