@@ -7,7 +7,7 @@ derive from the Work Queue binding in use (``ndcctools.work_queue`` or Debian's 
 
 __version__ = "0.1.0"
 
-from .errors import PonchoError
+from .errors import ActivationError, BuildError, InputMissing, PonchoError, SpecError
 
 # Imported on first use (PEP 562): the command-line tools import this package on every call, and most of them
 # need neither packaging's parsers nor a Work Queue binding.
@@ -19,11 +19,15 @@ _LAZY = {
 }
 
 __all__ = [
+    "ActivationError",
+    "BuildError",
     "Environment",
+    "InputMissing",
     "PonchoError",
     "PonchoPythonTask",
     "PonchoTask",
     "Spec",
+    "SpecError",
     "analyze",
     "create",
     "load_spec",
