@@ -35,6 +35,7 @@ import os
 import shutil
 import time
 
+from .config import settings
 from .errors import PonchoError
 from .fsutil import atomic_output
 
@@ -46,11 +47,9 @@ Entry = collections.namedtuple("Entry", "key path size mtime summary")
 
 
 def default_cache_dir():
-    """``$PONCHO_WQ_CACHE``, else ``$XDG_CACHE_HOME/poncho_wq``, else ``~/.cache/poncho_wq``."""
-    if os.environ.get("PONCHO_WQ_CACHE"):
-        return os.path.abspath(os.environ["PONCHO_WQ_CACHE"])
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return os.path.join(os.path.abspath(base), "poncho_wq")
+    """``$PONCHO_WQ_CACHE``, else ``$XDG_CACHE_HOME/poncho_wq``, else ``~/.cache/poncho_wq`` (see
+    :attr:`poncho_wq.config.Settings.cache_dir`)."""
+    return settings().cache_dir
 
 
 def tarball_name(key):

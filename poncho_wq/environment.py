@@ -12,6 +12,7 @@ import shlex
 import sys
 import threading
 
+from .config import settings
 from .errors import PonchoError
 from .spec import as_spec
 
@@ -180,7 +181,7 @@ def _choose_source(source, spec, engine, python):
     and current builds of the same scripts from one run to the next would ship different environments."""
     from .netcheck import resolve_source
 
-    forced = os.environ.get("PONCHO_WQ_SOURCE", "auto").strip().lower()
+    forced = settings().source
     if source in (None, "auto") and forced not in ("index", "current"):
         try:
             from .build import cache_key

@@ -26,10 +26,11 @@ import urllib.error
 import urllib.parse
 import urllib.request
 
+from .config import settings
+
 log = logging.getLogger(__name__)
 
 DEFAULT_INDEX = "https://pypi.org/simple"
-SOURCES = ("index", "current", "auto")
 _TRUE = ("1", "true", "yes", "on")
 
 
@@ -91,10 +92,7 @@ def index_url():
 
 
 def _timeout():
-    try:
-        return float(os.environ.get("PONCHO_WQ_NETCHECK_TIMEOUT", "3"))
-    except ValueError:
-        return 3.0
+    return settings().netcheck_timeout
 
 
 @functools.lru_cache(maxsize=None)
@@ -134,11 +132,7 @@ def resolve_source(source="auto"):
     """``"index"`` or ``"current"`` for *source* (``index``/``current``/``auto``/None); ``$PONCHO_WQ_SOURCE``
     overrides an ``auto``. An automatic choice is announced once per process on stderr."""
     if source in (None, "auto"):
-        forced = (os.environ.get("PONCHO_WQ_SOURCE") or "auto").strip().lower()
-        if forced not in SOURCES:
-            from .errors import PonchoError
-
-            raise PonchoError("PONCHO_WQ_SOURCE={!r} is not one of index, current, auto".format(forced))
+        forced = settings().source
         if forced != "auto":
             return forced
         ok, why = index_reachable()

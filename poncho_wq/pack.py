@@ -31,6 +31,7 @@ import subprocess
 import tarfile
 import tempfile
 
+from .config import settings
 from .errors import PonchoError
 from .fsutil import publish
 from .build.pip import die_with_parent
@@ -40,15 +41,11 @@ log = logging.getLogger(__name__)
 
 #: Compression level: measured (bench/pack_vs_tar.py) as the best time/size trade-off for environments.
 DEFAULT_COMPRESS_LEVEL = 4
-_DEFAULT_MTIME = 946684800  # 2000-01-01T00:00:00Z
 
 
 def fixed_mtime():
     """The mtime every archive member gets: ``$SOURCE_DATE_EPOCH`` when set (reproducible-builds convention)."""
-    try:
-        return int(os.environ["SOURCE_DATE_EPOCH"])
-    except (KeyError, ValueError):
-        return _DEFAULT_MTIME
+    return settings().source_date_epoch
 
 
 def default_threads():

@@ -27,6 +27,7 @@ import threading
 import time
 from typing import NamedTuple, Tuple
 
+from .config import settings
 from .errors import PonchoError
 
 log = logging.getLogger(__name__)
@@ -243,12 +244,8 @@ def _scan_chunk(paths):
 
 
 def cache_dir():
-    """``$PONCHO_WQ_CACHE`` (default ``$XDG_CACHE_HOME/poncho_wq`` or ``~/.cache/poncho_wq``)."""
-    root = os.environ.get("PONCHO_WQ_CACHE")
-    if not root:
-        base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-        root = os.path.join(base, "poncho_wq")
-    return root
+    """The build cache's root (:attr:`poncho_wq.config.Settings.cache_dir`): the scan cache lives beside it."""
+    return settings().cache_dir
 
 
 class ScanCache:
@@ -403,7 +400,7 @@ def _parse_many(paths):
     # fork only: spawn/forkserver children re-import the parent's __main__, which for a library call is the
     # user's (possibly unguarded) script. Forking is unsafe with other threads alive, so then stay serial.
     if (len(paths) < _PARALLEL_MIN_FILES or workers < 2 or threading.active_count() > 1
-            or sys.platform != "linux" or os.environ.get("PONCHO_WQ_ANALYZE_SERIAL")):
+            or sys.platform != "linux" or settings().analyze_serial):
         return _scan_chunk(paths)
     import multiprocessing
 

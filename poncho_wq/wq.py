@@ -18,9 +18,9 @@ import importlib
 import os
 import sys
 
+from .config import BINDINGS, settings
 from .errors import PonchoError
 
-BINDINGS = ("ndcctools.work_queue", "work_queue", "debian")
 DEBIAN_DIST_PACKAGES = "/usr/lib/python3/dist-packages"
 # Modules that only the manager needs: never part of a task's environment.
 MANAGER_ONLY = ("work_queue", "ndcctools", "poncho_wq", "_work_queue", "work_queue_futures")
@@ -55,7 +55,7 @@ def _import(name):
 
 def load(name=None):
     """Return the Work Queue binding module to use (see module docstring for the choice)."""
-    name = name or os.environ.get("PONCHO_WQ_BINDING")
+    name = name or settings().binding
     if name:
         if name not in BINDINGS:
             raise PonchoError("PONCHO_WQ_BINDING={!r} is not valid; expected one of {}".format(name, ", ".join(BINDINGS)))

@@ -30,6 +30,7 @@ import subprocess
 import sys
 import tempfile
 
+from ..config import Settings, settings
 from ..errors import PonchoError
 from ..progress import as_progress
 
@@ -46,7 +47,7 @@ STDERR_TAIL = 4000
 def conda_tool(environ=None):
     """The external installer to use (an absolute path), or None for the embedded py-rattler engine."""
     environ = os.environ if environ is None else environ
-    chosen = environ.get("PONCHO_CONDA_EXE", "").strip()
+    chosen = Settings(environ).conda_exe
     if chosen:
         if chosen.lower() in EMBEDDED:
             return None
@@ -136,7 +137,7 @@ def _install_with_rattler(spec, prefix, progress):
                 " ".join(packages), " ".join(channels), _rattler_message(e)), exit_code=3)
     if spec.pip and not any(r.name.normalized == "python" for r in records):
         raise PonchoError(_no_python_message(spec), exit_code=3)
-    pkgs_dir = os.environ.get("PONCHO_CONDA_PKGS_DIR") or None
+    pkgs_dir = settings().conda_pkgs_dir
     with progress.phase("install", "{} package(s) into {}".format(len(records), prefix)):
         try:
             # requested_specs: py-rattler 0.28 rejects its own MatchSpec wrapper here; the inner object works.

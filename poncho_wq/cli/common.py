@@ -4,13 +4,14 @@ import logging
 import os
 import sys
 
+from ..config import settings
 from ..errors import PonchoError
 
 
 def setup_logging(quiet=False):
     """Progress and warnings go to stderr, so that ``-`` for stdout stays clean."""
     level = logging.WARNING if quiet else logging.INFO
-    if os.environ.get("PONCHO_DEBUG"):
+    if settings().debug:
         level = logging.DEBUG
     logging.basicConfig(level=level, format="%(message)s", stream=sys.stderr)
 
@@ -30,7 +31,7 @@ def run(prog, func, argv):
     try:
         return func(argv) or 0
     except PonchoError as e:
-        if os.environ.get("PONCHO_DEBUG"):
+        if settings().debug:
             raise
         print("{}: error: {}".format(prog, e), file=sys.stderr)
         return e.exit_code

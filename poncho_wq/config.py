@@ -1,0 +1,174 @@
+"""Every environment variable poncho_wq reads, in one place: typed, validated, documented.
+
+Why one module (the model is pex's ``variables.py`` / shiv's ``bootstrap/environment.py``): the same variable read
+in several places drifts (``PONCHO_WQ_CACHE`` was once resolved twice, differently), a typo'd value was silently
+replaced by a default in one reader and rejected in another, and the README table had no single source. Here
+each manager-side variable is one property of :class:`Settings` that parses and validates its value and raises a
+:class:`~poncho_wq.errors.SpecError` naming the variable, the value and what is accepted. Worker-side variables
+are read by the sh run shim (no Python on the worker), so they are only *declared* here, for the documentation
+table; ``tests/test_config.py`` checks that README.md lists exactly :data:`SETTINGS`.
+
+Values are read when a property is asked, not at import, so a long-running manager and the tests see changes:
+``settings()`` reads ``os.environ``; ``Settings(environ={...})`` reads a given mapping.
+"""
+
+import os
+from dataclasses import dataclass
+from typing import Mapping, Optional, Tuple
+
+from .errors import SpecError
+
+#: Values of ``PONCHO_WQ_SOURCE``.
+SOURCES = ("index", "current", "auto")
+#: Values of ``PONCHO_WQ_BINDING``.
+BINDINGS = ("ndcctools.work_queue", "work_queue", "debian")
+_DEFAULT_MTIME = 946684800  # 2000-01-01T00:00:00Z
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One environment variable: where it is read (``manager``, ``worker`` or ``both``) and what it means."""
+
+    name: str
+    where: str
+    doc: str
+
+
+SETTINGS: Tuple[Setting, ...] = (
+    Setting("PONCHO_WQ_CACHE", "manager", "build cache directory (default `$XDG_CACHE_HOME/poncho_wq` or "
+            "`~/.cache/poncho_wq`)"),
+    Setting("PONCHO_WQ_BINDING", "manager", "`ndcctools.work_queue`, `work_queue` (what `import work_queue` gives), "
+            "or `debian` (Debian's module from `/usr/lib/python3/dist-packages`); default: the first that imports, "
+            "in that order"),
+    Setting("PONCHO_CONDA_EXE", "manager", "the conda/mamba/micromamba executable for conda specs, or `rattler` "
+            "for the embedded py-rattler (default: one on `PATH`, else py-rattler)"),
+    Setting("PONCHO_CONDA_PKGS_DIR", "manager", "py-rattler's package cache for conda builds (default: rattler's own)"),
+    Setting("PONCHO_WQ_SOURCE", "manager", "`index`, `current` or `auto`: how `source=\"auto\"` environments are built"),
+    Setting("PONCHO_WQ_NETCHECK_TIMEOUT", "manager", "seconds the index reachability check waits (default 3)"),
+    Setting("PONCHO_WQ_GIT_TIMEOUT", "manager", "seconds a `git` fetch of the spec's git section may stall with "
+            "no progress before the build fails (default 120)"),
+    Setting("PONCHO_WQ_HTTP_TIMEOUT", "manager", "seconds an http(s) download may wait for the server (connect "
+            "or the next bytes) before the build fails (default 60)"),
+    Setting("PONCHO_WQ_ANALYZE_SERIAL", "manager", "parse files in one process (the analyzer forks parsers for "
+            "large cold trees)"),
+    Setting("SOURCE_DATE_EPOCH", "manager", "the mtime written into archives (default 2000-01-01)"),
+    Setting("PONCHO_DEBUG", "both", "tracebacks in the CLIs; phase timings in the shim"),
+    Setting("PONCHO_ENV_DIR", "worker", "root of the unpacked environments (see Caches and names)"),
+    Setting("PONCHO_LOCK", "worker", "`mkdir`: force the `mkdir` lock instead of `flock`"),
+    Setting("PONCHO_ENV_KEEP", "worker", "keep at most N unpacked environments, evicting the least recently used "
+            "one not in use"),
+    Setting("PONCHO_PRIVATE_UNPACK", "worker", "`1`: a missing `--unpack-to` dir inside the task sandbox is unpacked "
+            "in place as upstream does, not linked to the per-worker cache"),
+    Setting("PONCHO_WAIT_FOR_LOCK", "worker", "seconds `run_in_env` waits for another relocation (default 300)"),
+)
+
+
+def _bad(name: str, value: str, expected: str) -> SpecError:
+    return SpecError("{}={!r} is not valid: expected {} (or unset it for the default)".format(name, value, expected))
+
+
+class Settings:
+    """The manager-side settings, read from *environ* (default ``os.environ``) when each property is asked."""
+
+    def __init__(self, environ: Optional[Mapping[str, str]] = None):
+        self._environ = os.environ if environ is None else environ
+
+    def raw(self, name: str) -> Optional[str]:
+        """The variable's value, or None when unset or empty (an empty value means "the default" everywhere)."""
+        value = self._environ.get(name)
+        return value if value else None
+
+    def _seconds(self, name: str, default: float) -> float:
+        value = self.raw(name)
+        if value is None:
+            return default
+        try:
+            seconds = float(value)
+        except ValueError:
+            raise _bad(name, value, "a number of seconds") from None
+        if not 0 < seconds < 1e9:
+            raise _bad(name, value, "a positive number of seconds")
+        return seconds
+
+    def _flag(self, name: str) -> bool:
+        return (self.raw(name) or "").strip().lower() not in ("", "0", "no", "false", "off")
+
+    @property
+    def cache_dir(self) -> str:
+        """``$PONCHO_WQ_CACHE``, else ``$XDG_CACHE_HOME/poncho_wq``, else ``~/.cache/poncho_wq`` (absolute)."""
+        root = self.raw("PONCHO_WQ_CACHE")
+        if root:
+            return os.path.abspath(os.path.expanduser(root))
+        base = self.raw("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+        return os.path.join(os.path.abspath(base), "poncho_wq")
+
+    @property
+    def debug(self) -> bool:
+        """``PONCHO_DEBUG``: tracebacks in the CLIs, debug logging."""
+        return self._flag("PONCHO_DEBUG")
+
+    @property
+    def source(self) -> str:
+        """``PONCHO_WQ_SOURCE``: what ``source="auto"`` means (``index``, ``current`` or ``auto``)."""
+        value = (self.raw("PONCHO_WQ_SOURCE") or "auto").strip().lower()
+        if value not in SOURCES:
+            raise _bad("PONCHO_WQ_SOURCE", self.raw("PONCHO_WQ_SOURCE"), "one of " + ", ".join(SOURCES))
+        return value
+
+    @property
+    def netcheck_timeout(self) -> float:
+        """``PONCHO_WQ_NETCHECK_TIMEOUT``: seconds the package-index reachability check waits (default 3)."""
+        return self._seconds("PONCHO_WQ_NETCHECK_TIMEOUT", 3.0)
+
+    @property
+    def git_timeout(self) -> float:
+        """``PONCHO_WQ_GIT_TIMEOUT``: seconds a git transfer may stall (no progress) before failing (default 120)."""
+        return self._seconds("PONCHO_WQ_GIT_TIMEOUT", 120.0)
+
+    @property
+    def http_timeout(self) -> float:
+        """``PONCHO_WQ_HTTP_TIMEOUT``: seconds an http(s) download may wait for the server (default 60)."""
+        return self._seconds("PONCHO_WQ_HTTP_TIMEOUT", 60.0)
+
+    @property
+    def analyze_serial(self) -> bool:
+        """``PONCHO_WQ_ANALYZE_SERIAL``: parse in one process instead of forking parsers."""
+        return self._flag("PONCHO_WQ_ANALYZE_SERIAL")
+
+    @property
+    def binding(self) -> Optional[str]:
+        """``PONCHO_WQ_BINDING``: the Work Queue binding to load, or None for the first that imports."""
+        value = self.raw("PONCHO_WQ_BINDING")
+        if value is not None and value not in BINDINGS:
+            raise _bad("PONCHO_WQ_BINDING", value, "one of " + ", ".join(BINDINGS))
+        return value
+
+    @property
+    def conda_exe(self) -> Optional[str]:
+        """``PONCHO_CONDA_EXE``: the conda installer named by the user (validated by the conda engine)."""
+        value = self.raw("PONCHO_CONDA_EXE")
+        return value.strip() if value and value.strip() else None
+
+    @property
+    def conda_pkgs_dir(self) -> Optional[str]:
+        """``PONCHO_CONDA_PKGS_DIR``: py-rattler's package cache, or None for rattler's default."""
+        return self.raw("PONCHO_CONDA_PKGS_DIR")
+
+    @property
+    def source_date_epoch(self) -> int:
+        """``SOURCE_DATE_EPOCH``: the mtime of every archive member (default 2000-01-01T00:00:00Z)."""
+        value = self.raw("SOURCE_DATE_EPOCH")
+        if value is None:
+            return _DEFAULT_MTIME
+        try:
+            epoch = int(value)
+        except ValueError:
+            raise _bad("SOURCE_DATE_EPOCH", value, "whole seconds since 1970") from None
+        if not 0 <= epoch < 2 ** 33:  # the ustar/gzip headers' range
+            raise _bad("SOURCE_DATE_EPOCH", value, "whole seconds since 1970, before the year 2242")
+        return epoch
+
+
+def settings(environ: Optional[Mapping[str, str]] = None) -> Settings:
+    """The settings read from *environ* (default: the process environment, read at each access)."""
+    return Settings(environ)
