@@ -1,6 +1,8 @@
 """The Poncho Environment Specification: parse and validate once, then pass a frozen :class:`Spec` around.
 
-Accepted input shapes (JSON, or YAML-free JSON in a file named ``*.yaml`` as Parsl writes it):
+Accepted input shapes, as JSON (in a file of any name: Parsl writes JSON into ``spec.yaml``) or, for a file named
+``*.yml``/``*.yaml`` that is not JSON, as YAML (read with PyYAML's ``BaseLoader``: every scalar stays a string, so
+``python: 3.10`` means "3.10", not the float 3.1):
 
 * the Poncho shape: ``{"conda": {"channels": [...], "packages": [...]}, "pip": [...], "git": {VAR: {...}},
   "http": {VAR: {...}}}``, plus ``"python": "X.Y[.Z]"`` (recorded by the analyzer when there is no conda
@@ -9,7 +11,8 @@ Accepted input shapes (JSON, or YAML-free JSON in a file named ``*.yaml`` as Par
 * a conda ``environment.yml``-style document: ``{"name", "channels", "dependencies": [..., {"pip": [...]}]}``.
 
 All of them become the same :class:`Spec`. Every validation error names the field, the bad value and what is
-expected, as one :class:`~poncho_wq.errors.PonchoError` line. :meth:`Spec.digest` is the content hash that keys
+expected, as one :class:`~poncho_wq.errors.SpecError` line. A key given twice (JSON or YAML) is an error, not
+silently resolved to the last value; input nested too deeply for the parsers is an error, not a RecursionError. :meth:`Spec.digest` is the content hash that keys
 the build cache: independent of key and package order, sensitive to everything that changes the environment
 (channel order is kept, since it is conda's channel priority).
 """
@@ -18,17 +21,22 @@ import dataclasses
 import hashlib
 import json
 import re
+import reprlib
 from typing import Optional, Tuple
 
 from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import canonicalize_name
 
-from .errors import PonchoError
+from .errors import InputMissing, SpecError
 
-_ENV_VAR = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-_CONDA_NAME = re.compile(r"^[a-z0-9_][a-z0-9_.\-]*$")
-_CONDA_BUILD = re.compile(r"^[A-Za-z0-9_.*+!\-]+$")
-_PYTHON_VERSION = re.compile(r"^3\.\d+(\.\d+)?$")
+# Every pattern below is used with fullmatch(): "$" also matches before a trailing newline, so "X\n" passed a
+# "^...$" check and reached set_env, git and the solver.
+_ENV_VAR = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_CONDA_NAME = re.compile(r"[a-z0-9_][a-z0-9_.\-]*")
+_CONDA_BUILD = re.compile(r"[A-Za-z0-9_.*+!\-]+")
+_PYTHON_VERSION = re.compile(r"3\.\d+(\.\d+)?")
+_GIT_REF = re.compile(r"[A-Za-z0-9][A-Za-z0-9._/\-]*")
+_URL = re.compile(r"https?://[^\s/?#]+(?:[/?#]\S*)?")
 _HTTP_TYPES = ("file", "tar")
 _COMPRESSIONS = ("gzip", "bzip2", "xz")
 
@@ -133,8 +141,20 @@ def _pip_key(req_string):
     return str(req)
 
 
+# Values in messages are shown with bounded length and depth: a spec value may be a 1 MB string, a list nested
+# hundreds of levels, or (YAML aliases) a structure whose full repr would be exponentially large.
+_REPR = reprlib.Repr()
+_REPR.maxstring = _REPR.maxother = 200
+_REPR.maxlevel = 3
+_REPR.maxlist = _REPR.maxdict = 8
+
+
+def _show(value):
+    return _REPR.repr(value)
+
+
 def _fail(field, value, expected):
-    raise PonchoError("spec field {}: {!r} is not valid; expected {}".format(field, value, expected))
+    raise SpecError("spec field {}: {} is not valid; expected {}".format(field, _show(value), expected))
 
 
 def _expect(cond, field, value, expected):
@@ -150,7 +170,7 @@ def _string_list(value, field):
 
 
 def validate_pip(req_string, field="pip"):
-    """Return *req_string* normalized by :class:`packaging.requirements.Requirement`, or raise PonchoError."""
+    """Return *req_string* normalized by :class:`packaging.requirements.Requirement`, or raise SpecError."""
     if req_string.startswith("-"):
         _fail(field, req_string, "a PEP 508 requirement (pip options such as -e are not allowed)")
     try:
@@ -164,16 +184,16 @@ def validate_conda(spec_string, field="conda.packages"):
     try:
         from rattler import MatchSpec
     except ImportError:  # pragma: no cover - rattler is a dependency; keep a readable error if it is missing
-        raise PonchoError("validating conda packages needs py-rattler: pip install py-rattler")
+        raise SpecError("validating conda packages needs py-rattler: pip install py-rattler")
     expected = "a conda match spec such as 'conda-forge::numpy=1.26.4=py311h64a7726_0'"
     try:
         ms = MatchSpec(spec_string)
     except Exception as e:
         _fail(field, spec_string, "{} ({})".format(expected, str(e).splitlines()[0]))
     name = ms.name.normalized if ms.name is not None else ""
-    _expect(_CONDA_NAME.match(name or ""), field, spec_string, expected + " (bad package name)")
+    _expect(_CONDA_NAME.fullmatch(name or ""), field, spec_string, expected + " (bad package name)")
     if ms.build is not None:
-        _expect(_CONDA_BUILD.match(str(ms.build)), field, spec_string, expected + " (bad build string)")
+        _expect(_CONDA_BUILD.fullmatch(str(ms.build)), field, spec_string, expected + " (bad build string)")
     if ms.version is not None:
         _expect(not re.search(r"[=<>!~]=*[a-zA-Z]", str(ms.version)) or "*" in str(ms.version),
                 field, spec_string, expected + " (bad version)")
@@ -181,9 +201,54 @@ def validate_conda(spec_string, field="conda.packages"):
 
 
 def _validate_url(url, field):
-    _expect(isinstance(url, str) and re.match(r"^https?://[^\s/]+", url or ""), field, url,
-            "an http:// or https:// URL")
+    # No whitespace or control characters anywhere: the URL is logged, recorded in data.json and sent in a request
+    # line, where a newline would split it.
+    _expect(isinstance(url, str) and _URL.fullmatch(url), field, url,
+            "an http:// or https:// URL without spaces or control characters")
     return url
+
+
+#: Names a data variable may not have, and why. set_env is sourced by the run shim after activation: any of these
+#: would change how the shim, the shell, the dynamic loader or Python behave (IFS made the shim skip the command).
+_RESERVED = {
+    "PATH": "the command search path", "IFS": "the shell's field separator", "HOME": "the home directory",
+    "SHELL": "the user's shell", "ENV": "a file every POSIX sh sources", "BASH_ENV": "a file bash sources",
+    "CDPATH": "the cd search path", "PS1": "a shell prompt", "PS2": "a shell prompt", "PS4": "the shell's trace prompt",
+    "OPTIND": "getopts state", "OPTARG": "getopts state", "PWD": "the working directory",
+    "OLDPWD": "the previous directory", "PPID": "read-only in bash", "UID": "read-only in bash",
+    "EUID": "read-only in bash", "SHELLOPTS": "read-only in bash", "BASHOPTS": "read-only in bash",
+    "LINENO": "set by the shell", "RANDOM": "set by the shell", "SECONDS": "set by the shell",
+    "GLOBIGNORE": "bash's glob filter", "MAIL": "the shell's mail check", "MAILPATH": "the shell's mail check",
+    "FCEDIT": "the shell's editor", "HISTFILE": "the shell's history", "NLSPATH": "the message catalogs",
+    "TMPDIR": "where programs put temporary files", "TMP": "where programs put temporary files",
+    "TEMP": "where programs put temporary files", "LANG": "the locale", "TZ": "the time zone",
+    "TERM": "the terminal type", "USER": "the user name", "LOGNAME": "the user name",
+    "POSIXLY_CORRECT": "switches tools to POSIX mode", "WORKER_TMPDIR": "set by the Work Queue/TaskVine worker",
+    "CORES": "set by the Work Queue/TaskVine worker", "MEMORY": "set by the Work Queue/TaskVine worker",
+    "DISK": "set by the Work Queue/TaskVine worker", "GPUS": "set by the Work Queue/TaskVine worker",
+    "poncho": "the environment's own poncho/ directory",
+}
+_RESERVED_PREFIXES = (
+    ("_", "the run shim's internal variables start with '_'"),
+    ("PONCHO", "poncho's own settings"),
+    ("LD_", "the dynamic loader's settings"),
+    ("DYLD_", "the dynamic loader's settings"),
+    ("PYTHON", "Python reads PYTHON* variables as its settings"),
+    ("CONDA_", "conda's activation and settings"),
+    ("BASH_", "bash's own variables"),
+    ("LC_", "the locale"),
+)
+
+
+def _check_variable(var, section, example):
+    """A data variable name: a portable shell variable name that nothing else in the environment uses."""
+    _expect(isinstance(var, str) and _ENV_VAR.fullmatch(var), section, var,
+            "a shell variable name (letters, digits, '_', not starting with a digit) such as " + example)
+    why = _RESERVED.get(var)
+    if why is None:
+        why = next((reason for prefix, reason in _RESERVED_PREFIXES if var.startswith(prefix)), None)
+    if why is not None:
+        _fail(section, var, "a variable name of your own such as {} ({} is reserved: {})".format(example, var, why))
 
 
 def _parse_conda(value, field, pip_out):
@@ -215,18 +280,21 @@ def _parse_git(value):
     out = []
     for var, src in value.items():
         f = "git." + str(var)
-        _expect(_ENV_VAR.match(var), "git", var, "a shell variable name such as DATA_DIR")
+        _check_variable(var, "git", "DATA_DIR")
         _expect(isinstance(src, dict), f, src, "an object with 'remote' and 'tag'")
         for key in src:
             _expect(key in ("remote", "tag", "ref"), "{}.{}".format(f, key), key, "'remote' or 'tag'")
         remote = src.get("remote")
-        _expect(isinstance(remote, str) and remote.strip() and not remote.startswith("-"), f + ".remote", remote,
-                "a git remote URL or path")
+        _expect(isinstance(remote, str), f + ".remote", remote, "a git remote URL or path")
+        # Checked after strip(), on the value git gets: " -uflag" must not pass as a remote and reach git as an
+        # option (git is also always called with "--" before the remote).
+        remote = remote.strip()
+        _expect(remote and not remote.startswith("-") and remote.isprintable(), f + ".remote", remote,
+                "a git remote URL or path (not starting with '-', no control characters)")
         tag = src.get("tag", src.get("ref"))
         if tag is not None:
-            _expect(isinstance(tag, str) and re.match(r"^[A-Za-z0-9][A-Za-z0-9._/\-]*$", tag), f + ".tag", tag,
-                    "a tag, branch or commit id")
-        out.append((var, GitSource(remote.strip(), tag)))
+            _expect(isinstance(tag, str) and _GIT_REF.fullmatch(tag), f + ".tag", tag, "a tag, branch or commit id")
+        out.append((var, GitSource(remote, tag)))
     return tuple(sorted(out))
 
 
@@ -235,7 +303,7 @@ def _parse_http(value):
     out = []
     for var, src in value.items():
         f = "http." + str(var)
-        _expect(_ENV_VAR.match(var), "http", var, "a shell variable name such as REFERENCE_DB")
+        _check_variable(var, "http", "REFERENCE_DB")
         _expect(isinstance(src, dict), f, src, "an object with 'url', 'type' and optional 'compression'")
         for key in src:
             _expect(key in ("url", "type", "compression"), "{}.{}".format(f, key), key,
@@ -255,7 +323,7 @@ _ENV_YML_KEYS = ("name", "channels", "dependencies", "prefix")
 
 def parse_spec(data):
     """Validate a decoded JSON document and return its :class:`Spec`."""
-    _expect(isinstance(data, dict), "(top level)", data, "a JSON object")
+    _expect(isinstance(data, dict), "(top level)", data, "a JSON object (a YAML mapping)")
     if "dependencies" in data and "conda" not in data:
         for key in data:
             _expect(key in _ENV_YML_KEYS + ("pip", "git", "http"), key, key,
@@ -285,40 +353,138 @@ def _parse_poncho(data, conda_field="conda"):
         normalized[key] = norm
     python = data.get("python")
     if python is not None:
-        _expect(isinstance(python, str) and _PYTHON_VERSION.match(python), "python", python,
+        _expect(isinstance(python, str) and _PYTHON_VERSION.fullmatch(python), "python", python,
                 "a Python version such as '3.11' or '3.11.7'")
+    git = _parse_git(data["git"]) if "git" in data else ()
+    http = _parse_http(data["http"]) if "http" in data else ()
+    both = sorted(set(name for name, _ in git) & set(name for name, _ in http))
+    if both:
+        # One name, two sources: both would be written to <prefix>/NAME.
+        _fail("http." + both[0], both[0], "a variable defined once (git.{} defines it too)".format(both[0]))
     return Spec(
         python=python,
         conda=conda,
         pip=tuple(normalized[k] for k in sorted(normalized)),
-        git=_parse_git(data["git"]) if "git" in data else (),
-        http=_parse_http(data["http"]) if "http" in data else (),
+        git=git,
+        http=http,
     )
 
 
-def loads(text, source="<spec>"):
-    """Parse JSON text into a :class:`Spec`; a JSON syntax error names *source*, line and column."""
+#: Spec files are small; a bigger input (``/dev/zero``, a wrong file) is refused before it fills the memory.
+MAX_SPEC_BYTES = 16 << 20
+_YAML_SUFFIXES = (".yml", ".yaml")
+
+
+class _DuplicateKey(Exception):
+    pass
+
+
+def _unique_keys(pairs):
+    """``object_pairs_hook``: json would silently keep the last of two equal keys, hiding half of a spec."""
+    out = {}
+    for key, value in pairs:
+        if key in out:
+            raise _DuplicateKey(key)
+        out[key] = value
+    return out
+
+
+def _too_deep(source):
+    return SpecError("{}: nested too deeply to be a spec (a spec is a few levels of objects and lists)"
+                     .format(source))
+
+
+def _decode_json(text, source):
     try:
-        data = json.loads(text)
+        return json.loads(text, object_pairs_hook=_unique_keys)
+    except _DuplicateKey as e:
+        raise SpecError("{}: duplicate key {} in one object; give each key once".format(source, _show(e.args[0])))
+    except RecursionError:  # json's C scanner recurses per nesting level
+        raise _too_deep(source)
+
+
+def _json_error(e, source, hint=""):
+    return SpecError("{}: not valid JSON: {} at line {} column {}{}".format(source, e.msg, e.lineno, e.colno, hint))
+
+
+def _decode_yaml(text, source, json_error):
+    try:
+        import yaml
+    except ImportError:  # pragma: no cover - PyYAML is a dependency; keep a readable error if it is missing
+        raise _json_error(json_error, source, " (reading it as YAML needs PyYAML: pip install PyYAML)")
+
+    class Loader(yaml.BaseLoader):
+        """BaseLoader: every scalar stays a string (``python: 3.10`` is "3.10", not 3.1), no tags resolved, no
+        Python objects constructed; plus an error on a repeated mapping key (PyYAML keeps the last one)."""
+
+        def construct_mapping(self, node, deep=False):
+            seen = {}
+            for key_node, _ in node.value:
+                if isinstance(key_node, yaml.ScalarNode):
+                    if key_node.value in seen:
+                        raise SpecError("{}: duplicate key {} at line {} (first given at line {}); give each key "
+                                        "once".format(source, _show(key_node.value), key_node.start_mark.line + 1,
+                                                      seen[key_node.value] + 1))
+                    seen[key_node.value] = key_node.start_mark.line
+            return super().construct_mapping(node, deep=deep)
+
+    try:
+        return yaml.load(text, Loader=Loader)
+    except yaml.MarkedYAMLError as e:
+        mark = e.problem_mark or e.context_mark
+        where = " at line {} column {}".format(mark.line + 1, mark.column + 1) if mark else ""
+        raise SpecError("{}: not valid YAML (nor JSON): {}{}".format(source, e.problem or e.context, where))
+    except yaml.YAMLError as e:  # e.g. ReaderError (a control character): no mark, a multi-line message
+        raise SpecError("{}: not valid YAML (nor JSON): {}".format(source, " ".join(str(e).split())))
+    except RecursionError:  # PyYAML's composer and constructor recurse per nesting level
+        raise _too_deep(source)
+
+
+def decode(text, source="<spec>", yaml_ok=False):
+    """Decode spec text to plain data: JSON always (whatever the file is called: Parsl writes JSON into
+    ``spec.yaml``); when *yaml_ok* and the text is not JSON, YAML. Errors are one-line SpecErrors naming
+    *source*, and the line for syntax errors and duplicate keys."""
+    if len(text) > MAX_SPEC_BYTES:
+        raise SpecError("{}: {} characters is too large for a spec (at most {} MB); is it the right file?"
+                        .format(source, len(text), MAX_SPEC_BYTES >> 20))
+    try:
+        return _decode_json(text, source)
     except json.JSONDecodeError as e:
-        raise PonchoError("{}: not valid JSON: {} at line {} column {}".format(source, e.msg, e.lineno, e.colno))
-    return parse_spec(data)
+        if yaml_ok:
+            return _decode_yaml(text, source, e)
+        looks_like_json = text.lstrip()[:1] in ("{", "[", "")
+        raise _json_error(e, source, "" if looks_like_json else
+                          " (spec files are JSON; YAML is read from files named *.yml or *.yaml)")
+    except ValueError as e:  # e.g. an integer of more than 4300 digits
+        raise SpecError("{}: not valid JSON: {}".format(source, str(e).splitlines()[0]))
+
+
+def loads(text, source="<spec>", yaml_ok=False):
+    """Parse spec text (JSON; YAML too when *yaml_ok*) into a :class:`Spec`; see :func:`decode`."""
+    return parse_spec(decode(text, source, yaml_ok))
 
 
 def load_spec(path):
-    """Read and validate a spec file; ``-`` reads standard input. A missing file raises PonchoError(exit_code=2)."""
+    """Read and validate a spec file; ``-`` reads standard input (JSON). A file named ``*.yml``/``*.yaml`` may
+    also be YAML. A missing or unreadable file raises :class:`InputMissing` (exit code 2); bad content
+    :class:`SpecError` (exit code 1)."""
     import sys
 
     if path == "-":
-        return loads(sys.stdin.read(), "<stdin>")
+        return loads(sys.stdin.read(MAX_SPEC_BYTES + 1), "<stdin>")
     try:
-        with open(path, encoding="utf-8") as f:
-            text = f.read()
+        with open(path, "rb") as f:
+            raw = f.read(MAX_SPEC_BYTES + 1)
     except FileNotFoundError:
-        raise PonchoError("spec file {} does not exist".format(path), exit_code=2)
-    except (IsADirectoryError, PermissionError, UnicodeDecodeError) as e:
-        raise PonchoError("cannot read spec file {}: {}".format(path, e), exit_code=2)
-    return loads(text, path)
+        raise InputMissing("spec file {} does not exist".format(path))
+    except OSError as e:  # a directory, no permission, ...
+        raise InputMissing("cannot read spec file {}: {}".format(path, e.strerror or e))
+    try:
+        text = raw.decode("utf-8-sig")  # a BOM (some Windows editors write one) is not an error
+    except UnicodeDecodeError as e:
+        raise SpecError("{}: not UTF-8 text (byte 0x{:02x} at offset {}); a spec is a JSON or YAML text file"
+                        .format(path, raw[e.start], e.start))
+    return loads(text, path, yaml_ok=str(path).lower().endswith(_YAML_SUFFIXES))
 
 
 def as_spec(value):

@@ -5,6 +5,7 @@ import json
 import pytest
 
 from poncho_wq import PonchoError, Spec, load_spec, parse_spec
+from poncho_wq.errors import InputMissing, SpecError
 from poncho_wq.spec import as_spec
 
 
@@ -95,3 +96,164 @@ def test_as_spec_accepts_spec_dict_and_path(tmp_path):
     assert as_spec({"pip": ["six"]}) == spec
     assert as_spec(p) == spec
     assert isinstance(spec, Spec)
+
+
+# --- bad input gets a one-line SpecError (issue 11: items 5, 10 and the Low items) ----------------------------------
+
+def load_text(tmp_path, name, text):
+    p = tmp_path / name
+    p.write_text(text)
+    return load_spec(str(p))
+
+
+def spec_error(tmp_path, name, text):
+    with pytest.raises(SpecError) as exc:
+        load_text(tmp_path, name, text)
+    msg = str(exc.value)
+    assert exc.value.exit_code == 1 and "\n" not in msg and len(msg) < 400, msg
+    return msg
+
+
+@pytest.mark.parametrize("name", ["deep.json", "deep.yaml"])
+def test_deeply_nested_input_is_a_one_line_error(tmp_path, name):
+    msg = spec_error(tmp_path, name, "[" * 100000 + "]" * 100000)
+    assert name in msg and "nested too deeply" in msg
+
+
+@pytest.mark.parametrize("name,text,key,line", [
+    ("s.json", '{"pip": ["six"], "pip": ["attrs"]}', "'pip'", None),
+    ("s.json", '{"git": {"D": {"remote": "/a", "remote": "/b"}}}', "'remote'", None),
+    ("s.yaml", 'pip: [six]\npython: "3.11"\npip: [attrs]\n', "'pip'", "line 3 (first given at line 1)"),
+])
+def test_duplicate_keys_are_errors_naming_the_key(tmp_path, name, text, key, line):
+    msg = spec_error(tmp_path, name, text)
+    assert "duplicate key " + key in msg and name in msg
+    if line:
+        assert line in msg
+
+
+def test_yaml_spec_files_are_read(tmp_path):
+    poncho = load_text(tmp_path, "spec.yml", "python: 3.10\npip:\n  - six==1.16.0\n"
+                                             "git:\n  DATA: {remote: /srv/data.git, tag: v1}\n")
+    assert poncho.python == "3.10"  # BaseLoader: a string, not the float 3.1
+    assert poncho.pip == ("six==1.16.0",) and dict(poncho.git)["DATA"].remote == "/srv/data.git"
+    env_yml = load_text(tmp_path, "environment.yaml", "name: x\nchannels: [conda-forge]\ndependencies:\n"
+                                                      "  - python=3.11\n  - numpy\n  - pip:\n      - six==1.16.0\n")
+    assert env_yml == parse_spec({"conda": {"channels": ["conda-forge"], "packages": ["python=3.11", "numpy"]},
+                                  "pip": ["six==1.16.0"]})
+    # JSON keeps working under any name (Parsl writes JSON into spec.yaml), .YAML in capitals included.
+    assert load_text(tmp_path, "P.YAML", '{"pip": ["six==1.16.0"]}').pip == ("six==1.16.0",)
+
+
+@pytest.mark.parametrize("name,text,words", [
+    ("bad.yml", "pip:\n  - six\n  bad: [\n", ["bad.yml: not valid YAML", "line 3"]),
+    ("tab.yaml", "pip:\n\t- six\n", ["tab.yaml: not valid YAML", "line 2 column 1"]),
+    ("ctl.yaml", 'pip: ["\x07"]\n', ["ctl.yaml: not valid YAML", "#x0007"]),
+    ("broken.json", '{\n  "pip": [\n', ["broken.json: not valid JSON", "line 3"]),
+    # YAML content in a .json file: JSON only, with a hint where YAML is read.
+    ("spec.json", "pip:\n  - six\n", ["not valid JSON", "YAML is read from files named *.yml or *.yaml"]),
+    ("huge.json", "1" * 5000, ["huge.json: not valid JSON", "digits"]),
+    ("empty.yaml", "", ["(top level)", "a JSON object (a YAML mapping)"]),
+])
+def test_syntax_errors_are_one_line_with_the_place(tmp_path, name, text, words):
+    msg = spec_error(tmp_path, name, text)
+    for word in words:
+        assert word in msg
+
+
+def test_yaml_alias_bomb_fails_fast_with_a_short_message(tmp_path):
+    # 9**8 strings if expanded; BaseLoader shares aliased nodes and the message shows a bounded repr.
+    lines = ['pip:\n  - &a ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]\n']
+    for prev, cur in zip("abcdefg", "bcdefgh"):
+        lines.append("  - &{} [{}]\n".format(cur, ",".join(["*" + prev] * 9)))
+    msg = spec_error(tmp_path, "bomb.yaml", "".join(lines))
+    assert "pip[0]" in msg and "expected a non-empty string" in msg
+
+
+def test_non_utf8_and_oversized_spec_files_are_spec_errors(tmp_path):
+    p = tmp_path / "latin1.json"
+    p.write_bytes(b'{"pip": ["caf\xe9"]}')
+    with pytest.raises(SpecError, match=r"latin1.json: not UTF-8 text \(byte 0xe9 at offset 13\)"):
+        load_spec(str(p))
+    with pytest.raises(SpecError, match="too large for a spec"):
+        load_text(tmp_path, "big.json", " " * (17 << 20))
+
+
+def test_unreadable_spec_file_is_input_missing(tmp_path):
+    with pytest.raises(InputMissing, match="cannot read spec file"):
+        load_spec(str(tmp_path))  # a directory
+
+
+@pytest.mark.parametrize("section", ["git", "http"])
+@pytest.mark.parametrize("var,why", [
+    ("X\n", "a shell variable name"),  # "$" matches before a trailing newline; fullmatch does not
+    ("PATH", "PATH is reserved: the command search path"),
+    ("IFS", "IFS is reserved: the shell's field separator"),
+    ("HOME", "HOME is reserved"),
+    ("SHELL", "SHELL is reserved"),
+    ("ENV", "ENV is reserved"),
+    ("BASH_ENV", "BASH_ENV is reserved"),
+    ("PS4", "PS4 is reserved"),
+    ("OPTIND", "OPTIND is reserved"),
+    ("TMPDIR", "TMPDIR is reserved"),
+    ("LD_PRELOAD", "LD_PRELOAD is reserved: the dynamic loader's settings"),
+    ("LD_LIBRARY_PATH", "LD_LIBRARY_PATH is reserved: the dynamic loader's settings"),
+    ("PYTHONPATH", "PYTHONPATH is reserved: Python reads PYTHON* variables"),
+    ("PYTHONHOME", "PYTHONHOME is reserved"),
+    ("CONDA_PREFIX", "CONDA_PREFIX is reserved: conda's activation"),
+    ("CONDA_DEFAULT_ENV", "CONDA_DEFAULT_ENV is reserved"),
+    ("PONCHO_ENV_DIR", "PONCHO_ENV_DIR is reserved: poncho's own settings"),
+    ("_pr_root", "the run shim's internal variables start with '_'"),
+    ("_pe", "the run shim's internal variables start with '_'"),
+    ("_", "the run shim's internal variables start with '_'"),
+    ("poncho", "the environment's own poncho/ directory"),
+])
+def test_data_variable_names_reserved_or_malformed_are_refused(section, var, why):
+    src = {"remote": "/srv/data.git"} if section == "git" else {"url": "https://example.org/x"}
+    with pytest.raises(SpecError) as exc:
+        parse_spec({section: {var: src}})
+    msg = str(exc.value)
+    assert msg.startswith("spec field {}: {!r} is not valid".format(section, var)) and why in msg, msg
+    assert exc.value.exit_code == 1
+
+
+def test_data_variable_names_of_your_own_pass():
+    spec = parse_spec({"git": {"DATA_DIR": {"remote": "/srv/d.git"}, "path2": {"remote": "/srv/e.git"}},
+                       "http": {"REFERENCE_DB": {"url": "https://example.org/x"}, "MY_LD": {"url": "https://e.org/y"}}})
+    assert spec.data_variables == ("DATA_DIR", "MY_LD", "REFERENCE_DB", "path2")
+
+
+def test_one_variable_in_both_git_and_http_is_refused():
+    with pytest.raises(SpecError, match=r"http.D: 'D' is not valid; expected a variable defined once \(git.D"):
+        parse_spec({"git": {"D": {"remote": "/srv/d.git"}}, "http": {"D": {"url": "https://example.org/x"}}})
+
+
+@pytest.mark.parametrize("data,field,value", [
+    ({"git": {"D": {"remote": " -uflag"}}}, "git.D.remote", "'-uflag'"),  # checked after strip()
+    ({"git": {"D": {"remote": "\t--upload-pack=touch /tmp/x"}}}, "git.D.remote", "--upload-pack"),
+    ({"git": {"D": {"remote": "/srv/a\nb"}}}, "git.D.remote", r"'/srv/a\nb'"),
+    ({"git": {"D": {"remote": "/srv/d.git", "tag": "v1\n"}}}, "git.D.tag", r"'v1\n'"),
+    ({"python": "3.11\n"}, "python", r"'3.11\n'"),
+    ({"http": {"D": {"url": "https://example.org/a\nb"}}}, "http.D.url", r"'https://example.org/a\nb'"),
+    ({"http": {"D": {"url": "https://example.org/a b"}}}, "http.D.url", "'https://example.org/a b'"),
+    ({"conda": {"packages": ["numpy=1.26=py311_0\nx"]}}, "conda.packages[0]", r"\nx"),
+])
+def test_trailing_newlines_and_option_like_values_are_refused(data, field, value):
+    with pytest.raises(SpecError) as exc:
+        parse_spec(data)
+    msg = str(exc.value)
+    assert field in msg and value in msg and "\n" not in msg, msg
+
+
+def test_git_remote_is_stored_stripped():
+    assert dict(parse_spec({"git": {"D": {"remote": "  /srv/d.git \n"}}}).git)["D"].remote == "/srv/d.git"
+
+
+def test_deep_or_huge_values_in_messages_are_bounded():
+    deep = "x"
+    for _ in range(5000):
+        deep = [deep]
+    for value in (deep, "y" * 100000):
+        with pytest.raises(SpecError) as exc:
+            parse_spec({"pip": value})
+        assert len(str(exc.value)) < 400
