@@ -28,7 +28,7 @@ import time
 from typing import NamedTuple, Tuple
 
 from .config import settings
-from .errors import PonchoError
+from .errors import InputMissing, PonchoError, SpecError
 
 log = logging.getLogger(__name__)
 
@@ -204,13 +204,26 @@ def scan_source(source, filename):
                 gc.enable()
     except SyntaxError as e:
         where = "{}:{}".format(filename, e.lineno) if e.lineno else filename
-        raise PonchoError("{}: syntax error: {}".format(where, e.msg))
+        raise SpecError("{}: syntax error: {}".format(where, e.msg))
     except (ValueError, UnicodeDecodeError) as e:  # null bytes, undecodable text
-        raise PonchoError("{}: cannot be parsed as Python source: {}".format(filename, e))
+        raise SpecError("{}: cannot be parsed as Python source: {}".format(filename, e))
+    except (RecursionError, MemoryError):
+        # CPython's parser gives up on deep nesting with these instead of a SyntaxError: MemoryError for
+        # `x = ----...1` (200,000 unary minus: its own stack overflows), RecursionError while building the AST for
+        # 3,000 chained `+`. Python itself could not compile such a file either.
+        raise _too_deep(filename)
     text = source if isinstance(source, str) else source.decode("latin-1")
     scanner = _Scanner(dynamic="import_module" in text or "__import__" in text)
-    scanner.stmts(tree.body, TOPLEVEL, ())
+    try:
+        scanner.stmts(tree.body, TOPLEVEL, ())
+    except RecursionError:  # nested statements the parser accepted but this recursive walk cannot follow
+        raise _too_deep(filename, compiles=True)
     return FileScan(tuple(scanner.imports), tuple(scanner.functions))
+
+
+def _too_deep(filename, compiles=False):
+    return SpecError("{}: nested too deeply to analyze{}; simplify the file or leave it out of the scripts and "
+                     "directories given".format(filename, "" if compiles else " (Python cannot compile it either)"))
 
 
 def _read(path):
@@ -218,9 +231,9 @@ def _read(path):
         with open(path, "rb") as f:
             return f.read()
     except FileNotFoundError:
-        raise PonchoError("{} does not exist".format(path), exit_code=2)
+        raise InputMissing("{} does not exist".format(path))
     except OSError as e:
-        raise PonchoError("cannot read {}: {}".format(path, e.strerror or e), exit_code=2)
+        raise InputMissing("cannot read {}: {}".format(path, e.strerror or e))
 
 
 def scan_file(path):
@@ -230,13 +243,18 @@ def scan_file(path):
 
 def _scan_chunk(paths):
     """Worker-process entry point: scan several files; errors come back as values (PonchoError pickles badly
-    across versions, and the parent must report the first one in a stable order)."""
+    across versions, and the parent must report the first one in a stable order). Any other exception a file
+    causes is turned into a value too: raised in a worker, it would surface in the parent as a pickled traceback
+    (or a broken pool) instead of one line naming the file."""
     out = []
     for p in paths:
         try:
             out.append((p, scan_file(p), None))
         except PonchoError as e:
             out.append((p, None, (str(e), e.exit_code)))
+        except Exception as e:  # a parser or scanner bug on an odd file: still report it against that file
+            log.debug("scanning %s failed", p, exc_info=True)
+            out.append((p, None, ("{}: cannot be analyzed: {}: {}".format(p, type(e).__name__, e), 1)))
     return out
 
 
@@ -373,9 +391,9 @@ def scan_files(paths, cache):
         try:
             st = os.stat(p)
         except FileNotFoundError:
-            raise PonchoError("{} does not exist".format(p), exit_code=2)
+            raise InputMissing("{} does not exist".format(p))
         except OSError as e:
-            raise PonchoError("cannot read {}: {}".format(p, e.strerror or e), exit_code=2)
+            raise InputMissing("cannot read {}: {}".format(p, e.strerror or e))
         stats[p] = st
         scan = cache.get(p, st)
         if scan is None:
@@ -391,7 +409,8 @@ def scan_files(paths, cache):
             cache.put(p, stats[p], scan)
     for p in paths:
         if p in errors:
-            raise PonchoError(errors[p][0], exit_code=errors[p][1])
+            message, code = errors[p]
+            raise {1: SpecError, 2: InputMissing}.get(code, PonchoError)(message, exit_code=code)
     return result
 
 
