@@ -10,15 +10,17 @@ import io
 import json
 import lzma
 import os
+import socket
 import subprocess
 import tarfile
 import threading
+import time
 
 import pytest
 
 from conftest import closed_port
 from poncho_wq.build.data import fetch_data
-from poncho_wq.errors import PonchoError
+from poncho_wq.errors import BuildError, PonchoError, SpecError
 from poncho_wq.spec import parse_spec
 
 
@@ -230,3 +232,107 @@ def test_git_and_http_together(tmp_path, repo, server):
                               "http": {"REF": {"url": server.url + "data.txt.gz", "compression": "gzip"}}})
     assert source_set_env(prefix, "CODE", "REF") == [str(prefix / "CODE"), str(prefix / "REF")]
     assert set(json.loads((prefix / "poncho" / "data.json").read_text())) == {"CODE", "REF"}
+
+
+# --- stalls: a server that accepts the connection and never answers (issue 11, item 9) ---------------------------
+
+class StallingServer:
+    """A real TCP server on 127.0.0.1 that accepts every connection, optionally sends *greeting* (e.g. HTTP headers
+    and the first bytes of a body), then holds the connection open without another byte until closed."""
+
+    def __init__(self, greeting=b""):
+        self.greeting = greeting
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(16)
+        self.port = self.sock.getsockname()[1]
+        self.accepted = []
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self):
+        self.sock.settimeout(0.2)
+        while not self.stop.is_set():
+            try:
+                conn, _ = self.sock.accept()
+            except socket.timeout:
+                continue
+            except OSError:
+                return
+            if self.greeting:
+                conn.sendall(self.greeting)
+            self.accepted.append(conn)
+
+    def close(self):
+        self.stop.set()
+        self.thread.join()
+        for conn in self.accepted:
+            conn.close()
+        self.sock.close()
+
+
+@pytest.fixture
+def stalling():
+    servers = []
+
+    def make(greeting=b""):
+        servers.append(StallingServer(greeting))
+        return servers[-1]
+
+    yield make
+    for server in servers:
+        server.close()
+
+
+@pytest.mark.parametrize("scheme", ["git", "http"])
+def test_git_remote_that_never_answers_fails_after_the_stall_timeout(tmp_path, stalling, monkeypatch, scheme):
+    monkeypatch.setenv("PONCHO_WQ_GIT_TIMEOUT", "2")
+    server = stalling()
+    remote = "{}://127.0.0.1:{}/repo.git".format(scheme, server.port)
+    start = time.monotonic()
+    with pytest.raises(BuildError) as e:
+        # A tag: on a plain failure the code retries with a full clone, which a stall must not trigger.
+        build(tmp_path, {"git": {"DATA_DIR": {"remote": remote, "tag": "v1"}}})
+    elapsed = time.monotonic() - start
+    msg = str(e.value)
+    assert e.value.exit_code == 3
+    assert "git.DATA_DIR" in msg and remote in msg and "no progress for 2 seconds" in msg
+    assert "PONCHO_WQ_GIT_TIMEOUT" in msg
+    assert len(server.accepted) == 1  # it did connect; and was not retried
+    assert 1.5 < elapsed < 10, elapsed
+    assert os.listdir(str(tmp_path / "prefix")) == []  # no scratch left behind
+    # git's whole process group is gone: no git process still has the prefix as its argument or cwd.
+    leftover = subprocess.run(["pgrep", "-f", "127.0.0.1:{}".format(server.port)], capture_output=True, text=True)
+    assert leftover.stdout.strip() == "", leftover.stdout
+
+
+@pytest.mark.parametrize("greeting", [b"", b"HTTP/1.1 200 OK\r\nContent-Length: 1000000\r\n\r\npartial"],
+                         ids=["no-answer", "stalls-mid-body"])
+def test_http_download_that_stalls_fails_after_the_timeout(tmp_path, stalling, monkeypatch, greeting):
+    monkeypatch.setenv("PONCHO_WQ_HTTP_TIMEOUT", "1.5")
+    server = stalling(greeting)
+    url = "http://127.0.0.1:{}/data.bin".format(server.port)
+    start = time.monotonic()
+    with pytest.raises(BuildError) as e:
+        build(tmp_path, {"http": {"REF": {"url": url}}})
+    elapsed = time.monotonic() - start
+    msg = str(e.value)
+    assert "http.REF" in msg and url in msg and "sent nothing for 1.5 seconds" in msg
+    assert "PONCHO_WQ_HTTP_TIMEOUT" in msg
+    assert 1 < elapsed < 10, elapsed
+    assert os.listdir(str(tmp_path / "prefix")) == []
+
+
+def test_git_stall_timeout_leaves_working_clones_alone(tmp_path, repo, monkeypatch):
+    """A 1-second stall timeout does not break a normal clone (its output keeps the watchdog fed)."""
+    monkeypatch.setenv("PONCHO_WQ_GIT_TIMEOUT", "1")
+    prefix = build(tmp_path, {"git": {"DATA_DIR": {"remote": "file://" + repo["path"], "tag": repo["first"]}}})
+    assert (prefix / "DATA_DIR" / "data" / "v.txt").read_text() == "one\n"
+
+
+@pytest.mark.parametrize("remote", [" -uflag", "\t--upload-pack=touch pwned"])
+def test_git_remote_like_an_option_never_reaches_git(tmp_path, remote):
+    with pytest.raises(SpecError, match="git.D.remote"):
+        parse_spec({"git": {"D": {"remote": remote}}})
+

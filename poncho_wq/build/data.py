@@ -11,16 +11,21 @@ the environment, and is covered by the same content-addressed cache (the spec, h
 tag/commit and URL).
 
 git: the remote is cloned shallowly at the tag or branch (``--depth 1 --branch``); when that fails (a commit id
-cannot be fetched that way) it is cloned fully and the commit checked out. ``.git`` is then **removed**: the
+cannot be fetched that way) it is cloned fully and the commit checked out. A transfer that makes no progress for
+``PONCHO_WQ_GIT_TIMEOUT`` seconds (default 120) fails the build instead of hanging it: http(s) remotes through
+git's own ``http.lowSpeedLimit``/``http.lowSpeedTime``, every transport (``git://``, ssh, a server that accepts the
+connection and never answers) through a watchdog that kills git's whole process group when its output (``--progress``)
+stays silent that long. ``.git`` is then **removed**: the
 environment is data, not a working copy; the object store would roughly double its size, and pack files differ
 from clone to clone, which would make otherwise identical environments differ byte for byte. The resolved commit id
 is kept in ``poncho/data.json``. Submodules are not fetched.
 
-http: downloaded with ``requests``, streamed in chunks with progress, with connect/read timeouts; decompressed per
+http: downloaded with ``requests``, streamed in chunks with progress, with connect and read timeouts of
+``PONCHO_WQ_HTTP_TIMEOUT`` seconds (default 60: a server that stops sending for that long fails the build); decompressed per
 ``compression`` (``gzip``/``bzip2``/``xz``); ``type: tar`` archives are extracted with
 :func:`poncho_wq.safetar.safe_extract` (no absolute or ``..`` names, devices, or links leaving the directory).
 Everything is first written to a temporary sibling in the prefix and renamed into place, so a failure leaves no
-half-written variable. Every failure is a PonchoError(exit_code=3) naming the variable, the source and the cause.
+half-written variable. Every failure is a BuildError (exit code 3) naming the variable, the source and the cause.
 """
 
 import bz2
@@ -29,20 +34,24 @@ import hashlib
 import json
 import logging
 import lzma
+import math
 import os
+import re
+import selectors
 import shutil
+import signal
 import subprocess
+import sys
 import tempfile
 import time
 import zlib
 
-from ..errors import PonchoError
+from ..config import settings
+from ..errors import BuildError, PonchoError
 from ..progress import as_progress
 
 log = logging.getLogger(__name__)
 
-#: (connect, read) timeouts in seconds for downloads: a stalled server fails the build instead of hanging it.
-HTTP_TIMEOUT = (30, 300)
 CHUNK = 1 << 20
 STDERR_TAIL = 4000
 _OPENERS = {"gzip": gzip.open, "bzip2": bz2.open, "xz": lzma.open}
@@ -76,8 +85,8 @@ def write_set_env(prefix, variables):
 def _target(prefix, var, what):
     target = os.path.join(prefix, var)
     if os.path.lexists(target):
-        raise PonchoError("{}.{}: the environment already has a file or directory named {!r} (installed by a "
-                          "package); rename the variable".format(what, var, var), exit_code=3)
+        raise BuildError("{}.{}: the environment already has a file or directory named {!r} (installed by a "
+                         "package); rename the variable".format(what, var, var))
     return target
 
 
@@ -87,15 +96,86 @@ def _scratch(prefix, var):
 
 # --- git ---------------------------------------------------------------------------------------------------------
 
+class GitStalled(BuildError):
+    """git made no progress for ``PONCHO_WQ_GIT_TIMEOUT`` seconds (not retried: a second clone would stall too)."""
+
+
+# Progress lines ("Receiving objects:  42% (..)", "remote: Counting objects: ...") are --progress noise in an
+# error message; git's own "fatal:"/"error:" lines are the explanation.
+_PROGRESS_LINE = re.compile(r"^(remote: )?[A-Za-z ]+: +\d+% ")
+
+
+def _stderr_tail(raw):
+    lines = [ln.strip() for ln in re.split(r"[\r\n]+", raw) if ln.strip() and not _PROGRESS_LINE.match(ln.strip())]
+    return "\n".join(lines)[-STDERR_TAIL:]
+
+
 def _git(args, what, cwd=None):
+    """Run ``git <args>``; return its stdout. A stall of ``PONCHO_WQ_GIT_TIMEOUT`` seconds raises
+    :class:`GitStalled`, any other failure :class:`BuildError` with the end of git's stderr.
+
+    Why a watchdog on git's output: http(s) stalls are caught by git itself (``http.lowSpeedTime``), but for
+    ``git://``, ssh or a local helper there is no such setting, and a server that accepts the connection and never
+    answers would hang the build forever. With ``--progress`` (given by the callers for transfers) a working
+    transfer writes to stderr at least every second or so. git runs in its own session so that on a stall the
+    whole process group (git, git-remote-http, index-pack, ssh) is killed, not only the top process; its stdin is
+    closed and it has no controlling terminal, so nothing can wait for a password.
+    """
+    timeout = settings().git_timeout
     env = dict(os.environ)
     env["GIT_TERMINAL_PROMPT"] = "0"  # a private repo must fail, not wait for a password on a closed stdin
-    r = subprocess.run(["git"] + args, cwd=cwd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                       stderr=subprocess.PIPE, env=env, text=True, errors="replace")
-    if r.returncode != 0:
-        raise PonchoError("{}: git {} failed (exit code {}):\n{}".format(
-            what, args[0], r.returncode, r.stderr.strip()[-STDERR_TAIL:]), exit_code=3)
-    return r.stdout.strip()
+    cmd = ["git", "-c", "http.lowSpeedLimit=1", "-c", "http.lowSpeedTime={}".format(max(1, math.ceil(timeout))),
+           "-c", "protocol.ext.allow=never"] + args
+    from .pip import die_with_parent
+
+    proc = subprocess.Popen(cmd, cwd=cwd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            env=env, start_new_session=True,
+                            preexec_fn=die_with_parent if sys.platform.startswith("linux") else None)
+    out, err = [], []
+    stalled = False
+    try:
+        with selectors.DefaultSelector() as sel:
+            sel.register(proc.stdout, selectors.EVENT_READ, out)
+            sel.register(proc.stderr, selectors.EVENT_READ, err)
+            last = time.monotonic()
+            while sel.get_map():
+                left = last + timeout - time.monotonic()
+                if left <= 0:
+                    stalled = True
+                    break
+                for key, _ in sel.select(min(left, 1.0)):
+                    data = os.read(key.fd, 65536)
+                    if data:
+                        key.data.append(data)
+                        last = time.monotonic()
+                    else:
+                        sel.unregister(key.fileobj)
+        if not stalled:
+            try:
+                proc.wait(timeout=max(1.0, timeout))  # the pipes are closed: git is exiting
+            except subprocess.TimeoutExpired:
+                stalled = True
+    finally:
+        if proc.poll() is None:  # stalled, or interrupted (Ctrl-C, SIGTERM): no git may outlive the build
+            _kill_group(proc)
+        proc.stdout.close()
+        proc.stderr.close()
+    stderr = _stderr_tail(b"".join(err).decode("utf-8", "replace"))
+    if stalled or (proc.returncode != 0 and re.search(r"too slow|timed out", stderr, re.I)):
+        raise GitStalled("{}: git {} made no progress for {:g} seconds; the remote does not answer (check the URL and "
+                         "the network, or raise PONCHO_WQ_GIT_TIMEOUT){}".format(
+                             what, args[0], timeout, ":\n" + stderr if stderr else ""))
+    if proc.returncode != 0:
+        raise BuildError("{}: git {} failed (exit code {}):\n{}".format(what, args[0], proc.returncode, stderr))
+    return b"".join(out).decode("utf-8", "replace").strip()
+
+
+def _kill_group(proc):
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+    proc.wait()
 
 
 def git_remote(remote):
@@ -106,8 +186,7 @@ def git_remote(remote):
 def fetch_git(var, source, prefix, progress):
     """Clone ``source.remote`` at ``source.tag`` into ``<prefix>/<var>`` without ``.git``; return its record."""
     if shutil.which("git") is None:
-        raise PonchoError("git.{}: git is not installed; install git to fetch {}".format(var, source.remote),
-                          exit_code=3)
+        raise BuildError("git.{}: git is not installed; install git to fetch {}".format(var, source.remote))
     target = _target(prefix, var, "git")
     remote = git_remote(source.remote)
     what = "git.{} ({}{})".format(var, source.remote, " at " + source.tag if source.tag else "")
@@ -115,16 +194,19 @@ def fetch_git(var, source, prefix, progress):
     work = os.path.join(scratch, "tree")
     try:
         with progress.phase("git", "{} from {}".format(var, source.remote)):
-            shallow = ["clone", "--quiet", "--depth", "1"]
+            # --progress: the stall watchdog in _git() counts git's progress output as progress.
+            shallow = ["clone", "--progress", "--depth", "1"]
             try:
                 _git(shallow + (["--branch", source.tag] if source.tag else []) + ["--", remote, work], what)
+            except GitStalled:
+                raise  # the full clone below would only stall again
             except PonchoError:
                 if not source.tag:
                     raise
                 # A commit id (not a tag or branch name): full clone, then check it out.
                 shutil.rmtree(work, ignore_errors=True)
-                _git(["clone", "--quiet", "--no-checkout", "--", remote, work], what)
-                _git(["-c", "advice.detachedHead=false", "checkout", "--quiet", source.tag + "^{commit}", "--"],
+                _git(["clone", "--progress", "--no-checkout", "--", remote, work], what)
+                _git(["-c", "advice.detachedHead=false", "checkout", "--progress", source.tag + "^{commit}", "--"],
                      what, cwd=work)
             commit = _git(["rev-parse", "HEAD"], what, cwd=work)
             shutil.rmtree(os.path.join(work, ".git"))
@@ -142,8 +224,11 @@ def _download(var, url, path, progress):
 
     digest = hashlib.sha256()
     size = 0
+    timeout = settings().http_timeout
     try:
-        with requests.get(url, stream=True, timeout=HTTP_TIMEOUT) as r:
+        # (connect, read): the read timeout bounds every wait for the next bytes, so a server that stops sending
+        # fails the build after `timeout` seconds instead of hanging it.
+        with requests.get(url, stream=True, timeout=(timeout, timeout)) as r:
             r.raise_for_status()
             total = int(r.headers.get("Content-Length") or 0)
             last = time.monotonic()
@@ -156,7 +241,10 @@ def _download(var, url, path, progress):
                         last = time.monotonic()
                         progress.info("%s: %s%s", var, _mb(size), " of " + _mb(total) if total else "")
     except requests.RequestException as e:
-        raise PonchoError("http.{}: cannot download {}: {}".format(var, url, e), exit_code=3)
+        if isinstance(e, requests.Timeout) or "timed out" in str(e):
+            raise BuildError("http.{}: cannot download {}: the server sent nothing for {:g} seconds (check the URL "
+                             "and the network, or raise PONCHO_WQ_HTTP_TIMEOUT): {}".format(var, url, timeout, e))
+        raise BuildError("http.{}: cannot download {}: {}".format(var, url, e))
     progress.info("%s: %s downloaded", var, _mb(size))
     return size, digest.hexdigest()
 
@@ -180,7 +268,7 @@ def fetch_http(var, source, prefix, progress):
                 try:
                     safe_extract(download, tree, compression=source.compression)
                 except PonchoError as e:
-                    raise PonchoError("http.{}: {}: {}".format(var, source.url, e), exit_code=3)
+                    raise BuildError("http.{}: {}: {}".format(var, source.url, e))
                 os.chmod(tree, 0o755)
                 os.rename(tree, target)
             else:
@@ -201,5 +289,4 @@ def _decompress(var, source, src, dst):
         with _OPENERS[source.compression](src, "rb") as fin, open(dst, "wb") as fout:
             shutil.copyfileobj(fin, fout, CHUNK)
     except (OSError, EOFError, lzma.LZMAError, zlib.error) as e:
-        raise PonchoError("http.{}: {}: not valid {} data: {}".format(var, source.url, source.compression, e),
-                          exit_code=3)
+        raise BuildError("http.{}: {}: not valid {} data: {}".format(var, source.url, source.compression, e))
