@@ -16,7 +16,7 @@ import pytest
 from condachannel import PLACEHOLDER, channel_url, make_package, make_python_standin, index_channel
 from conftest import run_cli
 from poncho_wq.build.conda import build_conda_prefix, conda_tool, tool_command
-from poncho_wq.errors import PonchoError
+from poncho_wq.errors import BuildError, PonchoError, SpecError
 from poncho_wq.spec import parse_spec
 
 PY = "python{}.{}".format(*sys.version_info[:2])
@@ -122,17 +122,20 @@ def test_pack_unpack_elsewhere_conda_unpack_and_run(channel, tmp_path):
         assert f.read() == 'PREFIX = "{}"\n'.format(env)
 
 
-@pytest.mark.parametrize("packages,words", [
-    (["no-such-package"], ["no-such-package"]),
-    (["hello", "needs-new"], ["libgreet", "needs-new"]),
-    (["hello >=5"], ["hello"]),
-])
-def test_unsatisfiable_spec_is_a_clear_error(channel, tmp_path, packages, words):
-    with pytest.raises(PonchoError) as e:
+@pytest.mark.parametrize("packages,blamed,words", [
+    (["hello", "no-such-package"], "'no-such-package'", ["No candidates were found for no-such-package"]),
+    (["hello >=5"], "'hello >=5'", ["No candidates were found for hello >=5"]),
+    (["libgreet=9"], "'libgreet=9'", ["No candidates were found for libgreet 9"]),
+    (["hello", "needs-new"], "'hello' 'needs-new'", ["libgreet", "needs-new"]),
+], ids=["unknown-package", "no-matching-version", "no-matching-version-eq", "conflict"])
+def test_unsatisfiable_spec_is_a_spec_error(channel, tmp_path, packages, blamed, words):
+    """The spec validated but asks for what the channels do not have: bad input (exit 1), not a failed build."""
+    with pytest.raises(SpecError) as e:
         build_conda_prefix(hello_spec(channel, *packages), str(tmp_path / "prefix"), None)
     msg = str(e.value)
-    assert e.value.exit_code == 3
-    assert msg.startswith("cannot solve the conda packages") and "SolverError" in msg
+    assert e.value.exit_code == 1
+    assert msg.startswith("conda.packages: {} cannot be satisfied from channels ".format(blamed)), msg
+    assert "SolverError" in msg and channel_url(channel) in msg
     for word in words:
         assert word in msg
     assert not os.path.exists(str(tmp_path / "prefix")) or os.listdir(str(tmp_path / "prefix")) == []
@@ -202,7 +205,7 @@ def test_tool_command_uses_only_spec_channels(tmp_path):
 
 def test_unreachable_named_channel_error_names_it(tmp_path):
     spec = parse_spec({"conda": {"channels": ["http://127.0.0.1:9/nochannel"], "packages": ["hello"]}})
-    with pytest.raises(PonchoError) as e:
+    with pytest.raises(BuildError) as e:
         build_conda_prefix(spec, str(tmp_path / "prefix"), None)
     assert e.value.exit_code == 3 and "http://127.0.0.1:9/nochannel" in str(e.value)
 
@@ -241,7 +244,7 @@ def test_create_cli_and_run_shim_end_to_end(channel, tmp_path):
 
 
 @pytest.mark.parametrize("doc,code,words", [
-    ({"conda": {"channels": ["CHANNEL"], "packages": ["hello", "needs-new"]}}, 3, ["SolverError", "needs-new"]),
+    ({"conda": {"channels": ["CHANNEL"], "packages": ["hello", "needs-new"]}}, 1, ["SolverError", "needs-new"]),
     ({"conda": {"channels": ["CHANNEL"], "packages": ["Bad Spec ==="]}}, 1, ["conda.packages[0]"]),
 ])
 def test_create_cli_bad_specs_leave_no_output_and_no_cache_entry(channel, tmp_path, doc, code, words):
@@ -258,3 +261,18 @@ def test_create_cli_bad_specs_leave_no_output_and_no_cache_entry(channel, tmp_pa
     assert not (tmp_path / "out").exists() or os.listdir(str(tmp_path / "out")) == []
     cache_entries = [f for _, _, files in os.walk(str(tmp_path / "cache")) for f in files if f.endswith(".tar.gz")]
     assert cache_entries == []
+
+
+# --- a spec the solver cannot satisfy is bad input (exit 1); an unreachable channel is a build failure (3) ---------
+
+def test_unsatisfiable_spec_through_the_cli_exits_1_and_a_missing_channel_3(channel, tmp_path):
+    spec = tmp_path / "spec.json"
+    spec.write_text(json.dumps({"conda": {"channels": [channel], "packages": ["nosuchpkg"]}}))
+    proc = run_cli("poncho_package_create", spec, tmp_path / "env.tar.gz", env=cli_env(tmp_path))
+    assert proc.returncode == 1, proc.stderr
+    assert "poncho_package_create: error: conda.packages: 'nosuchpkg' cannot be satisfied" in proc.stderr
+    spec.write_text(json.dumps({"conda": {"channels": [str(tmp_path / "no-such-channel")], "packages": ["hello"]}}))
+    proc = run_cli("poncho_package_create", spec, tmp_path / "env.tar.gz", env=cli_env(tmp_path))
+    assert proc.returncode == 3, proc.stderr
+    assert "no-such-channel" in proc.stderr and "Traceback" not in proc.stderr
+    assert not (tmp_path / "env.tar.gz").exists()

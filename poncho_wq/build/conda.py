@@ -18,20 +18,23 @@ in ``$PONCHO_CONDA_PKGS_DIR`` when set; installs hard-link from there, so repeat
 Channels may be names (``conda-forge``), URLs (``https://...``, ``file:///...``) or local directories, which become
 ``file://`` URLs (installers take only URLs and names; a relative path would depend on the build's cwd).
 
-Failures (an unsatisfiable spec, an unreachable channel) raise PonchoError(exit_code=3) carrying the solver's own
-explanation, which names the missing package or the conflict.
+Failures carry the solver's own explanation, which names the missing package or the conflict. With the embedded
+engine, a request the solver cannot satisfy (an unknown package, no version matching, conflicting requirements) is a
+bad spec: :class:`~poncho_wq.errors.SpecError`, exit code 1, as for any other bad input. An unreachable channel or a
+failed download or install is a :class:`~poncho_wq.errors.BuildError` (exit code 3): the same spec may build later.
 """
 
 import asyncio
 import logging
 import os
+import re
 import shutil
 import subprocess
 import sys
 import tempfile
 
 from ..config import Settings, settings
-from ..errors import PonchoError
+from ..errors import BuildError, PonchoError, SpecError
 from ..progress import as_progress
 
 log = logging.getLogger(__name__)
@@ -132,9 +135,13 @@ def _install_with_rattler(spec, prefix, progress):
         try:
             records = asyncio.run(solve(channels, packages, platforms=[platform, "noarch"],
                                         virtual_packages=VirtualPackage.detect()))
-        except Exception as e:  # rattler's SolverError, FetchRepoDataError, ...: the message is the explanation
-            raise PonchoError("cannot solve the conda packages {} from channels {}:\n{}".format(
-                " ".join(packages), " ".join(channels), _rattler_message(e)), exit_code=3)
+        except Exception as e:  # rattler's SolverError, GatewayError, ...: the message is the explanation
+            if _is_solver_error(e):
+                raise SpecError("conda.packages: {} cannot be satisfied from channels {}; check the package names "
+                                "and versions (and the channels):\n{}".format(
+                                    _unsatisfied(packages, str(e)), " ".join(channels), _rattler_message(e)))
+            raise BuildError("cannot solve the conda packages {} from channels {}:\n{}".format(
+                " ".join(packages), " ".join(channels), _rattler_message(e)))
     if spec.pip and not any(r.name.normalized == "python" for r in records):
         raise PonchoError(_no_python_message(spec), exit_code=3)
     pkgs_dir = settings().conda_pkgs_dir
@@ -147,6 +154,27 @@ def _install_with_rattler(spec, prefix, progress):
             raise PonchoError("installing the conda packages into {} failed:\n{}".format(prefix, _rattler_message(e)),
                               exit_code=3)
     log.debug("installed %s", ", ".join("{}={}={}".format(r.name.normalized, r.version, r.build) for r in records))
+
+
+def _is_solver_error(e):
+    """The solver ran on the channels' package lists and found no solution (not a fetch or network failure)."""
+    try:
+        from rattler.exceptions import SolverError
+    except ImportError:  # pragma: no cover - older py-rattler: fall back to the class name
+        return type(e).__name__ == "SolverError"
+    return isinstance(e, SolverError)
+
+
+def _unsatisfied(packages, message):
+    """The requested specs whose package names the solver's explanation mentions ("No candidates were found for
+    numpy 9.*", "needs-new * cannot be installed ..."), as a readable list; all of them when it names none."""
+    from rattler import MatchSpec
+
+    def mentioned(spec):
+        name = MatchSpec(spec).name.normalized
+        return re.search(r"(?<![\w.-]){}(?![\w.-])".format(re.escape(name)), message) is not None
+
+    return " ".join(repr(p) for p in ([p for p in packages if mentioned(p)] or packages))
 
 
 def current_subdir():
