@@ -34,7 +34,7 @@ import tempfile
 from .config import settings
 from .errors import PonchoError
 from .fsutil import publish
-from .build.pip import die_with_parent
+from .build.pip import die_with_parent, tail
 from .progress import as_progress
 
 log = logging.getLogger(__name__)
@@ -165,7 +165,7 @@ class _PigzStream:
         self.proc.stdin.close()
         err = self.proc.stderr.read()
         if self.proc.wait() != 0:
-            raise PonchoError("pigz failed: {}".format(err.decode(errors="replace").strip()), exit_code=3)
+            raise PonchoError("pigz failed: {}".format(tail(err.decode(errors="replace"))), exit_code=3)
 
     def abort(self):
         self.proc.kill()

@@ -30,8 +30,8 @@ import shutil
 import subprocess
 import sys
 
-from ..errors import PonchoError
-from .pip import find_tool
+from ..errors import BuildError, PonchoError, SpecError
+from .pip import find_tool, tail
 
 log = logging.getLogger(__name__)
 
@@ -84,9 +84,9 @@ def probe_interpreter(python):
         r = subprocess.run([python, "-I", "-S", "-c", _PROBE], stdin=subprocess.DEVNULL,
                            capture_output=True, text=True, timeout=60)
     except OSError as e:
-        raise PonchoError("cannot run base interpreter {}: {}".format(python, e))
+        raise SpecError("cannot run base interpreter {}: {}".format(python, e))
     if r.returncode != 0:
-        raise PonchoError("base interpreter {} failed to start:\n{}".format(python, r.stderr.strip()[-2000:]))
+        raise SpecError("base interpreter {} failed to start:\n{}".format(python, tail(r.stderr)))
     return _check(python, json.loads(r.stdout))
 
 
@@ -108,8 +108,7 @@ def _is_elf(path):
 def _run(cmd):
     r = subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True, text=True)
     if r.returncode != 0:
-        raise PonchoError("{} failed (exit code {}):\n{}".format(" ".join(cmd[:2]), r.returncode,
-                                                                 r.stderr.strip()[-2000:]), exit_code=3)
+        raise BuildError("{} failed (exit code {}):\n{}".format(" ".join(cmd[:2]), r.returncode, tail(r.stderr)))
     return r.stdout
 
 
@@ -190,6 +189,7 @@ def copy_interpreter(base_python, prefix, *, strip=True):
         if not os.path.exists(lib) or not _inside(info["libdir"], base):
             raise PonchoError("base interpreter {} links a shared {} that is not under {}".format(
                 base_python, info["soname"], base))
+        os.makedirs(os.path.dirname(dest(lib)), exist_ok=True)  # Debian: lib/x86_64-linux-gnu/, not lib/
         shutil.copy2(lib, dest(lib))
         elf.append(dest(lib))
     for directory in {dest(info["stdlib"]), dest(info["platstdlib"])}:

@@ -26,8 +26,35 @@ from ..progress import as_progress
 
 log = logging.getLogger(__name__)
 
-#: How much of a failing installer's stderr goes into the error message (the end holds the actual error).
+#: How much of a failing tool's output goes into an error message (the end holds the actual error).
 STDERR_TAIL = 4000
+#: ... and at most this many of its last lines: a disk-full copy once produced 132 KB of one message per file.
+TAIL_LINES = 20
+
+
+def tail(text, limit=STDERR_TAIL, lines=TAIL_LINES):
+    """The end of a tool's (or an exception's) *text* for an error message: at most *lines* lines and *limit*
+    characters, with a note saying how much was cut. The cause of a failure is at the end; the first 3,000 lines
+    of a flood of identical errors only hide it and make the message unreadable."""
+    text = (text or "").strip()
+    kept = text.splitlines()
+    cut_lines = max(0, len(kept) - lines)
+    out = "\n".join(kept[cut_lines:])
+    if len(out) > limit:
+        out = "[...]" + out[-limit:]
+    return "[... {} earlier line(s) cut]\n{}".format(cut_lines, out) if cut_lines else out
+
+
+def describe_os_error(e):
+    """A short text for an OSError, including :class:`shutil.Error` from ``copytree``, whose ``str()`` lists every
+    file that failed (132 KB when the disk filled up during an interpreter copy): say how many failed and show the
+    last one."""
+    if isinstance(e, shutil.Error) and e.args and isinstance(e.args[0], list) and e.args[0]:
+        failures = e.args[0]
+        last = failures[-1]
+        what = "{} -> {}: {}".format(*last) if isinstance(last, tuple) and len(last) == 3 else str(last)
+        return tail("{} file(s) could not be copied; the last: {}".format(len(failures), what))
+    return tail("{}: {}".format(type(e).__name__, e))
 
 
 def find_tool(name):
@@ -102,7 +129,7 @@ def pip_install(python_exe, requirements, progress=None, *, use_uv=None):
                            env=env, text=True, errors="replace",
                            preexec_fn=die_with_parent if sys.platform.startswith("linux") else None)
     if r.returncode != 0:
-        err = (r.stderr.strip() or r.stdout.strip())[-STDERR_TAIL:]
+        err = tail(r.stderr.strip() or r.stdout.strip())
         raise PonchoError("{} could not install {} (exit code {}):\n{}".format(
             tool, " ".join(requirements), r.returncode, err), exit_code=3)
     log.debug("%s output:\n%s%s", tool, r.stdout, r.stderr)
