@@ -3,8 +3,8 @@
 Layout under the cache root (``$PONCHO_WQ_CACHE``, else ``$XDG_CACHE_HOME/poncho_wq``, else
 ``~/.cache/poncho_wq``)::
 
-    envs/env-<key[:32]>.tar.gz   the published tarball; its existence *is* the cache entry
-    envs/env-<key[:32]>.json     metadata for ``cache list``: key, spec, engine, created, size, build seconds
+    envs/env-<key[:32]>.tar.gz   the published tarball, read-only (0444); with sound metadata it *is* the entry
+    envs/env-<key[:32]>.json     metadata: key, spec, engine, created, size, sha256, inode, mtime_ns, seconds
     locks/<key[:32]>.lock        filelock per key
     tmp/build-<key[:32]>/        scratch of the build in progress (prefix + unfinished tarball)
     builds.log                   one JSON line per completed build (audit trail; tests count builds with it)
@@ -15,17 +15,28 @@ for different content: a name is only ever published by renaming a finished tarb
 
 Why each step of :meth:`Cache.build` is there (the pex ``atomic_directory`` recipe):
 
-1. Look for the tarball without locking: a hit costs one ``stat``.
+1. Look for the tarball without locking and check it (:meth:`Cache.verify`): metadata present, size as published,
+   still read-only, and the very file that was published (inode and mtime as recorded) or else one whose sha256
+   is the published one. A hit costs a ``stat`` and a small JSON read; a file that is not the published one costs
+   one read of it to hash (once per process).
 2. Take the key's lock (``filelock.FileLock`` = ``flock``; the kernel releases it when a holder dies, even by
    SIGKILL, so a crashed build never blocks later ones).
 3. Look again: another process may have published while we waited; then we reuse its result (one build for
    two concurrent requests).
-4. Remove ``tmp/build-<key>`` if present: we hold the lock, so it can only be the leftover of a dead build.
+4. An entry that failed the check is damaged (overwritten in place, truncated, made writable, metadata lost): it
+   is removed and rebuilt - the archives are reproducible, so the name keeps standing for the same bytes.
+   Remove ``tmp/build-<key>`` if present: we hold the lock, so it can only be the leftover of a dead build.
    The scratch path is fixed per key (not random) so that the build prefix path - which ends up in the
    tarball's ``conda-unpack`` records - is the same for every build of a key, one step towards reproducible
    archives.
-5. Build into the scratch directory, write the metadata, then publish the tarball by ``os.replace`` (atomic). A
-   build killed before the rename leaves only scratch, which no lookup ever reads.
+5. Build into the scratch directory, hash it, make it read-only, write the metadata, then publish the tarball by
+   ``os.replace`` (atomic). A build killed before the rename leaves only scratch, which no lookup ever reads and
+   the next build (of any key) removes when its owner's lock is free.
+
+Why entries are checked at all: the tarball is served to every later task under the same ``env-<hash>`` name,
+which workers trust without reading the file. Outputs were once hard links to the entry, so ``echo x > out.tar.gz``
+poisoned it; outputs are copies now (:func:`poncho_wq.fsutil.place_copy`), entries are read-only, and whatever
+still goes wrong (root writing into the cache, a full disk truncating a copy, a crash) is caught by the check.
 """
 
 import collections
@@ -36,14 +47,27 @@ import shutil
 import time
 
 from .config import settings
-from .errors import PonchoError
-from .fsutil import atomic_output
+from .errors import BuildError, PonchoError
+from .fsutil import atomic_output, sha256_file
 
 log = logging.getLogger(__name__)
 
 NAME_DIGITS = 32
 
 Entry = collections.namedtuple("Entry", "key path size mtime summary")
+
+#: sha256 of cache files already checked by this process, by file identity (path, device, inode, size, mtime,
+#: ctime): any write, chmod or rename changes ctime, so a changed file is hashed again.
+_digests = {}
+
+
+def file_identity(path):
+    """What changes whenever the file at *path* is written, replaced or chmod'ed; None when it is missing."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return (os.path.abspath(path), st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
 
 
 def default_cache_dir():
@@ -77,9 +101,42 @@ class Cache:
         return os.path.join(self.tmp, "build-" + key[:NAME_DIGITS])
 
     def get(self, key):
-        """Path of the published tarball for *key*, or None."""
+        """Path of the published tarball for *key* when it passes the cheap checks of :meth:`verify`, else None."""
+        return self.verify(key)[0]
+
+    def verify(self, key, digest=False, force_digest=False):
+        """Check the entry for *key*: ``(path, None)`` when sound, ``(None, None)`` when there is no entry,
+        ``(None, reason)`` when it is damaged.
+
+        Always (one ``stat``, one small JSON read): the metadata names the key, a size and a sha256; the file has
+        that size and no write bit. With *digest*, also its content: a file that still has the inode and mtime
+        recorded when it was published is the file that was hashed then (any write changes the mtime, any
+        replacement the inode); any other file - copied, restored from a backup, touched - is hashed and compared
+        with the published sha256 (once per process while it is unchanged). *force_digest* hashes it anyway.
+        """
         path = self.path_for(key)
-        return path if os.path.isfile(path) else None
+        try:
+            st = os.stat(path)
+        except FileNotFoundError:
+            return None, None
+        meta = self.read_meta(key)
+        if meta.get("key") != key or not isinstance(meta.get("size"), int) or not meta.get("sha256"):
+            return None, "its metadata {} is missing or incomplete".format(self.meta_path(key))
+        if st.st_size != meta["size"]:
+            return None, "it has {} bytes, {} were published".format(st.st_size, meta["size"])
+        if st.st_mode & 0o222:
+            return None, "it is writable (mode {:o}), published entries are read-only".format(st.st_mode & 0o777)
+        published = (meta.get("inode"), meta.get("mtime_ns")) == (st.st_ino, st.st_mtime_ns)
+        if force_digest or (digest and not published):
+            ident = (path, st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+            actual = _digests.get(ident)
+            if actual is None:
+                actual = sha256_file(path)
+                if file_identity(path) == ident:  # not replaced while we read it
+                    _digests[ident] = actual
+            if actual != meta["sha256"]:
+                return None, "its sha256 is {}, {} was published".format(actual[:16], meta["sha256"][:16])
+        return path, None
 
     def _lock(self, key):
         from filelock import FileLock
@@ -87,20 +144,25 @@ class Cache:
         os.makedirs(self.locks, exist_ok=True)
         return FileLock(os.path.join(self.locks, key[:NAME_DIGITS] + ".lock"))
 
-    def build(self, key, builder, meta=None):
+    def build(self, key, builder, meta=None, verify_digest=False):
         """Return ``(path, hit)``: the tarball for *key*, building it with ``builder(tmp_output)`` if needed.
 
         *builder* must write the finished tarball to *tmp_output*; it may use the directory holding
         *tmp_output* as scratch (removed afterwards). Exceptions from *builder* propagate; nothing is published.
+        A damaged entry (see :meth:`verify`; *verify_digest* adds the sha256 comparison) is rebuilt.
         """
-        path = self.get(key)
+        path, problem = self.verify(key, verify_digest)
         if path:
             return path, True
+        self._remove_dead_scratch()
         with self._lock(key):
-            path = self.get(key)
+            path, problem = self.verify(key, verify_digest)
             if path:
                 log.debug("%s was built by another process while we waited", path)
                 return path, True
+            if problem:
+                log.warning("poncho: cache entry %s is damaged (%s); rebuilding it", self.path_for(key), problem)
+                self._unlink_entry(key)
             scratch = self.scratch_for(key)
             if os.path.lexists(scratch):
                 log.info("poncho: removing the leftovers of an interrupted build: %s", scratch)
@@ -112,19 +174,31 @@ class Cache:
                 tmp_output = os.path.join(scratch, tarball_name(key))
                 builder(tmp_output)
                 if not os.path.isfile(tmp_output):
-                    raise PonchoError("the builder did not produce {}".format(tmp_output), exit_code=3)
+                    raise BuildError("the builder did not produce {}".format(tmp_output))
                 seconds = time.monotonic() - start
                 size = os.path.getsize(tmp_output)
-                record = dict(meta or {}, key=key, created=time.time(), size=size, seconds=round(seconds, 3))
+                record = dict(meta or {}, key=key, created=time.time(), size=size, sha256=sha256_file(tmp_output),
+                              seconds=round(seconds, 3))
+                # Read-only, so that no one overwrites the entry by accident (root still can: verify() checks).
+                os.chmod(tmp_output, 0o444)
+                st = os.stat(tmp_output)  # the rename below keeps both: verify() can skip hashing this very file
+                record.update(inode=st.st_ino, mtime_ns=st.st_mtime_ns)
                 with atomic_output(self.meta_path(key)) as f:
                     json.dump(record, f, indent=1, sort_keys=True)
                 path = self.path_for(key)
-                os.chmod(tmp_output, 0o644)
                 os.replace(tmp_output, path)
                 self._log_build(record)
             finally:
                 shutil.rmtree(scratch, ignore_errors=True)
             return path, False
+
+    def _unlink_entry(self, key):
+        """Remove the tarball and metadata of *key*; the caller holds the key's lock."""
+        for path in (self.path_for(key), self.meta_path(key)):
+            try:
+                os.unlink(path)
+            except FileNotFoundError:
+                pass
 
     def _log_build(self, record):
         line = json.dumps({"key": record["key"], "pid": os.getpid(), "time": record["created"],
@@ -177,11 +251,7 @@ class Cache:
             raise PonchoError("give at least 4 digits of the key to remove, e.g. from `cache list`")
         entry = self.find(key)
         with self._lock(entry.key):
-            for path in (self.path_for(entry.key), self.meta_path(entry.key)):
-                try:
-                    os.unlink(path)
-                except FileNotFoundError:
-                    pass
+            self._unlink_entry(entry.key)
         return entry
 
     def prune(self, max_bytes=None, max_age_seconds=None):
@@ -208,6 +278,8 @@ class Cache:
         return removed
 
     def _remove_dead_scratch(self):
+        """Remove the scratch of builds that died (their key's lock is free): called before every build, so what
+        a SIGKILLed build of any key left is gone by the next build, not only the next build of that key."""
         from filelock import Timeout
 
         if not os.path.isdir(self.tmp):
@@ -217,6 +289,7 @@ class Cache:
                 continue
             try:
                 with self._lock(name[len("build-"):]).acquire(timeout=0):
+                    log.info("poncho: removing the leftovers of an interrupted build: %s", os.path.join(self.tmp, name))
                     shutil.rmtree(os.path.join(self.tmp, name), ignore_errors=True)
             except Timeout:
                 pass  # a build is running

@@ -62,6 +62,7 @@ class Environment:
         self.python = python
         self.source = source
         self.build_result = None
+        self._identity = None  # file_identity() of build_result.path when it was checked
 
     # -- constructors -------------------------------------------------------------------------------------
     @classmethod
@@ -148,17 +149,25 @@ class Environment:
         return "env-{}.tar.gz".format(self.hash)
 
     def build(self, progress=None):
-        """Build (or fetch from the cache) and return the tarball path; memoized per process."""
+        """Build (or fetch from the cache) and return the tarball path; memoized per process.
+
+        The path is the cache entry itself, which every task attaches under its ``env-<hash>`` name. The memo is
+        trusted only while that file is unchanged (same inode, size, mtime and ctime: one ``stat`` per task);
+        otherwise :func:`poncho_wq.build.create` is asked again, which checks the entry's sha256 against the one
+        recorded when it was built and rebuilds a damaged entry.
+        """
+        from .cache import file_identity
+
         if self._tarball:
             return self._tarball
-        if self.build_result is not None and os.path.exists(self.build_result.path):
+        if self.build_result is not None and file_identity(self.build_result.path) == self._identity:
             return self.build_result.path  # every task asks again: no spec hashing on that path
         from . import build
 
         key = (self._spec.digest(), self.engine, self.python, self.source)
         with _lock:
-            result = _build_memo.get(key)
-            if result is None or not os.path.exists(result.path):
+            memo = _build_memo.get(key)
+            if memo is None or file_identity(memo[0].path) != memo[1]:
                 if self.source == "current":
                     from .build.current import create_from_current
 
@@ -166,9 +175,9 @@ class Environment:
                                                  progress=progress)
                 else:
                     result = build.create(self._spec, engine=self.engine, python=self.python, progress=progress)
-                _build_memo[key] = result
-            self.build_result = result
-            return result.path
+                memo = _build_memo[key] = (result, file_identity(result.path))
+            self.build_result, self._identity = memo
+            return self.build_result.path
 
     def __repr__(self):
         what = self._tarball or (self._spec.summary() if self._spec else "?")

@@ -58,3 +58,217 @@ def is_within(path, root):
     """Is *path* *root* itself or below it? Compares strings only: the caller normalizes both sides (a prefix
     test without the separator would take ``/a/bc`` to be within ``/a/b``)."""
     return path == root or path.startswith(root.rstrip(os.sep) + os.sep)
+
+
+def sha256_file(path):
+    """The sha256 hex digest of the file *path* (read in 1 MiB blocks; ~1 GB/s here)."""
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+_FICLONE = 0x40049409  # linux/fs.h: _IOW(0x94, 9, int)
+
+
+def copy_contents(src_fd, dst_fd):
+    """Copy the whole of *src_fd* into the empty *dst_fd*; return how: "reflink", "copy_file_range" or "copy".
+
+    Why three ways: a reflink (FICLONE: btrfs, XFS, bcachefs) shares the blocks copy-on-write, so a later write to
+    either file never reaches the other - the point of copying at all - at no cost in time or space.
+    ``copy_file_range`` lets the kernel copy (server-side on NFS 4.2, reflinked by some file systems) without the
+    data passing through user space. A plain read/write loop is the fallback for everything else.
+    """
+    try:
+        import fcntl
+
+        fcntl.ioctl(dst_fd, _FICLONE, src_fd)
+        return "reflink"
+    except (OSError, ImportError):
+        pass
+    size = os.fstat(src_fd).st_size
+    copied = 0
+    if hasattr(os, "copy_file_range"):
+        try:
+            while copied < size:
+                n = os.copy_file_range(src_fd, dst_fd, size - copied, copied, copied)
+                if n == 0:
+                    break
+                copied += n
+            if copied == size:
+                return "copy_file_range"
+        except OSError as e:
+            import errno
+
+            # Not supported across these file systems (EXDEV on old kernels), or by this one: fall back. A real
+            # write failure (ENOSPC, EIO) is not retried the slow way.
+            if e.errno not in (errno.EXDEV, errno.ENOSYS, errno.EOPNOTSUPP, errno.EINVAL, errno.EBADF):
+                raise
+    os.lseek(src_fd, copied, os.SEEK_SET)
+    os.lseek(dst_fd, copied, os.SEEK_SET)
+    while True:
+        block = os.read(src_fd, 1 << 20)
+        if not block:
+            return "copy"
+        view = memoryview(block)
+        while view:
+            view = view[os.write(dst_fd, view):]
+
+
+def write_error(path, error):
+    """A :class:`~poncho_wq.errors.BuildError` (exit 3) for an OSError met while writing the output *path*.
+
+    One line naming the path, what the system said and what to do, instead of a traceback.
+    """
+    import errno
+
+    from .errors import BuildError
+
+    hint = {errno.ENOSPC: "free some space there or choose another output path",
+            errno.EDQUOT: "free some space there (disk quota) or choose another output path",
+            errno.EROFS: "the file system is read-only: choose another output path",
+            errno.EACCES: "choose a directory you can write to",
+            errno.EPERM: "choose a directory you can write to",
+            errno.EISDIR: "give a file name, such as {}".format(os.path.join(path, "env.tar.gz")),
+            errno.ENOTDIR: "a parent of the output path is a file, not a directory"}.get(error.errno,
+                                                                                        "choose another output path")
+    where = error.filename if error.filename and error.filename != path else None
+    return BuildError("cannot write {}{}: {}; {}".format(
+        path, " ({})".format(where) if where else "", error.strerror or error, hint))
+
+
+def check_output_path(path):
+    """Refuse an output *path* that can never be written, before spending minutes on a build: an existing
+    directory. (Full or read-only file systems are found when writing: :func:`write_error`.)"""
+    import errno
+
+    if path != "-" and os.path.isdir(path):
+        raise write_error(path, OSError(errno.EISDIR, os.strerror(errno.EISDIR), path))
+
+
+def place_copy(src, output):
+    """Publish a copy of *src* at *output* atomically (temp file beside it, fsync, rename); return how it was
+    copied (see :func:`copy_contents`).
+
+    Never a hard link: the output belongs to the user, who may overwrite it (``echo x > env.tar.gz``); a hard link
+    to a cache entry would carry that write into the entry every later task is served from. A copy also makes
+    ``os.replace`` a real rename: with a link, temp file and output could be the same inode, and renaming a file
+    onto itself is a no-op that leaves the temp name behind.
+    Raises :class:`~poncho_wq.errors.BuildError` (exit 3) when the output cannot be written; nothing is left.
+    """
+    check_output_path(output)
+    directory = os.path.dirname(os.path.abspath(output))
+    tmp = None
+    try:
+        os.makedirs(directory, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix="-" + os.path.basename(output), dir=directory)
+        try:
+            with open(src, "rb") as source:
+                how = copy_contents(source.fileno(), fd)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        publish(tmp, output)
+        return how
+    except BaseException as e:
+        if tmp is not None:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+        if isinstance(e, OSError) and not (e.filename and os.path.abspath(e.filename) == os.path.abspath(src)):
+            raise write_error(output, e) from e
+        raise
+
+
+def refuse_output_onto_input(output, inputs, option="output"):
+    """Raise :class:`~poncho_wq.errors.SpecError` (exit 1) when *output* names one of *inputs*: the same path
+    after resolving symlinks, or the same file (a hard link). Writing the result there would destroy the input it
+    was made from. ``-`` (standard input/output) is never a file. An input that is a directory covers the
+    ``.py`` files in it (the analyzer reads them all)."""
+    from .errors import SpecError
+
+    if output == "-":
+        return
+    out_real = os.path.realpath(output)
+    try:
+        out_st = os.stat(output)
+    except OSError:
+        out_st = None
+    for item in inputs:
+        if item == "-":
+            continue
+        same = os.path.realpath(item) == out_real
+        if not same and out_st is not None:
+            with contextlib.suppress(OSError):
+                same = os.path.samestat(os.stat(item), out_st)
+        if not same and os.path.isdir(item) and out_real.endswith(".py"):
+            same = is_within(out_real, os.path.realpath(item))
+        if same:
+            raise SpecError("the {} {} is the input {}: writing it would destroy the input; choose another {} "
+                            "path (or - for standard output)".format(option, output, item, option))
+
+
+#: Name prefix of the scratch directory a ``--no-cache`` build makes next to its output.
+SCRATCH_PREFIX = ".poncho-build-"
+#: A scratch directory without its lock file is taken for dead only when older than this (seconds): its builder
+#: may be between creating the directory and the lock file.
+_UNLOCKED_SCRATCH_AGE = 60
+
+
+@contextlib.contextmanager
+def build_scratch(directory):
+    """Yield a new scratch directory inside *directory*, held under an ``flock`` for as long as the block runs,
+    and remove it afterwards (also on an exception or a signal turned into one: see ``cli.common``).
+
+    Why the lock: a SIGKILLed build cannot clean up. Its scratch (gigabytes for a large environment) would stay
+    next to the output forever, so every build first removes the scratch directories in *directory* whose lock is
+    free - the kernel releases an ``flock`` when its holder dies, however it dies - and leaves alone those of
+    builds still running.
+    """
+    import fcntl
+    import shutil
+
+    remove_dead_scratch(directory)
+    scratch = tempfile.mkdtemp(prefix=SCRATCH_PREFIX, dir=directory)
+    try:
+        fd = os.open(os.path.join(scratch, ".lock"), os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield scratch
+        finally:
+            os.close(fd)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def remove_dead_scratch(directory):
+    """Remove the scratch directories of dead builds in *directory* (see :func:`build_scratch`)."""
+    import fcntl
+    import shutil
+    import time
+
+    try:
+        names = [n for n in os.listdir(directory) if n.startswith(SCRATCH_PREFIX)]
+    except OSError:
+        return
+    for name in names:
+        path = os.path.join(directory, name)
+        try:
+            fd = os.open(os.path.join(path, ".lock"), os.O_RDWR)
+        except FileNotFoundError:
+            with contextlib.suppress(OSError):
+                if os.path.isdir(path) and time.time() - os.stat(path).st_mtime > _UNLOCKED_SCRATCH_AGE:
+                    shutil.rmtree(path, ignore_errors=True)
+            continue
+        except OSError:
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            continue  # a running build holds it
+        else:
+            shutil.rmtree(path, ignore_errors=True)
+        finally:
+            os.close(fd)
