@@ -1,7 +1,9 @@
 """What every poncho_wq command shares: error reporting, exit codes, debug tracebacks, progress logging."""
 
+import contextlib
 import logging
 import os
+import signal
 import sys
 
 from ..config import settings
@@ -26,15 +28,61 @@ def prog_name(argv, default):
     return default
 
 
-def run(prog, func, argv):
-    """Call ``func(argv)``; turn a PonchoError into ``prog: message`` on stderr and its exit code."""
+class Terminated(KeyboardInterrupt):
+    """Raised in the main thread when SIGTERM, SIGHUP or SIGINT arrives (see :func:`stop_on_signals`)."""
+
+    def __init__(self, signum):
+        super().__init__(signum)
+        self.signum = signum
+
+
+#: The signals that stop a command cleanly: SIGINT (Ctrl-C), SIGTERM (kill, batch systems, Work Queue factory
+#: shutdown), SIGHUP (the terminal or ssh session went away).
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
+@contextlib.contextmanager
+def stop_on_signals():
+    """Turn SIGINT, SIGTERM and SIGHUP into a :class:`Terminated` exception for the duration of the block.
+
+    Why: Python's default for SIGTERM and SIGHUP is to die on the spot, so no ``finally`` runs and a ``--no-cache``
+    build left its scratch directory (8.5 GB in one measured case) next to the output. As an exception, every
+    ``finally`` and context manager on the way out removes its temporary files, and subprocess.run() kills its
+    child. The first signal is enough: the handlers then ignore repeats, so that a second signal cannot cut the
+    clean-up short (SIGKILL still stops everything; what it leaves is removed by the next build).
+    """
+    def handler(signum, frame):
+        for s in STOP_SIGNALS:
+            signal.signal(s, signal.SIG_IGN)
+        raise Terminated(signum)
+
     try:
-        return func(argv) or 0
+        previous = {s: signal.signal(s, handler) for s in STOP_SIGNALS}
+    except ValueError:  # not the main thread (an embedding application): leave its handlers alone
+        yield
+        return
+    try:
+        yield
+    finally:
+        for s, old in previous.items():
+            signal.signal(s, old)
+
+
+def run(prog, func, argv):
+    """Call ``func(argv)``; turn a PonchoError into ``prog: message`` on stderr and its exit code, and a stopping
+    signal into ``prog: interrupted by SIG...`` and exit code 128 + the signal's number (130 for Ctrl-C)."""
+    try:
+        with stop_on_signals():
+            return func(argv) or 0
     except PonchoError as e:
         if settings().debug:
             raise
         print("{}: error: {}".format(prog, e), file=sys.stderr)
         return e.exit_code
+    except Terminated as e:
+        print("{}: interrupted by {}; temporary files removed".format(prog, signal.Signals(e.signum).name),
+              file=sys.stderr)
+        return 128 + e.signum
     except KeyboardInterrupt:
         print("{}: interrupted".format(prog), file=sys.stderr)
         return 130
