@@ -4,7 +4,7 @@ import re
 import sys
 import time
 
-from ..errors import PonchoError
+from ..errors import PonchoError, SpecError
 from .common import run, setup_logging
 from .create import _Parser
 
@@ -13,20 +13,53 @@ _UNITS = {"": 1, "B": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
 _AGES = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 
 
-def parse_size(text):
-    """``5G``, ``500M``, ``1024`` -> bytes (binary units)."""
-    m = re.match(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]?)i?B?\s*$", text, re.IGNORECASE)
+#: Largest accepted --max-size (8 EiB, the largest file size Linux can represent) and --max-age (1,000 years):
+#: beyond them a number means nothing, and huge digit strings overflowed float() into a traceback.
+MAX_SIZE = (1 << 63) - 1
+MAX_AGE = 1000 * 365 * 86400
+
+
+def _shown(text):
+    return repr(text) if len(text) <= 40 else repr(text[:20] + "..." + text[-8:]) + " ({} characters)".format(
+        len(text))
+
+
+def _number(text, option, expected):
+    """``(number, unit)`` of a ``<number><unit>`` option, the number an exact Fraction (float() turned 400 digits
+    into inf, and int(inf) into an OverflowError traceback); SpecError naming the option and value otherwise."""
+    from fractions import Fraction
+
+    m = re.match(r"^\s*(\d+(?:\.\d+)?)\s*([A-Za-z]*)\s*$", text)
     if not m:
-        raise PonchoError("--max-size {!r}: expected a size such as 500M or 5G".format(text))
-    return int(float(m.group(1)) * _UNITS[m.group(2).upper()])
+        raise SpecError("{} {}: expected {}".format(option, _shown(text), expected))
+    return Fraction(m.group(1)), m.group(2)
+
+
+def parse_size(text):
+    """``5G``, ``500M``, ``1024``, ``1.5GiB`` -> bytes (binary units)."""
+    expected = "a size such as 500M or 5G"
+    number, unit = _number(text, "--max-size", expected)
+    m = re.match(r"^([KMGT]?)(?:i?B)?$", unit, re.IGNORECASE)
+    if not m:
+        raise SpecError("--max-size {}: unknown unit {!r}; expected {}".format(_shown(text), unit, expected))
+    value = int(number * _UNITS[m.group(1).upper()])
+    if value > MAX_SIZE:
+        raise SpecError("--max-size {}: larger than the largest file size (8 EiB); leave --max-size out for no size "
+                        "limit".format(_shown(text)))
+    return value
 
 
 def parse_age(text):
     """``30d``, ``12h``, ``90m``, ``2w``, ``3600`` (seconds) -> seconds."""
-    m = re.match(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*$", text)
-    if not m:
-        raise PonchoError("--max-age {!r}: expected an age such as 30d, 12h or 90m".format(text))
-    return float(m.group(1)) * _AGES[m.group(2) or "s"]
+    expected = "an age such as 30d, 12h or 90m"
+    number, unit = _number(text, "--max-age", expected)
+    if unit not in _AGES and unit != "":
+        raise SpecError("--max-age {}: unknown unit {!r}; expected {}".format(_shown(text), unit, expected))
+    seconds = number * _AGES[unit or "s"]
+    if seconds > MAX_AGE:
+        raise SpecError("--max-age {}: more than 1000 years; leave --max-age out for no age limit".format(
+            _shown(text)))
+    return float(seconds)
 
 
 def human_size(n):
