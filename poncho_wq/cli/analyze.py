@@ -57,6 +57,9 @@ def _analyze(argv, prog):
         parser.error("give at least one script and the output file")
     setup_logging(args.quiet)
     scripts, output = args.paths[:-1], args.paths[-1]
+    from ..fsutil import refuse_output_onto_input
+
+    refuse_output_onto_input(output, scripts, "output JSON file")
     mapping = {}
     for item in args.pkg_mapping:
         name, sep, pkg = item.partition("=")
@@ -86,7 +89,7 @@ def _analyze(argv, prog):
         with atomic_output(output) as f:
             f.write(result.spec.dumps())
     except OSError as e:
-        raise PonchoError("cannot write {}: {}".format(output, e.strerror or e))
+        raise PonchoError("cannot write {}: {}".format(output, e.strerror or e))  # exit 1: analyze's man page has no code for a failed write
     return 0
 
 

@@ -52,9 +52,11 @@ def _create(argv, prog=PROG):
     args = parser(prog).parse_args(argv)
     setup_logging(args.quiet)
     from ..build import create
+    from ..fsutil import refuse_output_onto_input
     from ..progress import Progress
     from ..spec import load_spec
 
+    refuse_output_onto_input(args.output, [args.spec])
     spec = load_spec(args.spec)
     if args.from_current_env:
         if args.engine not in ("auto", "current"):
