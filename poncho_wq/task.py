@@ -22,8 +22,10 @@ import re
 import shlex
 import threading
 
-from .environment import as_environment, command_scripts, ship_list
+from .environment import Environment, as_environment, command_scripts, ship_list
+from .errors import SpecError
 from .shim import shim_path
+from .spec import Spec
 
 SHIM_NAME = "poncho_package_run"
 ShimError = collections.namedtuple("ShimError", "exit_code message")
@@ -31,6 +33,38 @@ _SHIM_LINE = re.compile(r"^poncho_package_run: (.*)$", re.M)
 
 _classes = {}
 _classes_lock = threading.Lock()
+
+
+ACCEPTED_ENVIRONMENTS = ('a tarball path (.tar.gz, .tgz, .tar), a spec (a path to a JSON/YAML file, a dict or a Spec), '
+                         'an Environment, "auto" or None')
+
+
+def check_environment_argument(environment, who="PonchoTask"):
+    """Refuse what ``environment=`` cannot be, before anything is built, with a message naming the argument, the
+    value and what is accepted. Without it, 42, ["six"] or b"x" ended in raw TypeErrors deep in os.fspath, and ""
+    in "spec file  does not exist"."""
+    if environment is None or isinstance(environment, (Environment, Spec, dict)):
+        return
+    if isinstance(environment, os.PathLike) and not isinstance(environment, (bytes, bytearray)):
+        path = os.fspath(environment)
+        if isinstance(path, str) and path.strip():
+            return
+    elif isinstance(environment, str) and environment.strip():
+        return
+    raise SpecError("{} environment: {} ({}) is not valid; expected {}".format(
+        who, _short_repr(environment), type(environment).__name__, ACCEPTED_ENVIRONMENTS))
+
+
+def check_command_argument(command, who="PonchoTask"):
+    """A task command is a non-empty shell command string (it runs as ``/bin/sh -c <command>``)."""
+    if not isinstance(command, str) or not command.strip():
+        raise SpecError("{} command: {} ({}) is not valid; expected a shell command string such as "
+                        "'python3 job.py 7'".format(who, _short_repr(command), type(command).__name__))
+
+
+def _short_repr(value):
+    text = repr(value)
+    return text if len(text) <= 200 else text[:197] + "..."
 
 
 def wrap_command(command, env_remote_name):
@@ -75,16 +109,28 @@ def classes_for(binding):
             """
 
             def __init__(self, command, environment=None, **task_options):
+                # Arguments are checked before anything is analyzed or built; __del__ below copes with the base
+                # Task.__init__ never having run.
+                check_command_argument(command)
+                check_environment_argument(environment)
+                for name in task_options:
+                    if not callable(getattr(binding.Task, "specify_" + name, None)):
+                        raise SpecError("PonchoTask option {}=: this Work Queue binding's Task has no specify_{} "
+                                        "method; use one of its specify_* names, e.g. cores=1, tag='x'".format(
+                                            name, name))
                 self.environment = as_environment(environment, command)
                 self.original_command = command
                 remote = self.environment.remote_name
                 super().__init__(wrap_command(command, remote))
                 _attach_environment(self, self.environment, ship_list(command_scripts(command)))
                 for name, value in task_options.items():
-                    method = getattr(self, "specify_" + name, None)
-                    if method is None:
-                        raise TypeError("PonchoTask has no option {!r} (no specify_{} method)".format(name, name))
-                    method(value)
+                    getattr(self, "specify_" + name)(value)
+
+            def __del__(self):
+                # A bad argument raises before the base Task.__init__ creates the C task; the binding's __del__
+                # would then fail on the missing attribute and print "Exception ignored in ... Task.__del__".
+                if "_task" in self.__dict__:
+                    super().__del__()
 
             @property
             def shim_error(self):
@@ -100,6 +146,10 @@ def classes_for(binding):
             """
 
             def __init__(self, func, *args, environment=None, **kwargs):
+                if not callable(func):
+                    raise SpecError("PonchoPythonTask function: {} ({}) is not valid; expected a function to call "
+                                    "on the worker".format(_short_repr(func), type(func).__name__))
+                check_environment_argument(environment, "PonchoPythonTask")
                 self.environment = _python_task_environment(func, environment, binding)
                 self._poncho_remote = self.environment.remote_name
                 super().__init__(func, *args, **kwargs)
@@ -114,6 +164,13 @@ def classes_for(binding):
             @property
             def shim_error(self):
                 return shim_error_from(self.return_status, self.std_output)
+
+            def __del__(self):
+                # As PonchoTask.__del__: PythonTask.__del__ reads _tmpdir (set first thing in its __init__) and then
+                # the base Task's _task (set only if its __init__ got that far).
+                if "_tmpdir" in self.__dict__:
+                    self.__dict__.setdefault("_task", None)
+                    super().__del__()
 
         _classes[binding.__name__] = (PonchoTask, PonchoPythonTask)
         return _classes[binding.__name__]

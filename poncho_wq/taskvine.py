@@ -18,6 +18,7 @@ final location (once, under a lock: upstream never runs ``conda-unpack`` on this
 import os
 
 from .environment import as_environment
+from .task import check_command_argument, check_environment_argument
 
 _declared = {}
 
@@ -27,6 +28,7 @@ def declare_environment(manager, environment=None, command=None):
 
     Declared once per manager and environment: many tasks share the same worker-side copy.
     """
+    check_environment_argument(environment, "declare_environment")
     env = as_environment(environment, command)
     path = env.build()
     key = (id(manager), os.path.abspath(path))
@@ -46,6 +48,9 @@ def PonchoVineTask(manager, command, environment=None, **kwargs):
     """A ``ndcctools.taskvine.Task`` running *command* in the environment (declared once per manager)."""
     from ndcctools import taskvine
 
+    # The same argument checks as PonchoTask, before anything is analyzed or built.
+    check_command_argument(command, "PonchoVineTask")
+    check_environment_argument(environment, "PonchoVineTask")
     env = as_environment(environment, command)
     task = taskvine.Task(command, **kwargs)
     task.add_environment(declare_environment(manager, env))
