@@ -16,7 +16,8 @@ Everything comes from the AST, read statement by statement:
 Local code (upstream poncho refuses it) is followed instead: a module or package next to a script, or in the
 project the script belongs to (the directory above its topmost package), is resolved to files, scanned in turn,
 and reported in :attr:`Analysis.local_files` with the path the task must see it under. Its third-party imports
-count like the script's own. Distribution mapping and pinning live in :mod:`poncho_wq.distributions`.
+count like the script's own. Distribution mapping and pinning live in :mod:`poncho_wq.distributions`, over the
+model of the installed environment in :mod:`poncho_wq.installation`.
 
 Scanning one file and the per-file scan cache (and why they are fast) live in :mod:`poncho_wq.scan`; the local
 module walk and the whole-run cache are here.
@@ -389,25 +390,9 @@ def _select(scan, toplevel, function):
     return refs
 
 
-def _site_dirs(prefix):
-    import site
-    import sysconfig
-
-    dirs = {sysconfig.get_path("purelib"), sysconfig.get_path("platlib")}
-    try:
-        dirs.update(site.getsitepackages())
-        dirs.add(site.getusersitepackages())
-    except AttributeError:  # pragma: no cover - old virtualenv's site module
-        pass
-    if prefix:
-        import glob
-
-        dirs.update(glob.glob(os.path.join(prefix, "lib", "python*", "site-packages")))
-    return [os.path.realpath(d) for d in dirs if d]
-
-
-def _installed_file(path, prefix):
-    """Is *path* a file of an installed distribution (under a site-packages directory)?
+def _installed_file(path, inst):
+    """Is *path* a file of an installed distribution (under a site-packages directory of *inst*, an
+    :class:`~poncho_wq.installation.Installation`)?
 
     Parsl passes its own installed ``parsl/executors/workqueue/exec_parsl_function.py`` as the script. Taken as a
     script, the directory above its topmost package -- site-packages itself -- would become a local-import root,
@@ -416,18 +401,14 @@ def _installed_file(path, prefix):
     source text instead: its imports are then resolved like any other third-party import (``parsl==X``)."""
     if path == "-" or not os.path.isfile(path):
         return False
-    real = os.path.realpath(path)
-    parts = real.split(os.sep)
-    if "site-packages" in parts[:-1] or "dist-packages" in parts[:-1]:
-        return True
-    return any(real.startswith(d.rstrip(os.sep) + os.sep) for d in _site_dirs(prefix))
+    return inst.is_installed_file(path)
 
 
-def _installed_as_sources(scripts, sources, prefix):
+def _installed_as_sources(scripts, sources, inst):
     """Move scripts that are files of installed distributions from *scripts* into *sources* (see
     :func:`_installed_file`)."""
     scripts = [os.fspath(s) for s in scripts or ()]
-    for path in [s for s in scripts if _installed_file(s, prefix)]:
+    for path in [s for s in scripts if _installed_file(s, inst)]:
         try:
             with open(path, encoding="utf-8", errors="surrogateescape") as f:
                 sources[path] = f.read()
@@ -447,9 +428,12 @@ def analyze(scripts, *, toplevel=False, function=None, pkg_mapping=None, extra_p
     followed completely, since importing a module runs all of its top level. ``pkg_mapping``: {import name:
     package} overrides; ``extra_pkgs``: packages to add. ``exclude``: import names to leave out entirely (e.g.
     manager-only modules). ``python_version``: the target "X.Y" (stdlib list, recorded version). ``prefix``: an
-    environment (conda prefix or venv) to resolve distributions in instead of the running interpreter's.
+    environment (conda prefix or venv) to resolve distributions in instead of the running interpreter's: its
+    interpreter is asked for its site directories (:func:`poncho_wq.installation.installation`), so a venv's
+    system site-packages, the user site and ``PYTHONPATH`` count as they would when the script runs there.
     """
     from . import distributions
+    from .installation import installation
 
     if toplevel and function:
         raise PonchoError("--toplevel and --function cannot be used together")
@@ -460,12 +444,13 @@ def analyze(scripts, *, toplevel=False, function=None, pkg_mapping=None, extra_p
     pkg_mapping = dict(pkg_mapping or {})
     finder = _Finder()
     sources = dict(sources or {})
-    scripts = _installed_as_sources(scripts, sources, prefix)
+    inst = installation(prefix=prefix)
+    scripts = _installed_as_sources(scripts, sources, inst)
     roots_of = _expand(scripts, finder)
     files = list(roots_of)
     if not files and not sources:
         raise PonchoError("no scripts to analyze: give at least one Python script (or - for standard input)")
-    env = distributions.Environment(prefix=prefix, python_version=python_version)
+    env = distributions.Environment(python_version=python_version, inst=inst)
     cache = ScanCache(enabled=use_cache)
     stdlib = stdlib_names(env.python_minor)
     walk = _Walk(stdlib, frozenset(exclude or ()), cache, finder)

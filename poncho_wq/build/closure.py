@@ -10,48 +10,34 @@ re-open an already visited distribution, so the order of discovery does not chan
 A requirement that is not installed is not an error here: pip would have refused a broken environment only at
 install time, and the user's code ran with it. It is reported (``missing``), like ``pip check`` would, and the
 build goes on; a *root* that is not installed is an error (the caller decides).
+
+The installed distributions and conda records come from :class:`poncho_wq.installation.Installation` (the model
+the analyzer uses too); this module only walks them.
 """
 
 import dataclasses
-import importlib.metadata
 import logging
-import os
 from typing import Dict, FrozenSet, List, Tuple
 
 from packaging.markers import Marker
 from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import canonicalize_name
 
+from ..installation import Distribution
+
 log = logging.getLogger(__name__)
 
 
 @dataclasses.dataclass(frozen=True)
 class Closure:
-    """``dists``: canonical name -> importlib.metadata Distribution, in discovery order; ``extras``: canonical
+    """``dists``: canonical name -> :class:`~poncho_wq.installation.Distribution`, in discovery order; ``extras``: canonical
     name -> extras requested of it; ``missing``: (requirer, requirement text) whose target is not installed;
     ``conflicts``: (requirer, requirement text, installed version) whose installed version does not match."""
 
-    dists: Dict[str, importlib.metadata.Distribution]
+    dists: Dict[str, Distribution]
     extras: Dict[str, FrozenSet[str]]
     missing: Tuple[Tuple[str, str], ...]
     conflicts: Tuple[Tuple[str, str, str], ...]
-
-
-def dist_name(dist):
-    return dist.metadata["Name"] or ""
-
-
-def installed_index(site_dirs):
-    """canonical name -> Distribution for *site_dirs* (earlier directories shadow later ones, as imports do)."""
-    index = {}
-    for dist in importlib.metadata.distributions(path=list(site_dirs)):
-        try:
-            key = canonicalize_name(dist_name(dist))
-        except Exception:  # a broken .dist-info must not stop the build
-            continue
-        if key and key not in index:
-            index[key] = dist
-    return index
 
 
 def marker_applies(marker, environment, extras=()):
@@ -67,7 +53,8 @@ def marker_applies(marker, environment, extras=()):
 
 
 def pip_closure(roots, index, environment):
-    """Close the requirements *roots* (packaging Requirements whose names are in *index*) over Requires-Dist.
+    """Close the requirements *roots* (packaging Requirements whose names are in *index*, canonical name ->
+    :class:`~poncho_wq.installation.Distribution`, e.g. ``Installation.distributions()``) over Requires-Dist.
 
     *environment* is the target's marker environment (:func:`packaging.markers.default_environment` shape).
     Roots whose own marker is false for the target are dropped by the caller, not here.
@@ -89,36 +76,22 @@ def pip_closure(roots, index, environment):
             try:
                 req = Requirement(text)
             except InvalidRequirement:
-                log.warning("%s: ignoring unparsable requirement %r", dist_name(dist), text)
+                log.warning("%s: ignoring unparsable requirement %r", dist.name, text)
                 continue
             if not marker_applies(req.marker, environment, extras[key]):
                 continue
             dep = canonicalize_name(req.name)
             target = index.get(dep)
             if target is None:
-                missing.append((dist_name(dist), text))
+                missing.append((dist.name, text))
                 continue
             if req.specifier and not req.specifier.contains(target.version, prereleases=True):
-                conflicts.append((dist_name(dist), text, target.version))
+                conflicts.append((dist.name, text, target.version))
             work.append((dep, frozenset(canonicalize_name(e) for e in req.extras)))
     return Closure(dists, extras, tuple(dict.fromkeys(missing)), tuple(dict.fromkeys(conflicts)))
 
 
 # ------------------------------------------------------------------------------------------------------ conda
-
-
-def conda_records(prefix):
-    """name -> conda-meta record (dict, plus ``_path``: its file) of the conda prefix *prefix*."""
-    import glob
-    import json
-
-    records = {}
-    for path in sorted(glob.glob(os.path.join(prefix, "conda-meta", "*.json"))):
-        with open(path, encoding="utf-8") as f:
-            rec = json.load(f)
-        rec["_path"] = path
-        records[rec["name"]] = rec
-    return records
 
 
 def strip_channel(text):
@@ -218,20 +191,6 @@ def conda_closure(roots, records, matcher=None):
             work.append(dep)
     return CondaClosure(tuple(seen), tuple(dict.fromkeys(missing)), tuple(dict.fromkeys(conflicts)),
                         tuple(dict.fromkeys(matcher.unchecked)))
-
-
-def conda_owners(records, prefix):
-    """Realpath of each ``.dist-info``/``.egg-info`` a conda record installed -> that record's name: a pip-level
-    distribution conda installed ships as its conda package (with the package's files and depends)."""
-    owners = {}
-    for name, rec in sorted(records.items()):
-        for f in rec.get("files", ()):
-            parts = f.split("/")
-            for i, part in enumerate(parts):
-                if part.endswith((".dist-info", ".egg-info")):
-                    owners.setdefault(os.path.realpath(os.path.join(prefix, *parts[: i + 1])), name)
-                    break
-    return owners
 
 
 def evaluate_root_marker(req, environment):

@@ -7,9 +7,10 @@ spec's distributions over their installed ``Requires-Dist`` (:mod:`.closure`), c
 ``RECORD`` into a relocatable copy of the interpreter (:func:`.interpreter.copy_interpreter`), so the tarball
 holds the scripts' needs and nothing else.
 
-The source environment is the one of *python* (default: the running interpreter): its ``sys.path`` site
-directories, its scripts directory and its marker environment (probed in a subprocess when it is another
-interpreter). Its base interpreter is what gets copied, so the Python version always matches.
+The source environment is the one of *python* (default: the running interpreter), as
+:mod:`poncho_wq.installation` models it for the analyzer too: its site directories, distribution index, scripts
+directory, marker environment and conda records. Its base interpreter is what gets copied, so the Python version
+always matches.
 
 What is copied, and how:
 
@@ -39,24 +40,19 @@ interpreter, its shared libraries and the packages conda installed come from con
 copied from their ``RECORD`` exactly as in a venv.
 """
 
-import ast
 import base64
 import dataclasses
 import hashlib
-import io
 import json
 import logging
 import os
-import subprocess
-import sys
-from typing import Tuple
 
 from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import canonicalize_name
 
-from ..distributions import pth_directories
 from ..errors import PonchoError
-from ..fsutil import is_within, mtime_ns
+from ..fsutil import is_within
+from ..installation import Installation, installation
 from ..progress import as_progress
 from ..spec import as_spec, parse_spec
 from . import closure as _closure
@@ -65,92 +61,13 @@ from .interpreter import copy_interpreter, probe_interpreter
 
 log = logging.getLogger(__name__)
 
-_PROBE = r"""
-import json, os, platform, sys, sysconfig
-def fmt(info):
-    v = "%d.%d.%d" % (info.major, info.minor, info.micro)
-    if info.releaselevel != "final":
-        v += info.releaselevel[0] + str(info.serial)
-    return v
-print(json.dumps({
-    "executable": sys.executable,
-    "prefix": os.path.realpath(sys.prefix),
-    "path": [os.path.realpath(p) for p in sys.path if p],
-    "cwd": os.path.realpath(os.getcwd()),
-    "stdlib": [os.path.realpath(sysconfig.get_path(k)) for k in ("stdlib", "platstdlib")],
-    "scripts": os.path.realpath(sysconfig.get_path("scripts")),
-    "purelib_rel": os.path.relpath(sysconfig.get_path("purelib"), sys.prefix),
-    "markers": {
-        "implementation_name": sys.implementation.name,
-        "implementation_version": fmt(sys.implementation.version),
-        "os_name": os.name,
-        "platform_machine": platform.machine(),
-        "platform_release": platform.release(),
-        "platform_system": platform.system(),
-        "platform_version": platform.version(),
-        "python_full_version": platform.python_version(),
-        "platform_python_implementation": platform.python_implementation(),
-        "python_version": ".".join(platform.python_version_tuple()[:2]),
-        "sys_platform": sys.platform,
-    },
-}))
-"""
-
 _SKIP_DIRS = {"__pycache__", ".git", ".hg", ".svn", ".tox", ".nox", ".mypy_cache", ".pytest_cache"}
 
 
-@dataclasses.dataclass(frozen=True)
-class SourceEnvironment:
-    """The environment files are copied from: *python*'s site directories, scripts dir and marker values."""
-
-    python: str
-    prefix: str
-    site_dirs: Tuple[str, ...]
-    scripts: str
-    purelib_rel: str
-    markers: dict = dataclasses.field(hash=False)
-    conda_prefix: str = ""  # sys.prefix when it is a conda environment (has conda-meta/)
-
-
-_ENV_MEMO = {}
-
-
 def source_environment(python=None):
-    """Describe the environment of *python* (default: the running interpreter); memoized per process."""
-    python = os.path.abspath(python) if python else sys.executable
-    if python in _ENV_MEMO:
-        return _ENV_MEMO[python]
-    # Compare unresolved paths: a venv's bin/python is a symlink to its base interpreter, whose realpath is the
-    # same, but the environment (pyvenv.cfg next to the symlink) is another one.
-    if python == os.path.abspath(sys.executable):
-        out = io.StringIO()
-        import contextlib
-
-        with contextlib.redirect_stdout(out):
-            exec(_PROBE, {})
-        info = json.loads(out.getvalue())
-    else:
-        try:
-            r = subprocess.run([python, "-c", _PROBE], stdin=subprocess.DEVNULL, capture_output=True, text=True,
-                               timeout=60, cwd="/")
-        except OSError as e:
-            raise PonchoError("cannot run {}: {}".format(python, e))
-        if r.returncode != 0:
-            raise PonchoError("{} failed to start:\n{}".format(python, r.stderr.strip()[-2000:]))
-        info = json.loads(r.stdout)
-    conda_prefix = info["prefix"] if os.path.isdir(os.path.join(info["prefix"], "conda-meta")) else ""
-    stdlib = [d for d in info["stdlib"]]
-    sites = []
-    for p in info["path"]:
-        if not os.path.isdir(p) or p == info["cwd"] or p in sites:
-            continue
-        if any(p == s or p.startswith(s.rstrip("/") + "/") for s in stdlib) and "-packages" not in p:
-            continue  # the standard library and lib-dynload: copied with the interpreter
-        sites.append(p)
-    env = SourceEnvironment(python, info["prefix"], tuple(sites), info["scripts"], info["purelib_rel"],
-                            info["markers"], conda_prefix)
-    _ENV_MEMO[python] = env
-    return env
+    """The :class:`~poncho_wq.installation.Installation` files are copied from: *python*'s (default: the running
+    interpreter's)."""
+    return installation(python)
 
 
 # ------------------------------------------------------------------------------------------------------ plan
@@ -170,7 +87,7 @@ class Entry:
 
 @dataclasses.dataclass(frozen=True)
 class Plan:
-    env: SourceEnvironment
+    env: Installation
     dists: tuple  # ((name, version, "installed"|"editable"|"conda"), ...), conda first, each sorted by name
     entries: tuple  # Entry, sorted by target
     identity: tuple
@@ -179,17 +96,6 @@ class Plan:
 
 def _record_hash(data):
     return "sha256=" + base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
-
-
-def _is_editable(dist):
-    try:
-        direct = json.loads(dist.read_text("direct_url.json") or "{}")
-    except (OSError, ValueError):
-        direct = {}
-    if direct.get("dir_info", {}).get("editable"):
-        return True
-    files = [str(f) for f in dist.files or ()]
-    return any(os.path.basename(f).startswith("__editable__") for f in files)
 
 
 def _install_base(location, env):
@@ -201,15 +107,15 @@ def _install_base(location, env):
 
 
 def _installed_entries(dist, env, site_rel, warnings):
-    location = os.path.realpath(str(dist.locate_file("")))
+    location = dist.location
     base = _install_base(location, env)
     entries = []
-    name = _closure.dist_name(dist)
-    if dist.files is None:
+    name = dist.name
+    record = dist.record()
+    if record is None:
         raise PonchoError("{} {} has no RECORD (installed by a tool that does not list its files): cannot tell what "
                           "to copy; reinstall it with pip or uv".format(name, dist.version), exit_code=3)
-    for f in dist.files:
-        rel = str(f).replace("\\", "/")
+    for rel in record:
         parts = rel.split("/")
         if "__pycache__" in parts:
             continue  # see the module docstring: no bytecode from the source environment
@@ -231,70 +137,9 @@ def _installed_entries(dist, env, site_rel, warnings):
     return entries
 
 
-def _editable_sources(dist, env):
-    """{import name: path (package dir or module file)} of an editable distribution, from its finder MAPPING,
-    its ``.pth`` directories / source tree and ``top_level.txt``."""
-    location = os.path.realpath(str(dist.locate_file("")))
-    mapping, dirs = {}, []
-    for f in dist.files or ():
-        rel = str(f)
-        path = os.path.normpath(os.path.join(location, rel))
-        base = os.path.basename(rel)
-        if base.startswith("__editable__") and base.endswith("_finder.py") and os.path.isfile(path):
-            with open(path, encoding="utf-8") as fh:
-                tree = ast.parse(fh.read())
-            for node in tree.body:
-                if isinstance(node, ast.Assign) and any(getattr(t, "id", "") == "MAPPING" for t in node.targets):
-                    try:
-                        mapping.update(ast.literal_eval(node.value))
-                    except ValueError:
-                        pass
-        elif base.endswith(".pth") and os.path.isfile(path):
-            dirs += [os.path.realpath(d) for d in pth_directories(path, location)]
-    meta_dir = getattr(dist, "_path", None)
-    if meta_dir is not None and not is_within(os.path.realpath(str(meta_dir)), location):
-        dirs.append(os.path.dirname(os.path.realpath(str(meta_dir))))  # egg-info inside the source tree
-    try:
-        direct = json.loads(dist.read_text("direct_url.json") or "{}")
-    except (OSError, ValueError):
-        direct = {}
-    url = direct.get("url", "")
-    if url.startswith("file://"):
-        from urllib.parse import unquote, urlparse
-
-        src = unquote(urlparse(url).path)
-        dirs += [d for d in (os.path.join(src, "src"), src) if os.path.isdir(d)]
-    names = set(mapping)
-    top = dist.read_text("top_level.txt")
-    if top:
-        names |= {n.strip() for n in top.split() if n.strip()}
-    if not names:
-        for d in dirs:
-            for entry in sorted(os.listdir(d)):
-                p = os.path.join(d, entry)
-                if os.path.isfile(os.path.join(p, "__init__.py")) and entry.isidentifier():
-                    names.add(entry)
-                elif entry.endswith(".py") and entry[:-3].isidentifier() and entry not in ("setup.py",
-                                                                                          "conftest.py"):
-                    names.add(entry[:-3])
-    found = {}
-    for name in sorted(names):
-        if name in mapping and os.path.exists(mapping[name]):
-            found[name] = os.path.realpath(mapping[name])
-            continue
-        for d in dict.fromkeys(dirs):
-            for cand in (os.path.join(d, name), os.path.join(d, name + ".py")):
-                if os.path.isdir(cand) or os.path.isfile(cand):
-                    found[name] = os.path.realpath(cand)
-                    break
-            if name in found:
-                break
-    return found
-
-
 def _editable_entries(dist, env, site_rel, warnings):
-    name = _closure.dist_name(dist)
-    sources = _editable_sources(dist, env)
+    name = dist.name
+    sources = dist.editable_sources()
     if not sources:
         raise PonchoError("{} is installed in editable mode but none of its packages could be found in its source "
                           "tree: reinstall it (pip install -e) or build from an index".format(name), exit_code=3)
@@ -365,14 +210,12 @@ def plan(spec, python=None):
                           "current engine copies conda packages from a conda environment only; build from the "
                           "spec with --engine conda".format(" ".join(spec.conda.packages), env.python),
                           exit_code=3)
-    stamp = tuple(mtime_ns(d) for d in env.site_dirs)
-    if env.conda_prefix:
-        stamp += (mtime_ns(os.path.join(env.conda_prefix, "conda-meta")),)
-    memo_key = (spec.digest(), env.python, stamp)
+    # The Installation is a new object whenever its site directories or conda-meta changed (see installation()).
+    memo_key = (spec.digest(), env)
     if memo_key in _PLAN_MEMO:
         return _PLAN_MEMO[memo_key]
     warnings = []
-    index = _closure.installed_index(env.site_dirs)
+    index = env.distributions()
     roots = _root_requirements(spec, index, env, warnings)
     result = _closure.pip_closure(roots, index, env.markers)
     for requirer, text in result.missing:
@@ -390,15 +233,15 @@ def plan(spec, python=None):
             entries[e.target] = e
     for key in sorted(pip_dists):
         dist = pip_dists[key]
-        editable = _is_editable(dist)
-        dists.append((_closure.dist_name(dist), dist.version, "editable" if editable else "installed"))
+        editable = dist.is_editable()
+        dists.append((dist.name, dist.version, "editable" if editable else "installed"))
         made = (_editable_entries if editable else _installed_entries)(dist, env, site_rel, warnings)
         for e in made:
             e = dataclasses.replace(e, owner=key)
             old = entries.get(e.target)
             if old is not None and old.source != e.source and not _same_bytes(old.source, e.source):
                 warnings.append("{} is installed by two distributions with different content; shipping the one "
-                                "of {}".format(e.target, _closure.dist_name(dist)))
+                                "of {}".format(e.target, dist.name))
             entries[e.target] = e
     ident = []
     for e in sorted(entries.values(), key=lambda e: e.target):

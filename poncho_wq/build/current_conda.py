@@ -38,10 +38,10 @@ from . import closure as _closure
 
 
 def _conda_plan(spec, env, pip_dists, warnings):
-    """The conda part of :func:`.current.plan`: ((name, version, "conda"), ...), the kept records' entries, and
+    """The conda part of :func:`.current.plan` (*env*: the :class:`~poncho_wq.installation.Installation`): ((name, version, "conda"), ...), the kept records' entries, and
     the pip distributions (of *pip_dists*) no conda record owns."""
     prefix = env.conda_prefix
-    records = _closure.conda_records(prefix)
+    records = env.conda_records
     matcher = _closure.CondaMatcher(records)
     roots, missing = [], []
     for text in spec.conda.packages if spec.conda else ():
@@ -63,13 +63,11 @@ def _conda_plan(spec, env, pip_dists, warnings):
                           "channels with --engine conda".format(prefix, ", ".join(missing)), exit_code=3)
     if "python" in records:
         roots.append("python")
-    owners = _closure.conda_owners(records, prefix)
     unowned = {}
     for key in sorted(pip_dists):
-        meta = getattr(pip_dists[key], "_path", None)
-        owner = owners.get(os.path.realpath(str(meta))) if meta is not None else None
+        owner = env.conda_owner(pip_dists[key])
         if owner:
-            roots.append(owner)
+            roots.append(owner["name"])
         else:
             unowned[key] = pip_dists[key]
     closure = _closure.conda_closure(roots, records, matcher)
