@@ -203,7 +203,7 @@ def validate_conda(spec_string, field="conda.packages"):
 def _validate_url(url, field):
     # No whitespace or control characters anywhere: the URL is logged, recorded in data.json and sent in a request
     # line, where a newline would split it.
-    _expect(isinstance(url, str) and _URL.fullmatch(url), field, url,
+    _expect(isinstance(url, str) and _URL.fullmatch(url) and url.isprintable(), field, url,
             "an http:// or https:// URL without spaces or control characters")
     return url
 
@@ -257,6 +257,9 @@ def _parse_conda(value, field, pip_out):
         _expect(key in ("channels", "packages", "dependencies"), "{}.{}".format(field, key), key,
                 "one of 'channels', 'packages', 'dependencies'")
     channels = _string_list(value.get("channels", []), field + ".channels")
+    for i, channel in enumerate(channels):
+        _expect(channel.isprintable() and not channel.startswith("-"), "{}.channels[{}]".format(field, i), channel,
+                "a channel name, URL or directory (not starting with '-', no control characters)")
     packages = []
     if "packages" in value:
         packages += _string_list(value["packages"], field + ".packages")

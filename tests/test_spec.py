@@ -237,6 +237,9 @@ def test_one_variable_in_both_git_and_http_is_refused():
     ({"http": {"D": {"url": "https://example.org/a\nb"}}}, "http.D.url", r"'https://example.org/a\nb'"),
     ({"http": {"D": {"url": "https://example.org/a b"}}}, "http.D.url", "'https://example.org/a b'"),
     ({"conda": {"packages": ["numpy=1.26=py311_0\nx"]}}, "conda.packages[0]", r"\nx"),
+    ({"conda": {"channels": ["conda-forge\nx"], "packages": ["numpy"]}}, "conda.channels[0]", r"'conda-forge\nx'"),
+    ({"conda": {"channels": ["--override"], "packages": ["numpy"]}}, "conda.channels[0]", "'--override'"),
+    ({"http": {"D": {"url": "https://example.org/a\x07b"}}}, "http.D.url", r"'https://example.org/a\x07b'"),
 ])
 def test_trailing_newlines_and_option_like_values_are_refused(data, field, value):
     with pytest.raises(SpecError) as exc:
