@@ -358,3 +358,30 @@ def test_quiet_silences_warnings(tmp_path, env):
     write(tmp_path, {"job.py": "import surely_not_installed_pkg_xyz\n"})
     proc = run_cli("poncho_package_analyze", "--quiet", tmp_path / "job.py", "-", env=env)
     assert proc.returncode == 0 and proc.stderr == ""
+
+
+@pytest.mark.parametrize("how", ["same", "relative", "symlink", "hardlink", "second script", "inside dir"])
+def test_output_that_is_an_input_is_refused(tmp_path, env, how):
+    """Issue 11 item 13: writing the JSON over a script destroyed it. Same path after resolving symlinks, or the
+    same file through a hard link, or a .py file of a directory argument: exit 1, both named, nothing changed."""
+    write(tmp_path, {"a.py": "import os\n", "b.py": "import json\n", "tree/c.py": "import sys\n"})
+    scripts, out = [tmp_path / "a.py"], tmp_path / "a.py"
+    if how == "relative":
+        out = "./a.py"
+    elif how == "symlink":
+        out = tmp_path / "out.json"
+        out.symlink_to(tmp_path / "a.py")
+    elif how == "hardlink":
+        out = tmp_path / "out.json"
+        os.link(tmp_path / "a.py", out)
+    elif how == "second script":
+        scripts, out = [tmp_path / "a.py", tmp_path / "b.py"], tmp_path / "b.py"
+    elif how == "inside dir":
+        scripts, out = [tmp_path / "tree"], tmp_path / "tree" / "c.py"
+    before = {p: p.read_text() for p in tmp_path.rglob("*.py")}
+    proc = run_cli("poncho_package_analyze", *scripts, out, cwd=tmp_path, env=env)
+    assert proc.returncode == 1, proc.stderr
+    assert "Traceback" not in proc.stderr and str(out) in proc.stderr and "is the input" in proc.stderr
+    assert {p: p.read_text() for p in tmp_path.rglob("*.py")} == before
+    ok = run_cli("poncho_package_analyze", *scripts, "-", cwd=tmp_path, env=env)  # stdout is never an input
+    assert ok.returncode == 0 and json.loads(ok.stdout) is not None, ok.stderr
