@@ -121,6 +121,7 @@ class Cache:
             return None, None
         meta = self.read_meta(key)
         if meta.get("key") != key or not isinstance(meta.get("size"), int) or not meta.get("sha256"):
+            # (Entries published before the metadata held a sha256 land here too: rebuilt once.)
             return None, "its metadata {} is missing or incomplete".format(self.meta_path(key))
         if st.st_size != meta["size"]:
             return None, "it has {} bytes, {} were published".format(st.st_size, meta["size"])
