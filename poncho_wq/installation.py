@@ -33,6 +33,7 @@ conda prefix every ``conda-meta`` record, which modules it installed into site-p
 """
 
 import ast
+import csv
 import dataclasses
 import glob
 import hashlib
@@ -44,7 +45,6 @@ import logging
 import os
 import platform
 import re
-import subprocess
 import sys
 from importlib.machinery import EXTENSION_SUFFIXES
 from typing import Dict, FrozenSet, Iterable, List, Mapping, Optional, Tuple
@@ -140,6 +140,8 @@ def _run_probe_here() -> dict:
 
 
 def _run_probe(python: str) -> dict:
+    import subprocess
+
     try:
         r = subprocess.run([python, "-c", _PROBE], stdin=subprocess.DEVNULL, capture_output=True, text=True,
                            timeout=60, cwd="/")
@@ -173,7 +175,7 @@ def _probe_stamps(python: str, info: dict) -> Dict[str, Optional[int]]:
     paths = [os.path.realpath(python), os.path.join(os.path.dirname(python), "pyvenv.cfg"),
              os.path.join(os.path.dirname(os.path.dirname(python)), "pyvenv.cfg")]
     paths += info["path"] + info["site_packages"]
-    for d in info["site_packages"] + info["path"]:
+    for d in info["site_packages"]:  # site reads .pth files there only; adding or removing one changes d's mtime
         paths += glob.glob(os.path.join(glob.escape(d), "*.pth"))
     return {p: mtime_ns(p) for p in dict.fromkeys(paths)}
 
@@ -325,7 +327,12 @@ class Distribution:
 
     def record(self) -> Optional[List[str]]:
         """Its RECORD's paths ("/"-separated, relative to :attr:`location`), or None without a RECORD."""
-        files = self.dist.files
+        text = self.read_text("RECORD")
+        if text is not None:
+            # Parsed here rather than through Distribution.files, which makes a pathlib object per line: that
+            # was most of indexing a big environment, and a warm analysis indexes on every run.
+            return [row[0].replace("\\", "/") for row in csv.reader(io.StringIO(text)) if row and row[0]]
+        files = self.dist.files  # an egg-info's installed-files.txt / SOURCES.txt
         return None if files is None else [str(f).replace("\\", "/") for f in files]
 
     def files(self) -> FrozenSet[str]:
@@ -586,7 +593,7 @@ class Installation:
         return self._index.conda[name] if name else None
 
 
-_INSTALLATIONS: Dict[tuple, Installation] = {}
+_INSTALLATIONS: Dict[tuple, Tuple[tuple, Installation]] = {}
 
 
 def installation(python: Optional[str] = None, *, prefix: Optional[str] = None) -> Installation:
@@ -598,11 +605,12 @@ def installation(python: Optional[str] = None, *, prefix: Optional[str] = None) 
     conda_prefix = layout.prefix if os.path.isdir(os.path.join(layout.prefix, "conda-meta")) else ""
     watched = layout.site_dirs + layout.site_packages + ((os.path.join(conda_prefix, "conda-meta"),)
                                                          if conda_prefix else ())
-    key = (layout, tuple(sorted(layout.markers.items())), tuple(mtime_ns(d) for d in watched))
-    inst = _INSTALLATIONS.get(key)
-    if inst is None:
-        inst = _INSTALLATIONS[key] = Installation(layout, _index(layout, conda_prefix), conda_prefix)
-    return inst
+    key = (layout, tuple(sorted(layout.markers.items())))
+    stamps = tuple(mtime_ns(d) for d in watched)
+    memo = _INSTALLATIONS.get(key)
+    if memo is None or memo[0] != stamps:  # one entry per layout: a long-running manager does not accumulate
+        memo = _INSTALLATIONS[key] = (stamps, Installation(layout, _index(layout, conda_prefix), conda_prefix))
+    return memo[1]
 
 
 def clear_cache() -> None:

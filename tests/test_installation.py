@@ -186,16 +186,24 @@ def test_system_site_packages_venv_pins_base_packages_by_distribution_name(base,
 def test_user_site_through_pythonuserbase(base, tmp_path, monkeypatch):
     userbase = tmp_path / "userbase"
     env = _env(tmp_path, PYTHONUSERBASE=userbase)
+    monkeypatch.setenv("PYTHONUSERBASE", str(userbase))  # part of the probe's key: asked again, not remembered
+    monkeypatch.setenv("PONCHO_WQ_CACHE", env["PONCHO_WQ_CACHE"])  # where the probe's answer is kept on disk
+    other = _other(BASE)
+    before = installation(other)
+    assert before.distribution("tabulate") is None
     _run([BASE, "-m", "pip", "install", "-q", "--disable-pip-version-check", "--user", "--no-deps",
           "tabulate==0.9.0"], env=env)
+    # The user site did not exist at the first probe; now that it does, the memo must not answer from before.
+    inst = installation(other)
+    user = [d for d in inst.site_dirs if d.startswith(os.path.realpath(str(userbase)))]
+    assert user and inst.site_dirs.index(user[0]) < inst.site_dirs.index(base.site_packages[0]), inst.site_dirs
+    clear_cache()  # the next answer comes from the disk memo, and is the same
+    assert installation(other).site_dirs == inst.site_dirs
+    assert os.listdir(os.path.join(env["PONCHO_WQ_CACHE"], "analyze", "installations"))
     script = _script(tmp_path, "import tabulate\n")
     spec = _cli_analyze(BASE, script, env)
     assert _pins(spec) == {"tabulate": "0.9.0"}
     members, _ = _cli_build(tmp_path, spec, BASE, env)
-    monkeypatch.setenv("PYTHONUSERBASE", str(userbase))  # part of the probe's key: asked again, not remembered
-    inst = installation(_other(BASE))
-    user = [d for d in inst.site_dirs if d.startswith(os.path.realpath(str(userbase)))]
-    assert user and inst.site_dirs.index(user[0]) < inst.site_dirs.index(base.site_packages[0]), inst.site_dirs
     _assert_ships(members, inst, "tabulate", "0.9.0")
     assert base.distribution("tabulate") is None
 
