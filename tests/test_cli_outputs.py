@@ -186,6 +186,24 @@ def test_environment_build_serves_a_checked_entry(built, own_cache, monkeypatch)
     assert stat.S_IMODE(os.stat(path).st_mode) == 0o444
 
 
+@root_only
+def test_read_only_cache_serves_hits_and_refuses_builds_in_one_line(built, tmp_path, mounts):
+    """A hit only reads the cache (a shared read-only cache works); a miss that needs to write there is a
+    one-line error naming the cache and the fix, exit 3."""
+    spec, cache = built
+    ro_cache = mounts(tmp_path / "ro-cache", size="64m")
+    shutil.copytree(cache, ro_cache, dirs_exist_ok=True)
+    subprocess.run(["mount", "-o", "remount,ro", str(ro_cache)], check=True)
+    r = run_cli("poncho_package_create", "--cache-dir", ro_cache, spec, tmp_path / "hit.tar.gz")
+    assert r.returncode == 0 and "cache hit" in r.stderr, r.stderr
+    assert sha256_file(str(tmp_path / "hit.tar.gz")) == sha256_file(entry_of(ro_cache))
+    other = tmp_path / "other.json"
+    other.write_text(json.dumps({"pip": ["attrs"]}))
+    r = run_cli("poncho_package_create", "--cache-dir", ro_cache, other, tmp_path / "miss.tar.gz")
+    one_line_error(r, 3, str(ro_cache), "Read-only file system", "--cache-dir")
+    assert not (tmp_path / "miss.tar.gz").exists()
+
+
 # -- item 7: repeated hits leave nothing behind ----------------------------------------------------------------
 
 def test_repeated_hits_into_one_output_leave_only_the_output(built, tmp_path):
@@ -311,6 +329,20 @@ def test_killed_no_cache_build_is_cleaned_by_the_next_build(tmp_path):
         assert r.returncode == 0, r.stderr
         assert not dead.exists() and os.path.isdir(alive)
     assert os.listdir(out_dir) == ["env.tar.gz"]
+
+
+def test_killed_cached_build_is_cleaned_by_the_next_build_of_any_key(tmp_path):
+    spec = tmp_path / "spec.json"
+    spec.write_text(json.dumps(SPEC))
+    cache = tmp_path / "cache"
+    proc = start_create("--cache-dir", cache, spec, tmp_path / "env.tar.gz")
+    dead = wait_for_scratch(proc, cache / "tmp", "build-")
+    proc.kill()
+    proc.communicate()
+    assert dead.exists()
+    r = run_cli("poncho_package_create", "--cache-dir", cache, "-", tmp_path / "other.tar.gz", input="{}")
+    assert r.returncode == 0 and "interrupted build" in r.stderr, r.stderr
+    assert os.listdir(cache / "tmp") == [] and not (tmp_path / "env.tar.gz").exists()
 
 
 # -- item 12: numeric options of `cache` --------------------------------------------------------------------------
