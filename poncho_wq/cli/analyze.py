@@ -89,7 +89,8 @@ def _analyze(argv, prog):
         with atomic_output(output) as f:
             f.write(result.spec.dumps())
     except OSError as e:
-        raise PonchoError("cannot write {}: {}".format(output, e.strerror or e))  # exit 1: analyze's man page has no code for a failed write
+        # exit 1: analyze's man page has no code for a failed write
+        raise PonchoError("cannot write {}: {}".format(output, e.strerror or e))
     return 0
 
 
