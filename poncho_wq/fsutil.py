@@ -177,7 +177,12 @@ def place_copy(src, output):
         if tmp is not None:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(tmp)
-        if isinstance(e, OSError) and not (e.filename and os.path.abspath(e.filename) == os.path.abspath(src)):
+        if isinstance(e, OSError):
+            if e.filename and os.path.abspath(e.filename) == os.path.abspath(src):
+                from .errors import BuildError
+
+                raise BuildError("cannot read {} to copy it to {}: {}; run the command again (a concurrent "
+                                 "`cache rm` or prune may have removed it)".format(src, output, e.strerror or e)) from e
             raise write_error(output, e) from e
         raise
 
