@@ -4,7 +4,7 @@ Layout under the cache root (``$PONCHO_WQ_CACHE``, else ``$XDG_CACHE_HOME/poncho
 ``~/.cache/poncho_wq``)::
 
     envs/env-<key[:32]>.tar.gz   the published tarball, read-only (0444); with sound metadata it *is* the entry
-    envs/env-<key[:32]>.json     metadata: key, spec, engine, created, size, sha256, inode, mtime_ns, seconds
+    envs/env-<key[:32]>.json     metadata: key, spec, engine, created, size, sha256, inode, mtime_ns, mode, seconds
     locks/<key[:32]>.lock        filelock per key
     tmp/build-<key[:32]>/        scratch of the build in progress (prefix + unfinished tarball)
     builds.log                   one JSON line per completed build (audit trail; tests count builds with it)
@@ -109,9 +109,9 @@ class Cache:
         ``(None, reason)`` when it is damaged.
 
         Always (one ``stat``, one small JSON read): the metadata names the key, a size and a sha256; the file has
-        that size and no write bit. With *digest*, also its content: a file that still has the inode and mtime
-        recorded when it was published is the file that was hashed then (any write changes the mtime, any
-        replacement the inode); any other file - copied, restored from a backup, touched - is hashed and compared
+        that size and the mode it was published with (0444). With *digest*, also its content: a file that still
+        has the inode and mtime recorded when it was published is the file that was hashed then (any write
+        changes the mtime, any replacement the inode); any other file - copied, restored from a backup, touched - is hashed and compared
         with the published sha256 (once per process while it is unchanged). *force_digest* hashes it anyway.
         """
         path = self.path_for(key)
@@ -125,8 +125,11 @@ class Cache:
             return None, "its metadata {} is missing or incomplete".format(self.meta_path(key))
         if st.st_size != meta["size"]:
             return None, "it has {} bytes, {} were published".format(st.st_size, meta["size"])
-        if st.st_mode & 0o222:
-            return None, "it is writable (mode {:o}), published entries are read-only".format(st.st_mode & 0o777)
+        # Compared with the mode recorded at publication rather than 0444: on a file system that ignores chmod
+        # (CIFS, vfat) the entry stays writable, and a fixed rule would rebuild it on every hit.
+        if st.st_mode & 0o7777 != meta.get("mode", 0o444):
+            return None, "its mode is {:o}, it was published read-only ({:o})".format(st.st_mode & 0o7777,
+                                                                                      meta.get("mode", 0o444))
         published = (meta.get("inode"), meta.get("mtime_ns")) == (st.st_ino, st.st_mtime_ns)
         if force_digest or (digest and not published):
             ident = (path, st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
@@ -183,7 +186,7 @@ class Cache:
                 # Read-only, so that no one overwrites the entry by accident (root still can: verify() checks).
                 os.chmod(tmp_output, 0o444)
                 st = os.stat(tmp_output)  # the rename below keeps both: verify() can skip hashing this very file
-                record.update(inode=st.st_ino, mtime_ns=st.st_mtime_ns)
+                record.update(inode=st.st_ino, mtime_ns=st.st_mtime_ns, mode=st.st_mode & 0o7777)
                 with atomic_output(self.meta_path(key)) as f:
                     json.dump(record, f, indent=1, sort_keys=True)
                 path = self.path_for(key)
