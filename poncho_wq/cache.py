@@ -111,8 +111,9 @@ class Cache:
         Always (one ``stat``, one small JSON read): the metadata names the key, a size and a sha256; the file has
         that size and the mode it was published with (0444). With *digest*, also its content: a file that still
         has the inode and mtime recorded when it was published is the file that was hashed then (any write
-        changes the mtime, any replacement the inode); any other file - copied, restored from a backup, touched - is hashed and compared
-        with the published sha256 (once per process while it is unchanged). *force_digest* hashes it anyway.
+        changes the mtime, any replacement the inode); any other file - copied, restored from a backup, touched -
+        is hashed and compared with the published sha256 (once per process while it is unchanged).
+        *force_digest* hashes it anyway.
         """
         path = self.path_for(key)
         try:
