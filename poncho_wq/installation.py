@@ -260,6 +260,14 @@ def _layout(python: Optional[str], prefix: Optional[str]) -> Layout:
         python = _prefix_interpreter(prefix)
         if python is None:
             return _static_layout(os.path.realpath(prefix))
+        if os.path.abspath(python) != os.path.abspath(sys.executable):
+            try:
+                return _layout_from_probe(python, _probe_other(python), False)
+            except PonchoError as e:
+                # A prefix copied from another machine or platform: read what is on disk, as without interpreter.
+                log.warning("poncho: cannot ask %s for its site directories (%s); reading %s as it is on disk",
+                            python, str(e).splitlines()[0].rstrip(":"), prefix)
+                return _static_layout(os.path.realpath(prefix))
     # Compare unresolved paths: a venv's bin/python is a symlink to its base interpreter, whose realpath is the
     # same, but the environment (pyvenv.cfg next to the symlink) is another one.
     if python is None or os.path.abspath(python) == os.path.abspath(sys.executable):

@@ -236,6 +236,13 @@ def test_debian_dist_packages(tmp_path):
     members, stderr = _cli_build(tmp_path, a.spec.to_dict(), DEBIAN, _env(tmp_path))
     assert "shipped PyYAML==" + version in stderr
     _assert_ships(members, inst, "PyYAML", version)
+    # Where the engine put it (Debian's purelib, local/lib/python3.X/dist-packages) is where the copy looks.
+    unpacked = tmp_path / "unpacked"
+    with tarfile.open(str(tmp_path / "env.tar.gz")) as tar:
+        tar.extractall(str(unpacked))
+    r = _run(["env", "-i", "PATH=/usr/bin:/bin", unpacked / "bin" / "python3", "-c",
+              "import yaml; print(yaml.__file__)"])
+    assert r.stdout.startswith(str(unpacked) + "/"), r.stdout
 
 
 def test_conda_prefix(tmp_path_factory, tmp_path):
@@ -291,3 +298,17 @@ def test_local_directory_install(plain, tmp_path):
     out = tmp_path / "env.tar.gz"
     create_from_current(a.spec, analysis=a, python=plain["python"], output=str(out), use_cache=False)
     _assert_ships(_members(str(out)), installation(plain["python"]), "dirmod", "2.5")
+
+
+def test_prefix_whose_interpreter_does_not_run_is_read_from_disk(tmp_path):
+    """A prefix copied from elsewhere (its bin/python3 fails): its site-packages are still indexed."""
+    prefix = tmp_path / "prefix"
+    site = prefix / "lib" / "python{}.{}".format(*sys.version_info[:2]) / "site-packages"
+    _run([sys.executable, "-m", "uv", "pip", "install", "-q", "--python", BASE, "--target", site, "--no-deps",
+          "six==1.16.0"])
+    (prefix / "bin").mkdir()
+    (prefix / "bin" / "python3").write_text("#!/bin/sh\nexit 3\n")
+    (prefix / "bin" / "python3").chmod(0o755)
+    a = analyze([_script(tmp_path, "import six\n")], prefix=str(prefix), use_cache=False)
+    assert dict(a.distributions) == {"six": "1.16.0"}
+    assert installation(prefix=str(prefix)).site_dirs == (os.path.realpath(str(site)),)
