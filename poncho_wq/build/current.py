@@ -64,12 +64,6 @@ log = logging.getLogger(__name__)
 _SKIP_DIRS = {"__pycache__", ".git", ".hg", ".svn", ".tox", ".nox", ".mypy_cache", ".pytest_cache"}
 
 
-def source_environment(python=None):
-    """The :class:`~poncho_wq.installation.Installation` files are copied from: *python*'s (default: the running
-    interpreter's)."""
-    return installation(python)
-
-
 # ------------------------------------------------------------------------------------------------------ plan
 
 
@@ -204,7 +198,7 @@ _PLAN_MEMO = {}
 def plan(spec, python=None):
     """What the current engine ships for *spec* from the environment of *python* (see the module docstring)."""
     spec = as_spec(spec)
-    env = source_environment(python)
+    env = installation(python)  # the environment files are copied from
     if spec.conda and not env.conda_prefix:
         raise PonchoError("the spec has a conda section ({}) but {} does not run in a conda environment: the "
                           "current engine copies conda packages from a conda environment only; build from the "
