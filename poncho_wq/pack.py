@@ -32,10 +32,10 @@ import tarfile
 import tempfile
 
 from .config import settings
-from .errors import PonchoError
+from .errors import BuildError
 from .fsutil import publish
-from .build.pip import die_with_parent, tail
 from .progress import as_progress
+from .tools import die_with_parent, tail
 
 log = logging.getLogger(__name__)
 
@@ -135,7 +135,7 @@ def _load_env(prefix):
     try:
         env = CondaEnv.from_prefix(prefix, on_missing_cache="ignore")
     except CondaPackException as e:
-        raise PonchoError("conda-pack cannot pack {}: {}".format(prefix, str(e).strip()), exit_code=3)
+        raise BuildError("conda-pack cannot pack {}: {}".format(prefix, str(e).strip()))
     needle = os.path.abspath(prefix).encode()
     files = []
     for f in env.files:
@@ -165,7 +165,7 @@ class _PigzStream:
         self.proc.stdin.close()
         err = self.proc.stderr.read()
         if self.proc.wait() != 0:
-            raise PonchoError("pigz failed: {}".format(tail(err.decode(errors="replace"))), exit_code=3)
+            raise BuildError("pigz failed: {}".format(tail(err.decode(errors="replace"))))
 
     def abort(self):
         self.proc.kill()
@@ -208,7 +208,7 @@ def pack_prefix(prefix, output, *, n_threads=None, compress_level=None, progress
     level = DEFAULT_COMPRESS_LEVEL if compress_level is None else int(compress_level)
     if not os.path.exists(os.path.join(prefix, "conda-meta", "history")):
         # conda-pack 0.9.2 fails with "mtime may not be None" without it.
-        raise PonchoError("{} has no conda-meta/history; conda-pack cannot pack it".format(prefix), exit_code=3)
+        raise BuildError("{} has no conda-meta/history; conda-pack cannot pack it".format(prefix))
     out_dir = os.path.dirname(os.path.abspath(output))
     os.makedirs(out_dir, exist_ok=True)
     with progress.phase("pack", "{} ({} threads, level {})".format(prefix, n_threads, level)):

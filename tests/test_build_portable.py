@@ -13,7 +13,7 @@ import pytest
 
 from poncho_wq.build import create
 from poncho_wq.build.interpreter import copy_interpreter, probe_interpreter
-from poncho_wq.build.pip import find_tool
+from poncho_wq.tools import find_tool
 from poncho_wq.errors import PonchoError
 
 SPEC = {"pip": ["six", "attrs", "pyflakes"]}

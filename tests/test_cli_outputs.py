@@ -382,7 +382,7 @@ def test_create_refuses_to_write_over_its_spec(tmp_path, how):
 # -- Low: bounded tails of tool output ------------------------------------------------------------------------
 
 def test_tail_keeps_the_last_lines_and_says_what_was_cut():
-    from poncho_wq.build.pip import STDERR_TAIL, TAIL_LINES, tail
+    from poncho_wq.tools import STDERR_TAIL, TAIL_LINES, tail
 
     flood = "\n".join("cp: cannot write file{}: No space left on device".format(i) for i in range(3000))
     short = tail(flood)

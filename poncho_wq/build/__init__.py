@@ -28,6 +28,7 @@ from ..errors import BuildError, PonchoError
 from ..fsutil import build_scratch, check_output_path, place_copy, write_error
 from ..progress import as_progress
 from ..spec import as_spec
+from ..tools import describe_os_error, tail
 
 ENGINES = ("conda", "portable", "current")
 #: Bumped whenever the archive layout or packing changes, so old cache entries are not reused.
@@ -143,12 +144,8 @@ def _build_and_pack(spec, engine, python, progress, output):
     except PonchoError:
         raise
     except OSError as e:
-        from .pip import describe_os_error
-
         raise BuildError("build failed: {}".format(describe_os_error(e))) from e
     except (ValueError, RuntimeError) as e:
-        from .pip import tail
-
         raise BuildError("build failed: {}".format(tail("{}: {}".format(type(e).__name__, e)))) from e
     finally:
         shutil.rmtree(prefix, ignore_errors=True)

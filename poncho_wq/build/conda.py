@@ -29,13 +29,12 @@ import logging
 import os
 import re
 import shutil
-import subprocess
-import sys
 import tempfile
 
 from ..config import Settings, settings
 from ..errors import BuildError, PonchoError, SpecError
 from ..progress import as_progress
+from ..tools import run_tool
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +43,6 @@ TOOLS = ("micromamba", "mamba", "conda")
 #: Values of $PONCHO_CONDA_EXE that select the embedded py-rattler engine.
 EMBEDDED = ("rattler", "py-rattler", "embedded")
 DEFAULT_CHANNELS = ("conda-forge",)
-STDERR_TAIL = 4000
 
 
 def conda_tool(environ=None):
@@ -88,7 +86,7 @@ def build_conda_prefix(spec, prefix, progress=None):
     """
     progress = as_progress(progress)
     if not spec.conda or not spec.conda.packages:
-        raise PonchoError("the conda engine needs a spec with conda packages", exit_code=3)
+        raise BuildError("the conda engine needs a spec with conda packages")
     tool = conda_tool()
     if tool:
         progress.info("conda engine: %s", tool)
@@ -105,7 +103,7 @@ def build_conda_prefix(spec, prefix, progress=None):
     if spec.pip:
         python = prefix_python(prefix)
         if not python:
-            raise PonchoError(_no_python_message(spec), exit_code=3)
+            raise BuildError(_no_python_message(spec))
         from .pip import pip_install
 
         pip_install(python, spec.pip, progress)
@@ -126,8 +124,8 @@ def _install_with_rattler(spec, prefix, progress):
     try:
         from rattler import MatchSpec, VirtualPackage, install, solve
     except ImportError as e:  # pragma: no cover - py-rattler is a dependency
-        raise PonchoError("no micromamba, mamba or conda on PATH and py-rattler is not importable ({}): "
-                          "pip install py-rattler".format(e), exit_code=3)
+        raise BuildError("no micromamba, mamba or conda on PATH and py-rattler is not importable ({}): "
+                          "pip install py-rattler".format(e))
     channels = spec_channels(spec)
     packages = list(spec.conda.packages)
     platform = current_subdir()
@@ -143,7 +141,7 @@ def _install_with_rattler(spec, prefix, progress):
             raise BuildError("cannot solve the conda packages {} from channels {}:\n{}".format(
                 " ".join(packages), " ".join(channels), _rattler_message(e)))
     if spec.pip and not any(r.name.normalized == "python" for r in records):
-        raise PonchoError(_no_python_message(spec), exit_code=3)
+        raise BuildError(_no_python_message(spec))
     pkgs_dir = settings().conda_pkgs_dir
     with progress.phase("install", "{} package(s) into {}".format(len(records), prefix)):
         try:
@@ -219,15 +217,7 @@ def _install_with_tool(tool, spec, prefix, progress):
             env.pop(var, None)
         with progress.phase("install", "{} package(s) with {}".format(len(spec.conda.packages),
                                                                       os.path.basename(tool))):
-            log.debug("running %s", cmd)
-            from .pip import die_with_parent
-
-            r = subprocess.run(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                               env=env, text=True, errors="replace",
-                               preexec_fn=die_with_parent if sys.platform.startswith("linux") else None)
-    if r.returncode != 0:
-        # conda prints solver conflicts on stdout, micromamba on stderr: keep both.
-        out = "\n".join(x for x in (r.stdout.strip(), r.stderr.strip()) if x)[-STDERR_TAIL:]
-        raise PonchoError("{} could not create the environment with {} from channels {} (exit code {}):\n{}"
-                          .format(os.path.basename(tool), " ".join(spec.conda.packages),
-                                  " ".join(spec_channels(spec)), r.returncode, out), exit_code=3)
+            # conda prints solver conflicts on stdout, micromamba on stderr: keep both.
+            run_tool(cmd, "{} could not create the environment with {} from channels {}".format(
+                os.path.basename(tool), " ".join(spec.conda.packages), " ".join(spec_channels(spec))),
+                env=env, both_streams=True)

@@ -41,7 +41,6 @@ import selectors
 import shutil
 import signal
 import subprocess
-import sys
 import tempfile
 import time
 import zlib
@@ -49,11 +48,11 @@ import zlib
 from ..config import settings
 from ..errors import BuildError, PonchoError
 from ..progress import as_progress
+from ..tools import preexec, tail
 
 log = logging.getLogger(__name__)
 
 CHUNK = 1 << 20
-STDERR_TAIL = 4000
 _OPENERS = {"gzip": gzip.open, "bzip2": bz2.open, "xz": lzma.open}
 
 
@@ -107,7 +106,7 @@ _PROGRESS_LINE = re.compile(r"^(remote: )?[A-Za-z ]+: +\d+% ")
 
 def _stderr_tail(raw):
     lines = [ln.strip() for ln in re.split(r"[\r\n]+", raw) if ln.strip() and not _PROGRESS_LINE.match(ln.strip())]
-    return "\n".join(lines)[-STDERR_TAIL:]
+    return tail("\n".join(lines))
 
 
 def _git(args, what, cwd=None):
@@ -126,11 +125,9 @@ def _git(args, what, cwd=None):
     env["GIT_TERMINAL_PROMPT"] = "0"  # a private repo must fail, not wait for a password on a closed stdin
     cmd = ["git", "-c", "http.lowSpeedLimit=1", "-c", "http.lowSpeedTime={}".format(max(1, math.ceil(timeout))),
            "-c", "protocol.ext.allow=never"] + args
-    from .pip import die_with_parent
-
     proc = subprocess.Popen(cmd, cwd=cwd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             env=env, start_new_session=True,
-                            preexec_fn=die_with_parent if sys.platform.startswith("linux") else None)
+                            preexec_fn=preexec())
     out, err = [], []
     stalled = False
     try:

