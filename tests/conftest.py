@@ -44,6 +44,28 @@ def closed_port():
     return port
 
 
+# The fast subset for the inner loop is `bash dev/test.sh -m "not e2e"` (unit-level, under a minute). These
+# modules start real workers, build whole environments or run long process scenarios: marked e2e here, in one place,
+# so a new slow module is added to one list instead of each file carrying its own marker.
+E2E_MODULES = frozenset({
+    "test_task_e2e", "test_examples", "test_parsl", "test_interop_pythontask", "test_interop_tarballs",
+    "test_shim_concurrency", "test_shim_security", "test_build_current", "test_build_current_conda",
+    "test_cli_outputs", "test_installation", "test_cache", "test_pack", "test_build_portable", "test_environment",
+    "test_create_cli",
+})
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "e2e: real workers, whole builds or long process scenarios (deselect with "
+                            "-m 'not e2e' for the fast subset)")
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if item.module.__name__.rsplit(".", 1)[-1] in E2E_MODULES:
+            item.add_marker(pytest.mark.e2e)
+
+
 @pytest.fixture
 def cli():
     return run_cli
