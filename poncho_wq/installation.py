@@ -63,42 +63,45 @@ __all__ = ["Distribution", "Installation", "Layout", "clear_cache", "installatio
 #: standard-library paths come from the *base* installation: inside a venv sysconfig answers with the venv's.
 _PROBE = r"""
 import json, os, platform, site, sys, sysconfig
-def fmt(info):
-    v = "%d.%d.%d" % (info.major, info.minor, info.micro)
-    if info.releaselevel != "final":
-        v += info.releaselevel[0] + str(info.serial)
-    return v
-base = {"base": sys.base_prefix, "platbase": sys.base_exec_prefix,
-        "installed_base": sys.base_prefix, "installed_platbase": sys.base_exec_prefix}
-real = os.path.realpath
-try:
-    candidates = list(site.getsitepackages()) + [site.getusersitepackages()]
-except AttributeError:  # old virtualenv's site module
-    candidates = []
-candidates += [sysconfig.get_path("purelib"), sysconfig.get_path("platlib")]
-print(json.dumps({
-    "executable": sys.executable,
-    "prefix": real(sys.prefix),
-    "path": [real(p) for p in sys.path if p],
-    "cwd": real(os.getcwd()),
-    "stdlib": [real(sysconfig.get_path(k, vars=base)) for k in ("stdlib", "platstdlib")],
-    "site_packages": [real(p) for p in candidates if p],
-    "scripts": real(sysconfig.get_path("scripts")),
-    "purelib_rel": os.path.relpath(sysconfig.get_path("purelib"), sys.prefix),
-    "markers": {
-        "implementation_name": sys.implementation.name,
-        "implementation_version": fmt(sys.implementation.version),
-        "os_name": os.name,
-        "platform_machine": platform.machine(),
-        "platform_release": platform.release(),
-        "platform_system": platform.system(),
-        "platform_version": platform.version(),
-        "python_full_version": platform.python_version(),
-        "platform_python_implementation": platform.python_implementation(),
-        "python_version": ".".join(platform.python_version_tuple()[:2]),
-        "sys_platform": sys.platform,
-    },
-}))
+def probe():
+    def fmt(info):
+        v = "%d.%d.%d" % (info.major, info.minor, info.micro)
+        if info.releaselevel != "final":
+            v += info.releaselevel[0] + str(info.serial)
+        return v
+    base = {"base": sys.base_prefix, "platbase": sys.base_exec_prefix,
+            "installed_base": sys.base_prefix, "installed_platbase": sys.base_exec_prefix}
+    real = os.path.realpath
+    try:
+        candidates = list(site.getsitepackages()) + [site.getusersitepackages()]
+    except AttributeError:  # old virtualenv's site module
+        candidates = []
+    candidates += [sysconfig.get_path("purelib"), sysconfig.get_path("platlib")]
+    return {
+        "executable": sys.executable,
+        "prefix": real(sys.prefix),
+        "path": [real(p) for p in sys.path if p],
+        "cwd": real(os.getcwd()),
+        "stdlib": [real(sysconfig.get_path(k, vars=base)) for k in ("stdlib", "platstdlib")],
+        "site_packages": [real(p) for p in candidates if p],
+        "scripts": real(sysconfig.get_path("scripts")),
+        "purelib_rel": os.path.relpath(sysconfig.get_path("purelib"), sys.prefix),
+        "markers": {
+            "implementation_name": sys.implementation.name,
+            "implementation_version": fmt(sys.implementation.version),
+            "os_name": os.name,
+            "platform_machine": platform.machine(),
+            "platform_release": platform.release(),
+            "platform_system": platform.system(),
+            "platform_version": platform.version(),
+            "python_full_version": platform.python_version(),
+            "platform_python_implementation": platform.python_implementation(),
+            "python_version": ".".join(platform.python_version_tuple()[:2]),
+            "sys_platform": sys.platform,
+        },
+    }
+if __name__ == "__main__":
+    print(json.dumps(probe()))
 """
 
 #: What ``site`` reads from the environment (plus HOME for ``~/.local``): part of a probe's memo key.
@@ -130,13 +133,18 @@ class Layout:
 # ------------------------------------------------------------------------------------------------------ probing
 
 
-def _run_probe_here() -> dict:
-    import contextlib
+_HERE: Dict[str, dict] = {}
 
-    out = io.StringIO()
-    with contextlib.redirect_stdout(out):
-        exec(_PROBE, {})
-    return json.loads(out.getvalue())
+
+def _run_probe_here() -> dict:
+    """The probe's answer for this process. Only ``sys.path`` and the working directory can change while it
+    runs (sysconfig's answers are fixed at start-up, and asking them is most of the probe's time)."""
+    if not _HERE:
+        namespace: Dict[str, object] = {}
+        exec(compile(_PROBE, "<poncho_wq probe>", "exec"), namespace)
+        _HERE["info"] = namespace["probe"]()  # type: ignore[operator]
+    return dict(_HERE["info"], path=[os.path.realpath(p) for p in sys.path if p],
+                cwd=os.path.realpath(os.getcwd()))
 
 
 def _run_probe(python: str) -> dict:
