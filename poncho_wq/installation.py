@@ -15,8 +15,8 @@ that decides what is importable -- a venv with or without ``include-system-site-
 ``PYTHONPATH``, ``.pth`` path lines -- so its ``sys.path`` is asked (:data:`_PROBE`), never re-derived from
 directory names. The running interpreter answers in-process (its live ``sys.path``); another one (``--python``,
 ``analyze(prefix=...)``) is run once with the probe, and its answer is memoized in-process and on disk (under
-the analysis cache) with a key that holds everything it depends on: the interpreter's path and binary,
-``pyvenv.cfg``, the environment variables ``site`` reads, the kernel release (a marker value), and the
+the analysis cache) with a key that holds everything it depends on: the interpreter's path, real path and
+binary, ``pyvenv.cfg``, the environment variables ``site`` reads, the kernel release (a marker value), and the
 mtimes of every directory on its ``sys.path``, every site-packages candidate (a user site appearing adds a path)
 and every ``.pth`` file. Entries inside the standard library (``lib/python3.X``, ``lib-dynload``) are dropped
 unless they are a site-packages directory themselves (pyenv and conda keep site-packages *inside*
@@ -174,7 +174,8 @@ def _layout_from_probe(python: str, info: dict, running: bool) -> Layout:
         if _within_any(p, stdlib) and not _within_any(p, site_packages):
             continue  # the standard library and lib-dynload: never third-party code
         dirs.append(p)
-    return Layout(python, info["prefix"], tuple(dirs), tuple(d for d in site_packages if os.path.isdir(d)), stdlib,
+    # Only the candidates import actually uses: a venv without system site-packages has a user site on paper.
+    return Layout(python, info["prefix"], tuple(dirs), tuple(d for d in site_packages if d in dirs), stdlib,
                   info["scripts"], info["purelib_rel"], info["markers"], running)
 
 
@@ -189,7 +190,9 @@ def _probe_stamps(python: str, info: dict) -> Dict[str, Optional[int]]:
 
 
 def _probe_key(python: str) -> str:
-    doc = [_PROBE_VERSION, python, os.uname().release, [(k, os.environ.get(k)) for k in _SITE_VARIABLES]]
+    # The realpath too: a venv's bin/python retargeted to another base keeps its own path and mtime.
+    doc = [_PROBE_VERSION, python, os.path.realpath(python), os.uname().release,
+           [(k, os.environ.get(k)) for k in _SITE_VARIABLES]]
     return hashlib.sha256(json.dumps(doc).encode()).hexdigest()[:32]
 
 
