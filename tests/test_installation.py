@@ -163,18 +163,22 @@ def test_system_site_packages_venv_pins_base_packages_by_distribution_name(base,
     """The issue-12 case: a venv over a base with PyYAML and python-dateutil. Analyzed from outside (prefix=) and
     by ``poncho_package_analyze`` running inside the venv; built inside the venv and from outside (--python)."""
     py = _venv(tmp_path / "venv", system_site=True)
+    _uv(py, "six==1.16.0")  # the venv's own six shadows the base's (dateutil's dependency, and imported)
     yaml_v, du_v = base.distribution("PyYAML").version, base.distribution("python-dateutil").version
-    script = _script(tmp_path, "import yaml\nfrom dateutil import parser\n")
+    assert base.distribution("six").version != "1.16.0"
+    script = _script(tmp_path, "import yaml\nimport six\nfrom dateutil import parser\n")
+    pins = {"PyYAML": yaml_v, "python-dateutil": du_v, "six": "1.16.0"}
     a = analyze([script], prefix=str(tmp_path / "venv"), use_cache=False)
-    assert dict(a.distributions) == {"PyYAML": yaml_v, "python-dateutil": du_v} and a.unresolved == ()
+    assert dict(a.distributions) == pins and a.unresolved == ()
     env = _env(tmp_path)
     spec = _cli_analyze(py, script, env)  # base has poncho_wq: the venv sees it through the system site
-    assert sorted(spec["pip"]) == sorted(["PyYAML==" + yaml_v, "python-dateutil==" + du_v])
+    assert _pins(spec) == pins and len(spec["pip"]) == 3
     inst = installation(py)
     assert base.site_packages[0] in inst.site_dirs and inst.prefix == os.path.realpath(str(tmp_path / "venv"))
     members, stderr = _cli_build(tmp_path, spec, py, env)
-    for name, version in (("PyYAML", yaml_v), ("python-dateutil", du_v), ("six", inst.distribution("six").version)):
+    for name, version in pins.items():
         _assert_ships(members, inst, name, version)
+    assert not any("/six-{}.dist-info/".format(base.distribution("six").version) in m for m in members)
     # The same build run by the venv's own interpreter (the running one there): the same distributions.
     out = tmp_path / "inside.tar.gz"
     r = _run([py, "-m", "poncho_wq", "create", "--from-current-env", "--no-cache", tmp_path / "spec.json", out],
