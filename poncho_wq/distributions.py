@@ -13,15 +13,12 @@ code travels like the user's own modules. A VCS install becomes a PEP 508 direct
 """
 
 import dataclasses
-import logging
 import os
 import re
 from typing import Optional
 
 from .fsutil import is_within
 from .installation import installation
-
-log = logging.getLogger(__name__)
 
 _SUBDIRS = ("noarch", "linux-64", "linux-aarch64", "linux-ppc64le", "osx-64", "osx-arm64", "win-64", "win-32",
             "linux-32", "linux-armv7l", "linux-s390x", "emscripten-wasm32", "wasi-wasm32")
