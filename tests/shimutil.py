@@ -10,10 +10,15 @@ with ``<env>/bin/python``, and the wrapper itself contains no prefix, so it stay
 The tarballs are made by conda-pack itself (``conda_pack.pack``), never by poncho_wq code.
 """
 
+import collections
+import contextlib
 import os
+import pwd
 import shutil
 import subprocess
 import tarfile
+import time
+import uuid
 
 from poncho_wq.shim import run_in_env_path, shim_path
 
@@ -148,3 +153,40 @@ def unpack_count(log):
 def leftovers(root):
     """Temp and lock directories left in a cache root (``.<id>.tmp.*``, ``.<id>.lockd*``)."""
     return sorted(n for n in os.listdir(root) if ".tmp." in n or ".lockd" in n)
+
+
+User = collections.namedtuple("User", "name uid gid")
+
+
+@contextlib.contextmanager
+def second_user():
+    """A throwaway local user made for the test with useradd (no home, no login shell), removed with userdel.
+
+    Needs root.  useradd fails while another process holds /etc/passwd's lock, so it is retried for a while."""
+    name = "ponchot" + uuid.uuid4().hex[:8]
+    cmd = ["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", "--user-group", name]
+    for attempt in range(20):
+        r = subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True, text=True)
+        if r.returncode == 0:
+            break
+        time.sleep(0.5)
+    else:
+        raise AssertionError("useradd {} failed: {}".format(name, r.stderr))
+    try:
+        pw = pwd.getpwnam(name)
+        yield User(name, pw.pw_uid, pw.pw_gid)
+    finally:
+        for attempt in range(20):
+            if subprocess.run(["userdel", name], stdin=subprocess.DEVNULL, capture_output=True).returncode == 0:
+                break
+            time.sleep(0.5)
+
+
+def as_user(user, argv, **kwargs):
+    """Run argv as ``user`` (setpriv: real and effective uid/gid, no supplementary groups); CompletedProcess."""
+    full = ["setpriv", "--reuid", str(user.uid), "--regid", str(user.gid), "--clear-groups", "--"] + [str(a) for a in argv]
+    kwargs.setdefault("stdin", subprocess.DEVNULL)
+    kwargs.setdefault("capture_output", True)
+    kwargs.setdefault("text", True)
+    kwargs.setdefault("timeout", 300)
+    return subprocess.run(full, **kwargs)
