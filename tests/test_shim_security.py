@@ -255,14 +255,16 @@ def _member(name, kind, mode):
 
 @pytest.fixture(params=["gnu", "busybox"])
 def tar_flavour(request, tmp_path_factory):
-    """PATH for the shim, with GNU tar (the system's) or busybox tar (a directory where tar -> busybox)."""
+    """PATH for the shim, with GNU tar (the system's) or busybox tar (a directory where tar -> busybox; find and
+    tail too, which the shim runs on the extracted tree and on tar's errors)."""
     base = shim_env()["PATH"]
     if request.param == "gnu":
         out = subprocess.run(["tar", "--version"], capture_output=True, text=True)
         assert "GNU tar" in out.stdout
         return base
     d = tmp_path_factory.mktemp("bbtar")
-    os.symlink(shutil.which("busybox"), d / "tar")
+    for tool in ("tar", "find", "tail"):
+        os.symlink(shutil.which("busybox"), d / tool)
     out = subprocess.run(["tar", "--help"], capture_output=True, text=True, env={"PATH": str(d)})
     assert "BusyBox" in out.stdout + out.stderr
     return "{}:{}".format(d, base)
