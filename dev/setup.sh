@@ -10,7 +10,7 @@ sudo_=""
 [ "$(id -u)" = 0 ] || sudo_="sudo"
 need=""
 command -v work_queue_worker >/dev/null 2>&1 || need="$need coop-computing-tools python3-workqueue"
-for p in pigz busybox dash git tar gzip; do
+for p in pigz busybox dash git tar gzip python3-yaml; do
   dpkg -s "$p" >/dev/null 2>&1 || need="$need $p"
 done
 if [ -n "$need" ]; then
