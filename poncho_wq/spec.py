@@ -8,7 +8,10 @@ Accepted input shapes, as JSON (in a file of any name: Parsl writes JSON into ``
   "http": {VAR: {...}}}``, plus ``"python": "X.Y[.Z]"`` (recorded by the analyzer when there is no conda
   section, as the old ``python_package_analyze`` did);
 * upstream poncho's newer conda shape, ``"conda": {"channels": [...], "dependencies": [..., {"pip": [...]}]}``;
-* a conda ``environment.yml``-style document: ``{"name", "channels", "dependencies": [..., {"pip": [...]}]}``.
+* a conda ``environment.yml``-style document: ``{"name", "channels", "dependencies": [..., {"pip": [...]}]}``;
+* upstream's short conda form, a list of ``channel::spec`` strings: ``"conda": ["defaults::python=3.9",
+  "conda-forge::numpy"]`` (the channels are the ones named, in order);
+* the old ``python_package_analyze`` output, ``{"python": "3.7.3", "modules": [...]}`` (modules installed by name).
 
 All of them become the same :class:`Spec`. Every validation error names the field, the bad value and what is
 expected, as one :class:`~poncho_wq.errors.SpecError` line. A key given twice (JSON or YAML) is an error, not
@@ -251,8 +254,31 @@ def _check_variable(var, section, example):
         _fail(section, var, "a variable name of your own such as {} ({} is reserved: {})".format(example, var, why))
 
 
+def _conda_list_form(value, field):
+    """Upstream's short form, ``"conda": ["defaults::python=3.9", "conda-forge::numpy", ...]`` (cctools'
+    ``poncho/src/test.json``; the spec document says each entry names its channel): the channels are the ones the
+    entries name, in order of first appearance (conda's priority order), and entries without a channel are solved
+    from those."""
+    packages = _string_list(value, field)
+    channels = []
+    for pkg in packages:
+        if "::" in pkg:
+            channel = pkg.split("::", 1)[0].strip()
+            if channel and channel not in channels:
+                channels.append(channel)
+    if packages and not channels:
+        _fail(field + "[0]", packages[0], "a package with its channel, such as 'conda-forge::{}' (in the list form "
+              "of 'conda' the channels are the ones the entries name; or use {{\"channels\": [...], \"packages\": "
+              "[...]}})".format(packages[0]))
+    return {"channels": channels, "packages": packages}
+
+
 def _parse_conda(value, field, pip_out):
-    _expect(isinstance(value, dict), field, value, "an object with 'channels' and 'packages'")
+    list_form = isinstance(value, list)
+    if list_form:
+        value = _conda_list_form(value, field)
+    _expect(isinstance(value, dict), field, value, "an object with 'channels' and 'packages', or a list of "
+            "'channel::package' strings")
     for key in value:
         _expect(key in ("channels", "packages", "dependencies"), "{}.{}".format(field, key), key,
                 "one of 'channels', 'packages', 'dependencies'")
@@ -274,7 +300,7 @@ def _parse_conda(value, field, pip_out):
             _expect(isinstance(dep, str) and dep.strip(), f, dep, "a conda package string")
             packages.append(dep.strip())
     for i, pkg in enumerate(packages):
-        validate_conda(pkg, "{}.packages[{}]".format(field, i))
+        validate_conda(pkg, "{}[{}]".format(field, i) if list_form else "{}.packages[{}]".format(field, i))
     return CondaSection(tuple(channels), tuple(sorted(set(packages))))
 
 
@@ -320,7 +346,7 @@ def _parse_http(value):
     return tuple(sorted(out))
 
 
-_TOP_KEYS = ("python", "conda", "pip", "git", "http")
+_TOP_KEYS = ("python", "conda", "pip", "git", "http", "modules")
 _ENV_YML_KEYS = ("name", "channels", "dependencies", "prefix")
 
 
@@ -345,14 +371,23 @@ def _parse_poncho(data, conda_field="conda"):
     conda = None
     if "conda" in data:
         conda = _parse_conda(data["conda"], conda_field, pip)
+    fields = ["pip[{}]".format(i) for i in range(len(pip))]
     if "pip" in data:
-        pip += _string_list(data["pip"], "pip")
+        more = _string_list(data["pip"], "pip")
+        fields += ["pip[{}]".format(i) for i in range(len(pip), len(pip) + len(more))]
+        pip += more
+    if "modules" in data:
+        # The old python_package_analyze output, {"python": "3.7.3", "modules": ["antigravity", "matplotlib"]}:
+        # python_package_create installed the modules by those names, and so do we (as pip requirements).
+        more = _string_list(data["modules"], "modules")
+        fields += ["modules[{}]".format(i) for i in range(len(more))]
+        pip += more
     normalized = {}
-    for i, p in enumerate(pip):
-        norm = validate_pip(p, "pip[{}]".format(i))
+    for field, p in zip(fields, pip):
+        norm = validate_pip(p, field)
         key = canonicalize_name(Requirement(norm).name)
         if key in normalized and normalized[key] != norm:
-            _fail("pip[{}]".format(i), p, "one requirement per distribution (also given: {!r})".format(normalized[key]))
+            _fail(field, p, "one requirement per distribution (also given: {!r})".format(normalized[key]))
         normalized[key] = norm
     python = data.get("python")
     if python is not None:

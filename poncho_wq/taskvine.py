@@ -1,4 +1,5 @@
-"""TaskVine adapter: the same environment declaration, on TaskVine's own execution-context protocol.
+"""TaskVine adapter: poncho_wq environments on TaskVine's own execution-context protocol, for tasks, serverless
+libraries and DaskVine.
 
 TaskVine unpacks a poncho package once per worker with a mini task
 (``mkdir output && tar xf package.tar.gz -C output && output/bin/run_in_env``), moves ``output`` into the
@@ -7,53 +8,392 @@ Every poncho_wq tarball carries ``bin/run_in_env`` (POSIX sh), which relocates t
 final location (once, under a lock: upstream never runs ``conda-unpack`` on this path) and then activates it.
 
     from ndcctools import taskvine as vine
-    from poncho_wq.taskvine import declare_environment, PonchoVineTask
+    from poncho_wq.taskvine import PonchoVineTask, create_library, declare_environment, dask_environment
 
     m = vine.Manager(port=0)
-    env = declare_environment(m, "spec.json")          # or a tarball, an Environment, None (= analyze __main__)
-    t = vine.Task("python3 job.py 7"); t.add_environment(env); m.submit(t)
-    # or: m.submit(PonchoVineTask(m, "python3 job.py 7"))
+    m.submit(PonchoVineTask(m, "python3 job.py 7"))         # ships job.py and its local modules
+    lib = create_library(m, "lib", my_func)                  # serverless: analyzed env + TaskVine's runtime
+    m.install_library(lib); m.submit(vine.FunctionCall("lib", "my_func", 1))
+    graph.compute(scheduler=dv.get, environment=dask_environment(dv))   # DaskVine, declared once
+
+Why the serverless and DaskVine environments need more than the analysis gives: on the worker, TaskVine's
+generated ``library_code.py`` imports ``cloudpickle``, ``threadpoolctl`` and ``ndcctools.taskvine.utils`` (which
+loads ``_cvine.so`` and, through the package ``__init__``, ``packaging``); DaskVine's tasks unpickle
+``ndcctools.taskvine.dask_executor.execute_graph_vertex``. ``ndcctools`` is not on PyPI, so the manager's own
+installed copy is shipped as a wheel (:mod:`poncho_wq.ndcctools_wheel`).
+
+Declared environments are remembered per manager in a :class:`weakref.WeakKeyDictionary`: declaring the same
+tarball again returns the same ``File`` (workers unpack it once), and a manager that is no longer used is freed.
 """
 
+import collections
+import importlib.metadata
+import inspect
 import os
+import re
+import sys
+import threading
+import weakref
 
-from .environment import as_environment
-from .task import check_command_argument, check_environment_argument
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
 
-_declared = {}
+from .environment import Environment, as_environment, command_scripts, ship_list
+from .errors import ActivationError, PonchoError, SpecError
+from .task import _short_repr, check_command_argument, check_environment_argument
+
+#: What TaskVine's serverless library runtime imports on the worker besides the functions' own needs
+#: (ndcctools 7.17.1 ``poncho/library_network_code.py`` and ``taskvine/__init__.py``).
+LIBRARY_RUNTIME = ("cloudpickle", "threadpoolctl", "packaging")
+#: What DaskVine's tasks (and, in ``task_mode="function-calls"``, its library) import on the worker.
+DASK_RUNTIME = LIBRARY_RUNTIME + ("dask",)
+
+ShimError = collections.namedtuple("ShimError", "exit_code message")
+# The lines bin/run_in_env (and the relocation it runs) write when the environment cannot be used.
+_ENV_LINE = re.compile(r"^(?:run_in_env|poncho_wq relocate|poncho_package_run): (.*)$", re.M)
+
+_declared = weakref.WeakKeyDictionary()  # manager -> {tarball abspath: File}
+_declared_lock = threading.Lock()
 
 
+def _vine():
+    try:
+        from ndcctools import taskvine
+    except ImportError as e:
+        raise PonchoError("poncho_wq.taskvine needs CCTools' Python bindings (ndcctools.taskvine): {}; install "
+                          "conda-forge's ndcctools or build CCTools with Python support".format(e))
+    return taskvine
+
+
+# -- environments ---------------------------------------------------------------------------------------------
 def declare_environment(manager, environment=None, command=None):
-    """Declare *environment* to a TaskVine manager as a poncho package; return the File for ``add_environment``.
+    """Declare *environment* to a TaskVine manager as a poncho package; return the File for ``add_environment``
+    (also what DaskVine's ``environment=`` and ``FunctionCall`` libraries take).
 
-    Declared once per manager and environment: many tasks share the same worker-side copy.
+    *environment*: a tarball path, a spec (path, dict or Spec), an :class:`Environment`, or None (analyze
+    *command*'s scripts and ``__main__``). Declared once per manager and tarball: many tasks share the same
+    worker-side copy, which TaskVine unpacks once per worker.
     """
     check_environment_argument(environment, "declare_environment")
     env = as_environment(environment, command)
-    path = env.build()
-    key = (id(manager), os.path.abspath(path))
-    if key not in _declared:
-        tarball = manager.declare_file(path, cache=True)
-        _declared[key] = (manager, env, manager.declare_poncho(tarball, cache=True))
-    return _declared[key][2]
+    path = os.path.abspath(env.build())
+    with _declared_lock:
+        files = _declared.setdefault(manager, {})
+        if path not in files:
+            tarball = manager.declare_file(path, cache=True)
+            files[path] = manager.declare_poncho(tarball, cache=True)
+        return files[path]
 
 
-def local_inputs(manager, task, environment):
-    """Attach the environment's local modules to *task* under their relative names."""
-    for source, arcname in environment.local_files:
+def _installed_pin(name):
+    """``name==<version installed here>``: the worker must unpickle what the manager pickled."""
+    try:
+        return "{}=={}".format(name, importlib.metadata.version(name))
+    except importlib.metadata.PackageNotFoundError:
+        return name
+
+
+def with_packages(environment, packages, ndcctools=True):
+    """*environment* (an :class:`Environment` with a spec) plus the distributions *packages* (pinned to the
+    versions installed here, unless the spec already names them) and, with *ndcctools*, the manager's own
+    ``ndcctools`` (replacing any ``ndcctools`` the spec names: only the manager's copy speaks its protocol).
+
+    A prebuilt tarball is returned unchanged: it must already contain them (see :func:`check_tarball` for what a
+    missing one looks like on the worker)."""
+    if environment.spec is None:
+        return environment
+    data = environment.spec.to_dict()
+    pip = [p for p in data.get("pip", []) if not (ndcctools and canonicalize_name(Requirement(p).name) == "ndcctools")]
+    have = {canonicalize_name(Requirement(p).name) for p in pip}
+    for pkg in (data.get("conda") or {}).get("packages", []):
+        have.add(canonicalize_name(re.split(r"[=<>!~ \[]", pkg.split("::")[-1], 1)[0]))
+    for name in packages:
+        if canonicalize_name(name) not in have:
+            pip.append(_installed_pin(name))
+            have.add(canonicalize_name(name))
+    if ndcctools:
+        from .ndcctools_wheel import ndcctools_requirement
+
+        pip.append(ndcctools_requirement())
+    data["pip"] = pip
+    from .spec import parse_spec
+
+    return Environment(spec=parse_spec(data), local_files=environment.local_files, analysis=environment.analysis,
+                       engine=environment.engine, python=environment.python,
+                       source=_index_source(environment.source))
+
+
+def _index_source(source):
+    # The current engine copies installed *distributions*; a source-built ndcctools is a bare directory on
+    # PYTHONPATH with no metadata to copy, and the wheel is a file, not an installed distribution. Index builds
+    # install both the pins and the local wheel with pip/uv.
+    return "index" if source == "current" else source
+
+
+def _function_scripts(functions):
+    """The files to analyze for *functions*: the submitting script (``__main__``) and each function's source file;
+    plus ``(source, arcname)`` of each function's module when it is local code imported by name (cloudpickle
+    pickles functions of importable modules by reference, so the worker must import that module too)."""
+    scripts, ship = [], []
+    main = getattr(sys.modules.get("__main__"), "__file__", None)
+    if main and main.endswith(".py") and os.path.isfile(main):
+        scripts.append(os.path.abspath(main))
+    for func in functions:
+        try:
+            source = inspect.getsourcefile(func)
+        except TypeError:
+            source = None
+        if not source or not os.path.isfile(source):
+            continue
+        source = os.path.abspath(source)
+        if source not in scripts:
+            scripts.append(source)
+        module = getattr(func, "__module__", None) or "__main__"
+        if module != "__main__" and not _installed(source):
+            arcname = module.replace(".", "/") + ("/__init__.py" if source.endswith("__init__.py") else ".py")
+            ship.append((source, arcname))
+    return scripts, ship
+
+
+def _installed(path):
+    import site
+    import sysconfig
+
+    dirs = {sysconfig.get_paths()[k] for k in ("purelib", "platlib")} | set(site.getsitepackages())
+    return any(path.startswith(os.path.abspath(d) + os.sep) for d in dirs if d)
+
+
+def runtime_environment(environment=None, *, functions=(), scripts=(), packages=LIBRARY_RUNTIME, ndcctools=True):
+    """The :class:`Environment` for worker-side TaskVine Python code: *environment* (a spec, tarball or
+    Environment), or when None the analysis of ``__main__``, *scripts* and the functions' modules; plus *packages*
+    and the manager's ``ndcctools``. Submodule imports that need more than their package (``dask.array`` needs
+    numpy, :mod:`poncho_wq.import_extras`) are added too."""
+    from .import_extras import extra_distributions
+    from .wq import MANAGER_ONLY
+
+    check_environment_argument(environment, "environment")
+    ship = []
+    if environment is None or environment == "auto":
+        found, ship = _function_scripts(functions)
+        found += [os.path.abspath(s) for s in scripts if os.path.abspath(s) not in found]
+        if not found:
+            raise SpecError("environment=None: nothing to analyze (no __main__ script, no function source, no "
+                            "scripts); pass environment= (a spec, a tarball or an Environment)")
+        extras = tuple(extra_distributions(found)) + tuple(packages)
+        env = Environment.from_script(*found, exclude=MANAGER_ONLY, extra_pkgs=extras)
+    else:
+        env = as_environment(environment)
+        if env.spec is not None:
+            from .import_extras import extra_distributions as _extras
+
+            packages = tuple(packages) + tuple(_extras([s for s in scripts]))
+    env = with_packages(env, packages, ndcctools=ndcctools)
+    if ship:
+        merged = dict((arc, src) for src, arc in env.local_files)
+        for src, arc in ship:
+            merged.setdefault(arc, src)
+        env.local_files = tuple(sorted((src, arc) for arc, src in merged.items()))
+    return env
+
+
+# -- tasks ----------------------------------------------------------------------------------------------------
+def local_inputs(manager, task, files):
+    """Attach local files ``(source, arcname)`` to *task* under their relative names (cached on the workers)."""
+    for source, arcname in sorted(set(files), key=lambda sa: sa[1]):
         task.add_input(manager.declare_file(source, cache=True), arcname)
 
 
-def PonchoVineTask(manager, command, environment=None, **kwargs):
-    """A ``ndcctools.taskvine.Task`` running *command* in the environment (declared once per manager)."""
-    from ndcctools import taskvine
+def shim_error_from(exit_code, output):
+    """``ShimError(exit_code, message)`` when *output* shows that the environment could not be used (bin/run_in_env
+    failed with exit 1-4 and said why), else None: a failing command is not mistaken for a broken environment."""
+    if exit_code not in (1, 2, 3, 4) or not output:
+        return None
+    lines = _ENV_LINE.findall(output)
+    return ShimError(exit_code, lines[-1]) if lines else None
 
-    # The same argument checks as PonchoTask, before anything is analyzed or built.
-    check_command_argument(command, "PonchoVineTask")
-    check_environment_argument(environment, "PonchoVineTask")
-    env = as_environment(environment, command)
-    task = taskvine.Task(command, **kwargs)
-    task.add_environment(declare_environment(manager, env))
-    local_inputs(manager, task, env)
-    task.environment = env
-    return task
+
+def _make_vine_task(vine):
+    class PonchoVineTask(vine.Task):
+        """A TaskVine task whose command runs inside a packed Python environment (PonchoTask's TaskVine twin).
+
+        ``PonchoVineTask(manager, command, environment=None, **task_options)``: *environment* as for
+        :func:`declare_environment` (None/"auto": analyze ``__main__`` and the ``*.py`` files *command* names).
+        The scripts the command names and the local modules they import are attached under the relative paths
+        the command uses. Keyword options call the matching ``set_<name>`` method (``cores=1``, ``tag="x"``,
+        ``retries=3``). After completion, :attr:`shim_error` tells a broken environment from a failing command.
+        """
+
+        def __init__(self, manager, command, environment=None, **task_options):
+            # Checked before anything is analyzed, built or allocated in C (__del__ copes with that).
+            check_command_argument(command, "PonchoVineTask")
+            check_environment_argument(environment, "PonchoVineTask")
+            for name in task_options:
+                if not callable(getattr(vine.Task, "set_" + name, None)):
+                    raise SpecError("PonchoVineTask option {}=: TaskVine's Task has no set_{} method; use one of its "
+                                    "set_* names, e.g. cores=1, tag='x', retries=3".format(name, name))
+            self.environment = as_environment(environment, command)
+            self.original_command = command
+            super().__init__(command)
+            self.add_environment(declare_environment(manager, self.environment))
+            local_inputs(manager, self, tuple(self.environment.local_files) + tuple(ship_list(command_scripts(command))))
+            for name, value in task_options.items():
+                getattr(self, "set_" + name)(value)
+
+        def __del__(self):
+            # A bad argument raises before Task.__init__ set _task; the base __del__ would then print
+            # "Exception ignored in ... __del__".
+            if "_task" in self.__dict__:
+                super().__del__()
+
+        @property
+        def shim_error(self):
+            """After completion: ``ShimError(exit_code, message)`` when the environment could not be set up on the
+            worker (the command never ran), else None."""
+            return shim_error_from(self.exit_code, self.std_output)
+
+    return PonchoVineTask
+
+
+
+
+# -- serverless -----------------------------------------------------------------------------------------------
+_LIBRARY_OPTIONS = ("init_command", "hoisting_modules", "exec_mode", "library_context_info")
+
+
+def create_library(manager, name, *functions, environment=None, fail_fast=True, **options):
+    """TaskVine's ``create_library_from_functions(name, *functions)`` with a poncho_wq environment; returns the
+    ``LibraryTask`` (then ``manager.install_library(lib)`` and submit ``FunctionCall(name, "func", ...)``).
+
+    *environment*: None (default) analyzes ``__main__`` and the functions' modules; or a spec, a tarball or an
+    Environment. Spec-based environments get TaskVine's library runtime (:data:`LIBRARY_RUNTIME`, pinned to the
+    versions installed here) and the manager's ``ndcctools``; a prebuilt tarball must contain them already.
+    The functions' local modules ship with the library. *options*: ``init_command``, ``hoisting_modules``,
+    ``exec_mode``, ``library_context_info`` (passed to TaskVine), or ``set_<name>`` options of the task
+    (``cores=2``, ``function_slots=4``).
+
+    *fail_fast* (default): a library that cannot start (an import fails in its environment) is given up after
+    its second failure instead of TaskVine's 16 (15 s apart, about 4 minutes); its FunctionCalls then come back
+    failed ("missing library"), and :func:`library_error` / :class:`FunctionCall` give the library's own error.
+    It sets the manager-wide tunables ``max-library-retries`` (1) and ``watch-library-logfiles`` (1).
+    """
+    vine = _vine()
+    if not isinstance(name, str) or not name.strip():
+        raise SpecError("create_library name: {} is not valid; expected the library's name, a non-empty "
+                        "string".format(_short_repr(name)))
+    if not functions:
+        raise SpecError("create_library functions: none given; expected at least one function, e.g. "
+                        "create_library(m, 'lib', my_func)")
+    for func in functions:
+        if not callable(func) or not hasattr(func, "__name__"):
+            raise SpecError("create_library functions: {} ({}) is not valid; expected functions defined with "
+                            "def".format(_short_repr(func), type(func).__name__))
+    setters = {}
+    for key in list(options):
+        if key in _LIBRARY_OPTIONS:
+            continue
+        if key in ("poncho_env", "add_env"):
+            raise SpecError("create_library option {}=: poncho_wq declares the environment itself; pass "
+                            "environment= (a spec, a tarball or an Environment)".format(key))
+        if not callable(getattr(vine.LibraryTask, "set_" + key, None)):
+            raise SpecError("create_library option {}=: expected one of {} or a LibraryTask set_* name such as "
+                            "cores=2, function_slots=4".format(key, ", ".join(_LIBRARY_OPTIONS)))
+        setters[key] = options.pop(key)
+    try:
+        import ndcctools.poncho.package_serverize  # noqa: F401  (what create_library_from_functions imports)
+    except ImportError as e:
+        raise PonchoError("TaskVine's create_library_from_functions needs, on the manager, {}: pip install {} "
+                          "(cloudpickle, threadpoolctl, packaging and conda-pack are imported by ndcctools.poncho)"
+                          .format(e, getattr(e, "name", None) or "the missing module"))
+    env = runtime_environment(environment, functions=functions)
+    path = env.build()
+    # add_env=False: the environment is declared here once per manager (the same File for every library and
+    # task using it), instead of TaskVine declaring the tarball again for each library. poncho_env still names
+    # it, so that TaskVine's library cache key changes with the environment.
+    lib = manager.create_library_from_functions(name, *functions, poncho_env=path, add_env=False, **options)
+    lib.add_environment(declare_environment(manager, env))
+    local_inputs(manager, lib, env.local_files)
+    for key, value in setters.items():
+        getattr(lib, "set_" + key)(value)
+    if fail_fast:
+        # TaskVine 7.17 clamps this tunable with MIN(1, value): 1 is the most it allows, and it is what we want.
+        manager.tune("max-library-retries", 1)
+        manager.tune("watch-library-logfiles", 1)
+    lib.environment = env
+    return lib
+
+
+def library_error(manager):
+    """The end of the most recent failed library's output (its traceback), from the library logs TaskVine writes
+    when ``watch-library-logfiles`` is set (:func:`create_library` sets it), or None. TaskVine does not tell which
+    library a log belongs to before the library announces itself, so with several libraries this is the last
+    failure of any of them."""
+    directory = getattr(manager, "library_logging_directory", None)
+    if not directory or not os.path.isdir(directory):
+        return None
+    logs = []
+    for entry in os.scandir(directory):
+        if entry.name.endswith(".log") and entry.is_file():
+            logs.append((entry.stat().st_mtime, entry.path))
+    for _, path in sorted(logs, reverse=True):
+        with open(path, errors="replace") as f:
+            text = f.read()
+        if "Traceback" in text or "Error" in text:
+            start = text.rfind("Traceback")
+            return text[start if start >= 0 else 0:].strip()[-4000:]
+    return None
+
+
+def _make_function_call(vine):
+    class FunctionCall(vine.FunctionCall):
+        """TaskVine's ``FunctionCall`` that, when its library could not start, says why: :attr:`library_error` is
+        the library's own error (e.g. ``ModuleNotFoundError: No module named 'humanize'``) and :attr:`output` is
+        an :class:`~poncho_wq.errors.ActivationError` carrying it, instead of a bare ``FunctionCallNoResult``."""
+
+        @property
+        def library_error(self):
+            if self.successful():
+                return None
+            return library_error(self.manager) if self.manager is not None else None
+
+        @property
+        def output(self):
+            out = super().output
+            if not self.successful():
+                why = self.library_error
+                if why:
+                    return ActivationError("library {} could not run {} ({}): {}".format(
+                        self.get_library_required(), self.command, self.result, why.splitlines()[-1]))
+            return out
+
+    return FunctionCall
+
+
+
+
+# -- DaskVine -------------------------------------------------------------------------------------------------
+def dask_environment(manager, environment=None, scripts=()):
+    """Declare, once per manager, the environment DaskVine's tasks need; pass the File as ``environment=`` to
+    ``DaskVine.get`` / ``.compute(scheduler=m.get, ...)`` (a path there would be declared again on every call, and
+    every worker would unpack it again).
+
+    *environment*: None analyzes ``__main__`` and *scripts* (``dask.array`` adds numpy, ``dask.dataframe``
+    pandas, ...); or a spec, tarball or Environment. Spec-based environments get :data:`DASK_RUNTIME` (dask
+    pinned to the version installed here: the graph is pickled by the manager's dask) and the manager's
+    ``ndcctools``."""
+    env = runtime_environment(environment, scripts=scripts, packages=DASK_RUNTIME)
+    return declare_environment(manager, env)
+
+
+# The classes derive from ndcctools.taskvine's, which is imported only when one is first asked for (PEP 562):
+# importing poncho_wq.taskvine for declare_environment or the helpers does not load _cvine.so.
+_CLASSES = {"PonchoVineTask": _make_vine_task, "FunctionCall": _make_function_call}
+_classes_lock = threading.Lock()
+
+
+def __getattr__(name):
+    if name in _CLASSES:
+        with _classes_lock:
+            if name not in globals():
+                globals()[name] = _CLASSES[name](_vine())
+            return globals()[name]
+    raise AttributeError("module {!r} has no attribute {!r}".format(__name__, name))
