@@ -136,7 +136,9 @@ def _function_scripts(functions):
     pickles functions of importable modules by reference, so the worker must import that module too)."""
     scripts, ship = [], []
     main = getattr(sys.modules.get("__main__"), "__file__", None)
-    if main and main.endswith(".py") and os.path.isfile(main):
+    # An installed __main__ (``python -m pytest``, a console script) is not the user's code: analyzing it would
+    # ship that tool instead.
+    if main and main.endswith(".py") and os.path.isfile(main) and not _installed(os.path.abspath(main)):
         scripts.append(os.path.abspath(main))
     for func in functions:
         try:
@@ -163,7 +165,8 @@ def _installed(path):
     return any(path.startswith(os.path.abspath(d) + os.sep) for d in dirs if d)
 
 
-def runtime_environment(environment=None, *, functions=(), scripts=(), packages=LIBRARY_RUNTIME, ndcctools=True):
+def runtime_environment(environment=None, *, functions=(), scripts=(), packages=LIBRARY_RUNTIME, ndcctools=True,
+                        who="runtime_environment"):
     """The :class:`Environment` for worker-side TaskVine Python code: *environment* (a spec, tarball or
     Environment), or when None the analysis of ``__main__``, *scripts* and the functions' modules; plus *packages*
     and the manager's ``ndcctools``. Submodule imports that need more than their package (``dask.array`` needs
@@ -171,7 +174,7 @@ def runtime_environment(environment=None, *, functions=(), scripts=(), packages=
     from .import_extras import extra_distributions
     from .wq import MANAGER_ONLY
 
-    check_environment_argument(environment, "environment")
+    check_environment_argument(environment, who)
     ship = []
     if environment is None or environment == "auto":
         found, ship = _function_scripts(functions)
@@ -304,7 +307,7 @@ def create_library(manager, name, *functions, environment=None, fail_fast=True, 
         raise PonchoError("TaskVine's create_library_from_functions needs, on the manager, {}: pip install {} "
                           "(cloudpickle, threadpoolctl, packaging and conda-pack are imported by ndcctools.poncho)"
                           .format(e, getattr(e, "name", None) or "the missing module"))
-    env = runtime_environment(environment, functions=functions)
+    env = runtime_environment(environment, functions=functions, who="create_library")
     path = env.build()
     # add_env=False: the environment is declared here once per manager (the same File for every library and
     # task using it), instead of TaskVine declaring the tarball again for each library. poncho_env still names
@@ -380,7 +383,7 @@ def dask_environment(manager, environment=None, scripts=()):
     pandas, ...); or a spec, tarball or Environment. Spec-based environments get :data:`DASK_RUNTIME` (dask
     pinned to the version installed here: the graph is pickled by the manager's dask) and the manager's
     ``ndcctools``."""
-    env = runtime_environment(environment, scripts=scripts, packages=DASK_RUNTIME)
+    env = runtime_environment(environment, scripts=scripts, packages=DASK_RUNTIME, who="dask_environment")
     return declare_environment(manager, env)
 
 
