@@ -12,7 +12,7 @@ import sys
 import tempfile
 import time
 
-from poncho_wq.build import build_prefix
+from poncho_wq.engines import build_prefix
 from poncho_wq.pack import DEFAULT_COMPRESS_LEVEL, pack_prefix
 
 BENCH = os.path.join(os.path.expanduser("~"), ".cache", "poncho_wq-bench")

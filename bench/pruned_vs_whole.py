@@ -49,9 +49,9 @@ def inner(runs):
     """Runs under the venv's python: both builds, best of *runs*."""
     import importlib.metadata
 
-    from poncho_wq.analyze import analyze
-    from poncho_wq.build import create
-    from poncho_wq.build.current import plan, spec_with_local
+    from poncho_wq.analysis import analyze
+    from poncho_wq.engines import create
+    from poncho_wq.engines.current import plan, spec_with_local
 
     work = tempfile.mkdtemp(prefix="poncho-bench-")
     try:

@@ -37,15 +37,15 @@ __all__ = [
 
 
 def analyze(*args, **kwargs):
-    """Analyze scripts into an :class:`~poncho_wq.analyze.Analysis` (see :func:`poncho_wq.analyze.analyze`)."""
-    from .analyze import analyze as _analyze
+    """Analyze scripts into an :class:`~poncho_wq.analysis.Analysis` (see :func:`poncho_wq.analysis.analyze`)."""
+    from .analysis import analyze as _analyze
 
     return _analyze(*args, **kwargs)
 
 
 def create(*args, **kwargs):
-    """Build (or fetch from the cache) a packed environment (see :func:`poncho_wq.build.create`)."""
-    from .build import create as _create
+    """Build (or fetch from the cache) a packed environment (see :func:`poncho_wq.engines.create`)."""
+    from .engines import create as _create
 
     return _create(*args, **kwargs)
 

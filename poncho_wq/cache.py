@@ -9,7 +9,7 @@ Layout under the cache root (``$PONCHO_WQ_CACHE``, else ``$XDG_CACHE_HOME/poncho
     tmp/build-<key[:32]>/        scratch of the build in progress (prefix + unfinished tarball)
     builds.log                   one JSON line per completed build (audit trail; tests count builds with it)
 
-The key is a sha256 hex digest (see :func:`poncho_wq.build.cache_key`); the first 32 hex digits (128 bits) name the
+The key is a sha256 hex digest (see :func:`poncho_wq.engines.cache_key`); the first 32 hex digits (128 bits) name the
 file. The run shim takes the environment's id from that name without reading the file, so a name is never reused
 for different content: a name is only ever published by renaming a finished tarball built for that key.
 

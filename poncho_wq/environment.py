@@ -13,7 +13,7 @@ import sys
 import threading
 
 from .config import settings
-from .errors import PonchoError
+from .errors import PonchoError, SpecError
 from .spec import as_spec
 
 _ENV_NAME = re.compile(r"^env-([0-9a-f]{16,64})\.tar\.gz$")
@@ -53,7 +53,19 @@ class Environment:
     def __init__(self, spec=None, tarball=None, local_files=(), analysis=None, engine=None, python=None,
                  source="index"):
         if (spec is None) == (tarball is None):
-            raise PonchoError("an Environment needs exactly one of a spec or a tarball")
+            raise SpecError("an Environment needs exactly one of a spec or a tarball")
+        if source not in ("index", "current"):
+            raise SpecError("source={!r} is not valid here; expected 'index' or 'current' ('auto' is resolved by "
+                            "Environment.from_script)".format(source))
+        # "current" is an engine: source="current" and engine="current" say the same thing, and any other engine
+        # with source="current" would silently ignore one of the two.
+        if engine == "current":
+            source = "current"
+        elif source == "current":
+            if engine not in (None, "auto"):
+                raise SpecError("source='current' copies the installed distributions (the current engine); "
+                                "engine={!r} contradicts it: leave engine out, or use source='index'".format(engine))
+            engine = "current"
         self._spec = spec
         self._tarball = os.path.abspath(tarball) if tarball else None
         self.local_files = tuple(local_files)
@@ -88,10 +100,12 @@ class Environment:
         which on stderr (:func:`poncho_wq.netcheck.resolve_source`; ``$PONCHO_WQ_SOURCE`` overrides it).
         ``ship_local``: tasks get the local modules the scripts import (paths relative to each script's dir).
         """
-        from .analyze import analyze
+        from .analysis import analyze
         from .wq import MANAGER_ONLY
 
         scripts = tuple(str(s) for s in scripts)
+        if engine == "current":
+            source = "current"
         exclude = tuple(MANAGER_ONLY if exclude is None else exclude)
         try:
             key = (tuple(_file_identity(s) for s in scripts), exclude, source, engine, python, ship_local,
@@ -153,7 +167,7 @@ class Environment:
 
         The path is the cache entry itself, which every task attaches under its ``env-<hash>`` name. The memo is
         trusted only while that file is unchanged (same inode, size, mtime and ctime: one ``stat`` per task);
-        otherwise :func:`poncho_wq.build.create` is asked again, which checks the entry's sha256 against the one
+        otherwise :func:`poncho_wq.engines.create` is asked again, which checks the entry's sha256 against the one
         recorded when it was built and rebuilds a damaged entry.
         """
         from .cache import file_identity
@@ -162,19 +176,15 @@ class Environment:
             return self._tarball
         if self.build_result is not None and file_identity(self.build_result.path) == self._identity:
             return self.build_result.path  # every task asks again: no spec hashing on that path
-        from . import build
+        from .engines import create, get_engine
 
-        key = (self._spec.digest(), self.engine, self.python, self.source)
+        engine = get_engine(self._spec, self.engine)
+        spec = engine.prepare(self._spec, self.analysis)  # what this engine builds for the analysis
+        key = (spec.digest(), engine.name, self.python)
         with _lock:
             memo = _build_memo.get(key)
             if memo is None or file_identity(memo[0].path) != memo[1]:
-                if self.source == "current":
-                    from .build.current import create_from_current
-
-                    result = create_from_current(self._spec, analysis=self.analysis, python=self.python,
-                                                 progress=progress)
-                else:
-                    result = build.create(self._spec, engine=self.engine, python=self.python, progress=progress)
+                result = create(spec, engine=engine, python=self.python, progress=progress)
                 memo = _build_memo[key] = (result, file_identity(result.path))
             self.build_result, self._identity = memo
             return self.build_result.path
@@ -193,7 +203,7 @@ def _choose_source(source, spec, engine, python):
     forced = settings().source
     if source in (None, "auto") and forced not in ("index", "current"):
         try:
-            from .build import cache_key
+            from .engines import cache_key
             from .cache import Cache, default_cache_dir
 
             if Cache(default_cache_dir()).get(cache_key(spec, engine=engine, python=python)):
@@ -225,7 +235,7 @@ def ship_list(scripts):
     """``(source, arcname)`` for command scripts (as the command names them) and the local code they import.
 
     Memoized while the scripts are unchanged: every task of a run names the same few scripts."""
-    from .analyze import analyze
+    from .analysis import analyze
 
     key = ("ship",) + tuple(_file_identity(s) for s in scripts)
     with _lock:

@@ -7,7 +7,7 @@ find it, and gives up fast:
 * ``$PONCHO_WQ_SOURCE`` = ``index`` | ``current`` | ``auto`` forces the answer (auto: check);
 * ``PIP_NO_INDEX``, ``UV_OFFLINE`` or ``UV_NO_INDEX`` set to a true value mean "no index" (the user said so);
 * otherwise the index URL is ``UV_DEFAULT_INDEX`` / ``UV_INDEX_URL`` (uv is the installer when it is installed,
-  see :mod:`poncho_wq.build.pip`), then ``PIP_INDEX_URL``, then ``index-url`` from the pip configuration files
+  see :mod:`poncho_wq.engines.pip`), then ``PIP_INDEX_URL``, then ``index-url`` from the pip configuration files
   (``$PIP_CONFIG_FILE``, the global, user and site ``pip.conf``; a ``no-index = true`` there counts too), then
   ``https://pypi.org/simple``;
 * the URL is reachable when an HTTP ``HEAD`` gets *any* HTTP answer within ``$PONCHO_WQ_NETCHECK_TIMEOUT``

@@ -193,6 +193,19 @@ def _compress(tar, out, level, n_threads, use_pigz):
     return "zlib"
 
 
+def ensure_history(prefix, engine):
+    """Write ``conda-meta/history`` when *prefix* has none: the one writer of that file.
+
+    conda-pack 0.9.2 fails with "mtime may not be None" on a prefix without it, and a portable or current prefix
+    has none of its own; fixed content (no date) keeps archives reproducible.
+    """
+    history = os.path.join(prefix, "conda-meta", "history")
+    if not os.path.exists(history):
+        os.makedirs(os.path.dirname(history), exist_ok=True)
+        with open(history, "w", encoding="utf-8") as f:
+            f.write("# created by poncho_wq ({} engine)\n".format(engine))
+
+
 def pack_prefix(prefix, output, *, n_threads=None, compress_level=None, progress=None, use_pigz=None):
     """Pack *prefix* into the gzip'd tarball *output* (published atomically); return its size in bytes.
 

@@ -21,7 +21,7 @@ each one with plain ``os`` calls after checking it, which makes the rules below 
 
 Any refusal or archive corruption raises :class:`~poncho_wq.errors.PonchoError` (exit code 3) naming the member,
 and leaves a partly extracted destination behind: callers extract into a fresh temporary directory and publish it
-by rename only on success (see :mod:`poncho_wq.build.data`).
+by rename only on success (see :mod:`poncho_wq.engines.data`).
 
 The archive is read in *stream* mode (``r|...``), so it may come from a non-seekable file object, and it is read
 once, which also means a hard link can only refer to an earlier member - as tar itself requires.

@@ -1,9 +1,9 @@
-"""Static import scanning of Python source, and the per-file scan cache :mod:`poncho_wq.analyze` walks with.
+"""Static import scanning of Python source, and the per-file scan cache :mod:`poncho_wq.analysis` walks with.
 
 One file at a time, from the AST only (the code is never imported or run): :func:`scan_source` returns a
 :class:`FileScan` with every import site (an :class:`ImportRef`, flagged ``OPTIONAL``, ``TYPE_CHECKING``,
 ``DYNAMIC``, ``TOPLEVEL``) and the qualified names of its functions. Which import forms count, and which are
-optional, is described in :mod:`poncho_wq.analyze`; following local modules and resolving distributions happen
+optional, is described in :mod:`poncho_wq.analysis`; following local modules and resolving distributions happen
 there too.
 
 Speed: ``ast.parse`` dominates, and most of its cost is the cyclic garbage collector walking the millions of

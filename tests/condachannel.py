@@ -174,7 +174,7 @@ def install_prefix(channel, specs, prefix, cache_dir=None):
     """
     from rattler import MatchSpec, install, solve
 
-    from poncho_wq.build.conda import current_subdir
+    from poncho_wq.engines.conda import current_subdir
 
     channel = channel if "://" in str(channel) else channel_url(channel)
     records = asyncio.run(solve([channel], list(specs), platforms=[current_subdir(), "noarch"]))

@@ -20,7 +20,7 @@ from conftest import run_cli
 from poncho_wq.errors import PonchoError
 from poncho_wq.spec import Spec
 
-an = importlib.import_module("poncho_wq.analyze")  # the package re-exports analyze(), shadowing the module name
+import poncho_wq.analysis as an  # noqa: E402
 
 PY = "{}.{}".format(*sys.version_info[:2])
 

@@ -15,7 +15,7 @@ import pytest
 
 from condachannel import PLACEHOLDER, channel_url, make_package, make_python_standin, index_channel
 from conftest import run_cli
-from poncho_wq.build.conda import build_conda_prefix, conda_tool, tool_command
+from poncho_wq.engines.conda import build_conda_prefix, conda_tool, tool_command
 from poncho_wq.errors import BuildError, PonchoError, SpecError
 from poncho_wq.spec import parse_spec
 

@@ -238,7 +238,7 @@ def test_same_inputs_twice_give_identical_bytes(built, venv):
 
 KEY = """\
 import sys
-from poncho_wq.build import cache_key
+from poncho_wq.engines import cache_key
 print(cache_key({"pip": sys.argv[1:]}, engine="current"))
 """
 

@@ -232,7 +232,7 @@ def test_errors_name_the_mismatch(conda_env, tmp_path, doc, words):
 
 
 def test_binary_prefix_replacement_keeps_offsets():
-    from poncho_wq.build.current import replace_prefix_binary
+    from poncho_wq.engines.current import replace_prefix_binary
     from poncho_wq.errors import PonchoError
 
     old, new = b"/opt/source/env", b"/b/env"

@@ -11,8 +11,8 @@ import tarfile
 
 import pytest
 
-from poncho_wq.build import create
-from poncho_wq.build.interpreter import copy_interpreter, probe_interpreter
+from poncho_wq.engines import create
+from poncho_wq.engines.interpreter import copy_interpreter, probe_interpreter
 from poncho_wq.tools import find_tool
 from poncho_wq.errors import PonchoError
 

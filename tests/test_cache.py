@@ -9,7 +9,7 @@ import time
 import pytest
 
 from conftest import run_cli, script, SCRIPTS
-from poncho_wq.build import build_prefix, cache_key, create
+from poncho_wq.engines import build_prefix, cache_key, create
 from poncho_wq.cache import Cache, default_cache_dir, tarball_name
 from poncho_wq.errors import PonchoError
 from poncho_wq.pack import pack_prefix

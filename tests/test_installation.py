@@ -24,7 +24,7 @@ import pytest
 from condachannel import install_prefix, make_channel, make_python_standin
 from conftest import run_cli
 
-from poncho_wq.analyze import analyze
+from poncho_wq.analysis import analyze
 from poncho_wq.installation import clear_cache, installation
 
 #: The interpreter venvs are made from (a venv of a venv is not a thing: its base is the real installation).
@@ -276,31 +276,35 @@ def test_conda_prefix(tmp_path_factory, tmp_path):
 
 
 def test_editable_install(plain, tmp_path):
-    from poncho_wq.build.current import create_from_current, plan, spec_with_local
+    from poncho_wq.engines import ENGINES, create
+    from poncho_wq.engines.current import plan
 
     script = _script(tmp_path, "import editmod\n")
     a = analyze([script], prefix=plain["prefix"], use_cache=False)
     assert dict(a.local_distributions) == {"editmod": plain["edit"]}
     assert any(src == os.path.join(plain["edit"], "editmod", "__init__.py") for src, _ in a.local_files)
-    p = plan(spec_with_local(a.spec, a), plain["python"])
+    shipped = ENGINES["current"].prepare(a.spec, a)
+    p = plan(shipped, plain["python"])
     assert p.dists == (("editmod", "0.1", "editable"),)
     out = tmp_path / "env.tar.gz"
-    create_from_current(a.spec, analysis=a, python=plain["python"], output=str(out), use_cache=False)
+    create(shipped, str(out), engine="current", python=plain["python"], use_cache=False)
     members = _members(str(out))
     assert any(m.endswith("/site-packages/editmod/__init__.py") for m in members)
     assert any(m.endswith("/editmod-0.1.dist-info/METADATA") for m in members)
 
 
 def test_local_directory_install(plain, tmp_path):
-    from poncho_wq.build.current import create_from_current, plan, spec_with_local
+    from poncho_wq.engines import ENGINES, create
+    from poncho_wq.engines.current import plan
 
     script = _script(tmp_path, "import dirmod\n")
     a = analyze([script], prefix=plain["prefix"], use_cache=False)
     assert dict(a.local_distributions) == {"dirmod": plain["local"]}
-    p = plan(spec_with_local(a.spec, a), plain["python"])
+    shipped = ENGINES["current"].prepare(a.spec, a)
+    p = plan(shipped, plain["python"])
     assert p.dists == (("dirmod", "2.5", "installed"),)
     out = tmp_path / "env.tar.gz"
-    create_from_current(a.spec, analysis=a, python=plain["python"], output=str(out), use_cache=False)
+    create(shipped, str(out), engine="current", python=plain["python"], use_cache=False)
     _assert_ships(_members(str(out)), installation(plain["python"]), "dirmod", "2.5")
 
 

@@ -8,7 +8,7 @@ import tarfile
 
 import pytest
 
-from poncho_wq.build import build_prefix
+from poncho_wq.engines import build_prefix
 from poncho_wq.errors import PonchoError
 from poncho_wq.pack import fixed_mtime, pack_prefix
 

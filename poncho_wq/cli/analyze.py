@@ -73,7 +73,7 @@ def _analyze(argv, prog):
         sources["<stdin>"] = sys.stdin.read()
         scripts = [s for s in scripts if s != "-"]
 
-    from ..analyze import analyze
+    from ..analysis import analyze
     from ..fsutil import atomic_output
 
     result = analyze(scripts, toplevel=args.toplevel, function=args.function, pkg_mapping=mapping,

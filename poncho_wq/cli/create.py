@@ -1,6 +1,6 @@
 """``poncho_package_create [options] <spec.json|-> <out.tar.gz>``: build (or reuse) a packed environment.
 
-A thin layer over :func:`poncho_wq.build.create`; upstream's positional arguments, plus the cache, engine and
+A thin layer over :func:`poncho_wq.engines.create`; upstream's positional arguments, plus the cache, engine and
 base-interpreter options. ``--from-current-env`` (= ``--engine current``) builds without any package index: the
 spec's pip distributions and their installed dependencies are copied from the environment of the interpreter
 running this command (or of ``--python``), e.g. on a login node without network::
@@ -51,7 +51,7 @@ def parser(prog=PROG):
 def _create(argv, prog=PROG):
     args = parser(prog).parse_args(argv)
     setup_logging(args.quiet)
-    from ..build import create
+    from ..engines import create
     from ..fsutil import refuse_output_onto_input
     from ..progress import Progress
     from ..spec import load_spec

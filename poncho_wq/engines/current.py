@@ -29,7 +29,7 @@ What is copied, and how:
   their ``.dist-info`` (without ``direct_url.json``, which names a path of this machine) and a ``RECORD`` written
   for the copied files. A warning names them: what ships is the source *as it is now*, not a release.
 
-The cache key (:func:`installed_identity`, added by :func:`poncho_wq.build.cache_key`) covers every kept
+The cache key (:func:`installed_identity`, added by :func:`poncho_wq.engines.cache_key`) covers every kept
 distribution's name, version and ``RECORD`` hash plus the size and mtime of every source file: reinstalling or
 editing anything that would be shipped gives a new key (and a new ``env-<key>.tar.gz`` name), anything else
 installed in the environment does not.
@@ -381,14 +381,3 @@ def spec_with_local(spec, analysis=None):
     else:
         data.pop("pip", None)
     return parse_spec(data)
-
-
-def create_from_current(spec, *, analysis=None, python=None, progress=None, output=None, use_cache=True,
-                        cache_dir=None):
-    """Build (or find in the cache) the environment *spec* from the environment of *python* (default: the running
-    one); with *analysis*, its local distributions ship too and its unresolved imports are left out.
-    Returns a :class:`poncho_wq.build.BuildResult`."""
-    from . import create
-
-    return create(spec_with_local(spec, analysis), output, engine="current", python=python, use_cache=use_cache,
-                  cache_dir=cache_dir, progress=progress)

@@ -33,6 +33,7 @@ import tempfile
 
 from ..config import Settings, settings
 from ..errors import BuildError, PonchoError, SpecError
+from ..pack import ensure_history
 from ..progress import as_progress
 from ..tools import run_tool
 
@@ -94,12 +95,7 @@ def build_conda_prefix(spec, prefix, progress=None):
     else:
         progress.info("conda engine: embedded py-rattler (no micromamba, mamba or conda on PATH)")
         _install_with_rattler(spec, prefix, progress)
-    history = os.path.join(prefix, "conda-meta", "history")
-    if not os.path.exists(history):
-        # conda-pack 0.9.2 fails with "mtime may not be None" when the prefix has no history file.
-        os.makedirs(os.path.dirname(history), exist_ok=True)
-        with open(history, "w") as f:
-            f.write("# created by poncho_wq (conda engine)\n")
+    ensure_history(prefix, "conda")
     if spec.pip:
         python = prefix_python(prefix)
         if not python:

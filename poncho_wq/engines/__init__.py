@@ -1,0 +1,290 @@
+"""Environment builds: spec -> populated prefix -> packed, relocatable tarball, cached by content.
+
+Three engines fill a prefix, each an :class:`Engine` (:data:`ENGINES`): ``conda`` (:mod:`.conda`:
+micromamba/mamba/conda or py-rattler, then pip) for specs with a conda section, ``portable`` (:mod:`.portable`: a
+relocatable copy of a CPython interpreter, then pip) for the others, and ``current`` (:mod:`.current`: the
+interpreter copy plus the spec's distributions copied, pruned to their installed dependency closure, from the
+running environment: no index, never chosen by "auto"). Whatever the engine, :func:`build_prefix` then adds the
+data sections (:mod:`.data`), ``bin/run_in_env`` (the activator the run shim calls), ``poncho/spec.json`` and
+``conda-meta/history`` (conda-pack needs it), and :func:`poncho_wq.pack.pack_prefix` packs it, so one packer and
+one relocation step (``conda-unpack``) serve every engine.
+
+The cache key (:func:`cache_key`) is sha256 over the spec's canonical JSON, the platform (``sys.platform``,
+machine, libc) and the builder's identity (engine, poncho_wq version, pack format, and what the engine's
+:meth:`Engine.identity` says its result depends on: the base interpreter's implementation and full version/build
+string; for the current engine also a hash of the copied files' identities). The cached tarball is named
+``env-<key[:32]>.tar.gz`` (see :mod:`poncho_wq.cache`).
+"""
+
+import dataclasses
+import hashlib
+import json
+import os
+import platform
+import shutil
+import sys
+import time
+from typing import Any, Dict, Optional, Union
+
+from ..errors import BuildError, PonchoError, SpecError
+from ..fsutil import build_scratch, check_output_path, place_copy, write_error
+from ..progress import as_progress
+from ..spec import as_spec
+from ..tools import describe_os_error, tail
+
+#: Bumped whenever the archive layout or packing changes, so old cache entries are not reused.
+PACK_FORMAT = 1
+
+
+@dataclasses.dataclass(frozen=True)
+class BuildResult:
+    path: str  # the tarball (in the cache when cached; else the requested output)
+    key: str  # cache key (hex)
+    cache_hit: bool
+    seconds: float  # build (or lookup) time
+    size: int  # bytes
+
+
+class Engine:
+    """What every engine states, and the only things the pipeline asks of it.
+
+    An engine (like conda-pack's archive formats behind one ``ArchiveBase``) is chosen once, by name; after that
+    nothing in the pipeline tests its name:
+
+    * :meth:`check` refuses what makes no sense for this engine (``--python`` for conda, a conda section for the
+      portable engine) before anything is built;
+    * :meth:`identity` is everything besides the spec and the platform that the built bytes depend on (for the
+      cache key): an engine that copies an interpreter names it, one that copies installed files names them;
+    * :meth:`prepare` turns an analysis' spec into the spec this engine builds (the current engine also ships
+      local distributions and leaves out what is not installed);
+    * :meth:`populate` fills an empty prefix; :func:`build_prefix` adds what every environment carries.
+    """
+
+    name = ""
+    #: whether ``python=`` / ``--python`` means anything to this engine
+    takes_python = False
+
+    def check(self, spec, python: Optional[str]) -> None:
+        if python and not self.takes_python:
+            raise SpecError("--python chooses the base interpreter of the portable engine (or the environment of "
+                            "the current engine); the {} engine takes Python from the spec's conda packages: "
+                            "leave --python out".format(self.name))
+
+    def identity(self, spec, python: Optional[str]) -> Dict[str, Any]:
+        return {}
+
+    def prepare(self, spec, analysis=None):
+        return spec
+
+    def populate(self, spec, prefix: str, python: Optional[str], progress) -> None:
+        raise NotImplementedError
+
+    def __repr__(self):
+        return "<engine {}>".format(self.name)
+
+
+def _interpreter_identity(python):
+    from .interpreter import probe_interpreter
+    from .portable import base_python
+
+    info = probe_interpreter(base_python(python))
+    return {"implementation": info["implementation"], "version": info["version"], "build": info["build"],
+            "abiflags": info["abiflags"]}
+
+
+class CondaEngine(Engine):
+    """micromamba/mamba/conda when on PATH, else the embedded py-rattler; then the spec's pip section."""
+
+    name = "conda"
+
+    def check(self, spec, python):
+        super().check(spec, python)
+        if not spec.conda or not spec.conda.packages:
+            raise SpecError("the conda engine needs a spec with conda packages; use --engine portable (or auto) "
+                            "for a spec with only pip packages")
+
+    def populate(self, spec, prefix, python, progress):
+        try:
+            from .conda import build_conda_prefix
+        except ImportError as e:
+            raise BuildError("the conda engine is not available in this installation ({})".format(e))
+        build_conda_prefix(spec, prefix, progress)
+
+
+class PortableEngine(Engine):
+    """A relocatable copy of a CPython interpreter (the running one, or ``python=``), then the pip section."""
+
+    name = "portable"
+    takes_python = True
+
+    def check(self, spec, python):
+        super().check(spec, python)
+        if spec.conda:
+            raise SpecError("the spec has a conda section ({}); the portable engine installs only pip packages: "
+                            "use --engine conda (or auto)".format(" ".join(spec.conda.packages)))
+
+    def identity(self, spec, python):
+        return {"python": _interpreter_identity(python)}
+
+    def populate(self, spec, prefix, python, progress):
+        from .portable import build_portable_prefix
+
+        build_portable_prefix(spec, prefix, python, progress)
+
+
+class CurrentEngine(Engine):
+    """The spec's distributions copied, closed over their installed dependencies, from the environment of the
+    running interpreter (or ``python=``): no index; never chosen by "auto"."""
+
+    name = "current"
+    takes_python = True
+
+    def identity(self, spec, python):
+        from .current import installed_identity
+
+        # the files copied, not only their names
+        return {"python": _interpreter_identity(python), "installed": installed_identity(spec, python)}
+
+    def prepare(self, spec, analysis=None):
+        from .current import spec_with_local
+
+        return spec_with_local(spec, analysis)
+
+    def populate(self, spec, prefix, python, progress):
+        from .current import build_current_prefix
+
+        build_current_prefix(spec, prefix, python, progress)
+
+
+#: The engines by name.
+ENGINES: Dict[str, Engine] = {e.name: e for e in (CondaEngine(), PortableEngine(), CurrentEngine())}
+
+
+def get_engine(spec, engine: Union[None, str, Engine] = None) -> Engine:
+    """The engine named *engine* (an :class:`Engine` is returned as is); ``None``/"auto": conda when the spec has
+    a conda section, else portable."""
+    if isinstance(engine, Engine):
+        return engine
+    if engine in (None, "auto"):
+        return ENGINES["conda" if spec.conda else "portable"]
+    if engine not in ENGINES:
+        raise SpecError("unknown engine {!r}; expected auto, {}".format(engine, ", ".join(ENGINES)))
+    return ENGINES[engine]
+
+
+def platform_tag():
+    libc, libc_version = platform.libc_ver()
+    return {"platform": sys.platform, "machine": platform.machine(), "libc": "{} {}".format(libc, libc_version)}
+
+
+def cache_key(spec, *, engine, python=None):
+    """The content key of the environment *spec* built by *engine* on this platform (sha256 hex): the spec's
+    canonical JSON, the platform, and the builder (engine, poncho_wq version, pack format, the engine's
+    :meth:`Engine.identity`)."""
+    from .. import __version__
+
+    spec = as_spec(spec)
+    eng = get_engine(spec, engine)
+    builder = {"engine": eng.name, "poncho_wq": __version__, "pack_format": PACK_FORMAT}
+    builder.update(eng.identity(spec, python))
+    doc = {"spec": spec.canonical(), "platform": platform_tag(), "builder": builder}
+    return hashlib.sha256(json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+def _write(path, text, mode=0o644):
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "w", encoding="utf-8") as f:
+        f.write(text)
+    os.chmod(path, mode)
+
+
+def build_prefix(spec, prefix, *, engine=None, python=None, progress=None):
+    """Populate the new (or empty) directory *prefix* with the environment *spec* (not packed)."""
+    spec = as_spec(spec)
+    eng = get_engine(spec, engine)
+    eng.check(spec, python)
+    progress = as_progress(progress)
+    if os.path.isdir(prefix) and os.listdir(prefix):
+        raise BuildError("build prefix {} is not empty".format(prefix))
+    os.makedirs(prefix, exist_ok=True)
+    eng.populate(spec, prefix, python, progress)
+    if spec.git or spec.http:
+        from .data import fetch_data
+
+        fetch_data(spec, prefix, progress)
+    from ..pack import ensure_history
+    from ..shim import run_in_env_path
+
+    os.makedirs(os.path.join(prefix, "bin"), exist_ok=True)
+    shutil.copyfile(run_in_env_path(), os.path.join(prefix, "bin", "run_in_env"))
+    os.chmod(os.path.join(prefix, "bin", "run_in_env"), 0o755)
+    _write(os.path.join(prefix, "poncho", "spec.json"), spec.dumps())
+    ensure_history(prefix, eng.name)
+
+
+def _build_and_pack(spec, engine, python, progress, output):
+    """Build a prefix next to *output* (scratch dir) and pack it to *output*; the scratch is removed."""
+    scratch = os.path.dirname(output)
+    prefix = os.path.join(scratch, "prefix")
+    from ..pack import pack_prefix
+
+    try:
+        build_prefix(spec, prefix, engine=engine, python=python, progress=progress)
+        pack_prefix(prefix, output, progress=progress)
+    except PonchoError:
+        raise
+    except OSError as e:
+        raise BuildError("build failed: {}".format(describe_os_error(e))) from e
+    except (ValueError, RuntimeError) as e:
+        raise BuildError("build failed: {}".format(tail("{}: {}".format(type(e).__name__, e)))) from e
+    finally:
+        shutil.rmtree(prefix, ignore_errors=True)
+
+
+def create(spec, output=None, *, engine=None, python=None, use_cache=True, cache_dir=None, progress=None):
+    """Build (or find in the cache) the packed environment for *spec*; return a :class:`BuildResult`.
+
+    *spec*: Spec, dict or path. *output*: where the tarball should also appear (None: leave it in the cache).
+    With ``use_cache=False`` the tarball is built straight into *output* (required then), via a temporary
+    directory next to it and an atomic rename.
+    """
+    spec = as_spec(spec)
+    engine = get_engine(spec, engine)
+    engine.check(spec, python)
+    progress = as_progress(progress)
+    start = time.monotonic()
+    key = cache_key(spec, engine=engine, python=python)
+    if output:
+        check_output_path(output)  # before minutes of building, not after
+    if not use_cache:
+        if not output:
+            raise SpecError("an output path is needed when the cache is not used")
+        out_dir = os.path.dirname(os.path.abspath(output))
+        try:
+            os.makedirs(out_dir, exist_ok=True)
+            with build_scratch(out_dir) as scratch:
+                tmp_output = os.path.join(scratch, "env.tar.gz")
+                _build_and_pack(spec, engine, python, progress, tmp_output)
+                os.replace(tmp_output, output)
+        except OSError as e:
+            raise write_error(output, e) from e
+        return BuildResult(os.path.abspath(output), key, False, time.monotonic() - start, os.path.getsize(output))
+
+    from ..cache import Cache
+
+    cache = Cache(cache_dir)
+    meta = {"spec": spec.to_dict(), "summary": spec.summary(), "engine": engine.name, "platform": platform_tag()}
+    try:
+        # verify_digest: the bytes handed on are the bytes that were built. Hashing every hit doubled the cost of
+        # a hit (bench/cache_hit.py: 37 MB, +45 ms, 7.6% of a cold build, target < 5%), so a file that is still
+        # the one published (inode and mtime as recorded) is trusted and only another one is hashed.
+        path, hit = cache.build(key, lambda tmp: _build_and_pack(spec, engine, python, progress, tmp), meta,
+                                verify_digest=True)
+    except OSError as e:
+        raise BuildError("cannot use the build cache {}: {}; set PONCHO_WQ_CACHE or --cache-dir to a writable "
+                         "directory".format(cache.root, e.strerror or e)) from e
+    if hit:
+        progress.info("cache hit: %s", path)
+    if output and os.path.realpath(output) != os.path.realpath(path):  # asked for the entry itself: it is there
+        place_copy(path, output)
+    return BuildResult(path, key, hit, time.monotonic() - start, os.path.getsize(path))
