@@ -33,6 +33,58 @@ def test_environment_yml_shape_and_upstream_dependencies_shape_convert_to_same_m
     assert parse_spec(yml) == parse_spec(upstream) == parse_spec(poncho)
 
 
+UPSTREAM_TEST_JSON = """{
+	"conda": [
+		"defaults::python=3.9",
+		"conda-forge::numpy",
+        	"defaults::pip",
+		"conda-forge::ndcctools"
+	],
+	"pip": [
+		"dill"
+	],
+
+	"git": {
+		"DATA_DIR": {
+			"remote": "https://github.com/BarrySlyDelgado/poncho_test_data.git",
+			"ref": "abcd1234...."
+		}
+	},
+	
+	"http": {
+		"CCTOOLS": {
+			"type": "tar",
+			"compression": "gzip",
+			"url": "https://ccl.cse.nd.edu/software/files/cctools-7.2.13-source.tar.gz"
+		}
+	}
+}
+"""  # cctools 7.17.1 poncho/src/test.json, verbatim (tabs and all)
+
+
+def test_upstream_conda_list_form(tmp_path):
+    """Upstream's short form: a list of channel::spec strings; the channels are the ones named, in order of first
+    appearance (conda's priority), and it is the same Spec as the object form."""
+    path = tmp_path / "test.json"
+    path.write_text(UPSTREAM_TEST_JSON)
+    spec = load_spec(str(path))
+    assert spec.conda.channels == ("defaults", "conda-forge")
+    assert set(spec.conda.packages) == {"defaults::python=3.9", "conda-forge::numpy", "defaults::pip",
+                                        "conda-forge::ndcctools"}
+    assert spec.python_version == "3.9" and spec.pip == ("dill",) and spec.data_variables == ("CCTOOLS", "DATA_DIR")
+    obj = dict(json.loads(UPSTREAM_TEST_JSON), conda={"channels": ["defaults", "conda-forge"],
+                                                      "packages": list(spec.conda.packages)})
+    assert parse_spec(obj) == spec
+    # Entries without a channel are solved from the channels the others name.
+    assert parse_spec({"conda": ["conda-forge::numpy", "python=3.11"]}).conda.channels == ("conda-forge",)
+
+
+def test_old_python_package_analyze_output():
+    """``{"python": "3.7.3", "modules": [...]}`` (python_package_analyze's man page): modules installed by name."""
+    spec = parse_spec({"python": "3.11", "modules": ["antigravity", "humanize"]})
+    assert spec.python == "3.11" and spec.pip == ("antigravity", "humanize")
+
+
 def test_hash_ignores_order_but_not_content():
     a = parse_spec({"pip": ["six==1.16.0", "attrs==23.1.0"], "python": "3.11"})
     b = parse_spec({"python": "3.11", "pip": ["attrs==23.1.0", "six==1.16.0"]})
@@ -64,6 +116,12 @@ def test_hash_ignores_order_but_not_content():
         ({"python": "2.7"}, "python", "2.7"),
         ({"pyton": "3.11"}, "pyton", "pyton"),
         ({"pip": ["six==1", "six==2"]}, "pip[1]", "six==2"),
+        ({"conda": ["numpy", "python=3.11"]}, "conda[0]", "conda-forge::numpy"),
+        ({"conda": ["conda-forge::numpy", "Bad Name!"]}, "conda[1]", "Bad Name!"),
+        ({"conda": ["conda-forge::numpy", 3]}, "conda[1]", "3"),
+        ({"conda": "conda-forge::numpy"}, "conda", "a list of 'channel::package' strings"),
+        ({"modules": ["-e ."]}, "modules[0]", "-e ."),
+        ({"modules": ["six==1"], "pip": ["six==2"]}, "modules[0]", "six==1"),
     ],
 )
 def test_errors_name_field_and_value(data, field, value):
