@@ -29,6 +29,7 @@ __all__ = [
     "Spec",
     "SpecError",
     "analyze",
+    "clear_caches",
     "create",
     "load_spec",
     "parse_spec",
@@ -41,6 +42,14 @@ def analyze(*args, **kwargs):
     from .analysis import analyze as _analyze
 
     return _analyze(*args, **kwargs)
+
+
+def clear_caches():
+    """Forget every in-process memo (analyses, builds, probes, reachability): for long-running managers after
+    something changed outside the process, and for tests. On-disk caches stay; they check themselves."""
+    from .memo import clear_caches as _clear
+
+    _clear()
 
 
 def create(*args, **kwargs):

@@ -49,6 +49,7 @@ import time
 from .config import settings
 from .errors import BuildError, PonchoError
 from .fsutil import atomic_output, sha256_file
+from .memo import register
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +60,7 @@ Entry = collections.namedtuple("Entry", "key path size mtime summary")
 #: sha256 of cache files already checked by this process, by file identity (path, device, inode, size, mtime,
 #: ctime): any write, chmod or rename changes ctime, so a changed file is hashed again.
 _digests = {}
+register(_digests.clear)
 
 
 def file_identity(path):

@@ -14,13 +14,22 @@ import threading
 
 from .config import settings
 from .errors import PonchoError, SpecError
+from .memo import register
 from .spec import as_spec
 
 _ENV_NAME = re.compile(r"^env-([0-9a-f]{16,64})\.tar\.gz$")
 _lock = threading.RLock()
+#: Environments by (the scripts' file identities, exclude, source, engine, python, ship_local, analyze options), and
+#: ship lists by ("ship", the scripts' file identities). Local modules the scripts import are not in the key: an
+#: edit of such a module alone is seen after clear_caches() (the layered environments of issue 13 key code by content).
 _script_memo = {}
+#: (BuildResult, file identity of its tarball) by (prepared spec digest, engine name, python); trusted only while
+#: the tarball's identity is unchanged.
 _build_memo = {}
+#: sha256[:32] of tarballs not named env-<hash>, by (path, size, mtime_ns).
 _hash_memo = {}
+for _memo in (_script_memo, _build_memo, _hash_memo):
+    register(_memo.clear)
 
 
 def _file_identity(path):

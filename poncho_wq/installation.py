@@ -53,6 +53,7 @@ from urllib.parse import unquote, urlparse
 from packaging.utils import canonicalize_name
 
 from .errors import PonchoError
+from .memo import register
 from .fsutil import atomic_output, is_within, mtime_ns
 
 log = logging.getLogger(__name__)
@@ -632,6 +633,7 @@ def installation(python: Optional[str] = None, *, prefix: Optional[str] = None) 
     return memo[1]
 
 
+@register
 def clear_cache() -> None:
     """Forget every probed layout and index of this process (the on-disk probe answers re-validate themselves)."""
     _INSTALLATIONS.clear()

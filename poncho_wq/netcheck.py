@@ -27,6 +27,7 @@ import urllib.parse
 import urllib.request
 
 from .config import settings
+from .memo import register
 
 log = logging.getLogger(__name__)
 
@@ -114,6 +115,9 @@ def reachable(url, timeout=None):
     except (urllib.error.URLError, OSError, ValueError) as e:
         reason = getattr(e, "reason", e)
         return False, str(reason)
+
+
+register(reachable.cache_clear)  # keyed by (url, timeout): a network that comes back is seen after clear_caches()
 
 
 def index_reachable():

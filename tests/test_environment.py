@@ -38,3 +38,28 @@ def test_auto_source_reuses_a_cached_index_build_without_the_network(tmp_path):
     fresh, err = resolve(script, tmp_path / "other-cache", **OFFLINE)
     assert fresh["source"] == "current" and not fresh["hit"]
     assert "running environment" in err
+
+
+def test_clear_caches_drops_the_memos(tmp_path, monkeypatch):
+    """A memoized ship list keeps the local modules it found until clear_caches(): a long-running manager can
+    drop every in-process memo after something changed that no memo key covers."""
+    import poncho_wq
+    from poncho_wq.environment import ship_list
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("PONCHO_WQ_CACHE", str(tmp_path / "cache"))
+    (tmp_path / "job.py").write_text("import helper_a\n")
+    (tmp_path / "helper_a.py").write_text("X = 1\n")
+    (tmp_path / "helper_b.py").write_text("Y = 2\n")
+    from poncho_wq.netcheck import reachable
+
+    reachable("file://" + str(tmp_path))
+    first = ship_list(["job.py"])
+    assert {arc for _, arc in first} == {"job.py", "helper_a.py"}
+    st = os.stat(tmp_path / "job.py")
+    (tmp_path / "job.py").write_text("import helper_b\n")  # same size, mtime put back: the memo key cannot see it
+    os.utime(tmp_path / "job.py", ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert ship_list(["job.py"]) == first
+    poncho_wq.clear_caches()
+    assert {arc for _, arc in ship_list(["job.py"])} == {"job.py", "helper_b.py"}
+    assert reachable.cache_info().currsize == 0

@@ -53,6 +53,7 @@ from packaging.utils import canonicalize_name
 from ..errors import PonchoError
 from ..fsutil import is_within
 from ..installation import Installation, installation
+from ..memo import register
 from ..progress import as_progress
 from ..spec import as_spec, parse_spec
 from . import closure as _closure
@@ -192,7 +193,9 @@ def _root_requirements(spec, index, env, warnings):
     return roots
 
 
+#: Plans by (spec digest, the Installation object, which is replaced when its site dirs change).
 _PLAN_MEMO = {}
+register(_PLAN_MEMO.clear)
 
 
 def plan(spec, python=None):
