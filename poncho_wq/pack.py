@@ -193,17 +193,20 @@ def _compress(tar, out, level, n_threads, use_pigz):
     return "zlib"
 
 
-def ensure_history(prefix, engine):
+def ensure_history(prefix, engine, notes=()):
     """Write ``conda-meta/history`` when *prefix* has none: the one writer of that file.
 
     conda-pack 0.9.2 fails with "mtime may not be None" on a prefix without it, and a portable or current prefix
-    has none of its own; fixed content (no date) keeps archives reproducible.
+    has none of its own; fixed content (no date) keeps archives reproducible. *notes*: more comment lines (the
+    current engine lists the conda packages it shipped).
     """
     history = os.path.join(prefix, "conda-meta", "history")
     if not os.path.exists(history):
         os.makedirs(os.path.dirname(history), exist_ok=True)
         with open(history, "w", encoding="utf-8") as f:
-            f.write("# created by poncho_wq ({} engine)\n".format(engine))
+            f.write("".join("# {}\n".format(line) for line in ("created by poncho_wq ({} engine)".format(engine),)
+                            + tuple(notes)))
+        os.chmod(history, 0o644)
 
 
 def pack_prefix(prefix, output, *, n_threads=None, compress_level=None, progress=None, use_pigz=None):

@@ -163,11 +163,9 @@ def _check_conda_python(spec, p):
 
 
 def _write_history(prefix, p):
-    """A fixed ``conda-meta/history`` (conda-pack needs one; the source's names packages not shipped)."""
-    lines = ["# created by poncho_wq (current engine) from a conda environment, with:"]
-    lines += ["# {}-{}".format(n, v.replace("=", "-")) for n, v, k in p.dists if k == "conda"]
-    path = os.path.join(prefix, "conda-meta", "history")
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    with open(path, "w", encoding="utf-8") as f:
-        f.write("\n".join(lines) + "\n")
-    os.chmod(path, 0o644)
+    """The prefix's ``conda-meta/history`` names the conda packages shipped (the source's names packages that
+    were not: it is not copied)."""
+    from ..pack import ensure_history
+
+    ensure_history(prefix, "current", ["from a conda environment, with:"] + [
+        "{}-{}".format(n, v.replace("=", "-")) for n, v, k in p.dists if k == "conda"])
