@@ -32,10 +32,11 @@ import re
 import sys
 import time
 from importlib.machinery import EXTENSION_SUFFIXES
-from typing import Mapping
+from typing import FrozenSet, Mapping, Tuple
 
 from .errors import PonchoError
 from .fsutil import is_within
+from .spec import Spec
 from .scan import (DYNAMIC, OPTIONAL, SCANNER_VERSION, TOPLEVEL, TYPE_CHECKING, FileScan, ImportRef, ScanCache,
                    _RACY_SECONDS, cache_dir, scan_file, scan_files, scan_source)
 
@@ -53,13 +54,13 @@ log = logging.getLogger(__name__)
 class Analysis:
     """The result of :func:`analyze` (see the module docstring of :mod:`poncho_wq.analysis`)."""
 
-    spec: object  # poncho_wq.spec.Spec, pinned
-    imports: frozenset  # top-level third-party import names found
+    spec: Spec  # pinned
+    imports: FrozenSet[str]  # top-level third-party import names found
     distributions: Mapping[str, str]  # distribution name -> version the spec pins
-    local_files: tuple  # ((absolute source path, arcname the task must see), ...)
+    local_files: Tuple[Tuple[str, str], ...]  # ((absolute source path, arcname the task must see), ...)
     local_distributions: Mapping[str, str]  # editable / local-only distributions -> their source dir
-    unresolved: tuple  # third-party imports that are not installed (listed unpinned)
-    warnings: tuple  # human-readable warnings
+    unresolved: Tuple[str, ...]  # third-party imports that are not installed (listed unpinned)
+    warnings: Tuple[str, ...]  # human-readable warnings
 
 
 

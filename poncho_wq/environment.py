@@ -11,23 +11,28 @@ import re
 import shlex
 import sys
 import threading
+from typing import TYPE_CHECKING, Any, Dict, Iterable, Mapping, Optional, Tuple, Union
 
 from .config import settings
-from .errors import PonchoError, SpecError
+from .errors import InputMissing, PonchoError, SpecError
 from .memo import register
-from .spec import as_spec
+from .spec import Spec, as_spec
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .analysis import Analysis
+    from .engines import BuildResult
 
 _ENV_NAME = re.compile(r"^env-([0-9a-f]{16,64})\.tar\.gz$")
 _lock = threading.RLock()
 #: Environments by (the scripts' file identities, exclude, source, engine, python, ship_local, analyze options), and
 #: ship lists by ("ship", the scripts' file identities). Local modules the scripts import are not in the key: an
 #: edit of such a module alone is seen after clear_caches() (the layered environments of issue 13 key code by content).
-_script_memo = {}
+_script_memo: Dict[Any, Any] = {}
 #: (BuildResult, file identity of its tarball) by (prepared spec digest, engine name, python); trusted only while
 #: the tarball's identity is unchanged.
-_build_memo = {}
+_build_memo: Dict[Any, Any] = {}
 #: sha256[:32] of tarballs not named env-<hash>, by (path, size, mtime_ns).
-_hash_memo = {}
+_hash_memo: Dict[Any, str] = {}
 for _memo in (_script_memo, _build_memo, _hash_memo):
     register(_memo.clear)
 
@@ -59,8 +64,9 @@ class Environment:
     Use the constructors :meth:`from_script`, :meth:`from_spec` and :meth:`from_tarball`.
     """
 
-    def __init__(self, spec=None, tarball=None, local_files=(), analysis=None, engine=None, python=None,
-                 source="index"):
+    def __init__(self, spec: Optional[Spec] = None, tarball: Optional[str] = None,
+                 local_files: Iterable[Tuple[str, str]] = (), analysis: Optional["Analysis"] = None,
+                 engine: Optional[str] = None, python: Optional[str] = None, source: str = "index"):
         if (spec is None) == (tarball is None):
             raise SpecError("an Environment needs exactly one of a spec or a tarball")
         if source not in ("index", "current"):
@@ -82,25 +88,28 @@ class Environment:
         self.engine = engine
         self.python = python
         self.source = source
-        self.build_result = None
+        self.build_result: Optional["BuildResult"] = None
         self._identity = None  # file_identity() of build_result.path when it was checked
 
     # -- constructors -------------------------------------------------------------------------------------
     @classmethod
-    def from_spec(cls, spec, *, engine=None, python=None):
+    def from_spec(cls, spec: Union[Spec, Mapping[str, Any], str, "os.PathLike[str]"], *,
+                  engine: Optional[str] = None, python: Optional[str] = None) -> "Environment":
         """From a :class:`~poncho_wq.spec.Spec`, a dict, or a path to a spec file."""
         return cls(spec=as_spec(spec), engine=engine, python=python)
 
     @classmethod
-    def from_tarball(cls, path):
+    def from_tarball(cls, path: Union[str, "os.PathLike[str]"]) -> "Environment":
         """From a prebuilt environment tarball (poncho_wq's, or any conda-pack archive)."""
+        path = os.fspath(path)
         if not os.path.isfile(path):
-            raise PonchoError("environment tarball {} does not exist".format(path), exit_code=2)
+            raise InputMissing("environment tarball {} does not exist".format(path))
         return cls(tarball=path)
 
     @classmethod
-    def from_script(cls, *scripts, source="auto", exclude=None, engine=None, python=None, ship_local=True,
-                    **analyze_options):
+    def from_script(cls, *scripts: Union[str, "os.PathLike[str]"], source: str = "auto",
+                    exclude: Optional[Iterable[str]] = None, engine: Optional[str] = None,
+                    python: Optional[str] = None, ship_local: bool = True, **analyze_options: Any) -> "Environment":
         """Analyze *scripts* (memoized while they are unchanged on disk) and return their environment.
 
         ``source="index"`` builds the analyzed spec with an engine (packages fetched from PyPI/channels);
@@ -136,7 +145,7 @@ class Environment:
             return env
 
     @classmethod
-    def for_command(cls, command, **options):
+    def for_command(cls, command: str, **options: Any) -> "Environment":
         """The environment of a task command: its spec covers the submitting script (``__main__``) and the
         ``*.py`` files the command names that exist here (what ships with a task: :func:`ship_list`)."""
         scripts = command_scripts(command)
@@ -153,25 +162,25 @@ class Environment:
 
     # -- properties ----------------------------------------------------------------------------------------
     @property
-    def spec(self):
+    def spec(self) -> Optional[Spec]:
         """The spec (None for a prebuilt tarball)."""
         return self._spec
 
     @property
-    def tarball(self):
+    def tarball(self) -> str:
         """Path of the packed environment, building it first when needed."""
         return self.build()
 
     @property
-    def hash(self):
+    def hash(self) -> str:
         """The environment's id: names the tarball on workers (``env-<hash>.tar.gz``) and its unpack dir."""
         return tarball_id(self.build())
 
     @property
-    def remote_name(self):
+    def remote_name(self) -> str:
         return "env-{}.tar.gz".format(self.hash)
 
-    def build(self, progress=None):
+    def build(self, progress: Any = None) -> str:
         """Build (or fetch from the cache) and return the tarball path; memoized per process.
 
         The path is the cache entry itself, which every task attaches under its ``env-<hash>`` name. The memo is
