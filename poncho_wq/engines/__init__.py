@@ -274,12 +274,17 @@ def create(spec, output=None, *, engine=None, python=None, use_cache=True, cache
 
     cache = Cache(cache_dir)
     meta = {"spec": spec.to_dict(), "summary": spec.summary(), "engine": engine.name, "platform": platform_tag()}
+    from .interpreter import interpreter_bases
+
     try:
         # verify_digest: the bytes handed on are the bytes that were built. Hashing every hit doubled the cost of
         # a hit (bench/cache_hit.py: 37 MB, +45 ms, 7.6% of a cold build, target < 5%), so a file that is still
         # the one published (inode and mtime as recorded) is trusted and only another one is hashed.
-        path, hit = cache.build(key, lambda tmp: _build_and_pack(spec, engine, python, progress, tmp), meta,
-                                verify_digest=True)
+        # interpreter_bases: the portable and current engines place the interpreter from a base prepared once per
+        # interpreter under this cache (issue 17); --no-cache builds prepare it in their own prefix.
+        with interpreter_bases(cache.root):
+            path, hit = cache.build(key, lambda tmp: _build_and_pack(spec, engine, python, progress, tmp), meta,
+                                    verify_digest=True)
     except OSError as e:
         raise BuildError("cannot use the build cache {}: {}; set PONCHO_WQ_CACHE or --cache-dir to a writable "
                          "directory".format(cache.root, e.strerror or e)) from e

@@ -3,6 +3,8 @@
 For specs without a conda section (the usual case for venv/pyenv users): the base interpreter (the running one
 unless ``python=`` names another, e.g. a uv-managed standalone build) is copied and made relocatable by
 :mod:`.interpreter`, then the pip section is installed straight into the copy's site-packages by :mod:`.pip`.
+Inside :func:`poncho_wq.engines.create` the copy is hard-linked from an *interpreter base* prepared once per
+interpreter in the build cache, so the interpreter step costs ~0.1 s and the build time is uv's plus the pack.
 The dispatcher then adds ``conda-meta/history`` so that conda-pack packs the prefix exactly like a conda one and
 its ``conda-unpack`` rewrites the console-script shebangs on the worker.
 """
@@ -40,7 +42,8 @@ def build_portable_prefix(spec, prefix, python=None, progress=None):
     python = base_python(python)
     info = probe_interpreter(python)
     check_version(spec, info, python)
-    with progress.phase("install", "python {} from {}".format(info["version"], python)):
-        exe = copy_interpreter(python, prefix)
+    with progress.phase("install", "python {} from {}".format(info["version"], python)) as phase:
+        # Inside create(): placed from the interpreter base cached once per interpreter (see .interpreter).
+        exe = copy_interpreter(python, prefix, phase=phase)
     pip_install(exe, spec.pip, progress)
     return exe
