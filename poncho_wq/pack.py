@@ -99,8 +99,15 @@ class _DeterministicTar:
             data = _portable_unpack_script(data)
         self.members[target] = (source, os.lstat(source), data)
 
-    def write(self, stream, mtime):
-        """Write the sorted members as a tar stream (PAX format) to *stream*."""
+    def total_bytes(self):
+        """The bytes of file content :meth:`write` will read (for progress in bytes)."""
+        return sum(len(data) if data is not None else st.st_size
+                   for _source, st, data in self.members.values() if stat.S_ISREG(st.st_mode))
+
+    def write(self, stream, mtime, on_bytes=None):
+        """Write the sorted members as a tar stream (PAX format) to *stream*; ``on_bytes(n)`` after each *n* bytes
+        of content (a large file reports as it is read, so a 1 GB member does not freeze the progress line)."""
+        on_bytes = on_bytes or (lambda n: None)
         with tarfile.open(fileobj=stream, mode="w|", format=tarfile.PAX_FORMAT) as tar:
             for target in sorted(self.members):
                 source, st, data = self.members[target]
@@ -122,10 +129,30 @@ class _DeterministicTar:
                     if data is not None:
                         info.size = len(data)
                         tar.addfile(info, io.BytesIO(data))
+                        on_bytes(info.size)
                     else:
                         with open(source, "rb") as f:
                             info.size = os.fstat(f.fileno()).st_size
-                            tar.addfile(info, f)
+                            tar.addfile(info, _Counted(f, on_bytes) if info.size > _COUNT_READS_ABOVE else f)
+                        if info.size <= _COUNT_READS_ABOVE:
+                            on_bytes(info.size)
+
+
+#: Files larger than this report their bytes as they are read (smaller ones once, after being written).
+_COUNT_READS_ABOVE = 4 << 20
+
+
+class _Counted:
+    """A file object that reports the bytes read from it (tarfile copies a member with ``read()`` calls)."""
+
+    def __init__(self, f, on_bytes):
+        self.f = f
+        self.on_bytes = on_bytes
+
+    def read(self, n=-1):
+        data = self.f.read(n)
+        self.on_bytes(len(data))
+        return data
 
 
 def _load_env(prefix):
@@ -172,12 +199,12 @@ class _PigzStream:
         self.proc.wait()
 
 
-def _compress(tar, out, level, n_threads, use_pigz):
+def _compress(tar, out, level, n_threads, use_pigz, on_bytes=None):
     pigz = shutil.which("pigz") if use_pigz is not False else None
     if pigz:
         stream = _PigzStream(pigz, out, level, n_threads)
         try:
-            tar.write(stream, fixed_mtime())
+            tar.write(stream, fixed_mtime(), on_bytes)
         except BaseException:
             stream.abort()
             raise
@@ -187,7 +214,7 @@ def _compress(tar, out, level, n_threads, use_pigz):
 
     writer = ParallelGzipFileWriter(out, compresslevel=level, n_threads=n_threads, mtime=0)
     try:
-        tar.write(writer, fixed_mtime())
+        tar.write(writer, fixed_mtime(), on_bytes)
     finally:
         writer.close()
     return "zlib"
@@ -227,17 +254,26 @@ def pack_prefix(prefix, output, *, n_threads=None, compress_level=None, progress
         raise BuildError("{} has no conda-meta/history; conda-pack cannot pack it".format(prefix))
     out_dir = os.path.dirname(os.path.abspath(output))
     os.makedirs(out_dir, exist_ok=True)
-    with progress.phase("pack", "{} ({} threads, level {})".format(prefix, n_threads, level)):
+    with progress.phase("pack", "{} threads, level {}".format(n_threads, level), unit="B") as phase:
+        phase.status("listing the files of {}".format(prefix))
         env, files = _load_env(prefix)
         tar = _DeterministicTar(prefix)
         packer = Packer(prefix, tar)
         for f in files:
             packer.add(f)
         packer.finish()
+        done = [0]
+
+        def on_bytes(n):
+            done[0] += n
+            phase.update(done[0])
+
+        phase.status("writing {} files".format(len(tar.members)))
+        phase.update(0, tar.total_bytes())
         fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix="-" + os.path.basename(output), dir=out_dir)
         try:
             with os.fdopen(fd, "wb") as out:
-                how = _compress(tar, out, level, n_threads, use_pigz)
+                how = _compress(tar, out, level, n_threads, use_pigz, on_bytes)
                 out.flush()
                 os.fsync(out.fileno())
             publish(tmp, output)
@@ -247,6 +283,7 @@ def pack_prefix(prefix, output, *, n_threads=None, compress_level=None, progress
             except FileNotFoundError:
                 pass
             raise
-    size = os.path.getsize(output)
-    progress.info("packed %d files into %s (%.1f MB, %s)", len(tar.members), output, size / 1e6, how)
+        size = os.path.getsize(output)
+        phase.note("{} files, {:.1f} MB of content into {:.1f} MB ({})".format(
+            len(tar.members), done[0] / 1e6, size / 1e6, how))
     return size

@@ -44,13 +44,15 @@ def parser(prog=PROG):
                    "(default: the one running this command)")
     p.add_argument("--cache-dir", metavar="DIR", help="cache directory (default $PONCHO_WQ_CACHE or "
                    "$XDG_CACHE_HOME/poncho_wq or ~/.cache/poncho_wq)")
-    p.add_argument("-q", "--quiet", action="store_true", help="no progress on stderr")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress on stderr (default: a live line per phase "
+                   "on a terminal, one line per phase otherwise)")
     return p
 
 
 def _create(argv, prog=PROG):
     args = parser(prog).parse_args(argv)
     setup_logging(args.quiet)
+    from ..config import settings
     from ..engines import create
     from ..fsutil import refuse_output_onto_input
     from ..progress import Progress
@@ -62,8 +64,11 @@ def _create(argv, prog=PROG):
         if args.engine not in ("auto", "current"):
             raise PonchoError("--from-current-env cannot be combined with --engine {}".format(args.engine))
         args.engine = "current"
+    # A live progress line on a terminal, one line per phase otherwise, nothing with -q; with PONCHO_DEBUG the
+    # debug log lines would tear a live line apart, so phases are plain lines then.
+    progress = Progress(args.quiet, tty=False if settings().debug else None)
     result = create(spec, args.output, engine=args.engine, python=args.python, use_cache=not args.no_cache,
-                    cache_dir=args.cache_dir, progress=Progress(args.quiet))
+                    cache_dir=args.cache_dir, progress=progress)
     if not args.quiet:
         print("{}: {} ({:.1f} MB, {}, key {}) in {:.1f} s".format(
             prog, args.output, result.size / 1e6, "cache hit" if result.cache_hit else "built",

@@ -21,7 +21,7 @@ import sys
 
 from ..errors import BuildError
 from ..progress import as_progress
-from ..tools import find_tool, run_tool
+from ..tools import find_tool, preexec, tail
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +63,39 @@ def pip_install(python_exe, requirements, progress=None, *, use_uv=None):
                 "UV_SYSTEM_PYTHON", "PYTHONHOME", "PYTHONPATH", "PYTHONUSERBASE"):
         env.pop(var, None)
     env["PIP_NO_INPUT"] = "1"
-    with progress.phase("pip", "{} requirement(s) with {}".format(len(requirements), tool)):
-        r = run_tool(cmd + ["--"] + requirements if tool == "uv" else cmd + requirements,
-                     "{} could not install {}".format(tool, " ".join(requirements)), env=env)
-    log.debug("%s output:\n%s%s", tool, r.stdout, r.stderr)
+    with progress.phase("pip", "{} requirement(s) with {}".format(len(requirements), tool)) as phase:
+        output = _run_watched(cmd + ["--"] + requirements if tool == "uv" else cmd + requirements,
+                              "{} could not install {}".format(tool, " ".join(requirements)), env, phase)
+        summary = [line.strip() for line in output.splitlines()
+                   if line.startswith(("Installed ", "Successfully installed "))]
+        if summary:
+            phase.note(summary[-1] if len(summary[-1]) <= 80 else summary[-1][:77] + "...")
+    log.debug("%s output:\n%s", tool, output)
+
+
+def _run_watched(cmd, what, env, phase):
+    """Run the installer like :func:`poncho_wq.tools.run_tool` (stdin closed, killed with us, BuildError with the
+    end of its output), but read its output line by line as it comes, each line becoming the phase's status:
+    on a terminal the person watching sees "Resolved 48 packages", "Prepared 12 packages", "Installed ..."
+    instead of a frozen line. Both streams are merged (pip reports on stdout, uv on stderr; the error is at the
+    end either way)."""
+    log.debug("running %s", cmd)
+    proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            env=env, text=True, errors="replace", preexec_fn=preexec())
+    lines = []
+    try:
+        for line in proc.stdout:
+            lines.append(line)
+            if line.strip():
+                phase.status(line.strip())
+        proc.wait()
+    except BaseException:
+        proc.kill()
+        proc.wait()
+        raise
+    finally:
+        proc.stdout.close()
+    output = "".join(lines)
+    if proc.returncode != 0:
+        raise BuildError("{} (exit code {}):\n{}".format(what, proc.returncode, tail(output)))
+    return output
