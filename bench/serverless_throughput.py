@@ -8,8 +8,10 @@ manager's ndcctools, declared by poncho_wq). Hand-made: the very same files (the
 packed again with ``tar czf``, as a user packing a prepared prefix by hand would), given to TaskVine's own
 ``create_library_from_functions("lib", describe, poncho_env=path)``. Each round starts a new manager and one
 scrubbed ``vine_worker`` (``PATH=/usr/bin:/bin``), installs the library, runs a warm-up batch (library start,
-environment transfer and unpack), then times ``--calls`` FunctionCalls. The two variants alternate; printed:
-the median warm rate of each and their ratio (goal >= 0.95x). Nothing is asserted.
+environment transfer and unpack), then times ``--calls`` FunctionCalls. The variants alternate; printed: the
+median warm rate of each and their ratio (goal >= 0.95x). A third variant, ``create_library(...,
+fail_fast=False)``, shows what TaskVine's ``watch-library-logfiles`` (set by the default ``fail_fast=True``, so
+that a library's error reaches the manager) costs per call. Nothing is asserted.
 """
 
 import argparse
@@ -53,6 +55,8 @@ def one_round(variant, calls, slots, hand_made):
     m = vine.Manager(port=0, run_info_path=run_info)
     if variant == "poncho_wq":
         lib = create_library(m, "lib", describe)
+    elif variant == "fail_fast=False":
+        lib = create_library(m, "lib", describe, fail_fast=False)
     else:
         lib = m.create_library_from_functions("lib", describe, poncho_env=hand_made)
     lib.set_cores(slots)
@@ -96,15 +100,17 @@ def main():
             os.path.basename(tarball), os.path.getsize(tarball) / 1e6, time.perf_counter() - t0))
         del probe
         hand_made = hand_made_copy(tarball, workdir)
-        rates = {"poncho_wq": [], "hand-made": []}
+        rates = {"poncho_wq": [], "fail_fast=False": [], "hand-made": []}
         for _ in range(args.rounds):
             for variant in rates:
                 rates[variant].append(one_round(variant, args.calls, args.slots, hand_made))
         for variant, values in rates.items():
-            print("{:10s} median {:7.1f} calls/s  (rounds: {})".format(
+            print("{:15s} median {:7.1f} calls/s  (rounds: {})".format(
                 variant, statistics.median(values), ", ".join("{:.1f}".format(v) for v in values)))
         ratio = statistics.median(rates["poncho_wq"]) / statistics.median(rates["hand-made"])
         print("FunctionCall throughput ratio poncho_wq/hand-made: {:.2f}x (goal >= 0.95x)".format(ratio))
+        print("  without fail_fast (no library log streaming): {:.2f}x".format(
+            statistics.median(rates["fail_fast=False"]) / statistics.median(rates["hand-made"])))
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
 

@@ -320,6 +320,9 @@ def create_library(manager, name, *functions, environment=None, fail_fast=True, 
     if fail_fast:
         # TaskVine 7.17 clamps this tunable with MIN(1, value): 1 is the most it allows, and it is what we want.
         manager.tune("max-library-retries", 1)
+        # The library's output (its traceback when an import fails) reaches the manager only through TaskVine's
+        # library log files. A failure-only output of .taskvine.stdout instead (no streaming while the library
+        # runs) made TaskVine 7.17 stop rescheduling the failed library: its FunctionCalls hung.
         manager.tune("watch-library-logfiles", 1)
     lib.environment = env
     return lib
