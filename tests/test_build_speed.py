@@ -149,3 +149,31 @@ def test_changed_interpreter_gets_a_new_base_key(tmp_path):
     os.utime(exe, ns=(st.st_atime_ns, st.st_mtime_ns + 10 ** 9))
     assert base_key(exe) != before
     assert base_key(sys.executable) not in (before, base_key(exe))  # another path, another base
+
+
+def test_concurrent_cold_builds_prepare_the_base_once_and_leftovers_go(tmp_path, wrappers):
+    """Two builds of different specs start together on an empty cache: the base's lock makes one of them prepare
+    it (one strip call) and the other reuse it; the leftovers of a killed preparation (``.tmp-<hash>``) and of a
+    killed removal (``<hash>.trash-<pid>``) are removed under the lock, never used."""
+    from poncho_wq.engines.interpreter import base_key
+
+    env, log = wrappers
+    cache = tmp_path / "cache"
+    short = base_key(sys.executable)[:32]
+    bases = cache / "interpreters"
+    for leftover in (".tmp-" + short, short + ".trash-1"):
+        (bases / leftover / "tree").mkdir(parents=True)
+        (bases / leftover / "tree" / "junk").write_text("from a killed build")
+    procs = []
+    for i, doc in enumerate(({"python": SHORT}, {"python": "{}.{}.{}".format(*sys.version_info[:3])})):
+        spec = tmp_path / "spec{}.json".format(i)
+        spec.write_text(json.dumps(doc))
+        procs.append(subprocess.Popen([sys.executable, "-m", "poncho_wq", "create", "--cache-dir", str(cache),
+                                       str(spec), str(tmp_path / "e{}.tar.gz".format(i))],
+                                      stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                      text=True, env=env))
+    outputs = [p.communicate(timeout=600) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outputs
+    assert log.read_text().count("strip --strip-debug") == 1
+    assert sorted(o[1].count("reused:") for o in outputs) == [0, 1]
+    assert sorted(p.name for p in bases.iterdir()) == [short]

@@ -491,9 +491,12 @@ def ensure_base(base_python, cache_root, *, strip=True, phase=None):
             return base_dir, record, True  # prepared by another process while we waited
         _remove_tree(base_dir)  # damaged or stale: nobody links from a base that fails the check
         tmp = os.path.join(bases, ".tmp-" + key[:32])
-        if os.path.lexists(tmp):
-            log.info("poncho: removing the leftovers of an interrupted interpreter base: %s", tmp)
-            shutil.rmtree(tmp, ignore_errors=True)
+        # We hold the lock: a .tmp of this key is the leftover of a killed preparation, a .trash one of a killed
+        # removal.
+        for name in os.listdir(bases) if os.path.isdir(bases) else ():
+            if name == ".tmp-" + key[:32] or name.startswith(key[:32] + ".trash-"):
+                log.info("poncho: removing the leftovers of an interrupted interpreter base: %s", name)
+                shutil.rmtree(os.path.join(bases, name), ignore_errors=True)
         os.makedirs(tmp)
         try:
             _exe, record = _prepare_tree(base_python, info, os.path.join(tmp, "tree"), strip, phase)
