@@ -246,7 +246,8 @@ def create(spec, output=None, *, engine=None, python=None, use_cache=True, cache
 
     *spec*: Spec, dict or path. *output*: where the tarball should also appear (None: leave it in the cache).
     With ``use_cache=False`` the tarball is built straight into *output* (required then), via a temporary
-    directory next to it and an atomic rename.
+    directory next to it and an atomic rename. *progress*: None (silent), True (stderr), a callable that gets each
+    :class:`poncho_wq.progress.ProgressEvent`, or a :class:`poncho_wq.progress.Progress`.
     """
     spec = as_spec(spec)
     engine = get_engine(spec, engine)
