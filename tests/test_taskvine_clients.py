@@ -46,6 +46,7 @@ def finish(data):
 SERVERLESS = DRIVER_HEAD + '''
 from poncho_wq.taskvine import FunctionCall, create_library
 import units  # a local module next to this script: the library must get it too
+from mathfuncs import square  # a function of a local module: cloudpickle pickles it by reference
 
 def describe(n):
     import humanize
@@ -55,11 +56,13 @@ m = vine.Manager(port=0, run_info_path=tempfile.mkdtemp(dir=os.path.dirname(out)
 environment = sys.argv[3] if len(sys.argv) > 3 else None
 if environment:
     m.tune("transient-error-interval", 1)  # TaskVine waits 15 s between library retries by default
-lib = create_library(m, "lib", describe, environment=environment)
+lib = create_library(m, "lib", describe, square, environment=environment)
 m.install_library(lib)
 start(m)
 for i in range(8):
     m.submit(FunctionCall("lib", "describe", (i + 1) * 10 ** 9))
+if not environment:
+    m.submit(FunctionCall("lib", "square", 7))
 results = []
 while not m.empty():
     t = m.wait(5)
@@ -69,6 +72,7 @@ finish({"results": results, "environment": lib.environment.build()})
 '''
 
 UNITS = "def label(text):\n    return '<' + text + '>'\n"
+MATHFUNCS = "def square(x):\n    return x * x\n"
 
 DASK_DRIVER = DRIVER_HEAD + '''
 import dask.array as da
@@ -160,11 +164,12 @@ def run_driver(tmp_path, source, cache, args=(), n_workers=2, files=None, timeou
 
 
 def test_serverless_library_with_an_analyzed_environment(tmp_path, manager_side):
-    results, workers = run_driver(tmp_path, SERVERLESS, manager_side, files={"units.py": UNITS})
-    assert len(results["results"]) == 8
+    results, workers = run_driver(tmp_path, SERVERLESS, manager_side,
+                                  files={"units.py": UNITS, "mathfuncs.py": MATHFUNCS})
+    assert len(results["results"]) == 9
     got = sorted(r[2] for r in results["results"])
     assert all(r[0] and r[1] == "success" for r in results["results"]), results
-    assert got == sorted("<{}.0 billion>".format(i) for i in range(1, 9)), got
+    assert got == sorted(["49"] + ["<{}.0 billion>".format(i) for i in range(1, 9)]), got
     # The library ran in the environment TaskVine unpacked from our tarball: one mini task per worker that ran it.
     used = workers.debug_lines("via mini task")
     assert sum(used) >= 1 and max(used) == 1, used
@@ -181,7 +186,7 @@ def test_a_library_that_cannot_start_fails_its_calls_with_its_error(tmp_path, ma
     assert r.returncode == 0, r.stderr
     start = time.time()
     results, _ = run_driver(tmp_path, SERVERLESS, manager_side, args=[str(plain)], n_workers=1,
-                            files={"units.py": UNITS})
+                            files={"units.py": UNITS, "mathfuncs.py": MATHFUNCS})
     assert len(results["results"]) == 8
     for ok, result, output, why in results["results"]:
         assert not ok and result == "missing library", (result, output)
