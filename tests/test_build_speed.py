@@ -82,7 +82,7 @@ def test_venv_manager_copies_and_calls_no_more_than_the_base_interpreter(tmp_pat
     placed = [next(line for line in stderr.splitlines() if "poncho: install done" in line)
               for _rec, stderr in runs.values()]
     assert placed[0].split("prepared: ")[1] == placed[1].split("prepared: ")[1], placed
-    assert " 0 copied" in placed[0], placed
+    assert "files linked" in placed[0] and "copied" not in placed[0], placed  # (copies are named when any)
 
 
 def test_interpreter_base_is_reused_across_specs_and_archives_are_unchanged(tmp_path, wrappers):

@@ -576,7 +576,8 @@ def copy_interpreter(base_python, prefix, *, strip=True, cache_root=None, phase=
     _status(phase, "placing the interpreter base {}".format(base_dir))
     placed = place_tree(os.path.join(base_dir, "tree"), prefix)
     if phase is not None:
-        phase.note("interpreter base {} {}: {} files linked, {} copied ({:.1f} MB)".format(
-            os.path.basename(base_dir)[:12], "reused" if reused else "prepared", placed["files_linked"],
-            placed["files_copied"], placed["bytes_copied"] / 1e6))
+        copied = ", {} copied ({:.1f} MB)".format(placed["files_copied"], placed["bytes_copied"] / 1e6) \
+            if placed["files_copied"] else ""
+        phase.note("interpreter base {} {}: {} files linked{}".format(
+            os.path.basename(base_dir)[:12], "reused" if reused else "prepared", placed["files_linked"], copied))
     return os.path.join(prefix, record["executable"])
