@@ -27,6 +27,7 @@ tarball again returns the same ``File`` (workers unpack it once), and a manager 
 """
 
 import collections
+import importlib
 import importlib.metadata
 import inspect
 import os
@@ -238,7 +239,8 @@ def _make_vine_task(vine):
             self.original_command = command
             super().__init__(command)
             self.add_environment(declare_environment(manager, self.environment))
-            local_inputs(manager, self, tuple(self.environment.local_files) + tuple(ship_list(command_scripts(command))))
+            shipped = tuple(self.environment.local_files) + tuple(ship_list(command_scripts(command)))
+            local_inputs(manager, self, shipped)
             for name, value in task_options.items():
                 getattr(self, "set_" + name)(value)
 
@@ -302,7 +304,7 @@ def create_library(manager, name, *functions, environment=None, fail_fast=True, 
                             "cores=2, function_slots=4".format(key, ", ".join(_LIBRARY_OPTIONS)))
         setters[key] = options.pop(key)
     try:
-        import ndcctools.poncho.package_serverize  # noqa: F401  (what create_library_from_functions imports)
+        importlib.import_module("ndcctools.poncho.package_serverize")  # what create_library_from_functions imports
     except ImportError as e:
         raise PonchoError("TaskVine's create_library_from_functions needs, on the manager, {}: pip install {} "
                           "(cloudpickle, threadpoolctl, packaging and conda-pack are imported by ndcctools.poncho)"
