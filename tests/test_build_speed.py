@@ -177,3 +177,24 @@ def test_concurrent_cold_builds_prepare_the_base_once_and_leftovers_go(tmp_path,
     assert log.read_text().count("strip --strip-debug") == 1
     assert sorted(o[1].count("reused:") for o in outputs) == [0, 1]
     assert sorted(p.name for p in bases.iterdir()) == [short]
+
+
+def test_placing_across_file_systems_copies_and_the_base_stays_unchanged(tmp_path):
+    """Where a hard link is impossible (the prefix on another file system) the files are reflinked or copied: the
+    prefix's files are then its own (writable, another inode) and writing to them leaves the base unchanged."""
+    import tempfile
+
+    from poncho_wq.engines.interpreter import _fingerprint, ensure_base, place_tree
+
+    other = "/dev/shm"
+    if not os.path.isdir(other) or os.stat(other).st_dev == os.stat(tmp_path).st_dev:
+        pytest.skip("no second file system (/dev/shm) to place onto")
+    base_dir, record, reused = ensure_base(sys.executable, str(tmp_path / "cache"))
+    tree = os.path.join(base_dir, "tree")
+    with tempfile.TemporaryDirectory(dir=other) as prefix:
+        counts = place_tree(tree, prefix)
+        assert counts["files_linked"] == 0 and counts["files_copied"] == record["files_copied"]
+        os_py = os.path.join(prefix, "lib", "python" + SHORT, "os.py")
+        with open(os_py, "a") as f:  # a private copy is writable, and only the prefix sees the write
+            f.write("# changed in the prefix\n")
+    assert _fingerprint(tree) == record["fingerprint"]
