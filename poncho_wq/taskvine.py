@@ -115,6 +115,14 @@ def with_packages(environment, packages, ndcctools=True):
     if ndcctools:
         from .ndcctools_wheel import ndcctools_requirement
 
+        wanted = environment.spec.python_version
+        here = "{}.{}".format(*sys.version_info[:2])
+        if wanted and not (wanted == here or wanted.startswith(here + ".")):
+            # Caught here rather than as pip's "not a supported wheel" minutes into a build: _cvine.so and the
+            # pickles the manager sends are for this Python.
+            raise SpecError("spec field python: {!r} is not valid for TaskVine's worker-side runtime; expected "
+                            "Python {} (the manager's: its ndcctools extension modules and pickles are built for "
+                            "it)".format(wanted, here))
         pip.append(ndcctools_requirement())
     data["pip"] = pip
     from .spec import parse_spec

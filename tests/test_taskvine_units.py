@@ -103,6 +103,10 @@ def test_runtime_packages_join_a_spec_pinned():
     assert len(nd) == 1 and nd[0].startswith("ndcctools @ file:///") and nd[0].endswith(".whl")
     tarball = Environment(tarball="/nonexistent/env.tar.gz")
     assert with_packages(tarball, LIBRARY_RUNTIME) is tarball
+    # Another Python than the manager's cannot load its ndcctools: said before any build starts.
+    with pytest.raises(SpecError) as e:
+        with_packages(Environment.from_spec({"python": "3.9", "pip": ["humanize"]}), LIBRARY_RUNTIME)
+    assert "spec field python: '3.9'" in str(e.value) and "Python {}.{}".format(*sys.version_info[:2]) in str(e.value)
 
 
 def test_declarations_are_per_manager_and_do_not_keep_managers_alive(tmp_path):
