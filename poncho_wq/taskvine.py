@@ -99,8 +99,8 @@ def with_packages(environment, packages, ndcctools=True):
     versions installed here, unless the spec already names them) and, with *ndcctools*, the manager's own
     ``ndcctools`` (replacing any ``ndcctools`` the spec names: only the manager's copy speaks its protocol).
 
-    A prebuilt tarball is returned unchanged: it must already contain them (see :func:`check_tarball` for what a
-    missing one looks like on the worker)."""
+    A prebuilt tarball is returned unchanged: it must already contain them (when it does not, a library fails on
+    the worker; :func:`create_library`'s ``fail_fast`` and :func:`library_error` show how that surfaces)."""
     if environment.spec is None:
         return environment
     data = environment.spec.to_dict()
@@ -189,16 +189,13 @@ def runtime_environment(environment=None, *, functions=(), scripts=(), packages=
         found, ship = _function_scripts(functions)
         found += [os.path.abspath(s) for s in scripts if os.path.abspath(s) not in found]
         if not found:
-            raise SpecError("environment=None: nothing to analyze (no __main__ script, no function source, no "
-                            "scripts); pass environment= (a spec, a tarball or an Environment)")
+            raise SpecError("{} environment=None: nothing to analyze (no __main__ script, no function source, no "
+                            "scripts); pass environment= (a spec, a tarball or an Environment)".format(who))
         extras = tuple(extra_distributions(found)) + tuple(packages)
         env = Environment.from_script(*found, exclude=MANAGER_ONLY, extra_pkgs=extras)
     else:
         env = as_environment(environment)
-        if env.spec is not None:
-            from .import_extras import extra_distributions as _extras
-
-            packages = tuple(packages) + tuple(_extras([s for s in scripts]))
+        packages = tuple(packages) + tuple(extra_distributions(scripts))
     env = with_packages(env, packages, ndcctools=ndcctools)
     if ship:
         merged = dict((arc, src) for src, arc in env.local_files)
