@@ -72,9 +72,11 @@ def dict_to_env(spec, conda_executable=None, download_micromamba=False, ignore_e
 def pack_env_from_dict(spec, output, conda_executable=None, download_micromamba=False,
                        ignore_editable_packages=False):
     """Upstream's ``pack_env_from_dict(spec, output)``: build *spec* into the tarball *output* (through the build
-    cache; the file at *output* is a copy, so changing it never touches the cache)."""
+    cache; the file at *output* is a copy, so changing it never touches the cache); returns *output*'s absolute
+    path."""
     from . import create
     from .spec import as_spec
 
     with _conda_exe(conda_executable, "pack_env_from_dict"):
-        return create(as_spec(spec), output).path
+        create(as_spec(spec), output)
+    return os.path.abspath(output)

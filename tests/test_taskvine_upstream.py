@@ -14,6 +14,7 @@ import functools
 import http.server
 import io
 import json
+import os
 import subprocess
 import sys
 import tarfile
@@ -225,3 +226,21 @@ def test_taskvine_example_poncho_in_python(tmp_path, cache):
     assert results["failed"] == 0
     assert abs(results["sum"] - sum(1 / i for i in range(1, 16))) < 1e-9, results
     assert max(workers.debug_lines("via mini task")) == 1
+
+
+def test_pack_env_from_dict_writes_a_copy_of_the_cached_build(tmp_path, cache, monkeypatch):
+    """Upstream's other entry point: the output is a copy of the cache entry (same bytes), so writing to it never
+    touches the cache; dict_to_env(cache=False) builds anew into a fresh directory, not the current one."""
+    from poncho_wq.upstream import dict_to_env, pack_env_from_dict
+
+    monkeypatch.setenv("PONCHO_WQ_CACHE", cache)
+    monkeypatch.chdir(tmp_path)
+    spec = {"python": "{}.{}.{}".format(*sys.version_info[:3]), "pip": [pip_pin("cloudpickle")]}
+    cached = dict_to_env(spec)
+    out = pack_env_from_dict(spec, str(tmp_path / "env.tar.gz"))
+    assert out == str(tmp_path / "env.tar.gz") != cached
+    with open(out, "rb") as a, open(cached, "rb") as b:
+        assert a.read() == b.read()
+    fresh = dict_to_env(spec, cache=False)
+    assert not fresh.startswith(str(tmp_path)) and os.path.getsize(fresh) > 0
+    assert sorted(os.listdir(str(tmp_path))) == ["env.tar.gz"]
