@@ -58,7 +58,9 @@ def test_one_line_per_phase_without_a_terminal(tmp_path):
         mine = [line for line in lines if line.startswith("poncho: {} ".format(phase))]
         assert len(mine) == 1 and mine[0].startswith("poncho: {} done in ".format(phase)), lines
     assert "MB" in next(line for line in lines if line.startswith("poncho: pack"))
-    assert lines[-1].startswith("poncho_package_create: ") and len(lines) == len(PHASES) + 1, lines
+    # Every line is a finished phase (whatever phases the pipeline has), then the command's own result line.
+    assert all(" done in " in line for line in lines[:-1]), lines
+    assert lines[-1].startswith("poncho_package_create: "), lines
 
 
 def test_live_line_on_a_terminal_and_nothing_with_quiet(tmp_path):
@@ -81,7 +83,11 @@ def test_api_callback_gets_the_phases_and_pack_bytes(tmp_path, capfd):
     result = create({"python": SHORT}, cache_dir=str(tmp_path / "cache"), progress=events.append)
     assert not result.cache_hit and all(isinstance(e, ProgressEvent) for e in events)
     kinds = [(e.kind, e.phase) for e in events if e.kind in ("start", "end")]
-    assert kinds == [("start", "install"), ("end", "install"), ("start", "pack"), ("end", "pack")]
+    # Each phase starts and ends before the next one starts (other phases may come between install and pack).
+    assert kinds[::2] == [("start", phase) for _kind, phase in kinds[1::2]]
+    assert kinds[1::2] == [("end", phase) for _kind, phase in kinds[::2]]
+    phases = [phase for _kind, phase in kinds[::2]]
+    assert phases[0] == "install" and phases[-1] == "pack" and "pip" not in phases
     pack = [e for e in events if e.phase == "pack" and e.kind == "update" and e.done is not None]
     assert pack and pack[-1].unit == "B" and pack[-1].done == pack[-1].total > 1000000
     assert [e.done for e in pack] == sorted(e.done for e in pack)
