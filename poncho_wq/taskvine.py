@@ -127,16 +127,14 @@ def with_packages(environment, packages, ndcctools=True):
     data["pip"] = pip
     from .spec import parse_spec
 
+    engine = environment.engine
+    if environment.source == "current" or engine == "current":
+        # The current engine copies installed *distributions*; a source-built ndcctools is a bare directory on
+        # PYTHONPATH with no metadata to copy, and the wheel is a file, not an installed distribution. An index
+        # build installs both the pins and the local wheel with pip/uv.
+        engine = None
     return Environment(spec=parse_spec(data), local_files=environment.local_files, analysis=environment.analysis,
-                       engine=environment.engine, python=environment.python,
-                       source=_index_source(environment.source))
-
-
-def _index_source(source):
-    # The current engine copies installed *distributions*; a source-built ndcctools is a bare directory on
-    # PYTHONPATH with no metadata to copy, and the wheel is a file, not an installed distribution. Index builds
-    # install both the pins and the local wheel with pip/uv.
-    return "index" if source == "current" else source
+                       engine=engine, python=environment.python, source="index")
 
 
 def _function_scripts(functions):

@@ -103,6 +103,11 @@ def test_runtime_packages_join_a_spec_pinned():
     assert len(nd) == 1 and nd[0].startswith("ndcctools @ file:///") and nd[0].endswith(".whl")
     tarball = Environment(tarball="/nonexistent/env.tar.gz")
     assert with_packages(tarball, LIBRARY_RUNTIME) is tarball
+    # A current-engine environment (source="auto" offline) becomes an index build: the current engine copies
+    # installed distributions, and neither a source-built ndcctools nor its wheel is one.
+    current = with_packages(Environment.from_spec({"python": "3.11", "pip": ["humanize"]}, engine="current"),
+                            LIBRARY_RUNTIME)
+    assert (current.engine, current.source) == (None, "index")
     # Another Python than the manager's cannot load its ndcctools: said before any build starts.
     with pytest.raises(SpecError) as e:
         with_packages(Environment.from_spec({"python": "3.9", "pip": ["humanize"]}), LIBRARY_RUNTIME)
