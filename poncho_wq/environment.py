@@ -24,9 +24,11 @@ if TYPE_CHECKING:  # pragma: no cover
 
 _ENV_NAME = re.compile(r"^env-([0-9a-f]{16,64})\.tar\.gz$")
 _lock = threading.RLock()
-#: Environments by (the scripts' file identities, exclude, source, engine, python, ship_local, analyze options), and
-#: ship lists by ("ship", the scripts' file identities). Local modules the scripts import are not in the key: an
-#: edit of such a module alone is seen after clear_caches() (the layered environments of issue 13 key code by content).
+#: Environments by (the scripts' file identities, exclude, source, engine, python, ship_local, layered, analyze
+#: options), and ship lists / task code by ("ship" or "code", the scripts' file identities). Each value is stored
+#: with the identities of the local files its analysis reached and is used only while they are unchanged (one
+#: ``stat`` each): an edited local module or editable source is analyzed again (fast: the scan cache re-reads only
+#: the edited file), so a new import in it reaches the spec, and its new bytes reach the code layer.
 _script_memo: Dict[Any, Any] = {}
 #: (BuildResult, file identity of its tarball) by (prepared spec digest, engine name, python); trusted only while
 #: the tarball's identity is unchanged.
@@ -40,6 +42,42 @@ for _memo in (_script_memo, _build_memo, _hash_memo):
 def _file_identity(path):
     st = os.stat(path)
     return (os.path.abspath(path), st.st_size, st.st_mtime_ns)
+
+
+def _stat_key(path):
+    """What changes when *path* is written, replaced or removed (ctime too: a same-size edit within one mtime
+    tick still changes it); None when it is gone."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+
+
+def _local_identities(paths):
+    return tuple((p, _stat_key(p)) for p in sorted(set(paths)))
+
+
+def _unchanged(identities):
+    return all(_stat_key(p) == k for p, k in identities)
+
+
+def _memo_get(key):
+    with _lock:
+        hit = _script_memo.get(key)
+    if hit is not None and _unchanged(hit[1]):
+        return hit[0]
+    return None
+
+
+def _memo_put(key, value, paths):
+    with _lock:
+        _script_memo[key] = (value, _local_identities(paths))
+
+
+def _analysis_paths(analysis):
+    """The local files an analysis reached (their edits can change its result)."""
+    return [src for src, _arc in analysis.local_files]
 
 
 def tarball_id(path):
@@ -66,7 +104,8 @@ class Environment:
 
     def __init__(self, spec: Optional[Spec] = None, tarball: Optional[str] = None,
                  local_files: Iterable[Tuple[str, str]] = (), analysis: Optional["Analysis"] = None,
-                 engine: Optional[str] = None, python: Optional[str] = None, source: str = "index"):
+                 engine: Optional[str] = None, python: Optional[str] = None, source: str = "index",
+                 layered: bool = False):
         if (spec is None) == (tarball is None):
             raise SpecError("an Environment needs exactly one of a spec or a tarball")
         if source not in ("index", "current"):
@@ -88,6 +127,9 @@ class Environment:
         self.engine = engine
         self.python = python
         self.source = source
+        #: layered: local/editable distributions are left out of the base (their installed requirements stay in
+        #: it) and ship in the code layer (:meth:`code_layer`) instead, so an edit never rebuilds the base.
+        self.layered = layered
         self.build_result: Optional["BuildResult"] = None
         self._identity = None  # file_identity() of build_result.path when it was checked
 
@@ -109,7 +151,8 @@ class Environment:
     @classmethod
     def from_script(cls, *scripts: Union[str, "os.PathLike[str]"], source: str = "auto",
                     exclude: Optional[Iterable[str]] = None, engine: Optional[str] = None,
-                    python: Optional[str] = None, ship_local: bool = True, **analyze_options: Any) -> "Environment":
+                    python: Optional[str] = None, ship_local: bool = True, layered: bool = False,
+                    **analyze_options: Any) -> "Environment":
         """Analyze *scripts* (memoized while they are unchanged on disk) and return their environment.
 
         ``source="index"`` builds the analyzed spec with an engine (packages fetched from PyPI/channels);
@@ -117,6 +160,8 @@ class Environment:
         ``source="auto"`` (default) picks "index" when a package index is reachable, else "current", and says
         which on stderr (:func:`poncho_wq.netcheck.resolve_source`; ``$PONCHO_WQ_SOURCE`` overrides it).
         ``ship_local``: tasks get the local modules the scripts import (paths relative to each script's dir).
+        ``layered``: see :attr:`layered` (what PonchoTask uses; a single tarball for other tools otherwise).
+        The result is memoized while the scripts and the local files their analysis reached are unchanged.
         """
         from .analysis import analyze
         from .wq import MANAGER_ONLY
@@ -126,23 +171,26 @@ class Environment:
             source = "current"
         exclude = tuple(MANAGER_ONLY if exclude is None else exclude)
         try:
-            key = (tuple(_file_identity(s) for s in scripts), exclude, source, engine, python, ship_local,
+            key = (tuple(_file_identity(s) for s in scripts), exclude, source, engine, python, ship_local, layered,
                    tuple(sorted((k, repr(v)) for k, v in analyze_options.items())))
         except FileNotFoundError as e:
             raise PonchoError("script {} does not exist".format(e.filename), exit_code=2)
-        with _lock:
-            env = _script_memo.get(key)
-            if env is None:
-                result = analyze(scripts, exclude=exclude, **analyze_options)
-                source = _choose_source(source, result.spec, engine, python)
-                if result.unresolved:
-                    print("poncho_wq: warning: not installed here, left unpinned: " + ", ".join(result.unresolved),
-                          file=sys.stderr)
-                env = cls(spec=result.spec, local_files=result.local_files if ship_local else (), analysis=result,
-                          engine=engine,
-                          python=python, source=source)
-                _script_memo[key] = env
-            return env
+        env = _memo_get(key)
+        if env is None:
+            result = analyze(scripts, exclude=exclude, **analyze_options)
+            source = _choose_source(source, result.spec, engine, python)
+            if result.unresolved:
+                print("poncho_wq: warning: not installed here, left unpinned: " + ", ".join(result.unresolved),
+                      file=sys.stderr)
+            env = cls(spec=result.spec, local_files=result.local_files if ship_local else (), analysis=result,
+                      engine=engine, python=python, source=source, layered=layered)
+            old = _memo_get_any(key)
+            if old is not None and _same_environment(old, env):
+                env = old  # only local code changed: keep the object (and its build memo) for the base
+                env.analysis = result
+                env.local_files = result.local_files if ship_local else ()
+            _memo_put(key, env, _analysis_paths(result))
+        return env
 
     @classmethod
     def for_command(cls, command: str, **options: Any) -> "Environment":
@@ -157,7 +205,8 @@ class Environment:
             raise PonchoError(
                 "cannot tell what {!r} needs: no Python script found in the command or __main__; "
                 "pass environment= (a spec, a tarball or an Environment)".format(command))
-        # Local files ship per task (ship_list), placed next to the script that imports them.
+        # Local files ship per task (task_code: in the code layer), found from the scripts the command names.
+        options.setdefault("layered", True)
         return cls.from_script(*_unique(analyzed), ship_local=False, **options)
 
     # -- properties ----------------------------------------------------------------------------------------
@@ -197,7 +246,16 @@ class Environment:
         from .engines import create, get_engine
 
         engine = get_engine(self._spec, self.engine)
-        spec = engine.prepare(self._spec, self.analysis)  # what this engine builds for the analysis
+        spec, analysis = self._spec, self.analysis
+        if self.layered and analysis is not None and analysis.local_distributions:
+            # The local distributions ship in the code layer; the base keeps what they require.
+            import dataclasses
+
+            from .layers import local_requirements
+
+            spec = _with_requirements(spec, local_requirements(analysis, self.python))
+            analysis = dataclasses.replace(analysis, local_distributions={})
+        spec = engine.prepare(spec, analysis)  # what this engine builds for the analysis
         key = (spec.digest(), engine.name, self.python)
         with _lock:
             memo = _build_memo.get(key)
@@ -207,9 +265,53 @@ class Environment:
             self.build_result, self._identity = memo
             return self.build_result.path
 
+    def code_layer(self, members: Iterable[Tuple[str, str]] = ()):
+        """The :class:`~poncho_wq.layers.CodeLayer` of this environment plus *members* (``(arcname, source)``),
+        or None when there is no code to ship. Layered environments put their local files and local/editable
+        distributions there; *members* are a task's own (:func:`task_code`)."""
+        from .layers import CodeLayer, distribution_members, local_file_members, merge
+
+        groups = [list(members), local_file_members(self.local_files)]
+        if self.layered:
+            if self.analysis is not None and self.analysis.local_distributions:
+                groups.append(distribution_members(self.analysis.local_distributions, self.python))
+        merged = merge(*groups)
+        return CodeLayer(merged) if merged else None
+
     def __repr__(self):
         what = self._tarball or (self._spec.summary() if self._spec else "?")
         return "Environment({})".format(what)
+
+
+def _memo_get_any(key):
+    with _lock:
+        hit = _script_memo.get(key)
+    return hit[0] if hit is not None else None
+
+
+def _same_environment(old, new):
+    """Would *old* build the same base as *new*? (same spec, engine, source, and local distributions)"""
+    return (old._spec == new._spec and old.engine == new.engine and old.source == new.source
+            and old.python == new.python and old.layered == new.layered
+            and dict(getattr(old.analysis, "local_distributions", {}) or {})
+            == dict(getattr(new.analysis, "local_distributions", {}) or {}))
+
+
+def _with_requirements(spec, requirements):
+    """*spec* with *requirements* added to its pip list (those it already names by name are left as they are)."""
+    if not requirements:
+        return spec
+    from packaging.requirements import Requirement
+    from packaging.utils import canonicalize_name
+
+    from .spec import parse_spec
+
+    data = spec.to_dict()
+    pip = list(data.get("pip", []))
+    named = {canonicalize_name(Requirement(r).name) for r in pip}
+    pip += [r for r in requirements if canonicalize_name(Requirement(r).name) not in named]
+    data["pip"] = pip
+    return parse_spec(data)
 
 
 def _choose_source(source, spec, engine, python):
@@ -256,9 +358,9 @@ def ship_list(scripts):
     from .analysis import analyze
 
     key = ("ship",) + tuple(_file_identity(s) for s in scripts)
-    with _lock:
-        if key in _script_memo:
-            return _script_memo[key]
+    hit = _memo_get(key)
+    if hit is not None:
+        return hit
     files = {}
     for script in scripts:
         rel = os.path.normpath(script)
@@ -269,9 +371,39 @@ def ship_list(scripts):
         for source, arcname in analyze([script]).local_files:
             files.setdefault(os.path.normpath(os.path.join(where, arcname)), source)
     result = tuple(sorted((src, arc) for arc, src in files.items()))
-    with _lock:
-        _script_memo[key] = result
+    _memo_put(key, result, [src for src, _arc in result])
     return result
+
+
+def task_code(scripts):
+    """What a task's command scripts bring: ``(scripts, members, local distributions)``.
+
+    *scripts*: ``(source, relative path)`` of the command scripts named by a relative path (they must be in the
+    sandbox under that path; attached as content-named copies, see :func:`poncho_wq.layers.content_copy`);
+    *members*: ``(arcname, source)`` for the code layer: the local modules they import under ``lib/`` (relative
+    to each script's directory, which is where the script imports them from); *local distributions*: {name:
+    source dir} of the local/editable distributions they import (their packages and metadata ship in the code
+    layer too). Memoized while the scripts and every local file reached are unchanged."""
+    from .analysis import analyze
+    from .layers import local_file_members
+
+    key = ("code",) + tuple(_file_identity(s) for s in scripts)
+    hit = _memo_get(key)
+    if hit is not None:
+        return hit
+    named, members, dists, reached = {}, [], {}, []
+    for script in scripts:
+        rel = os.path.normpath(script)
+        if os.path.isabs(rel) or rel.startswith(".."):
+            continue  # the command names it by a path that exists on the worker too
+        named[rel] = os.path.abspath(script)
+        result = analyze([script])
+        members += local_file_members(result.local_files)
+        dists.update(result.local_distributions)
+        reached += [src for src, _arc in result.local_files]
+    value = (tuple(sorted((src, rel) for rel, src in named.items())), tuple(sorted(set(members))), dists)
+    _memo_put(key, value, reached)
+    return value
 
 
 def as_environment(environment, command=None):

@@ -1,16 +1,21 @@
 """``PonchoTask`` and ``PonchoPythonTask``: Work Queue tasks that carry their Python environment.
 
 A PonchoTask is a real ``Task`` of the Work Queue binding in use (see :mod:`poncho_wq.wq`). At creation it
-resolves its environment (memoized per process, cached on disk), attaches three kinds of cached inputs:
+resolves its environment (memoized per process, cached on disk) and attaches cached inputs, each under a path
+that changes when its content does (Work Queue caches inputs by *local path*: an input attached under the same
+path after an edit runs with the old bytes):
 
-* the environment tarball, under the remote name ``env-<hash>.tar.gz`` (the hash keeps different environments
-  apart in a worker's cache and lets the shim find the unpacked copy without reading the file);
-* the run shim ``poncho_package_run`` (a POSIX sh script; the worker needs no Python of its own);
-* local modules and packages found by the analysis, under their paths relative to the script,
+* the base environment tarball, under the remote name ``env-<hash>.tar.gz`` (the hash keeps different
+  environments apart in a worker's cache and lets the shim find the unpacked copy without reading the file);
+* the code layer ``code-<hash>.tar.gz`` (:mod:`poncho_wq.layers`): the local modules the command's scripts import
+  and the local/editable distributions, one tarball however many files, keyed by content;
+* the scripts the command names, as content-named copies from the cache, under the paths the command uses;
+* the run shim ``poncho_package_run`` (a POSIX sh script; the worker needs no Python of its own),
 
-and wraps the command as ``./poncho_package_run -e env-<hash>.tar.gz -- /bin/sh -c '<command>'``: the shim
-unpacks the environment once per worker, activates it, and the user's command keeps its full shell meaning
-(pipes, redirections, ``&&``, variables expanded inside the environment).
+and wraps the command as ``./poncho_package_run -e env-<hash>.tar.gz --code code-<hash>.tar.gz -- /bin/sh -c
+'<command>'``: the shim unpacks each layer once per worker, activates the base, stacks the code layer on it, and
+the user's command keeps its full shell meaning (pipes, redirections, ``&&``, variables expanded inside the
+environment). After an edit only the new code layer travels: the base is not re-sent nor re-unpacked.
 
 The shim's own failures use exit codes 1-4 and lines starting with ``poncho_package_run:``;
 :attr:`shim_error` tells them apart from the command's own failure after ``q.wait()``.
@@ -22,7 +27,7 @@ import re
 import shlex
 import threading
 
-from .environment import Environment, as_environment, command_scripts, ship_list
+from .environment import Environment, as_environment, command_scripts, task_code
 from .errors import SpecError
 from .shim import shim_path
 from .spec import Spec
@@ -67,9 +72,11 @@ def _short_repr(value):
     return text if len(text) <= 200 else text[:197] + "..."
 
 
-def wrap_command(command, env_remote_name):
-    """The worker-side command line that runs *command* inside the environment."""
-    return "./{} -e {} -- /bin/sh -c {}".format(SHIM_NAME, shlex.quote(env_remote_name), shlex.quote(command))
+def wrap_command(command, env_remote_name, code_remote_name=None):
+    """The worker-side command line that runs *command* inside the environment (and its code layer)."""
+    code = " --code {}".format(shlex.quote(code_remote_name)) if code_remote_name else ""
+    return "./{} -e {}{} -- /bin/sh -c {}".format(SHIM_NAME, shlex.quote(env_remote_name), code,
+                                                 shlex.quote(command))
 
 
 def shim_error_from(exit_code, output):
@@ -82,16 +89,27 @@ def shim_error_from(exit_code, output):
     return ShimError(exit_code, lines[-1])
 
 
-def _attach_environment(task, environment, local_files=()):
-    """Attach the environment tarball, the shim and local files to *task*; return the env's remote name."""
-    path = environment.build()
-    remote = environment.remote_name
-    task.specify_input_file(path, remote, cache=True)
+def task_layers(environment, command=None):
+    """``(code layer or None, command scripts)`` for a task of *environment* running *command*: the layer holds
+    the environment's code and the local code of the scripts the command names (see :func:`task_code`)."""
+    from .layers import distribution_members
+
+    scripts, members, dists = task_code(command_scripts(command)) if command else ((), (), {})
+    if dists:
+        members = tuple(members) + tuple(distribution_members(dists, environment.python))
+    return environment.code_layer(members), scripts
+
+
+def _attach_environment(task, environment, layer=None, scripts=()):
+    """Attach the base tarball, the code layer, the command scripts (content-named copies) and the shim."""
+    from .layers import content_copy
+
+    task.specify_input_file(environment.build(), environment.remote_name, cache=True)
+    if layer is not None:
+        task.specify_input_file(layer.build(), layer.remote_name, cache=True)
+    for source, rel in scripts:
+        task.specify_input_file(content_copy(source), rel, cache=True)
     task.specify_input_file(shim_path(), SHIM_NAME, cache=True)
-    by_arcname = {arcname: source for source, arcname in tuple(environment.local_files) + tuple(local_files)}
-    for arcname, source in sorted(by_arcname.items()):
-        task.specify_input_file(source, arcname, cache=True)
-    return remote
 
 
 def classes_for(binding):
@@ -120,9 +138,10 @@ def classes_for(binding):
                                             name, name))
                 self.environment = as_environment(environment, command)
                 self.original_command = command
-                remote = self.environment.remote_name
-                super().__init__(wrap_command(command, remote))
-                _attach_environment(self, self.environment, ship_list(command_scripts(command)))
+                self.code_layer, scripts = task_layers(self.environment, command)
+                code = self.code_layer.remote_name if self.code_layer is not None else None
+                super().__init__(wrap_command(command, self.environment.remote_name, code))
+                _attach_environment(self, self.environment, self.code_layer, scripts)
                 for name, value in task_options.items():
                     getattr(self, "specify_" + name)(value)
 
@@ -152,14 +171,16 @@ def classes_for(binding):
                 check_environment_argument(environment, "PonchoPythonTask")
                 self.environment = _python_task_environment(func, environment, binding)
                 self._poncho_remote = self.environment.remote_name
+                self.code_layer = self.environment.code_layer()
+                self._poncho_code = self.code_layer.remote_name if self.code_layer is not None else None
                 super().__init__(func, *args, **kwargs)
-                _attach_environment(self, self.environment)
+                _attach_environment(self, self.environment, self.code_layer)
 
             def _python_function_command(self):
                 # Work Queue's own command runs "python wrapper func args out" in the sandbox; run it in the env.
                 self._env_file = None
                 command = super()._python_function_command()
-                return wrap_command(command, self._poncho_remote)
+                return wrap_command(command, self._poncho_remote, self._poncho_code)
 
             @property
             def shim_error(self):
@@ -195,4 +216,4 @@ def _python_task_environment(func, environment, binding):
         source = None
     if source and os.path.isfile(source) and source not in scripts:
         scripts.append(source)
-    return Environment.from_script(*scripts, extra_pkgs=(serializer_for(binding),))
+    return Environment.from_script(*scripts, extra_pkgs=(serializer_for(binding),), layered=True)

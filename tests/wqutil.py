@@ -104,10 +104,12 @@ class Cluster:
         self.manager = None
         self.port_file = os.path.join(self.tmp, "port")
 
-    def start_manager(self, script, args, cwd, cache_dir, env=None):
+    def start_manager(self, script, args, cwd, cache_dir, env=None, python=None):
+        """Start tests/e2e/*script* with *python* (default: this interpreter, e.g. a venv's for editables)."""
         self.out_file = os.path.join(self.tmp, "results.json")
         self.manager_log = open(os.path.join(self.tmp, "manager.log"), "w")
-        cmd = [sys.executable, os.path.join(E2E, script), "--port-file", self.port_file, "--out", self.out_file]
+        cmd = [str(python or sys.executable), os.path.join(E2E, script), "--port-file", self.port_file,
+               "--out", self.out_file]
         self.manager = subprocess.Popen(cmd + list(args), cwd=cwd, env=manager_env(self.binding, cache_dir, env),
                                         stdout=self.manager_log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
         deadline = time.time() + 600
@@ -156,6 +158,32 @@ class Cluster:
     def tasks_run(self):
         """Per worker: how many task processes it started (from its debug log)."""
         return [count_debug_lines(p.workdir, "started process") for p in self.workers]
+
+    def transfers(self):
+        """Per worker: {cache name: how many times the manager sent it} (``put`` lines of its debug log). Both
+        workers name a cached input ``<prefix>-<source file's basename>`` (Debian's: ``file-0-<md5 of path>-``)."""
+        pattern = re.compile(r"rx(?: from manager)?: put (\S+) ")
+        out = []
+        for p in self.workers:
+            counts = {}
+            with open(os.path.join(p.workdir, "debug.log"), errors="replace") as f:
+                for line in f:
+                    m = pattern.search(line)
+                    if m:
+                        counts[m.group(1)] = counts.get(m.group(1), 0) + 1
+            out.append(counts)
+        return out
+
+    def unpacked_ids(self):
+        """Per worker: the ids (env-<hex>, code-<hex>) in its unpack logs, in order."""
+        out = []
+        for p in self.workers:
+            ids = []
+            for log in glob.glob(os.path.join(p.workdir, "**", "unpack.log"), recursive=True):
+                with open(log) as f:
+                    ids += [line.split()[2] for line in f if len(line.split()) >= 3]
+            out.append(ids)
+        return out
 
     def env_transfers(self, remote_name):
         """Per worker: how many times the manager sent the file *remote_name* (``put`` lines of its debug log)."""

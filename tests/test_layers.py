@@ -1,0 +1,104 @@
+"""The code layer's key and the memos over local code: a change of content is seen at once, anything else is not
+a change (real files, real tarballs, no mocks)."""
+
+import os
+import tarfile
+import time
+
+import pytest
+
+import poncho_wq
+from poncho_wq.layers import CodeLayer, content_copy, local_file_members, merge
+from poncho_wq.errors import PonchoError
+
+
+@pytest.fixture
+def tree(tmp_path):
+    d = tmp_path / "proj"
+    (d / "pkg").mkdir(parents=True)
+    (d / "pkg" / "__init__.py").write_text("")
+    (d / "pkg" / "a.py").write_text("X = 1\n")
+    (d / "mod.py").write_text("import pkg.a\n")
+    return d
+
+
+def _layer(d):
+    return CodeLayer([("lib/pkg/__init__.py", str(d / "pkg" / "__init__.py")),
+                      ("lib/pkg/a.py", str(d / "pkg" / "a.py")), ("lib/mod.py", str(d / "mod.py"))])
+
+
+def test_changed_content_gives_a_new_key_unchanged_a_hit(tree, tmp_path):
+    cache = str(tmp_path / "cache")
+    first = _layer(tree).build(cache)
+    assert os.path.basename(first) == "code-{}.tar.gz".format(_layer(tree).hash)
+    with tarfile.open(first) as t:
+        assert sorted(t.getnames()) == ["lib/mod.py", "lib/pkg/__init__.py", "lib/pkg/a.py"]
+        assert t.extractfile("lib/pkg/a.py").read() == b"X = 1\n"
+    stat1 = os.stat(first)
+    again = _layer(tree).build(cache)
+    assert again == first and os.stat(again).st_ino == stat1.st_ino  # a hit: not rewritten
+    # Same size, same mtime: only the content (and ctime) differ, still a new key.
+    st = os.stat(tree / "pkg" / "a.py")
+    (tree / "pkg" / "a.py").write_text("X = 2\n")
+    os.utime(tree / "pkg" / "a.py", ns=(st.st_atime_ns, st.st_mtime_ns))
+    second = _layer(tree).build(cache)
+    assert second != first
+    with tarfile.open(second) as t:
+        assert t.extractfile("lib/pkg/a.py").read() == b"X = 2\n"
+    # Back to the old content: the old name, the old file.
+    (tree / "pkg" / "a.py").write_text("X = 1\n")
+    assert _layer(tree).build(cache) == first
+
+
+def test_touch_without_change_keeps_the_key(tree, tmp_path):
+    before = _layer(tree).hash
+    later = time.time() + 5
+    for p in tree.rglob("*.py"):
+        os.utime(p, (later, later))
+    assert _layer(tree).hash == before
+
+
+def test_mode_and_path_are_part_of_the_key(tree):
+    before = _layer(tree).hash
+    os.chmod(tree / "mod.py", 0o755)
+    assert _layer(tree).hash != before
+    os.chmod(tree / "mod.py", 0o644)
+    assert _layer(tree).hash == before
+    moved = CodeLayer([("lib/other.py", str(tree / "mod.py"))]).hash
+    assert moved != CodeLayer([("lib/mod.py", str(tree / "mod.py"))]).hash
+
+
+def test_layers_are_reproducible_and_read_only(tree, tmp_path):
+    a = _layer(tree).build(str(tmp_path / "c1"))
+    b = _layer(tree).build(str(tmp_path / "c2"))
+    assert open(a, "rb").read() == open(b, "rb").read()
+    assert not os.stat(a).st_mode & 0o222
+
+
+def test_damaged_layer_is_rebuilt(tree, tmp_path):
+    cache = str(tmp_path / "cache")
+    path = _layer(tree).build(cache)
+    good = open(path, "rb").read()
+    os.chmod(path, 0o644)
+    with open(path, "wb") as f:
+        f.write(good[:20])
+    poncho_wq.clear_caches()
+    assert _layer(tree).build(cache) == path
+    assert open(path, "rb").read() == good
+
+
+def test_two_files_under_one_name_are_refused(tree, tmp_path):
+    other = tmp_path / "mod.py"
+    other.write_text("different\n")
+    with pytest.raises(PonchoError, match="two different files"):
+        merge(local_file_members([(str(tree / "mod.py"), "mod.py")]), local_file_members([(str(other), "mod.py")]))
+
+
+def test_content_copy_follows_content(tree, tmp_path):
+    cache = str(tmp_path / "cache")
+    one = content_copy(str(tree / "mod.py"), cache)
+    assert content_copy(str(tree / "mod.py"), cache) == one
+    (tree / "mod.py").write_text("import pkg\n")
+    two = content_copy(str(tree / "mod.py"), cache)
+    assert two != one and open(two).read() == "import pkg\n" and open(one).read() == "import pkg.a\n"
+    assert os.path.basename(two) == "mod.py"

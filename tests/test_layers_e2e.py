@@ -1,0 +1,151 @@
+"""Layered environments end to end (issue 13): one manager session, real workers of both Work Queue bindings, an
+editable package, a local module, a local ``file://`` project and the job script edited between rounds.
+
+Before layers, this session ran the *old* code after an edit: the memos keyed environments by the scripts alone,
+and Work Queue caches inputs by local path, so an edited module attached under the same path was served from the
+worker's cache. Here every later task must print the new versions, the base must travel and be unpacked once per
+worker, and each edit must send only what changed (the round after a code edit: only the new code layer).
+"""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from wqutil import BINDINGS, Cluster
+
+JOB = '''\
+import sys
+
+import humanize
+import edpkg
+import fileproj
+from mylib import fmt
+
+print("RESULT", sys.argv[1], "job={}", fmt.VERSION, edpkg.VERSION, fileproj.VERSION, humanize.intword(10 ** 6))
+'''
+PYPROJECT = '''\
+[build-system]
+requires = ["setuptools>=64"]
+build-backend = "setuptools.build_meta"
+
+[project]
+name = "{name}"
+version = "0.1"
+dependencies = ["humanize"]
+{scripts}
+[tool.setuptools]
+packages = ["{name}"]
+'''
+
+
+def _init(name, version):
+    return "VERSION = {!r}\n\n\ndef main():\n    print('{} tool', VERSION)\n".format(version, name)
+
+
+def _run(argv, **kw):
+    r = subprocess.run([str(a) for a in argv], stdin=subprocess.DEVNULL, capture_output=True, text=True, **kw)
+    assert r.returncode == 0, r.stdout + r.stderr
+    return r
+
+
+@pytest.fixture(scope="module")
+def venv(tmp_path_factory):
+    """A venv over this interpreter's site-packages (poncho_wq, humanize) with ``edpkg`` installed editable and
+    ``fileproj`` installed from its directory (direct_url ``file://``, not editable)."""
+    _run([sys.executable, "-m", "pip", "install", "-q", "humanize"])
+    root = tmp_path_factory.mktemp("layers")
+    v = root / "venv"
+    _run([sys.executable, "-m", "venv", "--system-site-packages", v])
+    # --no-build-isolation (seconds, not a download per install) needs setuptools' bdist_wheel: wheel.
+    _run([v / "bin" / "python", "-m", "pip", "install", "-q", "--disable-pip-version-check", "wheel"])
+    return {"root": root, "python": v / "bin" / "python"}
+
+
+@pytest.fixture(params=BINDINGS)
+def cluster(request, tmp_path):
+    c = Cluster(tmp_path / "cluster", request.param)
+    os.makedirs(c.tmp, exist_ok=True)
+    yield c
+    c.close()
+
+
+def _project(tmp_path, venv):
+    d = tmp_path / "project"
+    (d / "mylib").mkdir(parents=True)
+    (d / "mylib" / "__init__.py").write_text("")
+    (d / "mylib" / "fmt.py").write_text("VERSION = 'lib1'\n")
+    (d / "job.py").write_text(JOB.format("J1"))
+    for name, version, scripts in (("edpkg", "ed1", '\n[project.scripts]\nedtool = "edpkg:main"\n'),
+                                   ("fileproj", "fp1", "")):
+        p = tmp_path / name
+        (p / name).mkdir(parents=True)
+        (p / "pyproject.toml").write_text(PYPROJECT.format(name=name, scripts=scripts))
+        (p / name / "__init__.py").write_text(_init(name, version))
+    pip = [venv["python"], "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation",
+           "--disable-pip-version-check"]
+    _run(pip + ["-e", tmp_path / "edpkg"])
+    _run(pip + ["--force-reinstall", tmp_path / "fileproj"])
+    edits = [
+        # round 1: the local module, the editable's source, and the file:// project (edited and reinstalled)
+        {"files": {str(d / "mylib" / "fmt.py"): "VERSION = 'lib2'\n",
+                   str(tmp_path / "edpkg" / "edpkg" / "__init__.py"): _init("edpkg", "ed2"),
+                   str(tmp_path / "fileproj" / "fileproj" / "__init__.py"): _init("fileproj", "fp2")},
+         "run": [[str(a) for a in pip + ["--force-reinstall", tmp_path / "fileproj"]]]},
+        # round 2: the job script only
+        {"files": {str(d / "job.py"): JOB.format("J2")}},
+    ]
+    (tmp_path / "edits.json").write_text(json.dumps(edits))
+    return d
+
+
+def _sent(transfers, name):
+    return [sum(n for cached, n in t.items() if cached == name or cached.endswith("-" + name)) for t in transfers]
+
+
+def test_edits_between_rounds_reach_every_later_task_and_only_the_code_travels(cluster, venv, tmp_path):
+    project = _project(tmp_path, venv)
+    cache = str(tmp_path / "cache")
+    cluster.start_manager("layers_manager.py", ["--tasks", "6", "--command", "python3 job.py {i} && edtool",
+                                                "--edits", str(tmp_path / "edits.json")],
+                          str(project), cache, python=venv["python"])
+    cluster.start_worker(cores=2, keep_envs=True)
+    cluster.start_worker(cores=2, keep_envs=True)
+    out = cluster.wait_results()
+    expected = [("J1", "lib1", "ed1", "fp1"), ("J1", "lib2", "ed2", "fp2"), ("J2", "lib2", "ed2", "fp2")]
+    envs, codes = set(), []
+    for rnd, (job, lib, ed, fp) in enumerate(expected):
+        results = out["rounds"][rnd]["results"]
+        assert len(results) == 6
+        for r in results:
+            assert r["return_status"] == 0, r
+            line = "RESULT {} job={} {} {} {} 1.0 million".format(r["i"], job, lib, ed, fp)
+            assert line in r["output"], (rnd, r["output"])
+            assert "edpkg tool " + ed in r["output"], (rnd, r["output"])  # the console script, from the layer
+            envs.add(r["env"])
+        codes.append({r["code"] for r in results})
+    assert len(envs) == 1, envs  # code edits never change the base
+    env = envs.pop()
+    assert all(len(c) == 1 for c in codes), codes
+    code = [c.pop() for c in codes]
+    assert code[0] != code[1] and code[1] == code[2], code  # round 2 changed only the script
+
+    ran = [1 if n else 0 for n in cluster.tasks_run()]
+    assert sum(cluster.tasks_run()) == 18
+    transfers = cluster.transfers()
+    # The base: sent once and unpacked once per worker that ran tasks, in all three rounds together.
+    assert _sent(transfers, env) == ran, transfers
+    unpacked = cluster.unpacked_ids()
+    assert [ids.count(env[: -len(".tar.gz")]) for ids in unpacked] == ran, unpacked
+    # Each code layer at most once per worker; nothing else was sent more than once either (so the round
+    # after the code edit sent only the new layer, and the one after the script edit only the new script copy).
+    for name in code[:2]:
+        assert all(n <= 1 for n in _sent(transfers, name)), transfers
+        assert sum(_sent(transfers, name)) >= 1, transfers
+        assert all(ids.count(name[: -len(".tar.gz")]) <= 1 for ids in unpacked), unpacked
+    for t in transfers:
+        assert all(n == 1 for n in t.values()), t
+        # base, shim, two code layers, two copies of job.py: nothing else is ever sent
+        assert len(t) <= 6, t
