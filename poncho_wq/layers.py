@@ -44,8 +44,20 @@ _lock = threading.Lock()
 _digests: Dict[tuple, str] = {}
 #: Published layers known to be sound, by path: the file identity seen when this process published or checked it.
 _published: Dict[str, tuple] = {}
+#: distribution_members() results by (names, python), with the stat keys of every directory they were listed from
+#: and of each RECORD: a file added to or removed from an editable's tree changes its directory's mtime.
+_dist_members: Dict[tuple, tuple] = {}
 register(_digests.clear)
 register(_published.clear)
+register(_dist_members.clear)
+
+
+def _dir_key(path):
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return (st.st_ino, st.st_mtime_ns, st.st_ctime_ns)
 
 
 def _identity(st, path):
@@ -193,14 +205,31 @@ def distribution_members(names: Iterable[str], python: Optional[str] = None) -> 
     from .installation import installation
 
     env = installation(python)
+    key = (tuple(sorted(names)), python, id(env))
+    with _lock:
+        hit = _dist_members.get(key)
+    if hit is not None and all(_dir_key(d) == k for d, k in hit[1]):
+        return list(hit[0])
     members = []
+    watched = set()
     for name in sorted(names):
         dist = env.distribution(name)
         if dist is None:
             log.warning("poncho: local distribution %s is not installed here: only its analyzed modules ship", name)
             continue
         warnings: List[str] = []
-        make = _editable_entries if dist.is_editable() else _installed_entries
+        if dist.meta_path:
+            watched.add(dist.meta_path)
+            watched.add(os.path.join(dist.meta_path, "RECORD"))
+        if dist.is_editable():
+            make = _editable_entries
+            # Every directory of the source tree, empty ones too: a file created in any of them is a change.
+            for top in dist.editable_sources().values():
+                for d, dirnames, _files in os.walk(top):
+                    dirnames[:] = [n for n in dirnames if n != "__pycache__" and not n.startswith(".")]
+                    watched.add(d)
+        else:
+            make = _installed_entries
         for e in make(dist, env, "lib", warnings):
             if e.kind == "record" or os.path.basename(e.target) in ("RECORD", "direct_url.json", "INSTALLER"):
                 continue
@@ -210,6 +239,9 @@ def distribution_members(names: Iterable[str], python: Optional[str] = None) -> 
                 if "__pycache__" in e.target.split(os.sep) or e.target.endswith((".pyc", ".pyo")):
                     continue
                 members.append((e.target.replace(os.sep, "/"), e.source))
+    watched.update(os.path.dirname(src) for _arc, src in members)
+    with _lock:
+        _dist_members[key] = (tuple(members), tuple((d, _dir_key(d)) for d in sorted(watched)))
     return members
 
 
@@ -317,4 +349,60 @@ def content_copy(source: str, cache_dir: Optional[str] = None) -> str:
 
 
 __all__ = ["CodeLayer", "CODE_NAME", "content_copy", "distribution_members", "files_digest", "local_file_members",
-           "local_requirements", "merge"]
+           "local_project_digests", "local_requirements", "merge"]
+
+
+# ------------------------------------------------------------------------------- file:// projects in a spec
+
+#: Directories of a local project that are build outputs or tool state, not its content.
+_PROJECT_SKIP = {"__pycache__", ".git", ".hg", ".svn", ".tox", ".nox", ".mypy_cache", ".pytest_cache", ".venv"}
+_PROJECT_SKIP_TOP = {"build", "dist"}
+
+
+def local_project_digests(spec) -> Dict[str, str]:
+    """{requirement: sha256 of its content} for the spec's pip requirements that name a local path
+    (``name @ file:///dir`` or a wheel/sdist file): the cache key holds these, so an edited project is a new
+    environment and an unchanged one a cache hit (the URL alone named the old build after an edit).
+
+    A directory's digest covers every file's relative path, mode and bytes (stat-memoized: unchanged files are
+    not read again), without version-control and tool directories, ``*.egg-info`` and top-level ``build/`` and
+    ``dist/`` (what building the project writes into it, which would otherwise change the key once per build)."""
+    from urllib.parse import unquote, urlparse
+
+    from packaging.requirements import InvalidRequirement, Requirement
+
+    out = {}
+    for text in getattr(spec, "pip", ()) or ():
+        try:
+            url = Requirement(text).url
+        except InvalidRequirement:
+            continue
+        if not url or not url.startswith("file:"):
+            continue
+        path = unquote(urlparse(url).path)
+        if os.path.isfile(path):
+            out[text] = _digest(path)[0]
+        elif os.path.isdir(path):
+            out[text] = _tree_digest(path)
+        else:
+            raise PonchoError("the spec names {} but {} does not exist".format(text, path))
+    return out
+
+
+def _tree_digest(root):
+    h = hashlib.sha256()
+    for d, dirnames, filenames in os.walk(root):
+        top = os.path.samefile(d, root)
+        dirnames[:] = sorted(n for n in dirnames if n not in _PROJECT_SKIP and not n.endswith(".egg-info")
+                             and not (top and n in _PROJECT_SKIP_TOP))
+        for fn in sorted(filenames):
+            if fn.endswith((".pyc", ".pyo")):
+                continue
+            p = os.path.join(d, fn)
+            rel = os.path.relpath(p, root)
+            if os.path.islink(p):
+                h.update("L{}\0{}\n".format(rel, os.readlink(p)).encode())
+            elif os.path.isfile(p):
+                digest, executable = _digest(p)
+                h.update("{}\0{}\0{}\n".format(rel, int(executable), digest).encode())
+    return h.hexdigest()

@@ -41,8 +41,9 @@ def test_auto_source_reuses_a_cached_index_build_without_the_network(tmp_path):
 
 
 def test_clear_caches_drops_the_memos(tmp_path, monkeypatch):
-    """A memoized ship list keeps the local modules it found until clear_caches(): a long-running manager can
-    drop every in-process memo after something changed that no memo key covers."""
+    """A memoized ship list is re-checked against the files it covers (ctime too, which an edit cannot put
+    back: issue 13), and clear_caches() drops every in-process memo (the reachability answer included) for
+    what no memo key covers."""
     import poncho_wq
     from poncho_wq.environment import ship_list
 
@@ -57,9 +58,9 @@ def test_clear_caches_drops_the_memos(tmp_path, monkeypatch):
     first = ship_list(["job.py"])
     assert {arc for _, arc in first} == {"job.py", "helper_a.py"}
     st = os.stat(tmp_path / "job.py")
-    (tmp_path / "job.py").write_text("import helper_b\n")  # same size, mtime put back: the memo key cannot see it
+    (tmp_path / "job.py").write_text("import helper_b\n")  # same size, mtime put back: ctime still changed
     os.utime(tmp_path / "job.py", ns=(st.st_atime_ns, st.st_mtime_ns))
-    assert ship_list(["job.py"]) == first
+    assert {arc for _, arc in ship_list(["job.py"])} == {"job.py", "helper_b.py"}
     poncho_wq.clear_caches()
     assert {arc for _, arc in ship_list(["job.py"])} == {"job.py", "helper_b.py"}
     assert reachable.cache_info().currsize == 0

@@ -96,9 +96,14 @@ def test_forty_tasks_two_workers_one_transfer_and_one_unpack_per_worker(cluster,
     ran = cluster.tasks_run()
     assert sum(ran) == 40, ran
     expected = [1 if n else 0 for n in ran]
-    # Every worker that ran tasks got the tarball once and unpacked it once; a worker that ran none, never.
-    assert cluster.unpack_counts() == expected, (cluster.unpack_counts(), ran)
-    assert cluster.env_transfers(out["results"][0]["env"]) == expected, ran
+    # Every worker that ran tasks got the tarball once and unpacked it once; a worker that ran none, never. The
+    # same for the code layer (job.py's local package mylib): one layer, one transfer, one unpack per worker.
+    env = out["results"][0]["env"]
+    unpacked = cluster.unpacked_ids()
+    assert [ids.count(env[: -len(".tar.gz")]) for ids in unpacked] == expected, (unpacked, ran)
+    assert [len([i for i in ids if i.startswith("code-")]) for ids in unpacked] == expected, (unpacked, ran)
+    assert cluster.unpack_counts() == [2 * n for n in expected], (cluster.unpack_counts(), ran)
+    assert cluster.env_transfers(env) == expected, ran
 
 
 def test_worker_killed_midrun_tasks_retry_elsewhere(cluster, project, e2e_cache):
