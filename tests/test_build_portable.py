@@ -11,6 +11,7 @@ import tarfile
 
 import pytest
 
+from helpers.archives import pyc_flags, tar_read
 from poncho_wq.engines import create
 from poncho_wq.engines.interpreter import copy_interpreter, probe_interpreter
 from poncho_wq.tools import find_tool
@@ -105,7 +106,9 @@ def test_prefix_leaves_out_tests_idle_tk_caches(built):
     assert stdlib + "os.py" in names
     for gone in ("test/", "idlelib/", "tkinter/", "turtledemo/", "ensurepip/"):
         assert not any(n.startswith(stdlib + gone) for n in names), gone
-    assert not any("__pycache__" in n for n in names)
+    pycs = pyc_flags(built["out"])
+    assert stdlib + "__pycache__/os.{}.pyc".format(sys.implementation.cache_tag) in pycs
+    assert set(pycs.values()) == {3}  # checked-hash, compiled at build time
     assert not any(os.path.basename(n).startswith("libpython") and n.endswith(".a") for n in names)
     for link in ("bin/python", "bin/python3"):
         assert members[link].issym() and not members[link].linkname.startswith("/")
@@ -113,11 +116,6 @@ def test_prefix_leaves_out_tests_idle_tk_caches(built):
     assert json.loads(tar_read(built["out"], "poncho/spec.json")) == {"pip": ["attrs", "pyflakes", "six"]}
     assert "conda-meta/history" in names and "bin/conda-unpack" in names
     assert any(n.startswith(stdlib + "site-packages/six") for n in names)
-
-
-def tar_read(path, member):
-    with tarfile.open(path) as tar:
-        return tar.extractfile(member).read().decode()
 
 
 def test_elf_runpaths_are_relative(unpacked):

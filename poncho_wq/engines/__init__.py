@@ -208,6 +208,9 @@ def build_prefix(spec, prefix, *, engine=None, python=None, progress=None):
         raise BuildError("build prefix {} is not empty".format(prefix))
     os.makedirs(prefix, exist_ok=True)
     eng.populate(spec, prefix, python, progress)
+    from .bytecode import compile_prefix
+
+    compile_prefix(prefix, progress)
     if spec.git or spec.http:
         from .data import fetch_data
 

@@ -63,6 +63,7 @@ import time
 from ..errors import BuildError, PonchoError, SpecError
 from ..fsutil import copy_contents
 from ..tools import find_tool, run_tool, tail
+from .bytecode import compile_tree
 
 log = logging.getLogger(__name__)
 
@@ -161,7 +162,7 @@ def _inside(path, root):
 
 #: Bumped whenever what goes into an interpreter base changes (exclusions, strip or RUNPATH handling), so that
 #: bases prepared by an older poncho_wq are not reused.
-BASE_FORMAT = 1
+BASE_FORMAT = 2  # 2: the stdlib is compiled (checked-hash pycs)
 
 #: ELF dynamic tags holding a search path (DT_RPATH, DT_RUNPATH).
 _DT_RPATH, _DT_RUNPATH = 15, 29
@@ -500,6 +501,10 @@ def ensure_base(base_python, cache_root, *, strip=True, phase=None):
         os.makedirs(tmp)
         try:
             _exe, record = _prepare_tree(base_python, info, os.path.join(tmp, "tree"), strip, phase)
+            # The stdlib's bytecode, once per interpreter: every build links these pycs instead of compiling
+            # them again (poncho_wq.engines.bytecode keeps a pyc that is current for its source).
+            _status(phase, "compiling the standard library")
+            record["compiled"] = compile_tree(os.path.join(tmp, "tree"))
             _read_only(os.path.join(tmp, "tree"))
             record.update(key=key, identity=interpreter_identity(base_python, strip), created=time.time(),
                           pid=os.getpid(), fingerprint=_fingerprint(os.path.join(tmp, "tree")))

@@ -1,0 +1,85 @@
+"""Environments carry bytecode the worker's interpreter accepts as is (issue 14): checked-hash pycs compiled at
+build time, read on import, never rewritten on the worker, and reproducible."""
+
+import hashlib
+import json
+import os
+
+import pytest
+
+from conftest import run_cli
+from helpers.archives import pyc_flags
+
+SPEC = {"python": "{}.{}".format(*__import__("sys").version_info[:2]), "pip": ["six==1.16.0"]}
+
+
+def _build(tmp_path, cache):
+    spec = tmp_path / "spec.json"
+    spec.write_text(json.dumps(SPEC))
+    out = tmp_path / "{}.tar.gz".format(cache)
+    r = run_cli("poncho_package_create", "--cache-dir", tmp_path / cache, spec, out)
+    assert r.returncode == 0, r.stderr
+    return out, r.stderr
+
+
+@pytest.fixture(scope="module")
+def two_builds(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("bytecode")
+    return tmp, [_build(tmp, "cache-a"), _build(tmp, "cache-b")]
+
+
+def _snapshot(root):
+    return {os.path.join(d, f): (os.lstat(os.path.join(d, f)).st_size, os.lstat(os.path.join(d, f)).st_mtime_ns)
+            for d, _, files in os.walk(root) for f in files}
+
+
+def test_tarball_holds_checked_hash_bytecode_for_stdlib_and_packages(two_builds):
+    _, [(out, stderr), _] = two_builds
+    flags = pyc_flags(str(out))
+    assert set(flags.values()) == {3}
+    assert any(n.endswith("site-packages/__pycache__/six.{}.pyc".format(
+        __import__("sys").implementation.cache_tag)) for n in flags)
+    assert any("/json/__pycache__/" in n for n in flags)
+    assert "poncho: bytecode done in" in stderr
+
+
+def test_same_spec_in_two_caches_gives_identical_bytes(two_builds):
+    _, [(a, _), (b, _)] = two_builds
+    digest = [hashlib.sha256(p.read_bytes()).hexdigest() for p in (a, b)]
+    assert digest[0] == digest[1]
+
+
+def test_imports_read_the_pycs_and_write_nothing(two_builds, tmp_path):
+    _, [(out, _), _] = two_builds
+    root = tmp_path / "root"
+    run = ["poncho_package_run", "-e", str(out), "--"]
+    env = {"PONCHO_ENV_DIR": str(root)}
+    r = run_cli(*run, "true", env=env)
+    assert r.returncode == 0, r.stderr
+    before = _snapshot(root)
+    r = run_cli(*run, "python3", "-v", "-c", "import six, json, email.parser", env=env)
+    assert r.returncode == 0, r.stderr
+    loaded = [line for line in r.stderr.splitlines() if line.startswith("# code object from")]
+    assert any("six." in line for line in loaded) and any("/email/__pycache__/parser." in line for line in loaded)
+    assert not [line for line in r.stderr.splitlines() if line.startswith(("# wrote", "# created"))]
+    after = _snapshot(root)
+    assert {k: v for k, v in after.items() if not k.endswith("unpack.log")} == \
+        {k: v for k, v in before.items() if not k.endswith("unpack.log")}
+
+
+def test_a_rewritten_source_is_not_run_from_its_stale_pyc(two_builds, tmp_path):
+    """conda-unpack rewrites some sources on the worker; checked-hash pycs are trusted only for the very source
+    they were compiled from (an unchecked pyc would run the old code)."""
+    _, [(out, _), _] = two_builds
+    root = tmp_path / "root"
+    env = {"PONCHO_ENV_DIR": str(root)}
+    r = run_cli("poncho_package_run", "-e", str(out), "--", "python3", "-c", "import six; print(six.__file__)",
+                env=env)
+    assert r.returncode == 0, r.stderr
+    source = r.stdout.strip()
+    os.chmod(source, 0o644)
+    with open(source, "a") as f:
+        f.write("\nREWRITTEN_ON_THE_WORKER = 1\n")
+    r = run_cli("poncho_package_run", "-e", str(out), "--", "python3", "-c",
+                "import six; print(six.REWRITTEN_ON_THE_WORKER)", env=env)
+    assert r.returncode == 0 and r.stdout.strip() == "1", r.stderr
