@@ -22,8 +22,11 @@ fi
 # pip install -e is the slow part; skip it when this checkout is already installed in editable mode and
 # setup.cfg/the shim did not change since (the stamp stores their hash).
 stamp="$top/.dev-installed"
-want=$(cat "$top/setup.cfg" "$top/poncho_wq/data/poncho_package_run" | sha256sum | cut -c1-64)-$("$PYTHON" -c 'import sys; print(sys.prefix)')
-if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ] || ! "$PYTHON" -c 'import poncho_wq' 2>/dev/null; then
+# The stamp is per checkout, and the installed package must be this checkout's: a second clone (CI's, a
+# colleague's) installing itself in editable mode takes the same interpreter's poncho_wq over.
+want=$(cat "$top/setup.cfg" "$top/poncho_wq/data/poncho_package_run" | sha256sum | cut -c1-64)-$("$PYTHON" -c 'import sys; print(sys.prefix)')-$top
+have=$(cd / && "$PYTHON" -c 'import os, poncho_wq; print(os.path.dirname(os.path.dirname(os.path.realpath(poncho_wq.__file__))))' 2>/dev/null || :)
+if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ] || [ "$have" != "$(cd "$top" && pwd -P)" ]; then
   echo "dev/setup.sh: pip install -e .[test]" >&2
   "$PYTHON" -m pip install -q -e "$top[test]" >&2
   echo "$want" > "$stamp"
