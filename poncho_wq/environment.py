@@ -205,8 +205,7 @@ class Environment:
             raise PonchoError(
                 "cannot tell what {!r} needs: no Python script found in the command or __main__; "
                 "pass environment= (a spec, a tarball or an Environment)".format(command))
-        # Local files ship per task (task_code: in the code layer), found from the scripts the command names.
-        options.setdefault("layered", True)
+        # Local files ship per task (ship_list, or task_code for the code layer of a layered environment).
         return cls.from_script(*_unique(analyzed), ship_local=False, **options)
 
     # -- properties ----------------------------------------------------------------------------------------
@@ -406,14 +405,15 @@ def task_code(scripts):
     return value
 
 
-def as_environment(environment, command=None):
-    """Turn what users pass as ``environment=`` into an :class:`Environment`."""
+def as_environment(environment, command=None, layered=False):
+    """Turn what users pass as ``environment=`` into an :class:`Environment` (*layered*: see
+    :attr:`Environment.layered`; for an analyzed environment, what PonchoTask asks for)."""
     if isinstance(environment, Environment):
         return environment
     if environment is None or environment == "auto":
         if command is None:
             raise PonchoError("environment=None needs a command to analyze")
-        return Environment.for_command(command)
+        return Environment.for_command(command, layered=layered)
     if isinstance(environment, dict) or hasattr(environment, "digest"):
         return Environment.from_spec(environment)
     path = os.fspath(environment)

@@ -136,7 +136,7 @@ def classes_for(binding):
                         raise SpecError("PonchoTask option {}=: this Work Queue binding's Task has no specify_{} "
                                         "method; use one of its specify_* names, e.g. cores=1, tag='x'".format(
                                             name, name))
-                self.environment = as_environment(environment, command)
+                self.environment = as_environment(environment, command, layered=True)
                 self.original_command = command
                 self.code_layer, scripts = task_layers(self.environment, command)
                 code = self.code_layer.remote_name if self.code_layer is not None else None

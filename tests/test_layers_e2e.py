@@ -105,12 +105,15 @@ def _sent(transfers, name):
     return [sum(n for cached, n in t.items() if cached == name or cached.endswith("-" + name)) for t in transfers]
 
 
-def test_edits_between_rounds_reach_every_later_task_and_only_the_code_travels(cluster, venv, tmp_path):
+@pytest.mark.parametrize("source", ["index", "current"])
+def test_edits_between_rounds_reach_every_later_task_and_only_the_code_travels(cluster, venv, tmp_path, source):
+    """source="index": the base from PyPI; "current": copied from the venv, where the editable and the file://
+    project are installed, yet they ship in the code layer (a base holding them would change at every edit)."""
     project = _project(tmp_path, venv)
     cache = str(tmp_path / "cache")
     cluster.start_manager("layers_manager.py", ["--tasks", "6", "--command", "python3 job.py {i} && edtool",
                                                 "--edits", str(tmp_path / "edits.json")],
-                          str(project), cache, python=venv["python"])
+                          str(project), cache, env={"PONCHO_WQ_SOURCE": source}, python=venv["python"])
     cluster.start_worker(cores=2, keep_envs=True)
     cluster.start_worker(cores=2, keep_envs=True)
     out = cluster.wait_results()
@@ -131,6 +134,17 @@ def test_edits_between_rounds_reach_every_later_task_and_only_the_code_travels(c
     assert all(len(c) == 1 for c in codes), codes
     code = [c.pop() for c in codes]
     assert code[0] != code[1] and code[1] == code[2], code  # round 2 changed only the script
+
+    # What the layers hold: the local module, both local distributions with their metadata, the console
+    # script; nothing of the manager's own environment.
+    import tarfile
+
+    with tarfile.open(os.path.join(cache, "code", code[1])) as t:
+        names = set(t.getnames())
+    tops = {n.split("/")[1] if n.startswith("lib/") else n for n in names}
+    assert tops == {"mylib", "edpkg", "edpkg-0.1.dist-info", "fileproj", "fileproj-0.1.dist-info", "bin/edtool"}, names
+    assert "lib/edpkg-0.1.dist-info/entry_points.txt" in names
+    assert not any(n.endswith(("direct_url.json", "/RECORD")) or "__editable__" in n for n in names), names
 
     ran = [1 if n else 0 for n in cluster.tasks_run()]
     assert sum(cluster.tasks_run()) == 18
