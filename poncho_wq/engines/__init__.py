@@ -180,7 +180,7 @@ def platform_tag():
 def cache_key(spec, *, engine, python=None):
     """The content key of the environment *spec* built by *engine* on this platform (sha256 hex): the spec's
     canonical JSON, the platform, and the builder (engine, poncho_wq version, pack format, the engine's
-    :meth:`Engine.identity`)."""
+    :meth:`Engine.identity`); plus the content digests of local ``file://`` projects the spec names."""
     from .. import __version__
 
     spec = as_spec(spec)
@@ -188,6 +188,11 @@ def cache_key(spec, *, engine, python=None):
     builder = {"engine": eng.name, "poncho_wq": __version__, "pack_format": PACK_FORMAT}
     builder.update(eng.identity(spec, python))
     doc = {"spec": spec.canonical(), "platform": platform_tag(), "builder": builder}
+    from ..layers import local_project_digests
+
+    local = local_project_digests(spec)
+    if local:  # `name @ file:///dir`: the project's content, not only its URL (issue 13); other keys unchanged
+        doc["local"] = local
     return hashlib.sha256(json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 
