@@ -102,3 +102,33 @@ def test_content_copy_follows_content(tree, tmp_path):
     two = content_copy(str(tree / "mod.py"), cache)
     assert two != one and open(two).read() == "import pkg\n" and open(one).read() == "import pkg.a\n"
     assert os.path.basename(two) == "mod.py"
+
+
+def _project(root, version):
+    (root / "proj" / "proj").mkdir(parents=True, exist_ok=True)
+    (root / "proj" / "pyproject.toml").write_text('[project]\nname = "proj"\nversion = "0.1"\n')
+    (root / "proj" / "proj" / "__init__.py").write_text("VERSION = {!r}\n".format(version))
+    return root / "proj"
+
+
+def test_a_file_project_in_a_spec_is_keyed_by_its_content(tmp_path):
+    """``name @ file:///dir`` in a spec: the cache key changes with the project's files (it held only the URL, so
+    an edited project was a cache hit of the old build), and stays when nothing but build outputs changed."""
+    from poncho_wq.engines import cache_key
+    from poncho_wq.spec import parse_spec
+
+    proj = _project(tmp_path, "one")
+    spec = parse_spec({"python": "3.11", "pip": ["proj @ file://{}".format(proj)]})
+    first = cache_key(spec, engine="portable")
+    assert cache_key(spec, engine="portable") == first
+    later = time.time() + 5
+    os.utime(proj / "proj" / "__init__.py", (later, later))
+    (proj / "build" / "lib").mkdir(parents=True)  # what building it writes into the tree
+    (proj / "build" / "lib" / "x.py").write_text("")
+    (proj / "proj.egg-info").mkdir()
+    assert cache_key(spec, engine="portable") == first
+    _project(tmp_path, "two")
+    second = cache_key(spec, engine="portable")
+    assert second != first
+    (proj / "proj" / "new.py").write_text("")
+    assert cache_key(spec, engine="portable") != second

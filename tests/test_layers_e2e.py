@@ -163,3 +163,28 @@ def test_edits_between_rounds_reach_every_later_task_and_only_the_code_travels(c
         assert all(n == 1 for n in t.values()), t
         # base, shim, two code layers, two copies of job.py: nothing else is ever sent
         assert len(t) <= 6, t
+
+
+def test_single_tarball_with_a_file_project_is_rebuilt_after_an_edit_and_a_hit_otherwise(tmp_path):
+    """The upstream-compatible single tarball (``poncho_package_create``) with ``name @ file:///dir``: a real
+    build, a real cache hit while the project is unchanged, a new build holding the new code after an edit."""
+    import tarfile
+
+    import poncho_wq
+
+    proj = tmp_path / "fileproj"
+    (proj / "fileproj").mkdir(parents=True)
+    (proj / "pyproject.toml").write_text(PYPROJECT.format(name="fileproj", scripts="").replace(
+        'dependencies = ["humanize"]', "dependencies = []"))
+    (proj / "fileproj" / "__init__.py").write_text(_init("fileproj", "fp1"))
+    spec = {"python": "{}.{}".format(*sys.version_info[:2]), "pip": ["fileproj @ file://{}".format(proj)]}
+    cache = str(tmp_path / "cache")
+    first = poncho_wq.create(spec, cache_dir=cache)
+    assert not first.cache_hit
+    assert poncho_wq.create(spec, cache_dir=cache).cache_hit
+    (proj / "fileproj" / "__init__.py").write_text(_init("fileproj", "fp2"))
+    second = poncho_wq.create(spec, cache_dir=cache)
+    assert not second.cache_hit and second.key != first.key
+    with tarfile.open(second.path) as t:
+        member = next(m for m in t.getmembers() if m.name.endswith("site-packages/fileproj/__init__.py"))
+        assert b"fp2" in t.extractfile(member).read()
