@@ -406,3 +406,14 @@ def _tree_digest(root):
                 digest, executable = _digest(p)
                 h.update("{}\0{}\0{}\n".format(rel, int(executable), digest).encode())
     return h.hexdigest()
+
+
+def vine_layer(layer: Optional[CodeLayer]) -> Optional[CodeLayer]:
+    """*layer* for TaskVine: the same members plus ``bin/run_in_env`` (``run_in_layer``), which TaskVine's nested
+    environments call to stack the layer on the base (the Work Queue shim does that itself, so its layers do not
+    carry it: the name would shadow the base's own ``bin/run_in_env`` on PATH)."""
+    if layer is None:
+        return None
+    from .shim import run_in_layer_path
+
+    return CodeLayer(merge(layer.members, [("bin/run_in_env", run_in_layer_path())]))

@@ -16,3 +16,8 @@ def shim_path():
 def run_in_env_path():
     """Absolute path of ``run_in_env``, the activator every poncho_wq tarball carries as ``bin/run_in_env``."""
     return os.path.join(_DATA, "run_in_env")
+
+
+def run_in_layer_path():
+    """Absolute path of ``run_in_layer``, the ``bin/run_in_env`` of TaskVine code layers (:mod:`poncho_wq.layers`)."""
+    return os.path.join(_DATA, "run_in_layer")

@@ -39,7 +39,7 @@ import weakref
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
-from .environment import Environment, as_environment, command_scripts, ship_list
+from .environment import Environment, as_environment
 from .errors import ActivationError, PonchoError, SpecError
 from .task import _short_repr, check_command_argument, check_environment_argument
 
@@ -83,6 +83,20 @@ def declare_environment(manager, environment=None, command=None):
         if path not in files:
             tarball = manager.declare_file(path, cache=True)
             files[path] = manager.declare_poncho(tarball, cache=True)
+        return files[path]
+
+
+def declare_code_layer(manager, layer):
+    """Declare a :class:`~poncho_wq.layers.CodeLayer` (built for TaskVine: it carries ``bin/run_in_env`` =
+    ``run_in_layer``, which stacks it on the active environment) as a poncho package; once per manager and layer.
+
+    Added to a task *before* its base: TaskVine wraps the command once per environment, the last added outermost,
+    so the base activates first and the layer's ``run_in_env`` then puts its ``lib/`` and ``bin/`` in front."""
+    path = os.path.abspath(layer.build())
+    with _declared_lock:
+        files = _declared.setdefault(manager, {})
+        if path not in files:
+            files[path] = manager.declare_poncho(manager.declare_file(path, cache=True), cache=True)
         return files[path]
 
 
@@ -225,8 +239,10 @@ def _make_vine_task(vine):
 
         ``PonchoVineTask(manager, command, environment=None, **task_options)``: *environment* as for
         :func:`declare_environment` (None/"auto": analyze ``__main__`` and the ``*.py`` files *command* names).
-        The scripts the command names and the local modules they import are attached under the relative paths
-        the command uses. Keyword options call the matching ``set_<name>`` method (``cores=1``, ``tag="x"``,
+        Layered (issue 13): the local modules the command's scripts import and the local/editable distributions
+        ship in a code layer declared as a second, inner environment (:func:`declare_code_layer`; ``code_layer``
+        attribute), and the scripts as content-named copies under the relative paths the command uses, so an
+        edit sends and unpacks only the new layer, never the base. Keyword options call the matching ``set_<name>`` method (``cores=1``, ``tag="x"``,
         ``retries=3``). After completion, :attr:`shim_error` tells a broken environment from a failing command.
         """
 
@@ -238,12 +254,18 @@ def _make_vine_task(vine):
                 if not callable(getattr(vine.Task, "set_" + name, None)):
                     raise SpecError("PonchoVineTask option {}=: TaskVine's Task has no set_{} method; use one of its "
                                     "set_* names, e.g. cores=1, tag='x', retries=3".format(name, name))
-            self.environment = as_environment(environment, command)
+            from .layers import content_copy, vine_layer
+            from .task import task_layers
+
+            self.environment = as_environment(environment, command, layered=True)
             self.original_command = command
+            layer, scripts = task_layers(self.environment, command)
+            self.code_layer = vine_layer(layer)
             super().__init__(command)
+            if self.code_layer is not None:
+                self.add_environment(declare_code_layer(manager, self.code_layer))  # inner: see declare_code_layer
             self.add_environment(declare_environment(manager, self.environment))
-            shipped = tuple(self.environment.local_files) + tuple(ship_list(command_scripts(command)))
-            local_inputs(manager, self, shipped)
+            local_inputs(manager, self, [(content_copy(source), rel) for source, rel in scripts])
             for name, value in task_options.items():
                 getattr(self, "set_" + name)(value)
 

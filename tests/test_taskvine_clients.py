@@ -214,4 +214,5 @@ def test_poncho_vine_task_ships_the_script_and_its_local_package(tmp_path, manag
         assert line[1] == "{:,}!".format(i * 1000000) and "/cache/" in line[2], output
     # The command's own failure is not mistaken for a broken environment.
     assert results["fail"][:2] == ["success", 3] and results["fail"][3] is None, results["fail"]
-    assert max(workers.debug_lines("via mini task")) == 1
+    # Two environments per worker at most, each unpacked once: the base and the code layer (helpers/, issue 13).
+    assert max(workers.debug_lines("via mini task")) == 2
