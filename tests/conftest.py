@@ -53,7 +53,7 @@ E2E_MODULES = frozenset({
     "test_cli_outputs", "test_installation", "test_cache", "test_pack", "test_build_portable", "test_environment",
     "test_create_cli", "test_bytecode", "test_taskvine_clients", "test_taskvine_upstream", "test_build_speed",
     "test_progress",
-    "test_layers_e2e", "test_shim_layers",
+    "test_layers_e2e", "test_shim_layers", "test_taskvine_layers",
 })
 
 
