@@ -171,7 +171,7 @@ def classes_for(binding):
                 check_environment_argument(environment, "PonchoPythonTask")
                 self.environment = _python_task_environment(func, environment, binding)
                 self._poncho_remote = self.environment.remote_name
-                self.code_layer = self.environment.code_layer()
+                self.code_layer = self.environment.code_layer(_function_module_members(func))
                 self._poncho_code = self.code_layer.remote_name if self.code_layer is not None else None
                 super().__init__(func, *args, **kwargs)
                 _attach_environment(self, self.environment, self.code_layer)
@@ -195,6 +195,29 @@ def classes_for(binding):
 
         _classes[binding.__name__] = (PonchoTask, PonchoPythonTask)
         return _classes[binding.__name__]
+
+
+def _function_module_members(func):
+    """``lib/<module path>`` for the module of *func* when it is local code imported by name: cloudpickle and
+    dill pickle such a function by reference, so the worker imports its module (which no analysis of the scripts
+    needs to have reached: a function defined in a local module that ``__main__`` never imports)."""
+    import inspect
+    import sys
+
+    module = getattr(func, "__module__", None) or "__main__"
+    try:
+        source = inspect.getsourcefile(func)
+    except TypeError:
+        return ()
+    if module == "__main__" or not source or not os.path.isfile(source):
+        return ()
+    from .installation import installation
+
+    if installation().is_installed_file(os.path.abspath(source)) or \
+            os.path.abspath(source).startswith(os.path.abspath(sys.base_prefix) + os.sep):
+        return ()  # installed or standard library: the base has it
+    arc = module.replace(".", "/") + ("/__init__.py" if source.endswith("__init__.py") else ".py")
+    return (("lib/" + arc, os.path.abspath(source)),)
 
 
 def _python_task_environment(func, environment, binding):

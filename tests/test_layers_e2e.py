@@ -188,3 +188,22 @@ def test_single_tarball_with_a_file_project_is_rebuilt_after_an_edit_and_a_hit_o
     with tarfile.open(second.path) as t:
         member = next(m for m in t.getmembers() if m.name.endswith("site-packages/fileproj/__init__.py"))
         assert b"fp2" in t.extractfile(member).read()
+
+
+def test_python_task_of_a_local_module_ships_that_module_and_its_edits(cluster, venv, tmp_path):
+    """PonchoPythonTask of a function of a local module that no script imports: the function is pickled by
+    reference, so its module must be in the code layer, and an edit must reach the next round."""
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "mathfuncs.py").write_text("def square(x):\n    return x * x\n")
+    edits = [{"files": {str(project / "mathfuncs.py"): "def square(x):\n    return x * x + 1000\n"}}]
+    (tmp_path / "edits.json").write_text(json.dumps(edits))
+    cluster.start_manager("layers_manager.py", ["--tasks", "3", "--function", "mathfuncs:square",
+                                                "--edits", str(tmp_path / "edits.json")],
+                          str(project), str(tmp_path / "cache"), python=venv["python"])
+    cluster.start_worker(cores=2, keep_envs=True)
+    out = cluster.wait_results()
+    for rnd, extra in enumerate((0, 1000)):
+        results = out["rounds"][rnd]["results"]
+        assert [r["return_status"] for r in results] == [0, 0, 0], results
+        assert [str(r["value"]) for r in results] == [str(i * i + extra) for i in range(3)], results

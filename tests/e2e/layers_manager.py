@@ -8,6 +8,7 @@ finished, as a user would between two runs; then the next round is submitted by 
 """
 
 import argparse
+import importlib
 import json
 import os
 import subprocess
@@ -18,11 +19,14 @@ import poncho_wq
 from poncho_wq import wq
 
 
-def run_round(q, binding, n, command, rnd):
+def run_round(q, binding, n, command, rnd, function=None):
     t0 = time.perf_counter()
     submitted = {}
     for i in range(n):
-        t = poncho_wq.PonchoTask(command.format(i=i))
+        if function:
+            t = poncho_wq.PonchoPythonTask(function, i)
+        else:
+            t = poncho_wq.PonchoTask(command.format(i=i))
         t.specify_max_retries(5)
         code = getattr(t, "code_layer", None)  # None before layers (to run this test on old code)
         submitted[q.submit(t)] = (i, t.environment.remote_name, code.remote_name if code else None)
@@ -34,6 +38,7 @@ def run_round(q, binding, n, command, rnd):
             continue
         i, env, code = submitted[t.id]
         results.append({"round": rnd, "i": i, "return_status": t.return_status, "output": t.std_output,
+                        "value": t.output if function and t.return_status == 0 else None,
                         "env": env, "code": code, "shim_error": list(t.shim_error) if t.shim_error else None})
     return prep, sorted(results, key=lambda r: r["i"])
 
@@ -45,7 +50,14 @@ def main():
     ap.add_argument("--tasks", type=int, default=4)
     ap.add_argument("--command", default="python3 job.py {i}")
     ap.add_argument("--edits", required=True)
+    ap.add_argument("--function", help="MODULE:NAME of a local module in the current directory: submit "
+                    "PonchoPythonTasks of it (the module is imported by a computed name, so no analysis reaches it)")
     args = ap.parse_args()
+    function = None
+    if args.function:
+        sys.path.insert(0, os.getcwd())
+        module, name = args.function.split(":")
+        function = getattr(importlib.import_module(module), name)
     with open(args.edits) as f:
         edits = json.load(f)
 
@@ -64,7 +76,7 @@ def main():
                     f.write(text)
             for argv in edits[rnd - 1].get("run", []):
                 subprocess.run(argv, check=True, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
-        prep, results = run_round(q, binding, args.tasks, args.command, rnd)
+        prep, results = run_round(q, binding, args.tasks, args.command, rnd, function)
         rounds.append({"prep_seconds": prep, "results": results})
     with open(args.out, "w") as f:
         json.dump({"rounds": rounds, "binding": binding.__name__}, f)
