@@ -55,7 +55,7 @@ log = logging.getLogger(__name__)
 
 NAME_DIGITS = 32
 
-Entry = collections.namedtuple("Entry", "key path size mtime summary")
+Entry = collections.namedtuple("Entry", "key path size mtime summary floor")
 
 #: sha256 of cache files already checked by this process, by file identity (path, device, inode, size, mtime,
 #: ctime): any write, chmod or rename changes ctime, so a changed file is hashed again.
@@ -239,7 +239,7 @@ class Cache:
                 continue
             meta = self.read_meta(short)
             out.append(Entry(meta.get("key", short), path, st.st_size, meta.get("created", st.st_mtime),
-                             meta.get("summary", "")))
+                             meta.get("summary", ""), meta.get("floor")))
         out.sort(key=lambda e: e.mtime)
         return out
 

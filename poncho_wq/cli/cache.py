@@ -92,6 +92,15 @@ def parser():
     return p
 
 
+def describe_floor(floor):
+    """``x86_64 glibc>=2.35`` for a floor recorded at build time; ``-`` for entries built before floors were."""
+    if not floor:
+        return "-"
+    libc = "{}>={}".format(floor.get("libc") or "glibc", floor["glibc"]) if floor.get("glibc") else (
+        floor.get("libc") or "any libc")
+    return "{} {}".format(floor.get("machine") or "any", libc)
+
+
 def _cache(argv):
     args = parser().parse_args(argv)
     setup_logging(False)
@@ -101,8 +110,8 @@ def _cache(argv):
     if args.command == "list":
         now = time.time()
         for e in cache.entries():
-            print("{}  {:>8}  {:>5}  {}".format(e.key[:16], human_size(e.size), human_age(now - e.mtime),
-                                                e.summary))
+            print("{}  {:>8}  {:>5}  {:<22}  {}".format(e.key[:16], human_size(e.size), human_age(now - e.mtime),
+                                                        describe_floor(e.floor), e.summary))
     elif args.command == "rm":
         e = cache.remove(args.key)
         print("removed {} ({})".format(e.path, human_size(e.size)), file=sys.stderr)

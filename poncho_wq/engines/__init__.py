@@ -43,6 +43,8 @@ class BuildResult:
     cache_hit: bool
     seconds: float  # build (or lookup) time
     size: int  # bytes
+    #: what the environment needs of a worker (poncho_wq.floor.prefix_floor): machine, libc, glibc, glibc_by
+    floor: Optional[Dict[str, Any]] = None
 
 
 class Engine:
@@ -204,7 +206,8 @@ def _write(path, text, mode=0o644):
 
 
 def build_prefix(spec, prefix, *, engine=None, python=None, progress=None):
-    """Populate the new (or empty) directory *prefix* with the environment *spec* (not packed)."""
+    """Populate the new (or empty) directory *prefix* with the environment *spec* (not packed); return its floor
+    (:func:`poncho_wq.floor.prefix_floor`), also written to ``poncho/floor.json``."""
     spec = as_spec(spec)
     eng = get_engine(spec, engine)
     eng.check(spec, python)
@@ -228,17 +231,22 @@ def build_prefix(spec, prefix, *, engine=None, python=None, progress=None):
     os.chmod(os.path.join(prefix, "bin", "run_in_env"), 0o755)
     _write(os.path.join(prefix, "poncho", "spec.json"), spec.dumps())
     ensure_history(prefix, eng.name)
+    from ..floor import write_floor
+
+    return write_floor(prefix)
 
 
 def _build_and_pack(spec, engine, python, progress, output):
-    """Build a prefix next to *output* (scratch dir) and pack it to *output*; the scratch is removed."""
+    """Build a prefix next to *output* (scratch dir) and pack it to *output*; the scratch is removed. Returns the
+    environment's floor."""
     scratch = os.path.dirname(output)
     prefix = os.path.join(scratch, "prefix")
     from ..pack import pack_prefix
 
     try:
-        build_prefix(spec, prefix, engine=engine, python=python, progress=progress)
+        floor = build_prefix(spec, prefix, engine=engine, python=python, progress=progress)
         pack_prefix(prefix, output, progress=progress)
+        return floor
     except PonchoError:
         raise
     except OSError as e:
@@ -273,11 +281,12 @@ def create(spec, output=None, *, engine=None, python=None, use_cache=True, cache
             os.makedirs(out_dir, exist_ok=True)
             with build_scratch(out_dir) as scratch:
                 tmp_output = os.path.join(scratch, "env.tar.gz")
-                _build_and_pack(spec, engine, python, progress, tmp_output)
+                floor = _build_and_pack(spec, engine, python, progress, tmp_output)
                 os.replace(tmp_output, output)
         except OSError as e:
             raise write_error(output, e) from e
-        return BuildResult(os.path.abspath(output), key, False, time.monotonic() - start, os.path.getsize(output))
+        return BuildResult(os.path.abspath(output), key, False, time.monotonic() - start, os.path.getsize(output),
+                           floor)
 
     from ..cache import Cache
 
@@ -292,7 +301,9 @@ def create(spec, output=None, *, engine=None, python=None, use_cache=True, cache
         # interpreter_bases: the portable and current engines place the interpreter from a base prepared once per
         # interpreter under this cache (issue 17); --no-cache builds prepare it in their own prefix.
         with interpreter_bases(cache.root):
-            path, hit = cache.build(key, lambda tmp: _build_and_pack(spec, engine, python, progress, tmp), meta,
+            # The builder also records the floor in the entry's metadata (read after it returns).
+            path, hit = cache.build(key, lambda tmp: meta.update(floor=_build_and_pack(spec, engine, python,
+                                                                                       progress, tmp)), meta,
                                     verify_digest=True)
     except OSError as e:
         raise BuildError("cannot use the build cache {}: {}; set PONCHO_WQ_CACHE or --cache-dir to a writable "
@@ -301,4 +312,5 @@ def create(spec, output=None, *, engine=None, python=None, use_cache=True, cache
         progress.info("cache hit: %s", path)
     if output and os.path.realpath(output) != os.path.realpath(path):  # asked for the entry itself: it is there
         place_copy(path, output)
-    return BuildResult(path, key, hit, time.monotonic() - start, os.path.getsize(path))
+    return BuildResult(path, key, hit, time.monotonic() - start, os.path.getsize(path),
+                       meta.get("floor") if not hit else cache.read_meta(key).get("floor"))

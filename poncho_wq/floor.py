@@ -1,0 +1,144 @@
+"""The floor of an environment: the CPU architecture and the oldest C library its binaries can run on.
+
+Why: managers run on new laptops and login nodes, workers on older cluster nodes (RHEL 8: glibc 2.28) or on other
+architectures. An environment whose interpreter needs ``GLIBC_2.35`` unpacks completely on a glibc 2.31 worker and
+then dies in the dynamic loader with a message that names neither the cause nor the fix. The floor is computed
+here, at build time, from the files themselves (not from the build machine): the ELF machine of every executable
+and shared object, the libc family from the program interpreter (``ld-linux`` vs ``ld-musl``), and the highest
+``GLIBC_x.y`` symbol version any of them requires (the ``.gnu.version_r`` section: what ``objdump -p`` lists
+under "Version References"). It is stored in the cache metadata and in the tarball (``poncho/floor.json``), where
+a worker can compare it with what it has before unpacking.
+
+The ELF reading is a few ``struct`` calls on the section headers: no tool is needed and a file that is not ELF,
+or is truncated, is skipped.
+"""
+
+import json
+import mmap
+import os
+import struct
+from typing import Dict, Iterator, Optional, Tuple
+
+#: e_machine values and the names ``uname -m`` prints for them.
+MACHINES = {3: "i686", 40: "arm", 62: "x86_64", 183: "aarch64", 243: "riscv64", 21: "ppc64le", 22: "s390x"}
+_SHT_GNU_VERNEED = 0x6FFFFFFE
+_PT_INTERP = 3
+
+
+def _version_key(version: str) -> Tuple[int, ...]:
+    return tuple(int(x) for x in version.split(".") if x.isdigit())
+
+
+def elf_needs(path: str) -> Optional[Dict[str, object]]:
+    """``{"machine", "interp", "glibc"}`` of the ELF file *path* (``glibc``: the highest ``GLIBC_x.y`` it
+    requires, or None), or None when *path* is not a readable ELF file."""
+    try:
+        with open(path, "rb") as f:
+            if f.read(4) != b"\x7fELF" or os.fstat(f.fileno()).st_size < 64:
+                return None
+            # mmap: only the headers and the version sections are read, not a 100 MB shared library.
+            with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as data:
+                return _parse(data)
+    except (OSError, ValueError, struct.error, IndexError):
+        return None  # unreadable, truncated or odd: not ours to judge
+
+
+def _parse(data: "mmap.mmap") -> Dict[str, object]:
+    is64 = data[4] == 2
+    end = "<" if data[5] == 1 else ">"
+    if is64:
+        (e_machine,) = struct.unpack_from(end + "H", data, 18)
+        e_phoff, e_shoff = struct.unpack_from(end + "QQ", data, 32)
+        e_phentsize, e_phnum, e_shentsize, e_shnum = struct.unpack_from(end + "HHHH", data, 54)
+    else:
+        (e_machine,) = struct.unpack_from(end + "H", data, 18)
+        e_phoff, e_shoff = struct.unpack_from(end + "II", data, 28)
+        e_phentsize, e_phnum, e_shentsize, e_shnum = struct.unpack_from(end + "HHHH", data, 42)
+    interp = None
+    for i in range(e_phnum):
+        off = e_phoff + i * e_phentsize
+        if is64:
+            p_type, _flags, p_offset, _va, _pa, p_filesz = struct.unpack_from(end + "IIQQQQ", data, off)
+        else:
+            p_type, p_offset, _va, _pa, p_filesz = struct.unpack_from(end + "IIIII", data, off)
+        if p_type == _PT_INTERP:
+            interp = data[p_offset:p_offset + p_filesz].rstrip(b"\0").decode("ascii", "replace")
+    sections = []
+    for i in range(e_shnum):
+        off = e_shoff + i * e_shentsize
+        if is64:
+            _name, sh_type, _flags, _addr, sh_offset, sh_size, sh_link = struct.unpack_from(end + "IIQQQQI", data, off)
+        else:
+            _name, sh_type, _flags, _addr, sh_offset, sh_size, sh_link = struct.unpack_from(end + "IIIIIII", data, off)
+        sections.append((sh_type, sh_offset, sh_size, sh_link))
+    best = None
+    for sh_type, sh_offset, _size, sh_link in sections:
+        if sh_type != _SHT_GNU_VERNEED:
+            continue
+        strtab = sections[sh_link][1]
+        vn = sh_offset
+        while True:
+            _ver, cnt, _file, aux, nxt = struct.unpack_from(end + "HHIII", data, vn)
+            va = vn + aux
+            for _ in range(cnt):
+                _hash, _flags, _other, name, anext = struct.unpack_from(end + "IHHII", data, va)
+                label = data[strtab + name:data.find(b"\0", strtab + name)].decode("ascii", "replace")
+                if label.startswith("GLIBC_") and label[6:7].isdigit():
+                    version = label[6:]
+                    if best is None or _version_key(version) > _version_key(best):
+                        best = version
+                if not anext:
+                    break
+                va += anext
+            if not nxt:
+                break
+            vn += nxt
+    return {"machine": MACHINES.get(e_machine, "elf-machine-{}".format(e_machine)), "interp": interp,
+            "glibc": best}
+
+
+def _elf_files(prefix: str) -> Iterator[str]:
+    for directory, dirs, files in os.walk(prefix):
+        dirs[:] = [d for d in dirs if d != "__pycache__"]
+        for name in files:
+            path = os.path.join(directory, name)
+            if not os.path.islink(path) and (name.endswith(".so") or ".so." in name or os.access(path, os.X_OK)):
+                yield path
+
+
+def prefix_floor(prefix: str) -> Dict[str, object]:
+    """The floor of the environment in *prefix*: ``{"machine", "libc", "glibc", "glibc_by"}``.
+
+    ``machine``: the ELF machine of its binaries (None for a pure-data or pure-Python prefix without an
+    interpreter); ``libc``: "glibc", "musl" or None; ``glibc``: the highest glibc symbol version any binary
+    requires (None: no glibc requirement) and ``glibc_by``: the first file (relative path) that requires it.
+    """
+    machines, libc, best, by = set(), None, None, None
+    for path in sorted(_elf_files(prefix)):
+        needs = elf_needs(path)
+        if needs is None:
+            continue
+        machines.add(needs["machine"])
+        interp = needs["interp"] or ""
+        if "ld-musl" in interp:
+            libc = "musl"
+        elif interp and libc is None:
+            libc = "glibc"
+        version = needs["glibc"]
+        if version and (best is None or _version_key(version) > _version_key(best)):
+            best, by = version, os.path.relpath(path, prefix)
+    if best and libc is None:
+        libc = "glibc"
+    machine = sorted(machines)[0] if len(machines) == 1 else (",".join(sorted(machines)) or None)
+    return {"machine": machine, "libc": libc, "glibc": best, "glibc_by": by}
+
+
+def write_floor(prefix: str) -> Dict[str, object]:
+    """Compute the floor of *prefix* and store it as ``poncho/floor.json`` inside it (for workers); return it."""
+    floor = prefix_floor(prefix)
+    path = os.path.join(prefix, "poncho", "floor.json")
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "w", encoding="utf-8") as f:
+        json.dump(floor, f, sort_keys=True)
+        f.write("\n")
+    return floor

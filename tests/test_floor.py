@@ -1,0 +1,83 @@
+"""The floor of an environment (issue 19, first part): machine, libc and the highest GLIBC symbol version its
+binaries need, computed at build time from the files themselves and kept in the tarball and the cache."""
+
+import json
+import os
+import re
+import subprocess
+import sys
+import tarfile
+
+from conftest import run_cli
+from poncho_wq.floor import elf_needs, prefix_floor
+
+
+def _objdump_max_glibc(path):
+    """What binutils says: the highest GLIBC_x.y among the file's version references."""
+    out = subprocess.run(["objdump", "-p", path], capture_output=True, text=True, check=True).stdout
+    refs = out.split("Version References:", 1)[1] if "Version References:" in out else ""
+    versions = re.findall(r"GLIBC_(\d+(?:\.\d+)+)", refs)
+    return max(versions, key=lambda v: tuple(map(int, v.split(".")))) if versions else None
+
+
+def test_elf_needs_agrees_with_objdump_on_real_binaries():
+    libdir = os.path.join(sys.base_prefix, "lib")
+    candidates = [os.path.realpath(sys.executable), "/usr/bin/python3", "/bin/busybox", "/usr/bin/tar"]
+    candidates += [os.path.join(libdir, n) for n in os.listdir(libdir) if n.startswith("libpython")]
+    dynload = os.path.join(libdir, "python{}.{}".format(*sys.version_info[:2]), "lib-dynload")
+    candidates += sorted(os.path.join(dynload, n) for n in os.listdir(dynload))[:20]
+    checked = 0
+    for path in candidates:
+        if not os.path.isfile(path):
+            continue
+        needs = elf_needs(path)
+        assert needs is not None and needs["machine"] == os.uname().machine, path
+        assert needs["glibc"] == _objdump_max_glibc(path), path
+        checked += 1
+    assert checked >= 10
+
+
+def test_non_elf_and_truncated_files_are_skipped(tmp_path):
+    (tmp_path / "script").write_text("#!/bin/sh\necho hi\n")
+    with open(sys.executable, "rb") as f:
+        (tmp_path / "truncated.so").write_bytes(f.read(100))
+    assert elf_needs(str(tmp_path / "script")) is None
+    assert elf_needs(str(tmp_path / "truncated.so")) in (None, {"machine": os.uname().machine, "interp": None,
+                                                                "glibc": None})
+    assert prefix_floor(str(tmp_path))["glibc"] is None
+
+
+def test_another_architecture_is_named(tmp_path):
+    """An ELF header of another machine (aarch64 = 183) is reported as such: what a worker compares with uname -m."""
+    with open(os.path.realpath(sys.executable), "rb") as f:
+        data = bytearray(f.read())
+    data[18:20] = (183).to_bytes(2, "little")
+    (tmp_path / "bin").mkdir()
+    (tmp_path / "bin" / "python3").write_bytes(bytes(data))
+    os.chmod(tmp_path / "bin" / "python3", 0o755)
+    assert prefix_floor(str(tmp_path))["machine"] == "aarch64"
+
+
+def test_a_build_records_its_floor_in_the_tarball_and_the_cache(tmp_path):
+    spec = tmp_path / "spec.json"
+    spec.write_text(json.dumps({"python": "{}.{}".format(*sys.version_info[:2])}))
+    out = tmp_path / "env.tar.gz"
+    r = run_cli("poncho_package_create", "--cache-dir", tmp_path / "cache", spec, out)
+    assert r.returncode == 0, r.stderr
+    with tarfile.open(str(out)) as tar:
+        floor = json.loads(tar.extractfile("poncho/floor.json").read())
+    libpython = [m for m in os.listdir(os.path.join(sys.base_prefix, "lib")) if m.startswith("libpython")
+                 and ".so" in m]
+    expected = max((_objdump_max_glibc(p) for p in [os.path.realpath(sys.executable)] + [
+        os.path.join(sys.base_prefix, "lib", m) for m in libpython]), key=lambda v: tuple(map(int, v.split("."))))
+    assert floor["machine"] == os.uname().machine and floor["libc"] == "glibc"
+    assert tuple(map(int, floor["glibc"].split("."))) >= tuple(map(int, expected.split(".")))
+    meta = [json.loads((tmp_path / "cache" / "envs" / n).read_text())
+            for n in os.listdir(tmp_path / "cache" / "envs") if n.endswith(".json")]
+    assert meta[0]["floor"] == floor
+    listing = run_cli("poncho_wq", "cache", "--cache-dir", tmp_path / "cache", "list")
+    assert "{} glibc>={}".format(floor["machine"], floor["glibc"]) in listing.stdout, listing.stdout
+    from poncho_wq import create
+
+    hit = create(str(spec), cache_dir=str(tmp_path / "cache"))
+    assert hit.cache_hit and hit.floor == floor
