@@ -15,7 +15,6 @@ workers when the manager has written its port.
 """
 
 import json
-import os
 import subprocess
 import sys
 import time
@@ -23,8 +22,8 @@ import time
 import pytest
 
 from conftest import run_cli
-from parslutil import Workers, client_env, pip_pin, tail
-from wqutil import cctools_bin
+from helpers import drivers
+from parslutil import client_env, pip_pin
 
 DASK = "dask==2024.12.1"  # DaskVine 7.17 fails with dask 2026.8 (_HLGExprSequence has no attribute 'items')
 
@@ -130,37 +129,9 @@ def manager_side(tmp_path_factory):
 
 def run_driver(tmp_path, source, cache, args=(), n_workers=2, files=None, timeout=600):
     """Run a manager script in *tmp_path* and *n_workers* scrubbed vine_workers; return (results, Workers)."""
-    (tmp_path / "driver.py").write_text(source)
-    for name, text in (files or {}).items():
-        os.makedirs(os.path.dirname(str(tmp_path / name)), exist_ok=True)
-        (tmp_path / name).write_text(text)
-    out, port_file, log = tmp_path / "out.json", tmp_path / "port", tmp_path / "driver.log"
-    env = client_env(PONCHO_WQ_CACHE=cache, PONCHO_WQ_SOURCE="index")
-    with open(str(log), "w") as logf:
-        proc = subprocess.Popen([sys.executable, "driver.py", str(out), str(port_file)] + list(args),
-                                cwd=str(tmp_path), env=env, stdin=subprocess.DEVNULL, stdout=logf,
-                                stderr=subprocess.STDOUT)
-    workers = Workers(tmp_path / "workers")
-    try:
-        deadline = time.time() + timeout
-        while not port_file.exists():
-            assert proc.poll() is None, "driver exited early:\n" + tail(str(log))
-            assert time.time() < deadline, "driver did not start:\n" + tail(str(log))
-            time.sleep(0.1)
-        workers.start(cctools_bin("vine_worker"), int(port_file.read_text()), n=n_workers,
-                      extra=["--keep-workspace"])
-        try:
-            proc.wait(timeout=max(1, deadline - time.time()))
-        except subprocess.TimeoutExpired:
-            raise AssertionError("driver did not finish:\n" + tail(str(log)))
-        assert proc.returncode == 0, tail(str(log))
-        with open(str(out)) as f:
-            return json.load(f), workers
-    finally:
-        workers.close()
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+    return drivers.run_driver(tmp_path, source, client_env(PONCHO_WQ_CACHE=cache, PONCHO_WQ_SOURCE="index"),
+                              args=args, n_workers=n_workers, worker_args=["--keep-workspace"], files=files,
+                              timeout=timeout)
 
 
 def test_serverless_library_with_an_analyzed_environment(tmp_path, manager_side):

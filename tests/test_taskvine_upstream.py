@@ -19,12 +19,11 @@ import subprocess
 import sys
 import tarfile
 import threading
-import time
 
 import pytest
 
-from parslutil import Workers, client_env, pip_pin, tail
-from wqutil import cctools_bin
+from helpers import drivers
+from parslutil import client_env, pip_pin
 
 PONCHO_TEST = '''
 import json, os, sys
@@ -171,36 +170,10 @@ def data_sources(tmp_path):
 
 
 def run_driver(tmp_path, source, spec, cache, worker, timeout=600):
-    (tmp_path / "driver.py").write_text(source)
     spec_file = tmp_path / "spec.json"
     spec_file.write_text(json.dumps(spec))
-    out, port_file, log = tmp_path / "out.json", tmp_path / "port", tmp_path / "driver.log"
-    env = client_env(PONCHO_WQ_CACHE=cache)
-    with open(str(log), "w") as logf:
-        proc = subprocess.Popen([sys.executable, "driver.py", str(out), str(port_file), str(spec_file)],
-                                cwd=str(tmp_path), env=env, stdin=subprocess.DEVNULL, stdout=logf,
-                                stderr=subprocess.STDOUT)
-    workers = Workers(tmp_path / "workers")
-    try:
-        deadline = time.time() + timeout
-        while not port_file.exists():
-            assert proc.poll() is None, "driver exited early:\n" + tail(str(log))
-            assert time.time() < deadline, "driver did not start:\n" + tail(str(log))
-            time.sleep(0.1)
-        workers.start(cctools_bin(worker), int(port_file.read_text()), n=2,
-                      extra=["--keep-workspace"] if worker == "vine_worker" else [])
-        try:
-            proc.wait(timeout=max(1, deadline - time.time()))
-        except subprocess.TimeoutExpired:
-            raise AssertionError("driver did not finish:\n" + tail(str(log)))
-        assert proc.returncode == 0, tail(str(log))
-        with open(str(out)) as f:
-            return json.load(f), workers
-    finally:
-        workers.close()
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+    return drivers.run_driver(tmp_path, source, client_env(PONCHO_WQ_CACHE=cache), worker=worker, args=[spec_file],
+                              worker_args=["--keep-workspace"] if worker == "vine_worker" else [], timeout=timeout)
 
 
 def test_upstream_poncho_test_on_work_queue(tmp_path, cache, data_sources):
