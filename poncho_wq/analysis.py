@@ -528,15 +528,66 @@ def analyze(scripts, *, toplevel=False, function=None, pkg_mapping=None, extra_p
             warnings.append("extra package {} is not installed here: listed unpinned".format(pkg))
         pins[(pin.kind, canonicalize(pin.name))] = pin  # explicit wins over what the imports gave
     spec = _build_spec(env, list(pins.values()))
+    local = dict(walk.local)
+    local.update(_package_data(walk.local, warnings))
     return Analysis(
         spec=spec,
         imports=frozenset(walk.third_party),
         distributions={p.name: p.version for p in pins.values() if p.version is not None},
-        local_files=tuple(sorted(walk.local.items(), key=lambda pa: (pa[1], pa[0]))),
+        local_files=tuple(sorted(local.items(), key=lambda pa: (pa[1], pa[0]))),
         local_distributions=local_dists,
         unresolved=tuple(unresolved),
         warnings=tuple(walk.warnings) + tuple(warnings),
     )
+
+
+#: Directories and files that are never package data: caches, version control, build and tool debris.
+_DEBRIS_DIRS = frozenset({"__pycache__", ".git", ".hg", ".svn", ".tox", ".nox", ".mypy_cache", ".pytest_cache",
+                          ".ipynb_checkpoints", ".ruff_cache", "build", "dist", ".eggs", "node_modules"})
+_DEBRIS_SUFFIXES = (".py", ".pyc", ".pyo", ".egg-info", ".dist-info", "~", ".swp")
+_DEBRIS_FILES = frozenset({".DS_Store", "Thumbs.db", ".gitignore", ".gitattributes"})
+
+
+def _package_data(local, warnings):
+    """``{path: arcname}`` of the data files of the local packages in *local* (``{path: arcname}`` of the code
+    shipped): every other file in a shipped package's directory and in its subdirectories that are not packages
+    themselves (``templates/``, ``data/``), so that code reading a file next to its ``__init__.py`` finds it on the
+    worker. Python sources are left to the import analysis (only what is imported ships); caches, VCS and build
+    debris and ``PONCHO_WQ_EXCLUDE`` patterns are left out; above ``PONCHO_WQ_DATA_WARN_MB`` a warning names the
+    largest files."""
+    import fnmatch
+
+    from .config import settings
+
+    patterns = settings().exclude_patterns
+    out, sizes = {}, []
+    for path, arcname in local.items():
+        if os.path.basename(path) != "__init__.py":
+            continue
+        pkg, arc_pkg = os.path.dirname(path), os.path.dirname(arcname)
+        for directory, dirs, files in os.walk(pkg):
+            dirs[:] = sorted(d for d in dirs if d not in _DEBRIS_DIRS and not d.endswith(_DEBRIS_SUFFIXES)
+                             and not os.path.islink(os.path.join(directory, d))
+                             and not os.path.exists(os.path.join(directory, d, "__init__.py")))
+            for name in files:
+                if name in _DEBRIS_FILES or name.endswith(_DEBRIS_SUFFIXES):
+                    continue
+                source = os.path.join(directory, name)
+                arc = os.path.normpath(os.path.join(arc_pkg, os.path.relpath(source, pkg)))
+                if any(fnmatch.fnmatch(arc, p) or fnmatch.fnmatch(name, p) for p in patterns):
+                    continue
+                if source in local or not os.path.isfile(source):
+                    continue
+                out[source] = arc
+                sizes.append((os.path.getsize(source), arc))
+    total = sum(s for s, _ in sizes)
+    limit = settings().data_warn_bytes
+    if total > limit:
+        largest = ", ".join("{} ({:.0f} MB)".format(a, s / 1e6) for s, a in sorted(sizes, reverse=True)[:3])
+        warnings.append("the local packages' data files add up to {:.0f} MB (largest: {}); leave some out with "
+                        "PONCHO_WQ_EXCLUDE=pattern:pattern, or raise PONCHO_WQ_DATA_WARN_MB".format(
+                            total / 1e6, largest))
+    return out
 
 
 def canonicalize(name):

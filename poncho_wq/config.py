@@ -49,6 +49,10 @@ SETTINGS: Tuple[Setting, ...] = (
             "no progress before the build fails (default 120)"),
     Setting("PONCHO_WQ_HTTP_TIMEOUT", "manager", "seconds an http(s) download may wait for the server (connect "
             "or the next bytes) before the build fails (default 60)"),
+    Setting("PONCHO_WQ_EXCLUDE", "manager", "`:`-separated glob patterns of local files not to ship (matched "
+            "against the path the task sees and the file name), e.g. `*.h5:data/raw/*`"),
+    Setting("PONCHO_WQ_DATA_WARN_MB", "manager", "warn when the data files shipped with local packages exceed this "
+            "many MB (default 100)"),
     Setting("PONCHO_WQ_ANALYZE_SERIAL", "manager", "parse files in one process (the analyzer forks parsers for "
             "large cold trees)"),
     Setting("SOURCE_DATE_EPOCH", "manager", "the mtime written into archives (default 2000-01-01)"),
@@ -129,6 +133,25 @@ class Settings:
     def http_timeout(self) -> float:
         """``PONCHO_WQ_HTTP_TIMEOUT``: seconds an http(s) download may wait for the server (default 60)."""
         return self._seconds("PONCHO_WQ_HTTP_TIMEOUT", 60.0)
+
+    @property
+    def exclude_patterns(self) -> Tuple[str, ...]:
+        """``PONCHO_WQ_EXCLUDE``: glob patterns of local files not to ship."""
+        return tuple(p for p in (self.raw("PONCHO_WQ_EXCLUDE") or "").split(":") if p.strip())
+
+    @property
+    def data_warn_bytes(self) -> int:
+        """``PONCHO_WQ_DATA_WARN_MB`` in bytes: above this, shipping local package data is warned about."""
+        value = self.raw("PONCHO_WQ_DATA_WARN_MB")
+        if value is None:
+            return 100 * 10 ** 6
+        try:
+            mb = float(value)
+        except ValueError:
+            raise _bad("PONCHO_WQ_DATA_WARN_MB", value, "a number of megabytes") from None
+        if not 0 <= mb < 1e9:
+            raise _bad("PONCHO_WQ_DATA_WARN_MB", value, "a number of megabytes")
+        return int(mb * 10 ** 6)
 
     @property
     def analyze_serial(self) -> bool:

@@ -52,7 +52,7 @@ E2E_MODULES = frozenset({
     "test_shim_concurrency", "test_shim_security", "test_build_current", "test_build_current_conda",
     "test_cli_outputs", "test_installation", "test_cache", "test_pack", "test_build_portable", "test_environment",
     "test_create_cli", "test_bytecode", "test_taskvine_clients", "test_taskvine_upstream", "test_build_speed",
-    "test_progress", "test_floor",
+    "test_progress", "test_floor", "test_package_data",
     "test_layers_e2e", "test_shim_layers", "test_taskvine_layers",
 })
 
