@@ -30,7 +30,8 @@ class _Parser(argparse.ArgumentParser):
 def parser(prog=PROG):
     p = _Parser(prog=prog, description="Build a relocatable environment tarball from a Poncho spec, once: "
                 "results are cached by content (see `python -m poncho_wq cache list`).")
-    p.add_argument("spec", help="environment spec (JSON), or - for standard input")
+    p.add_argument("spec", help="environment spec (JSON or YAML), or - for standard input; with "
+                   "--from-requirements, a pip requirements file")
     p.add_argument("output", help="the tarball to write (.tar.gz)")
     p.add_argument("--no-cache", action="store_true", help="build into OUTPUT without using or filling the cache")
     p.add_argument("--engine", choices=("auto", "conda", "portable", "current"), default="auto",
@@ -39,6 +40,9 @@ def parser(prog=PROG):
     p.add_argument("--from-current-env", action="store_true",
                    help="no package index: copy the spec's pip distributions, closed over their installed "
                    "dependencies, from the running environment (or --python's); same as --engine current")
+    p.add_argument("--from-requirements", action="store_true",
+                   help="SPEC is a pip requirements file (pins, markers, -r includes, -c constraints; index options "
+                   "are refused: set PIP_INDEX_URL / UV_INDEX_URL instead)")
     p.add_argument("--python", metavar="PATH",
                    help="base interpreter for the portable engine, environment to copy from for the current one "
                    "(default: the one running this command)")
@@ -59,7 +63,14 @@ def _create(argv, prog=PROG):
     from ..spec import load_spec
 
     refuse_output_onto_input(args.output, [args.spec])
-    spec = load_spec(args.spec)
+    if args.from_requirements:
+        from ..requirements import spec_from_requirements
+
+        if args.spec == "-":
+            raise PonchoError("--from-requirements reads a file (its -r/-c includes are relative to it), not - ")
+        spec = spec_from_requirements(args.spec)
+    else:
+        spec = load_spec(args.spec)
     if args.from_current_env:
         if args.engine not in ("auto", "current"):
             raise PonchoError("--from-current-env cannot be combined with --engine {}".format(args.engine))
