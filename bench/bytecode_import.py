@@ -54,8 +54,8 @@ def main():
         venv = os.path.join(work, "venv")
         uv = find_tool("uv")
         subprocess.run([uv, "venv", "-q", "--python", sys.executable, venv], check=True)
-        subprocess.run([uv, "pip", "install", "-q", "--compile-bytecode", "--python", os.path.join(venv, "bin", "python"),
-                        args.package], check=True)
+        subprocess.run([uv, "pip", "install", "-q", "--compile-bytecode", "--python",
+                        os.path.join(venv, "bin", "python"), args.package], check=True)
 
         root = os.path.join(work, "root")
         shim = ["sh", shim_path(), "-e", tarball, "--"]

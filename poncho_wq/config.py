@@ -43,7 +43,8 @@ SETTINGS: Tuple[Setting, ...] = (
     Setting("PONCHO_CONDA_EXE", "manager", "the conda/mamba/micromamba executable for conda specs, or `rattler` "
             "for the embedded py-rattler (default: one on `PATH`, else py-rattler)"),
     Setting("PONCHO_CONDA_PKGS_DIR", "manager", "py-rattler's package cache for conda builds (default: rattler's own)"),
-    Setting("PONCHO_WQ_SOURCE", "manager", "`index`, `current` or `auto`: how `source=\"auto\"` environments are built"),
+    Setting("PONCHO_WQ_SOURCE", "manager", "`index`, `current` or `auto`: how `source=\"auto\"` environments are "
+            "built"),
     Setting("PONCHO_WQ_NETCHECK_TIMEOUT", "manager", "seconds the index reachability check waits (default 3)"),
     Setting("PONCHO_WQ_GIT_TIMEOUT", "manager", "seconds a `git` fetch of the spec's git section may stall with "
             "no progress before the build fails (default 120)"),
