@@ -129,7 +129,8 @@ def index_reachable():
     return ok, "{} {} ({})".format(url, "reachable" if ok else "unreachable", detail)
 
 
-_announced = set()
+_announced = set()  # (source, reason) already said on stderr
+register(_announced.clear)
 
 
 def resolve_source(source="auto"):
@@ -148,7 +149,9 @@ def resolve_source(source="auto"):
             else:
                 line = "the running environment, pruned to the scripts' needs (no package index: {}; " \
                        "PONCHO_WQ_SOURCE=index forces the index)".format(why)
-            print("poncho_wq: building environments from " + line, file=sys.stderr)
+            # A warning, so that a manager without logging set up still sees it (logging's last-resort handler
+            # prints warnings to stderr): which source was guessed matters for what the tasks run.
+            log.warning("poncho_wq: building environments from %s", line)
         return chosen
     if source not in ("index", "current"):
         from .errors import PonchoError
