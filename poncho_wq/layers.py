@@ -197,6 +197,18 @@ def local_file_members(local_files: Iterable[Tuple[str, str]]) -> List[Tuple[str
     return [("lib/" + arc.replace(os.sep, "/"), os.path.abspath(src)) for src, arc in local_files]
 
 
+def _shippable(names):
+    """*names* without the manager-only distributions (poncho_wq, ndcctools, work_queue): the analysis attributes
+    a module under an editable project's tree to that project (a manager script importing a helper from a
+    poncho_wq checkout reported poncho_wq as a local distribution), and the workers never run those."""
+    from packaging.utils import canonicalize_name
+
+    from .wq import MANAGER_ONLY
+
+    manager = {canonicalize_name(n) for n in MANAGER_ONLY}
+    return sorted(n for n in names if canonicalize_name(n) not in manager)
+
+
 def distribution_members(names: Iterable[str], python: Optional[str] = None) -> List[Tuple[str, str]]:
     """The members for the local/editable distributions *names*: their import packages (an editable's from its
     source tree, as it is now), their ``.dist-info`` without the files that name this machine's paths, and their
@@ -205,7 +217,8 @@ def distribution_members(names: Iterable[str], python: Optional[str] = None) -> 
     from .installation import installation
 
     env = installation(python)
-    key = (tuple(sorted(names)), python, id(env))
+    names = _shippable(names)
+    key = (tuple(names), python, id(env))
     with _lock:
         hit = _dist_members.get(key)
     if hit is not None and all(_dir_key(d) == k for d, k in hit[1]):
@@ -291,7 +304,7 @@ def local_requirements(analysis, python: Optional[str] = None) -> List[str]:
 
     env = installation(python)
     out = []
-    for name in sorted(getattr(analysis, "local_distributions", None) or {}):
+    for name in _shippable(getattr(analysis, "local_distributions", None) or {}):
         dist = env.distribution(name)
         if dist is None:
             continue

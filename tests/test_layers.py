@@ -132,3 +132,13 @@ def test_a_file_project_in_a_spec_is_keyed_by_its_content(tmp_path):
     assert second != first
     (proj / "proj" / "new.py").write_text("")
     assert cache_key(spec, engine="portable") != second
+
+
+def test_manager_only_distributions_never_ship():
+    """poncho_wq is installed editable here (dev/setup.sh): a module of its checkout reached by a manager script
+    made it a local distribution, and the whole package with its requirements went to the workers."""
+    from poncho_wq.installation import installation
+    from poncho_wq.layers import distribution_members
+
+    assert installation().distribution("poncho_wq") is not None
+    assert distribution_members(["poncho_wq", "poncho-wq", "ndcctools"]) == []
