@@ -7,7 +7,7 @@ Warm path: median wall time of `true` alone, under poncho_package_run (dash) wit
 for conda-unpack, so a directory with a `python` symlink to /usr/bin/python3 is put first).
 Cold path: the shim's extraction phase (PONCHO_DEBUG timings) vs plain `tar -xzf` of the same tarball, and the
 whole cold run vs Debian's cold run on the same tarball (fresh directories each time, 3 runs, medians).
-The tarball is a real conda-pack archive of a test prefix (tests/shimutil.py).
+The tarball is a real conda-pack archive of a test prefix (tests/helpers/shimutil.py).
 """
 
 import argparse
@@ -19,9 +19,9 @@ import sys
 import tempfile
 import time
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests"))
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests"))  # tests/helpers
 
-from shimutil import make_prefix, pack  # noqa: E402
+from helpers.shimutil import make_prefix, pack  # noqa: E402
 
 from poncho_wq.shim import shim_path  # noqa: E402
 

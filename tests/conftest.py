@@ -1,48 +1,10 @@
-"""Shared test helpers: run the installed console scripts as real subprocesses."""
+"""Fixtures and collection hooks shared by the tests (plain helper functions live in tests/helpers/)."""
 
-import os
-import socket
-import subprocess
 import sys
-import sysconfig
 
 import pytest
 
-SCRIPTS = sysconfig.get_path("scripts")
-
-
-def script(name):
-    """Path of an installed console script (the interpreter's own scripts dir, never a pyenv shim)."""
-    path = os.path.join(SCRIPTS, name)
-    assert os.path.exists(path), "{} is not installed: run `bash dev/setup.sh`".format(path)
-    return path
-
-
-def run_cli(name, *args, input=None, cwd=None, env=None, timeout=600):
-    """Run an installed command with arguments; return the CompletedProcess (text mode, output captured)."""
-    full_env = dict(os.environ)
-    full_env["PATH"] = SCRIPTS + os.pathsep + full_env.get("PATH", "")
-    if env:
-        full_env.update(env)
-    return subprocess.run(
-        [script(name)] + [str(a) for a in args],
-        input=input if input is not None else "",
-        cwd=cwd,
-        env=full_env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
-
-
-def closed_port():
-    """A localhost TCP port nothing listens on (bound, then released): connecting to it is refused at once."""
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
-
+from helpers.cli import run_cli
 
 # The fast subset for the inner loop is `bash dev/test.sh -m "not e2e"` (unit-level, under a minute). These
 # modules start real workers, build whole environments or run long process scenarios: marked e2e here, in one place,
@@ -75,9 +37,9 @@ def cli():
 
 @pytest.fixture(scope="module")
 def shells():
-    """The shells of tests/shimutil.py, installed with apt when missing (modules that run the shim use it with
+    """The shells of tests/helpers/shimutil.py, installed with apt when missing (modules that run the shim use it with
     ``pytestmark = pytest.mark.usefixtures("shells")``)."""
-    from shimutil import ensure_shells
+    from helpers.shimutil import ensure_shells
 
     return ensure_shells()
 

@@ -16,7 +16,7 @@ import time
 
 import pytest
 
-from conftest import run_cli
+from helpers.cli import run_cli
 from poncho_wq.errors import PonchoError
 from poncho_wq.spec import Spec
 

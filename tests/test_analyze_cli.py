@@ -16,7 +16,7 @@ import textwrap
 
 import pytest
 
-from conftest import run_cli
+from helpers.cli import run_cli
 
 DISTS = {"yaml": "PyYAML", "dateutil": "python-dateutil", "bs4": "beautifulsoup4", "attr": "attrs"}
 

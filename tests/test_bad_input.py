@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from conftest import run_cli
+from helpers.cli import run_cli
 from poncho_wq import analyze
 from poncho_wq.errors import SpecError
 

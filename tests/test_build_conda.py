@@ -1,4 +1,4 @@
-"""The conda engine on a real local channel (tests/condachannel.py): py-rattler solves and installs, conda-pack
+"""The conda engine on a real local channel (tests/helpers/condachannel.py): py-rattler solves and installs, conda-pack
 packs, the tarball is unpacked elsewhere, relocated by bin/conda-unpack (or the run shim), and what the packages
 installed runs from its new place."""
 
@@ -13,8 +13,8 @@ import zipfile
 
 import pytest
 
-from condachannel import PLACEHOLDER, channel_url, make_package, make_python_standin, index_channel
-from conftest import run_cli
+from helpers.condachannel import PLACEHOLDER, channel_url, make_package, make_python_standin, index_channel
+from helpers.cli import run_cli
 from poncho_wq.engines.conda import build_conda_prefix, conda_tool, tool_command
 from poncho_wq.errors import BuildError, PonchoError, SpecError
 from poncho_wq.spec import parse_spec

@@ -17,7 +17,7 @@ import tarfile
 
 import pytest
 
-from conftest import closed_port, script
+from helpers.cli import closed_port, script
 from helpers.archives import pyc_flags
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

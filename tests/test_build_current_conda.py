@@ -1,4 +1,4 @@
-"""The current engine inside a real conda prefix (py-rattler install from a local channel, tests/condachannel.py):
+"""The current engine inside a real conda prefix (py-rattler install from a local channel, tests/helpers/condachannel.py):
 conda packages pruned over conda-meta ``depends``, pip-installed PyPI distributions on top, built *inside* the
 prefix's python with no network, unpacked elsewhere by the real run shim and run relocated.
 
@@ -18,8 +18,8 @@ import tarfile
 
 import pytest
 
-from condachannel import PLACEHOLDER, install_prefix, make_channel, make_python_standin
-from conftest import script
+from helpers.condachannel import PLACEHOLDER, install_prefix, make_channel, make_python_standin
+from helpers.cli import script
 from test_build_current import _no_net_prefix, _offline_env, _run
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

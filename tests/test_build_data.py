@@ -18,7 +18,7 @@ import time
 
 import pytest
 
-from conftest import closed_port
+from helpers.cli import closed_port
 from poncho_wq.engines.data import fetch_data
 from poncho_wq.errors import BuildError, PonchoError, SpecError
 from poncho_wq.spec import parse_spec

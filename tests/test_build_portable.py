@@ -60,7 +60,7 @@ def base(tmp_path_factory):
 @pytest.fixture(scope="module")
 def built(tmp_path_factory, base):
     """One portable build through the real CLI, shared by the tests of this module."""
-    from conftest import run_cli
+    from helpers.cli import run_cli
 
     work = tmp_path_factory.mktemp("portable")
     spec = work / "spec.json"

@@ -7,7 +7,7 @@ import os
 
 import pytest
 
-from conftest import run_cli
+from helpers.cli import run_cli
 from helpers.archives import pyc_flags
 
 SPEC = {"python": "{}.{}".format(*__import__("sys").version_info[:2]), "pip": ["six==1.16.0"]}

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from conftest import run_cli, script, SCRIPTS
+from helpers.cli import run_cli, script, SCRIPTS
 from poncho_wq.engines import build_prefix, cache_key, create
 from poncho_wq.cache import Cache, default_cache_dir, tarball_name
 from poncho_wq.errors import PonchoError

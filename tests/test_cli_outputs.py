@@ -14,7 +14,7 @@ import time
 
 import pytest
 
-from conftest import SCRIPTS, run_cli, script
+from helpers.cli import SCRIPTS, run_cli, script
 from poncho_wq.cache import Cache
 from poncho_wq.fsutil import sha256_file
 

@@ -8,7 +8,7 @@ import subprocess
 import sys
 import tarfile
 
-from conftest import run_cli
+from helpers.cli import run_cli
 from poncho_wq.floor import elf_needs, prefix_floor
 
 

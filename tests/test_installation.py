@@ -21,8 +21,8 @@ import tarfile
 
 import pytest
 
-from condachannel import install_prefix, make_channel, make_python_standin
-from conftest import run_cli
+from helpers.condachannel import install_prefix, make_channel, make_python_standin
+from helpers.cli import run_cli
 
 from poncho_wq.analysis import analyze
 from poncho_wq.installation import clear_cache, installation

@@ -16,10 +16,10 @@ import sys
 
 import pytest
 
-from conftest import run_cli, script
-from parslutil import Workers, client_env, finish, pip_pin, run_until, stopping
-from wqutil import cctools_bin
-from shimutil import make_prefix, pack, run_shim, shim_env, unpack_count
+from helpers.cli import run_cli, script
+from helpers.parslutil import Workers, client_env, finish, pip_pin, run_until, stopping
+from helpers.wqutil import cctools_bin
+from helpers.shimutil import make_prefix, pack, run_shim, shim_env, unpack_count
 
 N_TASKS = 6
 

@@ -13,10 +13,10 @@ import sys
 
 import pytest
 
-from conftest import run_cli, script
-from parslutil import Workers, pip_pin
-from wqutil import cctools_bin
-from shimutil import make_prefix, pack
+from helpers.cli import run_cli, script
+from helpers.parslutil import Workers, pip_pin
+from helpers.wqutil import cctools_bin
+from helpers.shimutil import make_prefix, pack
 
 UPSTREAM_RUN_IN_ENV = (  # what upstream's poncho_package_create writes as bin/run_in_env (CCTools 7.17.1)
     "#! /bin/sh\n"

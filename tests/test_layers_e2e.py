@@ -14,7 +14,7 @@ import sys
 
 import pytest
 
-from wqutil import BINDINGS, Cluster
+from helpers.wqutil import BINDINGS, Cluster
 
 JOB = '''\
 import sys

@@ -8,7 +8,7 @@ import os
 import pytest
 
 from poncho_wq import analyze
-from wqutil import BINDINGS, Cluster
+from helpers.wqutil import BINDINGS, Cluster
 
 JOB = '''\
 import json, os, sys

@@ -14,9 +14,9 @@ import sys
 
 import pytest
 
-from conftest import run_cli
-from parslutil import PARSL_DRIVER, Workers, client_env, finish, free_port, pip_pin, run_until, stopping
-from wqutil import cctools_bin
+from helpers.cli import run_cli
+from helpers.parslutil import PARSL_DRIVER, Workers, client_env, finish, free_port, pip_pin, run_until, stopping
+from helpers.wqutil import cctools_bin
 
 N_TASKS = 6
 

@@ -8,7 +8,7 @@ import pty
 import subprocess
 import sys
 
-from conftest import run_cli, script
+from helpers.cli import run_cli, script
 
 from poncho_wq.engines import create
 from poncho_wq.progress import Progress, ProgressEvent

@@ -7,7 +7,7 @@ import tarfile
 
 import pytest
 
-from conftest import run_cli
+from helpers.cli import run_cli
 from poncho_wq.errors import InputMissing, SpecError
 from poncho_wq.requirements import read_requirements, spec_from_requirements
 

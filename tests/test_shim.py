@@ -11,7 +11,7 @@ import time
 import pytest
 
 from poncho_wq.shim import run_in_env_path, shim_path
-from shimutil import SHELLS, leftovers, make_prefix, missing_members, pack, run_shim, shim_env, unpack_count
+from helpers.shimutil import SHELLS, leftovers, make_prefix, missing_members, pack, run_shim, shim_env, unpack_count
 
 ENV_ID = "env-" + "0123456789abcdef" * 4
 SHELL_IDS = sorted(SHELLS)

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from shimutil import SHELLS, leftovers, make_prefix, missing_members, pack, run_shim, shim_env, start_shim, unpack_count
+from helpers.shimutil import SHELLS, leftovers, make_prefix, missing_members, pack, run_shim, shim_env, start_shim, unpack_count
 
 BIG_ID = "env-" + "b16" * 20 + "beef"
 

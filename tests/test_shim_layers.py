@@ -7,7 +7,7 @@ import os
 import pytest
 
 from poncho_wq.layers import CodeLayer
-from shimutil import SHELLS, make_prefix, pack, run_shim, shim_env, unpack_count
+from helpers.shimutil import SHELLS, make_prefix, pack, run_shim, shim_env, unpack_count
 
 ENV_ID = "env-" + "fedcba9876543210" * 4
 

@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 
 from poncho_wq.shim import shim_path
-from shimutil import (SHELLS, as_user, leftovers, make_prefix, pack, run_shim, second_user, shim_cmd, shim_env,
+from helpers.shimutil import (SHELLS, as_user, leftovers, make_prefix, pack, run_shim, second_user, shim_cmd, shim_env,
                       unpack_count)
 
 ENV_ID = "env-" + "5ec0" * 16

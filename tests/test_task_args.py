@@ -12,7 +12,7 @@ import tarfile
 
 import pytest
 
-from wqutil import BINDINGS
+from helpers.wqutil import BINDINGS
 
 SCRIPT = r'''
 import gc, json, sys

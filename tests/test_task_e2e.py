@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from wqutil import BINDINGS, Cluster
+from helpers.wqutil import BINDINGS, Cluster
 
 JOB = '''\
 import sys

@@ -21,9 +21,9 @@ import time
 
 import pytest
 
-from conftest import run_cli
+from helpers.cli import run_cli
 from helpers import drivers
-from parslutil import client_env, pip_pin
+from helpers.parslutil import client_env, pip_pin
 
 DASK = "dask==2024.12.1"  # DaskVine 7.17 fails with dask 2026.8 (_HLGExprSequence has no attribute 'items')
 

@@ -5,15 +5,14 @@ script between rounds; every later task must run the new code, and each worker m
 """
 
 import json
-import os
 import subprocess
 import sys
 import time
 
 import pytest
 
-from parslutil import Workers, client_env, tail
-from wqutil import cctools_bin
+from helpers.parslutil import Workers, client_env, tail
+from helpers.wqutil import cctools_bin
 
 DRIVER = '''
 import json, os, sys, tempfile

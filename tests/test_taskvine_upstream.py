@@ -23,7 +23,7 @@ import threading
 import pytest
 
 from helpers import drivers
-from parslutil import client_env, pip_pin
+from helpers.parslutil import client_env, pip_pin
 
 PONCHO_TEST = '''
 import json, os, sys

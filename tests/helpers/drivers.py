@@ -6,8 +6,8 @@ import subprocess
 import sys
 import time
 
-from parslutil import Workers, tail
-from wqutil import cctools_bin
+from helpers.parslutil import Workers, tail
+from helpers.wqutil import cctools_bin
 
 
 def run_driver(tmp_path, source, env, worker="vine_worker", args=(), n_workers=2, worker_args=(), files=None,

@@ -18,7 +18,7 @@ import sysconfig
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-E2E = os.path.join(HERE, "e2e")
+E2E = os.path.join(os.path.dirname(HERE), "e2e")
 BINDINGS = ("debian", "ndcctools.work_queue")
 WORKER_PATH = "/usr/bin:/bin"
 

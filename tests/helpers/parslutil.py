@@ -19,7 +19,7 @@ import subprocess
 import sysconfig
 import time
 
-from wqutil import count_debug_lines, count_unpacks, start_worker_process, stop_worker_process
+from helpers.wqutil import count_debug_lines, count_unpacks, start_worker_process, stop_worker_process
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 SCRIPTS = sysconfig.get_path("scripts")
