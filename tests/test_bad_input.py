@@ -79,6 +79,7 @@ def test_create_bad_spec_files_are_one_line_exit_1(tmp_path, name, text, words):
     assert not out.exists()
 
 
+@pytest.mark.e2e  # a real build or a timeout of seconds: not in the fast subset
 def test_create_reads_a_yaml_spec(tmp_path):
     """A .yml spec that is not JSON is read as YAML: the build gets as far as the (empty) pip section, i.e. the
     spec was accepted; --engine current keeps it offline."""

@@ -285,6 +285,7 @@ def stalling():
         server.close()
 
 
+@pytest.mark.e2e  # a real build or a timeout of seconds: not in the fast subset
 @pytest.mark.parametrize("scheme", ["git", "http"])
 def test_git_remote_that_never_answers_fails_after_the_stall_timeout(tmp_path, stalling, monkeypatch, scheme):
     monkeypatch.setenv("PONCHO_WQ_GIT_TIMEOUT", "2")
@@ -309,6 +310,7 @@ def test_git_remote_that_never_answers_fails_after_the_stall_timeout(tmp_path, s
 
 @pytest.mark.parametrize("greeting", [b"", b"HTTP/1.1 200 OK\r\nContent-Length: 1000000\r\n\r\npartial"],
                          ids=["no-answer", "stalls-mid-body"])
+@pytest.mark.e2e  # a real build or a timeout of seconds: not in the fast subset
 def test_http_download_that_stalls_fails_after_the_timeout(tmp_path, stalling, monkeypatch, greeting):
     monkeypatch.setenv("PONCHO_WQ_HTTP_TIMEOUT", "1.5")
     server = stalling(greeting)

@@ -69,6 +69,7 @@ def test_missing_files_and_empty_files(tmp_path):
         spec_from_requirements(_write(tmp_path / "empty.txt", "# nothing\n\n"))
 
 
+@pytest.mark.e2e  # a real build or a timeout of seconds: not in the fast subset
 def test_create_from_requirements_builds_and_refuses_index_options(tmp_path):
     req = _write(tmp_path / "requirements.txt", "six==1.16.0\n")
     out = tmp_path / "env.tar.gz"
