@@ -12,8 +12,10 @@ import tempfile
 
 
 @contextlib.contextmanager
-def atomic_output(path, mode="w"):
-    """Yield a file object whose content appears at *path* only if the block finishes without error.
+def atomic_output(path, mode="w", file_mode=None):
+    """Yield a file object whose content appears at *path* only if the block finishes without error: written to
+    a temporary file beside it, flushed to disk, then renamed (with *file_mode*, default: what the umask gives a
+    new file; 0o444 for content-named cache files, whose name must always mean the same bytes).
 
     ``path == "-"`` writes to standard output instead (text or binary according to *mode*).
     """
@@ -30,18 +32,21 @@ def atomic_output(path, mode="w"):
             yield f
             f.flush()
             os.fsync(f.fileno())
-        publish(tmp, path)
+        publish(tmp, path, file_mode)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
 
 
-def publish(tmp, path):
-    """Rename *tmp* onto *path* with the permissions a newly created file would get (mkstemp uses 0600)."""
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)
+def publish(tmp, path, file_mode=None):
+    """Rename *tmp* onto *path* with *file_mode*, by default the permissions a newly created file would get
+    (mkstemp uses 0600)."""
+    if file_mode is None:
+        umask = os.umask(0)
+        os.umask(umask)
+        file_mode = 0o666 & ~umask
+    os.chmod(tmp, file_mode)
     os.replace(tmp, path)
 
 

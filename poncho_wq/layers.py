@@ -31,6 +31,7 @@ import threading
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 from .errors import PonchoError
+from .fsutil import atomic_output
 from .memo import register
 
 log = logging.getLogger(__name__)
@@ -172,20 +173,9 @@ def _write_layer(layer, path):
         if hashlib.sha256(data).hexdigest() != digest:
             raise PonchoError("{} changed while its code layer was being packed; submit the task again".format(src))
         tar.add_bytes(src, data, arc)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix="-" + os.path.basename(path), dir=os.path.dirname(path))
-    try:
-        with os.fdopen(fd, "wb") as out:
-            _compress(tar, out, DEFAULT_COMPRESS_LEVEL, 1, False)
-            out.flush()
-            os.fsync(out.fileno())
-        os.chmod(tmp, 0o444)  # read-only like cache entries: a published name always means the same bytes
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
+    # read-only like cache entries: a published name always means the same bytes
+    with atomic_output(path, "wb", file_mode=0o444) as out:
+        _compress(tar, out, DEFAULT_COMPRESS_LEVEL, 1, False)
 
 
 # ------------------------------------------------------------------------------------------- what goes in
@@ -346,18 +336,8 @@ def content_copy(source: str, cache_dir: Optional[str] = None) -> str:
         data = f.read()
     if hashlib.sha256(data).hexdigest() != digest:
         raise PonchoError("{} changed while it was being copied; submit the task again".format(source))
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=root)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.chmod(tmp, 0o555 if executable else 0o444)
-        os.replace(tmp, out)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
+    with atomic_output(out, "wb", file_mode=0o555 if executable else 0o444) as f:
+        f.write(data)
     return out
 
 

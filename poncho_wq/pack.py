@@ -29,11 +29,10 @@ import shutil
 import stat
 import subprocess
 import tarfile
-import tempfile
 
 from .config import settings
 from .errors import BuildError
-from .fsutil import publish
+from .fsutil import atomic_output
 from .progress import as_progress
 from .tools import die_with_parent, tail
 
@@ -270,19 +269,8 @@ def pack_prefix(prefix, output, *, n_threads=None, compress_level=None, progress
 
         phase.status("writing {} files".format(len(tar.members)))
         phase.update(0, tar.total_bytes())
-        fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix="-" + os.path.basename(output), dir=out_dir)
-        try:
-            with os.fdopen(fd, "wb") as out:
-                how = _compress(tar, out, level, n_threads, use_pigz, on_bytes)
-                out.flush()
-                os.fsync(out.fileno())
-            publish(tmp, output)
-        except BaseException:
-            try:
-                os.unlink(tmp)
-            except FileNotFoundError:
-                pass
-            raise
+        with atomic_output(output, "wb") as out:
+            how = _compress(tar, out, level, n_threads, use_pigz, on_bytes)
         size = os.path.getsize(output)
         phase.note("{} files, {:.1f} MB of content into {:.1f} MB ({})".format(
             len(tar.members), done[0] / 1e6, size / 1e6, how))
