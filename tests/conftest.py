@@ -1,10 +1,12 @@
 """Fixtures and collection hooks shared by the tests (plain helper functions live in tests/helpers/)."""
 
+import os
 import sys
 
 import pytest
 
 from helpers.cli import run_cli
+from helpers.wqutil import BINDINGS, Cluster
 
 # The fast subset for the inner loop is `bash dev/test.sh -m "not e2e"` (unit-level, under a minute). These
 # modules start real workers, build whole environments or run long process scenarios: marked e2e here, in one place,
@@ -42,6 +44,16 @@ def shells():
     from helpers.shimutil import ensure_shells
 
     return ensure_shells()
+
+
+@pytest.fixture(params=BINDINGS)
+def cluster(request, tmp_path):
+    """A manager script plus real local workers (tests/helpers/wqutil.Cluster), once per Work Queue binding:
+    Debian's ``work_queue`` (CCTools 8) and ``ndcctools.work_queue`` (CCTools 7.17.1 built by dev/test.sh)."""
+    c = Cluster(tmp_path / "cluster", request.param)
+    os.makedirs(c.tmp, exist_ok=True)
+    yield c
+    c.close()
 
 
 @pytest.fixture(scope="session")

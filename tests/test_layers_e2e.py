@@ -14,7 +14,6 @@ import sys
 
 import pytest
 
-from helpers.wqutil import BINDINGS, Cluster
 
 JOB = '''\
 import sys
@@ -62,14 +61,6 @@ def venv(tmp_path_factory):
     # --no-build-isolation (seconds, not a download per install) needs setuptools' bdist_wheel: wheel.
     _run([v / "bin" / "python", "-m", "pip", "install", "-q", "--disable-pip-version-check", "wheel"])
     return {"root": root, "python": v / "bin" / "python"}
-
-
-@pytest.fixture(params=BINDINGS)
-def cluster(request, tmp_path):
-    c = Cluster(tmp_path / "cluster", request.param)
-    os.makedirs(c.tmp, exist_ok=True)
-    yield c
-    c.close()
 
 
 def _project(tmp_path, venv):

@@ -3,12 +3,9 @@ analysis follows (a model next to its ``__init__.py``, ``templates/``), without 
 ``PONCHO_WQ_EXCLUDE`` patterns and a size warning; and a job reading them works as a PonchoTask on real workers."""
 
 import json
-import os
 
-import pytest
 
 from poncho_wq import analyze
-from helpers.wqutil import BINDINGS, Cluster
 
 JOB = '''\
 import json, os, sys
@@ -61,14 +58,6 @@ def test_exclude_patterns_and_size_warning(tmp_path, monkeypatch):
     assert "mylib/model.json" in arcs and "mylib/weights.h5" not in arcs
     assert not any(x.startswith("mylib/templates/") for x in arcs)
     assert any("PONCHO_WQ_EXCLUDE" in w and "mylib/model.json" in w for w in a.warnings), a.warnings
-
-
-@pytest.fixture(params=BINDINGS)
-def cluster(request, tmp_path):
-    c = Cluster(tmp_path / "cluster", request.param)
-    os.makedirs(c.tmp, exist_ok=True)
-    yield c
-    c.close()
 
 
 def test_a_job_reading_its_package_data_runs_on_workers(cluster, tmp_path):

@@ -4,14 +4,12 @@ Run for both bindings: Debian's ``work_queue`` (CCTools 8) with Debian's worker,
 (built from ../shared/vendor by dev/test.sh) with its own worker.
 """
 
-import os
 import subprocess
 import sys
 import time
 
 import pytest
 
-from helpers.wqutil import BINDINGS, Cluster
 
 JOB = '''\
 import sys
@@ -52,14 +50,6 @@ def project(tmp_path, humanize_installed):
     (d / "mylib" / "__init__.py").write_text("")
     (d / "mylib" / "fmt.py").write_text(MYLIB_FMT)
     return d
-
-
-@pytest.fixture(params=BINDINGS)
-def cluster(request, tmp_path):
-    c = Cluster(tmp_path / "cluster", request.param)
-    os.makedirs(c.tmp, exist_ok=True)
-    yield c
-    c.close()
 
 
 def test_plain_task_fails_on_these_workers(cluster, project, e2e_cache):
