@@ -4,6 +4,7 @@ build time, read on import, never rewritten on the worker, and reproducible."""
 import hashlib
 import json
 import os
+import re
 
 import pytest
 
@@ -83,3 +84,28 @@ def test_a_rewritten_source_is_not_run_from_its_stale_pyc(two_builds, tmp_path):
     r = run_cli("poncho_package_run", "-e", str(out), "--", "python3", "-c",
                 "import six; print(six.REWRITTEN_ON_THE_WORKER)", env=env)
     assert r.returncode == 0 and r.stdout.strip() == "1", r.stderr
+
+
+def test_a_second_spec_takes_shared_packages_from_the_pyc_cache(two_builds):
+    """Compiling is most of a large build; a rebuild after adding a dependency takes the pycs of the packages it
+    already had from the build cache's pyc cache, byte for byte what a compile gives."""
+    tmp, [(first, _), _] = two_builds
+    spec = tmp / "spec2.json"
+    spec.write_text(json.dumps(dict(SPEC, pip=SPEC["pip"] + ["tabulate==0.9.0"])))
+    out = tmp / "second.tar.gz"
+    r = run_cli("poncho_package_create", "--cache-dir", tmp / "cache-a", spec, out)
+    assert r.returncode == 0, r.stderr
+    note = [line for line in r.stderr.splitlines() if "bytecode done" in line][0]
+    compiled, cached = (int(x) for x in re.search(r"(\d+) module\(s\) compiled, (\d+) from the pyc cache",
+                                                  note).groups())
+    assert cached >= 1 and compiled >= 1, note  # six from the cache, tabulate compiled
+    six = [n for n in pyc_flags(str(first)) if "/__pycache__/six." in n][0]
+    assert _member(first, six) == _member(out, six)
+    assert os.listdir(tmp / "cache-a" / "bytecode")
+
+
+def _member(path, name):
+    import tarfile
+
+    with tarfile.open(str(path)) as tar:
+        return tar.extractfile(name).read()

@@ -386,6 +386,11 @@ def interpreter_bases(cache_root):
         _BASES_ROOT.reset(token)
 
 
+def build_cache_root():
+    """The build cache set by :func:`interpreter_bases` for this build, or None (a ``--no-cache`` build)."""
+    return _BASES_ROOT.get()
+
+
 def interpreter_identity(base_python, strip=True):
     """What an interpreter base depends on: the interpreter (real path, version, build) and the files that change
     when it is rebuilt or upgraded in place (size, mtime, inode of the executable and libpython)."""
@@ -504,7 +509,7 @@ def ensure_base(base_python, cache_root, *, strip=True, phase=None):
             # The stdlib's bytecode, once per interpreter: every build links these pycs instead of compiling
             # them again (poncho_wq.engines.bytecode keeps a pyc that is current for its source).
             _status(phase, "compiling the standard library")
-            record["compiled"] = compile_tree(os.path.join(tmp, "tree"))
+            record["compiled"] = compile_tree(os.path.join(tmp, "tree"))[0]
             _read_only(os.path.join(tmp, "tree"))
             record.update(key=key, identity=interpreter_identity(base_python, strip), created=time.time(),
                           pid=os.getpid(), fingerprint=_fingerprint(os.path.join(tmp, "tree")))
