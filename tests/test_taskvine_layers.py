@@ -7,12 +7,11 @@ script between rounds; every later task must run the new code, and each worker m
 import json
 import subprocess
 import sys
-import time
 
 import pytest
 
-from helpers.parslutil import Workers, client_env, tail
-from helpers.wqutil import cctools_bin
+from helpers import drivers
+from helpers.parslutil import client_env
 
 DRIVER = '''
 import json, os, sys, tempfile
@@ -88,38 +87,14 @@ def test_vine_tasks_run_the_edited_code_and_unpack_the_base_once(tmp_path, venv)
     (tmp_path / "helpers" / "__init__.py").write_text("")
     (tmp_path / "helpers" / "fmt.py").write_text("VERSION = 'lib1'\n")
     (tmp_path / "job.py").write_text(JOB.format("J1"))
-    (tmp_path / "driver.py").write_text(DRIVER)
     ed_init = venv["edpkg"] / "edpkg" / "__init__.py"
     ed_init.write_text("VERSION = 'ed1'\n")
     edits = [{str(tmp_path / "helpers" / "fmt.py"): "VERSION = 'lib2'\n", str(ed_init): "VERSION = 'ed2'\n"},
              {str(tmp_path / "job.py"): JOB.format("J2")}]
     (tmp_path / "edits.json").write_text(json.dumps(edits))
-    out, port_file, log = tmp_path / "out.json", tmp_path / "port", tmp_path / "driver.log"
     env = client_env(PONCHO_WQ_CACHE=str(tmp_path / "cache"), PONCHO_WQ_SOURCE="index")
-    with open(str(log), "w") as logf:
-        proc = subprocess.Popen([str(venv["python"]), "driver.py", str(out), str(port_file),
-                                 str(tmp_path / "edits.json")], cwd=str(tmp_path), env=env,
-                                stdin=subprocess.DEVNULL, stdout=logf, stderr=subprocess.STDOUT)
-    workers = Workers(tmp_path / "workers")
-    try:
-        deadline = time.time() + 600
-        while not port_file.exists():
-            assert proc.poll() is None, "driver exited early:\n" + tail(str(log))
-            assert time.time() < deadline, "driver did not start:\n" + tail(str(log))
-            time.sleep(0.1)
-        workers.start(cctools_bin("vine_worker"), int(port_file.read_text()), n=2, extra=["--keep-workspace"])
-        try:
-            proc.wait(timeout=max(1, deadline - time.time()))
-        except subprocess.TimeoutExpired:
-            raise AssertionError("driver did not finish:\n" + tail(str(log)))
-        assert proc.returncode == 0, tail(str(log))
-        with open(str(out)) as f:
-            rounds = json.load(f)
-    finally:
-        workers.close()
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+    rounds, workers = drivers.run_driver(tmp_path, DRIVER, env, args=[tmp_path / "edits.json"],
+                                         worker_args=["--keep-workspace"], python=venv["python"])
     expected = [("J1", "lib1", "ed1"), ("J1", "lib2", "ed2"), ("J2", "lib2", "ed2")]
     for rnd, (job, lib, ed) in enumerate(expected):
         results = rounds[rnd]["results"]

@@ -11,10 +11,10 @@ from helpers.wqutil import cctools_bin
 
 
 def run_driver(tmp_path, source, env, worker="vine_worker", args=(), n_workers=2, worker_args=(), files=None,
-               timeout=600):
+               timeout=600, python=None):
     """Run *source* as ``driver.py out.json port-file *args`` in *tmp_path* (with *files*, ``{relative name:
     text}``, written beside it); once it has written its port, start *n_workers* scrubbed *worker* processes
-    (a CCTools binary name) against it. Returns ``(the JSON the driver wrote to out.json, Workers)``; the driver's
+    (a CCTools binary name) against it. *python*: the driver's interpreter (default: this one). Returns ``(the JSON the driver wrote to out.json, Workers)``; the driver's
     log ends any assertion message."""
     (tmp_path / "driver.py").write_text(source)
     for name, text in (files or {}).items():
@@ -22,7 +22,7 @@ def run_driver(tmp_path, source, env, worker="vine_worker", args=(), n_workers=2
         (tmp_path / name).write_text(text)
     out, port_file, log = tmp_path / "out.json", tmp_path / "port", tmp_path / "driver.log"
     with open(str(log), "w") as logf:
-        proc = subprocess.Popen([sys.executable, "driver.py", str(out), str(port_file)] + [str(a) for a in args],
+        proc = subprocess.Popen([str(python or sys.executable), "driver.py", str(out), str(port_file)] + [str(a) for a in args],
                                 cwd=str(tmp_path), env=env, stdin=subprocess.DEVNULL, stdout=logf,
                                 stderr=subprocess.STDOUT)
     workers = Workers(tmp_path / "workers")
