@@ -17,7 +17,7 @@ import tarfile
 
 import pytest
 
-from helpers.cli import closed_port, script
+from helpers.cli import closed_port, script, run_ok as _run
 from helpers.archives import pyc_flags
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -50,12 +50,6 @@ env = Environment.from_script(sys.argv[1])
 path = env.build(progress=True)
 print(json.dumps({"path": path, "source": env.source, "key": env.build_result.key}))
 """
-
-
-def _run(cmd, **kw):
-    r = subprocess.run([str(c) for c in cmd], stdin=subprocess.DEVNULL, capture_output=True, text=True, **kw)
-    assert r.returncode == 0, "{} failed ({}):\n{}\n{}".format(cmd, r.returncode, r.stdout, r.stderr)
-    return r
 
 
 def _offline_env(cache):

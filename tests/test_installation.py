@@ -22,7 +22,7 @@ import tarfile
 import pytest
 
 from helpers.condachannel import install_prefix, make_channel, make_python_standin
-from helpers.cli import run_cli
+from helpers.cli import run_cli, run_ok as _run
 
 from poncho_wq.analysis import analyze
 from poncho_wq.installation import clear_cache, installation
@@ -40,13 +40,6 @@ def _other(python):
         if os.path.exists(cand) and os.path.abspath(cand) != os.path.abspath(sys.executable):
             return cand
     raise AssertionError("no other spelling of " + python)
-
-
-def _run(cmd, env=None, cwd=None, timeout=600):
-    r = subprocess.run([str(c) for c in cmd], stdin=subprocess.DEVNULL, capture_output=True, text=True,
-                       env=env, cwd=cwd, timeout=timeout)
-    assert r.returncode == 0, "{} failed ({}):\n{}\n{}".format(cmd, r.returncode, r.stdout, r.stderr)
-    return r
 
 
 def _uv(python, *args, env=None):

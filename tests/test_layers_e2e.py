@@ -9,10 +9,11 @@ worker, and each edit must send only what changed (the round after a code edit: 
 
 import json
 import os
-import subprocess
 import sys
 
 import pytest
+
+from helpers.cli import run_ok as _run
 
 
 JOB = '''\
@@ -42,12 +43,6 @@ packages = ["{name}"]
 
 def _init(name, version):
     return "VERSION = {!r}\n\n\ndef main():\n    print('{} tool', VERSION)\n".format(version, name)
-
-
-def _run(argv, **kw):
-    r = subprocess.run([str(a) for a in argv], stdin=subprocess.DEVNULL, capture_output=True, text=True, **kw)
-    assert r.returncode == 0, r.stdout + r.stderr
-    return r
 
 
 @pytest.fixture(scope="module")

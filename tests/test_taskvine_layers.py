@@ -5,10 +5,11 @@ script between rounds; every later task must run the new code, and each worker m
 """
 
 import json
-import subprocess
 import sys
 
 import pytest
+
+from helpers.cli import run_ok as _run
 
 from helpers import drivers
 from helpers.parslutil import client_env
@@ -53,12 +54,6 @@ import edpkg
 from helpers.fmt import VERSION
 print("RESULT", sys.argv[1], "job={}", VERSION, edpkg.VERSION, humanize.intword(10 ** 6))
 '''
-
-
-def _run(argv, **kw):
-    r = subprocess.run([str(a) for a in argv], stdin=subprocess.DEVNULL, capture_output=True, text=True, **kw)
-    assert r.returncode == 0, r.stdout + r.stderr
-    return r
 
 
 @pytest.fixture(scope="module")

@@ -39,3 +39,12 @@ def closed_port():
     port = s.getsockname()[1]
     s.close()
     return port
+
+
+def run_ok(cmd, **kw):
+    """Run *cmd* (stdin closed, output captured as text; keyword arguments go to subprocess.run) and assert that
+    it succeeded, with its output in the message; return the CompletedProcess. Default timeout 600 s."""
+    kw.setdefault("timeout", 600)
+    r = subprocess.run([str(c) for c in cmd], stdin=subprocess.DEVNULL, capture_output=True, text=True, **kw)
+    assert r.returncode == 0, "{} failed ({}):\n{}\n{}".format(cmd, r.returncode, r.stdout, r.stderr)
+    return r
