@@ -8,6 +8,14 @@ Layout under the cache root (``$PONCHO_WQ_CACHE``, else ``$XDG_CACHE_HOME/poncho
     locks/<key[:32]>.lock        filelock per key
     tmp/build-<key[:32]>/        scratch of the build in progress (prefix + unfinished tarball)
     builds.log                   one JSON line per completed build (audit trail; tests count builds with it)
+    code/code-<hash>.tar.gz      code layers (:mod:`poncho_wq.layers`), content-named, read-only
+    code/files/<sha>/<name>      content-named copies of the scripts commands name
+    interpreters/, bytecode/,    interpreter bases, the pyc cache, downloaded wheels, analysis memos: inputs of
+    wheels/, analyze/            builds, reported by ``cache list`` and safe to delete when no build runs
+
+``cache prune`` removes environments and code layers/script copies (by last use: the later of atime and mtime,
+so an entry read for a task within the last day - relatime - is not "old"), never the build inputs above: a
+build running meanwhile may be reading them.
 
 The key is a sha256 hex digest (see :func:`poncho_wq.engines.cache_key`); the first 32 hex digits (128 bits) name the
 file. The run shim takes the environment's id from that name without reading the file, so a name is never reused
@@ -56,6 +64,8 @@ log = logging.getLogger(__name__)
 NAME_DIGITS = 32
 
 Entry = collections.namedtuple("Entry", "key path size mtime summary floor")
+#: The stores under the root that hold build inputs (reported by :meth:`Cache.stores`, never pruned).
+INPUT_STORES = ("interpreters", "bytecode", "wheels", "analyze")
 
 #: sha256 of cache files already checked by this process, by file identity (path, device, inode, size, mtime,
 #: ctime): any write, chmod or rename changes ctime, so a changed file is hashed again.
@@ -92,6 +102,7 @@ class Cache:
         self.locks = os.path.join(self.root, "locks")
         self.tmp = os.path.join(self.root, "tmp")
         self.log_path = os.path.join(self.root, "builds.log")
+        self.code = os.path.join(self.root, "code")
 
     def path_for(self, key):
         return os.path.join(self.envs, tarball_name(key))
@@ -238,14 +249,52 @@ class Cache:
             except FileNotFoundError:
                 continue
             meta = self.read_meta(short)
-            out.append(Entry(meta.get("key", short), path, st.st_size, meta.get("created", st.st_mtime),
+            out.append(Entry(meta.get("key", short), path, st.st_size, _last_use(st),
                              meta.get("summary", ""), meta.get("floor")))
         out.sort(key=lambda e: e.mtime)
         return out
 
+    def layer_entries(self):
+        """Code layers (key ``code-<hash>``) and script copies (key ``file-<sha>``), least recently used first."""
+        out = []
+        for name in _listdir(self.code):
+            path = os.path.join(self.code, name)
+            if name.startswith("code-") and name.endswith(".tar.gz"):
+                st = _stat(path)
+                if st is not None:
+                    out.append(Entry(name[:-len(".tar.gz")], path, st.st_size, _last_use(st), "code layer", None))
+        files = os.path.join(self.code, "files")
+        for digest in _listdir(files):
+            folder = os.path.join(files, digest)
+            for name in _listdir(folder):
+                st = _stat(os.path.join(folder, name))
+                if st is not None:
+                    out.append(Entry("file-" + digest, folder, st.st_size, _last_use(st), "script copy " + name, None))
+        out.sort(key=lambda e: e.mtime)
+        return out
+
+    def stores(self):
+        """``{name: (files, bytes)}`` of the build-input stores (:data:`INPUT_STORES`) that exist."""
+        out = {}
+        for name in INPUT_STORES:
+            top = os.path.join(self.root, name)
+            if not os.path.isdir(top):
+                continue
+            count = size = 0
+            for folder, _dirs, names in os.walk(top):
+                for n in names:
+                    st = _stat(os.path.join(folder, n), follow=False)
+                    if st is not None:
+                        count += 1
+                        size += st.st_size
+            out[name] = (count, size)
+        return out
+
     def find(self, key_prefix):
         """The one entry whose key starts with *key_prefix*; PonchoError when none or several match."""
-        matches = [e for e in self.entries() if e.key.startswith(key_prefix.lower())]
+        layer = key_prefix.startswith(("code-", "file-"))
+        matches = [e for e in (self.layer_entries() if layer else self.entries())
+                   if e.key.startswith(key_prefix.lower())]
         if not matches:
             raise PonchoError("no cache entry matches {!r} in {}".format(key_prefix, self.envs))
         if len(matches) > 1:
@@ -256,33 +305,41 @@ class Cache:
         """Remove the entry for *key* (a full key or a unique prefix of one, >= 4 digits); return its Entry."""
         if len(key) < 4:
             raise PonchoError("give at least 4 digits of the key to remove, e.g. from `cache list`")
-        entry = self.find(key)
-        with self._lock(entry.key):
-            self._unlink_entry(entry.key)
-        return entry
+        return self._remove_entry(self.find(key))
 
     def prune(self, max_bytes=None, max_age_seconds=None):
-        """Remove entries older than *max_age_seconds*, then the oldest until the total is <= *max_bytes*.
+        """Remove environments and code layers/script copies unused for more than *max_age_seconds*, then the
+        least recently used until their total is <= *max_bytes*.
 
         Also removes scratch directories of dead builds (their key's lock is free). Returns the removed Entries.
         """
         removed = []
         now = time.time()
-        entries = self.entries()
+        entries = sorted(self.entries() + self.layer_entries(), key=lambda e: e.mtime)
         if max_age_seconds is not None:
             for e in list(entries):
                 if now - e.mtime > max_age_seconds:
-                    removed.append(self.remove(e.key))
+                    removed.append(self._remove_entry(e))
                     entries.remove(e)
         if max_bytes is not None:
             total = sum(e.size for e in entries)
             for e in list(entries):
                 if total <= max_bytes:
                     break
-                removed.append(self.remove(e.key))
+                removed.append(self._remove_entry(e))
                 total -= e.size
         self._remove_dead_scratch()
         return removed
+
+    def _remove_entry(self, entry):
+        if entry.key.startswith("code-"):
+            _unlink(entry.path)
+        elif entry.key.startswith("file-"):
+            shutil.rmtree(entry.path, ignore_errors=True)
+        else:
+            with self._lock(entry.key):
+                self._unlink_entry(entry.key)
+        return entry
 
     def _remove_dead_scratch(self):
         """Remove the scratch of builds that died (their key's lock is free): called before every build, so what
@@ -300,3 +357,30 @@ class Cache:
                     shutil.rmtree(os.path.join(self.tmp, name), ignore_errors=True)
             except Timeout:
                 pass  # a build is running
+
+
+def _last_use(st):
+    """When a cache file was last used: reads update atime (at most daily under relatime; never under noatime,
+    where this is the mtime)."""
+    return max(st.st_atime, st.st_mtime)
+
+
+def _listdir(path):
+    try:
+        return sorted(os.listdir(path))
+    except OSError:
+        return []
+
+
+def _stat(path, follow=True):
+    try:
+        return os.stat(path, follow_symlinks=follow)
+    except OSError:
+        return None
+
+
+def _unlink(path):
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass

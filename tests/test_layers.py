@@ -142,3 +142,35 @@ def test_manager_only_distributions_never_ship():
 
     assert installation().distribution("poncho_wq") is not None
     assert distribution_members(["poncho_wq", "poncho-wq", "ndcctools"]) == []
+
+
+def test_cache_cli_lists_and_prunes_code_layers_not_build_inputs(tree, tmp_path):
+    """Code layers and script copies pile up with every edit: `cache list` shows them, `prune` removes the ones
+    unused for --max-age (and counts them in --max-size), and leaves build inputs (interpreter bases, pyc cache)
+    alone: a build may be reading those."""
+    from helpers.cli import run_cli
+
+    cache = tmp_path / "cache"
+    old = _layer(tree).build(str(cache))
+    (tree / "pkg" / "a.py").write_text("X = 2\n")
+    new = _layer(tree).build(str(cache))
+    copy = content_copy(str(tree / "mod.py"), str(cache))
+    (cache / "interpreters" / "base").mkdir(parents=True)
+    (cache / "interpreters" / "base" / "python").write_bytes(b"x" * 10)
+    day = 86400
+    os.utime(old, (time.time() - 3 * day, time.time() - 3 * day))  # last used three days ago
+    os.utime(copy, (time.time() - 3 * day, time.time() - 3 * day))
+
+    listing = run_cli("poncho_wq", "cache", "--cache-dir", cache, "list")
+    assert listing.returncode == 0, listing.stderr
+    assert listing.stdout.count("code layer") == 2 and "script copy mod.py" in listing.stdout
+    assert "interpreters/: 1 files" in listing.stderr
+
+    pruned = run_cli("poncho_wq", "cache", "--cache-dir", cache, "prune", "--max-age", "1d")
+    assert pruned.returncode == 0 and "removed 2 entries" in pruned.stderr, pruned.stderr
+    assert not os.path.exists(old) and not os.path.exists(os.path.dirname(copy)) and os.path.exists(new)
+    assert (cache / "interpreters" / "base" / "python").exists()
+
+    key = "code-" + os.path.basename(new)[5:13]
+    assert run_cli("poncho_wq", "cache", "--cache-dir", cache, "rm", key).returncode == 0
+    assert not os.path.exists(new)

@@ -81,10 +81,12 @@ def parser():
     p.add_argument("--cache-dir", metavar="DIR", help="cache directory (default $PONCHO_WQ_CACHE, ...)")
     sub = p.add_subparsers(dest="command", metavar="{list,rm,prune}")
     sub.required = True
-    sub.add_parser("list", help="hash, size, age and spec summary of each entry")
+    sub.add_parser("list", help="hash, size, age and spec summary of each environment and code layer; the "
+                   "sizes of the build-input stores on stderr")
     rm = sub.add_parser("rm", help="remove one entry (a unique prefix of its hash is enough)")
     rm.add_argument("key")
-    pr = sub.add_parser("prune", help="remove entries older than --max-age, then the oldest beyond --max-size")
+    pr = sub.add_parser("prune", help="remove environments and code layers unused for --max-age, then the least "
+                        "recently used beyond --max-size")
     pr.add_argument("--max-size", type=str)
     pr.add_argument("--max-age", type=str)
     for s in sub.choices.values():
@@ -112,6 +114,11 @@ def _cache(argv):
         for e in cache.entries():
             print("{}  {:>8}  {:>5}  {:<22}  {}".format(e.key[:16], human_size(e.size), human_age(now - e.mtime),
                                                         describe_floor(e.floor), e.summary))
+        for e in cache.layer_entries():
+            print("{:<16}  {:>8}  {:>5}  {:<22}  {}".format(e.key[:21], human_size(e.size), human_age(now - e.mtime),
+                                                           "-", e.summary))
+        for name, (count, size) in cache.stores().items():
+            print("{}/: {} files, {} (build inputs; not pruned)".format(name, count, human_size(size)), file=sys.stderr)
     elif args.command == "rm":
         e = cache.remove(args.key)
         print("removed {} ({})".format(e.path, human_size(e.size)), file=sys.stderr)
