@@ -332,12 +332,14 @@ def content_copy(source: str, cache_dir: Optional[str] = None) -> str:
     if os.path.isfile(out):
         return out
     os.makedirs(root, exist_ok=True)
-    with open(source, "rb") as f:
-        data = f.read()
-    if hashlib.sha256(data).hexdigest() != digest:
-        raise PonchoError("{} changed while it was being copied; submit the task again".format(source))
-    with atomic_output(out, "wb", file_mode=0o555 if executable else 0o444) as f:
-        f.write(data)
+    # Streamed, not read whole: files= and a project's data_files can be models of hundreds of MB.
+    h = hashlib.sha256()
+    with open(source, "rb") as f, atomic_output(out, "wb", file_mode=0o555 if executable else 0o444) as o:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+            o.write(block)
+        if h.hexdigest() != digest:
+            raise PonchoError("{} changed while it was being copied; submit the task again".format(source))
     return out
 
 

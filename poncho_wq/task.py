@@ -29,6 +29,7 @@ import threading
 
 from .environment import Environment, as_environment, command_scripts, task_code
 from .errors import SpecError
+from .files import resolve_files, sandbox_inputs
 from .shim import shim_path
 from .spec import Spec
 
@@ -126,11 +127,12 @@ def classes_for(binding):
             Other keyword arguments call the matching ``specify_<name>`` method (e.g. ``cores=1``, ``tag="x"``).
             """
 
-            def __init__(self, command, environment=None, **task_options):
+            def __init__(self, command, environment=None, files=None, **task_options):
                 # Arguments are checked before anything is analyzed or built; __del__ below copes with the base
                 # Task.__init__ never having run.
                 check_command_argument(command)
                 check_environment_argument(environment)
+                explicit = resolve_files(files)  # files=: poncho_wq/files.py
                 for name in task_options:
                     if not callable(getattr(binding.Task, "specify_" + name, None)):
                         raise SpecError("PonchoTask option {}=: this Work Queue binding's Task has no specify_{} "
@@ -142,6 +144,8 @@ def classes_for(binding):
                 code = self.code_layer.remote_name if self.code_layer is not None else None
                 super().__init__(wrap_command(command, self.environment.remote_name, code))
                 _attach_environment(self, self.environment, self.code_layer, scripts)
+                for copy, name in sandbox_inputs(explicit, self.environment, scripts):
+                    self.specify_input_file(copy, name, cache=True)
                 for name, value in task_options.items():
                     getattr(self, "specify_" + name)(value)
 
@@ -164,17 +168,20 @@ def classes_for(binding):
             submitting script; the serializer the binding's wrapper needs (dill or cloudpickle) is added.
             """
 
-            def __init__(self, func, *args, environment=None, **kwargs):
+            def __init__(self, func, *args, environment=None, files=None, **kwargs):
                 if not callable(func):
                     raise SpecError("PonchoPythonTask function: {} ({}) is not valid; expected a function to call "
                                     "on the worker".format(_short_repr(func), type(func).__name__))
                 check_environment_argument(environment, "PonchoPythonTask")
+                explicit = resolve_files(files, "PonchoPythonTask")
                 self.environment = _python_task_environment(func, environment, binding)
                 self._poncho_remote = self.environment.remote_name
                 self.code_layer = self.environment.code_layer(_function_module_members(func))
                 self._poncho_code = self.code_layer.remote_name if self.code_layer is not None else None
                 super().__init__(func, *args, **kwargs)
                 _attach_environment(self, self.environment, self.code_layer)
+                for copy, name in sandbox_inputs(explicit, self.environment, who="PonchoPythonTask"):
+                    self.specify_input_file(copy, name, cache=True)
 
             def _python_function_command(self):
                 # Work Queue's own command runs "python wrapper func args out" in the sandbox; run it in the env.

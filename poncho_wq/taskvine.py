@@ -41,6 +41,7 @@ from packaging.utils import canonicalize_name
 
 from .environment import Environment, as_environment
 from .errors import ActivationError, PonchoError, SpecError
+from .files import resolve_files, sandbox_inputs
 from .task import _short_repr, check_command_argument, check_environment_argument
 
 #: What TaskVine's serverless library runtime imports on the worker besides the functions' own needs
@@ -147,8 +148,10 @@ def with_packages(environment, packages, ndcctools=True):
         # PYTHONPATH with no metadata to copy, and the wheel is a file, not an installed distribution. An index
         # build installs both the pins and the local wheel with pip/uv.
         engine = None
-    return Environment(spec=parse_spec(data), local_files=environment.local_files, analysis=environment.analysis,
-                       engine=engine, python=environment.python, source="index")
+    env = Environment(spec=parse_spec(data), local_files=environment.local_files, analysis=environment.analysis,
+                      engine=engine, python=environment.python, source="index")
+    env.files = environment.files  # a project's data_files
+    return env
 
 
 def _function_scripts(functions):
@@ -246,10 +249,11 @@ def _make_vine_task(vine):
         ``retries=3``). After completion, :attr:`shim_error` tells a broken environment from a failing command.
         """
 
-        def __init__(self, manager, command, environment=None, **task_options):
+        def __init__(self, manager, command, environment=None, files=None, **task_options):
             # Checked before anything is analyzed, built or allocated in C (__del__ copes with that).
             check_command_argument(command, "PonchoVineTask")
             check_environment_argument(environment, "PonchoVineTask")
+            explicit = resolve_files(files, "PonchoVineTask")  # files=: poncho_wq/files.py
             for name in task_options:
                 if not callable(getattr(vine.Task, "set_" + name, None)):
                     raise SpecError("PonchoVineTask option {}=: TaskVine's Task has no set_{} method; use one of its "
@@ -266,6 +270,7 @@ def _make_vine_task(vine):
                 self.add_environment(declare_code_layer(manager, self.code_layer))  # inner: see declare_code_layer
             self.add_environment(declare_environment(manager, self.environment))
             local_inputs(manager, self, [(content_copy(source), rel) for source, rel in scripts])
+            local_inputs(manager, self, sandbox_inputs(explicit, self.environment, scripts, "PonchoVineTask"))
             for name, value in task_options.items():
                 getattr(self, "set_" + name)(value)
 
@@ -290,7 +295,7 @@ def _make_vine_task(vine):
 _LIBRARY_OPTIONS = ("init_command", "hoisting_modules", "exec_mode", "library_context_info")
 
 
-def create_library(manager, name, *functions, environment=None, fail_fast=True, **options):
+def create_library(manager, name, *functions, environment=None, fail_fast=True, files=None, **options):
     """TaskVine's ``create_library_from_functions(name, *functions)`` with a poncho_wq environment; returns the
     ``LibraryTask`` (then ``manager.install_library(lib)`` and submit ``FunctionCall(name, "func", ...)``).
 
@@ -334,6 +339,7 @@ def create_library(manager, name, *functions, environment=None, fail_fast=True, 
         raise PonchoError("TaskVine's create_library_from_functions needs, on the manager, {}: pip install {} "
                           "(cloudpickle, threadpoolctl, packaging and conda-pack are imported by ndcctools.poncho)"
                           .format(e, getattr(e, "name", None) or "the missing module"))
+    explicit = resolve_files(files, "create_library")  # the library's sandbox is its function calls' cwd
     env = runtime_environment(environment, functions=functions, who="create_library")
     path = env.build()
     # add_env=False: the environment is declared here once per manager (the same File for every library and
@@ -342,6 +348,7 @@ def create_library(manager, name, *functions, environment=None, fail_fast=True, 
     lib = manager.create_library_from_functions(name, *functions, poncho_env=path, add_env=False, **options)
     lib.add_environment(declare_environment(manager, env))
     local_inputs(manager, lib, env.local_files)
+    local_inputs(manager, lib, sandbox_inputs(explicit, env, who="create_library"))
     for key, value in setters.items():
         getattr(lib, "set_" + key)(value)
     if fail_fast:

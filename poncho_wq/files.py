@@ -1,0 +1,148 @@
+"""Explicit task files: ``PonchoTask(..., files=["job.yaml", "data/"])`` for data the code reads by path.
+
+Why a list of its own: the analysis follows imports, and package data ships with the packages it follows, but a
+``job.yaml`` or a model read with ``open("my-model.h5")`` from the task's working directory is named by nothing
+the analysis can see. Each file ships as a cached input under its relative name in the task sandbox (the task's
+working directory), so the code finds it where it found it on the manager.
+
+Rules (checked before anything is analyzed or built, so a typo costs nothing):
+
+* an entry is a path (``str`` or ``os.PathLike``) or a pair ``(source path, name in the sandbox)``;
+* a path is shipped under its path relative to the current directory (``data/x.csv`` stays ``data/x.csv``);
+  an absolute path inside the current directory is treated the same way;
+* a path outside the current directory (absolute, or reaching up with ``..``) is refused: the task sees only
+  names relative to its sandbox, and silently shipping ``/data/cfg.yaml`` as ``cfg.yaml`` would hide that code
+  reading the absolute path will not find it; give the pair ``("/data/cfg.yaml", "cfg.yaml")`` to say where it
+  goes;
+* a directory ships every regular file below it (caches, VCS and editor debris left out), one input each;
+* a missing entry is :class:`~poncho_wq.errors.InputMissing` (exit code 2), one line naming the file and the fix.
+
+Each file is attached as a content-named copy (:func:`poncho_wq.layers.content_copy`): Work Queue caches inputs by
+their *local path*, so a file attached by its own path after an edit would run with the old bytes.
+"""
+
+import os
+from typing import Any, Iterable, List, Tuple
+
+from .errors import InputMissing, SpecError
+
+#: Directory and file names never shipped from a directory entry (named explicitly, a file ships whatever it is).
+_SKIP_DIRS = frozenset({"__pycache__", ".git", ".hg", ".svn", ".tox", ".nox", ".mypy_cache", ".pytest_cache",
+                        ".ipynb_checkpoints", ".ruff_cache"})
+_SKIP_SUFFIXES = (".pyc", ".pyo", "~", ".swp")
+_SKIP_FILES = frozenset({".DS_Store", "Thumbs.db"})
+
+_FIX = "give a path relative to the current directory ({}) or a pair (source, name in the sandbox)"
+
+
+def _name_ok(name: str) -> bool:
+    norm = os.path.normpath(name)
+    return bool(name) and not os.path.isabs(norm) and norm != "." and not norm.startswith(".." + os.sep) \
+        and norm != ".."
+
+
+def _entry(item: Any, who: str) -> Tuple[str, str]:
+    """``(absolute source, sandbox name)`` of one ``files=`` entry, not yet checked for existence."""
+    if isinstance(item, tuple) and len(item) == 2:
+        source, name = item
+        if not isinstance(name, (str, os.PathLike)) or not isinstance(source, (str, os.PathLike)):
+            raise SpecError("{} files: {!r} is not valid; expected (source path, name in the sandbox), both "
+                            "strings".format(who, item))
+        source, name = os.fspath(source), os.fspath(name)
+        if not _name_ok(name):
+            raise SpecError("{} files: the sandbox name {!r} of {} is not valid; expected a relative path inside the "
+                            "sandbox such as 'cfg.yaml' or 'data/cfg.yaml'".format(who, name, source))
+        return os.path.abspath(source), os.path.normpath(name)
+    if isinstance(item, os.PathLike) or isinstance(item, str):
+        path = os.fspath(item)
+        if not isinstance(path, str) or not path.strip():
+            raise SpecError("{} files: {!r} is not valid; expected a file or directory path".format(who, item))
+        source = os.path.abspath(path)
+        rel = os.path.relpath(source, os.getcwd())
+        if not _name_ok(rel):
+            raise SpecError("{} files: {} is outside the current directory, and a task sees its files under names "
+                            "relative to its sandbox; pass ({!r}, {!r}) to ship it as {}, or {}".format(
+                                who, path, path, os.path.basename(source), os.path.basename(source),
+                                "run from a directory above it"))
+        return source, rel
+    raise SpecError("{} files: {!r} ({}) is not valid; expected a list of paths or (source, name) pairs".format(
+        who, item, type(item).__name__))
+
+
+def resolve_files(files: Iterable[Any], who: str = "PonchoTask") -> Tuple[Tuple[str, str], ...]:
+    """``((absolute source, sandbox name), ...)`` for a ``files=`` argument, directories expanded, sorted by name.
+
+    Raises :class:`~poncho_wq.errors.InputMissing` for a missing entry and :class:`~poncho_wq.errors.SpecError` for
+    a bad one, or two different files given the same name."""
+    if files is None:
+        return ()
+    if isinstance(files, (str, bytes, os.PathLike)):
+        raise SpecError("{} files: {!r} is not valid; expected a list of paths, e.g. files=[{!r}]".format(
+            who, files, os.fspath(files) if not isinstance(files, bytes) else files))
+    try:
+        items = list(files)
+    except TypeError:
+        raise SpecError("{} files: {!r} is not valid; expected a list of paths or (source, name) pairs".format(
+            who, files)) from None
+    out = {}
+    for item in items:
+        source, name = _entry(item, who)
+        if not os.path.exists(source):
+            raise InputMissing("{} files: {} does not exist (looked for {}); create it, fix the path, or {}".format(
+                who, item[0] if isinstance(item, tuple) else os.fspath(item), source,
+                _FIX.format(os.getcwd())))
+        for src, arc in _expand(source, name, who):
+            old = out.setdefault(arc, src)
+            if old != src:
+                raise SpecError("{} files: two files would be {} in the sandbox: {} and {}; give one of them "
+                                "another name with a pair (source, name)".format(who, arc, old, src))
+    return tuple(sorted(((src, arc) for arc, src in out.items()), key=lambda sa: sa[1]))
+
+
+def _expand(source: str, name: str, who: str) -> List[Tuple[str, str]]:
+    if os.path.isfile(source):
+        return [(source, name)]
+    if not os.path.isdir(source):
+        raise SpecError("{} files: {} is neither a regular file nor a directory; ship files only".format(who, source))
+    out = []
+    for directory, dirs, names in os.walk(source, followlinks=True):
+        dirs[:] = sorted(d for d in dirs if d not in _SKIP_DIRS)
+        for n in sorted(names):
+            if n in _SKIP_FILES or n.endswith(_SKIP_SUFFIXES):
+                continue
+            path = os.path.join(directory, n)
+            if os.path.isfile(path):
+                out.append((path, os.path.normpath(os.path.join(name, os.path.relpath(path, source)))))
+    return out
+
+
+def merge_files(*groups: Iterable[Tuple[str, str]], who: str = "PonchoTask") -> Tuple[Tuple[str, str], ...]:
+    """One ``(source, name)`` list from several (a task's scripts, its ``files=``, a project's data files): the
+    same name from two different files is refused (which one would the code read?); same content is fine."""
+    from .layers import _digest
+
+    out = {}
+    for group in groups:
+        for src, arc in group:
+            old = out.setdefault(arc, src)
+            if old != src and _digest(old)[0] != _digest(src)[0]:
+                raise SpecError("{}: two different files would be {} in the sandbox: {} and {}; rename one, or give "
+                                "it another name with files=[(source, name)]".format(who, arc, old, src))
+    return tuple(sorted(((src, arc) for arc, src in out.items()), key=lambda sa: sa[1]))
+
+
+def sandbox_inputs(explicit: Iterable[Tuple[str, str]], environment: Any = None,
+                   scripts: Iterable[Tuple[str, str]] = (), who: str = "PonchoTask") -> List[Tuple[str, str]]:
+    """``(content-named copy, sandbox name)`` for what a task attaches besides its environment: its resolved
+    ``files=`` (*explicit*, from :func:`resolve_files`) and its environment's data files (a project's
+    ``data_files``: :attr:`poncho_wq.environment.Environment.files`). *scripts* (``(source, name)``) are attached
+    by the task already: a file with a script's name and content is left out, a different one refused."""
+    from .layers import content_copy
+
+    scripts = tuple(scripts)
+    merged = merge_files(scripts, getattr(environment, "files", ()) or (), explicit, who=who)
+    taken = {arc for _src, arc in scripts}
+    return [(content_copy(src), arc) for src, arc in merged if arc not in taken]
+
+
+__all__ = ["merge_files", "resolve_files", "sandbox_inputs"]

@@ -1,0 +1,124 @@
+"""Explicit task files (issue 18): ``PonchoTask(..., files=[...])`` ships data the code reads by path, under its
+relative name in the sandbox; bad entries fail in one line before anything is built; and on real workers the job
+reads them (and an edited file travels: each is attached as a content-named copy)."""
+
+import json
+import os
+
+import pytest
+
+from poncho_wq.errors import InputMissing, SpecError
+from poncho_wq.files import resolve_files, sandbox_inputs
+
+
+@pytest.fixture
+def tree(tmp_path, monkeypatch):
+    (tmp_path / "cfg").mkdir()
+    (tmp_path / "cfg" / "job.yaml").write_text("name: job\n")
+    (tmp_path / "cfg" / "sub").mkdir()
+    (tmp_path / "cfg" / "sub" / "schema.json").write_text("{}")
+    (tmp_path / "cfg" / "__pycache__").mkdir()
+    (tmp_path / "cfg" / "__pycache__" / "x.pyc").write_bytes(b"junk")
+    (tmp_path / "cfg" / ".git").mkdir()
+    (tmp_path / "cfg" / ".git" / "HEAD").write_text("ref\n")
+    (tmp_path / "model.h5").write_bytes(b"\x89HDF" + b"\0" * 100)
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+def test_relative_paths_directories_and_pairs(tree):
+    got = resolve_files(["model.h5", "cfg", (str(tree / "model.h5"), "models/m.h5"), tree / "cfg" / "job.yaml"])
+    assert [arc for _src, arc in got] == ["cfg/job.yaml", "cfg/sub/schema.json", "model.h5", "models/m.h5"]
+    assert all(os.path.isabs(src) and os.path.isfile(src) for src, _ in got)
+    assert dict((a, s) for s, a in got)["models/m.h5"] == str(tree / "model.h5")
+
+
+def test_paths_outside_the_current_directory_are_refused_with_the_pair_to_use(tree, tmp_path_factory):
+    outside = tmp_path_factory.mktemp("elsewhere") / "cfg.yaml"
+    outside.write_text("x: 1\n")
+    for entry in (str(outside), os.path.relpath(str(outside))):
+        with pytest.raises(SpecError) as e:
+            resolve_files([entry])
+        msg = str(e.value)
+        assert "outside the current directory" in msg and "'cfg.yaml')" in msg and "\n" not in msg
+    assert resolve_files([(str(outside), "cfg.yaml")]) == ((str(outside), "cfg.yaml"),)
+
+
+@pytest.mark.parametrize("files,words", [
+    ("model.h5", ["expected a list of paths", "files=['model.h5']"]),
+    ([42], ["42", "int"]),
+    ([("model.h5", "/etc/x")], ["sandbox name", "/etc/x"]),
+    ([("model.h5", "../x")], ["sandbox name"]),
+    ([("model.h5", "m"), ("cfg/job.yaml", "m")], ["two files would be m"]),
+])
+def test_bad_entries_are_spec_errors(tree, files, words):
+    with pytest.raises(SpecError) as e:
+        resolve_files(files)
+    for w in words:
+        assert w in str(e.value), str(e.value)
+    assert e.value.exit_code == 1
+
+
+def test_a_missing_file_is_one_line_naming_it_and_the_fix(tree):
+    with pytest.raises(InputMissing) as e:
+        resolve_files(["model.h5", "data/missing.csv"])
+    msg = str(e.value)
+    assert e.value.exit_code == 2 and "\n" not in msg
+    assert "data/missing.csv does not exist" in msg and "fix the path" in msg
+
+
+def test_copies_are_named_by_content_and_clash_with_scripts_checked(tree, monkeypatch):
+    monkeypatch.setenv("PONCHO_WQ_CACHE", str(tree / "cache"))
+    (copy, name), = sandbox_inputs(resolve_files(["model.h5"]))
+    assert name == "model.h5" and open(copy, "rb").read() == (tree / "model.h5").read_bytes()
+    (tree / "model.h5").write_bytes(b"edited")
+    (copy2, _), = sandbox_inputs(resolve_files(["model.h5"]))
+    assert copy2 != copy and open(copy2, "rb").read() == b"edited"
+    # a file named like a command script: the same bytes are left to the script, different bytes refused
+    (tree / "job.py").write_text("print(1)\n")
+    assert sandbox_inputs(resolve_files(["job.py"]), scripts=[(str(tree / "job.py"), "job.py")]) == []
+    (tree / "other").mkdir()
+    (tree / "other" / "job.py").write_text("print(2)\n")
+    with pytest.raises(SpecError) as e:
+        sandbox_inputs(resolve_files([("other/job.py", "job.py")]), scripts=[(str(tree / "job.py"), "job.py")])
+    assert "two different files would be job.py" in str(e.value)
+
+
+def test_ponchotask_refuses_a_missing_file_before_building(tree, monkeypatch):
+    """The check runs before the analysis and the build: nothing lands in the cache."""
+    import poncho_wq
+
+    monkeypatch.setenv("PONCHO_WQ_CACHE", str(tree / "cache"))
+    (tree / "job.py").write_text("import six\n")
+    with pytest.raises(InputMissing) as e:
+        poncho_wq.PonchoTask("python3 job.py", files=["nope.yaml"])
+    assert "nope.yaml does not exist" in str(e.value)
+    assert not (tree / "cache").exists()
+
+
+JOB = '''\
+import json, sys
+cfg = json.load(open("conf/settings.json"))
+print("RESULT", sys.argv[1], cfg["v"], open("model.bin").read(), open("weights/w.txt").read().strip())
+'''
+
+
+@pytest.mark.e2e
+def test_files_reach_the_sandbox_on_real_workers(cluster, tmp_path):
+    d = tmp_path / "submit"
+    (d / "conf").mkdir(parents=True)
+    (d / "job.py").write_text(JOB)
+    (d / "conf" / "settings.json").write_text(json.dumps({"v": 7}))
+    (d / "conf" / "notes.txt").write_text("a directory ships whole\n")
+    elsewhere = tmp_path / "models"
+    (elsewhere / "w").mkdir(parents=True)
+    (elsewhere / "model.bin").write_text("MODEL")
+    (elsewhere / "w" / "w.txt").write_text("W1\n")
+    files = ["conf", [str(elsewhere / "model.bin"), "model.bin"], [str(elsewhere / "w"), "weights"]]
+    cluster.start_manager("project_manager.py", ["--command", "python3 job.py {i}", "--files", json.dumps(files)],
+                          str(d), str(tmp_path / "cache"))
+    cluster.start_worker()
+    out = cluster.wait_results()
+    assert [r["return_status"] for r in out["results"]] == [0, 0], out
+    lines = sorted(line for r in out["results"] for line in r["output"].splitlines() if line.startswith("RESULT"))
+    assert lines == ["RESULT 0 7 MODEL W1", "RESULT 1 7 MODEL W1"], out
