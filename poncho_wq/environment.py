@@ -105,9 +105,18 @@ class Environment:
     def __init__(self, spec: Optional[Spec] = None, tarball: Optional[str] = None,
                  local_files: Iterable[Tuple[str, str]] = (), analysis: Optional["Analysis"] = None,
                  engine: Optional[str] = None, python: Optional[str] = None, source: str = "index",
-                 layered: bool = False):
+                 layered: bool = False, target: Optional[str] = None):
         if (spec is None) == (tarball is None):
             raise SpecError("an Environment needs exactly one of a spec or a tarball")
+        if target is not None:
+            # The build target (poncho_wq.target) becomes part of the spec, hence of its digest, the cache key and
+            # this environment's identity.
+            if spec is None:
+                raise SpecError("target={!r} applies to an environment built from a spec; a prebuilt tarball "
+                                "already has its floor (poncho/floor.json): leave target out".format(target))
+            from .engines import with_target
+
+            spec = with_target(spec, target)
         if source not in ("index", "current"):
             raise SpecError("source={!r} is not valid here; expected 'index' or 'current' ('auto' is resolved by "
                             "Environment.from_script)".format(source))
@@ -136,9 +145,12 @@ class Environment:
     # -- constructors -------------------------------------------------------------------------------------
     @classmethod
     def from_spec(cls, spec: Union[Spec, Mapping[str, Any], str, "os.PathLike[str]"], *,
-                  engine: Optional[str] = None, python: Optional[str] = None) -> "Environment":
-        """From a :class:`~poncho_wq.spec.Spec`, a dict, or a path to a spec file."""
-        return cls(spec=as_spec(spec), engine=engine, python=python)
+                  engine: Optional[str] = None, python: Optional[str] = None,
+                  target: Optional[str] = None) -> "Environment":
+        """From a :class:`~poncho_wq.spec.Spec`, a dict, or a path to a spec file; *target*: the oldest worker it
+        must run on, e.g. ``"manylinux_2_28_x86_64"`` (overrides the spec's ``target``, see
+        :mod:`poncho_wq.target`)."""
+        return cls(spec=as_spec(spec), engine=engine, python=python, target=target)
 
     @classmethod
     def from_tarball(cls, path: Union[str, "os.PathLike[str]"]) -> "Environment":

@@ -72,6 +72,8 @@ class Spec:
     pip: Tuple[str, ...] = ()
     git: Tuple[Tuple[str, GitSource], ...] = ()
     http: Tuple[Tuple[str, HttpSource], ...] = ()
+    #: the oldest worker it must run on, a manylinux tag (poncho_wq.target), e.g. "manylinux_2_28_x86_64"
+    target: Optional[str] = None
 
     @property
     def python_version(self):
@@ -102,6 +104,8 @@ class Spec:
             out["git"] = {k: _drop_none(dataclasses.asdict(v)) for k, v in self.git}
         if self.http:
             out["http"] = {k: _drop_none(dataclasses.asdict(v)) for k, v in self.http}
+        if self.target:
+            out["target"] = self.target
         return out
 
     def dumps(self):
@@ -130,6 +134,8 @@ class Spec:
             parts.append("pip: " + " ".join(self.pip))
         if self.data_variables:
             parts.append("data: " + " ".join(self.data_variables))
+        if self.target:
+            parts.append("for " + self.target)
         text = "; ".join(parts) or "(empty)"
         return text if len(text) <= limit else text[: limit - 3] + "..."
 
@@ -346,7 +352,7 @@ def _parse_http(value):
     return tuple(sorted(out))
 
 
-_TOP_KEYS = ("python", "conda", "pip", "git", "http", "modules")
+_TOP_KEYS = ("python", "conda", "pip", "git", "http", "modules", "target")
 _ENV_YML_KEYS = ("name", "channels", "dependencies", "prefix")
 
 
@@ -395,6 +401,11 @@ def _parse_poncho(data, conda_field="conda"):
                 "a Python version such as '3.11' or '3.11.7'")
     git = _parse_git(data["git"]) if "git" in data else ()
     http = _parse_http(data["http"]) if "http" in data else ()
+    target = data.get("target")
+    if target is not None:
+        from .target import parse_target
+
+        target = parse_target(target, "spec field target").tag
     both = sorted(set(name for name, _ in git) & set(name for name, _ in http))
     if both:
         # One name, two sources: both would be written to <prefix>/NAME.
@@ -405,6 +416,7 @@ def _parse_poncho(data, conda_field="conda"):
         pip=tuple(normalized[k] for k in sorted(normalized)),
         git=git,
         http=http,
+        target=target,
     )
 
 

@@ -46,6 +46,10 @@ def parser(prog=PROG):
     p.add_argument("--python", metavar="PATH",
                    help="base interpreter for the portable engine, environment to copy from for the current one "
                    "(default: the one running this command)")
+    p.add_argument("--target", metavar="TAG",
+                   help="the oldest worker the environment must run on, as a manylinux tag such as "
+                   "manylinux_2_28_x86_64 (RHEL 8) or manylinux_2_17_aarch64: only wheels for it, an interpreter "
+                   "that runs there, conda packages solved for it (overrides the spec's target)")
     p.add_argument("--cache-dir", metavar="DIR", help="cache directory (default $PONCHO_WQ_CACHE or "
                    "$XDG_CACHE_HOME/poncho_wq or ~/.cache/poncho_wq)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress on stderr (default: a live line per phase "
@@ -79,7 +83,7 @@ def _create(argv, prog=PROG):
     # debug log lines would tear a live line apart, so phases are plain lines then.
     progress = Progress(args.quiet, tty=False if settings().debug else None)
     result = create(spec, args.output, engine=args.engine, python=args.python, use_cache=not args.no_cache,
-                    cache_dir=args.cache_dir, progress=progress)
+                    cache_dir=args.cache_dir, progress=progress, target=args.target)
     if not args.quiet:
         print("{}: {} ({:.1f} MB, {}, key {}) in {:.1f} s".format(
             prog, args.output, result.size / 1e6, "cache hit" if result.cache_hit else "built",

@@ -124,6 +124,9 @@ class PortableEngine(Engine):
         if spec.conda:
             raise SpecError("the spec has a conda section ({}); the portable engine installs only pip packages: "
                             "use --engine conda (or auto)".format(" ".join(spec.conda.packages)))
+        from .portable import check_target
+
+        check_target(spec, python)  # the interpreter's own floor against spec.target, before anything is built
 
     def identity(self, spec, python):
         return {"python": _interpreter_identity(python)}
@@ -140,6 +143,12 @@ class CurrentEngine(Engine):
 
     name = "current"
     takes_python = True
+
+    def check(self, spec, python):
+        super().check(spec, python)
+        from .portable import check_target
+
+        check_target(spec, python, "current")
 
     def identity(self, spec, python):
         from .current import installed_identity
@@ -205,10 +214,22 @@ def _write(path, text, mode=0o644):
     os.chmod(path, mode)
 
 
-def build_prefix(spec, prefix, *, engine=None, python=None, progress=None):
-    """Populate the new (or empty) directory *prefix* with the environment *spec* (not packed); return its floor
-    (:func:`poncho_wq.floor.prefix_floor`), also written to ``poncho/floor.json``."""
+def with_target(spec, target=None):
+    """*spec* with its build target replaced by *target* (a manylinux tag, see :mod:`poncho_wq.target`) when one is
+    given: the target is part of the spec, so of its digest and of the cache key."""
     spec = as_spec(spec)
+    if target is None:
+        return spec
+    from ..target import parse_target
+
+    return dataclasses.replace(spec, target=parse_target(target, "target").tag)
+
+
+def build_prefix(spec, prefix, *, engine=None, python=None, progress=None, target=None):
+    """Populate the new (or empty) directory *prefix* with the environment *spec* (not packed); return its floor
+    (:func:`poncho_wq.floor.prefix_floor`), also written to ``poncho/floor.json``. A build target (*target*, or
+    the spec's) that the floor is above is a BuildError naming the file that needs more."""
+    spec = with_target(spec, target)
     eng = get_engine(spec, engine)
     eng.check(spec, python)
     progress = as_progress(progress)
@@ -216,9 +237,13 @@ def build_prefix(spec, prefix, *, engine=None, python=None, progress=None):
         raise BuildError("build prefix {} is not empty".format(prefix))
     os.makedirs(prefix, exist_ok=True)
     eng.populate(spec, prefix, python, progress)
-    from .bytecode import compile_prefix
+    from ..target import parse_target
 
-    compile_prefix(prefix, progress)
+    target = parse_target(spec.target) if spec.target else None
+    if target is None or not target.is_cross():
+        from .bytecode import compile_prefix
+
+        compile_prefix(prefix, progress)  # by the environment's own interpreter: not for another architecture
     if spec.git or spec.http:
         from .data import fetch_data
 
@@ -233,7 +258,15 @@ def build_prefix(spec, prefix, *, engine=None, python=None, progress=None):
     ensure_history(prefix, eng.name)
     from ..floor import write_floor
 
-    return write_floor(prefix)
+    floor = write_floor(prefix)
+    if target is not None:
+        from ..target import floor_problem
+
+        problem = floor_problem(floor, target)
+        if problem:
+            raise BuildError("the environment cannot run on its target {}: {}; pin an older version of the package "
+                             "that ships this file, or build with the conda engine".format(target.tag, problem))
+    return floor
 
 
 def _build_and_pack(spec, engine, python, progress, output):
@@ -257,15 +290,18 @@ def _build_and_pack(spec, engine, python, progress, output):
         shutil.rmtree(prefix, ignore_errors=True)
 
 
-def create(spec, output=None, *, engine=None, python=None, use_cache=True, cache_dir=None, progress=None):
+def create(spec, output=None, *, engine=None, python=None, use_cache=True, cache_dir=None, progress=None,
+           target=None):
     """Build (or find in the cache) the packed environment for *spec*; return a :class:`BuildResult`.
 
     *spec*: Spec, dict or path. *output*: where the tarball should also appear (None: leave it in the cache).
     With ``use_cache=False`` the tarball is built straight into *output* (required then), via a temporary
     directory next to it and an atomic rename. *progress*: None (silent), True (stderr), a callable that gets each
-    :class:`poncho_wq.progress.ProgressEvent`, or a :class:`poncho_wq.progress.Progress`.
+    :class:`poncho_wq.progress.ProgressEvent`, or a :class:`poncho_wq.progress.Progress`. *target*: the oldest
+    worker the environment must run on (``manylinux_2_28_x86_64``, see :mod:`poncho_wq.target`), overriding the
+    spec's ``target``.
     """
-    spec = as_spec(spec)
+    spec = with_target(spec, target)
     engine = get_engine(spec, engine)
     engine.check(spec, python)
     progress = as_progress(progress)

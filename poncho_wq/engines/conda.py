@@ -22,6 +22,14 @@ Failures carry the solver's own explanation, which names the missing package or 
 engine, a request the solver cannot satisfy (an unknown package, no version matching, conflicting requirements) is a
 bad spec: :class:`~poncho_wq.errors.SpecError`, exit code 1, as for any other bad input. An unreachable channel or a
 failed download or install is a :class:`~poncho_wq.errors.BuildError` (exit code 3): the same spec may build later.
+
+**Build targets** (``spec.target``, :mod:`poncho_wq.target`): the solve is for the target's subdir (``linux-64``
+or ``linux-aarch64``: conda packages are plain files, so cross-building needs no emulation) with the virtual
+packages of the target instead of this machine's: ``__glibc`` at the target's version (conda-forge packages built
+for a newer glibc depend on ``__glibc >=2.28`` or more, so the solver picks builds that run there), ``__unix``,
+``__linux`` and ``__archspec`` (the target's base architecture). External tools get the same through
+``--platform`` and ``CONDA_OVERRIDE_GLIBC``. A cross-built prefix is not run here: no bytecode is compiled for it
+and a pip section is refused (pip would have to run the target's python).
 """
 
 import asyncio
@@ -79,6 +87,15 @@ def spec_channels(spec):
     return [channel_url(c) for c in (spec.conda.channels or DEFAULT_CHANNELS)]
 
 
+def spec_target(spec):
+    """The spec's :class:`poncho_wq.target.Target`, or None."""
+    if not spec.target:
+        return None
+    from ..target import parse_target
+
+    return parse_target(spec.target)
+
+
 def build_conda_prefix(spec, prefix, progress=None):
     """Install the spec's conda packages into *prefix* (new or empty), then its pip requirements.
 
@@ -88,6 +105,12 @@ def build_conda_prefix(spec, prefix, progress=None):
     progress = as_progress(progress)
     if not spec.conda or not spec.conda.packages:
         raise BuildError("the conda engine needs a spec with conda packages")
+    target = spec_target(spec)
+    if target is not None and target.is_cross() and spec.pip:
+        raise SpecError("pip: the pip section ({}) cannot be installed for the target {} on this {} machine (pip "
+                        "runs the environment's own python); put the packages in conda.packages instead (most are "
+                        "on conda-forge), or build on a {} machine".format(
+                            " ".join(spec.pip), target.tag, _host(), target.machine))
     tool = conda_tool()
     if tool:
         progress.info("conda engine: %s", tool)
@@ -102,7 +125,25 @@ def build_conda_prefix(spec, prefix, progress=None):
             raise BuildError(_no_python_message(spec))
         from .pip import pip_install
 
-        pip_install(python, spec.pip, progress)
+        pip_install(python, spec.pip, progress, target=target)
+
+
+def _host():
+    from ..target import host_machine
+
+    return host_machine()
+
+
+def target_virtual_packages(target):
+    """The virtual packages a worker of *target* has (see the module docstring)."""
+    from rattler import BuildString, GenericVirtualPackage, PackageName, Version
+
+    def virtual(name, version, build="0"):
+        return GenericVirtualPackage(PackageName(name), Version(version), BuildString(build))
+
+    # __linux: the oldest kernel conda-forge supports for the target's era; packages ask for >=3.10 at most.
+    return [virtual("__unix", "0"), virtual("__linux", "3.10"), virtual("__glibc", target.glibc_text),
+            virtual("__archspec", "1", target.machine)]
 
 
 def prefix_python(prefix):
@@ -124,11 +165,14 @@ def _install_with_rattler(spec, prefix, progress):
                           "pip install py-rattler".format(e))
     channels = spec_channels(spec)
     packages = list(spec.conda.packages)
-    platform = current_subdir()
-    with progress.phase("solve", "{} package(s) from {}".format(len(packages), " ".join(channels))):
+    target = spec_target(spec)
+    platform = target.subdir if target else current_subdir()
+    virtual_packages = target_virtual_packages(target) if target else VirtualPackage.detect()
+    with progress.phase("solve", "{} package(s) from {}{}".format(len(packages), " ".join(channels),
+                                                                   " for " + target.tag if target else "")):
         try:
             records = asyncio.run(solve(channels, packages, platforms=[platform, "noarch"],
-                                        virtual_packages=VirtualPackage.detect()))
+                                        virtual_packages=virtual_packages))
         except Exception as e:  # rattler's SolverError, GatewayError, ...: the message is the explanation
             if _is_solver_error(e):
                 raise SpecError("conda.packages: {} cannot be satisfied from channels {}; check the package names "
@@ -143,7 +187,8 @@ def _install_with_rattler(spec, prefix, progress):
         try:
             # requested_specs: py-rattler 0.28 rejects its own MatchSpec wrapper here; the inner object works.
             asyncio.run(install(records, prefix, cache_dir=pkgs_dir, show_progress=False,
-                                requested_specs=[MatchSpec(p)._match_spec for p in packages]))
+                                requested_specs=[MatchSpec(p)._match_spec for p in packages],
+                                **_install_platform(target)))
         except Exception as e:
             raise PonchoError("installing the conda packages into {} failed:\n{}".format(prefix, _rattler_message(e)),
                               exit_code=3)
@@ -171,6 +216,18 @@ def _unsatisfied(packages, message):
     return " ".join(repr(p) for p in ([p for p in packages if mentioned(p)] or packages))
 
 
+def _install_platform(target):
+    """install()'s ``platform`` for a target build: the target's subdir (it decides e.g. the noarch python
+    entry-point layout); none otherwise (this machine's)."""
+    if target is None:
+        return {}
+    try:
+        from rattler import Subdir
+    except ImportError:  # pragma: no cover - older py-rattler
+        from rattler import Platform as Subdir
+    return {"platform": Subdir(target.subdir)}
+
+
 def current_subdir():
     """This machine's conda subdir ("linux-64"); py-rattler renamed Platform to Subdir (0.28 warns on Platform)."""
     try:
@@ -190,6 +247,9 @@ def tool_command(tool, spec, prefix):
     cmd = [tool, "create", "--yes", "--prefix", prefix]
     if name.startswith("micromamba"):
         cmd.append("--no-rc")
+    target = spec_target(spec)
+    if target is not None:
+        cmd += ["--platform", target.subdir]
     cmd.append("--override-channels")
     for channel in spec_channels(spec):
         cmd += ["--channel", channel]
@@ -208,6 +268,9 @@ def _install_with_tool(tool, spec, prefix, progress):
         open(empty_rc, "w").close()
         env = dict(os.environ)
         env.update(CONDARC=empty_rc, MAMBARC=empty_rc, CONDA_CHANNEL_PRIORITY="strict")
+        target = spec_target(spec)
+        if target is not None:  # the worker's glibc, not ours (see the module docstring)
+            env.update(CONDA_OVERRIDE_GLIBC=target.glibc_text, CONDA_SUBDIR=target.subdir)
         for var in ("CONDA_CHANNELS", "CONDA_DEFAULT_CHANNELS", "CONDA_PREFIX", "CONDA_DEFAULT_ENV",
                     "PYTHONPATH", "PYTHONHOME"):
             env.pop(var, None)

@@ -591,3 +591,46 @@ def copy_interpreter(base_python, prefix, *, strip=True, cache_root=None, phase=
         phase.note("interpreter base {} {}: {} files linked{}".format(
             os.path.basename(base_dir)[:12], "reused" if reused else "prepared", placed["files_linked"], copied))
     return os.path.join(prefix, record["executable"])
+
+
+# --- the interpreter's own floor (build targets, issue 19) --------------------------------------------------------
+
+def interpreter_floor(base_python):
+    """The floor (:func:`poncho_wq.floor.prefix_floor`'s dict) of the files a copy of *base_python* ships: its
+    executable, libpython and lib-dynload modules, read from the originals before anything is copied."""
+    from ..floor import _version_key, elf_needs
+
+    info = probe_interpreter(base_python)
+    files = [p for p in (info["executable"], _libpython(info)) if p]
+    for directory in sorted({info["stdlib"], info["platstdlib"]}):
+        dynload = os.path.join(directory, "lib-dynload")
+        if os.path.isdir(dynload):
+            files += [os.path.join(dynload, n) for n in sorted(os.listdir(dynload))]
+    floor = {"machine": None, "libc": None, "glibc": None, "glibc_by": None}
+    for path in files:
+        needs = elf_needs(path)
+        if needs is None:
+            continue
+        floor["machine"] = floor["machine"] or needs["machine"]
+        if "ld-musl" in (needs["interp"] or ""):
+            floor["libc"] = "musl"
+        version = needs["glibc"]
+        if version and (floor["glibc"] is None or _version_key(version) > _version_key(floor["glibc"])):
+            floor.update(glibc=version, glibc_by=os.path.relpath(path, info["base_prefix"]), libc="glibc")
+    return floor
+
+
+def check_interpreter_target(base_python, target, engine="portable"):
+    """Raise SpecError when the interpreter *base_python* (copied by the portable and current engines) cannot
+    run on *target* (a :class:`poncho_wq.target.Target`): the message names what it needs and the two fixes."""
+    from ..target import floor_problem
+
+    floor = interpreter_floor(base_python)
+    problem = floor_problem(floor, target)
+    if problem:
+        raise SpecError(
+            "target {}: the {} engine ships the interpreter {}, but {}. Either use the conda engine "
+            "(--engine conda with python in the spec's conda packages: conda-forge's python runs on glibc 2.17 "
+            "and builds for {} without emulation), or pass --python PATH to an interpreter built on a system "
+            "with glibc {} or older on {}".format(target.tag, engine, probe_interpreter(base_python)["executable"],
+                                                  problem, target.subdir, target.glibc_text, target.machine))

@@ -12,6 +12,13 @@ an EXTERNALLY-MANAGED marker (Debian's python), which a private copy may keep.
 Without uv we use the *base* pip with ``pip --python <target>`` (pip >= 22.3): pip then runs itself under the
 target interpreter, so the prefix needs no pip of its own and no ensurepip bootstrap (ensurepip is left out of
 portable prefixes to save space). A target that has its own pip (a conda prefix with pip) uses it directly.
+
+With a build target (:mod:`poncho_wq.target`, e.g. ``manylinux_2_28_x86_64``) only wheels for that platform are
+taken: uv gets ``--python-platform x86_64-manylinux_2_28`` and ``--only-binary :all:``; pip gets one
+``--platform`` per manylinux tag the target can run plus ``--only-binary=:all:``, and (pip refuses platform
+options otherwise) ``--target`` the interpreter's site-packages. Why only wheels: an sdist would be compiled here,
+against this machine's glibc, which is exactly what the target is meant to avoid. A package without a wheel for
+the target fails the build with the installer's message plus what to do.
 """
 
 import logging
@@ -31,23 +38,46 @@ def _has_pip(python_exe):
     return r.returncode == 0
 
 
-def installer_command(python_exe, use_uv=None):
-    """The argument list (without requirements) that installs into *python_exe*; also names the tool used."""
+def _site_packages(python_exe):
+    r = subprocess.run([python_exe, "-I", "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"],
+                       stdin=subprocess.DEVNULL, capture_output=True, text=True)
+    if r.returncode != 0:
+        raise BuildError("cannot ask {} for its site-packages:\n{}".format(python_exe, tail(r.stderr)))
+    return r.stdout.strip()
+
+
+def target_options(tool, target, python_exe=None):
+    """The installer options that select wheels for *target* (a :class:`poncho_wq.target.Target`), for *tool*
+    "uv" or "pip" (pip also needs *python_exe*, whose site-packages becomes its ``--target``)."""
+    if target is None:
+        return []
+    if tool == "uv":
+        return ["--python-platform", target.uv_platform(), "--only-binary", ":all:"]
+    out = ["--only-binary=:all:", "--upgrade", "--target", _site_packages(python_exe)]
+    for tag in target.pip_platforms():
+        out += ["--platform", tag]
+    return out
+
+
+def installer_command(python_exe, use_uv=None, target=None):
+    """The argument list (without requirements) that installs into *python_exe*, for *target* (a
+    :class:`poncho_wq.target.Target` or None: this machine); also names the tool used."""
     uv = find_tool("uv") if use_uv is not False else None
     if use_uv and not uv:
         raise BuildError("uv was requested but is not installed: pip install uv")
     if uv:
         return "uv", [uv, "pip", "install", "--python", python_exe, "--system", "--break-system-packages",
-                      "--no-progress"]
+                      "--no-progress"] + target_options("uv", target)
     common = ["install", "--disable-pip-version-check", "--no-warn-script-location", "--no-input",
-              "--break-system-packages"]
+              "--break-system-packages"] + target_options("pip", target, python_exe)
     if _has_pip(python_exe):
         return "pip", [python_exe, "-m", "pip"] + common
     return "pip", [sys.executable, "-m", "pip", "--python", python_exe] + common
 
 
-def pip_install(python_exe, requirements, progress=None, *, use_uv=None):
-    """Install PEP 508 *requirements* into the interpreter *python_exe* (a "pip" progress phase).
+def pip_install(python_exe, requirements, progress=None, *, use_uv=None, target=None):
+    """Install PEP 508 *requirements* into the interpreter *python_exe* (a "pip" progress phase), only wheels
+    for *target* (a target name or :class:`poncho_wq.target.Target`) when one is given.
 
     Raises BuildError (exit code 3) carrying the installer's own stderr (which names the requirement that could
     not be found or built) when the installation fails. An empty list does nothing.
@@ -56,7 +86,11 @@ def pip_install(python_exe, requirements, progress=None, *, use_uv=None):
     if not requirements:
         return
     progress = as_progress(progress)
-    tool, cmd = installer_command(python_exe, use_uv)
+    if target is not None:
+        from ..target import parse_target
+
+        target = parse_target(target)
+    tool, cmd = installer_command(python_exe, use_uv, target)
     env = dict(os.environ)
     # Only the spec decides what is installed: no user/venv state may leak into the prefix.
     for var in ("PIP_REQUIRE_VIRTUALENV", "PIP_USER", "PIP_TARGET", "PIP_PREFIX", "VIRTUAL_ENV",
@@ -64,8 +98,13 @@ def pip_install(python_exe, requirements, progress=None, *, use_uv=None):
         env.pop(var, None)
     env["PIP_NO_INPUT"] = "1"
     with progress.phase("pip", "{} requirement(s) with {}".format(len(requirements), tool)) as phase:
-        output = _run_watched(cmd + ["--"] + requirements if tool == "uv" else cmd + requirements,
-                              "{} could not install {}".format(tool, " ".join(requirements)), env, phase)
+        what = "{} could not install {}".format(tool, " ".join(requirements))
+        if target is not None:
+            what += (" for the target {} (only wheels for it are taken: a package without such a wheel needs "
+                     "another version, a lower target, or the conda engine with the package from conda-forge)"
+                     .format(target.tag))
+        output = _run_watched(cmd + ["--"] + requirements if tool == "uv" else cmd + requirements, what, env,
+                              phase)
         summary = [line.strip() for line in output.splitlines()
                    if line.startswith(("Installed ", "Successfully installed "))]
         if summary:

@@ -7,6 +7,12 @@ Inside :func:`poncho_wq.engines.create` the copy is hard-linked from an *interpr
 interpreter in the build cache, so the interpreter step costs ~0.1 s and the build time is uv's plus the pack.
 The dispatcher then adds ``conda-meta/history`` so that conda-pack packs the prefix exactly like a conda one and
 its ``conda-unpack`` rewrites the console-script shebangs on the worker.
+
+With a build target (``spec.target``, :mod:`poncho_wq.target`) the base interpreter's own floor is checked first
+(:func:`.interpreter.check_interpreter_target`): a copy of an interpreter built here needs this machine's glibc
+(2.35 for the pyenv build on Debian 12), and no choice of wheels makes it run on an older worker. The fix is an
+interpreter built on the older system (``--python``) or the conda engine. The pip section then takes only wheels
+for the target.
 """
 
 import os
@@ -14,7 +20,7 @@ import sys
 
 from ..errors import PonchoError
 from ..progress import as_progress
-from .interpreter import copy_interpreter, probe_interpreter
+from .interpreter import check_interpreter_target, copy_interpreter, probe_interpreter
 from .pip import pip_install
 
 
@@ -36,14 +42,23 @@ def check_version(spec, info, python):
                                                                          wanted, wanted))
 
 
+def check_target(spec, python=None, engine="portable"):
+    """Raise SpecError when the spec has a target the base interpreter cannot run on (see the module docstring)."""
+    if spec.target:
+        from ..target import parse_target
+
+        check_interpreter_target(base_python(python), parse_target(spec.target), engine)
+
+
 def build_portable_prefix(spec, prefix, python=None, progress=None):
     """Populate *prefix* with a relocatable copy of the base interpreter and the spec's pip packages."""
     progress = as_progress(progress)
     python = base_python(python)
     info = probe_interpreter(python)
     check_version(spec, info, python)
+    check_target(spec, python)
     with progress.phase("install", "python {} from {}".format(info["version"], python)) as phase:
         # Inside create(): placed from the interpreter base cached once per interpreter (see .interpreter).
         exe = copy_interpreter(python, prefix, phase=phase)
-    pip_install(exe, spec.pip, progress)
+    pip_install(exe, spec.pip, progress, target=spec.target)
     return exe

@@ -1,0 +1,118 @@
+#!/usr/bin/env bash
+# A Debian 11 (bullseye, glibc 2.31) root for tests on a real older system (issue 19), with a CPython compiled
+# inside it (so built against glibc 2.31) at /opt/python3.9: an environment built here from that interpreter
+# (--python <root>/opt/python3.9/bin/python3.9 --target manylinux_2_31_x86_64) runs in the root; one built from
+# this machine's interpreter (GLIBC_2.35) must be refused by the run shim before it unpacks anything.
+#   bash dev/debian11-root.sh        # prints the root's path on stdout (builds it once, then reuses it)
+# Exit codes: 0 ready; 75 the Debian registry cannot be reached (tests skip, loudly); other: a real failure.
+#
+# Why these choices:
+# - debootstrap --variant=minbase plus a C compiler: the smallest root that has a dynamic loader, a libc,
+#   coreutils, a POSIX sh and tar/gzip (what the shim needs) and can compile CPython. CI builds it once per run
+#   (the whole suite must stay under 15 min): measured 1 min for debootstrap and ~4 min for CPython on 2 cores.
+# - Why not Debian's own python3.9 package: it says Py_ENABLE_SHARED with its libpython in /usr/lib (a separate
+#   package) and its site.py puts only dist-packages directories on sys.path, never the site-packages the
+#   installers write to, so a copy of it cannot become a portable environment. CPython is compiled instead from
+#   the source of Debian's package (the upstream tarball python3.9_3.9.2.orig.tar.xz from Debian's pool, checked
+#   against the sha256 in bullseye's Sources index), without Debian's patches, configured plainly (static
+#   libpython, no ensurepip); only zlib and libffi headers are added (no ssl: the installers run on the host).
+# - Cached under ~/.cache (XDG_CACHE_HOME honoured), built in a temporary sibling directory and renamed into
+#   place under a lock: a killed build leaves no half root that a later run would use, and two concurrent runs
+#   build it once. A stamp file inside records how it was made; a root without it is built again.
+# - The mirror is the one apt on this machine uses (deb.debian.org); DEBIAN11_MIRROR overrides it for the script
+#   only (a dev script's knob, not a poncho_wq setting).
+set -euo pipefail
+
+mirror=${DEBIAN11_MIRROR:-http://deb.debian.org/debian}
+cache=${XDG_CACHE_HOME:-$HOME/.cache}/poncho_wq
+root=$cache/debian11-root
+stamp_text="debian11-root v2 minbase bullseye cpython-3.9.2 $mirror"
+src_name=python3.9_3.9.2.orig.tar.xz
+src_sha256=3c2034c54f811448f516668dce09d24008a0716c3a794dd8639b5388cbde247d
+
+if [ "$(cat "$root/.poncho-root-stamp" 2>/dev/null)" = "$stamp_text" ]; then
+  echo "$root"
+  exit 0
+fi
+
+if [ "$(id -u)" != 0 ]; then
+  echo "dev/debian11-root.sh: debootstrap and chroot need root" >&2
+  exit 1
+fi
+
+if ! command -v debootstrap >/dev/null 2>&1; then
+  echo "dev/debian11-root.sh: installing debootstrap (apt)" >&2
+  apt-get update -qq >&2 || :
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq debootstrap >&2
+fi
+
+fetch() {
+  if command -v curl >/dev/null 2>&1; then curl -fsS -m 30 -o /dev/null "$1"; else wget -q -T 30 -O /dev/null "$1"; fi
+}
+if ! fetch "$mirror/dists/bullseye/Release"; then
+  echo "dev/debian11-root.sh: the Debian registry $mirror cannot be reached (bullseye Release); set DEBIAN11_MIRROR to a reachable mirror" >&2
+  exit 75
+fi
+
+mkdir -p "$cache"
+exec 9>"$cache/.debian11-root.lock"
+flock 9
+# Another run may have finished while we waited for the lock.
+if [ "$(cat "$root/.poncho-root-stamp" 2>/dev/null)" = "$stamp_text" ]; then
+  echo "$root"
+  exit 0
+fi
+# We hold the lock: leftovers are from killed runs (a mount left in one would make rm fail loudly, not silently).
+for old in "$cache"/.tmp-debian11-root.* "$root".old.*; do
+  [ -e "$old" ] || continue
+  echo "dev/debian11-root.sh: removing leftover $old" >&2
+  umount -R "$old/proc" 2>/dev/null || :
+  rm -rf --one-file-system "$old"
+done
+tmp=$(mktemp -d "$cache/.tmp-debian11-root.XXXXXX")
+trap 'umount -R "$tmp/proc" 2>/dev/null || :; rm -rf --one-file-system "$tmp"' EXIT
+start=$(date +%s)
+echo "dev/debian11-root.sh: debootstrap bullseye from $mirror into $tmp (about a minute)" >&2
+if ! debootstrap --variant=minbase --include=gcc,make,libc6-dev,zlib1g-dev,libffi-dev,xz-utils \
+    bullseye "$tmp" "$mirror" >"$tmp.log" 2>&1; then
+  tail -n 30 "$tmp.log" >&2
+  cat "$tmp/debootstrap/debootstrap.log" 2>/dev/null | tail -n 30 >&2 || :
+  rm -f "$tmp.log"
+  echo "dev/debian11-root.sh: debootstrap failed (log above)" >&2
+  exit 1
+fi
+rm -f "$tmp.log"
+# Downloaded .debs and apt lists: 30 MB nobody needs.
+rm -rf "$tmp"/var/cache/apt/archives/*.deb "$tmp"/var/lib/apt/lists/*
+echo "dev/debian11-root.sh: $(( $(date +%s) - start )) s; compiling CPython 3.9.2 inside the root (a few minutes)" >&2
+if command -v curl >/dev/null 2>&1; then
+  curl -fsS -m 300 -o "$tmp/$src_name" "$mirror/pool/main/p/python3.9/$src_name"
+else
+  wget -q -T 300 -O "$tmp/$src_name" "$mirror/pool/main/p/python3.9/$src_name"
+fi
+echo "$src_sha256  $tmp/$src_name" | sha256sum -c --quiet >&2
+mkdir -p "$tmp/usr/src/cpython"
+tar -xJf "$tmp/$src_name" -C "$tmp/usr/src/cpython" --strip-components=1
+rm -f "$tmp/$src_name"
+jobs=$(nproc 2>/dev/null || echo 2)
+if ! chroot "$tmp" /usr/bin/env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin /bin/sh -c \
+    "cd /usr/src/cpython && ./configure --prefix=/opt/python3.9 --without-ensurepip && make -j$jobs && make install" \
+    >"$tmp.log" 2>&1; then
+  tail -n 40 "$tmp.log" >&2
+  rm -f "$tmp.log"
+  echo "dev/debian11-root.sh: compiling CPython inside the root failed (log above)" >&2
+  exit 1
+fi
+rm -f "$tmp.log"
+rm -rf "$tmp/usr/src/cpython"
+chroot "$tmp" /opt/python3.9/bin/python3.9 -c 'import zlib, ctypes, json' >&2 || {
+  echo "dev/debian11-root.sh: the root's /opt/python3.9 does not start" >&2; exit 1; }
+echo "$stamp_text" >"$tmp/.poncho-root-stamp"
+if [ -e "$root" ]; then
+  mv "$root" "$root.old.$$"
+  rm -rf --one-file-system "$root.old.$$"
+fi
+mv "$tmp" "$root"
+trap - EXIT
+echo "dev/debian11-root.sh: ready in $(( $(date +%s) - start )) s: $root" >&2
+echo "$root"
