@@ -69,7 +69,7 @@ INPUT_STORES = ("interpreters", "bytecode", "wheels", "analyze")
 
 #: sha256 of cache files already checked by this process, by file identity (path, device, inode, size, mtime,
 #: ctime): any write, chmod or rename changes ctime, so a changed file is hashed again.
-_digests = {}
+_digests: dict = {}
 register(_digests.clear)
 
 

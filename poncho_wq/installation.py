@@ -47,7 +47,7 @@ import platform
 import re
 import sys
 from importlib.machinery import EXTENSION_SUFFIXES
-from typing import Dict, FrozenSet, Iterable, List, Mapping, Optional, Tuple
+from typing import Dict, FrozenSet, Iterable, List, Mapping, Optional, Tuple, Union
 from urllib.parse import unquote, urlparse
 
 from packaging.utils import canonicalize_name
@@ -261,7 +261,7 @@ def _static_layout(prefix: str) -> Layout:
 
     purelib_rel = os.path.relpath(dirs[0], prefix) if dirs else os.path.join("lib", "site-packages")
     return Layout("", prefix, tuple(dict.fromkeys(dirs + extra)), tuple(dirs), (), os.path.join(prefix, "bin"),
-                  purelib_rel, default_environment(), False)
+                  purelib_rel, {k: str(v) for k, v in default_environment().items()}, False)
 
 
 def _layout(python: Optional[str], prefix: Optional[str]) -> Layout:
@@ -301,9 +301,9 @@ class Distribution:
         self.dist = dist
         self.key = key
         self._meta: Optional[Tuple[str, str]] = None
-        self._direct_url = False
+        self._direct_url: Union[bool, None, dict] = False  # False: not read yet
         self._files: Optional[FrozenSet[str]] = None
-        self._requires = False
+        self._requires: Optional[List[str]] = None
 
     def __repr__(self) -> str:
         return "<Distribution {} at {}>".format(self.key, self.meta_path)
@@ -324,7 +324,7 @@ class Distribution:
     @property
     def requires(self) -> List[str]:
         """Its ``Requires-Dist`` lines (markers and extras included)."""
-        if self._requires is False:
+        if self._requires is None:
             self._requires = list(self.dist.requires or ())
         return self._requires
 
@@ -370,7 +370,7 @@ class Distribution:
                     self._direct_url = json.loads(text)
                 except ValueError:
                     pass
-        return self._direct_url
+        return self._direct_url if isinstance(self._direct_url, dict) else None
 
     def local_source(self) -> Optional[str]:
         """The source directory of an editable / local-directory / local-file install, else None."""
@@ -475,7 +475,9 @@ def _index(layout: Layout, conda_prefix: str) -> _Index:
         for finder in sorted(glob.glob(os.path.join(glob.escape(site), "__editable___*_finder.py"))):
             for name, path in _finder_mapping(finder).items():
                 editable.setdefault(name, path)
-    conda, conda_by_import, conda_by_meta = {}, {}, {}
+    conda: Dict[str, dict] = {}
+    conda_by_import: Dict[str, dict] = {}
+    conda_by_meta: Dict[str, str] = {}
     if conda_prefix:
         conda = _conda_records(conda_prefix)
         sp = tuple(os.path.relpath(d, conda_prefix).replace(os.sep, "/") + "/"
@@ -489,9 +491,9 @@ def _index(layout: Layout, conda_prefix: str) -> _Index:
                         break
                 for s in sp:
                     if f.startswith(s):
-                        n = _module_name(f[len(s):].split("/", 1)[0])
-                        if n:
-                            conda_by_import.setdefault(n, rec)
+                        module = _module_name(f[len(s):].split("/", 1)[0])
+                        if module:
+                            conda_by_import.setdefault(module, rec)
                         break
     return _Index(by_name, by_import, editable, conda, conda_by_import, conda_by_meta)
 
@@ -558,14 +560,14 @@ class Installation:
         """(kind, path, root) of the top-level module *top* that import would find, whether or not metadata
         claims it: "pkg" (its ``__init__.py``), "py" or "ext"; None when it is not there."""
         for d in self.site_dirs:
-            found = _find_module(d, top)
-            if found:
-                return found + (d,)
+            in_dir = _find_module(d, top)
+            if in_dir:
+                return in_dir + (d,)
         path = self._index.editable.get(top)
         if path is not None:
-            found = _module_at(path)
-            if found:
-                return found
+            at = _module_at(path)
+            if at:
+                return at
         if self.layout.running:
             # Other meta-path finders of this process. find_spec of a top-level name runs the import system's
             # finders only, never the module's code.
@@ -668,9 +670,10 @@ def _finder_mapping(path: str) -> Dict[str, str]:
         # ``MAPPING = {...}`` in older setuptools, ``MAPPING: dict[str, str] = {...}`` in newer ones.
         targets = node.targets if isinstance(node, ast.Assign) else [node.target] if isinstance(
             node, ast.AnnAssign) and node.value is not None else []
-        if any(getattr(t, "id", "") == "MAPPING" for t in targets):
+        value_node = getattr(node, "value", None)
+        if value_node is not None and any(getattr(t, "id", "") == "MAPPING" for t in targets):
             try:
-                value = ast.literal_eval(node.value)
+                value = ast.literal_eval(value_node)
             except ValueError:
                 return {}
             if isinstance(value, dict):

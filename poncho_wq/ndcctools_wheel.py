@@ -44,7 +44,7 @@ PACKAGE = "ndcctools"
 _ZIP_TIME = (1980, 1, 1, 0, 0, 0)
 _VERSION_IN_BINARY = re.compile(rb"(\d+\.\d+\.\d+) (?:FINAL|RC\d+|PRE)")
 _lock = threading.Lock()
-_memo = {}
+_memo: dict = {}
 
 
 def installed_package_dir(name=PACKAGE):

@@ -129,7 +129,7 @@ def index_reachable():
     return ok, "{} {} ({})".format(url, "reachable" if ok else "unreachable", detail)
 
 
-_announced = set()  # (source, reason) already said on stderr
+_announced: set = set()  # (source, reason) already said on stderr
 register(_announced.clear)
 
 

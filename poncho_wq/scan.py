@@ -281,7 +281,7 @@ back by this code from the user's own cache directory).
     result would be served forever. Such files are simply parsed again next time.
     """
 
-    _memo = {}  # process-wide: path -> (size, mtime_ns, FileScan); makes a repeated analyze() cheap
+    _memo: dict = {}  # process-wide: path -> (size, mtime_ns, FileScan); makes a repeated analyze() cheap
 
     def __init__(self, enabled=True, root=None):
         self.enabled = enabled

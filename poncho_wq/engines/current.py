@@ -194,7 +194,7 @@ def _root_requirements(spec, index, env, warnings):
 
 
 #: Plans by (spec digest, the Installation object, which is replaced when its site dirs change).
-_PLAN_MEMO = {}
+_PLAN_MEMO: dict = {}
 register(_PLAN_MEMO.clear)
 
 
