@@ -106,7 +106,7 @@ class Progress:
         self.callback = callback
         self._stream = stream
         self._tty = tty
-        self.timings = {}
+        self.timings: dict = {}
         self._lock = threading.RLock()
         self._live = None  # the Phase drawn on the terminal's live line
         self._last_draw = 0.0
