@@ -64,6 +64,8 @@ SETTINGS: Tuple[Setting, ...] = (
             "one not in use"),
     Setting("PONCHO_PRIVATE_UNPACK", "worker", "`1`: a missing `--unpack-to` dir inside the task sandbox is unpacked "
             "in place as upstream does, not linked to the per-worker cache"),
+    Setting("PONCHO_SKIP_FLOOR_CHECK", "worker", "`1`: run an environment on a worker below its recorded floor "
+            "(another architecture, an older glibc) instead of exit 4 before unpacking"),
     Setting("PONCHO_WAIT_FOR_LOCK", "worker", "seconds `run_in_env` waits for another relocation (default 300)"),
 )
 

@@ -6,8 +6,12 @@ then dies in the dynamic loader with a message that names neither the cause nor 
 here, at build time, from the files themselves (not from the build machine): the ELF machine of every executable
 and shared object, the libc family from the program interpreter (``ld-linux`` vs ``ld-musl``), and the highest
 ``GLIBC_x.y`` symbol version any of them requires (the ``.gnu.version_r`` section: what ``objdump -p`` lists
-under "Version References"). It is stored in the cache metadata and in the tarball (``poncho/floor.json``), where
-a worker can compare it with what it has before unpacking.
+under "Version References"). It is stored in the cache metadata and in the tarball twice: ``poncho/floor.json``
+for programs, and ``poncho/floor`` (:data:`FLOOR_MEMBER`, ``key=value`` lines) for the run shim, which has only
+sh, tar and gzip. The packer writes ``poncho/floor`` as the archive's first member, so the shim reads it from the
+first 64 KiB of the decompressed stream and refuses a worker of another architecture or with an older C library
+*before* unpacking (see ``poncho_floor_ok`` in ``poncho_wq/data/poncho_package_run``), with one line naming what
+the environment needs, what the worker has and how to build for it.
 
 The ELF reading is a few ``struct`` calls on the section headers: no tool is needed and a file that is not ELF,
 or is truncated, is skipped.
@@ -133,12 +137,33 @@ def prefix_floor(prefix: str) -> Dict[str, object]:
     return {"machine": machine, "libc": libc, "glibc": best, "glibc_by": by}
 
 
+#: The sh-readable floor inside an environment (and the first member of its tarball: see :mod:`poncho_wq.pack`).
+FLOOR_MEMBER = "poncho/floor"
+#: The keys of :data:`FLOOR_MEMBER`, in order.
+FLOOR_KEYS = ("machine", "libc", "glibc", "glibc_by")
+
+
+def floor_text(floor: Dict[str, object]) -> str:
+    """*floor* as the shim reads it: one ``key=value`` line per :data:`FLOOR_KEYS` (empty value: unknown or no
+    requirement, not checked). A non-printable character becomes ``?``: the shim reads the file line by line,
+    compares the values and prints them in its message."""
+    lines = ["# what this environment needs of a machine (poncho_wq.floor; read by poncho_package_run and run_in_env)"]
+    for key in FLOOR_KEYS:
+        value = floor.get(key)
+        value = "" if value is None else "".join(c if c.isprintable() else "?" for c in str(value))
+        lines.append("{}={}".format(key, value))
+    return "\n".join(lines) + "\n"
+
+
 def write_floor(prefix: str) -> Dict[str, object]:
-    """Compute the floor of *prefix* and store it as ``poncho/floor.json`` inside it (for workers); return it."""
+    """Compute the floor of *prefix* and store it inside it as ``poncho/floor.json`` and :data:`FLOOR_MEMBER`
+    (for workers); return it."""
     floor = prefix_floor(prefix)
     path = os.path.join(prefix, "poncho", "floor.json")
     os.makedirs(os.path.dirname(path), exist_ok=True)
     with open(path, "w", encoding="utf-8") as f:
         json.dump(floor, f, sort_keys=True)
         f.write("\n")
+    with open(os.path.join(prefix, FLOOR_MEMBER), "w", encoding="utf-8") as f:
+        f.write(floor_text(floor))
     return floor

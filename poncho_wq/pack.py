@@ -32,6 +32,7 @@ import tarfile
 
 from .config import settings
 from .errors import BuildError
+from .floor import FLOOR_MEMBER
 from .fsutil import atomic_output
 from .progress import as_progress
 from .tools import die_with_parent, tail
@@ -108,7 +109,8 @@ class _DeterministicTar:
         of content (a large file reports as it is read, so a 1 GB member does not freeze the progress line)."""
         on_bytes = on_bytes or (lambda n: None)
         with tarfile.open(fileobj=stream, mode="w|", format=tarfile.PAX_FORMAT) as tar:
-            for target in sorted(self.members):
+            # poncho/floor first: the run shim reads it from the start of the stream before unpacking (floor.py).
+            for target in sorted(self.members, key=lambda t: (t != FLOOR_MEMBER, t)):
                 source, st, data = self.members[target]
                 info = tarfile.TarInfo(target)
                 info.mtime = mtime

@@ -191,7 +191,7 @@ def test_debug_prints_phase_timings(small, tmp_path):
     r = run_shim(["-e", small, "true"], env=shim_env(tmp_path / "root", PONCHO_DEBUG=1))
     assert r.returncode == 0, r.stderr
     phases = [line.split(": ")[1] for line in r.stderr.splitlines()]
-    assert phases == ["lock wait", "extract", "relocate", "activate"]
+    assert phases == ["floor check", "lock wait", "extract", "relocate", "activate"]
 
 
 def test_plain_conda_pack_tarball_in_the_worker_cache(plain, tmp_path):

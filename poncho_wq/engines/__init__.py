@@ -33,7 +33,7 @@ from ..spec import as_spec
 from ..tools import describe_os_error, tail
 
 #: Bumped whenever the archive layout or packing changes, so old cache entries are not reused.
-PACK_FORMAT = 2  # 2: checked-hash bytecode and poncho/floor.json in every environment
+PACK_FORMAT = 3  # 2: checked-hash bytecode and poncho/floor.json in every environment; 3: poncho/floor first
 
 
 @dataclasses.dataclass(frozen=True)
