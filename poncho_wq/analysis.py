@@ -527,6 +527,7 @@ def analyze(scripts, *, toplevel=False, function=None, pkg_mapping=None, extra_p
         if pin.version is None and re.match(r"^[A-Za-z0-9][A-Za-z0-9._\-]*$", pkg.strip()):
             warnings.append("extra package {} is not installed here: listed unpinned".format(pkg))
         pins[(pin.kind, canonicalize(pin.name))] = pin  # explicit wins over what the imports gave
+    _project_hint(files, pins, warnings)
     spec = _build_spec(env, list(pins.values()))
     local = dict(walk.local)
     local.update(_package_data(walk.local, warnings))
@@ -588,6 +589,117 @@ def _package_data(local, warnings):
                         "PONCHO_WQ_EXCLUDE=pattern:pattern, or raise PONCHO_WQ_DATA_WARN_MB".format(
                             total / 1e6, largest))
     return out
+
+
+# ------------------------------------------------------------------------------------------ a project as a hint
+
+_VCS = (".git", ".hg", ".svn")
+_PROJECT_FILES = ("pyproject.toml", "setup.cfg", "setup.py")
+
+
+def find_project(script):
+    """The project directory of *script*: its directory or the nearest parent holding ``pyproject.toml``,
+    ``setup.cfg`` or ``setup.py``, looking no higher than a version-control root; None when there is none."""
+    d = os.path.dirname(os.path.abspath(script))
+    while True:
+        if any(os.path.isfile(os.path.join(d, n)) for n in _PROJECT_FILES):
+            return d
+        parent = os.path.dirname(d)
+        if parent == d or any(os.path.exists(os.path.join(d, v)) for v in _VCS):
+            return None
+        d = parent
+
+
+def declared_dependencies(project):
+    """The requirement strings a project declares, read statically (nothing of it runs): PEP 621
+    ``[project] dependencies``, ``setup.cfg``'s ``[options] install_requires``, and a literal ``install_requires``
+    list in ``setup.py`` (a keyword of the ``setup()`` call, or a module-level name it refers to)."""
+    out = []
+    path = os.path.join(project, "pyproject.toml")
+    if os.path.isfile(path):
+        import tomllib
+
+        try:
+            with open(path, "rb") as f:
+                deps = (tomllib.load(f).get("project") or {}).get("dependencies") or []
+            out += [str(d) for d in deps if isinstance(d, str)]
+        except (OSError, ValueError):
+            pass
+    path = os.path.join(project, "setup.cfg")
+    if os.path.isfile(path):
+        import configparser
+
+        cp = configparser.ConfigParser()
+        try:
+            cp.read(path, encoding="utf-8")
+            text = cp.get("options", "install_requires", fallback="")
+        except (configparser.Error, UnicodeDecodeError):
+            text = ""
+        out += [line.strip() for line in text.splitlines() if line.strip()]
+    path = os.path.join(project, "setup.py")
+    if os.path.isfile(path):
+        out += _setup_py_requires(path)
+    return list(dict.fromkeys(out))
+
+
+def _setup_py_requires(path):
+    import ast
+
+    try:
+        with open(path, encoding="utf-8", errors="replace") as f:
+            tree = ast.parse(f.read(), path)
+    except (OSError, SyntaxError, ValueError):
+        return []
+    names = {}
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name):
+            names[node.targets[0].id] = node.value
+
+    def strings(node):
+        if isinstance(node, ast.Name):
+            node = names.get(node.id)
+        if isinstance(node, (ast.List, ast.Tuple)):
+            return [e.value for e in node.elts if isinstance(e, ast.Constant) and isinstance(e.value, str)]
+        return []
+
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Call) and getattr(node.func, "id", getattr(node.func, "attr", "")) == "setup":
+            for kw in node.keywords:
+                if kw.arg == "install_requires":
+                    return strings(kw.value)
+    return []
+
+
+def _project_hint(scripts, pins, warnings):
+    """Let the project the scripts belong to constrain their pins: a pip pin (the version installed here) that
+    the project's declared requirement excludes is replaced by the declared requirement, with a warning; pins it
+    allows are kept as they are (they are what was tested here)."""
+    from packaging.requirements import InvalidRequirement, Requirement
+
+    seen = set()
+    for script in scripts:
+        project = find_project(script)
+        if project is None or project in seen:
+            continue
+        seen.add(project)
+        for text in declared_dependencies(project):
+            try:
+                req = Requirement(text)
+            except InvalidRequirement:
+                continue
+            if req.marker is not None and not req.marker.evaluate():
+                continue
+            key = ("pip", canonicalize(req.name))
+            pin = pins.get(key)
+            if pin is None or pin.version is None or not req.specifier:
+                continue
+            if req.specifier.contains(pin.version, prereleases=True):
+                continue
+            req.marker = None
+            pins[key] = dataclasses.replace(pin, version=None, text=str(req))
+            warnings.append("project {} declares {} but {} {} is installed here: the spec asks for {} (install a "
+                            "matching version here to test what the workers will run)".format(
+                                project, text, pin.name, pin.version, req))
 
 
 def canonicalize(name):

@@ -141,6 +141,9 @@ class Environment:
         self.layered = layered
         self.build_result: Optional["BuildResult"] = None
         self._identity = None  # file_identity() of build_result.path when it was checked
+        #: ``(source, name)`` of files every task of this environment gets in its sandbox (a project's
+        #: ``data_files``, see :mod:`poncho_wq.project`; a task's own go to ``files=``, :mod:`poncho_wq.files`).
+        self.files: Tuple[Tuple[str, str], ...] = ()
 
     # -- constructors -------------------------------------------------------------------------------------
     @classmethod
@@ -161,10 +164,31 @@ class Environment:
         return cls(tarball=path)
 
     @classmethod
+    def from_requirements(cls, path: Union[str, "os.PathLike[str]"], *, engine: Optional[str] = None,
+                          python: Optional[str] = None) -> "Environment":
+        """From a pip requirements file (pins, markers, ``-r``/``-c`` includes; index options refused, see
+        :mod:`poncho_wq.requirements`)."""
+        from .requirements import spec_from_requirements
+
+        return cls(spec=spec_from_requirements(os.fspath(path)), engine=engine, python=python)
+
+    @classmethod
+    def from_project(cls, path: Union[str, "os.PathLike[str]"], extras: Iterable[str] = (), *,
+                     engine: Optional[str] = None, python: Optional[str] = None, layered: bool = True,
+                     build_isolation: Optional[bool] = None) -> "Environment":
+        """From a project directory (``setup.py`` / ``pyproject.toml``): its dependencies (and *extras*') in the
+        base, the project built as a wheel into the code layer, its ``data_files`` in each task's sandbox (see
+        :mod:`poncho_wq.project`)."""
+        from .project import project_environment
+
+        return project_environment(os.fspath(path), tuple(extras), layered=layered, engine=engine, python=python,
+                                   build_isolation=build_isolation)
+
+    @classmethod
     def from_script(cls, *scripts: Union[str, "os.PathLike[str]"], source: str = "auto",
                     exclude: Optional[Iterable[str]] = None, engine: Optional[str] = None,
                     python: Optional[str] = None, ship_local: bool = True, layered: bool = False,
-                    **analyze_options: Any) -> "Environment":
+                    target: Optional[str] = None, **analyze_options: Any) -> "Environment":
         """Analyze *scripts* (memoized while they are unchanged on disk) and return their environment.
 
         ``source="index"`` builds the analyzed spec with an engine (packages fetched from PyPI/channels);
@@ -173,6 +197,8 @@ class Environment:
         which on stderr (:func:`poncho_wq.netcheck.resolve_source`; ``$PONCHO_WQ_SOURCE`` overrides it).
         ``ship_local``: tasks get the local modules the scripts import (paths relative to each script's dir).
         ``layered``: see :attr:`layered` (what PonchoTask uses; a single tarball for other tools otherwise).
+        ``target``: the oldest worker the environment must run on (``"manylinux_2_28_x86_64"``, see
+        :mod:`poncho_wq.target`).
         The result is memoized while the scripts and the local files their analysis reached are unchanged.
         """
         from .analysis import analyze
@@ -184,7 +210,7 @@ class Environment:
         exclude = tuple(MANAGER_ONLY if exclude is None else exclude)
         try:
             key = (tuple(_file_identity(s) for s in scripts), exclude, source, engine, python, ship_local, layered,
-                   tuple(sorted((k, repr(v)) for k, v in analyze_options.items())))
+                   tuple(sorted((k, repr(v)) for k, v in analyze_options.items())), target)
         except FileNotFoundError as e:
             raise PonchoError("script {} does not exist".format(e.filename), exit_code=2)
         env = _memo_get(key)
@@ -195,7 +221,7 @@ class Environment:
                 print("poncho_wq: warning: not installed here, left unpinned: " + ", ".join(result.unresolved),
                       file=sys.stderr)
             env = cls(spec=result.spec, local_files=result.local_files if ship_local else (), analysis=result,
-                      engine=engine, python=python, source=source, layered=layered)
+                      engine=engine, python=python, source=source, layered=layered, target=target)
             old = _memo_get_any(key)
             if old is not None and _same_environment(old, env):
                 env = old  # only local code changed: keep the object (and its build memo) for the base

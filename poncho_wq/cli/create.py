@@ -6,6 +6,9 @@ spec's pip distributions and their installed dependencies are copied from the en
 running this command (or of ``--python``), e.g. on a login node without network::
 
     poncho_package_analyze script.py spec.json && poncho_package_create --from-current-env spec.json env.tar.gz
+
+``--from-requirements FILE`` and ``--from-project DIR`` read a pip requirements file or a project (setup.py /
+pyproject.toml, built as a wheel: :mod:`poncho_wq.project`) instead of a spec.
  Exit codes: 0 ok, 1 bad spec or usage, 2 spec file missing, 3 build failed; on failure
 no output file is written.
 """
@@ -43,6 +46,11 @@ def parser(prog=PROG):
     p.add_argument("--from-requirements", action="store_true",
                    help="SPEC is a pip requirements file (pins, markers, -r includes, -c constraints; index options "
                    "are refused: set PIP_INDEX_URL / UV_INDEX_URL instead)")
+    p.add_argument("--from-project", action="store_true",
+                   help="SPEC is a project directory (setup.py / pyproject.toml): its dependencies and the project, "
+                   "built as a wheel, in one tarball (exit 3 when it fails to build)")
+    p.add_argument("--extra", action="append", default=[], metavar="NAME",
+                   help="with --from-project: also install the project's optional dependencies NAME (repeatable)")
     p.add_argument("--python", metavar="PATH",
                    help="base interpreter for the portable engine, environment to copy from for the current one "
                    "(default: the one running this command)")
@@ -67,12 +75,21 @@ def _create(argv, prog=PROG):
     from ..spec import load_spec
 
     refuse_output_onto_input(args.output, [args.spec])
+    if args.from_project and args.from_requirements:
+        raise PonchoError("--from-project and --from-requirements cannot be combined")
+    if args.extra and not args.from_project:
+        raise PonchoError("--extra names optional dependencies of a project: use it with --from-project")
     if args.from_requirements:
         from ..requirements import spec_from_requirements
 
         if args.spec == "-":
             raise PonchoError("--from-requirements reads a file (its -r/-c includes are relative to it), not - ")
         spec = spec_from_requirements(args.spec)
+    elif args.from_project:
+        from ..project import project_environment
+
+        spec = project_environment(args.spec, args.extra, layered=False, python=args.python,
+                                   cache_dir=args.cache_dir).spec
     else:
         spec = load_spec(args.spec)
     if args.from_current_env:

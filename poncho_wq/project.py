@@ -1,0 +1,420 @@
+"""Projects as environments: a job directory with ``setup.py`` or ``pyproject.toml`` (Beam/Dataflow and Klio style).
+
+    Environment.from_project("jobdir")                      # PonchoTask(..., environment=...)
+    poncho_package_create --from-project jobdir env.tar.gz  # one tarball for other tools
+
+Why build a wheel instead of reading the project's files: what a project ships is what its build backend says
+(``py_modules``, ``packages``, ``package_data``, ``data_files``, generated files of custom ``cmdclass`` steps), and
+only the backend knows. So the project is built once on the manager, PEP 517 through ``pip wheel --no-deps``, and
+the wheel is what travels:
+
+* its ``Requires-Dist`` (PEP 621 ``dependencies`` and setuptools ``install_requires`` alike; ``extra == "x"``
+  requirements when the extra is asked for) go to the *base* environment, which the engines build and cache;
+* its files go to the *code layer* (:mod:`poncho_wq.layers`, ``lib/`` on ``PYTHONPATH``): modules, packages with
+  their ``package_data``, and the ``.dist-info`` (``importlib.metadata`` finds the project on the worker);
+* its ``data_files`` (``<name>.data/data/``, what pip installs relative to ``sys.prefix``) go to the task sandbox
+  under their relative names, next to the command: Klio's ``data_files=[(".", ["job.yaml", "my-model.h5"])]``
+  is read from the working directory, which on a worker is the sandbox.
+
+``MANIFEST.in``-only files are sdist inputs: a wheel does not carry them, and neither does the task. Custom
+``cmdclass`` steps run here, at build time, never on workers. A ``setup.py`` that installs OS packages with
+``apt-get`` (Beam's ``CUSTOM_COMMANDS`` recipe) is refused before anything runs: OS packages cannot travel in a
+Python build (and would be installed on the manager); a conda spec can carry them.
+
+The build is isolated from the project's tree: the sources are copied to a scratch directory first (setuptools
+writes ``build/`` and ``*.egg-info`` next to the sources), so a failed build leaves nothing behind. Build
+isolation (pip's default) downloads the build requirements; when the interpreter already has them (setuptools,
+and ``wheel`` for setuptools < 70.1) ``--no-build-isolation`` is used instead, which needs no network
+(``build_isolation=True/False`` forces one or the other). Wheels are cached under ``<cache>/projects/<key>``,
+the key covering the project's files (as :func:`poncho_wq.layers.local_project_digests` digests them), the
+interpreter and the build mode: an unchanged project is not built again.
+"""
+
+import email.parser
+import hashlib
+import json
+import logging
+import os
+import re
+import shutil
+import sys
+import tempfile
+import threading
+import zipfile
+from dataclasses import dataclass
+from typing import Dict, Iterable, List, Optional, Sequence, Tuple
+
+from packaging.requirements import InvalidRequirement, Requirement
+from packaging.utils import canonicalize_name
+
+from .errors import BuildError, InputMissing, SpecError
+from .memo import register
+
+log = logging.getLogger(__name__)
+
+#: Bumped when what a cached build holds, or how it is laid out, changes.
+FORMAT = 1
+#: Source-tree entries that are tool state or build output, not project content (not copied, not hashed).
+_SKIP = {"__pycache__", ".git", ".hg", ".svn", ".tox", ".nox", ".mypy_cache", ".pytest_cache", ".venv", ".eggs",
+         ".ruff_cache", ".ipynb_checkpoints"}
+_SKIP_TOP = {"build", "dist"}
+#: OS package managers a setup.py must not run (Beam's CUSTOM_COMMANDS recipe runs apt-get from a cmdclass).
+_OS_INSTALL = re.compile(r"""\b(apt-get|aptitude)\b|\b(apt|yum|dnf|apk|zypper)\b["',\s]+(?:-\S+["',\s]+)*(?:install|add)\b""")
+#: pip's default build requirements for a project without [build-system] (PEP 518).
+_LEGACY_REQUIRES = ("setuptools>=40.8.0", "wheel")
+
+_lock = threading.Lock()
+_memo: Dict[tuple, "Project"] = {}
+register(_memo.clear)
+
+
+@dataclass(frozen=True)
+class Project:
+    """A built project: its wheel, unpacked in the cache, and what the wheel says."""
+
+    source: str  # the project directory
+    name: str
+    version: str
+    wheel: str  # the built wheel (in the cache)
+    requires: Tuple[str, ...]  # Requires-Dist, as written
+    lib: Tuple[Tuple[str, str], ...]  # (file in the cache, path relative to site-packages)
+    data: Tuple[Tuple[str, str], ...]  # (file in the cache, path relative to sys.prefix: the task sandbox)
+    scripts: Tuple[str, ...]  # names of <name>.data/scripts and console_scripts entry points (not shipped)
+
+    def dependencies(self, extras: Iterable[str] = (), markers: Optional[Dict[str, str]] = None) -> List[str]:
+        """The requirement strings of the base: every ``Requires-Dist`` without an ``extra`` marker (its other
+        markers kept, for the builder to evaluate), plus those of the requested *extras* (their markers evaluated
+        here with *markers*, the target's marker environment)."""
+        extras = {canonicalize_name(e) for e in extras}
+        out = []
+        for text in self.requires:
+            req = Requirement(text)
+            if req.marker is None or "extra" not in str(req.marker):
+                out.append(str(req))
+                continue
+            env = dict(markers or {})
+            if any(req.marker.evaluate(dict(env, extra=e)) for e in extras):
+                req.marker = None
+                out.append(str(req))
+        return list(dict.fromkeys(out))
+
+
+def _check_project(path: str) -> str:
+    path = os.path.abspath(os.fspath(path))
+    if not os.path.exists(path):
+        raise InputMissing("project {} does not exist: give the directory holding its setup.py or "
+                           "pyproject.toml".format(path))
+    if not os.path.isdir(path):
+        raise SpecError("project {} is not a directory: give the directory holding its setup.py or pyproject.toml "
+                        "(a requirements file goes to Environment.from_requirements / --from-requirements)".format(
+                            path))
+    if not any(os.path.isfile(os.path.join(path, n)) for n in ("pyproject.toml", "setup.py")):
+        raise SpecError("project {} has no pyproject.toml or setup.py: it is not a Python project; for a script, "
+                        "use Environment.from_script (or PonchoTask's analysis)".format(path))
+    return path
+
+
+def check_os_installs(path: str) -> None:
+    """Refuse a ``setup.py`` (or ``setup.cfg``) that runs an OS package manager, before it runs: the build would
+    install OS packages on the manager, and nothing of them would reach the workers."""
+    for name in ("setup.py", "setup.cfg"):
+        file = os.path.join(path, name)
+        if not os.path.isfile(file):
+            continue
+        with open(file, encoding="utf-8", errors="replace") as f:
+            for number, line in enumerate(f, 1):
+                code = line.split("#", 1)[0]
+                m = _OS_INSTALL.search(code)
+                if m:
+                    raise SpecError(
+                        "project {}: {} line {} runs {} ({}): OS packages cannot be installed by a Python build "
+                        "(it would run on the manager, and nothing of it reaches the workers); remove that step and "
+                        "list the packages in a conda spec (conda: packages: [...]) built with "
+                        "Environment.from_spec or poncho_package_create".format(
+                            path, name, number, m.group(1) or m.group(2), code.strip()[:80]))
+
+
+def _tree_digest(path: str) -> str:
+    from .layers import _tree_digest as digest
+
+    return digest(path)
+
+
+def _build_requires(path: str) -> Tuple[Tuple[str, ...], str]:
+    """(``[build-system] requires``, backend) of the project; pip's defaults without a ``[build-system]``."""
+    file = os.path.join(path, "pyproject.toml")
+    if not os.path.isfile(file):
+        return _LEGACY_REQUIRES, "setuptools.build_meta:__legacy__"
+    try:
+        import tomllib
+    except ImportError:  # pragma: no cover - Python < 3.11
+        import tomli as tomllib  # type: ignore
+    try:
+        with open(file, "rb") as f:
+            data = tomllib.load(f)
+    except (OSError, ValueError) as e:
+        raise SpecError("project {}: pyproject.toml cannot be read: {}; fix its TOML".format(path, e)) from None
+    system = data.get("build-system")
+    if not isinstance(system, dict) or "requires" not in system:
+        return _LEGACY_REQUIRES, "setuptools.build_meta:__legacy__"
+    return tuple(str(r) for r in system.get("requires") or ()), str(system.get("build-backend") or
+                                                                      "setuptools.build_meta:__legacy__")
+
+
+def missing_build_requirements(path: str, python: Optional[str] = None) -> List[str]:
+    """The project's build requirements the interpreter *python* does not have (empty: it can build without
+    isolation, hence without network). setuptools before 70.1 needs ``wheel`` for ``bdist_wheel`` too."""
+    from .installation import installation
+
+    requires, backend = _build_requires(path)
+    env = installation(python)
+    missing = []
+    wants = list(requires)
+    if backend.startswith("setuptools"):
+        st = env.distribution("setuptools")
+        if st is not None and _older(st.version, "70.1"):
+            wants.append("wheel")
+    for text in dict.fromkeys(wants):
+        try:
+            req = Requirement(text)
+        except InvalidRequirement:
+            missing.append(text)
+            continue
+        if req.marker is not None and not req.marker.evaluate(dict(env.markers, extra="")):
+            continue
+        dist = env.distribution(req.name)
+        if dist is None or (req.specifier and not req.specifier.contains(dist.version, prereleases=True)):
+            missing.append(text)
+    return missing
+
+
+def _older(version: str, than: str) -> bool:
+    from packaging.version import InvalidVersion, Version
+
+    try:
+        return Version(version) < Version(than)
+    except InvalidVersion:
+        return False
+
+
+def _copy_sources(path: str, dest: str) -> None:
+    def ignore(directory, names):
+        top = os.path.abspath(directory) == path
+        return {n for n in names if n in _SKIP or n.endswith(".egg-info") or (top and n in _SKIP_TOP)}
+
+    shutil.copytree(path, dest, ignore=ignore, symlinks=True)
+
+
+_GENERIC = re.compile(r"subprocess-exited-with-error|Failed (building|to build)|metadata-generation-failed|"
+                      r"legacy-install-failure|Could not build wheels|exit code: \d+|See above for output|"
+                      r"This error originates from a subprocess|ERROR: Failed")
+
+
+def _one_line(output: str) -> str:
+    """The line of a failed build's output that says why (the last error that is not pip's own framing)."""
+    lines = [l.strip().lstrip("│╰─ ").strip() for l in output.splitlines()]
+    lines = [l for l in lines if l and not _GENERIC.search(l)]
+    for line in reversed(lines):
+        if re.search(r"(Error|Exception)\b|^error:|^ERROR:", line):
+            return line[:300]
+    return (lines[-1] if lines else "no output")[:300]
+
+
+def build_project(path: str, python: Optional[str] = None, build_isolation: Optional[bool] = None,
+                  cache_dir: Optional[str] = None) -> Project:
+    """Build the project at *path* into a wheel (cached) and return the :class:`Project`.
+
+    Raises :class:`~poncho_wq.errors.InputMissing` (no such directory), :class:`~poncho_wq.errors.SpecError`
+    (not a project, an ``apt-get`` step, unreadable pyproject.toml) or :class:`~poncho_wq.errors.BuildError`
+    (the build failed: one line naming the project, the cause and the fix); nothing is left in the project
+    nor in the cache on failure."""
+    from .cache import default_cache_dir
+
+    path = _check_project(path)
+    check_os_installs(path)
+    python = os.path.abspath(python) if python else sys.executable
+    missing = missing_build_requirements(path, None if python == sys.executable else python)
+    isolated = bool(missing) if build_isolation is None else bool(build_isolation)
+    if missing and isolated:
+        log.info("poncho: building %s with build isolation: pip downloads its build requirements (not installed "
+                 "here: %s; install them to build without network)", path, ", ".join(missing))
+    digest = _tree_digest(path)
+    key_doc = json.dumps([FORMAT, digest, python, isolated], separators=(",", ":"))
+    key = hashlib.sha256(key_doc.encode()).hexdigest()[:32]
+    root = os.path.join(os.path.abspath(cache_dir or default_cache_dir()), "projects")
+    final = os.path.join(root, key)
+    memo_key = (path, digest, python, isolated, root)
+    with _lock:
+        hit = _memo.get(memo_key)
+    if hit is not None and os.path.isfile(hit.wheel):
+        return hit
+    project = _load(final, path)
+    if project is None:
+        os.makedirs(root, exist_ok=True)
+        scratch = tempfile.mkdtemp(prefix=".tmp-{}-".format(key), dir=root)
+        try:
+            _build_into(path, python, isolated, scratch, missing)
+            try:
+                os.rename(os.path.join(scratch, "out"), final)
+            except OSError:
+                if not os.path.isdir(final):  # another process published the same build first: use that one
+                    raise
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
+        project = _load(final, path)
+        if project is None:
+            raise BuildError("project {}: the build in {} is incomplete; remove that directory and try "
+                             "again".format(path, final))
+    with _lock:
+        _memo[memo_key] = project
+    return project
+
+
+def _build_into(path: str, python: str, isolated: bool, scratch: str, missing: Sequence[str] = ()) -> None:
+    """Copy the sources, build the wheel, unpack it: ``<scratch>/out/{wheel/, tree/, project.json}``."""
+    import subprocess
+
+    from .tools import preexec
+
+    src = os.path.join(scratch, "src")
+    out = os.path.join(scratch, "out")
+    wheels = os.path.join(out, "wheel")
+    os.makedirs(wheels)
+    _copy_sources(path, src)
+    cmd = [python, "-m", "pip", "wheel", "--no-deps", "--no-input", "--disable-pip-version-check", "-w", wheels]
+    if not isolated:
+        cmd.append("--no-build-isolation")
+    cmd.append(src)
+    log.info("poncho: building project %s (%s)", path, "isolated" if isolated else "no build isolation")
+    env = dict(os.environ, PIP_NO_INPUT="1")
+    r = subprocess.run(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                       errors="replace", env=env, cwd=scratch, preexec_fn=preexec())
+    if r.returncode != 0:
+        if re.search(r"\bapt-get\b", r.stdout):
+            raise BuildError("project {} failed to build and its build ran apt-get: OS packages cannot be installed "
+                             "by a Python build; remove that step and list them in a conda spec".format(path))
+        offline = re.search(r"No matching distribution|Could not find a version|NewConnectionError|Network",
+                            r.stdout)
+        fix = ("install its build requirements here ({} -m pip install {}) to build without network, or fix the "
+               "project".format(python, " ".join(repr(m) for m in missing)) if isolated and missing and offline
+               else "fix the project")
+        raise BuildError("project {} failed to build a wheel: {}; {} (see the whole output with: {} -m pip wheel "
+                         "--no-deps {}{})".format(path, _one_line(r.stdout), fix, python,
+                                                  "" if isolated else "--no-build-isolation ", path))
+    built = [n for n in os.listdir(wheels) if n.endswith(".whl")]
+    if len(built) != 1:
+        raise BuildError("project {}: pip wheel made {} wheels ({}); expected one".format(
+            path, len(built), ", ".join(built) or "none"))
+    tree = os.path.join(out, "tree")
+    with zipfile.ZipFile(os.path.join(wheels, built[0])) as z:
+        for member in z.namelist():
+            norm = os.path.normpath(member)
+            if os.path.isabs(norm) or norm.startswith(".."):
+                raise BuildError("project {}: its wheel has a member outside the wheel: {}".format(path, member))
+        z.extractall(tree)
+    for d, _dirs, files in os.walk(tree):
+        for n in files:
+            os.chmod(os.path.join(d, n), 0o444 | (os.stat(os.path.join(d, n)).st_mode & 0o111))
+    info = _describe(tree, built[0])
+    info.update(format=FORMAT, source=path, wheel=built[0])
+    with open(os.path.join(out, "project.json"), "w") as f:
+        json.dump(info, f, indent=1, sort_keys=True)
+
+
+def _describe(tree: str, wheel_name: str) -> dict:
+    """What the unpacked wheel holds: name, version, Requires-Dist, and its files sorted into lib / data."""
+    infos = [n for n in os.listdir(tree) if n.endswith(".dist-info")]
+    if len(infos) != 1:
+        raise BuildError("wheel {} has {} .dist-info directories; expected one".format(wheel_name, len(infos)))
+    with open(os.path.join(tree, infos[0], "METADATA"), encoding="utf-8") as f:
+        meta = email.parser.Parser().parse(f, headersonly=True)
+    data_dir = infos[0][:-len(".dist-info")] + ".data"
+    lib, data, scripts = [], [], []
+    for d, dirs, files in os.walk(tree):
+        dirs.sort()
+        for n in sorted(files):
+            rel = os.path.relpath(os.path.join(d, n), tree)
+            parts = rel.split(os.sep)
+            if parts[0] == data_dir:
+                kind, rest = parts[1], os.path.join(*parts[2:]) if len(parts) > 2 else ""
+                if kind in ("purelib", "platlib"):
+                    lib.append((rel, rest))
+                elif kind == "data":
+                    data.append((rel, rest))
+                elif kind == "scripts":
+                    scripts.append(rest)
+                continue
+            if parts[0] == infos[0] and n in ("RECORD", "INSTALLER", "direct_url.json"):
+                continue
+            lib.append((rel, rel))
+    entry_points = os.path.join(tree, infos[0], "entry_points.txt")
+    if os.path.isfile(entry_points):
+        import configparser
+
+        cp = configparser.ConfigParser(delimiters=("=",))
+        cp.optionxform = str  # type: ignore
+        cp.read(entry_points)
+        if cp.has_section("console_scripts"):
+            scripts += list(cp["console_scripts"])
+    return {"name": meta["Name"], "version": meta["Version"], "requires": meta.get_all("Requires-Dist") or [],
+            "lib": lib, "data": data, "scripts": scripts}
+
+
+def _load(final: str, source: str) -> Optional[Project]:
+    try:
+        with open(os.path.join(final, "project.json")) as f:
+            info = json.load(f)
+    except (OSError, ValueError):
+        return None
+    if info.get("format") != FORMAT:
+        return None
+    tree = os.path.join(final, "tree")
+    return Project(source=source, name=info["name"], version=info["version"],
+                   wheel=os.path.join(final, "wheel", info["wheel"]), requires=tuple(info["requires"]),
+                   lib=tuple((os.path.join(tree, s), a) for s, a in info["lib"]),
+                   data=tuple((os.path.join(tree, s), a) for s, a in info["data"]),
+                   scripts=tuple(info["scripts"]))
+
+
+def project_environment(path, extras: Sequence[str] = (), *, layered: bool = True, engine: Optional[str] = None,
+                        python: Optional[str] = None, build_isolation: Optional[bool] = None,
+                        cache_dir: Optional[str] = None):
+    """The :class:`~poncho_wq.environment.Environment` of the project at *path* (see the module docstring).
+
+    *layered* (default, what tasks use): the base holds the dependencies, the code layer the wheel's files, and
+    :attr:`~poncho_wq.environment.Environment.files` its ``data_files`` (attached to each task's sandbox).
+    ``layered=False`` (``poncho_package_create --from-project``): one tarball, the wheel installed into it by the
+    builder (its ``data_files`` then land in the environment's prefix, as ``pip install`` puts them)."""
+    from urllib.parse import quote
+
+    from .environment import Environment
+    from .installation import installation
+
+    if isinstance(extras, str):
+        extras = (extras,)
+    project = build_project(path, python=python, build_isolation=build_isolation, cache_dir=cache_dir)
+    inst = installation(python)
+    pip = project.dependencies(extras, inst.markers)
+    if not layered:
+        pip.append("{}{} @ file://{}".format(project.name, "[{}]".format(",".join(extras)) if extras else "",
+                                             quote(project.wheel)))
+    data = {"python": inst.python_version}
+    if pip:
+        data["pip"] = pip
+    from .spec import parse_spec
+
+    spec = parse_spec(data)
+    if project.scripts:
+        log.warning("poncho: project %s: its scripts (%s) are not on the workers' PATH; run its modules with "
+                    "python3 -m instead", project.source, ", ".join(project.scripts))
+    if layered:
+        env = Environment(spec=spec, local_files=tuple(project.lib), engine=engine, python=python, layered=True)
+        env.files = tuple(project.data)
+    else:
+        env = Environment(spec=spec, engine=engine, python=python)
+        env.files = ()
+    env.project = project
+    return env
+
+
+__all__ = ["Project", "build_project", "check_os_installs", "missing_build_requirements", "project_environment"]

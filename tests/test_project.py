@@ -1,0 +1,350 @@
+"""Jobs as projects and requirements files (issue 18): ``Environment.from_project`` / ``--from-project`` (a
+Klio-style setup.py job and a PEP 621 package, built here as real wheels), ``Environment.from_requirements``, bad
+input in one line with its exit code and nothing partial left, the analysis taking a project as a hint, and each
+entry point running as PonchoTasks on real workers with a scrubbed PATH, reading its data."""
+
+import json
+import os
+import sys
+import tarfile
+
+import pytest
+
+from helpers.cli import run_cli, run_ok
+from poncho_wq import Environment, analyze
+from poncho_wq.errors import BuildError, InputMissing, SpecError
+from poncho_wq.project import build_project, check_os_installs
+
+KLIO_SETUP = '''\
+import os
+
+from setuptools import setup
+from setuptools.command.build_py import build_py
+
+
+class BuildInfo(build_py):
+    """A custom build step (Beam's recipe): it runs on the manager at build time, its output ships."""
+
+    def run(self):
+        super().run()
+        with open(os.path.join(self.build_lib, "build_info.py"), "w") as f:
+            f.write("STEP = 'cmdclass'\\n")
+
+
+setup(
+    name="klio-job",
+    version="0.1",
+    py_modules=["run", "transforms"],
+    install_requires=["attrs>=21"],
+    data_files=[(".", ["job.yaml", "my-model.h5"])],
+    cmdclass={"build_py": BuildInfo},
+)
+'''
+KLIO_RUN = '''\
+import os
+import sys
+
+import attr
+import build_info
+import transforms
+
+with open("job.yaml") as f:
+    name = f.read().split(":")[1].strip()
+with open("my-model.h5", "rb") as f:
+    model = f.read().decode()
+print("RESULT", sys.argv[1], transforms.double(21), model, name, build_info.STEP,
+      attr.__file__.startswith(sys.prefix), os.path.exists("notes.txt"), os.path.exists("setup.py"))
+'''
+PEP621 = '''\
+[build-system]
+requires = ["setuptools>=61"]
+build-backend = "setuptools.build_meta"
+
+[project]
+name = "pepjob"
+version = "1.2"
+dependencies = ["humanize>=4"]
+
+[project.optional-dependencies]
+fmt = ["attrs"]
+
+[tool.setuptools]
+packages = ["pepjob"]
+
+[tool.setuptools.package-data]
+pepjob = ["schema.json", "templates/*.txt"]
+'''
+PEP_MAIN = '''\
+import importlib.metadata
+import importlib.resources
+import json
+import sys
+
+import attr
+import humanize
+
+schema = json.loads(importlib.resources.files("pepjob").joinpath("schema.json").read_text())
+greeting = importlib.resources.files("pepjob").joinpath("templates/hello.txt").read_text().strip()
+print("RESULT", sys.argv[1], schema["kind"], greeting, importlib.metadata.version("pepjob"),
+      humanize.intword(3 * 10 ** 6), attr.__name__)
+'''
+
+
+def klio_project(root):
+    root.mkdir(parents=True)
+    (root / "setup.py").write_text(KLIO_SETUP)
+    (root / "run.py").write_text(KLIO_RUN)
+    (root / "transforms.py").write_text("def double(x):\n    return 2 * x\n")
+    (root / "job.yaml").write_text("job_name: klio-job\n")
+    (root / "my-model.h5").write_bytes(b"MODEL")
+    (root / "notes.txt").write_text("an sdist input only\n")
+    (root / "MANIFEST.in").write_text("include notes.txt\n")
+    return root
+
+
+def pep621_project(root):
+    (root / "pepjob" / "templates").mkdir(parents=True)
+    (root / "pyproject.toml").write_text(PEP621)
+    (root / "pepjob" / "__init__.py").write_text("")
+    (root / "pepjob" / "__main__.py").write_text(PEP_MAIN)
+    (root / "pepjob" / "schema.json").write_text(json.dumps({"kind": "schema-v1"}))
+    (root / "pepjob" / "templates" / "hello.txt").write_text("hello\n")
+    (root / "pepjob" / "unlisted.bin").write_bytes(b"not package data")
+    return root
+
+
+def _listing(root):
+    return sorted(os.path.relpath(os.path.join(d, n), root) for d, _dirs, names in os.walk(root) for n in names)
+
+
+@pytest.fixture(scope="module")
+def venv(tmp_path_factory):
+    """A venv over this interpreter's site-packages with ``wheel`` added: setuptools 65's bdist_wheel needs it, so
+    here the build requirements are all installed and projects build without isolation, hence without network."""
+    root = tmp_path_factory.mktemp("project-venv")
+    run_ok([sys.executable, "-m", "venv", "--system-site-packages", root / "venv"])
+    python = root / "venv" / "bin" / "python"
+    run_ok([python, "-m", "pip", "install", "-q", "--disable-pip-version-check", "wheel"])
+    run_ok([sys.executable, "-m", "pip", "install", "-q", "--disable-pip-version-check", "humanize", "attrs"])
+    return str(python)
+
+
+OFFLINE = {"PIP_NO_INDEX": "1", "PIP_INDEX_URL": "http://127.0.0.1:9/simple", "PIP_FIND_LINKS": ""}
+
+
+# ------------------------------------------------------------------------------------------------- builds
+
+
+@pytest.mark.e2e
+def test_klio_wheel_splits_into_code_data_and_dependencies_offline(tmp_path, venv, monkeypatch):
+    """No network (the index is unreachable): the build requirements are installed, so there is no isolation."""
+    project = klio_project(tmp_path / "job")
+    before = _listing(project)
+    for k, v in OFFLINE.items():
+        monkeypatch.setenv(k, v)
+    p = build_project(str(project), python=venv, cache_dir=str(tmp_path / "cache"))
+    assert p.name == "klio-job" and p.version == "0.1"
+    lib = {arc for _src, arc in p.lib}
+    assert {"run.py", "transforms.py", "build_info.py", "klio_job-0.1.dist-info/METADATA"} <= lib
+    assert not any(a.endswith(("RECORD", "INSTALLER")) for a in lib)
+    assert sorted(arc for _src, arc in p.data) == ["job.yaml", "my-model.h5"]
+    assert not any("notes.txt" in a for a in lib | {arc for _s, arc in p.data})  # MANIFEST.in-only
+    assert p.dependencies() == ["attrs>=21"]
+    assert _listing(project) == before  # built from a copy: no build/, no *.egg-info in the project
+    again = build_project(str(project), python=venv, cache_dir=str(tmp_path / "cache"))
+    assert again.wheel == p.wheel  # cached by content
+    (project / "transforms.py").write_text("def double(x):\n    return x + x\n")
+    assert build_project(str(project), python=venv, cache_dir=str(tmp_path / "cache")).wheel != p.wheel
+
+
+@pytest.mark.e2e
+def test_pep621_extras_and_package_data(tmp_path, venv):
+    env = Environment.from_project(pep621_project(tmp_path / "pep"), extras=["fmt"], python=venv)
+    assert sorted(env.spec.pip) == ["attrs", "humanize>=4"]
+    arcs = {arc for _src, arc in env.local_files}
+    assert {"pepjob/__init__.py", "pepjob/__main__.py", "pepjob/schema.json", "pepjob/templates/hello.txt"} <= arcs
+    assert "pepjob/unlisted.bin" not in arcs and env.files == ()
+    assert list(Environment.from_project(tmp_path / "pep", python=venv).spec.pip) == ["humanize>=4"]
+
+
+@pytest.mark.e2e
+def test_cli_from_project_writes_one_tarball(tmp_path, venv):
+    project = klio_project(tmp_path / "job")
+    out = tmp_path / "env.tar.gz"
+    r = run_cli("poncho_package_create", "-q", "--from-project", "--python", venv, "--cache-dir",
+                tmp_path / "cache", project, out)
+    assert r.returncode == 0, r.stderr
+    with tarfile.open(str(out)) as tar:
+        names = set(tar.getnames())
+    for want in ("site-packages/run.py", "site-packages/transforms.py", "site-packages/attr/__init__.py"):
+        assert any(n.endswith(want) for n in names), want
+    assert {"job.yaml", "my-model.h5"} <= names  # data_files: relative to the prefix, as pip installs them
+
+
+# ------------------------------------------------------------------------------------------------ bad input
+
+
+@pytest.mark.e2e
+def test_a_project_that_fails_to_build_is_one_line_exit_3_nothing_left(tmp_path, venv):
+    project = tmp_path / "badjob"
+    project.mkdir()
+    (project / "setup.py").write_text("from setuptools import setup\nsetup(name='badjob', version='1',\n"
+                                      "      py_modules=['missing_module'], install_requires=['attrs'])\n"
+                                      "raise RuntimeError('the job setup is broken')\n")
+    before = _listing(project)
+    out, cache = tmp_path / "env.tar.gz", tmp_path / "cache"
+    r = run_cli("poncho_package_create", "--from-project", "--python", venv, "--cache-dir", cache, project, out)
+    assert r.returncode == 3, r.stderr
+    (line,) = [x for x in r.stderr.splitlines() if "error:" in x]
+    assert r.stderr.strip().splitlines()[-1] == line
+    assert str(project) in line and "the job setup is broken" in line and "fix the project" in line
+    assert not out.exists() and _listing(project) == before
+    assert os.listdir(cache / "projects") == []  # the scratch build is gone, nothing published
+    with pytest.raises(BuildError):
+        build_project(str(project), python=venv, cache_dir=str(cache))
+
+
+@pytest.mark.e2e
+def test_isolated_build_without_network_says_what_to_install(tmp_path, monkeypatch):
+    """This interpreter lacks ``wheel``: the build needs isolation, which needs the (here unreachable) index."""
+    project = klio_project(tmp_path / "job")
+    for k, v in OFFLINE.items():
+        monkeypatch.setenv(k, v)
+    with pytest.raises(BuildError) as e:
+        build_project(str(project), cache_dir=str(tmp_path / "cache"))
+    msg = str(e.value)
+    assert "\n" not in msg and str(project) in msg and "install its build requirements here" in msg, msg
+
+
+def test_apt_get_steps_are_refused_before_anything_runs(tmp_path):
+    project = tmp_path / "aptjob"
+    project.mkdir()
+    (project / "setup.py").write_text(
+        "import subprocess\nfrom setuptools import setup\n"
+        "CUSTOM_COMMANDS = [['apt-get', 'update'], ['apt-get', '--assume-yes', 'install', 'libjpeg62']]\n"
+        "open('RAN', 'w').close()\nsetup(name='aptjob', version='1')\n")
+    r = run_cli("poncho_package_create", "--from-project", "--cache-dir", tmp_path / "cache", project,
+                tmp_path / "o.tar.gz")
+    assert r.returncode == 1, r.stderr
+    assert "apt-get" in r.stderr and "conda spec" in r.stderr and "line 3" in r.stderr
+    assert not (project / "RAN").exists() and not (tmp_path / "o.tar.gz").exists()
+    (project / "setup.py").write_text("# apt-get is only mentioned in a comment\nfrom setuptools import setup\n"
+                                      "setup(name='x', version='1', description='an apt job')\n")
+    check_os_installs(str(project))  # a comment is not a step
+    (project / "setup.py").write_text("import os\nos.system('yum -y install gcc')\n")
+    with pytest.raises(SpecError):
+        check_os_installs(str(project))
+
+
+def test_not_a_project(tmp_path):
+    with pytest.raises(InputMissing):
+        build_project(str(tmp_path / "nope"))
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(SpecError) as e:
+        build_project(str(tmp_path / "empty"))
+    assert "no pyproject.toml or setup.py" in str(e.value)
+    r = run_cli("poncho_package_create", "--extra", "x", tmp_path / "spec.json", tmp_path / "o.tar.gz")
+    assert r.returncode == 1 and "--from-project" in r.stderr
+
+
+# ---------------------------------------------------------------------------------------------- requirements
+
+
+def test_from_requirements_api_includes_and_markers(tmp_path):
+    (tmp_path / "base.txt").write_text("humanize>=4\n")
+    req = tmp_path / "requirements.txt"
+    req.write_text('-r base.txt\nattrs>=21 ; python_version >= "3"\nsix ; python_version < "3"\n')
+    env = Environment.from_requirements(req)
+    assert sorted(env.spec.pip) == ['attrs>=21; python_version >= "3"', "humanize>=4", 'six; python_version < "3"']
+    req.write_text("--index-url https://example.org/simple\nattrs\n")
+    with pytest.raises(SpecError) as e:
+        Environment.from_requirements(req)
+    assert "requirements.txt:1" in str(e.value) and "PIP_INDEX_URL" in str(e.value) and "\n" not in str(e.value)
+    with pytest.raises(InputMissing):
+        Environment.from_requirements(tmp_path / "nope.txt")
+
+
+# --------------------------------------------------------------------------------------- analysis hint
+
+
+def test_a_project_constrains_the_analyzed_versions(tmp_path):
+    import importlib.metadata
+
+    installed = importlib.metadata.version("attrs")
+    repo = tmp_path / "repo"
+    (repo / ".git").mkdir(parents=True)
+    (repo / "jobs").mkdir()
+    (repo / "setup.py").write_text("from setuptools import setup\nREQS = ['attrs<1', 'humanize>=0.1']\n"
+                                   "setup(name='j', install_requires=REQS)\n")
+    (repo / "jobs" / "job.py").write_text("import attr\nimport humanize\n")
+    a = analyze([str(repo / "jobs" / "job.py")], use_cache=False)
+    pip = list(a.spec.pip)
+    assert "attrs<1" in pip, pip  # the declared requirement, not the installed version it excludes
+    assert "humanize=={}".format(importlib.metadata.version("humanize")) in pip  # allowed: pinned as installed
+    (w,) = [w for w in a.warnings if "declares" in w]
+    assert "attrs<1" in w and installed in w and str(repo) in w
+    # no project up to the VCS root: the pins stay as installed
+    (repo / "setup.py").unlink()
+    (repo / "pyproject.toml").write_text('[project]\nname = "j"\nversion = "1"\ndependencies = ["attrs<1"]\n')
+    (repo / "jobs" / ".git").mkdir()
+    b = analyze([str(repo / "jobs" / "job.py")], use_cache=False)
+    assert "attrs=={}".format(installed) in list(b.spec.pip)
+    (repo / "jobs" / ".git").rmdir()
+    c = analyze([str(repo / "jobs" / "job.py")], use_cache=False)
+    assert "attrs<1" in list(c.spec.pip)
+
+
+# ----------------------------------------------------------------------------------------- on real workers
+
+
+def _results(out):
+    assert [r["return_status"] for r in out["results"]] == [0, 0], out
+    return sorted(line for r in out["results"] for line in r["output"].splitlines() if line.startswith("RESULT"))
+
+
+@pytest.mark.e2e
+def test_klio_job_runs_on_workers_reading_its_data_files(cluster, tmp_path, venv):
+    project = klio_project(tmp_path / "job")
+    submit = tmp_path / "submit"  # not the project: everything must come from the wheel
+    submit.mkdir()
+    cluster.start_manager("project_manager.py", ["--project", str(project), "--command", "python3 -m run {i}"],
+                          str(submit), str(tmp_path / "cache"), python=venv)
+    cluster.start_worker()
+    assert _results(cluster.wait_results()) == [
+        "RESULT 0 42 MODEL klio-job cmdclass True False False", "RESULT 1 42 MODEL klio-job cmdclass True False False"]
+
+
+@pytest.mark.e2e
+def test_pep621_package_runs_on_workers_reading_its_package_data(cluster, tmp_path, venv):
+    project = pep621_project(tmp_path / "pep")
+    cluster.start_manager("project_manager.py", ["--project", str(project), "--extra", "fmt",
+                                                 "--command", "python3 -m pepjob {i}"],
+                          str(tmp_path), str(tmp_path / "cache"), python=venv)
+    cluster.start_worker()
+    assert _results(cluster.wait_results()) == ["RESULT 0 schema-v1 hello 1.2 3.0 million attr",
+                                                "RESULT 1 schema-v1 hello 1.2 3.0 million attr"]
+
+
+REQ_JOB = '''\
+import sys
+
+import humanize
+try:
+    import six
+except ImportError:
+    six = None
+print("RESULT", sys.argv[1], humanize.intcomma(1234567), six is None)
+'''
+
+
+@pytest.mark.e2e
+def test_requirements_file_runs_on_workers(cluster, tmp_path):
+    d = tmp_path / "job"
+    (d / "reqs").mkdir(parents=True)
+    (d / "reqs" / "base.txt").write_text("humanize>=4\n")
+    (d / "requirements.txt").write_text('-r reqs/base.txt\nsix ; python_version < "3"\n')
+    (d / "job.py").write_text(REQ_JOB)
+    cluster.start_manager("project_manager.py", ["--requirements", "requirements.txt",
+                                                 "--command", "python3 job.py {i}"], str(d), str(tmp_path / "cache"))
+    cluster.start_worker()
+    assert _results(cluster.wait_results()) == ["RESULT 0 1,234,567 True", "RESULT 1 1,234,567 True"]
