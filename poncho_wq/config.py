@@ -56,6 +56,8 @@ SETTINGS: Tuple[Setting, ...] = (
             "many MB (default 100)"),
     Setting("PONCHO_WQ_ANALYZE_SERIAL", "manager", "parse files in one process (the analyzer forks parsers for "
             "large cold trees)"),
+    Setting("PONCHO_WQ_KEEP_TESTS", "manager", "`1`: ship the `tests`/`test` directories of installed packages "
+            "(left out by default unless the package's own code imports them; part of the cache key)"),
     Setting("SOURCE_DATE_EPOCH", "manager", "the mtime written into archives (default 2000-01-01)"),
     Setting("PONCHO_DEBUG", "both", "tracebacks in the CLIs; phase timings in the shim"),
     Setting("PONCHO_ENV_DIR", "worker", "root of the unpacked environments (see Caches and names)"),
@@ -155,6 +157,11 @@ class Settings:
         if not 0 <= mb < 1e9:
             raise _bad("PONCHO_WQ_DATA_WARN_MB", value, "a number of megabytes")
         return int(mb * 10 ** 6)
+
+    @property
+    def keep_tests(self) -> bool:
+        """``PONCHO_WQ_KEEP_TESTS``: ship installed packages' ``tests``/``test`` directories (:mod:`poncho_wq.pack`)."""
+        return self._flag("PONCHO_WQ_KEEP_TESTS")
 
     @property
     def analyze_serial(self) -> bool:

@@ -33,7 +33,9 @@ from ..spec import as_spec
 from ..tools import describe_os_error, tail
 
 #: Bumped whenever the archive layout or packing changes, so old cache entries are not reused.
-PACK_FORMAT = 3  # 2: checked-hash bytecode and poncho/floor.json in every environment; 3: poncho/floor first
+# 2: checked-hash bytecode and poncho/floor.json in every environment; 3: poncho/floor first; 4: packages' test
+# directories left out (poncho_wq.pack.prune_tests)
+PACK_FORMAT = 4
 
 
 @dataclasses.dataclass(frozen=True)
@@ -197,6 +199,10 @@ def cache_key(spec, *, engine, python=None):
     spec = as_spec(spec)
     eng = get_engine(spec, engine)
     builder = {"engine": eng.name, "poncho_wq": __version__, "pack_format": PACK_FORMAT}
+    from ..config import settings
+
+    if settings().keep_tests:  # PONCHO_WQ_KEEP_TESTS changes what is packed (poncho_wq.pack); other keys unchanged
+        builder["keep_tests"] = True
     builder.update(eng.identity(spec, python))
     doc = {"spec": spec.canonical(), "platform": platform_tag(), "builder": builder}
     from ..layers import local_project_digests

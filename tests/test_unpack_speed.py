@@ -1,0 +1,99 @@
+"""Smaller cold unpacks (issue 14): packages' test directories are left out of environments unless code that stays
+imports them, the user's own (path/URL-installed) projects keep theirs, and PONCHO_WQ_KEEP_TESTS=1 keeps all.
+
+Real portable prefix (six from PyPI) with hand-made packages added to its site-packages, real packer, real run
+shim: the packages left in the archive still import on the unpacked environment."""
+
+import os
+import subprocess
+import sys
+import tarfile
+
+import pytest
+
+from poncho_wq.engines import build_prefix, cache_key
+from poncho_wq.pack import pack_prefix
+from poncho_wq.shim import shim_path
+
+PY = "python{}.{}".format(*sys.version_info[:2])
+
+
+def write(root, rel, text=""):
+    path = os.path.join(str(root), rel)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "w") as f:
+        f.write(text)
+
+
+@pytest.fixture(scope="module")
+def prefix(tmp_path_factory):
+    root = tmp_path_factory.mktemp("unpack") / "prefix"
+    build_prefix({"pip": ["six"]}, str(root))
+    site = "lib/{}/site-packages/".format(PY)
+    # plain: its tests are never imported by its code -> left out (also a nested sub/test directory)
+    write(root, site + "plain/__init__.py", "VALUE = 1\n")
+    write(root, site + "plain/tests/__init__.py")
+    write(root, site + "plain/tests/test_value.py", "import plain\n")
+    write(root, site + "plain/sub/__init__.py")
+    write(root, site + "plain/sub/test/test_sub.py", "")
+    write(root, site + "plain/testing.py", "HELP = 2\n")  # not a test directory
+    # uses: imports its own tests at import time (like mpmath) -> kept, and what that test dir imports is kept too
+    write(root, site + "uses/__init__.py", "from .tests import runner\n")
+    write(root, site + "uses/tests/__init__.py")
+    write(root, site + "uses/tests/runner.py", "from uses.sub.tests import data\n")
+    write(root, site + "uses/sub/__init__.py")
+    write(root, site + "uses/sub/tests/__init__.py")
+    write(root, site + "uses/sub/tests/data.py", "X = 3\n")
+    write(root, site + "uses/other/__init__.py")
+    write(root, site + "uses/other/tests/test_o.py", "")
+    # mine: installed from a local path (direct_url.json): the user's own project keeps its tests
+    write(root, site + "mine/__init__.py")
+    write(root, site + "mine/tests/test_mine.py", "")
+    write(root, site + "mine-1.0.dist-info/direct_url.json", '{"url": "file:///src/mine", "dir_info": {}}')
+    write(root, site + "mine-1.0.dist-info/RECORD", "mine/__init__.py,,\nmine/tests/test_mine.py,,\n"
+                                                    "mine-1.0.dist-info/RECORD,,\n")
+    # a top-level package named tests is somebody's code
+    write(root, site + "tests/__init__.py", "")
+    return root
+
+
+def members(path):
+    with tarfile.open(path) as tar:
+        return {m.name for m in tar}
+
+
+def test_test_dirs_left_out_unless_imported_and_importable_after_unpack(prefix, tmp_path, monkeypatch):
+    monkeypatch.delenv("PONCHO_WQ_KEEP_TESTS", raising=False)
+    out = tmp_path / "env.tar.gz"
+    pack_prefix(str(prefix), str(out))
+    names = members(out)
+    site = "lib/{}/site-packages/".format(PY)
+    for gone in ("plain/tests/test_value.py", "plain/tests/__init__.py", "plain/sub/test/test_sub.py",
+                 "uses/other/tests/test_o.py"):
+        assert site + gone not in names
+    for kept in ("plain/__init__.py", "plain/testing.py", "uses/tests/runner.py", "uses/sub/tests/data.py",
+                 "mine/tests/test_mine.py", "tests/__init__.py", "six.py"):
+        assert site + kept in names
+    # What stays imports on a worker, through the run shim (the relocation records name no dropped file).
+    env = {"PATH": "/usr/bin:/bin", "PONCHO_ENV_DIR": str(tmp_path / "root"), "HOME": str(tmp_path)}
+    r = subprocess.run(["sh", shim_path(), "-e", str(out), "--", "python3", "-c",
+                        "import plain, plain.testing, uses, six; print(uses.runner.data.X)"],
+                       env=env, capture_output=True, text=True, stdin=subprocess.DEVNULL)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == "3"
+
+
+def test_keep_tests_setting_keeps_everything_and_changes_the_cache_key(prefix, tmp_path, monkeypatch):
+    spec = {"pip": ["six"]}
+    monkeypatch.delenv("PONCHO_WQ_KEEP_TESTS", raising=False)
+    default_key = cache_key(spec, engine="portable", python=sys.executable)
+    pruned = tmp_path / "pruned.tar.gz"
+    pack_prefix(str(prefix), str(pruned))
+    monkeypatch.setenv("PONCHO_WQ_KEEP_TESTS", "1")
+    assert cache_key(spec, engine="portable", python=sys.executable) != default_key
+    full = tmp_path / "full.tar.gz"
+    pack_prefix(str(prefix), str(full))
+    site = "lib/{}/site-packages/".format(PY)
+    assert members(full) - members(pruned) == {
+        site + p for p in ("plain/tests/__init__.py", "plain/tests/test_value.py", "plain/sub/test/test_sub.py",
+                           "uses/other/tests/test_o.py")}
