@@ -22,6 +22,8 @@ from .errors import SpecError
 SOURCES = ("index", "current", "auto")
 #: Values of ``PONCHO_WQ_BINDING``.
 BINDINGS = ("ndcctools.work_queue", "work_queue", "debian")
+#: Values of ``PONCHO_WQ_DISTRIBUTION`` (see :mod:`poncho_wq.publish`).
+DISTRIBUTIONS = ("direct", "url", "shared")
 _DEFAULT_MTIME = 946684800  # 2000-01-01T00:00:00Z
 
 
@@ -58,12 +60,21 @@ SETTINGS: Tuple[Setting, ...] = (
             "large cold trees)"),
     Setting("PONCHO_WQ_KEEP_TESTS", "manager", "`1`: ship the `tests`/`test` directories of installed packages "
             "(left out by default unless the package's own code imports them; part of the cache key)"),
+    Setting("PONCHO_WQ_DISTRIBUTION", "manager", "how tasks get their environment: `direct` (the manager sends it "
+            "to each worker), `url` (workers fetch it from `PONCHO_WQ_PUBLISH_URL`) or `shared` (unpacked once on a "
+            "shared file system); default `url` when `PONCHO_WQ_PUBLISH_DIR` is set, else `direct`"),
+    Setting("PONCHO_WQ_PUBLISH_DIR", "manager", "directory the environment and code layer tarballs are published "
+            "into (content-addressed names, atomic) for the `url` and `shared` modes"),
+    Setting("PONCHO_WQ_PUBLISH_URL", "manager", "base URL under which workers reach `PONCHO_WQ_PUBLISH_DIR` "
+            "(`http(s)://`, `ftp://`, or `file://` on a shared file system); workers fetch with `curl`"),
     Setting("SOURCE_DATE_EPOCH", "manager", "the mtime written into archives (default 2000-01-01)"),
     Setting("PONCHO_DEBUG", "both", "tracebacks in the CLIs; phase timings in the shim"),
     Setting("PONCHO_ENV_DIR", "worker", "root of the unpacked environments (see Caches and names)"),
     Setting("PONCHO_LOCK", "worker", "`mkdir`: force the `mkdir` lock instead of `flock`"),
     Setting("PONCHO_ENV_KEEP", "worker", "keep at most N unpacked environments, evicting the least recently used "
             "one not in use"),
+    Setting("PONCHO_ENV_BUDGET_MB", "worker", "keep the unpacked environments and code layers of a worker within this "
+            "many MiB, evicting the least recently used ones not in use (sizes recorded at unpack time)"),
     Setting("PONCHO_PRIVATE_UNPACK", "worker", "`1`: a missing `--unpack-to` dir inside the task sandbox is unpacked "
             "in place as upstream does, not linked to the per-worker cache"),
     Setting("PONCHO_SKIP_FLOOR_CHECK", "worker", "`1`: run an environment on a worker below its recorded floor "
@@ -186,6 +197,29 @@ class Settings:
     def conda_pkgs_dir(self) -> Optional[str]:
         """``PONCHO_CONDA_PKGS_DIR``: py-rattler's package cache, or None for rattler's default."""
         return self.raw("PONCHO_CONDA_PKGS_DIR")
+
+    @property
+    def distribution(self) -> Optional[str]:
+        """``PONCHO_WQ_DISTRIBUTION``: ``direct``, ``url`` or ``shared``; None for the default."""
+        value = self.raw("PONCHO_WQ_DISTRIBUTION")
+        if value is None:
+            return None
+        mode = value.strip().lower()
+        if mode not in DISTRIBUTIONS:
+            raise _bad("PONCHO_WQ_DISTRIBUTION", value, "one of " + ", ".join(DISTRIBUTIONS))
+        return mode
+
+    @property
+    def publish_dir(self) -> Optional[str]:
+        """``PONCHO_WQ_PUBLISH_DIR`` (absolute), or None."""
+        value = self.raw("PONCHO_WQ_PUBLISH_DIR")
+        return os.path.abspath(os.path.expanduser(value)) if value else None
+
+    @property
+    def publish_url(self) -> Optional[str]:
+        """``PONCHO_WQ_PUBLISH_URL``, or None (checked by :class:`poncho_wq.publish.Distribution`)."""
+        value = self.raw("PONCHO_WQ_PUBLISH_URL")
+        return value.strip() if value and value.strip() else None
 
     @property
     def source_date_epoch(self) -> int:

@@ -1,0 +1,166 @@
+"""The per-worker byte budget for unpacked environments and code layers (PONCHO_ENV_BUDGET_MB, issue 16):
+least recently used first, never one in use, sizes recorded once at unpack time.  Real shim runs, several at once,
+holding their environments in use while others unpack."""
+
+import os
+import shutil
+import subprocess
+import time
+
+import pytest
+
+from helpers.shimutil import leftovers, make_prefix, pack, run_shim, shim_env
+from poncho_wq.shim import shim_path
+
+pytestmark = pytest.mark.usefixtures("shells")
+
+SHELLS = {"dash": ("dash",), "busybox": ("busybox", "sh")}
+BUDGET_MB = 3  # each environment below unpacks to ~2.1 MiB: one fits, two do not
+
+
+@pytest.fixture(scope="module")
+def tarballs(tmp_path_factory):
+    """Five copies (a-e) of one ~2 MiB environment under different names: five entries of the per-worker cache."""
+    d = tmp_path_factory.mktemp("budget")
+    base = pack(make_prefix(d, random_mb=2), d / "base.tar.gz")
+    names = {}
+    for n in "abcde":
+        names[n] = str(d / "{}.tar.gz".format(n))
+        shutil.copy(base, names[n])
+    return names
+
+
+@pytest.fixture(scope="module")
+def layers(tmp_path_factory):
+    """Code layers (code-<hex>.tar.gz) of ~2 MiB each, w x y z."""
+    d = tmp_path_factory.mktemp("layers")
+    out = {}
+    for i, n in enumerate("wxyz"):
+        src = d / n / "lib"
+        src.mkdir(parents=True)
+        (src / "mod_{}.py".format(n)).write_text("X = 1\n")
+        (src / "blob.bin").write_bytes(os.urandom(2 << 20))
+        out[n] = str(d / "code-{:032x}.tar.gz".format(i + 1))
+        subprocess.run(["tar", "-czf", out[n], "-C", str(d / n), "lib"], check=True)
+    return out
+
+
+def _present(root):
+    """The cache entries of *root*: environments by their tarball's letter, code layers by their hex id's last char."""
+    names = os.listdir(root)
+    envs = sorted(n.split(".")[0] for n in names if n[0] in "abcde" and not n.startswith("code-"))
+    codes = sorted("wxyz"[int(n[-1]) - 1] for n in names if n.startswith("code-"))
+    return envs, codes
+
+
+class Holder:
+    """A shim run whose command holds its environment in use until released."""
+
+    def __init__(self, tmp_path, tag, args, env, shell=("dash",)):
+        self.ready = tmp_path / (tag + ".ready")
+        self.release_file = tmp_path / (tag + ".release")
+        cmd = list(shell) + [shim_path()] + [str(a) for a in args] + [
+            "sh", "-c", 'touch "$0"; while [ ! -e "$1" ]; do sleep 0.05; done', str(self.ready), str(self.release_file)]
+        self.proc = subprocess.Popen(cmd, env=env, stdin=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                                     start_new_session=True)
+
+    def wait_ready(self):
+        for _ in range(1200):
+            if self.ready.exists():
+                return
+            assert self.proc.poll() is None, self.proc.stderr.read()
+            time.sleep(0.05)
+        raise AssertionError("the holding run did not start its command")
+
+    def release(self):
+        self.release_file.touch()
+        assert self.proc.wait(timeout=60) == 0, self.proc.stderr.read()
+
+
+@pytest.mark.parametrize("shell", sorted(SHELLS))
+def test_budget_evicts_the_least_recently_used_idle_never_one_in_use(tarballs, tmp_path, shell):
+    root = tmp_path / "root"
+    env = shim_env(root, PONCHO_ENV_BUDGET_MB=BUDGET_MB)
+    a = Holder(tmp_path, "a", ["-e", tarballs["a"]], env, SHELLS[shell])
+    try:
+        a.wait_ready()
+        assert run_shim(["-e", tarballs["b"], "true"], shell=SHELLS[shell], env=env).returncode == 0
+        assert _present(root)[0] == ["a", "b"]  # over budget, but a is in use and b was being used
+        assert run_shim(["-e", tarballs["c"], "true"], shell=SHELLS[shell], env=env).returncode == 0
+        assert _present(root)[0] == ["a", "c"]  # b, idle and least recently used, went; a (older) is in use
+    finally:
+        a.release()
+    # Each entry's size was recorded at unpack time, in KiB, as du measures the tree.
+    (c_dir,) = [n for n in os.listdir(root) if n.startswith("c.tar.gz")]
+    du = int(subprocess.run(["du", "-sk", str(root / c_dir)], capture_output=True, text=True).stdout.split()[0])
+    assert abs(int((root / ".{}.size".format(c_dir)).read_text()) - du) <= 8
+    # a is idle now and the oldest: it goes, then c, until d alone is left within the budget.
+    assert run_shim(["-e", tarballs["d"], "true"], shell=SHELLS[shell], env=env).returncode == 0
+    assert _present(root)[0] == ["d"]
+    assert leftovers(root) == []
+    (d_dir,) = [n for n in os.listdir(root) if n.startswith("d.tar.gz")]
+    assert sorted(n for n in os.listdir(root) if n.endswith((".used", ".size"))) == [
+        "." + d_dir + ".size", "." + d_dir + ".used"]  # the evicted entries' records went with them
+
+
+def test_concurrent_runs_all_in_use_keep_everything_until_released(tarballs, tmp_path):
+    root = tmp_path / "root"
+    env = shim_env(root, PONCHO_ENV_BUDGET_MB=BUDGET_MB)
+    holders = [Holder(tmp_path, n, ["-e", tarballs[n]], env) for n in "abc"]  # three cold runs at once
+    try:
+        for h in holders:
+            h.wait_ready()
+        assert _present(root)[0] == ["a", "b", "c"]  # 3 x 2.1 MiB > 3 MiB, all in use: none evicted
+    finally:
+        for h in holders:
+            h.release()
+    assert run_shim(["-e", tarballs["d"], "true"], env=env).returncode == 0
+    assert _present(root)[0] == ["d"]
+    assert leftovers(root) == []
+
+
+def test_eviction_reads_the_recorded_sizes_and_measures_an_unrecorded_entry_once(tarballs, tmp_path):
+    root = tmp_path / "root"
+    # a unpacked with no budget set: no size recorded.
+    assert run_shim(["-e", tarballs["a"], "true"], env=shim_env(root)).returncode == 0
+    (a_dir,) = [n for n in os.listdir(root) if n.startswith("a.tar.gz") and not n.endswith(".lock")]
+    assert not (root / ".{}.size".format(a_dir)).exists()
+    env = shim_env(root, PONCHO_ENV_BUDGET_MB=5)
+    assert run_shim(["-e", tarballs["b"], "true"], env=env).returncode == 0
+    assert int((root / ".{}.size".format(a_dir)).read_text()) > 2000  # measured once, by the first eviction pass
+    assert _present(root)[0] == ["a", "b"]
+    # What eviction believes is the recorded size, not the tree: a recorded as 1 KiB makes a + b + c fit in 5 MiB.
+    (root / ".{}.size".format(a_dir)).write_text("1\n")
+    assert run_shim(["-e", tarballs["c"], "true"], env=env).returncode == 0
+    assert _present(root)[0] == ["a", "b", "c"]
+
+
+def test_code_layers_count_against_the_budget_and_are_protected_while_in_use(tarballs, layers, tmp_path):
+    root = tmp_path / "root"
+    env = shim_env(root, PONCHO_ENV_BUDGET_MB=5)  # the base (2.1 MiB) and one layer (2 MiB) fit, not two layers
+    x = Holder(tmp_path, "x", ["-e", tarballs["a"], "--code", layers["x"]], env)
+    try:
+        x.wait_ready()
+        assert run_shim(["-e", tarballs["a"], "--code", layers["y"], "true"], env=env).returncode == 0
+        assert run_shim(["-e", tarballs["a"], "--code", layers["z"], "true"], env=env).returncode == 0
+        assert _present(root) == (["a"], ["x", "z"])  # y idle and older than z: gone; x in use: kept
+    finally:
+        x.release()
+    assert run_shim(["-e", tarballs["a"], "--code", layers["w"], "true"], env=env).returncode == 0
+    assert _present(root) == (["a"], ["w"])
+    assert leftovers(root) == []
+
+
+def test_keep_counts_environments_not_code_layers(tarballs, layers, tmp_path):
+    root = tmp_path / "root"
+    env = shim_env(root, PONCHO_ENV_KEEP=1)
+    assert run_shim(["-e", tarballs["a"], "--code", layers["w"], "true"], env=env).returncode == 0
+    assert run_shim(["-e", tarballs["b"], "--code", layers["x"], "true"], env=env).returncode == 0
+    assert _present(root) == (["b"], ["w", "x"])
+
+
+@pytest.mark.parametrize("value", ["3MB", "-1", "1.5"])
+def test_a_bad_budget_is_a_usage_error(tarballs, tmp_path, value):
+    r = run_shim(["-e", tarballs["a"], "true"], env=shim_env(tmp_path / "root", PONCHO_ENV_BUDGET_MB=value))
+    assert r.returncode == 1, r.stderr
+    assert "PONCHO_ENV_BUDGET_MB must be a whole number of MiB, not '{}'".format(value) in r.stderr
