@@ -73,11 +73,13 @@ def _short_repr(value):
     return text if len(text) <= 200 else text[:197] + "..."
 
 
-def wrap_command(command, env_remote_name, code_remote_name=None):
-    """The worker-side command line that runs *command* inside the environment (and its code layer)."""
+def wrap_command(command, env_remote_name, code_remote_name=None, env_dir=None):
+    """The worker-side command line that runs *command* inside the environment (and its code layer). *env_dir*
+    (``shared`` distribution) is the shim's ``PONCHO_ENV_DIR``; the names are then absolute shared paths."""
     code = " --code {}".format(shlex.quote(code_remote_name)) if code_remote_name else ""
-    return "./{} -e {}{} -- /bin/sh -c {}".format(SHIM_NAME, shlex.quote(env_remote_name), code,
-                                                 shlex.quote(command))
+    root = "PONCHO_ENV_DIR={} ".format(shlex.quote(env_dir)) if env_dir else ""
+    return "{}./{} -e {}{} -- /bin/sh -c {}".format(root, SHIM_NAME, shlex.quote(env_remote_name), code,
+                                                   shlex.quote(command))
 
 
 def shim_error_from(exit_code, output):
@@ -101,13 +103,48 @@ def task_layers(environment, command=None):
     return environment.code_layer(members), scripts
 
 
-def _attach_environment(task, environment, layer=None, scripts=()):
-    """Attach the base tarball, the code layer, the command scripts (content-named copies) and the shim."""
-    from .layers import content_copy
+#: How a task's base and code layer travel (see :mod:`poncho_wq.publish`): ``env``/``code`` are the names the
+#: shim is given (absolute shared paths in ``shared`` mode), ``env_dir`` its PONCHO_ENV_DIR (``shared``), ``urls``
+#: remote name -> URL (``url``), ``files`` remote name -> local path (``direct``).
+DistributionPlan = collections.namedtuple("DistributionPlan", "mode env code env_dir urls files")
 
-    task.specify_input_file(environment.build(), environment.remote_name, cache=True)
+
+def plan_distribution(environment, layer=None, distribution=None):
+    """Publish what *distribution* needs (``None``: ``environment.distribution`` if set, else the settings) and
+    say how the task refers to it."""
+    import posixpath
+
+    from .publish import as_distribution, publish
+
+    if distribution is None:
+        distribution = getattr(environment, "distribution", None)
+    dist = as_distribution(distribution)
+    files = {environment.remote_name: environment.build()}
     if layer is not None:
-        task.specify_input_file(layer.build(), layer.remote_name, cache=True)
+        files[layer.remote_name] = layer.build()
+    code = layer.remote_name if layer is not None else None
+    if dist.mode == "direct":
+        return DistributionPlan("direct", environment.remote_name, code, None, {}, files)
+    for name, path in files.items():
+        publish(path, dist.publish_dir, name)
+    if dist.mode == "url":
+        return DistributionPlan("url", environment.remote_name, code, None,
+                                {name: dist.url_for(name) for name in files}, {})
+    shared = {name: posixpath.join(dist.worker_dir, name) for name in files}
+    return DistributionPlan("shared", shared[environment.remote_name], shared.get(code), dist.shared_env_dir, {}, {})
+
+
+def _attach_environment(task, environment, layer=None, scripts=(), plan=None):
+    """Attach the base tarball and the code layer as *plan* says (default: the settings' distribution), the
+    command scripts (content-named copies) and the shim."""
+    from .layers import content_copy
+    from .publish import specify_fetch
+
+    plan = plan or plan_distribution(environment, layer)
+    for name, path in plan.files.items():
+        task.specify_input_file(path, name, cache=True)
+    for name, url in plan.urls.items():
+        specify_fetch(task, url, name)
     for source, rel in scripts:
         task.specify_input_file(content_copy(source), rel, cache=True)
     task.specify_input_file(shim_path(), SHIM_NAME, cache=True)
@@ -127,7 +164,7 @@ def classes_for(binding):
             Other keyword arguments call the matching ``specify_<name>`` method (e.g. ``cores=1``, ``tag="x"``).
             """
 
-            def __init__(self, command, environment=None, files=None, **task_options):
+            def __init__(self, command, environment=None, files=None, *, distribution=None, **task_options):
                 # Arguments are checked before anything is analyzed or built; __del__ below copes with the base
                 # Task.__init__ never having run.
                 check_command_argument(command)
@@ -141,9 +178,9 @@ def classes_for(binding):
                 self.environment = as_environment(environment, command, layered=True)
                 self.original_command = command
                 self.code_layer, scripts = task_layers(self.environment, command)
-                code = self.code_layer.remote_name if self.code_layer is not None else None
-                super().__init__(wrap_command(command, self.environment.remote_name, code))
-                _attach_environment(self, self.environment, self.code_layer, scripts)
+                plan = self.distribution_plan = plan_distribution(self.environment, self.code_layer, distribution)
+                super().__init__(wrap_command(command, plan.env, plan.code, plan.env_dir))
+                _attach_environment(self, self.environment, self.code_layer, scripts, plan)
                 for copy, name in sandbox_inputs(explicit, self.environment, scripts):
                     self.specify_input_file(copy, name, cache=True)
                 for name, value in task_options.items():
@@ -158,8 +195,9 @@ def classes_for(binding):
             @property
             def shim_error(self):
                 """After completion: ``ShimError(exit_code, message)`` when the environment could not be set up
-                on the worker (the command never ran), else None."""
-                return shim_error_from(self.return_status, self.std_output)
+                on the worker (the command never ran), else None. In ``url`` distribution, also a failed fetch of
+                the environment (exit code 2, a message naming the URL and what the manager gets from it)."""
+                return shim_error_from(self.return_status, self.std_output) or _fetch_error(self, binding)
 
         class PonchoPythonTask(binding.PythonTask):
             """Work Queue's ``PythonTask`` (a function call) run inside a packed environment.
@@ -168,18 +206,17 @@ def classes_for(binding):
             submitting script; the serializer the binding's wrapper needs (dill or cloudpickle) is added.
             """
 
-            def __init__(self, func, *args, environment=None, files=None, **kwargs):
+            def __init__(self, func, *args, environment=None, files=None, distribution=None, **kwargs):
                 if not callable(func):
                     raise SpecError("PonchoPythonTask function: {} ({}) is not valid; expected a function to call "
                                     "on the worker".format(_short_repr(func), type(func).__name__))
                 check_environment_argument(environment, "PonchoPythonTask")
                 explicit = resolve_files(files, "PonchoPythonTask")
                 self.environment = _python_task_environment(func, environment, binding)
-                self._poncho_remote = self.environment.remote_name
                 self.code_layer = self.environment.code_layer(_function_module_members(func))
-                self._poncho_code = self.code_layer.remote_name if self.code_layer is not None else None
+                plan = self.distribution_plan = plan_distribution(self.environment, self.code_layer, distribution)
                 super().__init__(func, *args, **kwargs)
-                _attach_environment(self, self.environment, self.code_layer)
+                _attach_environment(self, self.environment, self.code_layer, plan=plan)
                 for copy, name in sandbox_inputs(explicit, self.environment, who="PonchoPythonTask"):
                     self.specify_input_file(copy, name, cache=True)
 
@@ -187,11 +224,12 @@ def classes_for(binding):
                 # Work Queue's own command runs "python wrapper func args out" in the sandbox; run it in the env.
                 self._env_file = None
                 command = super()._python_function_command()
-                return wrap_command(command, self._poncho_remote, self._poncho_code)
+                plan = self.distribution_plan
+                return wrap_command(command, plan.env, plan.code, plan.env_dir)
 
             @property
             def shim_error(self):
-                return shim_error_from(self.return_status, self.std_output)
+                return shim_error_from(self.return_status, self.std_output) or _fetch_error(self, binding)
 
             def __del__(self):
                 # As PonchoTask.__del__: PythonTask.__del__ reads _tmpdir (set first thing in its __init__) and then
@@ -202,6 +240,22 @@ def classes_for(binding):
 
         _classes[binding.__name__] = (PonchoTask, PonchoPythonTask)
         return _classes[binding.__name__]
+
+
+def _fetch_error(task, binding):
+    """ShimError(2, ...) when the task's url inputs could not be fetched (computed once: it asks the server)."""
+    plan = task.__dict__.get("distribution_plan")
+    if plan is None or not plan.urls:
+        return None
+    if "_fetch_error" not in task.__dict__:
+        from .publish import fetch_failure
+
+        failed = {getattr(binding, "WORK_QUEUE_RESULT_" + n, None) for n in ("INPUT_MISSING", "MAX_RETRIES")}
+        message = fetch_failure(task, plan.urls, failed - {None})
+        if not message:
+            return None  # not failed (or not finished yet): ask again later
+        task.__dict__["_fetch_error"] = ShimError(2, message)
+    return task.__dict__["_fetch_error"]
 
 
 def _function_module_members(func):

@@ -1,0 +1,333 @@
+"""Distribution modes (poncho_wq/publish.py): direct, url and shared.
+
+Fast tests: the settings and their errors, publishing (atomic, idempotent, never replacing different bytes), the
+worker-side fetch command run with the real curl against a real local server (a 404 and a connection cut
+mid-download leave nothing behind), the local server's log. End-to-end tests (marked e2e) on real workers of both
+bindings: url mode (one GET of the environment per worker, the manager sends none), shared mode (one unpack in
+total), and a 404 / a server dying mid-download (a clear message naming the URL on the manager, nothing half-done
+on the worker, a later attempt succeeds once the server is back).
+"""
+
+import http.server
+import json
+import os
+import shlex
+import socket
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+
+from poncho_wq.errors import PonchoError, SpecError
+from poncho_wq.publish import Distribution, distribution, fetch_command, probe, publish, serve
+from poncho_wq.task import wrap_command
+
+
+# -- settings -------------------------------------------------------------------------------------------------
+def test_default_is_direct_and_publish_dir_means_url(tmp_path):
+    assert distribution(environ={}).mode == "direct"
+    d = distribution(environ={"PONCHO_WQ_PUBLISH_DIR": str(tmp_path), "PONCHO_WQ_PUBLISH_URL": "http://h:8000/x"})
+    assert (d.mode, d.publish_url) == ("url", "http://h:8000/x/")
+    assert d.url_for("env-ab.tar.gz") == "http://h:8000/x/env-ab.tar.gz"
+    s = distribution(environ={"PONCHO_WQ_DISTRIBUTION": "shared", "PONCHO_WQ_PUBLISH_DIR": str(tmp_path),
+                              "PONCHO_WQ_PUBLISH_URL": "file:///mnt/shared/poncho/"})
+    assert (s.worker_dir, s.shared_env_dir) == ("/mnt/shared/poncho", "/mnt/shared/poncho/envs")
+    assert distribution("shared", publish_dir=str(tmp_path), environ={}).worker_dir == str(tmp_path)
+
+
+@pytest.mark.parametrize("environ, needle", [
+    ({"PONCHO_WQ_DISTRIBUTION": "torrent"}, "PONCHO_WQ_DISTRIBUTION='torrent'"),
+    ({"PONCHO_WQ_DISTRIBUTION": "url"}, "PONCHO_WQ_PUBLISH_DIR"),
+    ({"PONCHO_WQ_PUBLISH_DIR": "/x"}, "PONCHO_WQ_PUBLISH_URL"),
+    ({"PONCHO_WQ_PUBLISH_DIR": "/x", "PONCHO_WQ_PUBLISH_URL": "host:8000"}, "not valid"),
+    ({"PONCHO_WQ_PUBLISH_DIR": "/x", "PONCHO_WQ_PUBLISH_URL": "http://h/a b"}, "blank"),
+    ({"PONCHO_WQ_DISTRIBUTION": "shared", "PONCHO_WQ_PUBLISH_DIR": "/x", "PONCHO_WQ_PUBLISH_URL": "http://h/"},
+     "file://"),
+])
+def test_bad_settings_name_the_variable(environ, needle):
+    with pytest.raises(SpecError) as e:
+        distribution(environ=environ)
+    assert needle in str(e.value)
+
+
+def test_wrap_command_in_shared_mode_sets_the_shared_root():
+    cmd = wrap_command("python3 job.py 'a b'", "/sh/env-1.tar.gz", "/sh/code-2.tar.gz", "/sh/envs")
+    assert cmd.startswith("PONCHO_ENV_DIR=/sh/envs ./poncho_package_run -e /sh/env-1.tar.gz --code /sh/code-2.tar.gz")
+    assert shlex.split(cmd)[-1] == "python3 job.py 'a b'"
+
+
+# -- publishing -----------------------------------------------------------------------------------------------
+def test_publish_is_atomic_idempotent_and_never_replaces_other_bytes(tmp_path):
+    src = tmp_path / "env-0123.tar.gz"
+    src.write_bytes(b"x" * 100000)
+    pub = tmp_path / "pub"
+    dest = publish(str(src), str(pub))
+    assert open(dest, "rb").read() == src.read_bytes()
+    assert os.stat(dest).st_mode & 0o777 == 0o444
+    ino = os.stat(dest).st_ino
+    assert publish(str(src), str(pub)) == dest and os.stat(dest).st_ino == ino  # kept, not rewritten
+    assert [n for n in os.listdir(pub)] == ["env-0123.tar.gz"]  # no temp file left
+    other = tmp_path / "other" / "env-0123.tar.gz"
+    other.parent.mkdir()
+    other.write_bytes(b"y" * 100000)
+    with pytest.raises(PonchoError) as e:
+        publish(str(other), str(pub))
+    assert "different content" in str(e.value) and str(dest) in str(e.value)
+    assert open(dest, "rb").read() == src.read_bytes()
+
+
+def test_concurrent_publishers_all_succeed(tmp_path):
+    src = tmp_path / "code-77.tar.gz"
+    src.write_bytes(os.urandom(1 << 20))
+    pub = str(tmp_path / "pub")
+    code = "import sys; from poncho_wq.publish import publish; publish(sys.argv[1], sys.argv[2])"
+    procs = [subprocess.Popen([sys.executable, "-c", code, str(src), pub]) for _ in range(4)]
+    assert [p.wait() for p in procs] == [0, 0, 0, 0]
+    assert os.listdir(pub) == ["code-77.tar.gz"]
+
+
+# -- the fetch command, with the real curl ---------------------------------------------------------------------
+class _CutHandler(http.server.BaseHTTPRequestHandler):
+    """Announces 1 MB, sends half, then closes the connection: a server dying mid-download."""
+
+    def do_GET(self):
+        self.send_response(200)
+        self.send_header("Content-Length", str(1 << 20))
+        self.end_headers()
+        self.wfile.write(b"z" * (1 << 19))
+        self.wfile.flush()
+        self.connection.shutdown(socket.SHUT_RDWR)
+
+    def log_message(self, *a):
+        pass
+
+
+def _run_fetch(url, cache_path):
+    cmd = fetch_command(url).replace("%%", cache_path)
+    return subprocess.run(["/bin/sh", "-c", cmd], capture_output=True, text=True, env={"PATH": "/usr/bin:/bin"})
+
+
+def test_fetch_command_fails_cleanly_on_404_and_on_a_cut_download(tmp_path):
+    served = tmp_path / "served"
+    served.mkdir()
+    (served / "env-1.tar.gz").write_bytes(b"good" * 1000)
+    log = tmp_path / "access.log"
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    with serve(str(served), log_path=str(log)) as server:
+        ok = _run_fetch(server.url + "env-1.tar.gz", str(cache / "a"))
+        assert ok.returncode == 0, ok.stdout + ok.stderr
+        assert (cache / "a").read_bytes() == b"good" * 1000
+        missing = _run_fetch(server.url + "env-2.tar.gz", str(cache / "b"))
+        assert missing.returncode != 0 and "404" in missing.stderr
+        assert probe(server.url + "env-2.tar.gz") == "HTTP 404 File not found"
+    assert os.listdir(cache) == ["a"]  # no 404 page stored as a tarball, no .part
+    lines = log.read_text().splitlines()
+    assert [ln.split()[2:] for ln in lines][:2] == [["GET", "/env-1.tar.gz", "200"], ["GET", "/env-2.tar.gz", "404"]]
+
+    cut = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _CutHandler)
+    threading.Thread(target=cut.serve_forever, daemon=True).start()
+    try:
+        r = _run_fetch("http://127.0.0.1:{}/env-3.tar.gz".format(cut.server_address[1]), str(cache / "c"))
+    finally:
+        cut.shutdown()
+        cut.server_close()
+    assert r.returncode != 0
+    assert os.listdir(cache) == ["a"]
+    assert "refused" in probe("http://127.0.0.1:{}/env-3.tar.gz".format(cut.server_address[1]))
+
+
+def test_distribution_object_is_validated():
+    with pytest.raises(SpecError):
+        Distribution("url", "/x", None)
+    assert Distribution().mode == "direct"
+
+
+# -- end to end on real workers --------------------------------------------------------------------------------
+JOB = '''\
+import sys
+
+import humanize
+from mylib import fmt
+
+print("RESULT", fmt.describe(int(sys.argv[1])))
+'''
+MYLIB_FMT = '''\
+import humanize
+
+
+def describe(n):
+    return "{}:{}".format(n, humanize.intcomma(n * 1000))
+'''
+
+
+@pytest.fixture(scope="module")
+def humanize_installed():
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "humanize"], check=True, stdin=subprocess.DEVNULL)
+
+
+@pytest.fixture(scope="module")
+def e2e_cache(tmp_path_factory):
+    return str(tmp_path_factory.mktemp("poncho-cache"))
+
+
+@pytest.fixture
+def project(tmp_path, humanize_installed):
+    d = tmp_path / "project"
+    (d / "mylib").mkdir(parents=True)
+    (d / "job.py").write_text(JOB)
+    (d / "mylib" / "__init__.py").write_text("")
+    (d / "mylib" / "fmt.py").write_text(MYLIB_FMT)
+    return d
+
+
+def _expected(i):
+    import humanize
+
+    return "RESULT {}:{}".format(i, humanize.intcomma(i * 1000))
+
+
+def _gets(log_path, prefix):
+    with open(log_path) as f:
+        return [ln.split() for ln in f if ln.split()[2:4] and ln.split()[3].startswith("/" + prefix)]
+
+
+def _part_files(root):
+    return [os.path.join(d, n) for d, _, names in os.walk(root) for n in names if n.endswith(".part")]
+
+
+@pytest.mark.e2e
+def test_url_mode_one_get_per_worker_and_nothing_from_the_manager(cluster, project, e2e_cache, tmp_path):
+    pub = tmp_path / "pub"
+    pub.mkdir()
+    log = tmp_path / "access.log"
+    with serve(str(pub), log_path=str(log)) as server:
+        env = {"PONCHO_WQ_PUBLISH_DIR": str(pub), "PONCHO_WQ_PUBLISH_URL": server.url}
+        cluster.start_manager("distribution_manager.py", ["--tasks", "6", "--retries", "2"], project, e2e_cache, env)
+        cluster.start_worker(cores=1, keep_envs=True)
+        cluster.start_worker(cores=1, keep_envs=True)
+        out = cluster.wait_results()
+    results = out["results"]
+    assert [(r["return_status"], r["shim_error"], r["mode"]) for r in results] == [(0, None, "url")] * 6, results
+    for r in results:
+        assert _expected(r["i"]) in r["output"]
+    env_name = results[0]["env"]
+    assert sorted(os.listdir(pub)) == sorted([env_name] + [n for n in os.listdir(pub) if n.startswith("code-")])
+    ran = [n for n in cluster.tasks_run() if n]
+    env_gets = _gets(str(log), "env-")
+    assert len(env_gets) == len(ran), (env_gets, cluster.tasks_run())  # one GET per worker that ran a task
+    assert all(g[4] == "200" for g in env_gets)
+    assert len(_gets(str(log), "code-")) == len(ran)
+    assert cluster.env_transfers(env_name) == [0, 0]  # the manager sent no tarball
+    for ids, n in zip(cluster.unpacked_ids(), cluster.tasks_run()):
+        assert sorted(i.split("-")[0] for i in ids) == (["code", "env"] if n else [])
+
+
+@pytest.mark.e2e
+def test_shared_mode_unpacks_once_in_total(cluster, project, e2e_cache, tmp_path):
+    shared = tmp_path / "shared"
+    env = {"PONCHO_WQ_DISTRIBUTION": "shared", "PONCHO_WQ_PUBLISH_DIR": str(shared)}
+    cluster.start_manager("distribution_manager.py", ["--tasks", "6", "--retries", "2"], project, e2e_cache, env)
+    for _ in range(3):
+        cluster.start_worker(cores=1)
+    out = cluster.wait_results()
+    results = out["results"]
+    assert [(r["return_status"], r["mode"]) for r in results] == [(0, "shared")] * 6, results
+    for r in results:
+        assert _expected(r["i"]) in r["output"]
+    with open(shared / "envs" / "unpack.log") as f:
+        ids = sorted(line.split()[2].split("-")[0] for line in f)
+    assert ids == ["code", "env"]  # one unpack of each, in total, for all workers
+    assert sum(cluster.unpack_counts()) == 0  # nothing unpacked in the workers' own dirs
+    assert cluster.env_transfers(results[0]["env"]) == [0, 0, 0]
+    assert sum(1 for r in cluster.tasks_run() if r) >= 1
+
+
+def _cut_server(port, ready):
+    """A server on *port* that dies mid-download (a separate process: it exits after cutting one transfer)."""
+    code = '''
+import http.server, os, socket, sys
+class H(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        self.send_response(200)
+        self.send_header("Content-Length", str(1 << 22))
+        self.end_headers()
+        self.wfile.write(b"z" * (1 << 20))
+        self.wfile.flush()
+        os._exit(0)
+    def log_message(self, *a):
+        pass
+s = http.server.HTTPServer(("127.0.0.1", int(sys.argv[1])), H)
+open(sys.argv[2], "w").close()
+s.serve_forever()
+'''
+    p = subprocess.Popen([sys.executable, "-c", code, str(port), ready], stdin=subprocess.DEVNULL)
+    deadline = time.time() + 30
+    while not os.path.exists(ready):
+        assert p.poll() is None and time.time() < deadline, "the cutting server did not start"
+        time.sleep(0.05)
+    return p
+
+
+def _free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize("failure", ["404", "cut"])
+def test_url_failure_is_named_on_the_manager_and_a_later_attempt_succeeds(cluster, project, e2e_cache, tmp_path,
+                                                                         failure):
+    pub = tmp_path / "pub"
+    pub.mkdir()
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    port = _free_port()
+    url = "http://127.0.0.1:{}/".format(port)
+    if failure == "404":
+        bad = serve(str(empty), port=port)  # serves nothing: every GET is a 404
+        stop_bad = bad.stop
+    else:
+        bad = _cut_server(port, str(tmp_path / "cut-ready"))
+        stop_bad = bad.kill
+    try:
+        env = {"PONCHO_WQ_PUBLISH_DIR": str(pub), "PONCHO_WQ_PUBLISH_URL": url}
+        cluster.start_manager("distribution_manager.py", ["--tasks", "1", "--retries", "0", "--resubmit"], project,
+                              e2e_cache, env)
+        worker = cluster.start_worker(cores=1, keep_envs=True)
+        failed_file = cluster.out_file + ".failed"
+        deadline = time.time() + 300
+        while not os.path.exists(failed_file):
+            assert cluster.manager.poll() is None, cluster.log()
+            assert time.time() < deadline, cluster.log()
+            time.sleep(0.2)
+    finally:
+        stop_bad()
+        if failure == "cut":
+            bad.wait()
+    with open(failed_file) as f:
+        (r,) = json.load(f)
+    assert r["return_status"] != 0 and r["shim_error"], r
+    code, message = r["shim_error"]
+    assert code == 2
+    assert "\n" not in message and url + r["env"] in message, message
+    # What the manager gets from the URL now: the 404 server still ran when the message was made; the cut one
+    # was gone (it exits after the cut).
+    assert ("HTTP 404" in message) if failure == "404" else ("refused" in message), message
+    assert _part_files(cluster.tmp) == []  # no partial download on the worker
+    assert cluster.unpack_counts() == [0]  # and no environment (half or whole) unpacked
+    with serve(str(pub), port=port) as good:  # the server is back
+        assert good.url == url
+        if worker.poll() is not None:  # Debian's worker is dropped when a fetch fails (--single-shot: it exits)
+            cluster.start_worker(cores=1, keep_envs=True)
+        open(cluster.out_file + ".go", "w").close()
+        out = cluster.wait_results()
+    (again,) = out["retried"]
+    assert again["return_status"] == 0 and again["shim_error"] is None, again
+    assert _expected(0) in again["output"]
+    assert sorted(i.split("-")[0] for ids in cluster.unpacked_ids() for i in ids) == ["code", "env"]
