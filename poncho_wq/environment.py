@@ -144,6 +144,8 @@ class Environment:
         #: ``(source, name)`` of files every task of this environment gets in its sandbox (a project's
         #: ``data_files``, see :mod:`poncho_wq.project`; a task's own go to ``files=``, :mod:`poncho_wq.files`).
         self.files: Tuple[Tuple[str, str], ...] = ()
+        #: ``(arcname, source)`` the code layer carries besides the local files (a project's ``bin/`` scripts).
+        self.layer_members: Tuple[Tuple[str, str], ...] = ()
 
     # -- constructors -------------------------------------------------------------------------------------
     @classmethod
@@ -308,7 +310,7 @@ class Environment:
         distributions there; *members* are a task's own (:func:`task_code`)."""
         from .layers import CodeLayer, distribution_members, local_file_members, merge
 
-        groups = [list(members), local_file_members(self.local_files)]
+        groups = [list(members), local_file_members(self.local_files), list(self.layer_members)]
         if self.layered:
             if self.analysis is not None and self.analysis.local_distributions:
                 groups.append(distribution_members(self.analysis.local_distributions, self.python))

@@ -53,13 +53,14 @@ from .memo import register
 log = logging.getLogger(__name__)
 
 #: Bumped when what a cached build holds, or how it is laid out, changes.
-FORMAT = 1
+FORMAT = 2
 #: Source-tree entries that are tool state or build output, not project content (not copied, not hashed).
 _SKIP = {"__pycache__", ".git", ".hg", ".svn", ".tox", ".nox", ".mypy_cache", ".pytest_cache", ".venv", ".eggs",
          ".ruff_cache", ".ipynb_checkpoints"}
 _SKIP_TOP = {"build", "dist"}
 #: OS package managers a setup.py must not run (Beam's CUSTOM_COMMANDS recipe runs apt-get from a cmdclass).
-_OS_INSTALL = re.compile(r"""\b(apt-get|aptitude)\b|\b(apt|yum|dnf|apk|zypper)\b["',\s]+(?:-\S+["',\s]+)*(?:install|add)\b""")
+_OS_INSTALL = re.compile(r"""\b(apt-get|aptitude)\b"""
+                         r"""|\b(apt|yum|dnf|apk|zypper)\b["',\s]+(?:-\S+["',\s]+)*(?:install|add)\b""")
 #: pip's default build requirements for a project without [build-system] (PEP 518).
 _LEGACY_REQUIRES = ("setuptools>=40.8.0", "wheel")
 
@@ -79,7 +80,7 @@ class Project:
     requires: Tuple[str, ...]  # Requires-Dist, as written
     lib: Tuple[Tuple[str, str], ...]  # (file in the cache, path relative to site-packages)
     data: Tuple[Tuple[str, str], ...]  # (file in the cache, path relative to sys.prefix: the task sandbox)
-    scripts: Tuple[str, ...]  # names of <name>.data/scripts and console_scripts entry points (not shipped)
+    bin: Tuple[Tuple[str, str], ...]  # (file in the cache, name): its scripts and console_scripts wrappers
 
     def dependencies(self, extras: Iterable[str] = (), markers: Optional[Dict[str, str]] = None) -> List[str]:
         """The requirement strings of the base: every ``Requires-Dist`` without an ``extra`` marker (its other
@@ -316,6 +317,7 @@ def _build_into(path: str, python: str, isolated: bool, scratch: str, missing: S
         for n in files:
             os.chmod(os.path.join(d, n), 0o444 | (os.stat(os.path.join(d, n)).st_mode & 0o111))
     info = _describe(tree, built[0])
+    info["bin"] = _write_scripts(tree, info.pop("scripts"), info.pop("entry_points"), os.path.join(out, "bin"))
     info.update(format=FORMAT, source=path, wheel=built[0])
     with open(os.path.join(out, "project.json"), "w") as f:
         json.dump(info, f, indent=1, sort_keys=True)
@@ -342,22 +344,64 @@ def _describe(tree: str, wheel_name: str) -> dict:
                 elif kind == "data":
                     data.append((rel, rest))
                 elif kind == "scripts":
-                    scripts.append(rest)
+                    scripts.append((rel, rest))
                 continue
             if parts[0] == infos[0] and n in ("RECORD", "INSTALLER", "direct_url.json"):
                 continue
             lib.append((rel, rel))
-    entry_points = os.path.join(tree, infos[0], "entry_points.txt")
-    if os.path.isfile(entry_points):
+    entry_points = {}
+    file = os.path.join(tree, infos[0], "entry_points.txt")
+    if os.path.isfile(file):
         import configparser
 
-        cp = configparser.ConfigParser(delimiters=("=",))
+        cp = configparser.ConfigParser(delimiters=("=",), interpolation=None)
         cp.optionxform = str  # type: ignore
-        cp.read(entry_points)
+        cp.read(file, encoding="utf-8")
         if cp.has_section("console_scripts"):
-            scripts += list(cp["console_scripts"])
+            entry_points = dict(cp["console_scripts"])
     return {"name": meta["Name"], "version": meta["Version"], "requires": meta.get_all("Requires-Dist") or [],
-            "lib": lib, "data": data, "scripts": scripts}
+            "lib": lib, "data": data, "scripts": scripts, "entry_points": entry_points}
+
+
+_WRAPPER = """#!/usr/bin/env python3
+import importlib
+import sys
+
+obj = importlib.import_module({module!r})
+for name in {attrs!r}:
+    obj = getattr(obj, name)
+sys.exit(obj())
+"""
+
+
+def _write_scripts(tree: str, scripts, entry_points, bin_dir: str) -> List[Tuple[str, str]]:
+    """``bin/`` of the code layer: the wheel's scripts (a ``#!python`` shebang becomes ``#!/usr/bin/env
+    python3``, the base's interpreter on the worker's PATH) and a wrapper per console_scripts entry point, as
+    ``(path relative to the build's directory, name)``."""
+    out = []
+    os.makedirs(bin_dir, exist_ok=True)
+    for rel, name in scripts:
+        with open(os.path.join(tree, rel), "rb") as f:
+            data = f.read()
+        if data.startswith(b"#!python"):
+            rest = data.split(b"\n", 1)[1] if b"\n" in data else b""
+            data = b"#!/usr/bin/env python3\n" + rest
+        out.append((name, data))
+    for name, target in sorted(entry_points.items()):
+        target = target.split("[", 1)[0].strip()
+        module, _, attrs = target.partition(":")
+        text = _WRAPPER.format(module=module.strip(), attrs=[a for a in attrs.strip().split(".") if a])
+        out.append((name, text.encode()))
+    result = []
+    for name, data in out:
+        if "/" in name or name in ("", ".", ".."):
+            continue
+        path = os.path.join(bin_dir, name)
+        with open(path, "wb") as f:
+            f.write(data)
+        os.chmod(path, 0o555)
+        result.append((os.path.join("bin", name), name))
+    return result
 
 
 def _load(final: str, source: str) -> Optional[Project]:
@@ -373,7 +417,7 @@ def _load(final: str, source: str) -> Optional[Project]:
                    wheel=os.path.join(final, "wheel", info["wheel"]), requires=tuple(info["requires"]),
                    lib=tuple((os.path.join(tree, s), a) for s, a in info["lib"]),
                    data=tuple((os.path.join(tree, s), a) for s, a in info["data"]),
-                   scripts=tuple(info["scripts"]))
+                   bin=tuple((os.path.join(final, s), n) for s, n in info["bin"]))
 
 
 def project_environment(path, extras: Sequence[str] = (), *, layered: bool = True, engine: Optional[str] = None,
@@ -404,12 +448,10 @@ def project_environment(path, extras: Sequence[str] = (), *, layered: bool = Tru
     from .spec import parse_spec
 
     spec = parse_spec(data)
-    if project.scripts:
-        log.warning("poncho: project %s: its scripts (%s) are not on the workers' PATH; run its modules with "
-                    "python3 -m instead", project.source, ", ".join(project.scripts))
     if layered:
         env = Environment(spec=spec, local_files=tuple(project.lib), engine=engine, python=python, layered=True)
         env.files = tuple(project.data)
+        env.layer_members = tuple(("bin/" + name, src) for src, name in project.bin)
     else:
         env = Environment(spec=spec, engine=engine, python=python)
         env.files = ()

@@ -150,7 +150,7 @@ def with_packages(environment, packages, ndcctools=True):
         engine = None
     env = Environment(spec=parse_spec(data), local_files=environment.local_files, analysis=environment.analysis,
                       engine=engine, python=environment.python, source="index")
-    env.files = environment.files  # a project's data_files
+    env.files, env.layer_members = environment.files, environment.layer_members  # a project's data and scripts
     return env
 
 

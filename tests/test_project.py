@@ -68,6 +68,9 @@ dependencies = ["humanize>=4"]
 [project.optional-dependencies]
 fmt = ["attrs"]
 
+[project.scripts]
+pepjob-hello = "pepjob.cli:main"
+
 [tool.setuptools]
 packages = ["pepjob"]
 
@@ -107,6 +110,7 @@ def pep621_project(root):
     (root / "pyproject.toml").write_text(PEP621)
     (root / "pepjob" / "__init__.py").write_text("")
     (root / "pepjob" / "__main__.py").write_text(PEP_MAIN)
+    (root / "pepjob" / "cli.py").write_text("def main():\n    print('TOOL pepjob-hello')\n    return 0\n")
     (root / "pepjob" / "schema.json").write_text(json.dumps({"kind": "schema-v1"}))
     (root / "pepjob" / "templates" / "hello.txt").write_text("hello\n")
     (root / "pepjob" / "unlisted.bin").write_bytes(b"not package data")
@@ -164,6 +168,7 @@ def test_pep621_extras_and_package_data(tmp_path, venv):
     arcs = {arc for _src, arc in env.local_files}
     assert {"pepjob/__init__.py", "pepjob/__main__.py", "pepjob/schema.json", "pepjob/templates/hello.txt"} <= arcs
     assert "pepjob/unlisted.bin" not in arcs and env.files == ()
+    assert [arc for arc, _src in env.layer_members] == ["bin/pepjob-hello"]  # console script wrapper
     assert list(Environment.from_project(tmp_path / "pep", python=venv).spec.pip) == ["humanize>=4"]
 
 
@@ -318,11 +323,13 @@ def test_klio_job_runs_on_workers_reading_its_data_files(cluster, tmp_path, venv
 def test_pep621_package_runs_on_workers_reading_its_package_data(cluster, tmp_path, venv):
     project = pep621_project(tmp_path / "pep")
     cluster.start_manager("project_manager.py", ["--project", str(project), "--extra", "fmt",
-                                                 "--command", "python3 -m pepjob {i}"],
+                                                 "--command", "python3 -m pepjob {i} && pepjob-hello"],
                           str(tmp_path), str(tmp_path / "cache"), python=venv)
     cluster.start_worker()
-    assert _results(cluster.wait_results()) == ["RESULT 0 schema-v1 hello 1.2 3.0 million attr",
-                                                "RESULT 1 schema-v1 hello 1.2 3.0 million attr"]
+    out = cluster.wait_results()
+    assert _results(out) == ["RESULT 0 schema-v1 hello 1.2 3.0 million attr",
+                             "RESULT 1 schema-v1 hello 1.2 3.0 million attr"]
+    assert [r["output"].count("TOOL pepjob-hello") for r in out["results"]] == [1, 1], out  # its console script
 
 
 REQ_JOB = '''\
@@ -348,3 +355,45 @@ def test_requirements_file_runs_on_workers(cluster, tmp_path):
                                                  "--command", "python3 job.py {i}"], str(d), str(tmp_path / "cache"))
     cluster.start_worker()
     assert _results(cluster.wait_results()) == ["RESULT 0 1,234,567 True", "RESULT 1 1,234,567 True"]
+
+
+VINE_DRIVER = '''
+import json, os, sys, tempfile
+from ndcctools import taskvine as vine
+from poncho_wq import Environment
+from poncho_wq.taskvine import PonchoVineTask
+
+out, port_file, project = sys.argv[1], sys.argv[2], sys.argv[3]
+env = Environment.from_project(project)
+m = vine.Manager(port=0, run_info_path=tempfile.mkdtemp(dir=os.path.dirname(out)))
+with open(port_file + ".tmp", "w") as f:
+    f.write(str(m.port))
+os.rename(port_file + ".tmp", port_file)
+for i in range(2):
+    m.submit(PonchoVineTask(m, "python3 -m run {} && cat extra/note.txt".format(i), environment=env,
+                            files=[("note.txt", "extra/note.txt")], cores=1, tag=str(i)))
+results = {}
+while not m.empty():
+    t = m.wait(5)
+    if t:
+        results[t.tag] = [t.result, t.exit_code, t.std_output]
+with open(out, "w") as f:
+    json.dump(results, f)
+'''
+
+
+@pytest.mark.e2e
+def test_klio_job_and_files_on_taskvine(tmp_path, venv):
+    from helpers import drivers
+    from helpers.parslutil import client_env
+
+    project = klio_project(tmp_path / "job")
+    (tmp_path / "submit").mkdir()
+    env = client_env(PONCHO_WQ_CACHE=str(tmp_path / "cache"), PONCHO_WQ_SOURCE="index")
+    results, _workers = drivers.run_driver(tmp_path / "submit", VINE_DRIVER, env, args=[project], n_workers=1,
+                                           files={"note.txt": "NOTE via files=\n"}, python=venv)
+    assert sorted(results) == ["0", "1"], results
+    for i, (result, code, output) in results.items():
+        assert (result, code) == ("success", 0), output
+        assert "RESULT {} 42 MODEL klio-job cmdclass True False False".format(i) in output, output
+        assert "NOTE via files=" in output, output
