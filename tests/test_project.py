@@ -397,3 +397,19 @@ def test_klio_job_and_files_on_taskvine(tmp_path, venv):
         assert (result, code) == ("success", 0), output
         assert "RESULT {} 42 MODEL klio-job cmdclass True False False".format(i) in output, output
         assert "NOTE via files=" in output, output
+
+
+@pytest.mark.e2e
+def test_the_project_example_runs(tmp_path, venv):
+    import subprocess
+
+    examples = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "examples")
+    env = dict(os.environ, PONCHO_WQ_CACHE=str(tmp_path / "cache"), PONCHO_WQ_SOURCE="index")
+    before = _listing(os.path.join(examples, "project_job"))
+    r = subprocess.run([venv, os.path.join(examples, "project_tasks.py"), "--tasks", "3"], env=env, cwd=examples,
+                       capture_output=True, text=True, timeout=600, stdin=subprocess.DEVNULL)
+    assert r.returncode == 0, r.stdout + r.stderr
+    for i, value in ((0, "0"), (1, "1,234,567"), (2, "2,469,134")):
+        assert "example-job: input {} -> {}".format(i, value) in r.stdout, r.stdout
+    assert "tasks: 3 done, 0 failed" in r.stdout
+    assert _listing(os.path.join(examples, "project_job")) == before  # the build left nothing in the example

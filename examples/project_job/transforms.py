@@ -1,0 +1,5 @@
+import humanize
+
+
+def score(x, model):
+    return humanize.intcomma(model["weight"] * x)
