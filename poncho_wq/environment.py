@@ -99,7 +99,8 @@ def tarball_id(path):
 class Environment:
     """A task environment: a spec to build (cached), or a prebuilt tarball; plus local files to ship.
 
-    Use the constructors :meth:`from_script`, :meth:`from_spec` and :meth:`from_tarball`.
+    Use the constructors :meth:`from_script`, :meth:`from_spec`, :meth:`from_tarball`, :meth:`from_project` and
+    :meth:`from_requirements`.
     """
 
     def __init__(self, spec: Optional[Spec] = None, tarball: Optional[str] = None,

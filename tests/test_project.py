@@ -250,6 +250,9 @@ def test_not_a_project(tmp_path):
     assert "no pyproject.toml or setup.py" in str(e.value)
     r = run_cli("poncho_package_create", "--extra", "x", tmp_path / "spec.json", tmp_path / "o.tar.gz")
     assert r.returncode == 1 and "--from-project" in r.stderr
+    r = run_cli("poncho_package_create", "--from-project", "--from-current-env", tmp_path / "empty",
+                tmp_path / "o.tar.gz")
+    assert r.returncode == 1 and "package index" in r.stderr
 
 
 # ---------------------------------------------------------------------------------------------- requirements

@@ -77,6 +77,9 @@ def _create(argv, prog=PROG):
     refuse_output_onto_input(args.output, [args.spec])
     if args.from_project and args.from_requirements:
         raise PonchoError("--from-project and --from-requirements cannot be combined")
+    if args.from_project and (args.from_current_env or args.engine == "current"):
+        raise PonchoError("--from-project installs the project's wheel with a builder from a package index; "
+                          "--from-current-env / --engine current only copy installed distributions: leave it out")
     if args.extra and not args.from_project:
         raise PonchoError("--extra names optional dependencies of a project: use it with --from-project")
     if args.from_requirements:
