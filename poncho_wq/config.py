@@ -67,6 +67,8 @@ SETTINGS: Tuple[Setting, ...] = (
             "into (content-addressed names, atomic) for the `url` and `shared` modes"),
     Setting("PONCHO_WQ_PUBLISH_URL", "manager", "base URL under which workers reach `PONCHO_WQ_PUBLISH_DIR` "
             "(`http(s)://`, `ftp://`, or `file://` on a shared file system); workers fetch with `curl`"),
+    Setting("PONCHO_WQ_VINE_SEED", "manager", "TaskVine: seconds `declare_environment` waits for one worker to get "
+            "the environment first, the others then getting it from peers (default 0: off)"),
     Setting("SOURCE_DATE_EPOCH", "manager", "the mtime written into archives (default 2000-01-01)"),
     Setting("PONCHO_DEBUG", "both", "tracebacks in the CLIs; phase timings in the shim"),
     Setting("PONCHO_ENV_DIR", "worker", "root of the unpacked environments (see Caches and names)"),
@@ -173,6 +175,14 @@ class Settings:
     def keep_tests(self) -> bool:
         """``PONCHO_WQ_KEEP_TESTS``: ship installed packages' ``tests``/``test`` directories (:mod:`poncho_wq.pack`)."""
         return self._flag("PONCHO_WQ_KEEP_TESTS")
+
+    @property
+    def vine_seed(self) -> float:
+        """``PONCHO_WQ_VINE_SEED``: seconds to wait for TaskVine's seed copy of an environment (0: no seed)."""
+        value = self.raw("PONCHO_WQ_VINE_SEED")
+        if value is None or value.strip() in ("0", "0.0"):
+            return 0.0
+        return self._seconds("PONCHO_WQ_VINE_SEED", 0.0)
 
     @property
     def analyze_serial(self) -> bool:

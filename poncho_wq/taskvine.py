@@ -68,13 +68,19 @@ def _vine():
 
 
 # -- environments ---------------------------------------------------------------------------------------------
-def declare_environment(manager, environment=None, command=None):
+def declare_environment(manager, environment=None, command=None, *, distribution=None, seed=None):
     """Declare *environment* to a TaskVine manager as a poncho package; return the File for ``add_environment``
     (also what DaskVine's ``environment=`` and ``FunctionCall`` libraries take).
 
     *environment*: a tarball path, a spec (path, dict or Spec), an :class:`Environment`, or None (analyze
     *command*'s scripts and ``__main__``). Declared once per manager and tarball: many tasks share the same
     worker-side copy, which TaskVine unpacks once per worker.
+
+    Where the tarball comes from (issue 16): *distribution* (a mode name or :class:`poncho_wq.publish.Distribution`;
+    default from ``PONCHO_WQ_DISTRIBUTION`` / ``PONCHO_WQ_PUBLISH_DIR`` / ``PONCHO_WQ_PUBLISH_URL``): ``direct``
+    sends it from the manager; ``url`` publishes it and each worker fetches it itself (:func:`_source_file`).
+    *seed* (seconds; default ``PONCHO_WQ_VINE_SEED``, 0 = off): let one worker get the tarball first, then every
+    other worker from its peers (:func:`_seeded`); this call then waits, at most that long, for the first copy.
     """
     check_environment_argument(environment, "declare_environment")
     env = as_environment(environment, command)
@@ -82,9 +88,101 @@ def declare_environment(manager, environment=None, command=None):
     with _declared_lock:
         files = _declared.setdefault(manager, {})
         if path not in files:
-            tarball = manager.declare_file(path, cache=True)
+            tarball = _source_file(manager, path, distribution)
+            wait = _seed_seconds(seed)
+            if wait:
+                tarball = _seeded(manager, tarball, wait) or tarball
             files[path] = manager.declare_poncho(tarball, cache=True)
         return files[path]
+
+
+# Why seeding: TaskVine 7.17.1 substitutes a peer for the manager only once a worker has *reported* a ready
+# replica (cache-update), and it dispatches a batch of tasks long before the first report arrives, so a batch start
+# makes the manager send the tarball to every worker (measured: N x tarball, 0 peer transfers). A *temp* file is the
+# one kind TaskVine never sends from the manager: a task needing one waits until some worker holds it and then
+# gets it from that peer (at most worker-source-max-transfers at once per source, 10 by default). So one seed task
+# copies the tarball into a temp on the first worker, and the environment is declared on the temp.
+_SEED_TAG = "poncho_wq-seed"
+
+
+def _seed_seconds(seed):
+    if seed is None:
+        from .config import settings
+
+        return settings().vine_seed
+    if seed is True:
+        return 300.0
+    if seed is False:
+        return 0.0
+    try:
+        seconds = float(seed)
+    except (TypeError, ValueError):
+        seconds = -1.0
+    if not 0 <= seconds < 1e9:
+        raise SpecError("declare_environment seed={!r} is not valid: expected seconds to wait for the seed copy "
+                        "(0 or False: no seed; True: 300)".format(seed))
+    return seconds
+
+
+def _seeded(manager, source, wait):
+    """A temp File holding *source* (a File) on one worker, made by a seed task this call waits for (at most
+    *wait* seconds, with no other task of the caller's returned meanwhile); None when no worker made it in time
+    (the seed is cancelled and the caller uses *source* directly)."""
+    import time
+
+    vine = _vine()
+    temp = manager.declare_temp()
+    task = vine.Task("cat env.tar.gz > seed.tar.gz")
+    task.add_input(source, "env.tar.gz")
+    task.add_output(temp, "seed.tar.gz")
+    task.set_tag(_SEED_TAG)
+    task.set_cores(1)
+    manager.submit(task)
+    end = time.monotonic() + wait
+    while time.monotonic() < end:
+        done = manager.wait_for_tag(_SEED_TAG, max(1, min(5, int(end - time.monotonic()))))
+        if done is None:
+            continue
+        if done.successful():
+            return temp
+        break
+    else:
+        manager.cancel_by_task_id(task.id)
+    import logging
+
+    logging.getLogger(__name__).warning("TaskVine seed of the environment did not complete within %s s (%s): "
+                                        "the manager sends it to each worker", wait,
+                                        "no worker" if done is None else done.result)
+    return None
+
+
+def _source_file(manager, path, distribution=None):
+    """The File the workers get the tarball *path* from: the manager's file (``direct``), or the published copy
+    fetched by each worker (``url``; ``shared`` is Work Queue only). URL fetches are a mini task running
+    ``curl -fsSL`` into a temporary name, not ``declare_url``: TaskVine 7.17.1's worker runs ``curl -sSL``
+    without ``-f``, so a 404 page would be cached as the tarball for the worker's life (poncho_wq.publish)."""
+    from .config import settings
+
+    if distribution is None and not (settings().distribution or settings().publish_dir):
+        return manager.declare_file(path, cache=True)
+    from .publish import as_distribution, publish
+
+    dist = as_distribution(distribution)
+    if dist.mode == "direct":
+        return manager.declare_file(path, cache=True)
+    if dist.mode != "url" and not dist.publish_url:
+        # shared: TaskVine moves every unpacked environment into its own cache, so there is no unpacking in place;
+        # with a file:// PONCHO_WQ_PUBLISH_URL it is fetched from the shared file system like a url.
+        raise SpecError("distribution mode {!r} is not available with TaskVine without PONCHO_WQ_PUBLISH_URL: "
+                        "expected direct or url, or set PONCHO_WQ_PUBLISH_URL (file:// for a shared file "
+                        "system)".format(dist.mode))
+    import shlex
+
+    name = os.path.basename(publish(path, dist.publish_dir))
+    url = dist.url_for(name)
+    fetch = _vine().Task("curl -fsSL --retry 2 -o {0}.part {1} && mv -f {0}.part {0}".format(shlex.quote(name),
+                                                                                         shlex.quote(url)))
+    return manager.declare_minitask(fetch, name, cache=True)
 
 
 def declare_code_layer(manager, layer):

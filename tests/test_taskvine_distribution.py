@@ -1,0 +1,110 @@
+"""TaskVine distribution (issue 16) on real vine_workers that start together: ``seed`` sends the tarball from the
+manager once and the other workers get it from peers; ``url`` publishes it and each worker fetches it itself (a
+``curl -f`` mini task); ``url`` + ``seed`` makes one GET in all. Counted from the manager's own statistics, its
+transaction log and the local HTTP server's access log."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from helpers.drivers import run_driver
+
+pytestmark = pytest.mark.e2e
+
+N_WORKERS = 3
+
+DRIVER = r"""
+import json, os, sys
+from ndcctools import taskvine as vine
+from poncho_wq.publish import Distribution, serve
+from poncho_wq.taskvine import declare_environment
+
+out, port_file, tarball, mode = sys.argv[1:5]
+n = int(sys.argv[5])
+m = vine.Manager(port=0, run_info_path=os.path.abspath("runinfo"), run_info_template="x")
+with open(port_file + ".tmp", "w") as f:
+    f.write(str(m.port))
+os.rename(port_file + ".tmp", port_file)
+while m.stats.workers_connected < n:
+    m.wait(1)
+server, dist = None, "direct"
+if mode.startswith("url"):
+    os.makedirs("pub", exist_ok=True)
+    server = serve("pub", log_path=os.path.abspath("access.log"))
+    dist = Distribution("url", os.path.abspath("pub"), server.url)
+env = declare_environment(m, tarball, distribution=dist, seed=120 if mode.endswith("seed") else 0)
+for i in range(2 * n):
+    t = vine.Task("python3 -c 'import six; print(six.__name__)'")
+    t.add_environment(env)
+    t.set_cores(1)
+    m.submit(t)
+results = []
+while not m.empty():
+    t = m.wait(5)
+    if t is not None:
+        results.append([t.successful(), t.std_output, t.tag])
+if server:
+    server.stop()
+gets = 0
+if os.path.exists("access.log"):
+    with open("access.log") as f:
+        gets = sum(1 for line in f if line.split()[2:5] == ["GET", "/" + os.path.basename(tarball), "200"])
+size = os.path.getsize(tarball)
+copies = 0
+with open(os.path.join(m.logging_directory, "transactions")) as f:
+    for line in f:
+        p = line.split()
+        if len(p) > 6 and p[4] == "CACHE_UPDATE" and int(p[6]) == size:
+            copies += 1
+json.dump({"results": results, "egress": m.stats.bytes_sent, "size": size, "gets": gets, "copies": copies},
+          open(out, "w"))
+"""
+
+
+@pytest.fixture(scope="module")
+def tarball(tmp_path_factory):
+    """A small real environment (six), under a content-addressed name as publish() expects."""
+    d = tmp_path_factory.mktemp("vine-dist")
+    spec = d / "spec.json"
+    spec.write_text(json.dumps({"python": "{}.{}".format(*sys.version_info[:2]), "pip": ["six"]}))
+    out = d / "env-0123456789abcdef0123456789abcdef.tar.gz"
+    subprocess.run([sys.executable, "-m", "poncho_wq", "create", "-q", str(spec), str(out)], check=True,
+                   stdin=subprocess.DEVNULL)
+    return out
+
+
+def drive(tmp_path, tarball, mode):
+    env = dict(os.environ)
+    env.pop("PONCHO_WQ_PUBLISH_DIR", None)
+    env.pop("PONCHO_WQ_DISTRIBUTION", None)
+    out, _workers = run_driver(tmp_path, DRIVER, env, args=(tarball, mode, N_WORKERS), n_workers=N_WORKERS,
+                               worker_args=("--cores", "1"), timeout=300)
+    assert len(out["results"]) == 2 * N_WORKERS
+    for ok, output, _tag in out["results"]:
+        assert ok and output.strip() == "six", output
+    return out
+
+
+def test_seed_sends_the_tarball_once_and_peers_spread_it(tmp_path, tarball):
+    out = drive(tmp_path, tarball, "seed")
+    size = out["size"]
+    # Without the seed a batch start costs N x the tarball (the manager sends every worker its copy).
+    assert out["egress"] < 1.5 * size, out
+    # every worker still holds the tarball: the seed worker's own input and temp, and one peer copy per other worker
+    assert out["copies"] == N_WORKERS + 1, out
+
+
+def test_url_mode_each_worker_fetches_the_published_tarball(tmp_path, tarball):
+    out = drive(tmp_path, tarball, "url")
+    assert out["egress"] < 0.05 * out["size"], out
+    assert out["gets"] == N_WORKERS, out
+    assert (tmp_path / "pub" / tarball.name).is_file()
+
+
+def test_url_and_seed_fetch_once_in_all(tmp_path, tarball):
+    out = drive(tmp_path, tarball, "url+seed")
+    assert out["egress"] < 0.05 * out["size"], out
+    assert out["gets"] == 1, out
