@@ -80,6 +80,14 @@ def test_the_target_is_part_of_the_spec_and_of_the_cache_key():
         Environment(tarball=sys.executable, target="manylinux_2_28_x86_64")
 
 
+def test_from_script_takes_a_target(tmp_path):
+    script = tmp_path / "job.py"
+    script.write_text("import json\n")
+    env = Environment.from_script(str(script), source="index", target="manylinux2014_x86_64")
+    assert env.spec.target == "manylinux_2_17_x86_64"
+    assert Environment.from_script(str(script), source="index").spec.target is None  # another memo entry
+
+
 def test_floor_problems_name_what_is_needed():
     t = parse_target("manylinux_2_28_x86_64")
     assert floor_problem({"machine": "x86_64", "libc": "glibc", "glibc": "2.28"}, t) is None
@@ -136,7 +144,8 @@ def _installed_version(python):
 
 
 @pytest.mark.skipif(os.uname().machine != "x86_64", reason="the wheels are tagged x86_64")
-@pytest.mark.parametrize("use_uv", [True, False], ids=["uv", "pip"])
+@pytest.mark.parametrize("use_uv", [pytest.param(True, id="uv"),
+                                    pytest.param(False, id="pip", marks=pytest.mark.e2e)])  # pip: 14 s
 def test_a_target_takes_only_wheels_it_can_run(tmp_path, wheelhouse, use_uv):
     if not use_uv and subprocess.run([sys.executable, "-m", "pip", "--version"], capture_output=True).returncode:
         pytest.fail("pip is missing from the test interpreter")
