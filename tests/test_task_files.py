@@ -122,3 +122,17 @@ def test_files_reach_the_sandbox_on_real_workers(cluster, tmp_path):
     assert [r["return_status"] for r in out["results"]] == [0, 0], out
     lines = sorted(line for r in out["results"] for line in r["output"].splitlines() if line.startswith("RESULT"))
     assert lines == ["RESULT 0 7 MODEL W1", "RESULT 1 7 MODEL W1"], out
+
+
+@pytest.mark.e2e
+def test_files_of_a_python_task(cluster, tmp_path):
+    d = tmp_path / "submit"
+    d.mkdir()
+    (d / "settings.txt").write_text("from the manager\n")
+    cluster.start_manager("project_manager.py", ["--python-task", "conf/s.txt",
+                                                 "--files", json.dumps([["settings.txt", "conf/s.txt"]])],
+                          str(d), str(tmp_path / "cache"))
+    cluster.start_worker()
+    out = cluster.wait_results()
+    assert [(r["return_status"], r.get("value")) for r in out["results"]] == [
+        (0, "0 from the manager"), (0, "1 from the manager")], out
