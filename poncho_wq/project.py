@@ -239,8 +239,12 @@ def build_project(path: str, python: Optional[str] = None, build_isolation: Opti
     if missing and isolated:
         log.info("poncho: building %s with build isolation: pip downloads its build requirements (not installed "
                  "here: %s; install them to build without network)", path, ", ".join(missing))
+    from .installation import installation
+
     digest = _tree_digest(path)
-    key_doc = json.dumps([FORMAT, digest, python, isolated], separators=(",", ":"))
+    # The interpreter's version too: a compiled extension built by an interpreter upgraded in place is stale.
+    version = installation(None if python == sys.executable else python).python_version
+    key_doc = json.dumps([FORMAT, digest, python, version, isolated], separators=(",", ":"))
     key = hashlib.sha256(key_doc.encode()).hexdigest()[:32]
     root = os.path.join(os.path.abspath(cache_dir or default_cache_dir()), "projects")
     final = os.path.join(root, key)
