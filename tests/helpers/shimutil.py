@@ -115,8 +115,10 @@ def missing_members(tarball, directory):
 
 def shim_env(root=None, **extra):
     """A clean environment for a shim run: the test's PATH, no worker variables, PONCHO_ENV_DIR=root."""
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("WORKER_TMPDIR", "PONCHO_ENV_DIR", "PONCHO_DEBUG", "PONCHO_LOCK", "PONCHO_ENV_KEEP")}
+    from poncho_wq.config import SETTINGS
+
+    worker = {s.name for s in SETTINGS if s.where in ("worker", "both")}  # every variable the shim reads
+    env = {k: v for k, v in os.environ.items() if k not in worker and k != "WORKER_TMPDIR"}
     if root is not None:
         env["PONCHO_ENV_DIR"] = str(root)
     env.update({k: str(v) for k, v in extra.items()})
