@@ -323,6 +323,8 @@ def test_klio_job_runs_on_workers_reading_its_data_files(cluster, tmp_path, venv
 
 
 @pytest.mark.e2e
+@pytest.mark.parametrize("cluster", ["ndcctools.work_queue"], indirect=True)  # one binding: the
+# per-binding part (attaching inputs, the shim) is covered by the Klio job and files= tests on both
 def test_pep621_package_runs_on_workers_reading_its_package_data(cluster, tmp_path, venv):
     project = pep621_project(tmp_path / "pep")
     cluster.start_manager("project_manager.py", ["--project", str(project), "--extra", "fmt",
@@ -348,6 +350,8 @@ print("RESULT", sys.argv[1], humanize.intcomma(1234567), six is None)
 
 
 @pytest.mark.e2e
+@pytest.mark.parametrize("cluster", ["ndcctools.work_queue"], indirect=True)  # one binding: the
+# per-binding part (attaching inputs, the shim) is covered by the Klio job and files= tests on both
 def test_requirements_file_runs_on_workers(cluster, tmp_path):
     d = tmp_path / "job"
     (d / "reqs").mkdir(parents=True)

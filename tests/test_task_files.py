@@ -125,6 +125,8 @@ def test_files_reach_the_sandbox_on_real_workers(cluster, tmp_path):
 
 
 @pytest.mark.e2e
+@pytest.mark.parametrize("cluster", ["ndcctools.work_queue"], indirect=True)  # one binding: the
+# per-binding part (attaching inputs, the shim) is covered by the Klio job and files= tests on both
 def test_files_of_a_python_task(cluster, tmp_path):
     d = tmp_path / "submit"
     d.mkdir()
