@@ -69,6 +69,9 @@ SETTINGS: Tuple[Setting, ...] = (
             "(`http(s)://`, `ftp://`, or `file://` on a shared file system); workers fetch with `curl`"),
     Setting("PONCHO_WQ_VINE_SEED", "manager", "TaskVine: seconds `declare_environment` waits for one worker to get "
             "the environment first, the others then getting it from peers (default 0: off)"),
+    Setting("PONCHO_WQ_TARGET", "manager", "the oldest worker environments must run on, as a manylinux tag such as "
+            "`manylinux_2_28_x86_64` (RHEL 8) when neither `--target`, `target=` nor the spec names one (see Building "
+            "for older or other workers)"),
     Setting("SOURCE_DATE_EPOCH", "manager", "the mtime written into archives (default 2000-01-01)"),
     Setting("PONCHO_DEBUG", "both", "tracebacks in the CLIs; phase timings in the shim"),
     Setting("PONCHO_ENV_DIR", "worker", "root of the unpacked environments (see Caches and names)"),
@@ -170,6 +173,16 @@ class Settings:
         if not 0 <= mb < 1e9:
             raise _bad("PONCHO_WQ_DATA_WARN_MB", value, "a number of megabytes")
         return int(mb * 10 ** 6)
+
+    @property
+    def target(self) -> Optional[str]:
+        """``PONCHO_WQ_TARGET``: the default build target, a canonical manylinux tag (:mod:`poncho_wq.target`)."""
+        value = self.raw("PONCHO_WQ_TARGET")
+        if value is None:
+            return None
+        from .target import parse_target
+
+        return parse_target(value, "PONCHO_WQ_TARGET").tag
 
     @property
     def keep_tests(self) -> bool:

@@ -109,9 +109,9 @@ class Environment:
                  layered: bool = False, target: Optional[str] = None):
         if (spec is None) == (tarball is None):
             raise SpecError("an Environment needs exactly one of a spec or a tarball")
-        if target is not None:
-            # The build target (poncho_wq.target) becomes part of the spec, hence of its digest, the cache key and
-            # this environment's identity.
+        if spec is not None or target is not None:
+            # The build target (poncho_wq.target; target=, else the spec's, else $PONCHO_WQ_TARGET) becomes part
+            # of the spec, hence of its digest, the cache key and this environment's identity.
             if spec is None:
                 raise SpecError("target={!r} applies to an environment built from a spec; a prebuilt tarball "
                                 "already has its floor (poncho/floor.json): leave target out".format(target))
@@ -213,7 +213,8 @@ class Environment:
         exclude = tuple(MANAGER_ONLY if exclude is None else exclude)
         try:
             key = (tuple(_file_identity(s) for s in scripts), exclude, source, engine, python, ship_local, layered,
-                   tuple(sorted((k, repr(v)) for k, v in analyze_options.items())), target)
+                   tuple(sorted((k, repr(v)) for k, v in analyze_options.items())),
+                   target or settings().target)
         except FileNotFoundError as e:
             raise PonchoError("script {} does not exist".format(e.filename), exit_code=2)
         env = _memo_get(key)

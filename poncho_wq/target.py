@@ -7,7 +7,8 @@ pip ``--platform ... --only-binary=:all:``: an sdist compiled here would need th
 interpreter that itself needs a newer glibc (:func:`poncho_wq.engines.interpreter.check_interpreter_target`), and
 (c) for conda specs solve for the target's subdir (``linux-aarch64``) with ``__glibc`` set to the target's version,
 so that conda-forge's builds for old glibc are chosen. After the build the recorded floor
-(:mod:`poncho_wq.floor`) is compared with the target (:func:`check_floor`): a floor above it is a build error
+(:mod:`poncho_wq.floor`) is compared with the target (:func:`floor_problem`, in
+:func:`poncho_wq.engines.build_prefix`): a floor above it is a build error
 naming the file, never a tarball that fails on the worker.
 
 The name is the manylinux tag (PEP 600) because that is what people read on PyPI and in ``pip debug``:

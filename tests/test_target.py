@@ -271,3 +271,21 @@ def test_a_floor_above_the_target_fails_the_build(tmp_path, channel):
     # a target at its floor is fine
     floor = build_prefix(spec, str(tmp_path / "ok"), engine="conda", target=target.replace("2_28", "2_34"))
     assert floor["glibc"] == "2.34" and prefix_floor(str(tmp_path / "ok"))["glibc_by"] == "bin/sloppy"
+
+
+def test_poncho_wq_target_is_the_default_target(tmp_path, monkeypatch):
+    monkeypatch.setenv("PONCHO_WQ_TARGET", "manylinux2014_x86_64")
+    assert Environment.from_spec({"pip": ["six"]}).spec.target == "manylinux_2_17_x86_64"
+    # the spec's own target, and target=, come first
+    assert Environment.from_spec({"pip": ["six"], "target": "manylinux_2_28_x86_64"}).spec.target == \
+        "manylinux_2_28_x86_64"
+    assert Environment.from_spec({"pip": ["six"]}, target="manylinux_2_31_x86_64").spec.target == \
+        "manylinux_2_31_x86_64"
+    # and it reaches the CLI's builds: this machine's interpreter is refused for glibc 2.17
+    spec = tmp_path / "spec.json"
+    spec.write_text(json.dumps({"pip": ["six"]}))
+    with pytest.raises(SpecError, match="target manylinux_2_17_x86_64: the portable engine ships"):
+        create(str(spec), str(tmp_path / "env.tar.gz"), cache_dir=str(tmp_path / "cache"))
+    monkeypatch.setenv("PONCHO_WQ_TARGET", "rhel8")
+    with pytest.raises(SpecError, match="PONCHO_WQ_TARGET: 'rhel8' is not valid"):
+        Environment.from_spec({"pip": ["six"]})

@@ -222,10 +222,17 @@ def _write(path, text, mode=0o644):
 
 def with_target(spec, target=None):
     """*spec* with its build target replaced by *target* (a manylinux tag, see :mod:`poncho_wq.target`) when one is
-    given: the target is part of the spec, so of its digest and of the cache key."""
+    given, else with ``$PONCHO_WQ_TARGET`` when the spec names none: the target is part of the spec, so of its
+    digest and of the cache key."""
     spec = as_spec(spec)
     if target is None:
-        return spec
+        if spec.target:
+            return spec
+        from ..config import settings
+
+        target = settings().target
+        if target is None:
+            return spec
     from ..target import parse_target
 
     return dataclasses.replace(spec, target=parse_target(target, "target").tag)
