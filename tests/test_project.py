@@ -241,6 +241,19 @@ def test_apt_get_steps_are_refused_before_anything_runs(tmp_path):
         check_os_installs(str(project))
 
 
+@pytest.mark.e2e
+def test_an_os_install_seen_only_in_the_build_output_is_refused_too(tmp_path, venv):
+    project = tmp_path / "hidden"
+    project.mkdir()
+    (project / "setup.py").write_text("import subprocess\nfrom setuptools import setup\n"
+                                      "subprocess.check_call(['ap' + 't-get', '--no-such-option'])\n"
+                                      "setup(name='hidden', version='1')\n")
+    check_os_installs(str(project))  # not visible in the source text
+    with pytest.raises(BuildError) as e:
+        build_project(str(project), python=venv, cache_dir=str(tmp_path / "cache"))
+    assert "ran apt-get" in str(e.value) and "conda spec" in str(e.value) and "\n" not in str(e.value)
+
+
 def test_not_a_project(tmp_path):
     with pytest.raises(InputMissing):
         build_project(str(tmp_path / "nope"))
