@@ -361,10 +361,10 @@ def parse_spec(data):
     _expect(isinstance(data, dict), "(top level)", data, "a JSON object (a YAML mapping)")
     if "dependencies" in data and "conda" not in data:
         for key in data:
-            _expect(key in _ENV_YML_KEYS + ("pip", "git", "http"), key, key,
+            _expect(key in _ENV_YML_KEYS + ("pip", "git", "http", "target"), key, key,
                     "an environment.yml key (name, channels, dependencies)")
         conda_like = {"channels": data.get("channels", []), "dependencies": data["dependencies"]}
-        rest = {k: v for k, v in data.items() if k in ("pip", "git", "http")}
+        rest = {k: v for k, v in data.items() if k in ("pip", "git", "http", "target")}
         rest["conda"] = conda_like
         return _parse_poncho(rest, conda_field="dependencies")
     for key in data:

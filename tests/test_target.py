@@ -289,3 +289,14 @@ def test_poncho_wq_target_is_the_default_target(tmp_path, monkeypatch):
     monkeypatch.setenv("PONCHO_WQ_TARGET", "rhel8")
     with pytest.raises(SpecError, match="PONCHO_WQ_TARGET: 'rhel8' is not valid"):
         Environment.from_spec({"pip": ["six"]})
+
+
+def test_environment_yml_specs_take_a_target_and_external_conda_tools_get_it():
+    from poncho_wq.engines.conda import tool_command
+
+    spec = parse_spec({"channels": ["conda-forge"], "dependencies": ["python=3.11"],
+                       "target": "manylinux2014_aarch64"})
+    assert spec.target == "manylinux_2_17_aarch64"
+    cmd = tool_command("/opt/bin/micromamba", spec, "/tmp/prefix")
+    assert cmd[cmd.index("--platform") + 1] == "linux-aarch64"
+    assert "--platform" not in tool_command("/opt/bin/micromamba", parse_spec({"conda": ["conda-forge::python=3.11"]}), "/p")
