@@ -598,14 +598,20 @@ _PROJECT_FILES = ("pyproject.toml", "setup.cfg", "setup.py")
 
 
 def find_project(script):
-    """The project directory of *script*: its directory or the nearest parent holding ``pyproject.toml``,
-    ``setup.cfg`` or ``setup.py``, looking no higher than a version-control root; None when there is none."""
-    d = os.path.dirname(os.path.abspath(script))
+    """The project directory of *script*: its directory when it holds ``pyproject.toml``, ``setup.cfg`` or
+    ``setup.py``, else the nearest parent holding one inside the same version-control checkout (a parent outside
+    any checkout, such as a stray ``pyproject.toml`` in a home directory, is not the script's project); None."""
+    here = d = os.path.dirname(os.path.abspath(script))
+    found = None
     while True:
-        if any(os.path.isfile(os.path.join(d, n)) for n in _PROJECT_FILES):
-            return d
+        if found is None and any(os.path.isfile(os.path.join(d, n)) for n in _PROJECT_FILES):
+            found = d
+            if d == here:
+                return d
+        if any(os.path.exists(os.path.join(d, v)) for v in _VCS):
+            return found
         parent = os.path.dirname(d)
-        if parent == d or any(os.path.exists(os.path.join(d, v)) for v in _VCS):
+        if parent == d:
             return None
         d = parent
 

@@ -313,6 +313,13 @@ def test_a_project_constrains_the_analyzed_versions(tmp_path):
     (repo / "jobs" / ".git").rmdir()
     c = analyze([str(repo / "jobs" / "job.py")], use_cache=False)
     assert "attrs<1" in list(c.spec.pip)
+    # outside any checkout only the script's own directory counts (not a stray pyproject.toml further up)
+    (repo / ".git").rmdir()
+    d = analyze([str(repo / "jobs" / "job.py")], use_cache=False)
+    assert "attrs=={}".format(installed) in list(d.spec.pip)
+    (repo / "jobs" / "setup.cfg").write_text("[options]\ninstall_requires =\n    attrs<1\n    humanize\n")
+    e = analyze([str(repo / "jobs" / "job.py")], use_cache=False)
+    assert "attrs<1" in list(e.spec.pip)
 
 
 # ----------------------------------------------------------------------------------------- on real workers
