@@ -19,6 +19,9 @@ and reported in :attr:`Analysis.local_files` with the path the task must see it 
 count like the script's own. Distribution mapping and pinning live in :mod:`poncho_wq.distributions`, over the
 model of the installed environment in :mod:`poncho_wq.installation`.
 
+A project the scripts belong to is a hint (:func:`find_project`, :func:`declared_dependencies`, read statically):
+a pin its declared requirements exclude becomes the declared requirement, with a warning.
+
 Scanning one file and the per-file scan cache (and why they are fast) live in :mod:`poncho_wq.scan`; the local
 module walk and the whole-run cache are here.
 """
