@@ -24,6 +24,7 @@
 # - The mirror is the one apt on this machine uses (deb.debian.org); DEBIAN11_MIRROR overrides it for the script
 #   only (a dev script's knob, not a poncho_wq setting).
 set -euo pipefail
+PATH=$PATH:/usr/sbin:/sbin  # debootstrap and chroot live there; some root shells (sudo, CI) leave them out
 
 mirror=${DEBIAN11_MIRROR:-http://deb.debian.org/debian}
 cache=${XDG_CACHE_HOME:-$HOME/.cache}/poncho_wq

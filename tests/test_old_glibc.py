@@ -62,12 +62,19 @@ def inside(root):
     shutil.rmtree(here, ignore_errors=True)
 
 
+def _tool(name):
+    """util-linux's unshare, coreutils' chroot: also where a PATH without the sbin directories would miss them."""
+    path = shutil.which(name, path=os.pathsep.join([os.environ.get("PATH", ""), "/usr/sbin", "/sbin"]))
+    assert path, "{} is missing (Debian: util-linux / coreutils)".format(name)
+    return path
+
+
 def in_root(root, argv, env=None, timeout=300):
     """Run *argv* inside the root (chroot, own mount namespace and /proc), with a clean environment."""
     base = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": "/root", "LANG": "C.UTF-8"}
     base.update(env or {})
-    cmd = ["unshare", "--mount", "--fork", "--pid", "--mount-proc=" + os.path.join(root, "proc"),
-           "chroot", root, "/usr/bin/env", "-i"] + ["{}={}".format(k, v) for k, v in base.items()] + list(argv)
+    cmd = [_tool("unshare"), "--mount", "--fork", "--pid", "--mount-proc=" + os.path.join(root, "proc"),
+           _tool("chroot"), root, "/usr/bin/env", "-i"] + ["{}={}".format(k, v) for k, v in base.items()] + list(argv)
     return subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=timeout)
 
 
