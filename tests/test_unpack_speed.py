@@ -66,6 +66,9 @@ def test_test_dirs_left_out_unless_imported_and_importable_after_unpack(prefix, 
     monkeypatch.delenv("PONCHO_WQ_KEEP_TESTS", raising=False)
     out = tmp_path / "env.tar.gz"
     pack_prefix(str(prefix), str(out))
+    again = tmp_path / "again.tar.gz"
+    pack_prefix(str(prefix), str(again), n_threads=1)
+    assert out.read_bytes() == again.read_bytes()  # still reproducible
     names = members(out)
     site = "lib/{}/site-packages/".format(PY)
     for gone in ("plain/tests/test_value.py", "plain/tests/__init__.py", "plain/sub/test/test_sub.py",
