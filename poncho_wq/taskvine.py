@@ -393,7 +393,7 @@ def _make_vine_task(vine):
 _LIBRARY_OPTIONS = ("init_command", "hoisting_modules", "exec_mode", "library_context_info")
 
 
-def create_library(manager, name, *functions, environment=None, fail_fast=True, files=None, **options):
+def create_library(manager, name, *functions, environment=None, fail_fast=True, **options):
     """TaskVine's ``create_library_from_functions(name, *functions)`` with a poncho_wq environment; returns the
     ``LibraryTask`` (then ``manager.install_library(lib)`` and submit ``FunctionCall(name, "func", ...)``).
 
@@ -437,7 +437,6 @@ def create_library(manager, name, *functions, environment=None, fail_fast=True, 
         raise PonchoError("TaskVine's create_library_from_functions needs, on the manager, {}: pip install {} "
                           "(cloudpickle, threadpoolctl, packaging and conda-pack are imported by ndcctools.poncho)"
                           .format(e, getattr(e, "name", None) or "the missing module"))
-    explicit = resolve_files(files, "create_library")  # the library's sandbox is its function calls' cwd
     env = runtime_environment(environment, functions=functions, who="create_library")
     path = env.build()
     # add_env=False: the environment is declared here once per manager (the same File for every library and
@@ -446,7 +445,6 @@ def create_library(manager, name, *functions, environment=None, fail_fast=True, 
     lib = manager.create_library_from_functions(name, *functions, poncho_env=path, add_env=False, **options)
     lib.add_environment(declare_environment(manager, env))
     local_inputs(manager, lib, env.local_files)
-    local_inputs(manager, lib, sandbox_inputs(explicit, env, who="create_library"))
     for key, value in setters.items():
         getattr(lib, "set_" + key)(value)
     if fail_fast:
@@ -485,7 +483,23 @@ def _make_function_call(vine):
     class FunctionCall(vine.FunctionCall):
         """TaskVine's ``FunctionCall`` that, when its library could not start, says why: :attr:`library_error` is
         the library's own error (e.g. ``ModuleNotFoundError: No module named 'humanize'``) and :attr:`output` is
-        an :class:`~poncho_wq.errors.ActivationError` carrying it, instead of a bare ``FunctionCallNoResult``."""
+        an :class:`~poncho_wq.errors.ActivationError` carrying it, instead of a bare ``FunctionCallNoResult``.
+
+        ``files=``: data the function reads by path, in the call's own sandbox (its working directory; a library's
+        inputs are not there), as for PonchoTask (:mod:`poncho_wq.files`); declared when the call is submitted."""
+
+        def __init__(self, library, fn, *args, files=None, **kwargs):
+            self._poncho_files = resolve_files(files, "FunctionCall")  # before anything is declared
+            super().__init__(library, fn, *args, **kwargs)
+
+        def submit_finalize(self):
+            super().submit_finalize()
+            local_inputs(self.manager, self, sandbox_inputs(self._poncho_files, who="FunctionCall"))
+
+        def __del__(self):
+            # A bad files= raises before the base __init__ made the C task (see PonchoVineTask.__del__).
+            if "_task" in self.__dict__:
+                super().__del__()
 
         @property
         def library_error(self):

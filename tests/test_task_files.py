@@ -96,6 +96,18 @@ def test_ponchotask_refuses_a_missing_file_before_building(tree, monkeypatch):
     assert not (tree / "cache").exists()
 
 
+def test_vine_task_and_function_call_refuse_a_missing_file_before_anything(tree, capfd):
+    from poncho_wq.taskvine import FunctionCall
+
+    with pytest.raises(InputMissing) as e:
+        FunctionCall("lib", "f", 1, files=["nope.csv"])
+    assert "FunctionCall files: nope.csv does not exist" in str(e.value)
+    import gc
+
+    gc.collect()
+    assert "Exception ignored" not in capfd.readouterr().err
+
+
 JOB = '''\
 import json, sys
 cfg = json.load(open("conf/settings.json"))
@@ -138,3 +150,45 @@ def test_files_of_a_python_task(cluster, tmp_path):
     out = cluster.wait_results()
     assert [(r["return_status"], r.get("value")) for r in out["results"]] == [
         (0, "0 from the manager"), (0, "1 from the manager")], out
+
+
+LIBRARY_DRIVER = '''
+import json, os, sys, tempfile
+from ndcctools import taskvine as vine
+from poncho_wq.taskvine import FunctionCall, create_library
+
+out, port_file = sys.argv[1], sys.argv[2]
+
+
+def read_cfg(name):
+    with open(name) as f:
+        return "{} in {}".format(f.read().strip(), os.path.basename(os.getcwd()))
+
+
+m = vine.Manager(port=0, run_info_path=tempfile.mkdtemp(dir=os.path.dirname(out)))
+lib = create_library(m, "lib", read_cfg)
+m.install_library(lib)
+with open(port_file + ".tmp", "w") as f:
+    f.write(str(m.port))
+os.rename(port_file + ".tmp", port_file)
+for i in range(2):
+    m.submit(FunctionCall("lib", "read_cfg", "conf/cfg.txt", files=[("cfg.txt", "conf/cfg.txt")]))
+results = []
+while not m.empty():
+    t = m.wait(5)
+    if t:
+        results.append([t.successful(), t.result, str(t.output), t.library_error])
+with open(out, "w") as f:
+    json.dump(results, f)
+'''
+
+
+@pytest.mark.e2e
+def test_files_of_a_taskvine_function_call(tmp_path):
+    from helpers import drivers
+    from helpers.parslutil import client_env
+
+    env = client_env(PONCHO_WQ_CACHE=str(tmp_path / "cache"), PONCHO_WQ_SOURCE="index")
+    results, _ = drivers.run_driver(tmp_path, LIBRARY_DRIVER, env, n_workers=1, files={"cfg.txt": "CFG\n"})
+    assert len(results) == 2 and all(r[0] for r in results), results
+    assert all(r[2].startswith("CFG in ") for r in results), results
