@@ -256,6 +256,7 @@ def build_project(path: str, python: Optional[str] = None, build_isolation: Opti
     project = _load(final, path)
     if project is None:
         os.makedirs(root, exist_ok=True)
+        sweep(root)
         scratch = tempfile.mkdtemp(prefix=".tmp-{}-".format(key), dir=root)
         try:
             _build_into(path, python, isolated, scratch, missing)
@@ -273,6 +274,32 @@ def build_project(path: str, python: Optional[str] = None, build_isolation: Opti
     with _lock:
         _memo[memo_key] = project
     return project
+
+
+#: Scratch builds older than this were left by a killed process (a build takes minutes at most).
+STALE_SECONDS = 24 * 3600
+
+
+def sweep(root: str, now: Optional[float] = None) -> List[str]:
+    """Remove the scratch directories (``.tmp-*``) under *root* that a killed build left, older than
+    :data:`STALE_SECONDS` (a younger one may belong to a build running now); return what was removed."""
+    import time
+
+    now = time.time() if now is None else now
+    removed = []
+    try:
+        entries = list(os.scandir(root))
+    except OSError:
+        return removed
+    for entry in entries:
+        try:
+            if entry.name.startswith(".tmp-") and entry.is_dir(follow_symlinks=False) and \
+                    now - entry.stat(follow_symlinks=False).st_mtime > STALE_SECONDS:
+                shutil.rmtree(entry.path, ignore_errors=True)
+                removed.append(entry.path)
+        except OSError:
+            continue
+    return removed
 
 
 def _build_into(path: str, python: str, isolated: bool, scratch: str, missing: Sequence[str] = ()) -> None:
@@ -463,4 +490,5 @@ def project_environment(path, extras: Sequence[str] = (), *, layered: bool = Tru
     return env
 
 
-__all__ = ["Project", "build_project", "check_os_installs", "missing_build_requirements", "project_environment"]
+__all__ = ["Project", "build_project", "check_os_installs", "missing_build_requirements", "project_environment",
+           "sweep"]

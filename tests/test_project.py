@@ -254,6 +254,21 @@ def test_an_os_install_seen_only_in_the_build_output_is_refused_too(tmp_path, ve
     assert "ran apt-get" in str(e.value) and "conda spec" in str(e.value) and "\n" not in str(e.value)
 
 
+def test_scratch_builds_left_by_a_killed_process_are_swept(tmp_path):
+    import time
+
+    from poncho_wq.project import STALE_SECONDS, sweep
+
+    old, young, entry = tmp_path / ".tmp-aaaa-1", tmp_path / ".tmp-bbbb-2", tmp_path / "cccc"
+    for d in (old, young, entry):
+        (d / "src").mkdir(parents=True)
+    past = time.time() - STALE_SECONDS - 60
+    os.utime(str(old), (past, past))
+    os.utime(str(entry), (past, past))
+    assert sweep(str(tmp_path)) == [str(old)]
+    assert not old.exists() and young.exists() and entry.exists()  # a running build's, and a published build
+
+
 def test_not_a_project(tmp_path):
     with pytest.raises(InputMissing):
         build_project(str(tmp_path / "nope"))
