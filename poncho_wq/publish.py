@@ -274,7 +274,7 @@ def fetch_failure(task, urls, failed_results):
     if getattr(task, "result", None) not in failed_results:
         return None
     parts = []
-    for name, url in sorted(urls.items()):
+    for name, url in sorted(urls.items(), key=lambda item: (not item[0].startswith("env-"), item[0])):
         parts.append("{} from {}: {}".format(name, url, probe(url)))
     return ("the worker could not fetch " + "; ".join(parts) + " (the task did not run; workers need curl and "
             "access to PONCHO_WQ_PUBLISH_URL; the cause on the worker is in its debug log)")
