@@ -49,10 +49,19 @@ if ! command -v debootstrap >/dev/null 2>&1; then
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq debootstrap >&2
 fi
 
+# fetch URL FILE SECONDS: curl, else wget, else python3 (a fresh Debian machine may have neither of the first two).
 fetch() {
-  if command -v curl >/dev/null 2>&1; then curl -fsS -m 30 -o /dev/null "$1"; else wget -q -T 30 -O /dev/null "$1"; fi
+  if command -v curl >/dev/null 2>&1; then
+    curl -fsS -m "$3" -o "$2" "$1"
+  elif command -v wget >/dev/null 2>&1; then
+    wget -q -T "$3" -O "$2" "$1"
+  else
+    python3 -c 'import shutil, sys, urllib.request
+with urllib.request.urlopen(sys.argv[1], timeout=float(sys.argv[3])) as r, open(sys.argv[2], "wb") as f:
+    shutil.copyfileobj(r, f)' "$1" "$2" "$3"
+  fi
 }
-if ! fetch "$mirror/dists/bullseye/Release"; then
+if ! fetch "$mirror/dists/bullseye/Release" /dev/null 30; then
   echo "dev/debian11-root.sh: the Debian registry $mirror cannot be reached (bullseye Release); set DEBIAN11_MIRROR to a reachable mirror" >&2
   exit 75
 fi
@@ -88,11 +97,7 @@ rm -f "$tmp.log"
 # Downloaded .debs and apt lists: 30 MB nobody needs.
 rm -rf "$tmp"/var/cache/apt/archives/*.deb "$tmp"/var/lib/apt/lists/*
 echo "dev/debian11-root.sh: $(( $(date +%s) - start )) s; compiling CPython 3.9.2 inside the root (a few minutes)" >&2
-if command -v curl >/dev/null 2>&1; then
-  curl -fsS -m 300 -o "$tmp/$src_name" "$mirror/pool/main/p/python3.9/$src_name"
-else
-  wget -q -T 300 -O "$tmp/$src_name" "$mirror/pool/main/p/python3.9/$src_name"
-fi
+fetch "$mirror/pool/main/p/python3.9/$src_name" "$tmp/$src_name" 300
 echo "$src_sha256  $tmp/$src_name" | sha256sum -c --quiet >&2
 mkdir -p "$tmp/usr/src/cpython"
 tar -xJf "$tmp/$src_name" -C "$tmp/usr/src/cpython" --strip-components=1
