@@ -180,9 +180,25 @@ def _source_file(manager, path, distribution=None):
 
     name = os.path.basename(publish(path, dist.publish_dir))
     url = dist.url_for(name)
-    fetch = _vine().Task("curl -fsSL --retry 2 -o {0}.part {1} && mv -f {0}.part {0}".format(shlex.quote(name),
-                                                                                         shlex.quote(url)))
+    fetch = _vine().Task(_FETCH.format(name=shlex.quote(name), url=shlex.quote(url)))
     return manager.declare_minitask(fetch, name, cache=True)
+
+
+# The fetch mini task. Why it never fails: in TaskVine 7.17.1 a mini task (or URL) input that fails to materialize
+# only invalidates the replica (cache-invalid): the task waiting for it is neither failed nor returned, and the
+# workflow hangs (measured: a 404 kept a task pending for good). So when curl fails, the "tarball" becomes a stub
+# environment whose bin/run_in_env prepares nothing (the poncho mini task succeeds) and makes every command exit 4
+# with one `run_in_env:` line naming the URL and curl's error, which PonchoVineTask.shim_error reports. The stub
+# stays in that worker's cache for the workflow, like any environment: fix the server and start a new workflow.
+_FETCH = r"""if curl -fsSL --retry 2 -o {name}.part {url} 2>fetch.err; then mv -f {name}.part {name}; else
+rm -f {name}.part; mkdir -p stub/bin stub/poncho && tail -c 300 fetch.err | tr '\n' ' ' >stub/poncho/fetch-error
+cat >stub/bin/run_in_env <<'END_OF_STUB'
+#!/bin/sh
+[ "$#" -gt 0 ] || exit 0
+printf 'run_in_env: could not fetch the environment from %s: %s\n' {url} "$(cat "${{0%/*}}/../poncho/fetch-error")" >&2
+exit 4
+END_OF_STUB
+chmod 755 stub/bin/run_in_env && tar -czf {name} -C stub .; fi"""
 
 
 def declare_code_layer(manager, layer):

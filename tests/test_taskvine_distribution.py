@@ -20,7 +20,7 @@ DRIVER = r"""
 import json, os, sys
 from ndcctools import taskvine as vine
 from poncho_wq.publish import Distribution, serve
-from poncho_wq.taskvine import declare_environment
+from poncho_wq.taskvine import declare_environment, shim_error_from
 
 out, port_file, tarball, mode = sys.argv[1:5]
 n = int(sys.argv[5])
@@ -36,6 +36,8 @@ if mode.startswith("url"):
     server = serve("pub", log_path=os.path.abspath("access.log"))
     dist = Distribution("url", os.path.abspath("pub"), server.url)
 env = declare_environment(m, tarball, distribution=dist, seed=120 if mode.endswith("seed") else 0)
+if mode == "url404":
+    os.unlink(os.path.join("pub", os.path.basename(tarball)))  # published, then gone: every GET is a 404
 for i in range(2 * n):
     t = vine.Task("python3 -c 'import six; print(six.__name__)'")
     t.add_environment(env)
@@ -45,7 +47,7 @@ results = []
 while not m.empty():
     t = m.wait(5)
     if t is not None:
-        results.append([t.successful(), t.std_output, t.tag])
+        results.append([t.exit_code, t.std_output, shim_error_from(t.exit_code, t.std_output)])
 if server:
     server.stop()
 gets = 0
@@ -76,15 +78,15 @@ def tarball(tmp_path_factory):
     return out
 
 
-def drive(tmp_path, tarball, mode):
+def drive(tmp_path, tarball, mode, ok=True):
     env = dict(os.environ)
     env.pop("PONCHO_WQ_PUBLISH_DIR", None)
     env.pop("PONCHO_WQ_DISTRIBUTION", None)
     out, _workers = run_driver(tmp_path, DRIVER, env, args=(tarball, mode, N_WORKERS), n_workers=N_WORKERS,
                                worker_args=("--cores", "1"), timeout=300)
     assert len(out["results"]) == 2 * N_WORKERS
-    for ok, output, _tag in out["results"]:
-        assert ok and output.strip() == "six", output
+    for code, output, _shim_error in out["results"]:
+        assert not ok or (code == 0 and output.strip() == "six"), output
     return out
 
 
@@ -108,3 +110,12 @@ def test_url_and_seed_fetch_once_in_all(tmp_path, tarball):
     out = drive(tmp_path, tarball, "url+seed")
     assert out["egress"] < 0.05 * out["size"], out
     assert out["gets"] == 1, out
+
+
+def test_url_that_404s_fails_each_task_with_a_shim_error_instead_of_hanging(tmp_path, tarball):
+    # TaskVine 7.17.1 leaves a task whose input cannot be fetched pending for good; the fetch mini task turns the
+    # failure into a stub environment whose run_in_env exits 4 naming the URL and curl's error.
+    out = drive(tmp_path, tarball, "url404", ok=False)
+    for code, _output, shim_error in out["results"]:
+        assert code == 4 and shim_error is not None, out
+        assert "could not fetch the environment from http://" in shim_error[1] and "404" in shim_error[1]
