@@ -28,7 +28,7 @@ import sys
 
 from ..errors import BuildError
 from ..progress import as_progress
-from ..tools import find_tool, preexec, tail
+from ..tools import find_tool, preexec, run_tool, tail
 
 log = logging.getLogger(__name__)
 
@@ -39,11 +39,8 @@ def _has_pip(python_exe):
 
 
 def _site_packages(python_exe):
-    r = subprocess.run([python_exe, "-I", "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"],
-                       stdin=subprocess.DEVNULL, capture_output=True, text=True)
-    if r.returncode != 0:
-        raise BuildError("cannot ask {} for its site-packages:\n{}".format(python_exe, tail(r.stderr)))
-    return r.stdout.strip()
+    return run_tool([python_exe, "-I", "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"],
+                    "cannot ask {} for its site-packages".format(python_exe)).stdout.strip()
 
 
 def target_options(tool, target, python_exe=None):
