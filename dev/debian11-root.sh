@@ -10,7 +10,7 @@
 # - debootstrap --variant=minbase plus a C compiler: the smallest root that has a dynamic loader, a libc,
 #   coreutils, a POSIX sh and tar/gzip (what the shim needs) and can compile CPython. CI builds it once per run
 #   (the whole suite must stay under 15 min). Measured on 2 shared, busy cores (load 6-10): 3.3-4.9 min in all,
-#   debootstrap 46-84 s, CPython 1.7 min of CPU (user+sys); the root takes 470 MB.
+#   debootstrap 46-84 s, CPython 1.7 min of CPU (user+sys); the root takes ~370 MB.
 # - Why not Debian's own python3.9 package: it says Py_ENABLE_SHARED with its libpython in /usr/lib (a separate
 #   package) and its site.py puts only dist-packages directories on sys.path, never the site-packages the
 #   installers write to, so a copy of it cannot become a portable environment. CPython is compiled instead from
