@@ -16,7 +16,7 @@ import zipfile
 
 import pytest
 
-from helpers.condachannel import make_channel
+from helpers.condachannel import make_channel, make_python_standin, index_channel
 from poncho_wq.engines import build_prefix, cache_key, create
 from poncho_wq.engines.pip import installer_command, pip_install
 from poncho_wq.environment import Environment
@@ -300,3 +300,17 @@ def test_environment_yml_specs_take_a_target_and_external_conda_tools_get_it():
     cmd = tool_command("/opt/bin/micromamba", spec, "/tmp/prefix")
     assert cmd[cmd.index("--platform") + 1] == "linux-aarch64"
     assert "--platform" not in tool_command("/opt/bin/micromamba", parse_spec({"conda": ["conda-forge::python=3.11"]}), "/p")
+
+
+@pytest.mark.skipif(os.uname().machine != "x86_64", reason="the wheels are tagged x86_64")
+def test_a_conda_specs_pip_section_takes_wheels_for_the_target(tmp_path, channel, wheelhouse):
+    """The conda engine's pip step gets the target too (the python here is the channel helper's stand-in: a venv
+    of the test interpreter)."""
+    from poncho_wq.engines.conda import build_conda_prefix
+
+    make_python_standin(tmp_path / "channel")
+    index_channel(tmp_path / "channel")
+    spec = parse_spec({"conda": {"channels": [channel], "packages": ["python"]}, "pip": ["tagpick"],
+                       "target": "manylinux_2_28_x86_64"})
+    build_conda_prefix(spec, str(tmp_path / "prefix"))
+    assert _installed_version(str(tmp_path / "prefix" / "bin" / "python")) == "1.0"
