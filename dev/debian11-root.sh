@@ -19,7 +19,7 @@
 #   libpython, no ensurepip); only zlib and libffi headers are added (no ssl: the installers run on the host).
 #   Made quick to build, not fast to run (it only serves tests): -O1 without -g, and `make install` without its
 #   three compileall passes over the stdlib (the portable engine compiles its own copy's bytecode anyway).
-# - Cached under ~/.cache (XDG_CACHE_HOME honoured), built in a temporary sibling directory and renamed into
+# - Cached in ~/.cache/poncho_wq-dev (XDG_CACHE_HOME honoured), built in a temporary sibling directory and renamed into
 #   place under a lock: a killed build leaves no half root that a later run would use, and two concurrent runs
 #   build it once. A stamp file inside records how it was made; a root without it is built again.
 # - The mirror is the one apt on this machine uses (deb.debian.org); DEBIAN11_MIRROR overrides it for the script
@@ -28,7 +28,7 @@ set -euo pipefail
 PATH=$PATH:/usr/sbin:/sbin  # debootstrap and chroot live there; some root shells (sudo, CI) leave them out
 
 mirror=${DEBIAN11_MIRROR:-http://deb.debian.org/debian}
-cache=${XDG_CACHE_HOME:-$HOME/.cache}/poncho_wq
+cache=${XDG_CACHE_HOME:-$HOME/.cache}/poncho_wq-dev  # not the build cache: clearing that must not cost this
 root=$cache/debian11-root
 stamp_text="debian11-root v4 minbase bullseye cpython-3.9.2 $mirror"
 src_name=python3.9_3.9.2.orig.tar.xz
