@@ -63,7 +63,8 @@ with urllib.request.urlopen(sys.argv[1], timeout=float(sys.argv[3])) as r, open(
   fi
 }
 if ! fetch "$mirror/dists/bullseye/Release" /dev/null 30; then
-  echo "dev/debian11-root.sh: the Debian registry $mirror cannot be reached (bullseye Release); set DEBIAN11_MIRROR to a reachable mirror" >&2
+  echo "dev/debian11-root.sh: the Debian registry $mirror cannot be reached (bullseye Release);" \
+    "set DEBIAN11_MIRROR to a reachable mirror" >&2
   exit 75
 fi
 

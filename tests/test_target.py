@@ -299,7 +299,8 @@ def test_environment_yml_specs_take_a_target_and_external_conda_tools_get_it():
     assert spec.target == "manylinux_2_17_aarch64"
     cmd = tool_command("/opt/bin/micromamba", spec, "/tmp/prefix")
     assert cmd[cmd.index("--platform") + 1] == "linux-aarch64"
-    assert "--platform" not in tool_command("/opt/bin/micromamba", parse_spec({"conda": ["conda-forge::python=3.11"]}), "/p")
+    plain = parse_spec({"conda": ["conda-forge::python=3.11"]})
+    assert "--platform" not in tool_command("/opt/bin/micromamba", plain, "/p")
 
 
 @pytest.mark.skipif(os.uname().machine != "x86_64", reason="the wheels are tagged x86_64")
