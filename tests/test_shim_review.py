@@ -145,6 +145,26 @@ def test_leftovers_of_a_killed_eviction_are_swept(envs, tmp_path, shell):
     assert (root / names["live"] / "lib" / "blob").exists()
 
 
+@pytest.mark.parametrize("shell", sorted(SHELLS))
+def test_an_evicted_environment_linked_from_the_shared_sandbox_comes_back(envs, tmp_path, shell):
+    """Work Queue's specify_environment route: --unpack-to "$WORK_QUEUE_SANDBOX"/ENV-env, a sandbox its tasks
+    share, becomes a link into the per-worker cache.  Once PONCHO_ENV_KEEP evicted the entry, the dangling link
+    made every later task of that environment on the worker fail (exit 4, "a symbolic link made by another
+    user")."""
+    root, sandbox = tmp_path / "root", tmp_path / "workspace"
+    sandbox.mkdir()
+    link = sandbox / "a-env"
+    env = shim_env(root, WORK_QUEUE_SANDBOX=sandbox)
+    r = run_shim(["-e", envs["a"], "--unpack-to", link, "true"], shell=SHELLS[shell], env=env)
+    assert r.returncode == 0 and link.is_symlink(), r.stderr
+    r = run_shim(["-e", envs["b"], "true"], shell=SHELLS[shell], env=dict(env, PONCHO_ENV_KEEP="1"))
+    assert r.returncode == 0 and not link.exists(), r.stderr  # evicted: the link dangles
+    r = run_shim(["-e", envs["a"], "--unpack-to", link, "hello"], shell=SHELLS[shell], env=env)
+    entry = root / os.path.basename(envs["a"])[:-7]
+    assert (r.returncode, r.stdout) == (0, "prefix={}\n".format(entry)), r.stderr
+    assert os.readlink(str(link)) == str(entry)
+
+
 # --- floor check -------------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("shell", sorted(SHELLS))
