@@ -100,8 +100,11 @@ def test_floor_problems_name_what_is_needed():
 # --- (a) wheels for the target ---------------------------------------------------------------------------------
 
 def _wheel(directory, name, version, tag):
-    """A minimal wheel ``<name>-<version>-py3-none-<tag>.whl`` with ``<name>/__init__.py`` (VERSION = version)."""
-    files = {"{}/__init__.py".format(name): "VERSION = {!r}\n".format(version),
+    """A minimal wheel ``<name>-<version>-py3-none-<tag>.whl`` with ``<name>/__init__.py`` (VERSION = version) and
+    a console script ``<name>-version`` printing it."""
+    files = {"{}/__init__.py".format(name): "VERSION = {!r}\n\ndef main():\n    print(VERSION)\n".format(version),
+             "{}-{}.dist-info/entry_points.txt".format(name, version):
+                 "[console_scripts]\n{}-version = {}:main\n".format(name, name),
              "{}-{}.dist-info/METADATA".format(name, version):
                  "Metadata-Version: 2.1\nName: {}\nVersion: {}\n".format(name, version),
              "{}-{}.dist-info/WHEEL".format(name, version):
@@ -155,6 +158,9 @@ def test_a_target_takes_only_wheels_it_can_run(tmp_path, wheelhouse, use_uv):
     old = _venv(tmp_path, "old")
     pip_install(old, ["tagpick"], use_uv=use_uv, target="manylinux_2_28_x86_64")
     assert _installed_version(old) == "1.0"
+    # console scripts next to the interpreter (pip --target alone would leave them in site-packages/bin)
+    script = os.path.join(os.path.dirname(old), "tagpick-version")
+    assert subprocess.run([script], capture_output=True, text=True, check=True).stdout == "1.0\n"
     with pytest.raises(BuildError) as e:
         pip_install(_venv(tmp_path, "none"), ["tagpick==2.0"], use_uv=use_uv, target="manylinux_2_28_x86_64")
     assert "only wheels for it" in str(e.value) and "manylinux_2_28_x86_64" in str(e.value)

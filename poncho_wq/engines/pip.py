@@ -102,11 +102,25 @@ def pip_install(python_exe, requirements, progress=None, *, use_uv=None, target=
                      .format(target.tag))
         output = _run_watched(cmd + ["--"] + requirements if tool == "uv" else cmd + requirements, what, env,
                               phase)
+        if target is not None and tool == "pip":
+            _move_target_scripts(python_exe)
         summary = [line.strip() for line in output.splitlines()
                    if line.startswith(("Installed ", "Successfully installed "))]
         if summary:
             phase.note(summary[-1] if len(summary[-1]) <= 80 else summary[-1][:77] + "...")
     log.debug("%s output:\n%s", tool, output)
+
+
+def _move_target_scripts(python_exe):
+    """pip ``--target`` puts console scripts into ``<site-packages>/bin``; they belong next to the interpreter,
+    where uv and a plain pip install put them (their shebang already names *python_exe*)."""
+    scripts = os.path.join(_site_packages(python_exe), "bin")
+    if not os.path.isdir(scripts):
+        return
+    bindir = os.path.dirname(os.path.abspath(python_exe))
+    for name in sorted(os.listdir(scripts)):
+        os.replace(os.path.join(scripts, name), os.path.join(bindir, name))
+    os.rmdir(scripts)
 
 
 def _run_watched(cmd, what, env, phase):
