@@ -230,6 +230,33 @@ def test_run_in_env_without_a_command_prepares_in_place_except_for_taskvine(envs
 
 
 @pytest.mark.parametrize("shell", sorted(SHELLS))
+def test_run_in_env_names_a_bad_lock_wait_in_one_line(envs, tmp_path, shell):
+    """PONCHO_WAIT_FOR_LOCK=5m reached the relocator's int(): a Python traceback in the task's output."""
+    d = tmp_path / "env"
+    d.mkdir()
+    subprocess.run(["tar", "-xzf", envs["plain"], "-C", str(d)], check=True)
+    r = subprocess.run(list(SHELLS[shell]) + [str(d / "bin" / "run_in_env"), "hello"],
+                       env=shim_env(PONCHO_WAIT_FOR_LOCK="5m"), stdin=subprocess.DEVNULL, capture_output=True,
+                       text=True)
+    assert r.returncode == 4 and r.stderr == (
+        "run_in_env: PONCHO_WAIT_FOR_LOCK must be a whole number of seconds, not '5m'\n"), r.stderr
+
+
+@pytest.mark.parametrize("shell", sorted(SHELLS))
+def test_run_in_env_concurrent_first_tasks_relocate_once(envs, tmp_path, shell):
+    """Guard: eight first tasks at once (TaskVine starts a worker's tasks together): one relocation, all run."""
+    d = tmp_path / "env"
+    d.mkdir()
+    subprocess.run(["tar", "-xzf", envs["plain"], "-C", str(d)], check=True)
+    procs = [subprocess.Popen(list(SHELLS[shell]) + [str(d / "bin" / "run_in_env"), "hello"], env=shim_env(),
+                              stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for _ in range(8)]
+    outs = [p.communicate(timeout=120) for p in procs]
+    assert [(p.returncode, o) for p, (o, _) in zip(procs, outs)] == [(0, "prefix={}\n".format(d))] * 8, outs
+    assert len((d / ".poncho_relocations").read_text().splitlines()) == 1
+
+
+@pytest.mark.parametrize("shell", sorted(SHELLS))
 def test_run_in_env_follows_a_directory_moved_twice(envs, tmp_path, shell):
     """Guard: each move is one relocation, from the recorded prefix to the new one; warm calls add none."""
     first = tmp_path / "one"
