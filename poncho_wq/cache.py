@@ -11,7 +11,7 @@ Layout under the cache root (``$PONCHO_WQ_CACHE``, else ``$XDG_CACHE_HOME/poncho
     code/code-<hash>.tar.gz      code layers (:mod:`poncho_wq.layers`), content-named, read-only
     code/files/<sha>/<name>      content-named copies of the scripts commands name
     interpreters/, bytecode/,    interpreter bases, the pyc cache, downloaded wheels, analysis memos: inputs of
-    wheels/, analyze/            builds, reported by ``cache list`` and safe to delete when no build runs
+    wheels/, projects/, analyze/ builds (projects/: built project wheels), reported by ``cache list`` and safe to delete when no build runs
 
 ``cache prune`` removes environments and code layers/script copies (by last use: the later of atime and mtime,
 so an entry read for a task within the last day - relatime - is not "old"), never the build inputs above: a
@@ -65,7 +65,7 @@ NAME_DIGITS = 32
 
 Entry = collections.namedtuple("Entry", "key path size mtime summary floor")
 #: The stores under the root that hold build inputs (reported by :meth:`Cache.stores`, never pruned).
-INPUT_STORES = ("interpreters", "bytecode", "wheels", "analyze")
+INPUT_STORES = ("interpreters", "bytecode", "wheels", "projects", "analyze")
 
 #: sha256 of cache files already checked by this process, by file identity (path, device, inode, size, mtime,
 #: ctime): any write, chmod or rename changes ctime, so a changed file is hashed again.
