@@ -10,7 +10,8 @@ sudo_=""
 [ "$(id -u)" = 0 ] || sudo_="sudo"
 need=""
 command -v work_queue_worker >/dev/null 2>&1 || need="$need coop-computing-tools python3-workqueue"
-for p in pigz busybox dash git tar gzip python3-yaml; do
+# curl: what workers fetch url-mode environments with; debootstrap: the Debian 11 root of tests/test_old_glibc.py
+for p in pigz busybox dash git tar gzip python3-yaml curl debootstrap; do
   dpkg -s "$p" >/dev/null 2>&1 || need="$need $p"
 done
 if [ -n "$need" ]; then
