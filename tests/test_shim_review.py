@@ -13,12 +13,14 @@ import os
 import shutil
 import stat
 import subprocess
+import time
 
 import pytest
 
 from helpers.shimutil import make_prefix, pack, run_shim, shim_env
 from poncho_wq.floor import FLOOR_MEMBER, write_floor
 from poncho_wq.pack import pack_prefix
+from poncho_wq.shim import shim_path
 
 pytestmark = pytest.mark.usefixtures("shells")
 
@@ -166,6 +168,34 @@ def test_an_evicted_environment_linked_from_the_shared_sandbox_comes_back(envs, 
     entry = root / os.path.basename(envs["a"])[:-7]
     assert (r.returncode, r.stdout) == (0, "prefix={}\n".format(entry)), r.stderr
     assert os.readlink(str(link)) == str(entry)
+
+
+@pytest.mark.parametrize("shell", sorted(SHELLS))
+def test_a_command_reusing_fd_9_keeps_its_environment_in_use(envs, tmp_path, shell):
+    """The use lock is fd 9 (base) and 8 (code layer) of the command; a command taking fd 9 for a lock of its own
+    (`exec 9>mylock; flock 9`, flock(1)'s idiom) dropped it, and another task's eviction removed the environment
+    under the running command.  The lock now has a second descriptor."""
+    root = tmp_path / "root"
+    ready, release = tmp_path / "ready", tmp_path / "release"
+    env = shim_env(root, PONCHO_ENV_BUDGET_MB="0")
+    holder = subprocess.Popen(
+        list(SHELLS[shell]) + [shim_path(), "-e", envs["a"], "sh", "-c",
+                               'exec 9>"$0.lock" 8>&-; touch "$0"; while [ ! -e "$1" ]; do sleep 0.05; done; '
+                               'cat "$CONDA_PREFIX/share/where.txt"', str(ready), str(release)],
+        env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        for _ in range(1200):
+            if ready.exists() or holder.poll() is not None:
+                break
+            time.sleep(0.05)
+        assert ready.exists(), holder.stderr.read()
+        r = run_shim(["-e", envs["b"], "true"], shell=SHELLS[shell], env=env)  # evicts every idle entry
+        assert r.returncode == 0, r.stderr
+    finally:
+        release.touch()
+        out, err = holder.communicate(timeout=60)
+    assert holder.returncode == 0 and out.strip(), err  # its environment was still there at the end
+    assert (root / os.path.basename(envs["a"])[:-7]).is_dir()
 
 
 # --- floor check -------------------------------------------------------------------------------------------
