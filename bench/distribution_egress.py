@@ -12,7 +12,7 @@ submitted at once, as a batch start does:
 Printed per mode: manager egress (``stats.bytes_sent`` of the WorkQueue, in MB and in tarballs), GETs of the
 tarball at the server (its access log), unpacks (the shim's unpack.log lines), seconds until the N-th task
 finished (= all workers ready), and the ratio of each mode's egress to direct's. Also measured: one cold unpack
-of the tarball by the shim (the per-worker unpack cost). The figures are written to ``calibration.json`` next to
+of the tarball by the shim (the per-worker unpack cost) and a warm task (the imports). The figures are written to ``calibration.json`` next to
 the cache, which bench/distribution_model.py reads. Goal (issue 16): url egress < 5% of one tarball (vs N x in
 direct), one GET and one unpack per worker; shared: one unpack in total.
 """
@@ -58,12 +58,15 @@ def cold_unpack_seconds(tarball, remote_name, work):
     d = tempfile.mkdtemp(dir=work)
     local = os.path.join(d, remote_name)
     os.symlink(tarball, local)
+    env = {"PATH": "/usr/bin:/bin", "PONCHO_ENV_DIR": os.path.join(d, "envs")}
     t0 = time.time()
-    subprocess.run(["/bin/sh", shim_path(), "-e", local, "--", "true"], check=True, cwd=d,
-                   env={"PATH": "/usr/bin:/bin", "PONCHO_ENV_DIR": os.path.join(d, "envs")})
-    seconds = time.time() - t0
+    subprocess.run(["/bin/sh", shim_path(), "-e", local, "--", "true"], check=True, cwd=d, env=env)
+    t1 = time.time()
+    subprocess.run(["/bin/sh", shim_path(), "-e", local, "--", "/bin/sh", "-c", COMMAND], check=True, cwd=d, env=env,
+                   stdout=subprocess.DEVNULL)
+    t2 = time.time()
     shutil.rmtree(d)
-    return seconds
+    return t1 - t0, t2 - t1
 
 
 def start_workers(binding, port, n, work):
@@ -152,9 +155,10 @@ def main():
     size = os.path.getsize(tarball)
     work = tempfile.mkdtemp(prefix="poncho-dist-bench-")
     try:
-        unpack = min(cold_unpack_seconds(tarball, environment.remote_name, work) for _ in range(2))
-        print("environment: {} ({:.1f} MB packed); one cold unpack by the shim: {:.2f} s; N = {} workers, {}".format(
-            "+".join(PACKAGES), size / 1e6, unpack, args.workers, binding.__name__))
+        unpack, warm = min(cold_unpack_seconds(tarball, environment.remote_name, work) for _ in range(2))
+        print("environment: {} ({:.1f} MB packed); one cold unpack by the shim: {:.2f} s, a warm task: {:.2f} s; "
+              "N = {} workers, {}".format("+".join(PACKAGES), size / 1e6, unpack, warm, args.workers,
+                                          binding.__name__))
         rows = [run_mode(binding, mode, environment, args.workers, work) for mode in args.modes.split(",")]
     finally:
         shutil.rmtree(work, ignore_errors=True)
@@ -165,7 +169,7 @@ def main():
         ratio = "{:.4f}x".format(r["egress"] / base["egress"]) if base and base["egress"] else "-"
         print("{:8} {:12.2f} {:10.3f} {:6d} {:8d} {:10.2f} {:>12}".format(
             r["mode"], r["egress"] / 1e6, r["egress"] / size, r["gets"], r["unpacks"], r["seconds"], ratio))
-    calibration = {"tarball_bytes": size, "unpack_seconds": unpack, "workers": args.workers,
+    calibration = {"tarball_bytes": size, "unpack_seconds": unpack, "warm_task_seconds": warm, "workers": args.workers,
                    "local_cores": os.cpu_count(), "runs": rows}
     with open(os.path.join(root, "calibration.json"), "w") as f:
         json.dump(calibration, f, indent=1)
