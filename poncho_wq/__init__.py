@@ -16,11 +16,15 @@ _LAZY = {
     "Spec": ("spec", "Spec"),
     "load_spec": ("spec", "load_spec"),
     "parse_spec": ("spec", "parse_spec"),
+    "Distribution": ("publish", "Distribution"),
+    "distribution": ("publish", "distribution"),
+    "serve": ("publish", "serve"),
 }
 
 __all__ = [
     "ActivationError",
     "BuildError",
+    "Distribution",
     "Environment",
     "InputMissing",
     "PonchoError",
@@ -31,8 +35,10 @@ __all__ = [
     "analyze",
     "clear_caches",
     "create",
+    "distribution",
     "load_spec",
     "parse_spec",
+    "serve",
     "__version__",
 ]
 

@@ -338,7 +338,7 @@ def serve(directory, port=0, bind="127.0.0.1", log_path=None, host=None):
     return LocalServer(directory, port, bind, log_path, host)
 
 
-def _serve_main(argv):
+def serve_main(argv):
     import argparse
     import functools
     import http.server
@@ -390,6 +390,6 @@ def _serve_main(argv):
 
 if __name__ == "__main__":
     if sys.argv[1:2] == ["serve"]:
-        sys.exit(_serve_main(sys.argv[2:]))
+        sys.exit(serve_main(sys.argv[2:]))
     print("usage: python -m poncho_wq.publish serve DIR [--port N] [--bind ADDR] [--log FILE]", file=sys.stderr)
     sys.exit(1)

@@ -9,6 +9,7 @@ commands:
   create    same as poncho_package_create: spec -> packed environment tarball
   cache     list, remove or prune cached environment builds
   shim      print the path of the run shim (poncho_package_run, a POSIX sh script)
+  serve     serve a publish directory over HTTP (a plain local server for small setups; not for production)
 """
 
 
@@ -24,6 +25,8 @@ def main(argv=None):
         from .create import main as sub
     elif command == "cache":
         from .cache import main as sub
+    elif command == "serve":
+        from ..publish import serve_main as sub
     elif command == "shim":
         from ..shim import shim_path
 
