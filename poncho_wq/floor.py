@@ -97,7 +97,10 @@ def _parse(data: "mmap.mmap") -> Dict[str, object]:
             if not nxt:
                 break
             vn += nxt
-    return {"machine": MACHINES.get(e_machine, "elf-machine-{}".format(e_machine)), "interp": interp,
+    machine = MACHINES.get(e_machine, "elf-machine-{}".format(e_machine))
+    if e_machine == 21 and end == ">":
+        machine = "ppc64"  # one ELF machine for both byte orders; uname -m says ppc64 on a big-endian worker
+    return {"machine": machine, "interp": interp,
             "glibc": best}
 
 

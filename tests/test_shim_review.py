@@ -200,6 +200,19 @@ def test_a_command_reusing_fd_9_keeps_its_environment_in_use(envs, tmp_path, she
 
 # --- floor check -------------------------------------------------------------------------------------------
 
+def test_a_big_endian_ppc64_binary_is_not_called_ppc64le(tmp_path):
+    """ELF machine 21 is PPC64 in both byte orders: a big-endian environment was recorded as ppc64le, so the shim
+    refused it on the very ppc64 workers it was built for (and would have let it through on ppc64le ones)."""
+    import struct
+    from poncho_wq.floor import elf_needs
+
+    for order, data, expected in ((">", 2, "ppc64"), ("<", 1, "ppc64le")):
+        path = tmp_path / "elf-{}".format(expected)
+        header = b"\x7fELF" + bytes([2, data, 1, 0]) + bytes(8) + struct.pack(order + "HH", 2, 21)
+        path.write_bytes(header + bytes(64 - len(header)))
+        assert elf_needs(str(path))["machine"] == expected
+
+
 @pytest.mark.parametrize("shell", sorted(SHELLS))
 def test_a_floor_is_read_for_its_first_lines_only(envs, tmp_path, shell):
     """poncho/floor comes from the archive: a long one was parsed whole, in quadratic time (64 KiB of short lines:
