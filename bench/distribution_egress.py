@@ -12,9 +12,9 @@ submitted at once, as a batch start does:
 Printed per mode: manager egress (``stats.bytes_sent`` of the WorkQueue, in MB and in tarballs), GETs of the
 tarball at the server (its access log), unpacks (the shim's unpack.log lines), seconds until the N-th task
 finished (= all workers ready), and the ratio of each mode's egress to direct's. Also measured: one cold unpack
-of the tarball by the shim (the per-worker unpack cost) and a warm task (the imports). The figures are written to ``calibration.json`` next to
-the cache, which bench/distribution_model.py reads. Goal (issue 16): url egress < 5% of one tarball (vs N x in
-direct), one GET and one unpack per worker; shared: one unpack in total.
+of the tarball by the shim (the per-worker unpack cost) and a warm task (the imports). The figures are written to
+``calibration.json`` next to the cache, which bench/distribution_model.py reads. Goal (issue 16): url egress < 5% of
+one tarball (vs N x in direct), one GET and one unpack per worker; shared: one unpack in total.
 """
 
 import argparse
@@ -77,7 +77,8 @@ def start_workers(binding, port, n, work):
         procs.append(subprocess.Popen(
             [worker_binary(binding), "localhost", str(port), "-s", wdir, "--cores", "1", "-t", "120",
              "--single-shot"],
-            env={"PATH": "/usr/bin:/bin", "HOME": wdir, "LANG": "C.UTF-8", "PONCHO_ENV_DIR": os.path.join(wdir, "envs")},
+            env={"PATH": "/usr/bin:/bin", "HOME": wdir, "LANG": "C.UTF-8",
+                 "PONCHO_ENV_DIR": os.path.join(wdir, "envs")},
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True))
     return procs
 

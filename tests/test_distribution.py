@@ -342,3 +342,22 @@ def test_url_failure_is_named_on_the_manager_and_a_later_attempt_succeeds(cluste
     assert again["return_status"] == 0 and again["shim_error"] is None, again
     assert _expected(0) in again["output"]
     assert sorted(i.split("-")[0] for ids in cluster.unpacked_ids() for i in ids) == ["code", "env"]
+
+
+def test_plan_publishes_and_names_per_mode(tmp_path):
+    from poncho_wq.environment import Environment
+    from poncho_wq.task import plan_distribution
+
+    tarball = tmp_path / "env-0123456789abcdef0123456789abcdef.tar.gz"
+    tarball.write_bytes(b"not really a tarball")
+    env = Environment.from_tarball(str(tarball))
+    direct = plan_distribution(env, None, "direct")
+    name = "env-0123456789abcdef0123456789abcdef.tar.gz"
+    assert (direct.env, direct.urls, direct.files) == (name, {}, {name: str(tarball)})
+    pub = tmp_path / "pub"
+    url = plan_distribution(env, None, Distribution("url", str(pub), "http://h:1/p"))
+    assert url.urls == {name: "http://h:1/p/" + name} and url.files == {}
+    assert (pub / name).read_bytes() == tarball.read_bytes()
+    env.distribution = Distribution("shared", str(pub), "file:///mnt/s")  # per environment, over the settings
+    shared = plan_distribution(env)
+    assert (shared.env, shared.env_dir, shared.urls, shared.files) == ("/mnt/s/" + name, "/mnt/s/envs", {}, {})
