@@ -22,6 +22,7 @@ import json
 import os
 import shutil
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -156,11 +157,18 @@ def main():
     size = os.path.getsize(tarball)
     work = tempfile.mkdtemp(prefix="poncho-dist-bench-")
     try:
-        unpack, warm = min(cold_unpack_seconds(tarball, environment.remote_name, work) for _ in range(2))
-        print("environment: {} ({:.1f} MB packed); one cold unpack by the shim: {:.2f} s, a warm task: {:.2f} s; "
-              "N = {} workers, {}".format("+".join(PACKAGES), size / 1e6, unpack, warm, args.workers,
-                                          binding.__name__))
-        rows = [run_mode(binding, mode, environment, args.workers, work) for mode in args.modes.split(",")]
+        # The one-worker costs are measured before each mode and their medians kept: on a shared machine they
+        # vary with its load, and the medians reflect the load during the runs they calibrate.
+        singles, rows = [], []
+        for mode in args.modes.split(","):
+            singles.append(cold_unpack_seconds(tarball, environment.remote_name, work))
+            rows.append(run_mode(binding, mode, environment, args.workers, work))
+        unpack = statistics.median(s[0] for s in singles)
+        warm = statistics.median(s[1] for s in singles)
+        print("environment: {} ({:.1f} MB packed); one cold unpack by the shim: {:.2f} s (median of {}: {}), a warm "
+              "task: {:.2f} s; N = {} workers, {}".format(
+                  "+".join(PACKAGES), size / 1e6, unpack, len(singles), ", ".join("%.2f" % s[0] for s in singles),
+                  warm, args.workers, binding.__name__))
     finally:
         shutil.rmtree(work, ignore_errors=True)
     base = next((r for r in rows if r["mode"] == "direct"), None)

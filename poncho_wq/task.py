@@ -75,9 +75,11 @@ def _short_repr(value):
 
 def wrap_command(command, env_remote_name, code_remote_name=None, env_dir=None):
     """The worker-side command line that runs *command* inside the environment (and its code layer). *env_dir*
-    (``shared`` distribution) is the shim's ``PONCHO_ENV_DIR``; the names are then absolute shared paths."""
+    (``shared`` distribution) is the shim's ``PONCHO_ENV_DIR``; the names are then absolute shared paths, and a
+    worker's own cache limits (PONCHO_ENV_KEEP, PONCHO_ENV_BUDGET_MB) are cleared: they must not evict what other
+    machines use from the shared root."""
     code = " --code {}".format(shlex.quote(code_remote_name)) if code_remote_name else ""
-    root = "PONCHO_ENV_DIR={} ".format(shlex.quote(env_dir)) if env_dir else ""
+    root = "PONCHO_ENV_DIR={} PONCHO_ENV_KEEP= PONCHO_ENV_BUDGET_MB= ".format(shlex.quote(env_dir)) if env_dir else ""
     return "{}./{} -e {}{} -- /bin/sh -c {}".format(root, SHIM_NAME, shlex.quote(env_remote_name), code,
                                                    shlex.quote(command))
 

@@ -55,7 +55,8 @@ def test_bad_settings_name_the_variable(environ, needle):
 
 def test_wrap_command_in_shared_mode_sets_the_shared_root():
     cmd = wrap_command("python3 job.py 'a b'", "/sh/env-1.tar.gz", "/sh/code-2.tar.gz", "/sh/envs")
-    assert cmd.startswith("PONCHO_ENV_DIR=/sh/envs ./poncho_package_run -e /sh/env-1.tar.gz --code /sh/code-2.tar.gz")
+    assert cmd.startswith("PONCHO_ENV_DIR=/sh/envs PONCHO_ENV_KEEP= PONCHO_ENV_BUDGET_MB= ./poncho_package_run "
+                          "-e /sh/env-1.tar.gz --code /sh/code-2.tar.gz")
     assert shlex.split(cmd)[-1] == "python3 job.py 'a b'"
 
 
