@@ -619,6 +619,21 @@ def find_project(script):
         d = parent
 
 
+def project_hint_files(scripts):
+    """The paths the project hint of *scripts* depends on (the project files :func:`find_project` looks for, in each
+    directory it looks in), for memo keys: a result cached across an edit of the project's declared dependencies,
+    or a project file appearing, would keep the old constraint."""
+    out = []
+    for script in scripts:
+        d = os.path.dirname(os.path.abspath(script))
+        while True:
+            out += [os.path.join(d, n) for n in _PROJECT_FILES]
+            if any(os.path.exists(os.path.join(d, v)) for v in _VCS) or os.path.dirname(d) == d:
+                break
+            d = os.path.dirname(d)
+    return list(dict.fromkeys(out))
+
+
 def declared_dependencies(project):
     """The requirement strings a project declares, read statically (nothing of it runs): PEP 621
     ``[project] dependencies``, ``setup.cfg``'s ``[options] install_requires``, and a literal ``install_requires``
@@ -626,14 +641,15 @@ def declared_dependencies(project):
     out = []
     path = os.path.join(project, "pyproject.toml")
     if os.path.isfile(path):
-        import tomllib
+        from .project import read_toml
 
         try:
-            with open(path, "rb") as f:
-                deps = (tomllib.load(f).get("project") or {}).get("dependencies") or []
-            out += [str(d) for d in deps if isinstance(d, str)]
-        except (OSError, ValueError):
-            pass
+            table = read_toml(path).get("project")
+            deps = table.get("dependencies") if isinstance(table, dict) else None
+            if isinstance(deps, list):  # absent when dynamic; anything else is not PEP 621
+                out += [d for d in deps if isinstance(d, str)]
+        except (OSError, ValueError, ImportError):
+            pass  # not TOML, or no reader (Python < 3.11 without tomli): no hint, the analysis goes on
     path = os.path.join(project, "setup.cfg")
     if os.path.isfile(path):
         import configparser

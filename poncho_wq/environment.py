@@ -231,7 +231,9 @@ class Environment:
                 env = old  # only local code changed: keep the object (and its build memo) for the base
                 env.analysis = result
                 env.local_files = result.local_files if ship_local else ()
-            _memo_put(key, env, _analysis_paths(result))
+            from .analysis import project_hint_files  # the project hint reads these: an edit is a new spec
+
+            _memo_put(key, env, _analysis_paths(result) + project_hint_files(scripts))
         return env
 
     @classmethod

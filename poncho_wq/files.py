@@ -15,13 +15,20 @@ Rules (checked before anything is analyzed or built, so a typo costs nothing):
   reading the absolute path will not find it; give the pair ``("/data/cfg.yaml", "cfg.yaml")`` to say where it
   goes;
 * a directory ships every regular file below it (caches, VCS and editor debris left out), one input each;
-* a missing entry is :class:`~poncho_wq.errors.InputMissing` (exit code 2), one line naming the file and the fix.
+* a missing entry is :class:`~poncho_wq.errors.InputMissing` (exit code 2), one line naming the file and the fix;
+* refused as :class:`~poncho_wq.errors.SpecError` (exit code 1): names poncho_wq itself puts in the sandbox (the
+  shim ``poncho_package_run``, ``env-*.tar.gz``, ``code-*.tar.gz``: Work Queue keeps the first input of a name and
+  drops the next with only a line on stderr), a name that is both a file and a directory of another (``a`` and
+  ``a/b``), names that are not UTF-8 (the bindings take C strings), a directory with no file to ship (empty
+  directories do not travel) and a directory holding a symbolic link to itself or a directory above it (a loop);
+  the current directory itself (name what is in it).
 
 Each file is attached as a content-named copy (:func:`poncho_wq.layers.content_copy`): Work Queue caches inputs by
 their *local path*, so a file attached by its own path after an edit would run with the old bytes.
 """
 
 import os
+import re
 from typing import Any, Iterable, List, Tuple
 
 from .errors import InputMissing, SpecError
@@ -33,6 +40,40 @@ _SKIP_SUFFIXES = (".pyc", ".pyo", "~", ".swp")
 _SKIP_FILES = frozenset({".DS_Store", "Thumbs.db"})
 
 _FIX = "give a path relative to the current directory ({}) or a pair (source, name in the sandbox)"
+#: What poncho_wq attaches to every task's sandbox under names of its own (see poncho_wq.task).
+_RESERVED = re.compile(r"^(poncho_package_run|env-[^/]*\.tar\.gz|code-[^/]*\.tar\.gz)$")
+
+
+def _utf8(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def check_names(pairs: Iterable[Tuple[str, str]], who: str) -> None:
+    """Refuse sandbox names the task could not get as given: a name poncho_wq uses itself, one that is also a
+    directory of another name, and names or sources that are not UTF-8."""
+    names = {}
+    for src, arc in pairs:
+        if _RESERVED.match(arc):
+            raise SpecError("{} files: {} would be {} in the sandbox, a name poncho_wq uses for its own inputs (the "
+                            "run shim and the environment tarballs); give it another name with a pair "
+                            "(source, name)".format(who, src, arc))
+        if not _utf8(arc) or not _utf8(src):
+            raise SpecError("{} files: {!r} is not a UTF-8 name, which Work Queue and TaskVine cannot take; rename "
+                            "the file, or give a pair (source, name) with a UTF-8 name (and a UTF-8 source "
+                            "path)".format(who, arc if not _utf8(arc) else src))
+        names[arc] = src
+    for arc, src in names.items():
+        parent = os.path.dirname(arc)
+        while parent:
+            if parent in names:
+                raise SpecError("{} files: {} would be a file in the sandbox ({}) and also the directory of {} ({}); "
+                                "give one of them another name with a pair (source, name)".format(
+                                    who, parent, names[parent], arc, src))
+            parent = os.path.dirname(parent)
 
 
 def _name_ok(name: str) -> bool:
@@ -59,6 +100,9 @@ def _entry(item: Any, who: str) -> Tuple[str, str]:
             raise SpecError("{} files: {!r} is not valid; expected a file or directory path".format(who, item))
         source = os.path.abspath(path)
         rel = os.path.relpath(source, os.getcwd())
+        if rel == ".":
+            raise SpecError("{} files: {} is the current directory itself; name the files or directories in it "
+                            "that the task reads (files=['data', 'job.yaml'])".format(who, path))
         if not _name_ok(rel):
             raise SpecError("{} files: {} is outside the current directory, and a task sees its files under names "
                             "relative to its sandbox; pass ({!r}, {!r}) to ship it as {}, or {}".format(
@@ -76,6 +120,10 @@ def resolve_files(files: Iterable[Any], who: str = "PonchoTask") -> Tuple[Tuple[
     a bad one, or two different files given the same name."""
     if files is None:
         return ()
+    if isinstance(files, dict):
+        raise SpecError("{} files: a dict is not valid (which is the source, which the name?); give a list of "
+                        "paths or (source, name in the sandbox) pairs, e.g. files=[{!r}]".format(
+                            who, next(iter(files.items()), ("model.h5", "models/m.h5"))))
     if isinstance(files, (str, bytes, os.PathLike)):
         raise SpecError("{} files: {!r} is not valid; expected a list of paths, e.g. files=[{!r}]".format(
             who, files, os.fspath(files) if not isinstance(files, bytes) else files))
@@ -91,12 +139,19 @@ def resolve_files(files: Iterable[Any], who: str = "PonchoTask") -> Tuple[Tuple[
             raise InputMissing("{} files: {} does not exist (looked for {}); create it, fix the path, or {}".format(
                 who, item[0] if isinstance(item, tuple) else os.fspath(item), source,
                 _FIX.format(os.getcwd())))
-        for src, arc in _expand(source, name, who):
+        expanded = _expand(source, name, who)
+        if not expanded:
+            raise SpecError("{} files: directory {} holds no file to ship (empty directories do not travel; caches "
+                            "and VCS files are left out); create it in the task (os.makedirs), or leave it "
+                            "out".format(who, source))
+        for src, arc in expanded:
             old = out.setdefault(arc, src)
             if old != src:
                 raise SpecError("{} files: two files would be {} in the sandbox: {} and {}; give one of them "
                                 "another name with a pair (source, name)".format(who, arc, old, src))
-    return tuple(sorted(((src, arc) for arc, src in out.items()), key=lambda sa: sa[1]))
+    result = tuple(sorted(((src, arc) for arc, src in out.items()), key=lambda sa: sa[1]))
+    check_names(result, who)
+    return result
 
 
 def _expand(source: str, name: str, who: str) -> List[Tuple[str, str]]:
@@ -105,7 +160,25 @@ def _expand(source: str, name: str, who: str) -> List[Tuple[str, str]]:
     if not os.path.isdir(source):
         raise SpecError("{} files: {} is neither a regular file nor a directory; ship files only".format(who, source))
     out = []
-    for directory, dirs, names in os.walk(source, followlinks=True):
+
+    def refuse(error):
+        raise InputMissing("{} files: cannot read {} ({}); make it readable, or leave it out".format(
+            who, error.filename, error.strerror or error))
+
+    # Symbolic links are followed (a link to a data set elsewhere ships its files), so a link to the directory
+    # itself or one above it would be walked until the path is too long: refused, naming the link.
+    for directory, dirs, names in os.walk(source, followlinks=True, onerror=refuse):
+        here = os.path.realpath(directory)
+        chain = {here}
+        up = directory
+        while up != source and up.startswith(source + os.sep):
+            up = os.path.dirname(up)
+            chain.add(os.path.realpath(up))
+        for d in dirs:
+            if os.path.realpath(os.path.join(directory, d)) in chain:
+                raise SpecError("{} files: {} is a symbolic link to {}, a directory it is in (a loop); remove it, or "
+                                "name the files to ship".format(who, os.path.join(directory, d),
+                                                                os.path.realpath(os.path.join(directory, d))))
         dirs[:] = sorted(d for d in dirs if d not in _SKIP_DIRS)
         for n in sorted(names):
             if n in _SKIP_FILES or n.endswith(_SKIP_SUFFIXES):
@@ -140,9 +213,21 @@ def sandbox_inputs(explicit: Iterable[Tuple[str, str]], environment: Any = None,
     from .layers import content_copy
 
     scripts = tuple(scripts)
-    merged = merge_files(scripts, getattr(environment, "files", ()) or (), explicit, who=who)
+    data = tuple(getattr(environment, "files", ()) or ())
+    check_names(data, who)  # a project's data_files: checked here, once they are known
+    merged = merge_files(scripts, data, explicit, who=who)
+    check_names(merged, who)  # a name of one group may be the directory of another's
     taken = {arc for _src, arc in scripts}
-    return [(content_copy(src), arc) for src, arc in merged if arc not in taken]
+    out = []
+    for src, arc in merged:
+        if arc in taken:
+            continue
+        try:
+            out.append((content_copy(src), arc))
+        except OSError as e:  # removed or made unreadable since resolve_files() saw it
+            raise InputMissing("{} files: cannot read {} for {} ({}); it changed since the task was made: submit "
+                               "the task again".format(who, src, arc, e.strerror or e)) from None
+    return out
 
 
-__all__ = ["merge_files", "resolve_files", "sandbox_inputs"]
+__all__ = ["check_names", "merge_files", "resolve_files", "sandbox_inputs"]

@@ -53,14 +53,15 @@ from .memo import register
 log = logging.getLogger(__name__)
 
 #: Bumped when what a cached build holds, or how it is laid out, changes.
-FORMAT = 2
+FORMAT = 3
 #: Source-tree entries that are tool state or build output, not project content (not copied, not hashed).
 _SKIP = {"__pycache__", ".git", ".hg", ".svn", ".tox", ".nox", ".mypy_cache", ".pytest_cache", ".venv", ".eggs",
          ".ruff_cache", ".ipynb_checkpoints"}
 _SKIP_TOP = {"build", "dist"}
 #: OS package managers a setup.py must not run (Beam's CUSTOM_COMMANDS recipe runs apt-get from a cmdclass).
-_OS_INSTALL = re.compile(r"""\b(apt-get|aptitude)\b"""
-                         r"""|\b(apt|yum|dnf|apk|zypper)\b["',\s]+(?:-\S+["',\s]+)*(?:install|add)\b""")
+#: A string of setup.py that is such a command: the word alone (an argument list's first item) or a command line.
+_OS_COMMAND = re.compile(r"""^(?:sudo\s+)?(?:(apt-get|aptitude)(?:\s|$)|(apt|yum|dnf|apk|zypper)(?:\s+-\S+)*"""
+                         r"""\s+(?:install|add)\b|(apt|yum|dnf|apk|zypper)$)""")
 #: pip's default build requirements for a project without [build-system] (PEP 518).
 _LEGACY_REQUIRES = ("setuptools>=40.8.0", "wheel")
 
@@ -81,12 +82,18 @@ class Project:
     lib: Tuple[Tuple[str, str], ...]  # (file in the cache, path relative to site-packages)
     data: Tuple[Tuple[str, str], ...]  # (file in the cache, path relative to sys.prefix: the task sandbox)
     bin: Tuple[Tuple[str, str], ...]  # (file in the cache, name): its scripts and console_scripts wrappers
+    extras: Tuple[str, ...] = ()  # Provides-Extra
 
     def dependencies(self, extras: Iterable[str] = (), markers: Optional[Dict[str, str]] = None) -> List[str]:
         """The requirement strings of the base: every ``Requires-Dist`` without an ``extra`` marker (its other
         markers kept, for the builder to evaluate), plus those of the requested *extras* (their markers evaluated
         here with *markers*, the target's marker environment)."""
         extras = {canonicalize_name(e) for e in extras}
+        unknown = sorted(extras - {canonicalize_name(e) for e in self.extras})
+        if unknown:
+            # pip only warns, and the task would then fail on a worker with a ModuleNotFoundError.
+            raise SpecError("project {} has no extra {} (its extras: {}); fix the name".format(
+                self.source, ", ".join(repr(e) for e in unknown), ", ".join(self.extras) or "none"))
         out = []
         for text in self.requires:
             req = Requirement(text)
@@ -116,29 +123,105 @@ def _check_project(path: str) -> str:
 
 
 def check_os_installs(path: str) -> None:
-    """Refuse a ``setup.py`` (or ``setup.cfg``) that runs an OS package manager, before it runs: the build would
-    install OS packages on the manager, and nothing of them would reach the workers."""
-    for name in ("setup.py", "setup.cfg"):
-        file = os.path.join(path, name)
-        if not os.path.isfile(file):
+    """Refuse a ``setup.py`` that runs an OS package manager, before it runs: the build would install OS packages
+    on the manager, and nothing of them would reach the workers.
+
+    What counts is a string of the code that *is* such a command (``"apt-get"`` as an argument list's first word,
+    ``"apt-get install -y x"``, ``"sudo yum install gcc"``), as Beam's ``CUSTOM_COMMANDS`` recipe writes it;
+    comments, docstrings and prose that merely mention ``apt-get`` (``description="... apt-get ..."``) are not
+    steps. ``setup.cfg`` is declarative and cannot run anything, so it is not read."""
+    import ast
+
+    file = os.path.join(path, "setup.py")
+    if not os.path.isfile(file):
+        return
+    with open(file, encoding="utf-8", errors="replace") as f:
+        text = f.read()
+    try:
+        tree = ast.parse(text, file)
+    except (SyntaxError, ValueError):
+        return  # the build fails on it anyway, with Python's own message
+    docstrings = {id(node.value) for node in ast.walk(tree) if isinstance(node, ast.Expr)
+                  and isinstance(node.value, ast.Constant)}
+    lines = text.splitlines()
+    for node in ast.walk(tree):
+        if not (isinstance(node, ast.Constant) and isinstance(node.value, str)) or id(node) in docstrings:
             continue
-        with open(file, encoding="utf-8", errors="replace") as f:
-            for number, line in enumerate(f, 1):
-                code = line.split("#", 1)[0]
-                m = _OS_INSTALL.search(code)
-                if m:
-                    raise SpecError(
-                        "project {}: {} line {} runs {} ({}): OS packages cannot be installed by a Python build "
-                        "(it would run on the manager, and nothing of it reaches the workers); remove that step and "
-                        "list the packages in a conda spec (conda: packages: [...]) built with "
-                        "Environment.from_spec or poncho_package_create".format(
-                            path, name, number, m.group(1) or m.group(2), code.strip()[:80]))
+        m = _OS_COMMAND.match(node.value.strip())
+        if m:
+            code = lines[node.lineno - 1].strip() if 0 < node.lineno <= len(lines) else node.value
+            raise SpecError(
+                "project {}: setup.py line {} runs {} ({}): OS packages cannot be installed by a Python build "
+                "(it would run on the manager, and nothing of it reaches the workers); remove that step and "
+                "list the packages in a conda spec (conda: packages: [...]) built with "
+                "Environment.from_spec or poncho_package_create".format(
+                    path, node.lineno, next(g for g in m.groups() if g), code[:80]))
 
 
-def _tree_digest(path: str) -> str:
-    from .layers import _tree_digest as digest
+def _source_files(path: str, skip: Iterable[str] = ()) -> Tuple[List[str], List[Tuple[str, str]]]:
+    """``(directories, [(relative path, file)])`` of the project's sources: what is copied for the build and what
+    its cache key covers, the one list for both (a file the key missed would be served stale from the cache).
 
-    return digest(path)
+    Left out: tool state and build output (:data:`_SKIP`, ``*.egg-info``, top-level ``build/`` and ``dist/``),
+    virtual environments (a directory holding ``pyvenv.cfg``: thousands of files no build reads), and the
+    directories in *skip* (the cache, when it lies inside the project: copying it into a scratch directory inside
+    itself would never end, and hashing it would change the key with every build). Symbolic links are followed,
+    as ``pip wheel DIR`` sees them (a link to a shared data file outside the project would dangle in the scratch
+    copy, and the key would not see that file's edits); a link to a directory it is in (a loop) is left out."""
+    skip = {os.path.realpath(d) for d in skip}
+    dirs_out, files = [], []
+    for directory, dirs, names in os.walk(path, followlinks=True):
+        rel_dir = os.path.relpath(directory, path)
+        top = rel_dir == "."
+        chain, up = {os.path.realpath(directory)}, directory
+        while up != path and up.startswith(path + os.sep):
+            up = os.path.dirname(up)
+            chain.add(os.path.realpath(up))
+        kept = []
+        for d in sorted(dirs):
+            full = os.path.join(directory, d)
+            real = os.path.realpath(full)
+            if d in _SKIP or d.endswith(".egg-info") or (top and d in _SKIP_TOP) or real in chain or real in skip \
+                    or os.path.isfile(os.path.join(full, "pyvenv.cfg")):
+                continue
+            kept.append(d)
+        dirs[:] = kept
+        if not top:
+            dirs_out.append(rel_dir)
+        for n in sorted(names):
+            full = os.path.join(directory, n)
+            if n.endswith((".pyc", ".pyo")) or not os.path.isfile(full):  # dangling links, sockets, fifos
+                continue
+            files.append((os.path.normpath(os.path.join(rel_dir, n)), full))
+    return dirs_out, files
+
+
+def _tree_digest(path: str, skip: Iterable[str] = ()) -> str:
+    from .layers import _digest
+
+    h = hashlib.sha256()
+    for rel, full in _source_files(path, skip)[1]:
+        digest, executable = _digest(full)
+        h.update("{}\0{}\0{}\n".format(rel, int(executable), digest).encode())
+    return h.hexdigest()
+
+
+def read_toml(file: str) -> dict:
+    """The TOML document *file*, by ``tomllib`` (Python 3.11+), else ``tomli``, else the copy pip vendors (Python
+    3.9 and 3.10 are supported and ship no TOML reader). Raises ValueError (not TOML), OSError, or ImportError
+    (no reader at all)."""
+    try:
+        import tomllib
+    except ImportError:
+        try:
+            import tomli as tomllib  # type: ignore
+        except ImportError:
+            try:
+                from pip._vendor import tomli as tomllib  # type: ignore
+            except ImportError:
+                raise ImportError("no TOML reader in this Python (before 3.11): pip install tomli") from None
+    with open(file, "rb") as f:
+        return tomllib.load(f)
 
 
 def _build_requires(path: str) -> Tuple[Tuple[str, ...], str]:
@@ -147,12 +230,9 @@ def _build_requires(path: str) -> Tuple[Tuple[str, ...], str]:
     if not os.path.isfile(file):
         return _LEGACY_REQUIRES, "setuptools.build_meta:__legacy__"
     try:
-        import tomllib
-    except ImportError:  # pragma: no cover - Python < 3.11
-        import tomli as tomllib  # type: ignore
-    try:
-        with open(file, "rb") as f:
-            data = tomllib.load(f)
+        data = read_toml(file)
+    except ImportError as e:
+        raise SpecError("project {}: pyproject.toml cannot be read: {}".format(path, e)) from None
     except (OSError, ValueError) as e:
         raise SpecError("project {}: pyproject.toml cannot be read: {}; fix its TOML".format(path, e)) from None
     system = data.get("build-system")
@@ -198,12 +278,13 @@ def _older(version: str, than: str) -> bool:
         return False
 
 
-def _copy_sources(path: str, dest: str) -> None:
-    def ignore(directory, names):
-        top = os.path.abspath(directory) == path
-        return {n for n in names if n in _SKIP or n.endswith(".egg-info") or (top and n in _SKIP_TOP)}
-
-    shutil.copytree(path, dest, ignore=ignore, symlinks=True)
+def _copy_sources(path: str, dest: str, skip: Iterable[str] = ()) -> None:
+    dirs, files = _source_files(path, skip)
+    os.makedirs(dest)
+    for rel in dirs:
+        os.makedirs(os.path.join(dest, rel), exist_ok=True)
+    for rel, full in files:
+        shutil.copy2(full, os.path.join(dest, rel))
 
 
 _GENERIC = re.compile(r"subprocess-exited-with-error|Failed (building|to build)|metadata-generation-failed|"
@@ -241,12 +322,13 @@ def build_project(path: str, python: Optional[str] = None, build_isolation: Opti
                  "here: %s; install them to build without network)", path, ", ".join(missing))
     from .installation import installation
 
-    digest = _tree_digest(path)
+    cache = os.path.abspath(cache_dir or default_cache_dir())
+    root = os.path.join(cache, "projects")
+    digest = _tree_digest(path, skip=(cache,))
     # The interpreter's version too: a compiled extension built by an interpreter upgraded in place is stale.
     version = installation(None if python == sys.executable else python).python_version
     key_doc = json.dumps([FORMAT, digest, python, version, isolated], separators=(",", ":"))
     key = hashlib.sha256(key_doc.encode()).hexdigest()[:32]
-    root = os.path.join(os.path.abspath(cache_dir or default_cache_dir()), "projects")
     final = os.path.join(root, key)
     memo_key = (path, digest, python, isolated, root)
     with _lock:
@@ -259,7 +341,7 @@ def build_project(path: str, python: Optional[str] = None, build_isolation: Opti
         sweep(root)
         scratch = tempfile.mkdtemp(prefix=".tmp-{}-".format(key), dir=root)
         try:
-            _build_into(path, python, isolated, scratch, missing)
+            _build_into(path, python, isolated, scratch, missing, skip=(cache,))
             try:
                 os.rename(os.path.join(scratch, "out"), final)
             except OSError:
@@ -302,7 +384,8 @@ def sweep(root: str, now: Optional[float] = None) -> List[str]:
     return removed
 
 
-def _build_into(path: str, python: str, isolated: bool, scratch: str, missing: Sequence[str] = ()) -> None:
+def _build_into(path: str, python: str, isolated: bool, scratch: str, missing: Sequence[str] = (),
+                skip: Iterable[str] = ()) -> None:
     """Copy the sources, build the wheel, unpack it: ``<scratch>/out/{wheel/, tree/, project.json}``."""
     import subprocess
 
@@ -312,7 +395,7 @@ def _build_into(path: str, python: str, isolated: bool, scratch: str, missing: S
     out = os.path.join(scratch, "out")
     wheels = os.path.join(out, "wheel")
     os.makedirs(wheels)
-    _copy_sources(path, src)
+    _copy_sources(path, src, skip)
     cmd = [python, "-m", "pip", "wheel", "--no-deps", "--no-input", "--disable-pip-version-check", "-w", wheels]
     if not isolated:
         cmd.append("--no-build-isolation")
@@ -323,8 +406,12 @@ def _build_into(path: str, python: str, isolated: bool, scratch: str, missing: S
                        errors="replace", env=env, cwd=scratch, preexec_fn=preexec())
     if r.returncode != 0:
         if re.search(r"\bapt-get\b", r.stdout):
-            raise BuildError("project {} failed to build and its build ran apt-get: OS packages cannot be installed "
-                             "by a Python build; remove that step and list them in a conda spec".format(path))
+            # The cause stays in the message: a failed compile's hint ("apt-get install libpq-dev") mentions
+            # apt-get too, without the build running it.
+            raise BuildError("project {} failed to build a wheel: {}; its output mentions apt-get: OS packages "
+                             "cannot be installed by a Python build, so if it runs apt-get, remove that step and list "
+                             "them in a conda spec, else install what the message names here".format(
+                                 path, _one_line(r.stdout)))
         offline = re.search(r"No matching distribution|Could not find a version|NewConnectionError|Network",
                             r.stdout)
         fix = ("install its build requirements here ({} -m pip install {}) to build without network, or fix the "
@@ -391,6 +478,7 @@ def _describe(tree: str, wheel_name: str) -> dict:
         if cp.has_section("console_scripts"):
             entry_points = dict(cp["console_scripts"])
     return {"name": meta["Name"], "version": meta["Version"], "requires": meta.get_all("Requires-Dist") or [],
+            "extras": meta.get_all("Provides-Extra") or [],
             "lib": lib, "data": data, "scripts": scripts, "entry_points": entry_points}
 
 
@@ -448,7 +536,8 @@ def _load(final: str, source: str) -> Optional[Project]:
                    wheel=os.path.join(final, "wheel", info["wheel"]), requires=tuple(info["requires"]),
                    lib=tuple((os.path.join(tree, s), a) for s, a in info["lib"]),
                    data=tuple((os.path.join(tree, s), a) for s, a in info["data"]),
-                   bin=tuple((os.path.join(final, s), n) for s, n in info["bin"]))
+                   bin=tuple((os.path.join(final, s), n) for s, n in info["bin"]),
+                   extras=tuple(info.get("extras") or ()))
 
 
 def project_environment(path, extras: Sequence[str] = (), *, layered: bool = True, engine: Optional[str] = None,
@@ -491,4 +580,4 @@ def project_environment(path, extras: Sequence[str] = (), *, layered: bool = Tru
 
 
 __all__ = ["Project", "build_project", "check_os_installs", "missing_build_requirements", "project_environment",
-           "sweep"]
+           "read_toml", "sweep"]

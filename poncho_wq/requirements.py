@@ -26,6 +26,20 @@ from .errors import InputMissing, SpecError
 _INDEX_OPTIONS = ("-i", "--index-url", "--extra-index-url", "-f", "--find-links", "--no-index", "--trusted-host",
                   "--pre", "--prefer-binary", "--only-binary", "--no-binary", "--use-feature")
 _VAR = re.compile(r"\$\{([A-Z0-9_]+)\}")
+#: ``user:password@`` or ``token@`` in a URL's authority.
+_CREDENTIALS = re.compile(r"//[^/@\s]+@")
+
+
+def _has_credentials(url: str) -> bool:
+    """A password (``user:secret@``), or a token as the user name of an http(s) URL; ``git+ssh://git@host`` is a
+    login name, not a secret."""
+    m = re.match(r"^([a-z0-9+.-]+)://([^/@\s]+)@", url, re.I)
+    return bool(m) and (":" in m.group(2) or m.group(1).lower().split("+")[-1] in ("http", "https"))
+
+
+def _redact(text: str) -> str:
+    """*text* with the credentials of its URLs replaced by ``***`` (for messages and logs)."""
+    return _CREDENTIALS.sub("//***@", text)
 
 
 def _lines(path: str) -> List[Tuple[int, str]]:
@@ -77,6 +91,9 @@ def _read(path: str, requirements: Dict[str, Tuple[Requirement, str]], constrain
             opt, value = _option(words, where)
             if opt in ("-r", "--requirement", "-c", "--constraint"):
                 target = value if os.path.isabs(value) else os.path.join(os.path.dirname(path), value)
+                if not os.path.isfile(target):
+                    raise InputMissing("{}: {} {}: {} does not exist; fix the path (relative to {})".format(
+                        where, opt, value, os.path.abspath(target), os.path.dirname(path)))
                 _read(target, requirements, constraints, seen, constraint or opt in ("-c", "--constraint"))
                 continue
             if opt in ("-e", "--editable"):
@@ -98,12 +115,17 @@ def _read(path: str, requirements: Dict[str, Tuple[Requirement, str]], constrain
         line = " ".join(kept)
         if line.startswith((".", "/")) or line.endswith((".whl", ".tar.gz", ".zip")) and "@" not in line:
             raise SpecError("{}: {!r} is a path: ship local code through the analysis, or name it as "
-                            "'name @ file:///absolute/path'".format(where, line))
+                            "'name @ file:///absolute/path'".format(where, _redact(line)))
         try:
             req = Requirement(line)
         except InvalidRequirement as e:
             raise SpecError("{}: {!r} is not a valid requirement: {}".format(
-                where, line, str(e).splitlines()[0])) from None
+                where, _redact(line), _redact(str(e).splitlines()[0]))) from None
+        if req.url and _has_credentials(req.url):
+            # The spec travels: in the cache's records and as poncho/spec.json in every worker's copy.
+            raise SpecError("{}: {!r} has credentials in its URL, which would be stored in the environment (its "
+                            "poncho/spec.json on every worker) and the cache; put them in ~/.netrc (pip and the "
+                            "builders read it) and give the URL without them".format(where, _redact(line)))
         name = canonicalize_name(req.name)
         if constraint:
             if name in constraints:
