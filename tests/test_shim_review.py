@@ -170,31 +170,63 @@ def test_an_evicted_environment_linked_from_the_shared_sandbox_comes_back(envs, 
     assert os.readlink(str(link)) == str(entry)
 
 
+def _hold(shell, args, env, tmp_path, tag, script=""):
+    """Start a shim run whose command (after *script*) signals it runs, then waits for a release file."""
+    ready, release = tmp_path / (tag + ".ready"), tmp_path / (tag + ".release")
+    proc = subprocess.Popen(
+        list(SHELLS[shell]) + [shim_path()] + [str(a) for a in args] + [
+            "sh", "-c", script + 'touch "$0"; while [ ! -e "$1" ]; do sleep 0.05; done; '
+            'cat "$CONDA_PREFIX/share/where.txt"', str(ready), str(release)],
+        env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    for _ in range(1200):
+        if ready.exists() or proc.poll() is not None:
+            break
+        time.sleep(0.05)
+    if not ready.exists():
+        proc.kill()
+        raise AssertionError(proc.communicate()[1])
+    return proc, release
+
+
+def _release(proc, release):
+    release.touch()
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0 and out.strip(), err  # its environment was still there at the end
+
+
+@pytest.mark.parametrize("shell", sorted(SHELLS))
+def test_a_run_through_the_sandbox_link_holds_the_use_lock(envs, tmp_path, shell):
+    """Work Queue's specify_environment route: the worker's later tasks reach the cache entry through the link
+    the first one made in the shared sandbox.  They ran without its use lock, so another task's eviction
+    removed the environment under their command."""
+    root, sandbox = tmp_path / "root", tmp_path / "workspace"
+    sandbox.mkdir()
+    link = sandbox / "a-env"
+    env = shim_env(root, WORK_QUEUE_SANDBOX=sandbox, PONCHO_ENV_BUDGET_MB="0")
+    assert run_shim(["-e", envs["a"], "--unpack-to", link, "true"], shell=SHELLS[shell], env=env).returncode == 0
+    assert link.is_symlink()
+    proc, release = _hold(shell, ["-e", envs["a"], "--unpack-to", link], env, tmp_path, "held")
+    try:
+        r = run_shim(["-e", envs["b"], "true"], shell=SHELLS[shell], env=env)  # evicts every idle entry
+        assert r.returncode == 0, r.stderr
+    finally:
+        _release(proc, release)
+    assert (root / os.path.basename(envs["a"])[:-7]).is_dir()
+
+
 @pytest.mark.parametrize("shell", sorted(SHELLS))
 def test_a_command_reusing_fd_9_keeps_its_environment_in_use(envs, tmp_path, shell):
     """The use lock is fd 9 (base) and 8 (code layer) of the command; a command taking fd 9 for a lock of its own
     (`exec 9>mylock; flock 9`, flock(1)'s idiom) dropped it, and another task's eviction removed the environment
     under the running command.  The lock now has a second descriptor."""
     root = tmp_path / "root"
-    ready, release = tmp_path / "ready", tmp_path / "release"
     env = shim_env(root, PONCHO_ENV_BUDGET_MB="0")
-    holder = subprocess.Popen(
-        list(SHELLS[shell]) + [shim_path(), "-e", envs["a"], "sh", "-c",
-                               'exec 9>"$0.lock" 8>&-; touch "$0"; while [ ! -e "$1" ]; do sleep 0.05; done; '
-                               'cat "$CONDA_PREFIX/share/where.txt"', str(ready), str(release)],
-        env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc, release = _hold(shell, ["-e", envs["a"]], env, tmp_path, "held", script='exec 9>"$0.lock" 8>&-; ')
     try:
-        for _ in range(1200):
-            if ready.exists() or holder.poll() is not None:
-                break
-            time.sleep(0.05)
-        assert ready.exists(), holder.stderr.read()
         r = run_shim(["-e", envs["b"], "true"], shell=SHELLS[shell], env=env)  # evicts every idle entry
         assert r.returncode == 0, r.stderr
     finally:
-        release.touch()
-        out, err = holder.communicate(timeout=60)
-    assert holder.returncode == 0 and out.strip(), err  # its environment was still there at the end
+        _release(proc, release)
     assert (root / os.path.basename(envs["a"])[:-7]).is_dir()
 
 
