@@ -238,7 +238,12 @@ def _build_requires(path: str) -> Tuple[Tuple[str, ...], str]:
     system = data.get("build-system")
     if not isinstance(system, dict) or "requires" not in system:
         return _LEGACY_REQUIRES, "setuptools.build_meta:__legacy__"
-    return tuple(str(r) for r in system.get("requires") or ()), str(system.get("build-backend") or
+    requires = system.get("requires")
+    if not isinstance(requires, list) or not all(isinstance(r, str) for r in requires):
+        # A string would be read letter by letter as requirements 's', 'e', ... (PEP 518: a list of strings).
+        raise SpecError("project {}: pyproject.toml [build-system] requires = {!r} is not a list of strings; write "
+                        "it as requires = [\"setuptools>=61\"]".format(path, requires))
+    return tuple(requires), str(system.get("build-backend") or
                                                                       "setuptools.build_meta:__legacy__")
 
 

@@ -140,6 +140,15 @@ def test_os_install_check_reads_code_not_prose(tmp_path):
         check_os_installs(str(tmp_path))
 
 
+def test_build_requires_that_is_not_a_list_is_one_line(tmp_path):
+    from poncho_wq.project import missing_build_requirements
+
+    (tmp_path / "pyproject.toml").write_text('[build-system]\nrequires = "setuptools"\n')
+    with pytest.raises(SpecError) as e:
+        missing_build_requirements(str(tmp_path))  # was ['s', 'e', 't', 'u', ...]: a build isolation for nothing
+    assert "not a list of strings" in str(e.value)
+
+
 def test_an_extra_that_does_not_exist_is_refused():
     from poncho_wq.project import Project
 
@@ -167,6 +176,9 @@ def test_project_sources_skip_the_cache_inside_and_venvs_follow_outside_links(tm
     (project / "venv" / "lib").mkdir(parents=True)
     (project / "venv" / "pyvenv.cfg").write_text("home = /usr\n")
     (project / "venv" / "lib" / "big.py").write_text("")
+    for junk in ("build/lib/pkg/__init__.py", ".git/objects/ab", "dist/job-1.tar.gz", "job.egg-info/PKG-INFO"):
+        (project / junk).parent.mkdir(parents=True, exist_ok=True)
+        (project / junk).write_text("build output or VCS: neither copied nor hashed")
     dirs, files = _source_files(str(project), skip=[str(project / ".cache")])
     assert [rel for rel, _ in files] == ["setup.py", "pkg/__init__.py", "pkg/model.json"]
     assert dirs == ["pkg"]
@@ -252,6 +264,18 @@ def test_credentials_in_urls_are_refused_and_not_echoed(tmp_path, monkeypatch, l
     assert kept.endswith("git+ssh://git@example.org/pkg.git")
 
 
+def test_an_index_option_in_an_included_file_is_refused_naming_that_file(tmp_path):
+    from poncho_wq.requirements import read_requirements
+
+    (tmp_path / "base.txt").write_text("six\n--extra-index-url https://example.org/simple\n")
+    (tmp_path / "r.txt").write_text("-r base.txt\nattrs\n")
+    with pytest.raises(SpecError) as e:
+        read_requirements(str(tmp_path / "r.txt"))
+    assert "base.txt:2" in str(e.value) and "PIP_INDEX_URL" in str(e.value)
+    (tmp_path / "base.txt").write_text("six\n-r r.txt\n")  # an include loop is read once, as pip does
+    assert read_requirements(str(tmp_path / "r.txt"))[0] == ["six", "attrs"]
+
+
 def test_a_missing_include_names_the_line_that_includes_it(tmp_path):
     from poncho_wq.requirements import read_requirements
 
@@ -282,6 +306,14 @@ def test_a_malformed_or_dynamic_pyproject_is_no_hint_and_no_crash(tmp_path, pypr
     job = _hint_job(tmp_path, pyproject)
     a = analyze([str(job / "job.py")], use_cache=False)
     assert "attrs=={}".format(importlib.metadata.version("attrs")) in list(a.spec.pip)
+
+
+def test_a_setup_py_computing_its_requirements_is_not_run(tmp_path):
+    from poncho_wq.analysis import declared_dependencies
+
+    (tmp_path / "setup.py").write_text("open('RAN', 'w').close()\nfrom setuptools import setup\n"
+                                       "setup(name='j', install_requires=open('requirements.txt').read().split())\n")
+    assert declared_dependencies(str(tmp_path)) == [] and not (tmp_path / "RAN").exists()
 
 
 def test_the_hint_without_tomllib(tmp_path, monkeypatch):
