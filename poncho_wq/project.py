@@ -545,6 +545,24 @@ def _load(final: str, source: str) -> Optional[Project]:
                    extras=tuple(info.get("extras") or ()))
 
 
+#: Names a project's scripts may not take in the code layer's ``bin/`` (first on PATH): the interpreter (a
+#: ``python3`` wrapper, ``#!/usr/bin/env python3``, would exec itself forever, and every ``python3 job.py`` would run
+#: it) and the activators the shims call.
+_BIN_RESERVED = re.compile(r"^(python(\d+(\.\d+)?)?|run_in_env|run_in_layer|poncho_package_run)$")
+
+
+def bin_members(project: Project) -> Tuple[Tuple[str, str], ...]:
+    """``(arcname, source)`` of the project's scripts in the code layer's ``bin/``; a name that would shadow the
+    interpreter or poncho_wq's activators is refused."""
+    for _src, name in project.bin:
+        if _BIN_RESERVED.match(name):
+            raise SpecError("project {}: its script {!r} would shadow {} on the workers' PATH (the code layer's bin/ "
+                            "comes first); rename that script or console_scripts entry".format(
+                                project.source, name, "the interpreter" if name.startswith("python")
+                                else "poncho_wq's own " + name))
+    return tuple(("bin/" + name, src) for src, name in project.bin)
+
+
 def project_environment(path, extras: Sequence[str] = (), *, layered: bool = True, engine: Optional[str] = None,
                         python: Optional[str] = None, build_isolation: Optional[bool] = None,
                         cache_dir: Optional[str] = None):
@@ -576,7 +594,7 @@ def project_environment(path, extras: Sequence[str] = (), *, layered: bool = Tru
     if layered:
         env = Environment(spec=spec, local_files=tuple(project.lib), engine=engine, python=python, layered=True)
         env.files = tuple(project.data)
-        env.layer_members = tuple(("bin/" + name, src) for src, name in project.bin)
+        env.layer_members = bin_members(project)
     else:
         env = Environment(spec=spec, engine=engine, python=python)
         env.files = ()
@@ -584,5 +602,5 @@ def project_environment(path, extras: Sequence[str] = (), *, layered: bool = Tru
     return env
 
 
-__all__ = ["Project", "build_project", "check_os_installs", "missing_build_requirements", "project_environment",
+__all__ = ["Project", "bin_members", "build_project", "check_os_installs", "missing_build_requirements", "project_environment",
            "read_toml", "sweep"]

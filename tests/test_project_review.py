@@ -149,6 +149,22 @@ def test_build_requires_that_is_not_a_list_is_one_line(tmp_path):
     assert "not a list of strings" in str(e.value)
 
 
+def test_a_console_script_named_like_the_interpreter_is_refused(tmp_path):
+    """A ``python3`` wrapper (``#!/usr/bin/env python3``) first on PATH would exec itself forever."""
+    from poncho_wq.project import Project, bin_members
+
+    def project(*names):
+        return Project(source="/jobs/p", name="p", version="1", wheel="", requires=(), lib=(), data=(),
+                       bin=tuple(("/c/bin/" + n, n) for n in names))
+
+    assert bin_members(project("pepjob-hello", "python-tool")) == (("bin/pepjob-hello", "/c/bin/pepjob-hello"),
+                                                                  ("bin/python-tool", "/c/bin/python-tool"))
+    for name in ("python3", "python", "python3.11", "run_in_env"):
+        with pytest.raises(SpecError) as e:
+            bin_members(project("ok", name))
+        assert repr(name) in str(e.value) and "shadow" in str(e.value)
+
+
 def test_an_extra_that_does_not_exist_is_refused():
     from poncho_wq.project import Project
 
