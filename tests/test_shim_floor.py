@@ -193,7 +193,8 @@ def test_worker_libc_from_getconf_and_without_it(tmp_path, shell):
 def test_version_comparison(tmp_path):
     shared = _shared_functions(tmp_path)
     cases = [("2.35", "2.35", 0), ("2.36", "2.35", 0), ("2.31", "2.35", 1), ("2.4", "2.35", 1), ("10.0", "9.99", 0),
-             ("2.3.4", "2.3", 0), ("2.3", "2.3.4", 1), ("3", "2.99", 0)]
+             ("2.3.4", "2.3", 0), ("2.3", "2.3.4", 1), ("3", "2.99", 0),
+             ("2.35.9000", "2.35", 0), ("2.35", "2.35.9000", 1), ("2.4", "2.10", 1), ("2.10", "2.4", 0)]
     script = '. "$1"; shift; while [ "$#" -gt 0 ]; do _fl_atleast "$1" "$2"; echo $?; shift 2; done'
     args = [a for have, need, _ in cases for a in (have, need)]
     r = subprocess.run(["dash", "-c", script, "sh", str(shared)] + args, capture_output=True, text=True,
