@@ -45,7 +45,7 @@ def _redact(text: str) -> str:
 def _lines(path: str) -> List[Tuple[int, str]]:
     """``(line number, logical line)`` of *path*: continuations joined, comments and blank lines dropped."""
     try:
-        with open(path, encoding="utf-8") as f:
+        with open(path, encoding="utf-8-sig") as f:  # -sig: a BOM (Windows editors) is not part of line 1
             raw = f.read().splitlines()
     except FileNotFoundError:
         raise InputMissing("requirements file {} does not exist".format(path)) from None

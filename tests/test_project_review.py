@@ -292,6 +292,13 @@ def test_an_index_option_in_an_included_file_is_refused_naming_that_file(tmp_pat
     assert read_requirements(str(tmp_path / "r.txt"))[0] == ["six", "attrs"]
 
 
+def test_a_requirements_file_with_a_byte_order_mark(tmp_path):
+    from poncho_wq.requirements import read_requirements
+
+    (tmp_path / "r.txt").write_bytes(b"\xef\xbb\xbfattrs>=21\r\nsix\r\n")  # saved by a Windows editor; pip reads it
+    assert read_requirements(str(tmp_path / "r.txt"))[0] == ["attrs>=21", "six"]
+
+
 def test_a_missing_include_names_the_line_that_includes_it(tmp_path):
     from poncho_wq.requirements import read_requirements
 
