@@ -318,7 +318,16 @@ class Environment:
         if self.layered:
             if self.analysis is not None and self.analysis.local_distributions:
                 groups.append(distribution_members(self.analysis.local_distributions, self.python))
-        merged = merge(*groups)
+        try:
+            merged = merge(*groups)
+        except PonchoError as e:
+            project = getattr(self, "project", None)  # Environment.from_project: its code is the build's copy
+            if project is None:
+                raise
+            raise SpecError("{}: a module the command's scripts import from here differs from the build of the "
+                            "project {} (edited since Environment.from_project?); call Environment.from_project "
+                            "again after an edit (an unchanged project is not built again)".format(
+                                str(e).split(";")[0], project.source)) from None
         return CodeLayer(merged) if merged else None
 
     def __repr__(self):

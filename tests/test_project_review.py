@@ -235,6 +235,30 @@ def test_a_project_holding_its_cache_and_linking_shared_data_builds(tmp_path, mo
 
 
 @pytest.mark.e2e
+def test_a_project_module_edited_after_from_project_is_named_as_such(tmp_path, monkeypatch):
+    """Run from the job directory (``python3 run.py``), the command's analysis reaches the live transforms.py and
+    the wheel holds the built one: after an edit the message said 'rename one of the modules'."""
+    from test_project import klio_project
+
+    from poncho_wq import Environment
+    from poncho_wq.task import task_layers
+
+    project = klio_project(tmp_path / "job")
+    monkeypatch.chdir(project)
+    monkeypatch.setenv("PONCHO_WQ_CACHE", str(tmp_path / "cache"))
+    env = Environment.from_project(".", python=_venv(tmp_path))
+    layer, _scripts = task_layers(env, "python3 run.py 1")  # unchanged: the same bytes twice are fine
+    assert ("lib/transforms.py", str(project / "transforms.py")) in layer.members
+    (project / "transforms.py").write_text("def double(x):\n    return x * 2\n")
+    with pytest.raises(SpecError) as e:
+        task_layers(env, "python3 run.py 1")
+    assert "lib/transforms.py" in str(e.value) and "call Environment.from_project again" in str(e.value)
+    assert "rename" not in str(e.value)
+    fresh = Environment.from_project(".", python=_venv(tmp_path))
+    assert task_layers(fresh, "python3 run.py 1")[0] is not None
+
+
+@pytest.mark.e2e
 def test_a_failed_build_that_only_mentions_apt_get_keeps_its_cause(tmp_path):
     from poncho_wq.project import build_project
 
