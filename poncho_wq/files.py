@@ -167,19 +167,16 @@ def _expand(source: str, name: str, who: str) -> List[Tuple[str, str]]:
 
     # Symbolic links are followed (a link to a data set elsewhere ships its files), so a link to the directory
     # itself or one above it would be walked until the path is too long: refused, naming the link.
+    chains = {source: frozenset([os.path.realpath(source)])}  # each directory's real path and its parents'
     for directory, dirs, names in os.walk(source, followlinks=True, onerror=refuse):
-        here = os.path.realpath(directory)
-        chain = {here}
-        up = directory
-        while up != source and up.startswith(source + os.sep):
-            up = os.path.dirname(up)
-            chain.add(os.path.realpath(up))
-        for d in dirs:
-            if os.path.realpath(os.path.join(directory, d)) in chain:
-                raise SpecError("{} files: {} is a symbolic link to {}, a directory it is in (a loop); remove it, or "
-                                "name the files to ship".format(who, os.path.join(directory, d),
-                                                                os.path.realpath(os.path.join(directory, d))))
+        chain = chains.pop(directory)
         dirs[:] = sorted(d for d in dirs if d not in _SKIP_DIRS)
+        for d in dirs:
+            real = os.path.realpath(os.path.join(directory, d))
+            if real in chain:
+                raise SpecError("{} files: {} is a symbolic link to {}, a directory it is in (a loop); remove it, or "
+                                "name the files to ship".format(who, os.path.join(directory, d), real))
+            chains[os.path.join(directory, d)] = chain | {real}
         for n in sorted(names):
             if n in _SKIP_FILES or n.endswith(_SKIP_SUFFIXES):
                 continue

@@ -170,13 +170,11 @@ def _source_files(path: str, skip: Iterable[str] = ()) -> Tuple[List[str], List[
     copy, and the key would not see that file's edits); a link to a directory it is in (a loop) is left out."""
     skip = {os.path.realpath(d) for d in skip}
     dirs_out, files = [], []
+    chains = {path: frozenset([os.path.realpath(path)])}  # each directory's real path and its parents' (topdown)
     for directory, dirs, names in os.walk(path, followlinks=True):
         rel_dir = os.path.relpath(directory, path)
         top = rel_dir == "."
-        chain, up = {os.path.realpath(directory)}, directory
-        while up != path and up.startswith(path + os.sep):
-            up = os.path.dirname(up)
-            chain.add(os.path.realpath(up))
+        chain = chains.pop(directory)
         kept = []
         for d in sorted(dirs):
             full = os.path.join(directory, d)
@@ -185,6 +183,7 @@ def _source_files(path: str, skip: Iterable[str] = ()) -> Tuple[List[str], List[
                     or os.path.isfile(os.path.join(full, "pyvenv.cfg")):
                 continue
             kept.append(d)
+            chains[full] = chain | {real}
         dirs[:] = kept
         if not top:
             dirs_out.append(rel_dir)
