@@ -154,8 +154,15 @@ def resolve_files(files: Iterable[Any], who: str = "PonchoTask") -> Tuple[Tuple[
     return result
 
 
+def _unreadable(path: str, who: str) -> InputMissing:
+    return InputMissing("{} files: cannot read {} (permission denied); make it readable, or leave it out".format(
+        who, path))
+
+
 def _expand(source: str, name: str, who: str) -> List[Tuple[str, str]]:
     if os.path.isfile(source):
+        if not os.access(source, os.R_OK):
+            raise _unreadable(source, who)
         return [(source, name)]
     if not os.path.isdir(source):
         raise SpecError("{} files: {} is neither a regular file nor a directory; ship files only".format(who, source))
@@ -182,6 +189,8 @@ def _expand(source: str, name: str, who: str) -> List[Tuple[str, str]]:
                 continue
             path = os.path.join(directory, n)
             if os.path.isfile(path):
+                if not os.access(path, os.R_OK):
+                    raise _unreadable(path, who)
                 out.append((path, os.path.normpath(os.path.join(name, os.path.relpath(path, source)))))
     return out
 

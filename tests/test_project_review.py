@@ -92,6 +92,54 @@ def test_non_utf8_names_are_refused_before_anything_is_built(tree):
         assert "not a UTF-8 name" in str(e.value)
 
 
+def test_unreadable_files_and_directories_are_input_missing_before_anything_is_built():
+    """Run as a user who cannot read them (root reads everything: the check then runs in a child as nobody)."""
+    import shutil
+    import tempfile
+
+    top = tempfile.mkdtemp(prefix="poncho-unreadable-")
+    try:
+        os.chmod(top, 0o755)
+        os.makedirs(os.path.join(top, "data", "locked"))
+        for rel in ("data/a.csv", "data/locked/b.csv", "secret.csv"):
+            with open(os.path.join(top, rel), "w") as f:
+                f.write("x\n")
+        os.chmod(os.path.join(top, "data"), 0o755)
+        os.chmod(os.path.join(top, "data", "a.csv"), 0o644)
+        os.chmod(os.path.join(top, "data", "locked"), 0o700)
+        os.chmod(os.path.join(top, "secret.csv"), 0o600)
+        r, w = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover - the child reports through the pipe
+            try:
+                os.close(r)
+                if os.geteuid() == 0:
+                    os.setgroups([])
+                    os.setgid(65534)
+                    os.setuid(65534)
+                os.chdir(top)
+                said = []
+                for entry in ("data", "secret.csv"):
+                    try:
+                        resolve_files([entry])
+                        said.append("resolved")
+                    except InputMissing as e:
+                        said.append(str(e))
+                os.write(w, "\n".join(said).encode())
+            finally:
+                os._exit(0)
+        os.close(w)
+        with os.fdopen(r) as f:
+            said = f.read().splitlines()
+        os.waitpid(pid, 0)
+    finally:
+        for d, _dirs, _names in os.walk(top):
+            os.chmod(d, 0o755)
+        shutil.rmtree(top)
+    assert len(said) == 2 and all("cannot read" in line for line in said), said
+    assert "data/locked" in said[0] and "secret.csv" in said[1]
+
+
 def test_a_file_removed_between_resolve_and_attach_is_input_missing(tree):
     resolved = resolve_files(["cfg.yaml"])
     os.unlink("cfg.yaml")
