@@ -26,8 +26,10 @@ writes ``build/`` and ``*.egg-info`` next to the sources), so a failed build lea
 isolation (pip's default) downloads the build requirements; when the interpreter already has them (setuptools,
 and ``wheel`` for setuptools < 70.1) ``--no-build-isolation`` is used instead, which needs no network
 (``build_isolation=True/False`` forces one or the other). Wheels are cached under ``<cache>/projects/<key>``,
-the key covering the project's files (as :func:`poncho_wq.layers.local_project_digests` digests them), the
-interpreter and the build mode: an unchanged project is not built again.
+the key covering the project's files (exactly the ones copied: :func:`_source_files`, which leaves out VCS, tool
+and build directories, virtual environments and a cache inside the project, and follows symbolic links), the
+interpreter and the build mode: an unchanged project is not built again. An :class:`~poncho_wq.environment.
+Environment` made from a project is that build: after an edit, call ``Environment.from_project`` again.
 """
 
 import email.parser
