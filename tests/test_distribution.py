@@ -208,7 +208,7 @@ def test_url_mode_one_get_per_worker_and_nothing_from_the_manager(cluster, proje
     with serve(str(pub), log_path=str(log)) as server:
         env = {"PONCHO_WQ_PUBLISH_DIR": str(pub), "PONCHO_WQ_PUBLISH_URL": server.url}
         cluster.start_manager("distribution_manager.py", ["--tasks", "6", "--retries", "2"], project, e2e_cache, env)
-        cluster.start_worker(cores=1, keep_envs=True)
+        cluster.start_worker(cores=2, keep_envs=True)  # two tasks at once there: still one GET
         cluster.start_worker(cores=1, keep_envs=True)
         out = cluster.wait_results()
     results = out["results"]
@@ -245,6 +245,28 @@ def test_shared_mode_unpacks_once_in_total(cluster, project, e2e_cache, tmp_path
     assert sum(cluster.unpack_counts()) == 0  # nothing unpacked in the workers' own dirs
     assert cluster.env_transfers(results[0]["env"]) == [0, 0, 0]
     assert sum(1 for r in cluster.tasks_run() if r) >= 1
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize("mode", ["url", "shared"])
+def test_python_tasks_follow_the_mode(cluster, project, e2e_cache, tmp_path, mode):
+    pub = tmp_path / "pub"
+    pub.mkdir()
+    with serve(str(pub)) as server:
+        env = {"PONCHO_WQ_DISTRIBUTION": mode, "PONCHO_WQ_PUBLISH_DIR": str(pub)}
+        if mode == "url":
+            env["PONCHO_WQ_PUBLISH_URL"] = server.url
+        cluster.start_manager("distribution_manager.py", ["--tasks", "3", "--python-task", "--retries", "2"],
+                              project, e2e_cache, env)
+        cluster.start_worker(cores=1, keep_envs=True)
+        out = cluster.wait_results()
+    import humanize
+
+    assert [(r["return_status"], r["mode"], r["value"]) for r in out["results"]] == [
+        (0, mode, humanize.intcomma(i * i)) for i in range(3)], out["results"]
+    assert cluster.env_transfers(out["results"][0]["env"]) == [0]
+    if mode == "shared":
+        assert cluster.unpack_counts() == [0] and os.path.exists(pub / "envs" / out["results"][0]["env"][:-7])
 
 
 def _cut_server(port, ready):

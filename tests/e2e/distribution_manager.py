@@ -2,7 +2,7 @@
 (PONCHO_WQ_DISTRIBUTION, PONCHO_WQ_PUBLISH_DIR, PONCHO_WQ_PUBLISH_URL) choose and writes their results as JSON.
 
     python distribution_manager.py --port-file F --out R --tasks N --command 'python3 job.py {i}'
-                                   [--retries K] [--resubmit]
+                                   [--retries K] [--resubmit] [--python-task]
 
 With --resubmit, tasks that failed are reported in ``R.failed`` (JSON); the script then waits for the file ``R.go``
 (the test has repaired the server) and submits them again once, as a user's retry would.
@@ -18,6 +18,12 @@ import poncho_wq
 from poncho_wq import wq
 
 
+def square_with_humanize(x):
+    import humanize
+
+    return humanize.intcomma(x * x)
+
+
 def collect(q, submitted, binding):
     out = []
     while not q.empty():
@@ -27,7 +33,8 @@ def collect(q, submitted, binding):
         err = t.shim_error
         out.append({"i": submitted[t.id], "return_status": t.return_status, "result": t.result,
                     "output": t.std_output, "shim_error": list(err) if err else None, "host": t.hostname,
-                    "env": t.environment.remote_name, "mode": t.distribution_plan.mode})
+                    "env": t.environment.remote_name, "mode": t.distribution_plan.mode,
+                    "value": t.output if hasattr(t, "_python_function_command") and t.return_status == 0 else None})
     return sorted(out, key=lambda r: r["i"])
 
 
@@ -39,6 +46,7 @@ def main():
     ap.add_argument("--command", default="python3 job.py {i}")
     ap.add_argument("--retries", type=int, default=0)
     ap.add_argument("--resubmit", action="store_true")
+    ap.add_argument("--python-task", action="store_true", help="submit PonchoPythonTasks")
     args = ap.parse_args()
 
     binding = wq.load()
@@ -51,7 +59,10 @@ def main():
     def submit(indices):
         submitted = {}
         for i in indices:
-            t = poncho_wq.PonchoTask(args.command.format(i=i))
+            if args.python_task:
+                t = poncho_wq.PonchoPythonTask(square_with_humanize, i)
+            else:
+                t = poncho_wq.PonchoTask(args.command.format(i=i))
             t.specify_max_retries(args.retries)
             submitted[q.submit(t)] = i
         return submitted
