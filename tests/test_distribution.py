@@ -140,6 +140,13 @@ def test_fetch_command_fails_cleanly_on_404_and_on_a_cut_download(tmp_path):
     assert os.listdir(cache) == ["a"]
     assert "refused" in probe("http://127.0.0.1:{}/env-3.tar.gz".format(cut.server_address[1]))
 
+    # file:// (url mode over a shared file system): the same command, the same failure handling.
+    assert _run_fetch("file://" + str(served / "env-1.tar.gz"), str(cache / "d")).returncode == 0
+    assert (cache / "d").read_bytes() == b"good" * 1000
+    assert _run_fetch("file://" + str(served / "env-9.tar.gz"), str(cache / "e")).returncode != 0
+    assert sorted(os.listdir(cache)) == ["a", "d"]
+    assert "No such file" in probe("file://" + str(served / "env-9.tar.gz"))
+
 
 def test_distribution_object_is_validated():
     with pytest.raises(SpecError):
