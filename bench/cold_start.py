@@ -19,7 +19,8 @@ Two measurements, because they answer different questions:
 * **shim** (less noise: no worker, no transfer): ``poncho_package_run -e`` into a fresh root running the imports
   vs ``tar -xzf`` into a fresh directory + the warm venv import; wall and CPU (user+sys of the children, steadier
   than wall on a shared machine).
-Also printed per size: files, unpacked MB, and how the plain ``tar -xzf`` CPU splits into gzip and tar.
+Also printed per size: files, unpacked MB, and how the plain ``tar -xzf`` CPU splits into gzip and tar; with
+``--codecs``, ``tar -I pigz`` and a ``zstd -10`` archive of the same tar against ``tar -xzf`` (the shim uses gzip).
 """
 
 import argparse
@@ -100,6 +101,31 @@ def composition(tarball, work):
     return len(infos), sum(m.size for m in infos), gz, tar
 
 
+def codecs(tarball, work, runs):
+    """Wall and CPU (best of *runs*) of extracting *tarball* with ``tar -xzf``, ``tar -I pigz`` and the same tar
+    recompressed with ``zstd -10`` (``tar -I zstd``): what the run shim would gain by using them when a worker has
+    them (it uses plain gzip today)."""
+    plain = os.path.join(work, "codec.tar")
+    with open(plain, "wb") as out:
+        subprocess.run(["gzip", "-dc", tarball], stdout=out, check=True)
+    zst = plain + ".zst"
+    subprocess.run(["zstd", "-q", "-10", "-T0", plain, "-o", zst], check=True)
+    os.unlink(plain)
+    cases = [("tar -xzf", ["tar", "-xzf", tarball]), ("tar -I pigz", ["tar", "-I", "pigz", "-xf", tarball]),
+             ("tar -I zstd", ["tar", "-I", "zstd", "-xf", zst])]
+    best = {}
+    for _ in range(runs):
+        for name, argv in cases:
+            d = tempfile.mkdtemp(dir=work)
+            w, c = timed(argv + ["-C", d])
+            shutil.rmtree(d)
+            old = best.get(name, (w, c))
+            best[name] = (min(w, old[0]), min(c, old[1]))
+    size = os.path.getsize(zst)
+    os.unlink(zst)
+    return best, size
+
+
 def shim_side(tarball, venv, code, work):
     d = tempfile.mkdtemp(dir=work)
     tar = timed(["tar", "-xzf", tarball, "-C", d])
@@ -146,6 +172,7 @@ def main():
     ap.add_argument("--runs", type=int, default=2, help="runs per measurement; the best is kept")
     ap.add_argument("--keep-tests", action="store_true", help="build with PONCHO_WQ_KEEP_TESTS=1 (before pruning)")
     ap.add_argument("--no-worker", action="store_true", help="only the shim measurement")
+    ap.add_argument("--codecs", action="store_true", help="also time tar -I pigz and a zstd archive (if installed)")
     args = ap.parse_args()
     binding = None if args.no_worker else wq.load()
     work = tempfile.mkdtemp(prefix="cold-start-bench-")
@@ -157,6 +184,12 @@ def main():
             print("{}: {:.1f} MB tarball, {} files, {:.0f} MB unpacked; plain unpack CPU: gzip -dc {:.2f} s, "
                   "tar -x of the plain tar {:.2f} s".format(name, os.path.getsize(tarball) / 1e6, files, size / 1e6,
                                                             gz, tar))
+            if args.codecs and shutil.which("pigz") and shutil.which("zstd"):
+                best, zsize = codecs(tarball, work, args.runs)
+                gz = best["tar -xzf"]
+                print("  codecs  " + " | ".join("{} {:.2f} s wall ({:.2f}x) {:.2f} s CPU ({:.2f}x)".format(
+                    name, w, w / gz[0], c, c / gz[1]) for name, (w, c) in best.items())
+                    + " | zstd -10 archive {:.1f} MB ({:.2f}x)".format(zsize / 1e6, zsize / os.path.getsize(tarball)))
             shim = [shim_side(tarball, venv, code, work) for _ in range(args.runs)]
             ours = min(s[0][0] for s in shim), min(s[0][1] for s in shim)
             base = min(s[1][0] for s in shim), min(s[1][1] for s in shim)
