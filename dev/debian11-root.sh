@@ -44,12 +44,6 @@ if [ "$(id -u)" != 0 ]; then
   exit 1
 fi
 
-if ! command -v debootstrap >/dev/null 2>&1; then
-  echo "dev/debian11-root.sh: installing debootstrap (apt)" >&2
-  apt-get update -qq >&2 || :
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq debootstrap >&2
-fi
-
 # fetch URL FILE SECONDS: curl, else wget, else python3 (a fresh Debian machine may have neither of the first two).
 fetch() {
   if command -v curl >/dev/null 2>&1; then
@@ -67,6 +61,12 @@ if ! fetch "$mirror/dists/bullseye/Release" /dev/null 30; then
     "set DEBIAN11_MIRROR to a reachable mirror" >&2
   exit 75
 fi
+# After the registry check: without a network apt-get fails too, and that must be the loud skip (75), not a failure.
+if ! command -v debootstrap >/dev/null 2>&1; then
+  echo "dev/debian11-root.sh: installing debootstrap (apt)" >&2
+  apt-get update -qq >&2 || :
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq debootstrap >&2
+fi
 
 mkdir -p "$cache"
 exec 9>"$cache/.debian11-root.lock"
@@ -76,15 +76,35 @@ if [ "$(cat "$root/.poncho-root-stamp" 2>/dev/null)" = "$stamp_text" ]; then
   echo "$root"
   exit 0
 fi
-# We hold the lock: leftovers are from killed runs (a mount left in one would make rm fail loudly, not silently).
+# mounts_below DIR: the mount points at or below DIR (deepest first), one per line, from /proc/self/mountinfo
+# (whose mount points escape space, tab, newline and backslash as \ooo).
+mounts_below() {
+  local esc
+  esc=$(realpath -m -- "$1" | sed 's/\\/\\134/g; s/ /\\040/g; s/\t/\\011/g')
+  awk -v d="$esc" '$5 == d || index($5, d "/") == 1 { print length($5), $5 }' /proc/self/mountinfo |
+    sort -rn | cut -d' ' -f2- | while IFS= read -r m; do printf '%b\n' "$(printf '%s' "$m" | sed 's/\\\([0-7][0-7][0-7]\)/\\0\1/g')"; done
+}
+# remove_tree DIR: unmount what is mounted below DIR, then remove it. Why not rm alone: debootstrap mounts proc and
+# sys in its target (and may bind device files), and a killed run leaves them mounted; `rm --one-file-system` skips
+# other file systems but goes *through* a bind mount of the same one (deleting the files of the mounted source, e.g.
+# the host's), so a directory that still has a mount below it is left alone, loudly.
+remove_tree() {
+  local m
+  mounts_below "$1" | while IFS= read -r m; do umount "$m" 2>/dev/null || umount -l "$m" 2>/dev/null || :; done
+  if [ -n "$(mounts_below "$1")" ]; then
+    echo "dev/debian11-root.sh: $1 still has mounts below it (findmnt -R '$1'); not removing it: umount them" >&2
+    return 1
+  fi
+  rm -rf --one-file-system "$1"
+}
+# We hold the lock: leftovers are from killed runs.
 for old in "$cache"/.tmp-debian11-root.* "$root".old.*; do
   [ -e "$old" ] || continue
   echo "dev/debian11-root.sh: removing leftover $old" >&2
-  umount -R "$old/proc" 2>/dev/null || :
-  rm -rf --one-file-system "$old"
+  remove_tree "$old"
 done
 tmp=$(mktemp -d "$cache/.tmp-debian11-root.XXXXXX")
-trap 'umount -R "$tmp/proc" 2>/dev/null || :; rm -rf --one-file-system "$tmp"' EXIT
+trap 'remove_tree "$tmp"' EXIT
 start=$(date +%s)
 echo "dev/debian11-root.sh: debootstrap bullseye from $mirror into $tmp (about a minute)" >&2
 if ! debootstrap --variant=minbase --include=gcc,make,libc6-dev,zlib1g-dev,libffi-dev,xz-utils \
@@ -127,7 +147,7 @@ chroot "$tmp" /opt/python3.9/bin/python3.9 -c 'import zlib, ctypes, json; from _
 echo "$stamp_text" >"$tmp/.poncho-root-stamp"
 if [ -e "$root" ]; then
   mv "$root" "$root.old.$$"
-  rm -rf --one-file-system "$root.old.$$"
+  remove_tree "$root.old.$$"
 fi
 mv "$tmp" "$root"
 trap - EXIT

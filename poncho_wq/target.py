@@ -17,6 +17,9 @@ The name is the manylinux tag (PEP 600) because that is what people read on PyPI
 """
 
 import dataclasses
+import glob
+import json
+import os
 import platform
 import re
 from typing import List, Optional, Tuple
@@ -33,6 +36,12 @@ _LEGACY_TAG = re.compile(r"(manylinux2014|manylinux2010|manylinux1)_([a-z0-9_]+)
 #: by the highest one below it (wheels for an older glibc run on a newer one).
 UV_GLIBC = ((2, 17), (2, 28)) + tuple((2, minor) for minor in range(31, 41))
 _EXAMPLE = "a manylinux platform tag such as 'manylinux_2_28_x86_64' or 'manylinux2014_aarch64'"
+#: Architecture names people type (Windows/macOS and Debian spellings) for the ``uname -m`` ones.
+_ALIASES = {"amd64": "x86_64", "arm64": "aarch64"}
+#: ELF machine names (:data:`poncho_wq.floor.MACHINES`) that differ from the target's ``uname -m`` spelling.
+_ELF_MACHINE = {"armv7l": "arm"}
+#: The architectures uv's ``--python-platform`` names manylinux values for; other targets are installed with pip.
+UV_MACHINES = ("x86_64", "aarch64")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -59,6 +68,11 @@ class Target:
     def is_cross(self, machine: Optional[str] = None) -> bool:
         """Whether binaries for this target cannot run on *machine* (default: this one)."""
         return self.machine != (machine or host_machine())
+
+    @property
+    def uv_serves(self) -> bool:
+        """Whether uv can select wheels for this target (:data:`UV_MACHINES`, glibc 2.17 or newer)."""
+        return self.machine in UV_MACHINES and self.glibc >= UV_GLIBC[0]
 
     def uv_platform(self) -> str:
         """uv's ``--python-platform`` value: the highest manylinux version uv knows that is not above the target."""
@@ -87,7 +101,7 @@ class Target:
 def host_machine() -> str:
     """This machine's architecture, ``uname -m`` spelling (``amd64`` and ``arm64`` normalized)."""
     m = platform.machine().lower()
-    return {"amd64": "x86_64", "arm64": "aarch64"}.get(m, m)
+    return _ALIASES.get(m, m)
 
 
 def parse_target(value, field: str = "target") -> Target:
@@ -101,16 +115,34 @@ def parse_target(value, field: str = "target") -> Target:
     else:
         m = _LEGACY_TAG.fullmatch(text or "")
         if not m:
-            raise SpecError("{}: {!r} is not valid; expected {} (musllinux, macOS and Windows targets are not "
-                            "supported)".format(field, value, _EXAMPLE))
+            raise SpecError("{}: {!r} is not valid; expected {}{}".format(field, value, _EXAMPLE, _why_not(text)))
         glibc, machine = _LEGACY[m.group(1)], m.group(2)
+    machine = _ALIASES.get(machine, machine)
     if machine not in SUBDIRS:
         raise SpecError("{}: {!r} names the architecture {!r}; expected one of {}".format(
             field, value, machine, ", ".join(sorted(SUBDIRS))))
     if glibc[0] != 2:
         raise SpecError("{}: {!r}: glibc {}.{} does not exist; expected {}".format(field, value, glibc[0], glibc[1],
                                                                                    _EXAMPLE))
+    if glibc < (2, 5):
+        raise SpecError("{}: {!r}: no manylinux tag exists below glibc 2.5 (manylinux1); expected {} with the "
+                        "workers' glibc (`ldd --version` on a worker)".format(field, value, _EXAMPLE))
     return Target(glibc, machine)
+
+
+def _why_not(text):
+    """What to write instead of a platform tag that cannot be a target (the part after "expected ...")."""
+    text = text or ""
+    if text.startswith("linux_"):
+        return ("; {!r} names no glibc version (it is the tag of a wheel built on one machine): write "
+                "manylinux_<major>_<minor>_{} with the workers' glibc (`ldd --version` on a worker)".format(
+                    text, _ALIASES.get(text[6:], text[6:]) or "x86_64"))
+    if text.startswith("musllinux"):
+        return ("; workers with musl libc (Alpine) are not supported: environments carry glibc binaries; run "
+                "those workers in a glibc image")
+    if text.startswith(("macosx", "win", "ios", "android")):
+        return "; environments run on Linux workers only"
+    return " (musllinux, macOS and Windows targets are not supported)"
 
 
 def _version(text) -> Tuple[int, ...]:
@@ -123,7 +155,7 @@ def floor_problem(floor, target: Target) -> Optional[str]:
     if not floor:
         return None
     machine = floor.get("machine")
-    if machine and machine != target.machine:
+    if machine and machine not in (target.machine, _ELF_MACHINE.get(target.machine)):
         return "its binaries are built for {}, the target is {}".format(machine, target.machine)
     if floor.get("libc") == "musl":
         return "its binaries need musl, the target is glibc {}".format(target.glibc_text)
@@ -132,4 +164,30 @@ def floor_problem(floor, target: Target) -> Optional[str]:
         by = floor.get("glibc_by")
         return "it needs glibc {}{}, the target has {}".format(glibc, " (" + by + ")" if by else "",
                                                                target.glibc_text)
+    return None
+
+
+def file_owner(prefix, relpath) -> Optional[str]:
+    """Which installed distribution (``distribution lie 1.0``, from a ``*.dist-info/RECORD``) or conda package
+    (``conda package zlib 1.2.13``, from ``conda-meta/*.json``) ships the file *relpath* of *prefix*; None when no
+    record names it. For messages: the fix is a version of *that* package, which a file path does not say."""
+    for meta in sorted(glob.glob(os.path.join(prefix, "conda-meta", "*.json"))):
+        try:
+            with open(meta, encoding="utf-8") as f:
+                record = json.load(f)
+        except (OSError, ValueError):
+            continue
+        if relpath in (record.get("files") or ()):
+            return "conda package {} {}".format(record.get("name"), record.get("version"))
+    for record_file in sorted(glob.glob(os.path.join(prefix, "lib", "python*", "site-packages", "*.dist-info",
+                                                     "RECORD"))):
+        site = os.path.dirname(os.path.dirname(record_file))
+        try:
+            with open(record_file, encoding="utf-8") as f:
+                paths = {line.rsplit(",", 2)[0] for line in f if line.strip()}
+        except (OSError, ValueError):
+            continue
+        if os.path.relpath(os.path.join(prefix, relpath), site) in paths:
+            name, _, version = os.path.basename(os.path.dirname(record_file))[:-len(".dist-info")].partition("-")
+            return "distribution {} {}".format(name, version)
     return None

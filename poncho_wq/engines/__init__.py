@@ -277,8 +277,16 @@ def build_prefix(spec, prefix, *, engine=None, python=None, progress=None, targe
 
         problem = floor_problem(floor, target)
         if problem:
-            raise BuildError("the environment cannot run on its target {}: {}; pin an older version of the package "
-                             "that ships this file, or build with the conda engine".format(target.tag, problem))
+            from ..target import file_owner
+
+            owner = file_owner(prefix, floor.get("glibc_by") or "")
+            if owner:
+                problem += " (" + owner + ")"
+            fix = ("pin an older version of the package that ships this file, or build with the conda engine"
+                   if eng.name != "current" else "the current engine copies what is installed here: build from "
+                   "the index (--engine portable), which takes only wheels for the target, or install a version "
+                   "of that package built for it")
+            raise BuildError("the environment cannot run on its target {}: {}; {}".format(target.tag, problem, fix))
     return floor
 
 

@@ -28,6 +28,7 @@ import sys
 
 from ..errors import BuildError
 from ..progress import as_progress
+from ..target import UV_MACHINES
 from ..tools import find_tool, preexec, run_tool, tail
 
 log = logging.getLogger(__name__)
@@ -59,6 +60,13 @@ def target_options(tool, target, python_exe=None):
 def installer_command(python_exe, use_uv=None, target=None):
     """The argument list (without requirements) that installs into *python_exe*, for *target* (a
     :class:`poncho_wq.target.Target` or None: this machine); also names the tool used."""
+    if target is not None and not target.uv_serves:
+        # uv's --python-platform names manylinux tags for x86_64 and aarch64 (glibc 2.17+) only; pip takes any tag.
+        if use_uv:
+            raise BuildError("uv cannot select wheels for {} (its --python-platform knows manylinux for {} from "
+                             "glibc 2.17 only): leave uv out, pip is used then".format(
+                                 target.tag, " and ".join(UV_MACHINES)))
+        use_uv = False
     uv = find_tool("uv") if use_uv is not False else None
     if use_uv and not uv:
         raise BuildError("uv was requested but is not installed: pip install uv")
