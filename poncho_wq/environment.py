@@ -299,6 +299,10 @@ class Environment:
             spec = _with_requirements(spec, local_requirements(analysis, self.python))
             analysis = dataclasses.replace(analysis, local_distributions={})
         spec = engine.prepare(spec, analysis)  # what this engine builds for the analysis
+        from .engines import with_target
+
+        # create() gives a spec without a target $PONCHO_WQ_TARGET's, read now: so does the memo key (issue 19)
+        spec = with_target(spec)
         key = (spec.digest(), engine.name, self.python)
         with _lock:
             memo = _build_memo.get(key)

@@ -194,3 +194,31 @@ def test_the_root_script_skips_with_75_only_when_the_registry_is_unreachable(tmp
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 75 and "cannot be reached" in r.stderr, (r.returncode, r.stderr)
     assert not (tmp_path / "poncho_wq-dev" / "debian11-root").exists()
+
+
+# --- memos ---------------------------------------------------------------------------------------------------------
+
+@pytest.mark.skipif(os.uname().machine != "x86_64", reason="the target names x86_64")
+def test_the_build_memo_is_keyed_by_the_target_actually_built(tmp_path, monkeypatch):
+    """create() applies $PONCHO_WQ_TARGET to a spec without a target when it builds, so an Environment made before
+    the variable was set is built for it; the process-wide build memo was keyed by the spec as constructed (no
+    target) and handed that target build to every later target-less environment of the same spec."""
+    import poncho_wq
+    from poncho_wq.engines import cache_key
+    from poncho_wq.engines.interpreter import interpreter_floor
+    from poncho_wq.environment import Environment
+
+    poncho_wq.clear_caches()
+    monkeypatch.setenv("PONCHO_WQ_CACHE", str(tmp_path / "cache"))
+    monkeypatch.delenv("PONCHO_WQ_TARGET", raising=False)
+    made_before = Environment.from_spec({"pip": []})
+    target = "manylinux_2_{}_x86_64".format(interpreter_floor(sys.executable)["glibc"].split(".")[1])
+    monkeypatch.setenv("PONCHO_WQ_TARGET", target)
+    made_before.build()
+    assert made_before.build_result.key == cache_key(dict(made_before.spec.to_dict(), target=target),
+                                                     engine="portable")
+    monkeypatch.delenv("PONCHO_WQ_TARGET")
+    later = Environment.from_spec({"pip": []})
+    later.build()
+    assert later.build_result.key == cache_key(later.spec, engine="portable")  # not the target build
+    poncho_wq.clear_caches()
