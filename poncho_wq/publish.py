@@ -28,6 +28,7 @@ process (a server thread inside the manager stalls while the binding's ``wait()`
 log to count GETs. It is not a production server: use nginx, a squid cache or object storage at scale.
 """
 
+import atexit
 import contextlib
 import dataclasses
 import hashlib
@@ -46,7 +47,7 @@ import urllib.request
 from typing import Optional
 
 from .config import DISTRIBUTIONS as MODES  # direct, url, shared (PONCHO_WQ_DISTRIBUTION)
-from .errors import PonchoError, SpecError
+from .errors import BuildError, PonchoError, SpecError
 
 log = logging.getLogger(__name__)
 
@@ -81,8 +82,7 @@ class Distribution:
                             "system".format(self.mode))
         object.__setattr__(self, "publish_dir", os.path.abspath(os.path.expanduser(self.publish_dir)))
         if self.publish_url:
-            check_url(self.publish_url)
-            object.__setattr__(self, "publish_url", self.publish_url.rstrip("/") + "/")
+            object.__setattr__(self, "publish_url", _normalize_url(check_url(self.publish_url)))
         if self.mode == "url" and not self.publish_url:
             raise SpecError("distribution mode 'url' needs the base URL workers fetch from: set "
                             "PONCHO_WQ_PUBLISH_URL (or publish_url=), e.g. http://host:8000/ or file:///shared/dir/")
@@ -90,9 +90,20 @@ class Distribution:
             raise SpecError("distribution mode 'shared' unpacks on a shared file system: PONCHO_WQ_PUBLISH_URL={!r} "
                             "must be a file:// URL (the workers' path of PONCHO_WQ_PUBLISH_DIR) or unset".format(
                                 self.publish_url))
+        if self.publish_url and urllib.parse.urlsplit(self.publish_url).scheme == "file":
+            # The workers' path may not exist here (another mount point): only a *different* directory at that
+            # path on the manager is a sure mistake (the workers would read files the manager never wrote).
+            seen = self.worker_dir
+            if os.path.isdir(seen) and os.path.realpath(seen) != os.path.realpath(self.publish_dir):
+                raise SpecError("PONCHO_WQ_PUBLISH_URL={!r} names {}, which is not PONCHO_WQ_PUBLISH_DIR={} on this "
+                                "machine: point the file:// URL at the publish directory (file://{}/)".format(
+                                    self.publish_url, seen, self.publish_dir, self.publish_dir))
 
     def url_for(self, name):
-        return self.publish_url + urllib.parse.quote(name)
+        """The URL of the published *name*: the base URL's path + the quoted name, its query (an access token,
+        a signature) kept after it."""
+        parts = urllib.parse.urlsplit(self.publish_url)
+        return urllib.parse.urlunsplit(parts._replace(path=parts.path + urllib.parse.quote(name)))
 
     @property
     def worker_dir(self):
@@ -118,7 +129,16 @@ def check_url(url):
         # through two shells.
         raise SpecError("publish URL {!r} is not valid: it contains %%, a quote or a blank; percent-encode "
                         "them".format(url))
+    if parts.fragment or url.endswith("#"):
+        raise SpecError("publish URL {!r} is not valid: a #fragment would end up after the file names; remove "
+                        "it (PONCHO_WQ_PUBLISH_URL)".format(url))
     return url
+
+
+def _normalize_url(url):
+    """The base URL with its path ending in ``/``; a query (a token, a signature) is kept after it."""
+    parts = urllib.parse.urlsplit(url)
+    return urllib.parse.urlunsplit(parts._replace(path=parts.path.rstrip("/") + "/"))
 
 
 def distribution(mode=None, publish_dir=None, publish_url=None, environ=None):
@@ -128,9 +148,15 @@ def distribution(mode=None, publish_dir=None, publish_url=None, environ=None):
     from .config import settings
 
     s = settings(environ)
+    mode_given = mode is not None
     publish_dir = publish_dir or s.publish_dir
     publish_url = publish_url or s.publish_url
     mode = mode or s.distribution or ("url" if publish_dir else "direct")
+    if mode == "direct" and publish_url and not publish_dir and not (s.distribution or mode_given):
+        # Without this the URL was ignored: every worker got its tarball from the manager, silently.
+        raise SpecError("PONCHO_WQ_PUBLISH_URL={!r} is set but PONCHO_WQ_PUBLISH_DIR is not: set "
+                        "PONCHO_WQ_PUBLISH_DIR to the directory that URL serves (or PONCHO_WQ_DISTRIBUTION=direct "
+                        "to send tarballs from the manager)".format(publish_url))
     return Distribution(mode, publish_dir, publish_url)
 
 
@@ -180,11 +206,16 @@ def publish(path, publish_dir, name=None):
     try:
         os.makedirs(publish_dir, exist_ok=True)
     except OSError as e:
-        raise PonchoError("cannot create the publish directory {} (PONCHO_WQ_PUBLISH_DIR): {}".format(
+        raise BuildError("cannot create the publish directory {} (PONCHO_WQ_PUBLISH_DIR): {}".format(
             publish_dir, e.strerror or e)) from None
     created = False
     if not os.path.exists(dest):
-        fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix="-" + name, dir=publish_dir)
+        try:
+            # Inside the try: a read-only or foreign publish directory fails here, not only in the copy.
+            fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix="-" + name, dir=publish_dir)
+        except OSError as e:
+            raise BuildError("cannot publish {} into {} (PONCHO_WQ_PUBLISH_DIR): {}; make it writable by this "
+                             "user or choose another directory".format(path, publish_dir, e.strerror or e)) from None
         try:
             with os.fdopen(fd, "wb") as out, open(path, "rb") as src:
                 from .fsutil import copy_contents
@@ -204,13 +235,13 @@ def publish(path, publish_dir, name=None):
                     os.replace(tmp, dest)
                     created = True
         except OSError as e:
-            raise PonchoError("cannot publish {} into {} (PONCHO_WQ_PUBLISH_DIR): {}".format(
+            raise BuildError("cannot publish {} into {} (PONCHO_WQ_PUBLISH_DIR): {}".format(
                 path, publish_dir, e.strerror or e)) from None
         finally:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(tmp)
     if not created and (os.path.getsize(dest) != os.path.getsize(path) or _sha256(dest) != _sha256(path)):
-        raise PonchoError("{} already exists with different content than {}: a published name must always mean the "
+        raise BuildError("{} already exists with different content than {}: a published name must always mean the "
                           "same bytes (workers cache by name); remove the stale file if it is damaged".format(
                               dest, path))
     with _lock:
@@ -219,11 +250,19 @@ def publish(path, publish_dir, name=None):
 
 
 # -- worker side: the fetch command --------------------------------------------------------------------------
-def fetch_command(url):
+#: A fetch that moves less than 1 KB/s for this many seconds fails (and so can be retried): without it, a server
+#: that stops answering without closing the connection (a hung server, a lost route) holds the worker's curl,
+#: and the task, for good (curl has no transfer timeout of its own).
+STALL_SECONDS = 120
+
+
+def fetch_command(url, stall_seconds=STALL_SECONDS):
     """The sh command a worker runs to fetch *url* into Work Queue's cache path ``%%``: ``curl -f`` (an HTTP
-    error is a failure, not a file), into ``%%.part`` renamed on success, removed on failure."""
-    return ('curl -fsSL --retry 2 -o "%%.part" {url} && mv -f "%%.part" "%%" || '
-            '{{ rm -f "%%.part"; false; }}').format(url=shlex.quote(url))
+    error is a failure, not a file), into ``%%.part`` renamed on success, removed on failure; a transfer stalled
+    for *stall_seconds* fails too."""
+    return ('curl -fsSL --retry 2 --connect-timeout 60 --speed-limit 1024 --speed-time {stall} -o "%%.part" {url} '
+            '&& mv -f "%%.part" "%%" || {{ rm -f "%%.part"; false; }}').format(url=shlex.quote(url),
+                                                                             stall=int(stall_seconds))
 
 
 def specify_fetch(task, url, remote_name):
@@ -240,9 +279,43 @@ def specify_fetch(task, url, remote_name):
     return method(cmd, remote_name, cache=True)
 
 
+_probes = {}  # url -> (time, answer): many tasks failing on one URL ask the server once
+PROBE_MEMO_SECONDS = 30
+
+
 def probe(url, timeout=5.0):
     """What a request for *url* from the manager gets now: ``"HTTP 404 Not Found"``, ``"connection refused"``,
-    ``"reachable (N bytes)"``... (a HEAD request; for file:// the file's state)."""
+    ``"reachable (N bytes)"``... (a HEAD request; for file:// the file's state).
+
+    Bounded: it runs in the manager's wait loop (through ``shim_error``), so the whole request, name resolution
+    included (which urllib's *timeout* does not cover), gets *timeout* seconds in a helper thread, and an answer
+    is reused for :data:`PROBE_MEMO_SECONDS` (a thousand tasks failing on one dead URL cost one request)."""
+    now = time.monotonic()
+    with _lock:
+        seen = _probes.get(url)
+    if seen and now - seen[0] < PROBE_MEMO_SECONDS:
+        return seen[1]
+    box = []
+    worker = threading.Thread(target=lambda: box.append(_probe(url, timeout)), daemon=True)
+    worker.start()
+    worker.join(timeout + 1)
+    answer = box[0] if box else "no answer within {:g} s".format(timeout)
+    with _lock:
+        _probes[url] = (time.monotonic(), answer)
+    return answer
+
+
+class _KeepHead(urllib.request.HTTPRedirectHandler):
+    """Follows a redirect with HEAD again: urllib's own handler turns it into a GET (the whole tarball)."""
+
+    def redirect_request(self, req, fp, code, msg, headers, newurl):
+        new = super().redirect_request(req, fp, code, msg, headers, newurl)
+        if new is not None and req.get_method() == "HEAD":
+            new.method = "HEAD"
+        return new
+
+
+def _probe(url, timeout):
     parts = urllib.parse.urlsplit(url)
     if parts.scheme == "file":
         path = urllib.parse.unquote(parts.path)
@@ -252,7 +325,7 @@ def probe(url, timeout=5.0):
             return "{} on the manager: {}".format(path, e.strerror)
     req = urllib.request.Request(url, method="HEAD")
     try:
-        with urllib.request.urlopen(req, timeout=timeout) as r:
+        with urllib.request.build_opener(_KeepHead).open(req, timeout=timeout) as r:
             return "reachable from the manager now (HTTP {}, {} bytes)".format(
                 r.status, r.headers.get("Content-Length", "?"))
     except urllib.error.HTTPError as e:
@@ -291,17 +364,24 @@ class LocalServer:
         fd, port_file = tempfile.mkstemp(prefix="poncho-serve-", suffix=".port")
         os.close(fd)
         os.unlink(port_file)
+        # --parent-pid: the server exits when this process does, even killed (no stop(), no atexit): a manager
+        # that crashed must not leave a server exposing the directory and holding the port.
         cmd = [sys.executable, "-m", "poncho_wq.publish", "serve", self.directory, "--port", str(port),
-               "--bind", bind, "--port-file", port_file]
+               "--bind", bind, "--port-file", port_file, "--parent-pid", str(os.getpid())]
         if log_path:
             cmd += ["--log", log_path]
+        # stderr into a file, not a pipe: nobody reads a pipe while the server runs, and the tracebacks of
+        # clients hanging up mid-download would fill it and block the server's threads.
+        self._stderr = tempfile.TemporaryFile()
         self.process = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                        stderr=subprocess.PIPE)
+                                        stderr=self._stderr)
+        atexit.register(self.stop)
         deadline = time.time() + 30
         while not os.path.exists(port_file):
             if self.process.poll() is not None:
+                self._stderr.seek(0)
                 raise PonchoError("the local HTTP server for {} did not start: {}".format(
-                    self.directory, self.process.stderr.read().decode(errors="replace").strip()[-500:]))
+                    self.directory, self._stderr.read().decode(errors="replace").strip()[-500:]))
             if time.time() > deadline:
                 self.stop()
                 raise PonchoError("the local HTTP server for {} did not start within 30 s".format(self.directory))
@@ -320,8 +400,8 @@ class LocalServer:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
-        if self.process.stderr:
-            self.process.stderr.close()
+        self._stderr.close()
+        atexit.unregister(self.stop)
 
     def __enter__(self):
         return self
@@ -350,6 +430,7 @@ def serve_main(argv):
     ap.add_argument("--bind", default="127.0.0.1")
     ap.add_argument("--port-file")
     ap.add_argument("--log", help="append one line per request to this file")
+    ap.add_argument("--parent-pid", type=int, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if not os.path.isdir(args.directory):
         print("poncho_wq serve: {} is not a directory".format(args.directory), file=sys.stderr)
@@ -379,6 +460,13 @@ def serve_main(argv):
     import signal
 
     signal.signal(signal.SIGTERM, lambda *a: sys.exit(0))
+    if args.parent_pid:
+        def watch_parent():
+            while os.getppid() == args.parent_pid:
+                time.sleep(1)
+            server.shutdown()  # the parent is gone (its children are reparented)
+
+        threading.Thread(target=watch_parent, daemon=True).start()
     try:
         server.serve_forever()
     except KeyboardInterrupt:

@@ -61,6 +61,16 @@ def check_environment_argument(environment, who="PonchoTask"):
         who, _short_repr(environment), type(environment).__name__, ACCEPTED_ENVIRONMENTS))
 
 
+def check_distribution_argument(distribution, environment=None):
+    """Refuse a bad ``distribution=`` or bad distribution settings (PONCHO_WQ_DISTRIBUTION, PONCHO_WQ_PUBLISH_DIR,
+    PONCHO_WQ_PUBLISH_URL) before the script is analyzed and the environment built, not after."""
+    from .publish import as_distribution
+
+    if distribution is None and isinstance(environment, Environment):
+        distribution = getattr(environment, "distribution", None)
+    as_distribution(distribution)
+
+
 def check_command_argument(command, who="PonchoTask"):
     """A task command is a non-empty shell command string (it runs as ``/bin/sh -c <command>``)."""
     if not isinstance(command, str) or not command.strip():
@@ -171,6 +181,7 @@ def classes_for(binding):
                 # Task.__init__ never having run.
                 check_command_argument(command)
                 check_environment_argument(environment)
+                check_distribution_argument(distribution, environment)
                 explicit = resolve_files(files)  # files=: poncho_wq/files.py
                 for name in task_options:
                     if not callable(getattr(binding.Task, "specify_" + name, None)):
@@ -213,6 +224,7 @@ def classes_for(binding):
                     raise SpecError("PonchoPythonTask function: {} ({}) is not valid; expected a function to call "
                                     "on the worker".format(_short_repr(func), type(func).__name__))
                 check_environment_argument(environment, "PonchoPythonTask")
+                check_distribution_argument(distribution, environment)
                 explicit = resolve_files(files, "PonchoPythonTask")
                 self.environment = _python_task_environment(func, environment, binding)
                 self.code_layer = self.environment.code_layer(_function_module_members(func))
