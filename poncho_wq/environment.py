@@ -168,12 +168,12 @@ class Environment:
 
     @classmethod
     def from_requirements(cls, path: Union[str, "os.PathLike[str]"], *, engine: Optional[str] = None,
-                          python: Optional[str] = None) -> "Environment":
+                          python: Optional[str] = None, target: Optional[str] = None) -> "Environment":
         """From a pip requirements file (pins, markers, ``-r``/``-c`` includes; index options refused, see
-        :mod:`poncho_wq.requirements`)."""
+        :mod:`poncho_wq.requirements`); *target* as for :meth:`from_spec`."""
         from .requirements import spec_from_requirements
 
-        return cls(spec=spec_from_requirements(os.fspath(path)), engine=engine, python=python)
+        return cls(spec=spec_from_requirements(os.fspath(path)), engine=engine, python=python, target=target)
 
     @classmethod
     def from_project(cls, path: Union[str, "os.PathLike[str]"], extras: Iterable[str] = (), *,

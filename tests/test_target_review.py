@@ -55,11 +55,11 @@ def test_the_floor_of_a_32_bit_arm_build_matches_an_armv7l_target():
 def test_a_target_uv_cannot_name_is_installed_with_pip():
     """uv's --python-platform knows manylinux only for x86_64 and aarch64: a ppc64le or s390x target (a native
     build on such a manager) goes to pip, whose --platform takes any tag; asking for uv then says why not."""
-    from poncho_wq.engines.pip import installer_command
+    from poncho_wq.engines.pip import installer_command, target_options
     from poncho_wq.errors import BuildError
 
     tool, cmd = installer_command(sys.executable, target=parse_target("manylinux_2_17_ppc64le"))
-    assert tool == "pip" and "manylinux2014_ppc64le" in cmd
+    assert tool == "pip" and "manylinux2014_ppc64le" in target_options("pip", parse_target("manylinux_2_17_ppc64le"))
     assert installer_command(sys.executable, target=parse_target("manylinux_2_17_x86_64"))[0] == "uv"
     with pytest.raises(BuildError, match="uv cannot select wheels for manylinux_2_17_s390x"):
         installer_command(sys.executable, use_uv=True, target=parse_target("manylinux_2_17_s390x"))
@@ -222,3 +222,87 @@ def test_the_build_memo_is_keyed_by_the_target_actually_built(tmp_path, monkeypa
     later.build()
     assert later.build_result.key == cache_key(later.spec, engine="portable")  # not the target build
     poncho_wq.clear_caches()
+
+
+# --- pip with a target ---------------------------------------------------------------------------------------------
+
+def _wheel(directory, name, version, files, requires=()):
+    """A py3-none-any wheel of *files* (path -> bytes) plus its metadata and RECORD."""
+    import base64
+    import hashlib
+    import zipfile
+
+    info = "{}-{}.dist-info/".format(name, version)
+    files = dict(files)
+    files[info + "METADATA"] = ("Metadata-Version: 2.1\nName: {}\nVersion: {}\n".format(name, version)
+                                + "".join("Requires-Dist: {}\n".format(r) for r in requires)).encode()
+    files[info + "WHEEL"] = b"Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\nTag: py3-none-any\n"
+    record = ["{},sha256={},{}".format(p, base64.urlsafe_b64encode(hashlib.sha256(b).digest()).rstrip(b"=").decode(),
+                                       len(b)) for p, b in files.items()] + [info + "RECORD,,"]
+    path = os.path.join(str(directory), "{}-{}-py3-none-any.whl".format(name, version))
+    with zipfile.ZipFile(path, "w") as z:
+        for p, b in files.items():
+            entry = zipfile.ZipInfo(p)
+            entry.external_attr = (0o100755 if "/scripts/" in p else 0o100644) << 16  # S_IFREG: pip wants it
+            z.writestr(entry, b)
+        z.writestr(info + "RECORD", "\n".join(record) + "\n")
+    return path
+
+
+def test_pip_for_a_target_lays_files_out_like_an_install_and_keeps_what_is_installed(tmp_path, monkeypatch):
+    """pip took the target through ``--target site-packages``: a wheel's .data files (share/, headers) stayed in
+    site-packages with RECORD paths outside it, and a dependency already installed (a conda spec's, here one
+    installed before) was installed again over it, leaving two dist-infos for one package."""
+    from poncho_wq.engines.pip import pip_install
+
+    if subprocess.run([sys.executable, "-m", "pip", "--version"], capture_output=True).returncode:
+        pytest.fail("pip is missing from the test interpreter")
+    house = tmp_path / "wheels"
+    house.mkdir()
+    _wheel(house, "dep", "1.0", {"dep/__init__.py": b"V = '1.0'\n"})
+    _wheel(house, "dep", "2.0", {"dep/__init__.py": b"V = '2.0'\n"})
+    _wheel(house, "dd", "1.0", {"dd/__init__.py": b"import dep\ndef main():\n    print('ep', dep.V)\n",
+                                "dd-1.0.data/data/share/dd/hello.txt": b"hello\n",
+                                "dd-1.0.data/headers/dd.h": b"/* dd */\n",
+                                "dd-1.0.data/scripts/dd-raw": b"#!python\nimport dd, dep\nprint('raw', dep.V)\n",
+                                "dd-1.0.dist-info/entry_points.txt": b"[console_scripts]\ndd-ep = dd:main\n"},
+           requires=["dep"])
+    for var, value in (("PIP_FIND_LINKS", str(house)), ("PIP_NO_INDEX", "1"), ("UV_FIND_LINKS", str(house)),
+                       ("UV_NO_INDEX", "1")):
+        monkeypatch.setenv(var, value)
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
+    python = str(venv / "bin" / "python")
+    pip_install(python, ["dep==1.0"], use_uv=True)  # what the environment already has (conda's, in a conda spec)
+    pip_install(python, ["dd"], use_uv=False, target="manylinux_2_17_{}".format(os.uname().machine))
+    site = subprocess.run([python, "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"],
+                          capture_output=True, text=True, check=True).stdout.strip()
+    assert sorted(n for n in os.listdir(site) if n.startswith("dep")) == ["dep", "dep-1.0.dist-info"]
+    assert (venv / "share" / "dd" / "hello.txt").read_text() == "hello\n"
+    assert not os.path.exists(os.path.join(site, "share")) and not os.path.exists(os.path.join(site, "include"))
+    for script, says in (("dd-ep", "ep 1.0\n"), ("dd-raw", "raw 1.0\n")):
+        r = subprocess.run([str(venv / "bin" / script)], capture_output=True, text=True)
+        assert r.stdout == says, (script, r.stderr)
+    missing = subprocess.run([python, "-c", "import importlib.metadata as m, os; print([str(f) for f in "
+                              "m.distribution('dd').files if not os.path.exists(f.locate())])"],
+                             capture_output=True, text=True, check=True).stdout.strip()
+    assert missing == "[]"  # RECORD names where the files are
+
+
+def test_pip_takes_the_tags_of_this_machines_glibc_when_the_target_is_newer():
+    """pip's install step refuses a wheel this machine cannot run; wheels for an older glibc run on the target."""
+    from poncho_wq.engines.pip import target_options
+
+    here = _glibc()
+    options = target_options("pip", parse_target("manylinux_2_{}_x86_64".format(here[1] + 20)))
+    assert options[options.index("--platform") + 1] == "manylinux_2_{}_x86_64".format(here[1])
+
+
+def test_a_requirements_file_takes_a_target_like_a_spec(tmp_path):
+    """Environment.from_spec and from_script took target=, from_requirements did not (only $PONCHO_WQ_TARGET)."""
+    from poncho_wq.environment import Environment
+
+    reqs = tmp_path / "requirements.txt"
+    reqs.write_text("six==1.16.0\n")
+    env = Environment.from_requirements(str(reqs), target="manylinux2014_amd64")
+    assert env.spec.target == "manylinux_2_17_x86_64" and list(env.spec.pip) == ["six==1.16.0"]

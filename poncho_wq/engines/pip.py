@@ -14,11 +14,17 @@ target interpreter, so the prefix needs no pip of its own and no ensurepip boots
 portable prefixes to save space). A target that has its own pip (a conda prefix with pip) uses it directly.
 
 With a build target (:mod:`poncho_wq.target`, e.g. ``manylinux_2_28_x86_64``) only wheels for that platform are
-taken: uv gets ``--python-platform x86_64-manylinux_2_28`` and ``--only-binary :all:``; pip gets one
-``--platform`` per manylinux tag the target can run plus ``--only-binary=:all:``, and (pip refuses platform
-options otherwise) ``--target`` the interpreter's site-packages. Why only wheels: an sdist would be compiled here,
-against this machine's glibc, which is exactly what the target is meant to avoid. A package without a wheel for
-the target fails the build with the installer's message plus what to do.
+taken: uv gets ``--python-platform x86_64-manylinux_2_28`` and ``--only-binary :all:``. pip takes platform options
+only with ``--target DIR``, which is no install into an interpreter: it resolves as if nothing were installed (a
+conda spec's numpy was installed again over conda's files, which conda-pack then refuses), and it leaves a wheel's
+``.data`` files (``share/``, headers) inside site-packages with RECORD paths pointing elsewhere. So pip runs twice:
+``pip download`` with one ``--platform`` per manylinux tag the target can run plus ``--only-binary=:all:`` into a
+temporary directory, then an ordinary ``pip install --no-index --find-links`` of that directory (no other index
+or find-links from the environment, so nothing else can be chosen), which sees what is installed and lays files
+out as usual. pip installs here only what runs here, so the tags stop at this machine's glibc when the target's is
+newer (wheels for an older glibc run on newer workers). Why only wheels: an sdist would be compiled here, against
+this machine's glibc, which is exactly what the target is meant to avoid. A package without a wheel for the target
+fails the build with the installer's message plus what to do.
 """
 
 import logging
@@ -29,7 +35,7 @@ import sys
 from ..errors import BuildError
 from ..progress import as_progress
 from ..target import UV_MACHINES
-from ..tools import find_tool, preexec, run_tool, tail
+from ..tools import find_tool, preexec, tail
 
 log = logging.getLogger(__name__)
 
@@ -39,22 +45,30 @@ def _has_pip(python_exe):
     return r.returncode == 0
 
 
-def _site_packages(python_exe):
-    return run_tool([python_exe, "-I", "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"],
-                    "cannot ask {} for its site-packages".format(python_exe)).stdout.strip()
-
-
-def target_options(tool, target, python_exe=None):
-    """The installer options that select wheels for *target* (a :class:`poncho_wq.target.Target`), for *tool*
-    "uv" or "pip" (pip also needs *python_exe*, whose site-packages becomes its ``--target``)."""
+def target_options(tool, target):
+    """The installer options that select wheels for *target* (a :class:`poncho_wq.target.Target`): uv's for its
+    install, pip's for its ``download`` step (see the module docstring)."""
     if target is None:
         return []
     if tool == "uv":
         return ["--python-platform", target.uv_platform(), "--only-binary", ":all:"]
-    out = ["--only-binary=:all:", "--upgrade", "--target", _site_packages(python_exe)]
-    for tag in target.pip_platforms():
+    out = ["--only-binary=:all:"]
+    for tag in _installable_here(target).pip_platforms():
         out += ["--platform", tag]
     return out
+
+
+def _installable_here(target):
+    """*target* with its glibc lowered to this machine's when it is newer: pip's install step refuses wheels this
+    machine cannot run."""
+    import dataclasses
+    import platform
+
+    libc, version = platform.libc_ver()
+    here = tuple(int(x) for x in version.split(".")[:2] if x.isdigit()) if libc == "glibc" else ()
+    if len(here) == 2 and here < target.glibc:
+        return dataclasses.replace(target, glibc=here)
+    return target
 
 
 def installer_command(python_exe, use_uv=None, target=None):
@@ -74,7 +88,7 @@ def installer_command(python_exe, use_uv=None, target=None):
         return "uv", [uv, "pip", "install", "--python", python_exe, "--system", "--break-system-packages",
                       "--no-progress"] + target_options("uv", target)
     common = ["install", "--disable-pip-version-check", "--no-warn-script-location", "--no-input",
-              "--break-system-packages"] + target_options("pip", target, python_exe)
+              "--break-system-packages"]
     if _has_pip(python_exe):
         return "pip", [python_exe, "-m", "pip"] + common
     return "pip", [sys.executable, "-m", "pip", "--python", python_exe] + common
@@ -108,10 +122,11 @@ def pip_install(python_exe, requirements, progress=None, *, use_uv=None, target=
             what += (" for the target {} (only wheels for it are taken: a package without such a wheel needs "
                      "another version, a lower target, or the conda engine with the package from conda-forge)"
                      .format(target.tag))
-        output = _run_watched(cmd + ["--"] + requirements if tool == "uv" else cmd + requirements, what, env,
-                              phase)
         if target is not None and tool == "pip":
-            _move_target_scripts(python_exe)
+            output = _pip_for_target(cmd, requirements, target, what, env, phase)
+        else:
+            output = _run_watched(cmd + ["--"] + requirements if tool == "uv" else cmd + requirements, what, env,
+                                  phase)
         summary = [line.strip() for line in output.splitlines()
                    if line.startswith(("Installed ", "Successfully installed "))]
         if summary:
@@ -119,16 +134,18 @@ def pip_install(python_exe, requirements, progress=None, *, use_uv=None, target=
     log.debug("%s output:\n%s", tool, output)
 
 
-def _move_target_scripts(python_exe):
-    """pip ``--target`` puts console scripts into ``<site-packages>/bin``; they belong next to the interpreter,
-    where uv and a plain pip install put them (their shebang already names *python_exe*)."""
-    scripts = os.path.join(_site_packages(python_exe), "bin")
-    if not os.path.isdir(scripts):
-        return
-    bindir = os.path.dirname(os.path.abspath(python_exe))
-    for name in sorted(os.listdir(scripts)):
-        os.replace(os.path.join(scripts, name), os.path.join(bindir, name))
-    os.rmdir(scripts)
+def _pip_for_target(cmd, requirements, target, what, env, phase):
+    """pip's two steps for a target (see the module docstring): download the target's wheels, install from them
+    alone. *cmd* is the ``pip install`` command of :func:`installer_command`."""
+    import tempfile
+
+    pip = cmd[:cmd.index("install")]
+    with tempfile.TemporaryDirectory(prefix="poncho-wheels-") as wheels:
+        _run_watched(pip + ["download", "--disable-pip-version-check", "--no-input", "--dest", wheels]
+                     + target_options("pip", target) + requirements, what, env, phase)
+        local = {k: v for k, v in env.items()
+                 if k not in ("PIP_FIND_LINKS", "PIP_INDEX_URL", "PIP_EXTRA_INDEX_URL", "PIP_NO_INDEX")}
+        return _run_watched(cmd + ["--no-index", "--find-links", wheels] + requirements, what, local, phase)
 
 
 def _run_watched(cmd, what, env, phase):
