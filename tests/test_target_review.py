@@ -232,14 +232,14 @@ def _wheel(directory, name, version, files, requires=()):
     import hashlib
     import zipfile
 
-    info = "{}-{}.dist-info/".format(name, version)
+    info = "{}-{}.dist-info/".format(name.replace("-", "_"), version)
     files = dict(files)
     files[info + "METADATA"] = ("Metadata-Version: 2.1\nName: {}\nVersion: {}\n".format(name, version)
                                 + "".join("Requires-Dist: {}\n".format(r) for r in requires)).encode()
     files[info + "WHEEL"] = b"Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\nTag: py3-none-any\n"
     record = ["{},sha256={},{}".format(p, base64.urlsafe_b64encode(hashlib.sha256(b).digest()).rstrip(b"=").decode(),
                                        len(b)) for p, b in files.items()] + [info + "RECORD,,"]
-    path = os.path.join(str(directory), "{}-{}-py3-none-any.whl".format(name, version))
+    path = os.path.join(str(directory), "{}-{}-py3-none-any.whl".format(name.replace("-", "_"), version))
     with zipfile.ZipFile(path, "w") as z:
         for p, b in files.items():
             entry = zipfile.ZipInfo(p)
@@ -251,8 +251,9 @@ def _wheel(directory, name, version, files, requires=()):
 
 def test_pip_for_a_target_lays_files_out_like_an_install_and_keeps_what_is_installed(tmp_path, monkeypatch):
     """pip took the target through ``--target site-packages``: a wheel's .data files (share/, headers) stayed in
-    site-packages with RECORD paths outside it, and a dependency already installed (a conda spec's, here one
-    installed before) was installed again over it, leaving two dist-infos for one package."""
+    site-packages with RECORD paths outside it, a dependency already installed (a conda spec's, here one installed
+    before) was installed again over it, leaving two dist-infos for one package, and a namespace package's directory
+    was replaced by the new portion (``--upgrade`` removes an existing top-level directory), losing the others."""
     from poncho_wq.engines.pip import pip_install
 
     if subprocess.run([sys.executable, "-m", "pip", "--version"], capture_output=True).returncode:
@@ -261,23 +262,26 @@ def test_pip_for_a_target_lays_files_out_like_an_install_and_keeps_what_is_insta
     house.mkdir()
     _wheel(house, "dep", "1.0", {"dep/__init__.py": b"V = '1.0'\n"})
     _wheel(house, "dep", "2.0", {"dep/__init__.py": b"V = '2.0'\n"})
+    _wheel(house, "ns-a", "1.0", {"ns/a.py": b"A = 1\n"})  # two portions of the namespace package ns
+    _wheel(house, "ns-b", "1.0", {"ns/b.py": b"B = 2\n"})
     _wheel(house, "dd", "1.0", {"dd/__init__.py": b"import dep\ndef main():\n    print('ep', dep.V)\n",
                                 "dd-1.0.data/data/share/dd/hello.txt": b"hello\n",
                                 "dd-1.0.data/headers/dd.h": b"/* dd */\n",
                                 "dd-1.0.data/scripts/dd-raw": b"#!python\nimport dd, dep\nprint('raw', dep.V)\n",
                                 "dd-1.0.dist-info/entry_points.txt": b"[console_scripts]\ndd-ep = dd:main\n"},
-           requires=["dep"])
+           requires=["dep", "ns-b"])
     for var, value in (("PIP_FIND_LINKS", str(house)), ("PIP_NO_INDEX", "1"), ("UV_FIND_LINKS", str(house)),
                        ("UV_NO_INDEX", "1")):
         monkeypatch.setenv(var, value)
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
     python = str(venv / "bin" / "python")
-    pip_install(python, ["dep==1.0"], use_uv=True)  # what the environment already has (conda's, in a conda spec)
+    pip_install(python, ["dep==1.0", "ns-a"], use_uv=True)  # what the environment has (conda's, in a conda spec)
     pip_install(python, ["dd"], use_uv=False, target="manylinux_2_17_{}".format(os.uname().machine))
     site = subprocess.run([python, "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"],
                           capture_output=True, text=True, check=True).stdout.strip()
     assert sorted(n for n in os.listdir(site) if n.startswith("dep")) == ["dep", "dep-1.0.dist-info"]
+    assert subprocess.run([python, "-c", "from ns import a, b"]).returncode == 0  # ns/ was replaced, a lost
     assert (venv / "share" / "dd" / "hello.txt").read_text() == "hello\n"
     assert not os.path.exists(os.path.join(site, "share")) and not os.path.exists(os.path.join(site, "include"))
     for script, says in (("dd-ep", "ep 1.0\n"), ("dd-raw", "raw 1.0\n")):
