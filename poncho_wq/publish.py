@@ -129,10 +129,27 @@ def check_url(url):
         # through two shells.
         raise SpecError("publish URL {!r} is not valid: it contains %%, a quote or a blank; percent-encode "
                         "them".format(url))
+    if _wq_encoded_length(fetch_command(url + "/" + "e" * 80)) > WQ_COMMAND_MAX:
+        # Work Queue sends the fetch command url-encoded on one protocol line of 4096 bytes and silently cuts
+        # what does not fit (dttools url_encode): the worker would run a truncated command.
+        raise SpecError("publish URL {!r}... is too long ({} characters) for Work Queue's protocol line: keep it "
+                        "under about {} characters (PONCHO_WQ_PUBLISH_URL)".format(
+                            url[:60], len(url), WQ_COMMAND_MAX - 400))
     if parts.fragment or url.endswith("#"):
         raise SpecError("publish URL {!r} is not valid: a #fragment would end up after the file names; remove "
                         "it (PONCHO_WQ_PUBLISH_URL)".format(url))
     return url
+
+
+#: What the url-encoded fetch command may take of Work Queue's 4096-byte protocol line (the rest: the message
+#: name, the cache name, the length and the mode).
+WQ_COMMAND_MAX = 3600
+
+
+def _wq_encoded_length(text):
+    """The length of *text* after Work Queue's url_encode (dttools): 3 bytes for blanks, controls, ``%``, ``\\``,
+    ``<``, ``>``, quotes and bytes above ``z``."""
+    return sum(3 if (b <= 32 or b > 122 or b in b"%\\<>'\"") else 1 for b in text.encode())
 
 
 def _normalize_url(url):
@@ -195,7 +212,8 @@ def publish(path, publish_dir, name=None):
     when the name exists, where ``rename`` would replace it), so readers see the whole file or none, two managers
     publishing at once both succeed, and an existing file of that name is kept when it holds the same bytes. A
     different file under the name is never overwritten: that is an error (a name must always mean the same
-    bytes, since workers cache by name). Repeated calls cost one ``stat`` each (memoized per process).
+    bytes, since workers cache by name). Repeated calls cost two ``stat`` calls each (memoized per process;
+    a deleted published file is published again).
     """
     name = name or os.path.basename(path)
     dest = os.path.join(publish_dir, name)
@@ -436,6 +454,7 @@ def serve_main(argv):
         print("poncho_wq serve: {} is not a directory".format(args.directory), file=sys.stderr)
         return 2
     log_lock = threading.Lock()
+    root = os.path.realpath(args.directory)
 
     class Handler(http.server.SimpleHTTPRequestHandler):
         def log_request(self, code="-", size="-"):
@@ -447,6 +466,14 @@ def serve_main(argv):
 
         def log_message(self, fmt, *a):
             pass
+
+        def send_head(self):
+            # http.server follows symlinks: one in the directory pointing elsewhere would serve files outside it.
+            real = os.path.realpath(self.translate_path(self.path))
+            if real != root and not real.startswith(root + os.sep):
+                self.send_error(404, "File not found")
+                return None
+            return super().send_head()
 
     server = http.server.ThreadingHTTPServer((args.bind, args.port),
                                              functools.partial(Handler, directory=args.directory))

@@ -295,3 +295,54 @@ def test_clients_hanging_up_mid_download_do_not_block_the_local_server(tmp_path)
             time.sleep(0.2)
         assert len(os.listdir(tasks)) <= 3, "server threads left blocked"
         assert _raw_get(server.port, "/env-8.tar.gz").startswith(b"HTTP/1.0 200")
+
+
+# -- end to end on real workers (both bindings): odd URLs and paths through Work Queue itself ----------------------
+from test_distribution import _expected, e2e_cache, humanize_installed, project  # noqa: E402,F401  (fixtures)
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize("mode", ["url", "shared"])
+def test_a_query_string_and_an_odd_shared_path_work_on_real_workers(cluster, project, e2e_cache, tmp_path, mode):
+    # url: the fetch command goes through the manager's protocol (url-encoded) and the worker's %% substitution
+    # and sh, with a query holding & ; $( ). shared: a publish dir with a blank and a quote in the task command.
+    pub = tmp_path / ("sh ared'q" if mode == "shared" else "pub")
+    pub.mkdir()
+    log = tmp_path / "access.log"
+    with serve(str(pub), log_path=str(log)) as server:
+        env = {"PONCHO_WQ_DISTRIBUTION": mode, "PONCHO_WQ_PUBLISH_DIR": str(pub)}
+        if mode == "url":
+            env["PONCHO_WQ_PUBLISH_URL"] = server.url + "?token=a&b=$(false);c=1"
+        cluster.start_manager("distribution_manager.py", ["--tasks", "2", "--retries", "1"], project, e2e_cache, env)
+        cluster.start_worker(cores=1, keep_envs=True)
+        out = cluster.wait_results()
+    results = out["results"]
+    assert [(r["return_status"], r["shim_error"], r["mode"]) for r in results] == [(0, None, mode)] * 2, results
+    for r in results:
+        assert _expected(r["i"]) in r["output"]
+    if mode == "url":
+        paths = [line.split()[3] for line in log.read_text().splitlines()]
+        assert "/{}?token=a&b=$(false);c=1".format(results[0]["env"]) in paths, paths
+    else:
+        assert (pub / "envs" / results[0]["env"][:-len(".tar.gz")]).is_dir()
+
+
+def test_serve_does_not_follow_a_symlink_out_of_its_directory(tmp_path):
+    (tmp_path / "secret").write_text("SECRET")
+    pub = tmp_path / "pub"
+    pub.mkdir()
+    (pub / "leak").symlink_to(tmp_path / "secret")
+    (pub / "inside").symlink_to(pub / "env-9.tar.gz")
+    (pub / "env-9.tar.gz").write_bytes(b"ok")
+    with serve(str(pub)) as server:
+        answer = _raw_get(server.port, "/leak")
+        assert b"SECRET" not in answer and answer.startswith(b"HTTP/1.0 404"), answer[:200]
+        assert _raw_get(server.port, "/inside").endswith(b"\r\n\r\nok")  # a link inside the directory still works
+
+
+def test_a_publish_url_too_long_for_the_protocol_line_is_refused(tmp_path):
+    token = "t" * 1000
+    assert Distribution("url", str(tmp_path), "https://h/envs?sig=" + token).publish_url.endswith(token)
+    with pytest.raises(SpecError) as e:
+        Distribution("url", str(tmp_path), "https://h/envs?sig=" + "<" * 1300)  # url-encoded: 3 bytes each
+    assert "too long" in str(e.value) and "PONCHO_WQ_PUBLISH_URL" in str(e.value) and "\n" not in str(e.value)
