@@ -161,13 +161,11 @@ def _source_file(manager, path, distribution=None):
     fetched by each worker (``url``; ``shared`` is Work Queue only). URL fetches are a mini task running
     ``curl -fsSL`` into a temporary name, not ``declare_url``: TaskVine 7.17.1's worker runs ``curl -sSL``
     without ``-f``, so a 404 page would be cached as the tarball for the worker's life (poncho_wq.publish)."""
-    from .config import settings
+    import shlex
 
-    if distribution is None and not (settings().distribution or settings().publish_dir):
-        return manager.declare_file(path, cache=True)
-    from .publish import as_distribution, publish
+    from .publish import STALL_SECONDS, as_distribution, publish
 
-    dist = as_distribution(distribution)
+    dist = as_distribution(distribution)  # checks the settings: a publish URL without a publish dir is an error
     if dist.mode == "direct":
         return manager.declare_file(path, cache=True)
     if dist.mode != "url" and not dist.publish_url:
@@ -176,11 +174,9 @@ def _source_file(manager, path, distribution=None):
         raise SpecError("distribution mode {!r} is not available with TaskVine without PONCHO_WQ_PUBLISH_URL: "
                         "expected direct or url, or set PONCHO_WQ_PUBLISH_URL (file:// for a shared file "
                         "system)".format(dist.mode))
-    import shlex
-
     name = os.path.basename(publish(path, dist.publish_dir))
     url = dist.url_for(name)
-    fetch = _vine().Task(_FETCH.format(name=shlex.quote(name), url=shlex.quote(url)))
+    fetch = _vine().Task(_FETCH.format(name=shlex.quote(name), url=shlex.quote(url), stall=int(STALL_SECONDS)))
     return manager.declare_minitask(fetch, name, cache=True)
 
 
@@ -190,7 +186,8 @@ def _source_file(manager, path, distribution=None):
 # environment whose bin/run_in_env prepares nothing (the poncho mini task succeeds) and makes every command exit 4
 # with one `run_in_env:` line naming the URL and curl's error, which PonchoVineTask.shim_error reports. The stub
 # stays in that worker's cache for the workflow, like any environment: fix the server and start a new workflow.
-_FETCH = r"""if curl -fsSL --retry 2 -o {name}.part {url} 2>fetch.err; then mv -f {name}.part {name}; else
+_FETCH = r"""if curl -fsSL --retry 2 --connect-timeout 60 --speed-limit 1024 --speed-time {stall} -o {name}.part {url} \
+2>fetch.err; then mv -f {name}.part {name}; else
 rm -f {name}.part; mkdir -p stub/bin stub/poncho && tail -c 300 fetch.err | tr '\n' ' ' >stub/poncho/fetch-error
 cat >stub/bin/run_in_env <<'END_OF_STUB'
 #!/bin/sh

@@ -192,3 +192,27 @@ def test_dict_to_env_bad_spec_names_the_field():
     with pytest.raises(SpecError) as e:
         dict_to_env('{"pip": [1]}')
     assert "pip[0]" in str(e.value)
+
+
+def test_a_publish_url_without_a_publish_dir_is_an_error_for_taskvine_too(monkeypatch, tmp_path):
+    """As for Work Queue (poncho_wq.publish): PONCHO_WQ_PUBLISH_URL alone used to mean a silent `direct` here, every
+    worker getting the tarball from the manager; it is a SpecError naming both variables, before any declare."""
+    from poncho_wq.errors import SpecError
+    from poncho_wq.taskvine import _source_file
+
+    monkeypatch.delenv("PONCHO_WQ_PUBLISH_DIR", raising=False)
+    monkeypatch.delenv("PONCHO_WQ_DISTRIBUTION", raising=False)
+    monkeypatch.setenv("PONCHO_WQ_PUBLISH_URL", "http://cache.example/envs/")
+    with pytest.raises(SpecError) as e:
+        _source_file(None, str(tmp_path / "env-0.tar.gz"))  # no manager needed: refused first
+    assert "PONCHO_WQ_PUBLISH_URL" in str(e.value) and "PONCHO_WQ_PUBLISH_DIR" in str(e.value)
+
+
+def test_the_taskvine_fetch_gives_up_on_a_stalled_transfer():
+    """The fetch mini task's curl has the same stall limit as Work Queue's fetch command (a hung server must not
+    hold a worker's mini task forever)."""
+    from poncho_wq.publish import STALL_SECONDS
+    from poncho_wq.taskvine import _FETCH
+
+    command = _FETCH.format(name="env-0.tar.gz", url="http://h/env-0.tar.gz", stall=STALL_SECONDS)
+    assert "--speed-limit 1024 --speed-time {}".format(STALL_SECONDS) in command and "--connect-timeout" in command
