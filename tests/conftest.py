@@ -60,3 +60,21 @@ def cluster(request, tmp_path):
 @pytest.fixture(scope="session")
 def python():
     return sys.executable
+
+
+@pytest.fixture(scope="session")
+def humanize_installed():
+    """The manager's environment has humanize (from PyPI); the workers' Debian python3 does not."""
+    import subprocess
+    import sys
+
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "humanize"], check=True,
+                   stdin=subprocess.DEVNULL)
+    r = subprocess.run(["/usr/bin/python3", "-c", "import humanize"], capture_output=True)
+    assert r.returncode != 0, "the workers' python3 must lack humanize for these tests to prove anything"
+
+
+@pytest.fixture(scope="session")
+def e2e_cache(tmp_path_factory):
+    """One build cache for the end-to-end modules: the same small environments are built once per run."""
+    return str(tmp_path_factory.mktemp("poncho-cache"))

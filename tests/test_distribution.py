@@ -172,16 +172,6 @@ def describe(n):
 '''
 
 
-@pytest.fixture(scope="module")
-def humanize_installed():
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "humanize"], check=True, stdin=subprocess.DEVNULL)
-
-
-@pytest.fixture(scope="module")
-def e2e_cache(tmp_path_factory):
-    return str(tmp_path_factory.mktemp("poncho-cache"))
-
-
 @pytest.fixture
 def project(tmp_path, humanize_installed):
     d = tmp_path / "project"

@@ -298,7 +298,10 @@ def test_clients_hanging_up_mid_download_do_not_block_the_local_server(tmp_path)
 
 
 # -- end to end on real workers (both bindings): odd URLs and paths through Work Queue itself ----------------------
-from test_distribution import _expected, e2e_cache, humanize_installed, project  # noqa: E402,F401  (fixtures)
+import test_distribution  # noqa: E402  (its project and expected results)
+
+_expected = test_distribution._expected
+project = test_distribution.project  # the fixture, under its own name
 
 
 @pytest.mark.e2e

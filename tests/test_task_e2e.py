@@ -4,8 +4,6 @@ Run for both bindings: Debian's ``work_queue`` (CCTools 8) with Debian's worker,
 (built from ../shared/vendor by dev/test.sh) with its own worker.
 """
 
-import subprocess
-import sys
 import time
 
 import pytest
@@ -26,20 +24,6 @@ import humanize
 def describe(n):
     return "{}:{}".format(n, humanize.intword(n * 1000000))
 '''
-
-
-@pytest.fixture(scope="session")
-def humanize_installed():
-    """The manager's environment has humanize (from PyPI); the workers' Debian python3 does not."""
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "humanize"], check=True,
-                   stdin=subprocess.DEVNULL)
-    r = subprocess.run(["/usr/bin/python3", "-c", "import humanize"], capture_output=True)
-    assert r.returncode != 0, "the workers' python3 must lack humanize for these tests to prove anything"
-
-
-@pytest.fixture(scope="session")
-def e2e_cache(tmp_path_factory):
-    return str(tmp_path_factory.mktemp("poncho-cache"))
 
 
 @pytest.fixture
