@@ -31,7 +31,6 @@ log to count GETs. It is not a production server: use nginx, a squid cache or ob
 import atexit
 import contextlib
 import dataclasses
-import hashlib
 import logging
 import os
 import shlex
@@ -48,6 +47,7 @@ from typing import Optional
 
 from .config import DISTRIBUTIONS as MODES  # direct, url, shared (PONCHO_WQ_DISTRIBUTION)
 from .errors import BuildError, PonchoError, SpecError
+from .fsutil import sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -196,14 +196,6 @@ def _identity(path):
     return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
 
 
-def _sha256(path):
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def publish(path, publish_dir, name=None):
     """Copy *path* into *publish_dir* as *name* (default: its own name, ``env-<hash>.tar.gz`` or
     ``code-<hash>.tar.gz``) and return the published path.
@@ -258,7 +250,7 @@ def publish(path, publish_dir, name=None):
         finally:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(tmp)
-    if not created and (os.path.getsize(dest) != os.path.getsize(path) or _sha256(dest) != _sha256(path)):
+    if not created and (os.path.getsize(dest) != os.path.getsize(path) or sha256_file(dest) != sha256_file(path)):
         raise BuildError("{} already exists with different content than {}: a published name must always mean the "
                           "same bytes (workers cache by name); remove the stale file if it is damaged".format(
                               dest, path))
