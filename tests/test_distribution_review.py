@@ -98,6 +98,7 @@ class _StallHandler(http.server.BaseHTTPRequestHandler):
         pass
 
 
+@pytest.mark.e2e  # curl waits out its stall limit, three times (--retry 2): 10 s
 def test_a_stalled_download_fails_and_leaves_nothing(tmp_path):
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _StallHandler)
     server.daemon_threads = True
