@@ -2,6 +2,7 @@
 (issue 14).
 
     python3 bench/cold_start.py [--sizes small,medium,large] [--runs 2] [--keep-tests]
+    python3 bench/cold_start.py --vine [--sizes small,medium] [--runs 2]
 
 Environments (portable engine, built once through poncho_wq into ``~/.cache/poncho_wq-bench/cold_start``,
 ``PONCHO_WQ_BENCH_DIR`` overrides): small = six (~12 MB tarball), medium = numpy+pandas+sympy (~75 MB), large =
@@ -19,6 +20,15 @@ Two measurements, because they answer different questions:
 * **shim** (less noise: no worker, no transfer): ``poncho_package_run -e`` into a fresh root running the imports
   vs ``tar -xzf`` into a fresh directory + the warm venv import; wall and CPU (user+sys of the children, steadier
   than wall on a shared machine).
+* **vine** (``--vine``, only this; sizes default to small,medium): the same cold start on TaskVine against Work
+  Queue, same tarball, same imports: a fresh ``vine_worker`` and one ``poncho_wq.taskvine.PonchoVineTask``
+  (TaskVine's mini task unpacks the package, then the task runs ``bin/run_in_env``, which relocates once at the
+  final place) vs the **worker** measurement's PonchoTask on a fresh ``work_queue_worker``; submit to result,
+  best of ``--runs``, ratio TaskVine / Work Queue. Also the mini task's own time (the worker's ``CACHE_UPDATE``
+  in the manager's transaction log) and the task's (its ``wall_time`` there). The mini task's command is
+  TaskVine's own (``tar xf``: gzip in tar's own process), while the Work Queue shim hands decompression to
+  ``pigz`` when the worker has it; so the unpack alone can take as long as Work Queue's whole first task.
+
 Also printed per size: files, unpacked MB, and how the plain ``tar -xzf`` CPU splits into gzip and tar; with
 ``--codecs``, ``tar -I pigz`` and a ``zstd -10`` archive of the same tar against ``tar -xzf`` (the shim uses gzip).
 """
@@ -139,14 +149,16 @@ def shim_side(tarball, venv, code, work):
     return ours, (tar[0] + imp[0], tar[1] + imp[1])
 
 
-def worker_side(binding, tarball, venv, code):
-    """Seconds from submit to result of one task on a fresh worker: PonchoTask, then the plain tar + venv task."""
+def worker_side(binding, tarball, venv, code, kinds=(True, False)):
+    """Seconds from submit to result of one task on a fresh worker: PonchoTask, then the plain tar + venv task
+    (*kinds*: True for the PonchoTask, False for the plain one)."""
     from poncho_wq import PonchoTask
 
     venv_py = os.path.join(venv, "bin", "python")
-    subprocess.run([venv_py, "-c", code], check=True)  # warm the venv's files in the page cache
+    if False in kinds:
+        subprocess.run([venv_py, "-c", code], check=True)  # warm the venv's files in the page cache
     out = []
-    for poncho in (True, False):
+    for poncho in kinds:
         q = binding.WorkQueue(port=0)
         if poncho:
             t = PonchoTask("python3 -c '{}'".format(code), environment=tarball)
@@ -166,20 +178,89 @@ def worker_side(binding, tarball, venv, code):
     return out
 
 
+def vine_side(tarball, code, work):
+    """(seconds from submit to result, the mini task's seconds, the task's own seconds; None if not logged) of
+    one PonchoVineTask running ``python3 -c CODE`` in *tarball* on a fresh ``vine_worker``; the worker's
+    directory and the manager's logs are temp dirs, removed."""
+    from ndcctools import taskvine as vine
+    from poncho_wq.taskvine import PonchoVineTask
+
+    d = tempfile.mkdtemp(prefix="vine-", dir=work)
+    try:
+        m = vine.Manager(port=0, run_info_path=os.path.join(d, "runinfo"))
+        t = PonchoVineTask(m, "python3 -c '{}'".format(code), environment=tarball, cores=1)
+        with local_workers(vine, m.port, 1, name="vine_worker"):
+            start = time.perf_counter()
+            m.submit(t)
+            while True:
+                done = m.wait(5)
+                if done is not None:
+                    break
+            took = time.perf_counter() - start
+            if done.result != "success" or done.exit_code != 0:
+                sys.exit("PonchoVineTask failed ({}, exit {}): {}".format(done.result, done.exit_code,
+                                                                         done.std_output))
+        del t, done, m  # the manager ends (and closes its logs) before they are read and removed
+        return (took,) + mini_task_seconds(os.path.join(d, "runinfo"))
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
+
+
+def mini_task_seconds(runinfo):
+    """(the mini task's seconds, the task's own seconds on the worker), each None if absent, from the manager's
+    transaction log (TaskVine 7.17.1): the worker's ``cache-update`` of the unpacked environment is logged as
+    ``<us> <pid> WORKER <worker> CACHE_UPDATE task-rnd-<id> <bytes> <microseconds> <start>`` and the task's
+    ``RETRIEVED`` line carries its ``wall_time``."""
+    mini = own = None
+    for root, _dirs, files in os.walk(runinfo):
+        if "transactions" not in files:
+            continue
+        with open(os.path.join(root, "transactions")) as f:
+            for line in f:
+                parts = line.split()
+                try:
+                    if len(parts) > 7 and parts[4] == "CACHE_UPDATE" and parts[5].startswith("task-"):
+                        mini = int(parts[7]) / 1e6
+                    elif len(parts) > 5 and parts[2] == "TASK" and parts[4] == "RETRIEVED":
+                        own = json.loads(line[line.rindex(" {"):])["wall_time"][0]
+                except (ValueError, KeyError, IndexError):
+                    pass
+    return mini, own
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--sizes", default="small,medium,large")
+    ap.add_argument("--sizes", default=None, help="default small,medium,large (--vine: small,medium)")
     ap.add_argument("--runs", type=int, default=2, help="runs per measurement; the best is kept")
     ap.add_argument("--keep-tests", action="store_true", help="build with PONCHO_WQ_KEEP_TESTS=1 (before pruning)")
     ap.add_argument("--no-worker", action="store_true", help="only the shim measurement")
+    ap.add_argument("--vine", action="store_true", help="only TaskVine vs Work Queue, fresh worker, same tarball")
     ap.add_argument("--codecs", action="store_true", help="also time tar -I pigz and a zstd archive (if installed)")
     args = ap.parse_args()
+    sizes = (args.sizes or ("small,medium" if args.vine else "small,medium,large")).split(",")
     binding = None if args.no_worker else wq.load()
     work = tempfile.mkdtemp(prefix="cold-start-bench-")
     try:
-        for name in args.sizes.split(","):
+        for name in sizes:
             tarball, venv = build(name, args.keep_tests)
             code = SIZES[name][1]
+            if args.vine:
+                if binding is None:
+                    sys.exit("--vine measures against Work Queue: drop --no-worker")
+                vq, vv = [], []
+                for _ in range(args.runs):  # alternated, so both see the same machine load
+                    vq.append(worker_side(binding, tarball, venv, code, kinds=(True,))[0])
+                    vv.append(vine_side(tarball, code, work))
+                q, v = min(vq), min(r[0] for r in vv)
+                notes = ["{} {:.2f} s".format(what, min(x[i] for x in vv if x[i] is not None))
+                         for i, what in ((1, "mini task"), (2, "task on the worker"))
+                         if any(x[i] is not None for x in vv)]
+                print("{}: {:.1f} MB tarball | Work Queue PonchoTask first result {:6.2f} s | TaskVine PonchoVineTask "
+                      "first result {:6.2f} s{} | ratio TaskVine/Work Queue {:.2f}x".format(
+                          name, os.path.getsize(tarball) / 1e6, q, v,
+                          " ({})".format(", ".join(notes)) if notes else "", v / q))
+                sys.stdout.flush()
+                continue
             files, size, gz, tar = composition(tarball, work)
             print("{}: {:.1f} MB tarball, {} files, {:.0f} MB unpacked; plain unpack CPU: gzip -dc {:.2f} s, "
                   "tar -x of the plain tar {:.2f} s".format(name, os.path.getsize(tarball) / 1e6, files, size / 1e6,
