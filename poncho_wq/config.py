@@ -137,7 +137,7 @@ class Settings:
         """``PONCHO_WQ_SOURCE``: what ``source="auto"`` means (``index``, ``current`` or ``auto``)."""
         value = (self.raw("PONCHO_WQ_SOURCE") or "auto").strip().lower()
         if value not in SOURCES:
-            raise _bad("PONCHO_WQ_SOURCE", self.raw("PONCHO_WQ_SOURCE"), "one of " + ", ".join(SOURCES))
+            raise _bad("PONCHO_WQ_SOURCE", self.raw("PONCHO_WQ_SOURCE") or "", "one of " + ", ".join(SOURCES))
         return value
 
     @property

@@ -147,6 +147,8 @@ class Environment:
         self.files: Tuple[Tuple[str, str], ...] = ()
         #: ``(arcname, source)`` the code layer carries besides the local files (a project's ``bin/`` scripts).
         self.layer_members: Tuple[Tuple[str, str], ...] = ()
+        #: the :class:`poncho_wq.project.Project` an environment made by :meth:`from_project` was built from.
+        self.project: Optional[object] = None
 
     # -- constructors -------------------------------------------------------------------------------------
     @classmethod

@@ -132,7 +132,7 @@ def resolve_files(files: Iterable[Any], who: str = "PonchoTask") -> Tuple[Tuple[
     except TypeError:
         raise SpecError("{} files: {!r} is not valid; expected a list of paths or (source, name) pairs".format(
             who, files)) from None
-    out = {}
+    out: dict = {}
     for item in items:
         source, name = _entry(item, who)
         if not os.path.exists(source):
@@ -200,7 +200,7 @@ def merge_files(*groups: Iterable[Tuple[str, str]], who: str = "PonchoTask") -> 
     same name from two different files is refused (which one would the code read?); same content is fine."""
     from .layers import _digest
 
-    out = {}
+    out: dict = {}
     for group in groups:
         for src, arc in group:
             old = out.setdefault(arc, src)

@@ -120,18 +120,21 @@ def prefix_floor(prefix: str) -> Dict[str, object]:
     interpreter); ``libc``: "glibc", "musl" or None; ``glibc``: the highest glibc symbol version any binary
     requires (None: no glibc requirement) and ``glibc_by``: the first file (relative path) that requires it.
     """
-    machines, libc, best, by = set(), None, None, None
+    machines: set = set()
+    libc: Optional[str] = None
+    best: Optional[str] = None
+    by: Optional[str] = None
     for path in sorted(_elf_files(prefix)):
         needs = elf_needs(path)
         if needs is None:
             continue
-        machines.add(needs["machine"])
-        interp = needs["interp"] or ""
+        machines.add(str(needs["machine"]))
+        interp = str(needs["interp"] or "")
         if "ld-musl" in interp:
             libc = "musl"
         elif interp and libc is None:
             libc = "glibc"
-        version = needs["glibc"]
+        version = needs["glibc"] if isinstance(needs["glibc"], str) else None
         if version and (best is None or _version_key(version) > _version_key(best)):
             best, by = version, os.path.relpath(path, prefix)
     if best and libc is None:

@@ -374,7 +374,7 @@ def sweep(root: str, now: Optional[float] = None) -> List[str]:
     import time
 
     now = time.time() if now is None else now
-    removed = []
+    removed: list = []
     try:
         entries = list(os.scandir(root))
     except OSError:
@@ -586,7 +586,7 @@ def project_environment(path, extras: Sequence[str] = (), *, layered: bool = Tru
     if not layered:
         pip.append("{}{} @ file://{}".format(project.name, "[{}]".format(",".join(extras)) if extras else "",
                                              quote(project.wheel)))
-    data = {"python": inst.python_version}
+    data: dict = {"python": inst.python_version}
     if pip:
         data["pip"] = pip
     from .spec import parse_spec

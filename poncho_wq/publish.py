@@ -56,7 +56,7 @@ URL_SCHEMES = ("http", "https", "ftp", "file")
 SHARED_ENVS = "envs"
 
 _lock = threading.Lock()
-_published = {}  # (source identity, destination) -> destination identity
+_published: dict = {}  # (source identity, destination) -> destination identity
 
 
 @dataclasses.dataclass(frozen=True)
@@ -289,7 +289,7 @@ def specify_fetch(task, url, remote_name):
     return method(cmd, remote_name, cache=True)
 
 
-_probes = {}  # url -> (time, answer): many tasks failing on one URL ask the server once
+_probes: dict = {}  # url -> (time, answer): many tasks failing on one URL ask the server once
 PROBE_MEMO_SECONDS = 30
 
 

@@ -34,7 +34,7 @@ def _has_credentials(url: str) -> bool:
     """A password (``user:secret@``), or a token as the user name of an http(s) URL; ``git+ssh://git@host`` is a
     login name, not a secret."""
     m = re.match(r"^([a-z0-9+.-]+)://([^/@\s]+)@", url, re.I)
-    return bool(m) and (":" in m.group(2) or m.group(1).lower().split("+")[-1] in ("http", "https"))
+    return m is not None and (":" in m.group(2) or m.group(1).lower().split("+")[-1] in ("http", "https"))
 
 
 def _redact(text: str) -> str:
@@ -66,7 +66,7 @@ def _lines(path: str) -> List[Tuple[int, str]]:
     return out
 
 
-def _option(words: List[str], where: str) -> Tuple[str, Optional[str]]:
+def _option(words: List[str], where: str) -> Tuple[str, str]:
     opt = words[0]
     if "=" in opt and opt.startswith("--"):
         opt, value = opt.split("=", 1)
@@ -168,7 +168,7 @@ def spec_from_requirements(path: str, python: Optional[str] = None):
         logging.getLogger(__name__).warning("poncho: %s", w)
     if not pip:
         raise SpecError("requirements file {} names no package".format(path))
-    data = {"pip": pip}
+    data: Dict[str, object] = {"pip": pip}
     if python:
         data["python"] = python
     return parse_spec(data)

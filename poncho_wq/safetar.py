@@ -38,7 +38,7 @@ from .errors import PonchoError
 try:
     from lzma import LZMAError
 except ImportError:  # pragma: no cover - Python built without liblzma: xz archives cannot be read anyway
-    LZMAError = tarfile.TarError
+    LZMAError = tarfile.TarError  # type: ignore[misc,assignment]
 
 #: What corrupt input raises, depending on where the decoder notices (bz2 reports bad data as OSError).
 _ARCHIVE_ERRORS = (tarfile.TarError, EOFError, OSError, ValueError, zlib.error, LZMAError)

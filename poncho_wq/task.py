@@ -37,7 +37,7 @@ SHIM_NAME = "poncho_package_run"
 ShimError = collections.namedtuple("ShimError", "exit_code message")
 _SHIM_LINE = re.compile(r"^poncho_package_run: (.*)$", re.M)
 
-_classes = {}
+_classes: dict = {}
 _classes_lock = threading.Lock()
 
 

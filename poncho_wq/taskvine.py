@@ -54,7 +54,7 @@ ShimError = collections.namedtuple("ShimError", "exit_code message")
 # The lines bin/run_in_env (and the relocation it runs) write when the environment cannot be used.
 _ENV_LINE = re.compile(r"^(?:run_in_env|poncho_wq relocate|poncho_package_run): (.*)$", re.M)
 
-_declared = weakref.WeakKeyDictionary()  # manager -> {tarball abspath: File}
+_declared: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()  # manager -> {tarball abspath: File}
 _declared_lock = threading.Lock()
 
 
