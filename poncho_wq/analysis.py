@@ -38,7 +38,7 @@ from importlib.machinery import EXTENSION_SUFFIXES
 from typing import FrozenSet, Mapping, Tuple
 
 from .errors import PonchoError
-from .fsutil import is_within
+from .fsutil import TOOL_STATE_DIRS, is_within
 from .spec import Spec
 from .scan import (DYNAMIC, OPTIONAL, SCANNER_VERSION, TOPLEVEL, TYPE_CHECKING, FileScan, ImportRef, ScanCache,
                    _RACY_SECONDS, cache_dir, scan_file, scan_files, scan_source)
@@ -546,8 +546,7 @@ def analyze(scripts, *, toplevel=False, function=None, pkg_mapping=None, extra_p
 
 
 #: Directories and files that are never package data: caches, version control, build and tool debris.
-_DEBRIS_DIRS = frozenset({"__pycache__", ".git", ".hg", ".svn", ".tox", ".nox", ".mypy_cache", ".pytest_cache",
-                          ".ipynb_checkpoints", ".ruff_cache", "build", "dist", ".eggs", "node_modules"})
+_DEBRIS_DIRS = TOOL_STATE_DIRS | {".ipynb_checkpoints", ".ruff_cache", "build", "dist", ".eggs", "node_modules"}
 _DEBRIS_SUFFIXES = (".py", ".pyc", ".pyo", ".egg-info", ".dist-info", "~", ".swp")
 _DEBRIS_FILES = frozenset({".DS_Store", "Thumbs.db", ".gitignore", ".gitattributes"})
 

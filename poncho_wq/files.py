@@ -32,10 +32,10 @@ import re
 from typing import Any, Iterable, List, Tuple
 
 from .errors import InputMissing, SpecError
+from .fsutil import TOOL_STATE_DIRS
 
 #: Directory and file names never shipped from a directory entry (named explicitly, a file ships whatever it is).
-_SKIP_DIRS = frozenset({"__pycache__", ".git", ".hg", ".svn", ".tox", ".nox", ".mypy_cache", ".pytest_cache",
-                        ".ipynb_checkpoints", ".ruff_cache"})
+_SKIP_DIRS = TOOL_STATE_DIRS | {".ipynb_checkpoints", ".ruff_cache"}
 _SKIP_SUFFIXES = (".pyc", ".pyo", "~", ".swp")
 _SKIP_FILES = frozenset({".DS_Store", "Thumbs.db"})
 

@@ -10,6 +10,11 @@ import os
 import sys
 import tempfile
 
+#: Directories of version control and tool caches: never the content of a project, a package or a data directory.
+#: Every walker over user trees (analysis package data, files=, projects, code layers, the current engine) starts
+#: from this set and adds what its own question needs (build output, virtual environments, ...).
+TOOL_STATE_DIRS = frozenset({"__pycache__", ".git", ".hg", ".svn", ".tox", ".nox", ".mypy_cache", ".pytest_cache"})
+
 
 @contextlib.contextmanager
 def atomic_output(path, mode="w", file_mode=None):

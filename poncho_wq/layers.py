@@ -31,7 +31,7 @@ import threading
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 from .errors import PonchoError
-from .fsutil import atomic_output
+from .fsutil import TOOL_STATE_DIRS, atomic_output
 from .memo import register
 
 log = logging.getLogger(__name__)
@@ -350,7 +350,7 @@ __all__ = ["CodeLayer", "CODE_NAME", "content_copy", "distribution_members", "fi
 # ------------------------------------------------------------------------------- file:// projects in a spec
 
 #: Directories of a local project that are build outputs or tool state, not its content.
-_PROJECT_SKIP = {"__pycache__", ".git", ".hg", ".svn", ".tox", ".nox", ".mypy_cache", ".pytest_cache", ".venv"}
+_PROJECT_SKIP = TOOL_STATE_DIRS | {".venv"}
 _PROJECT_SKIP_TOP = {"build", "dist"}
 
 

@@ -50,6 +50,7 @@ from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import canonicalize_name
 
 from .errors import BuildError, InputMissing, SpecError
+from .fsutil import TOOL_STATE_DIRS
 from .memo import register
 
 log = logging.getLogger(__name__)
@@ -57,8 +58,7 @@ log = logging.getLogger(__name__)
 #: Bumped when what a cached build holds, or how it is laid out, changes.
 FORMAT = 3
 #: Source-tree entries that are tool state or build output, not project content (not copied, not hashed).
-_SKIP = {"__pycache__", ".git", ".hg", ".svn", ".tox", ".nox", ".mypy_cache", ".pytest_cache", ".venv", ".eggs",
-         ".ruff_cache", ".ipynb_checkpoints"}
+_SKIP = TOOL_STATE_DIRS | {".venv", ".eggs", ".ruff_cache", ".ipynb_checkpoints"}
 _SKIP_TOP = {"build", "dist"}
 #: OS package managers a setup.py must not run (Beam's CUSTOM_COMMANDS recipe runs apt-get from a cmdclass).
 #: A string of setup.py that is such a command: the word alone (an argument list's first item) or a command line.

@@ -51,7 +51,7 @@ from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import canonicalize_name
 
 from ..errors import PonchoError
-from ..fsutil import is_within
+from ..fsutil import TOOL_STATE_DIRS, is_within
 from ..installation import Installation, installation
 from ..memo import register
 from ..progress import as_progress
@@ -62,7 +62,7 @@ from .interpreter import copy_interpreter, probe_interpreter
 
 log = logging.getLogger(__name__)
 
-_SKIP_DIRS = {"__pycache__", ".git", ".hg", ".svn", ".tox", ".nox", ".mypy_cache", ".pytest_cache"}
+_SKIP_DIRS = TOOL_STATE_DIRS
 
 
 # ------------------------------------------------------------------------------------------------------ plan
