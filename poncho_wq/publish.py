@@ -47,6 +47,7 @@ from typing import Optional
 
 from .config import DISTRIBUTIONS as MODES  # direct, url, shared (PONCHO_WQ_DISTRIBUTION)
 from .errors import BuildError, PonchoError, SpecError
+from .cache import file_identity
 from .fsutil import sha256_file
 
 log = logging.getLogger(__name__)
@@ -188,14 +189,6 @@ def as_distribution(value):
 
 
 # -- publishing -------------------------------------------------------------------------------------------------
-def _identity(path):
-    try:
-        st = os.stat(path)
-    except OSError:
-        return None
-    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
-
-
 def publish(path, publish_dir, name=None):
     """Copy *path* into *publish_dir* as *name* (default: its own name, ``env-<hash>.tar.gz`` or
     ``code-<hash>.tar.gz``) and return the published path.
@@ -209,9 +202,9 @@ def publish(path, publish_dir, name=None):
     """
     name = name or os.path.basename(path)
     dest = os.path.join(publish_dir, name)
-    key = (_identity(path), dest)
+    key = (file_identity(path), dest)
     with _lock:
-        if key[0] is not None and _published.get(key) == _identity(dest) is not None:
+        if key[0] is not None and _published.get(key) == file_identity(dest) is not None:
             return dest
     try:
         os.makedirs(publish_dir, exist_ok=True)
@@ -255,7 +248,7 @@ def publish(path, publish_dir, name=None):
                           "same bytes (workers cache by name); remove the stale file if it is damaged".format(
                               dest, path))
     with _lock:
-        _published[key] = _identity(dest)
+        _published[key] = file_identity(dest)
     return dest
 
 
@@ -266,13 +259,17 @@ def publish(path, publish_dir, name=None):
 STALL_SECONDS = 120
 
 
+def curl_fetch(stall_seconds=STALL_SECONDS):
+    """``curl`` and its options for a worker-side fetch (Work Queue's fetch command and TaskVine's fetch mini task):
+    ``-f`` (an HTTP error is a failure, not a file), retries, and a transfer stalled for *stall_seconds* fails."""
+    return "curl -fsSL --retry 2 --connect-timeout 60 --speed-limit 1024 --speed-time {}".format(int(stall_seconds))
+
+
 def fetch_command(url, stall_seconds=STALL_SECONDS):
-    """The sh command a worker runs to fetch *url* into Work Queue's cache path ``%%``: ``curl -f`` (an HTTP
-    error is a failure, not a file), into ``%%.part`` renamed on success, removed on failure; a transfer stalled
-    for *stall_seconds* fails too."""
-    return ('curl -fsSL --retry 2 --connect-timeout 60 --speed-limit 1024 --speed-time {stall} -o "%%.part" {url} '
-            '&& mv -f "%%.part" "%%" || {{ rm -f "%%.part"; false; }}').format(url=shlex.quote(url),
-                                                                             stall=int(stall_seconds))
+    """The sh command a worker runs to fetch *url* into Work Queue's cache path ``%%`` (:func:`curl_fetch`), into
+    ``%%.part`` renamed on success, removed on failure."""
+    return '{} -o "%%.part" {} && mv -f "%%.part" "%%" || {{ rm -f "%%.part"; false; }}'.format(
+        curl_fetch(stall_seconds), shlex.quote(url))
 
 
 def specify_fetch(task, url, remote_name):

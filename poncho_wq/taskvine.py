@@ -163,7 +163,7 @@ def _source_file(manager, path, distribution=None):
     without ``-f``, so a 404 page would be cached as the tarball for the worker's life (poncho_wq.publish)."""
     import shlex
 
-    from .publish import STALL_SECONDS, as_distribution, publish
+    from .publish import STALL_SECONDS, as_distribution, curl_fetch, publish
 
     dist = as_distribution(distribution)  # checks the settings: a publish URL without a publish dir is an error
     if dist.mode == "direct":
@@ -176,7 +176,7 @@ def _source_file(manager, path, distribution=None):
                         "system)".format(dist.mode))
     name = os.path.basename(publish(path, dist.publish_dir))
     url = dist.url_for(name)
-    fetch = _vine().Task(_FETCH.format(name=shlex.quote(name), url=shlex.quote(url), stall=int(STALL_SECONDS)))
+    fetch = _vine().Task(_FETCH.format(name=shlex.quote(name), url=shlex.quote(url), curl=curl_fetch(STALL_SECONDS)))
     return manager.declare_minitask(fetch, name, cache=True)
 
 
@@ -186,8 +186,7 @@ def _source_file(manager, path, distribution=None):
 # environment whose bin/run_in_env prepares nothing (the poncho mini task succeeds) and makes every command exit 4
 # with one `run_in_env:` line naming the URL and curl's error, which PonchoVineTask.shim_error reports. The stub
 # stays in that worker's cache for the workflow, like any environment: fix the server and start a new workflow.
-_FETCH = r"""if curl -fsSL --retry 2 --connect-timeout 60 --speed-limit 1024 --speed-time {stall} -o {name}.part {url} \
-2>fetch.err; then mv -f {name}.part {name}; else
+_FETCH = r"""if {curl} -o {name}.part {url} 2>fetch.err; then mv -f {name}.part {name}; else
 rm -f {name}.part; mkdir -p stub/bin stub/poncho && tail -c 300 fetch.err | tr '\n' ' ' >stub/poncho/fetch-error
 cat >stub/bin/run_in_env <<'END_OF_STUB'
 #!/bin/sh

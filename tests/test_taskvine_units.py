@@ -211,8 +211,8 @@ def test_a_publish_url_without_a_publish_dir_is_an_error_for_taskvine_too(monkey
 def test_the_taskvine_fetch_gives_up_on_a_stalled_transfer():
     """The fetch mini task's curl has the same stall limit as Work Queue's fetch command (a hung server must not
     hold a worker's mini task forever)."""
-    from poncho_wq.publish import STALL_SECONDS
+    from poncho_wq.publish import STALL_SECONDS, curl_fetch
     from poncho_wq.taskvine import _FETCH
 
-    command = _FETCH.format(name="env-0.tar.gz", url="http://h/env-0.tar.gz", stall=STALL_SECONDS)
+    command = _FETCH.format(name="env-0.tar.gz", url="http://h/env-0.tar.gz", curl=curl_fetch(STALL_SECONDS))
     assert "--speed-limit 1024 --speed-time {}".format(STALL_SECONDS) in command and "--connect-timeout" in command
