@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # The README's demo command: set everything up (idempotent), then run examples/quickstart.py.
+#   bash dev/demo.sh [--workers N] [--tasks N]
+# Needs root (or sudo) only when Debian packages are missing; dev/setup.sh says which, and the line to ask for.
 set -euo pipefail
-top=$(cd "$(dirname "$0")/.." && pwd)
-bash "$top/dev/setup.sh"
-scripts=$(python3 -c 'import sysconfig; print(sysconfig.get_path("scripts"))')
-export PATH="$scripts:$PATH"
+top=$(cd "$(dirname "$0")/.." && pwd -P)
+py=$(bash "$top/dev/setup.sh" demo)
+export PATH="$(dirname "$py"):$PATH"
 cd "$top"
-exec python3 examples/quickstart.py "$@"
+exec "$py" examples/quickstart.py "$@"

@@ -31,7 +31,7 @@ def fmt(n):
 def main():
     run_dir = tempfile.mkdtemp(prefix="parsl-runinfo-")       # Parsl's logs, not the current directory
     config = Config(run_dir=run_dir, executors=[WorkQueueExecutor(
-        port=9123, address="localhost", pack=True,            # pack=True: one poncho environment per app
+        port=0, address="localhost", pack=True,               # port=0: any free port; pack=True: one env per app
         provider=LocalProvider(init_blocks=1, max_blocks=1),  # Parsl starts one local work_queue_worker
     )])
     with parsl.load(config):

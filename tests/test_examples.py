@@ -56,20 +56,13 @@ def test_taskvine_example(example_env):
     assert out.count("success 0 1,234,567") == 2, out
 
 
-@pytest.fixture(scope="module")
-def vine_client_packages():
-    # What the serverless and DaskVine managers import (PyPI); dask pinned to one DaskVine 7.17 supports.
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "dask==2024.12.1", "threadpoolctl", "humanize",
-                    "numpy"], check=True, stdin=subprocess.DEVNULL, capture_output=True)
-
-
-def test_taskvine_serverless_example(example_env, vine_client_packages):
+def test_taskvine_serverless_example(example_env):
     out = run_example("taskvine_serverless.py", example_env)
     for words in ("success 1.0 million", "success 3.0 billion", "success 42.0 trillion"):
         assert words in out, out
 
 
-def test_daskvine_example(example_env, vine_client_packages):
+def test_daskvine_example(example_env):
     out = run_example("daskvine.py", example_env)
     assert "sum 999000" in out and "mean 499.5" in out, out
 
@@ -79,12 +72,6 @@ def test_plain_workqueue_pythontask_example(example_env):
     assert "0 1,000,002" in out and "0 1.0 billion" in out, out
 
 
-@pytest.fixture(scope="module")
-def parsl_installed():
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "parsl"], check=True, stdin=subprocess.DEVNULL,
-                   capture_output=True)
-
-
-def test_parsl_workqueue_example(example_env, parsl_installed):
+def test_parsl_workqueue_example(example_env):
     out = run_example("parsl_workqueue.py", example_env)
     assert "['1,000,000', '1,000,001', '1,000,002', '1,000,003'" in out, out

@@ -79,8 +79,6 @@ if __name__ == "__main__":
 def pythontask_env(tmp_path_factory):
     """A poncho_wq tarball with humanize, dill (Debian's PythonTask) and cloudpickle (ndcctools'), pinned to the
     manager's versions (the pickles must load on the worker)."""
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "humanize", "dill", "cloudpickle"], check=True,
-                   stdin=subprocess.DEVNULL, capture_output=True)
     d = tmp_path_factory.mktemp("pythontask-env")
     spec = d / "spec.json"
     spec.write_text(json.dumps({"python": "{}.{}.{}".format(*sys.version_info[:3]),

@@ -8,7 +8,6 @@ PYTHONPATH); workers run with PATH=/usr/bin:/bin (Debian's python3, without huma
 import json
 import os
 import shutil
-import subprocess
 import sys
 
 import pytest
@@ -30,8 +29,6 @@ PROBE = "import humanize, sys; print('RESULT', humanize.intcomma(1234567), sys.e
 @pytest.fixture(scope="module")
 def humanize_env(tmp_path_factory):
     """A poncho_wq tarball (poncho_package_create, portable engine) with humanize."""
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "humanize"], check=True,
-                   stdin=subprocess.DEVNULL, capture_output=True)
     d = tmp_path_factory.mktemp("humanize-env")
     spec = d / "spec.json"
     spec.write_text(json.dumps({"python": "{}.{}.{}".format(*sys.version_info[:3]), "pip": [pip_pin("humanize")]}))

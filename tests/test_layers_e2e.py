@@ -14,6 +14,7 @@ import sys
 import pytest
 
 from helpers.cli import run_ok as _run
+from helpers.venvs import child_venv
 
 
 JOB = '''\
@@ -49,13 +50,10 @@ def _init(name, version):
 def venv(tmp_path_factory):
     """A venv over this interpreter's site-packages (poncho_wq, humanize) with ``edpkg`` installed editable and
     ``fileproj`` installed from its directory (direct_url ``file://``, not editable)."""
-    _run([sys.executable, "-m", "pip", "install", "-q", "humanize"])
     root = tmp_path_factory.mktemp("layers")
-    v = root / "venv"
-    _run([sys.executable, "-m", "venv", "--system-site-packages", v])
-    # --no-build-isolation (seconds, not a download per install) needs setuptools' bdist_wheel: wheel.
-    _run([v / "bin" / "python", "-m", "pip", "install", "-q", "--disable-pip-version-check", "wheel"])
-    return {"root": root, "python": v / "bin" / "python"}
+    # --no-build-isolation (seconds, not a download per install) needs setuptools' bdist_wheel: wheel, a declared
+    # test dependency like humanize.
+    return {"root": root, "python": child_venv(root / "venv")}
 
 
 def _project(tmp_path, venv):

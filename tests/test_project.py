@@ -5,12 +5,12 @@ entry point running as PonchoTasks on real workers with a scrubbed PATH, reading
 
 import json
 import os
-import sys
 import tarfile
 
 import pytest
 
-from helpers.cli import run_cli, run_ok
+from helpers.cli import run_cli
+from helpers.venvs import child_venv
 from poncho_wq import Environment, analyze
 from poncho_wq.errors import BuildError, InputMissing, SpecError
 from poncho_wq.project import build_project, check_os_installs
@@ -126,11 +126,7 @@ def venv(tmp_path_factory):
     """A venv over this interpreter's site-packages with ``wheel`` added: setuptools 65's bdist_wheel needs it, so
     here the build requirements are all installed and projects build without isolation, hence without network."""
     root = tmp_path_factory.mktemp("project-venv")
-    run_ok([sys.executable, "-m", "venv", "--system-site-packages", root / "venv"])
-    python = root / "venv" / "bin" / "python"
-    run_ok([python, "-m", "pip", "install", "-q", "--disable-pip-version-check", "wheel"])
-    run_ok([sys.executable, "-m", "pip", "install", "-q", "--disable-pip-version-check", "humanize", "attrs"])
-    return str(python)
+    return child_venv(root / "venv")  # wheel, humanize and attrs: declared test dependencies
 
 
 OFFLINE = {"PIP_NO_INDEX": "1", "PIP_INDEX_URL": "http://127.0.0.1:9/simple", "PIP_FIND_LINKS": ""}

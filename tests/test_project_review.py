@@ -10,6 +10,7 @@ import sys
 
 import pytest
 
+from helpers.venvs import child_venv
 from poncho_wq.errors import BuildError, InputMissing, SpecError
 from poncho_wq.files import resolve_files, sandbox_inputs
 
@@ -326,10 +327,7 @@ def _venv(tmp_path):
     root = os.path.join(os.path.dirname(str(tmp_path)), "review-venv")
     python = os.path.join(root, "bin", "python")
     if not os.path.exists(python):
-        from helpers.cli import run_ok
-
-        run_ok([sys.executable, "-m", "venv", "--system-site-packages", root])
-        run_ok([python, "-m", "pip", "install", "-q", "--disable-pip-version-check", "wheel"])
+        child_venv(root)
     return python
 
 

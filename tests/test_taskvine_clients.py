@@ -25,7 +25,6 @@ from helpers.cli import run_cli
 from helpers import drivers
 from helpers.parslutil import client_env, pip_pin
 
-DASK = "dask==2024.12.1"  # DaskVine 7.17 fails with dask 2026.8 (_HLGExprSequence has no attribute 'items')
 
 DRIVER_HEAD = '''
 import json, os, sys, tempfile
@@ -118,8 +117,6 @@ print("RESULT", shout(humanize.intcomma(int(sys.argv[1]) * 1000000)), sys.execut
 def manager_side(tmp_path_factory):
     """The manager's packages (PyPI) and one build cache for the module's runs; the workers' python3 must lack
     what the tasks import, or these tests would prove nothing."""
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q", DASK, "threadpoolctl", "cloudpickle", "humanize",
-                    "numpy"], check=True, stdin=subprocess.DEVNULL, capture_output=True)
     for module in ("humanize", "cloudpickle", "threadpoolctl", "numpy", "dask", "ndcctools"):
         r = subprocess.run(["/usr/bin/python3", "-c", "import " + module], capture_output=True,
                            env={"PATH": "/usr/bin:/bin"})
