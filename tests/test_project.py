@@ -5,11 +5,12 @@ entry point running as PonchoTasks on real workers with a scrubbed PATH, reading
 
 import json
 import os
+import sys
 import tarfile
 
 import pytest
 
-from helpers.cli import run_cli
+from helpers.cli import run_cli, run_ok
 from helpers.venvs import child_venv
 from poncho_wq import Environment, analyze
 from poncho_wq.errors import BuildError, InputMissing, SpecError
@@ -17,6 +18,7 @@ from poncho_wq.project import build_project, check_os_installs
 
 KLIO_SETUP = '''\
 import os
+import sys
 
 from setuptools import setup
 from setuptools.command.build_py import build_py
@@ -42,6 +44,7 @@ setup(
 '''
 KLIO_RUN = '''\
 import os
+import sys
 import sys
 
 import attr
@@ -207,12 +210,17 @@ def test_a_project_that_fails_to_build_is_one_line_exit_3_nothing_left(tmp_path,
 
 @pytest.mark.e2e
 def test_isolated_build_without_network_says_what_to_install(tmp_path, monkeypatch):
-    """This interpreter lacks ``wheel``: the build needs isolation, which needs the (here unreachable) index."""
+    """An interpreter without ``wheel`` (a plain venv: ensurepip's pip and setuptools only): the build needs
+    isolation, which needs the (here unreachable) index."""
     project = klio_project(tmp_path / "job")
+    run_ok([sys.executable, "-m", "venv", tmp_path / "plain"])
+    plain = str(tmp_path / "plain" / "bin" / "python")
+    assert run_ok([plain, "-c", "import importlib.util as u; print(u.find_spec('wheel') is None)"]).stdout.strip() \
+        == "True"
     for k, v in OFFLINE.items():
         monkeypatch.setenv(k, v)
     with pytest.raises(BuildError) as e:
-        build_project(str(project), cache_dir=str(tmp_path / "cache"))
+        build_project(str(project), python=plain, cache_dir=str(tmp_path / "cache"))
     msg = str(e.value)
     assert "\n" not in msg and str(project) in msg and "install its build requirements here" in msg, msg
 
