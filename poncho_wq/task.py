@@ -252,6 +252,9 @@ def classes_for(binding):
                     self.__dict__.setdefault("_task", None)
                     super().__del__()
 
+        from .wq import quiet_at_exit
+
+        quiet_at_exit(PonchoTask, PonchoPythonTask)
         _classes[binding.__name__] = (PonchoTask, PonchoPythonTask)
         return _classes[binding.__name__]
 

@@ -43,6 +43,7 @@ from .environment import Environment, as_environment
 from .errors import ActivationError, PonchoError, SpecError
 from .files import resolve_files, sandbox_inputs
 from .task import _short_repr, check_command_argument, check_environment_argument
+from .wq import quiet_at_exit
 
 #: What TaskVine's serverless library runtime imports on the worker besides the functions' own needs
 #: (ndcctools 7.17.1 ``poncho/library_network_code.py`` and ``taskvine/__init__.py``).
@@ -64,6 +65,8 @@ def _vine():
     except ImportError as e:
         raise PonchoError("poncho_wq.taskvine needs CCTools' Python bindings (ndcctools.taskvine): {}; install "
                           "conda-forge's ndcctools or build CCTools with Python support".format(e))
+    quiet_at_exit(*(v for v in vars(taskvine).values() if isinstance(v, type) and callable(getattr(v, "__del__", None))
+                    and getattr(v, "__module__", "").startswith("ndcctools.taskvine")))
     return taskvine
 
 
@@ -396,6 +399,7 @@ def _make_vine_task(vine):
             worker (the command never ran), else None."""
             return shim_error_from(self.exit_code, self.std_output)
 
+    quiet_at_exit(PonchoVineTask)
     return PonchoVineTask
 
 
@@ -529,6 +533,7 @@ def _make_function_call(vine):
                         self.get_library_required(), self.command, self.result, why.splitlines()[-1]))
             return out
 
+    quiet_at_exit(FunctionCall)
     return FunctionCall
 
 
