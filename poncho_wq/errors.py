@@ -11,6 +11,17 @@ man pages and are the same in the three CLIs and the run shim.
 """
 
 
+class Interrupted(KeyboardInterrupt):
+    """The user stopped the work: Ctrl-C (SIGINT), SIGTERM or SIGHUP, in this process or in a tool it ran.
+
+    A ``KeyboardInterrupt`` (never a :class:`PonchoError`: ``except PonchoError`` must not swallow a Ctrl-C). The CLIs
+    exit with 128 + :attr:`signum` (130 for Ctrl-C)."""
+
+    def __init__(self, signum):
+        super().__init__(signum)
+        self.signum = signum
+
+
 class PonchoError(Exception):
     """A failure with a message meant for the user and the exit code the CLI should use.
 

@@ -395,7 +395,7 @@ def _build_into(path: str, python: str, isolated: bool, scratch: str, missing: S
     """Copy the sources, build the wheel, unpack it: ``<scratch>/out/{wheel/, tree/, project.json}``."""
     import subprocess
 
-    from .tools import preexec
+    from .tools import check_interrupted, preexec
 
     src = os.path.join(scratch, "src")
     out = os.path.join(scratch, "out")
@@ -410,6 +410,7 @@ def _build_into(path: str, python: str, isolated: bool, scratch: str, missing: S
     env = dict(os.environ, PIP_NO_INPUT="1")
     r = subprocess.run(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                        errors="replace", env=env, cwd=scratch, preexec_fn=preexec())
+    check_interrupted(r.returncode)
     if r.returncode != 0:
         if re.search(r"\bapt-get\b", r.stdout):
             # The cause stays in the message: a failed compile's hint ("apt-get install libpq-dev") mentions

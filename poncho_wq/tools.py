@@ -10,12 +10,14 @@ place: a disk-full interpreter copy once produced a 132 KB message). A neutral m
 import logging
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import sysconfig
+import time
 from typing import List, Mapping, Optional
 
-from .errors import BuildError
+from .errors import BuildError, Interrupted
 
 log = logging.getLogger(__name__)
 
@@ -82,6 +84,29 @@ def preexec():
     return die_with_parent if sys.platform.startswith("linux") else None
 
 
+#: What a person (Ctrl-C), a batch system or a closed terminal sends to stop work: a tool that died of one was
+#: stopped on purpose, not broken.
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
+def check_interrupted(returncode: Optional[int], grace: bool = False) -> None:
+    """Raise :class:`~poncho_wq.errors.Interrupted` when a tool's *returncode* says it died of a stop signal.
+
+    Why: Ctrl-C reaches the whole process group at once, and the tool often dies first (pigz, uv, pip, git): what
+    the build then sees is a broken pipe or a failed exit, and it reported ``build failed: BrokenPipeError`` with
+    exit 3, as a BuildError that ``except PonchoError`` swallowed. Like a shell waiting for a child, a tool's
+    death by a stop signal is taken as our own interruption: the CLI exits 128 + n, the API raises a
+    KeyboardInterrupt.
+
+    *grace*: for tools that catch SIGINT and exit with a code of their own (pigz exits 1 or 4): the same Ctrl-C is
+    then pending for us too, and a quarter of a second lets our own handler raise it here instead of a BuildError
+    about the tool (a real failure of the tool is then reported a quarter of a second later)."""
+    if returncode is not None and returncode < 0 and -returncode in STOP_SIGNALS:
+        raise Interrupted(-returncode)
+    if grace and returncode:
+        time.sleep(0.25)
+
+
 def run_tool(cmd: List[str], what: str, *, env: Optional[Mapping[str, str]] = None, cwd: Optional[str] = None,
              both_streams: bool = False) -> "subprocess.CompletedProcess[str]":
     """Run *cmd* (stdin closed, output captured as text, killed with us); raise :class:`BuildError` saying *what*
@@ -90,6 +115,7 @@ def run_tool(cmd: List[str], what: str, *, env: Optional[Mapping[str, str]] = No
     log.debug("running %s", cmd)
     r = subprocess.run(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env,
                        cwd=cwd, text=True, errors="replace", preexec_fn=preexec())
+    check_interrupted(r.returncode)
     if r.returncode != 0:
         out = "\n".join(x for x in (r.stdout.strip(), r.stderr.strip()) if x) if both_streams else (
             r.stderr.strip() or r.stdout.strip())

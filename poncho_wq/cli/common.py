@@ -7,7 +7,7 @@ import signal
 import sys
 
 from ..config import settings
-from ..errors import PonchoError
+from ..errors import Interrupted, PonchoError
 
 
 def setup_logging(quiet=False):
@@ -28,12 +28,9 @@ def prog_name(argv, default):
     return default
 
 
-class Terminated(KeyboardInterrupt):
-    """Raised in the main thread when SIGTERM, SIGHUP or SIGINT arrives (see :func:`stop_on_signals`)."""
-
-    def __init__(self, signum):
-        super().__init__(signum)
-        self.signum = signum
+#: Raised in the main thread when SIGTERM, SIGHUP or SIGINT arrives (see :func:`stop_on_signals`), or when a tool
+#: the command ran died of one (:func:`poncho_wq.tools.check_interrupted`).
+Terminated = Interrupted
 
 
 #: The signals that stop a command cleanly: SIGINT (Ctrl-C), SIGTERM (kill, batch systems, Work Queue factory

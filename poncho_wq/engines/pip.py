@@ -35,7 +35,7 @@ import sys
 from ..errors import BuildError
 from ..progress import as_progress
 from ..target import UV_MACHINES
-from ..tools import find_tool, preexec, tail
+from ..tools import check_interrupted, find_tool, preexec, tail
 
 log = logging.getLogger(__name__)
 
@@ -171,6 +171,7 @@ def _run_watched(cmd, what, env, phase):
     finally:
         proc.stdout.close()
     output = "".join(lines)
+    check_interrupted(proc.returncode)
     if proc.returncode != 0:
         raise BuildError("{} (exit code {}):\n{}".format(what, proc.returncode, tail(output)))
     return output
