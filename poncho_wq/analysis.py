@@ -59,6 +59,7 @@ import time
 from importlib.machinery import EXTENSION_SUFFIXES
 from typing import FrozenSet, Mapping, Optional, Tuple
 
+from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import canonicalize_name
 
 from . import distributions
@@ -764,8 +765,6 @@ def _lock(env, markers, pins, why, local_dists, exclude, warnings):
     index = env.inst.distributions()
     manager_only = {canonicalize_name(n) for n in exclude}
     roots, reasons = [], {}
-    from packaging.requirements import InvalidRequirement, Requirement
-
     for key, (pin, dist) in pins.items():
         if dist is not None:
             roots.append(Requirement(dist.name))
@@ -964,8 +963,6 @@ def _project_hint(scripts, pins, warnings):
     """Let the project the scripts belong to constrain their pins: a pip pin (the version installed here) that
     the project's declared requirement excludes is replaced by the declared requirement, with a warning; pins it
     allows are kept as they are (they are what was tested here)."""
-    from packaging.requirements import InvalidRequirement, Requirement
-
     seen = set()
     for script in scripts:
         project = find_project(script)

@@ -356,11 +356,16 @@ def _memo_get_any(key):
 
 
 def _same_environment(old, new):
-    """Would *old* build the same base as *new*? (same spec, engine, source, and local distributions)"""
+    """Would *old* build the same base as *new*? (same spec, engine, source, local distributions and lock why)"""
     return (old._spec == new._spec and old.engine == new.engine and old.source == new.source
             and old.python == new.python and old.layered == new.layered
+            and _why(old.analysis) == _why(new.analysis)  # poncho/lock.json's why is part of the base's key
             and dict(getattr(old.analysis, "local_distributions", {}) or {})
             == dict(getattr(new.analysis, "local_distributions", {}) or {}))
+
+
+def _why(analysis):
+    return analysis.build_why() if analysis is not None and hasattr(analysis, "build_why") else None
 
 
 def _with_requirements(spec, requirements):

@@ -414,3 +414,14 @@ def test_the_lock_is_the_installed_closure_with_why(tmp_path, installed, cache):
     assert a.build_why()["typing-extensions"] == ("required by beautifulsoup4",)
     assert a.build_why()["pyyaml"] == ("import yaml",)
     assert dict(a.distributions)["soupsieve"] == v("soupsieve")
+
+
+def test_the_why_an_environment_carries_does_not_move_with_lines(tmp_path, installed, cache):
+    """poncho/lock.json's why is part of the base's cache key: an edit that only moves an import must not make a
+    new base (layered environments exist so that code edits do not rebuild it); Analysis.why keeps the line."""
+    write(tmp_path, {"job.py": "import yaml\n"})
+    first = an.analyze([tmp_path / "job.py"], use_cache=False)
+    write(tmp_path, {"job.py": "# a comment\n\nimport yaml\n"})
+    moved = an.analyze([tmp_path / "job.py"], use_cache=False)
+    assert first.why("PyYAML") != moved.why("PyYAML") and moved.why("PyYAML")[0].endswith("job.py:3)")
+    assert first.build_why() == moved.build_why() == {"pyyaml": ("import yaml",)}
