@@ -11,7 +11,29 @@ Everything comes from the AST, read statement by statement:
 * ``importlib.import_module("x")`` and ``__import__("x")`` with a literal name count as imports;
 * imports under ``if TYPE_CHECKING:`` (``typing.TYPE_CHECKING``) are for type checkers only: Python never runs
   them, so they are *not* runtime requirements and are left out (the ``else:`` branch is kept);
-* ``from __future__ import ...`` is a compiler directive, never a dependency.
+* ``from __future__ import ...`` is a compiler directive, never a dependency;
+* dead branches are not requirements: the ``else`` of the guard every SWIG-4 module starts with (``if __package__
+  or "." in __name__: from . import _x`` / ``else: import _x``) in a module reached as part of a package, the
+  absolute fallback of a relative import (``try: from . import x`` / ``except ImportError: import x``) there too,
+  and ``if`` blocks on ``sys.version_info``, ``sys.platform``, ``os.name`` or ``platform.system()`` that are false
+  for the target (Linux workers, the target Python).
+
+Nothing is invented. An import resolves to the standard library, an installed distribution (from its metadata), a
+local module or package -- next to a script, in its project, or in a directory a file puts on ``sys.path`` with a
+static expression (``sys.path.insert(0, os.path.join(os.path.dirname(__file__), "lib"))``, ``pathlib.Path(__file__)
+.parent / "lib"``, see :mod:`poncho_wq.scan`) -- or to nothing. Nothing is an error unless it is a required import:
+an optional one is left out, and a required one stops the analysis (:class:`~poncho_wq.errors.SpecError` naming
+the file, line and module, before anything is built) unless the caller allows it (``allow_unresolved``), which is
+the only way an import name that no installed distribution provides reaches a package index. Guessing a package
+from an import name is the dependency-confusion pattern: ``import utils`` from a ``sys.path`` directory became the
+index's unrelated ``utils``, a SWIG module's ``_cwork_queue`` the pip requirement ``cwork-queue``.
+
+The lock: the distributions the imports resolve to, closed over their installed ``Requires-Dist`` (markers
+evaluated for the target, :mod:`poncho_wq.engines.closure`), each pinned to the version installed here
+(:attr:`Analysis.spec`), with why each is there (:attr:`Analysis.lock`: the import and its file:line, or the
+distributions requiring it). :attr:`Analysis.direct_spec` pins only what the scripts import, leaving the rest to
+an index's resolver (``source="index"``). Manager-only modules (:data:`poncho_wq.wq.MANAGER_ONLY`: Work Queue,
+ndcctools, poncho_wq) are left out unless ``exclude`` says otherwise, for the CLI and the API alike.
 
 Local code (upstream poncho refuses it) is followed instead: a module or package next to a script, or in the
 project the script belongs to (the directory above its topmost package), is resolved to files, scanned in turn,
@@ -35,16 +57,22 @@ import re
 import sys
 import time
 from importlib.machinery import EXTENSION_SUFFIXES
-from typing import FrozenSet, Mapping, Tuple
+from typing import FrozenSet, Mapping, Optional, Tuple
 
-from .errors import PonchoError
+from packaging.requirements import InvalidRequirement, Requirement
+from packaging.utils import canonicalize_name
+
+from . import distributions
+from .engines import closure as _closure
+from .errors import PonchoError, SpecError
 from .fsutil import TOOL_STATE_DIRS, is_within
 from .spec import Spec
-from .scan import (DYNAMIC, OPTIONAL, SCANNER_VERSION, TOPLEVEL, TYPE_CHECKING, FileScan, ImportRef, ScanCache,
-                   _RACY_SECONDS, cache_dir, scan_file, scan_files, scan_source)
+from .scan import (DYNAMIC, OPTIONAL, SCANNER_VERSION, TOPLEVEL, TYPE_CHECKING, Context, FileScan, ImportRef,
+                   ScanCache, _RACY_SECONDS, cache_dir, evaluate, scan_file, scan_files, scan_source)
+from .wq import MANAGER_ONLY
 
 __all__ = [
-    "Analysis", "analyze", "canonicalize", "stdlib_names",
+    "Analysis", "LockEntry", "analyze", "canonicalize", "stdlib_names",
     # moved to poncho_wq.scan, re-exported for existing importers
     "DYNAMIC", "OPTIONAL", "SCANNER_VERSION", "TOPLEVEL", "TYPE_CHECKING", "FileScan", "ImportRef", "ScanCache",
     "cache_dir", "scan_file", "scan_files", "scan_source",
@@ -52,18 +80,51 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
+#: The " (file:line)" a reason of the lock ends with.
+_LOCATION = re.compile(r" \([^()]*\)$")
+
+
+@dataclasses.dataclass(frozen=True)
+class LockEntry:
+    """One distribution of the lock: ``name``, installed ``version`` (None for a requirement the caller named that
+    is not installed here: the index resolves it), ``kind`` "pip" or "conda", the spec ``requirement``, and
+    ``why``: ``("import yaml (job.py:3)", "required by pandas", ...)``."""
+
+    name: str
+    version: Optional[str]
+    kind: str
+    requirement: str
+    why: Tuple[str, ...]
+
 
 @dataclasses.dataclass(frozen=True)
 class Analysis:
     """The result of :func:`analyze` (see the module docstring of :mod:`poncho_wq.analysis`)."""
 
-    spec: Spec  # pinned
+    spec: Spec  # the lock: every distribution of the imports' installed closure, pinned to the installed version
     imports: FrozenSet[str]  # top-level third-party import names found
     distributions: Mapping[str, str]  # distribution name -> version the spec pins
     local_files: Tuple[Tuple[str, str], ...]  # ((absolute source path, arcname the task must see), ...)
     local_distributions: Mapping[str, str]  # editable / local-only distributions -> their source dir
-    unresolved: Tuple[str, ...]  # third-party imports that are not installed (listed unpinned)
+    unresolved: Tuple[str, ...]  # required imports no installed distribution provides (allowed: listed unpinned)
     warnings: Tuple[str, ...]  # human-readable warnings
+    #: only what the scripts import, pinned (what source="index" builds: the index resolves the rest)
+    direct_spec: Optional[Spec] = None
+    lock: Tuple[LockEntry, ...] = ()  # the spec's distributions, with why each is there
+
+    def why(self, name):
+        """Why distribution *name* (any spelling) is in the lock: a tuple of reasons, () when it is not."""
+        key = canonicalize_name(name)
+        for entry in self.lock:
+            if canonicalize_name(entry.name) == key:
+                return entry.why
+        return ()
+
+    def build_why(self):
+        """{canonical name: reasons} for ``poncho/lock.json``: the reasons without the file and line of each
+        import (see :mod:`poncho_wq.lock` for why the tarball does not carry them)."""
+        return {canonicalize_name(e.name): tuple(dict.fromkeys(_LOCATION.sub("", w) for w in e.why))
+                for e in self.lock}
 
 
 
@@ -154,11 +215,18 @@ class _Site:
 class _Walk:
     """Follows local imports transitively and collects third-party import names."""
 
-    def __init__(self, stdlib, exclude, cache, finder):
+    def __init__(self, stdlib, exclude, cache, finder, target=None):
         self.stdlib = stdlib
         self.exclude = exclude
         self.cache = cache
         self.finder = finder
+        #: the Context of the target (version, platform); package/submodule are filled in per file
+        self.target = target or Context(None, None, tuple(sys.version_info[:3]))
+        self._contexts = {}
+        #: directories the code puts on sys.path (absolute) -> (file, line): "front" ones are searched before the
+        #: installed distributions (sys.path.insert), "back" ones after (append, extend, site.addsitedir)
+        self.front = {}
+        self.back = {}
         self.local = {}  # absolute path -> arcname
         self.scanned = {}  # path -> FileScan
         self.roots_of = {}  # local source path -> roots it resolves absolute imports in
@@ -217,8 +285,47 @@ class _Walk:
             d = os.path.dirname(d)
         return d
 
+    def add_paths(self, path, entries):
+        """Remember the directories a file puts on ``sys.path`` (relative ones are relative to the working
+        directory the command runs in, which is this one)."""
+        for entry in entries:
+            d = os.path.normpath(os.path.join(os.getcwd(), entry.path))
+            if os.path.isdir(d) and d not in self.front and d not in self.back:
+                (self.front if entry.where == "front" else self.back)[d] = (path, entry.lineno)
+
+    def in_extra(self, top, where):
+        """The first directory of the "front" or "back" sys.path additions that holds module *top*, or None."""
+        for d in (self.front if where == "front" else self.back):
+            if self.finder.child(d, top, namespace_ok=False) is not None:
+                return d
+        return None
+
+    def context(self, path):
+        """The :class:`~poncho_wq.scan.Context` of a file: a module reached by import knows whether it is in a
+        package (its arcname has a directory) and whether it is a submodule; a script does not (it may run as a
+        file or with ``-m``), so both branches of such a guard stay live there."""
+        ctx = self._contexts.get(path)
+        if ctx is None:
+            arc = self.local.get(path) if path else None
+            if arc is None or not path.endswith(".py"):
+                ctx = self.target
+            else:
+                parts = arc.split(os.sep)
+                package = len(parts) > 1
+                submodule = package and not (len(parts) == 2 and parts[-1] == "__init__.py")
+                ctx = self.target._replace(package=package, submodule=submodule)
+            self._contexts[path] = ctx
+        return ctx
+
+    def dead(self, ref, path):
+        """Is *ref* in a branch that cannot run (a guard false for this file and the target)?"""
+        ctx = self.context(path)
+        return any(evaluate(cond, ctx) is (not taken) for cond, taken in ref.guards)
+
     def handle(self, ref, path, roots, arc_root):
         if ref.flags & TYPE_CHECKING:
+            return
+        if ref.guards and self.dead(ref, path):
             return
         if ref.level:
             rkey = (path, ref.level, arc_root)
@@ -238,7 +345,7 @@ class _Walk:
             return
         if not ref.module:
             return
-        key = (roots, ref.module, ref.names)
+        key = (roots, len(self.front), ref.module, ref.names)
         action = self._absolute.get(key)
         if action is None:
             action = self._absolute[key] = self._classify(ref, roots)
@@ -272,6 +379,9 @@ class _Walk:
         for root in roots:
             if self.finder.child(root, top, namespace_ok=False) is not None:
                 return "local", root
+        extra = self.in_extra(top, "front")
+        if extra is not None:
+            return "local", extra
         if top in self.stdlib:
             return "skip", None
         return "third", top
@@ -293,7 +403,8 @@ class _Walk:
             return  # see ScanCache: a change within the timestamp granularity could go unnoticed
         third = {k: (tuple(sorted(v["dotted"])), tuple(tuple(dataclasses.astuple(x)) for x in v["sites"]),
                      v["required"], v["ns"]) for k, v in self.third_party.items()}
-        data = (files, dict(self.finder.consulted), self.local, self.roots_of, third, tuple(self.warnings))
+        data = (files, dict(self.finder.consulted), self.local, self.roots_of, third, tuple(self.warnings),
+                self.front, self.back)
         self.cache.store_run(key, data)
 
     def restore(self, key):
@@ -301,7 +412,7 @@ class _Walk:
         if data is None:
             return False
         try:
-            files, dirs, local, roots_of, third, warnings = data
+            files, dirs, local, roots_of, third, warnings, front, back = data
             for p, (size, mtime) in files.items():
                 st = os.stat(p)
                 if st.st_size != size or st.st_mtime_ns != mtime:
@@ -322,6 +433,8 @@ class _Walk:
             self.third_party[k] = {"dotted": set(dotted), "sites": [_Site(*x) for x in sites],
                                    "required": required, "ns": ns}
         self.warnings.extend(warnings)
+        self.front.update(front)
+        self.back.update(back)
         return True
 
     def follow(self):
@@ -333,8 +446,14 @@ class _Walk:
             self.scanned.update(scan_files(todo, self.cache))
             for p in todo:
                 arc_root = _arc_root(p, self.local[p])
+                self.add_paths(p, self.scanned[p].paths)
                 for ref in self.scanned[p].imports:
                     self.handle(ref, p, self.roots_of[p], arc_root)
+
+    def ship_dotted(self, root, entry):
+        """Ship what the third-party-looking imports of *entry* resolve to under *root* (a sys.path directory)."""
+        for dotted in sorted(entry["dotted"]):
+            self.resolve_in(root, tuple(dotted.split(".")), (), (root,))
 
 
 def stdlib_names(python_version=None):
@@ -422,21 +541,25 @@ def _installed_as_sources(scripts, sources, inst):
     return scripts
 
 
-def analyze(scripts, *, toplevel=False, function=None, pkg_mapping=None, extra_pkgs=(), exclude=(),
-            python_version=None, sources=None, use_cache=True, prefix=None):
+def analyze(scripts, *, toplevel=False, function=None, pkg_mapping=None, extra_pkgs=(), exclude=None,
+            python_version=None, sources=None, use_cache=True, prefix=None, allow_unresolved=(), strict=True):
     """Analyze *scripts* (paths; a directory means every ``*.py`` under it) and *sources* ({display name:
-    source text}, e.g. ``{"<stdin>": text}``) and return an :class:`Analysis` with a pinned spec.
+    source text}, e.g. ``{"<stdin>": text}``) and return an :class:`Analysis` whose spec is the lock.
 
     ``toplevel``: only the imports outside function bodies of the given scripts; ``function``: only the imports
     inside that function (``name`` or ``Class.method``), as upstream does. Local modules they reach are always
     followed completely, since importing a module runs all of its top level. ``pkg_mapping``: {import name:
-    package} overrides; ``extra_pkgs``: packages to add. ``exclude``: import names to leave out entirely (e.g.
-    manager-only modules). ``python_version``: the target "X.Y" (stdlib list, recorded version). ``prefix``: an
-    environment (conda prefix or venv) to resolve distributions in instead of the running interpreter's: its
-    interpreter is asked for its site directories (:func:`poncho_wq.installation.installation`), so a venv's
-    system site-packages, the user site and ``PYTHONPATH`` count as they would when the script runs there.
+    package} overrides; ``extra_pkgs``: packages to add. ``exclude``: import names to leave out entirely (default:
+    the manager-only modules, :data:`poncho_wq.wq.MANAGER_ONLY`). ``python_version``: the target "X.Y" (stdlib
+    list, recorded version, markers). ``prefix``: an environment (conda prefix or venv) to resolve distributions
+    in instead of the running interpreter's: its interpreter is asked for its site directories
+    (:func:`poncho_wq.installation.installation`), so a venv's system site-packages, the user site and
+    ``PYTHONPATH`` count as they would when the script runs there. ``allow_unresolved``: import names that no
+    installed distribution provides but that the package index may (listed unpinned); any other required import
+    that resolves to nothing raises a :class:`~poncho_wq.errors.SpecError` naming file, line and module, unless
+    ``strict=False`` (then they are only listed in :attr:`Analysis.unresolved`: for callers that need the local
+    files alone).
     """
-    from . import distributions
     from .installation import installation
 
     if toplevel and function:
@@ -445,6 +568,8 @@ def analyze(scripts, *, toplevel=False, function=None, pkg_mapping=None, extra_p
         python_version = str(python_version)
         if not _valid_version(python_version):
             raise PonchoError("python version {!r} is not valid; expected X.Y such as 3.11".format(python_version))
+    exclude = tuple(MANAGER_ONLY if exclude is None else exclude)
+    allowed = _allowed_names(allow_unresolved)
     pkg_mapping = dict(pkg_mapping or {})
     finder = _Finder()
     sources = dict(sources or {})
@@ -455,10 +580,14 @@ def analyze(scripts, *, toplevel=False, function=None, pkg_mapping=None, extra_p
     if not files and not sources:
         raise PonchoError("no scripts to analyze: give at least one Python script (or - for standard input)")
     env = distributions.Environment(python_version=python_version, inst=inst)
+    markers = _target_markers(inst.markers, env.python_full)
+    target = Context(None, None, tuple(int(x) for x in env.python_full.split(".")[:3]),
+                     markers.get("sys_platform", "linux"), markers.get("os_name", "posix"),
+                     markers.get("platform_system", "Linux"))
     cache = ScanCache(enabled=use_cache)
     stdlib = stdlib_names(env.python_minor)
-    walk = _Walk(stdlib, frozenset(exclude or ()), cache, finder)
-    run_key = _run_key(roots_of, sources, toplevel, function, exclude, stdlib, os.getcwd())
+    walk = _Walk(stdlib, frozenset(exclude), cache, finder, target)
+    run_key = _run_key(roots_of, sources, toplevel, function, exclude, stdlib, os.getcwd(), target)
     if not walk.restore(run_key):
         scanned = scan_files(files, cache)
         entries = [(f, scanned[f], roots_of[f]) for f in files]
@@ -467,29 +596,152 @@ def analyze(scripts, *, toplevel=False, function=None, pkg_mapping=None, extra_p
                                 for _, s, _ in entries):
             raise PonchoError("function {!r} is not defined in {}".format(function,
                                                                           ", ".join(files + list(sources))))
+        for f, scan, _roots in entries:
+            walk.add_paths(f, scan.paths)  # before any import is classified: sys.path is global at run time
         for f, scan, roots in entries:
             for ref in _select(scan, toplevel, function):
                 walk.handle(ref, f, roots, roots[-1] if f else None)
         walk.follow()
         walk.save(run_key, files)
 
-    located = {}
-    local_dists = {}
-    warnings = []
+    located, local_dists, warnings = _locate(walk, env, pkg_mapping)
+    cache.flush()
+
+    # Direct pins (what the scripts import), then the import names that resolve to nothing.
+    pins, why = {}, {}
+    for top in sorted(located):
+        loc = located[top]
+        if loc.kind == "pin":
+            key = (loc.pin.kind, canonicalize(loc.pin.name))
+            pins.setdefault(key, (loc.pin, loc.installed))
+            why.setdefault(key, []).append("import {} ({})".format(top, _site(walk.third_party[top])))
+    unresolved, problems = [], []
+    for top in sorted(t for t in located if located[t].kind == "missing"):
+        entry = walk.third_party[top]
+        where = _site(entry)
+        if top in allowed:
+            unresolved.append(top)
+            pin = distributions.Pin("pip", allowed[top], None, allowed[top])
+            key = ("pip", canonicalize(pin.name))
+            pins.setdefault(key, (pin, None))
+            why.setdefault(key, []).append("import {}, allowed unresolved ({})".format(top, where))
+            warnings.append("{} (imported at {}) is not installed here: listed unpinned in pip as {}, as "
+                            "allowed".format(top, where, pin.name))
+        elif entry["required"]:
+            unresolved.append(top)
+            problems.append("{} {}".format(where, top))
+        else:
+            log.info("poncho: note: optional import %s (%s) is not installed here: left out", top, where)
+    for name in sorted(set(allowed) - set(walk.third_party)):
+        warnings.append("allowed unresolved import {} is not imported by these scripts (or is installed, local "
+                        "or standard): nothing to list".format(name))
+    if problems and strict:
+        raise SpecError(_unresolved_message(problems))
+    for pkg in extra_pkgs or ():
+        pin = env.pin_for_name(pkg)
+        if pin.version is None and re.match(r"^[A-Za-z0-9][A-Za-z0-9._\-]*$", pkg.strip()):
+            warnings.append("extra package {} is not installed here: listed unpinned".format(pkg))
+        key = (pin.kind, canonicalize(pin.name))
+        installed = inst.distribution(pin.name) if pin.version is not None and pin.kind == "pip" else None
+        pins[key] = (pin, installed)  # explicit wins over what the imports gave
+        why.setdefault(key, []).append("extra package {}".format(pkg.strip()))
+
+    direct = {k: p for k, (p, _d) in pins.items()}
+    _project_hint(files, direct, warnings)
+    lock = _lock(env, markers, pins, why, local_dists, exclude, warnings)
+    spec = _build_spec(env, [p for _e, p in lock])
+    direct_spec = _build_spec(env, list(direct.values()))
+    local = dict(walk.local)
+    local.update(_package_data(walk.local, warnings))
+    return Analysis(
+        spec=spec,
+        imports=frozenset(walk.third_party),
+        distributions={e.name: e.version for e, _p in lock if e.version is not None},
+        local_files=tuple(sorted(local.items(), key=lambda pa: (pa[1], pa[0]))),
+        local_distributions=local_dists,
+        unresolved=tuple(unresolved),
+        warnings=tuple(walk.warnings) + tuple(dict.fromkeys(warnings)),
+        direct_spec=direct_spec,
+        lock=tuple(e for e, _p in lock),
+    )
+
+
+def _site(entry):
+    """``file:line`` of the first place an import was seen (a required one when there is one)."""
+    sites = sorted(entry["sites"], key=lambda s: s.optional)
+    return ", ".join("{}:{}".format(s.file or "<stdin>", s.lineno) for s in sites[:1]) or "?"
+
+
+def _allowed_names(names):
+    """{import name: pip name} of ``allow_unresolved``; a name that is no package name is refused."""
+    if isinstance(names, str):
+        names = [names]
+    out = {}
+    for name in names or ():
+        name = str(name).strip()
+        pip_name = name.split(".")[0]
+        if not re.match(r"^[A-Za-z0-9](?:[A-Za-z0-9._-]*[A-Za-z0-9])?$", pip_name) or not pip_name.isidentifier():
+            raise SpecError("allow_unresolved {!r} is not valid: expected the top-level name of an import that is "
+                            "also its package's name, such as tabulate; name another package with --pkg-mapping "
+                            "IMPORT=NAME".format(name))
+        out[pip_name] = pip_name
+    return out
+
+
+def _unresolved_message(problems):
+    """One line: every required import that resolves to nothing (``file:line import name``), and the fixes."""
+    names = [p.rsplit(" ", 1)[1] for p in problems]
+    sites = ", ".join("{}: import {}".format(*p.rsplit(" ", 1)) for p in problems)
+    one = len(problems) == 1
+    return ("{} {} not installed here, not local code and not in the standard library; nothing was built. Install "
+            "{} here (it is then pinned to that version), name {} package with --pkg-mapping IMPORT=NAME (API: "
+            "pkg_mapping=) or use a spec that lists {}, or let the package index provide {} unpinned with {} (API: "
+            "allow_unresolved={!r})".format(
+                sites, "is" if one else "are", "it" if one else "them", "its" if one else "their",
+                "it" if one else "them", "it" if one else "them",
+                " ".join("--allow-unresolved " + n for n in names), names))
+
+
+def _target_markers(markers, python_full):
+    """The installation's PEP 508 marker environment, for *python_full* when the target Python differs."""
+    out = dict(markers)
+    if python_full and out.get("python_full_version") != python_full:
+        out["python_full_version"] = python_full
+        out["python_version"] = ".".join(python_full.split(".")[:2])
+    return out
+
+
+def _locate(walk, env, pkg_mapping):
+    """{top-level import name: :class:`~poncho_wq.distributions.Located`} of every third-party import the walk
+    found, shipping (and following) the local code among them; plus the local distributions and warnings.
+
+    A directory the code puts in front of ``sys.path`` wins over an installed distribution (as at run time);
+    one appended to it only serves what nothing installed provides."""
+    located, local_dists, warnings = {}, {}, []
     while True:
         new = sorted(t for t in walk.third_party if t not in located)
         if not new:
             break
         for top in new:
             entry = walk.third_party[top]
+            front = walk.in_extra(top, "front")
+            if front is not None:
+                walk.ship_dotted(front, entry)
+                located[top] = distributions.Located("local", root=front)
+                continue
             if top in pkg_mapping:
-                located[top] = distributions.Located("pin", env.pin_for_name(pkg_mapping[top]))
+                located[top] = distributions.Located("pin", env.pin_for_name(pkg_mapping[top]),
+                                                     installed=env.inst.distribution(pkg_mapping[top]))
                 continue
             loc = env.locate(top, entry["dotted"])
             if loc.kind == "missing" and entry["ns"]:
                 root, parts, names, roots = entry["ns"]
                 walk.resolve_in(root, parts, names, roots)
                 loc = distributions.Located("local", root=root)
+            elif loc.kind == "missing" and walk.in_extra(top, "back") is not None:
+                back = walk.in_extra(top, "back")
+                walk.ship_dotted(back, entry)
+                loc = distributions.Located("local", root=back)
             elif loc.kind == "local":
                 walk.ship(loc.path, loc.root, (loc.root,), follow=loc.module_kind != "ext")
                 if loc.dist:
@@ -502,47 +754,60 @@ def analyze(scripts, *, toplevel=False, function=None, pkg_mapping=None, extra_p
                                     "task as local code".format(top, loc.path))
             located[top] = loc
         walk.follow()
-    cache.flush()
+    return located, local_dists, warnings
 
-    pins, unresolved = {}, []
-    for top in sorted(located):
-        loc = located[top]
-        if loc.kind == "pin":
-            pins.setdefault((loc.pin.kind, canonicalize(loc.pin.name)), loc.pin)
-        elif loc.kind == "missing":
-            entry = walk.third_party[top]
-            where = ", ".join("{}:{}".format(s.file or "<stdin>", s.lineno) for s in entry["sites"])
-            if not entry["required"]:
-                log.info("poncho: note: optional import %s (%s) is not installed here: left out", top, where)
+
+def _lock(env, markers, pins, why, local_dists, exclude, warnings):
+    """``[(LockEntry, Pin), ...]``, sorted by name: the direct *pins* (``{key: (Pin, installed Distribution or
+    None)}``) and every installed distribution their ``Requires-Dist`` reach, and the requirements of the local
+    distributions (their code travels apart, what they need must be in the environment), each pinned to the
+    installed version. Local/editable distributions reached are added to *local_dists* instead."""
+    index = env.inst.distributions()
+    manager_only = {canonicalize_name(n) for n in exclude}
+    roots, reasons = [], {}
+    for key, (pin, dist) in pins.items():
+        if dist is not None:
+            roots.append(Requirement(dist.name))
+            reasons.setdefault(dist.key, []).extend(why.get(key, ()))
+    for name in sorted(local_dists):
+        dist = env.inst.distribution(name)
+        for text in (dist.requires if dist is not None else ()):
+            try:
+                req = Requirement(text)
+            except InvalidRequirement:
                 continue
-            unresolved.append(top)
-            # A package name must start and end with a letter or digit: `_pytest` is listed as `pytest`.
-            name = top.strip("_.")
-            if not name:
-                warnings.append("{} (imported at {}) is not installed here and is not a package name: left out; "
-                                "name its package with --pkg-mapping {}=NAME".format(top, where, top))
+            if not _closure.marker_applies(req.marker, markers) or canonicalize_name(req.name) not in index:
                 continue
-            pins.setdefault(("pip", canonicalize(name)), distributions.Pin("pip", name, None, name))
-            warnings.append("{} (imported at {}) is not installed here: listed unpinned in pip as {}; install it, or "
-                            "name its package with --pkg-mapping {}=NAME".format(top, where, name, top))
-    for pkg in extra_pkgs or ():
-        pin = env.pin_for_name(pkg)
-        if pin.version is None and re.match(r"^[A-Za-z0-9][A-Za-z0-9._\-]*$", pkg.strip()):
-            warnings.append("extra package {} is not installed here: listed unpinned".format(pkg))
-        pins[(pin.kind, canonicalize(pin.name))] = pin  # explicit wins over what the imports gave
-    _project_hint(files, pins, warnings)
-    spec = _build_spec(env, list(pins.values()))
-    local = dict(walk.local)
-    local.update(_package_data(walk.local, warnings))
-    return Analysis(
-        spec=spec,
-        imports=frozenset(walk.third_party),
-        distributions={p.name: p.version for p in pins.values() if p.version is not None},
-        local_files=tuple(sorted(local.items(), key=lambda pa: (pa[1], pa[0]))),
-        local_distributions=local_dists,
-        unresolved=tuple(unresolved),
-        warnings=tuple(walk.warnings) + tuple(warnings),
-    )
+            roots.append(Requirement(req.name + ("[{}]".format(",".join(sorted(req.extras))) if req.extras else "")))
+            reasons.setdefault(canonicalize_name(req.name), []).append("required by local project {}".format(name))
+    result = _closure.pip_closure(roots, index, markers)
+    for requirer, text in result.missing:
+        warnings.append("{} requires {}, which is not installed here: it is not in the lock (an index build resolves "
+                        "it; one from the installed files goes without it, as here)".format(requirer, text))
+    for requirer, text, version in result.conflicts:
+        warnings.append("{} requires {} but {} is installed here: the lock keeps the installed one".format(
+            requirer, text, version))
+    out, seen = [], set()
+    for key, dist in result.dists.items():
+        if key in manager_only:
+            continue
+        src = dist.local_source()
+        if src is not None:
+            if dist.name not in local_dists:
+                local_dists[dist.name] = src
+                warnings.append("{} (required by {}) is installed from local source {}: its code is shipped with the "
+                                "task".format(dist.name, ", ".join(result.required_by.get(key, ())) or "?", src))
+            continue
+        pin = env.pin(dist)  # a conda record's name and version when conda installed it
+        reason = list(reasons.get(key, ())) + ["required by {}".format(n) for n in result.required_by.get(key, ())]
+        seen.add((pin.kind, canonicalize(pin.name)))
+        out.append((LockEntry(pin.name, pin.version, pin.kind, pin.text, tuple(dict.fromkeys(reason))), pin))
+    for key, (pin, dist) in pins.items():  # conda packages without metadata, unpinned names the caller gave
+        if dist is None and (pin.kind, canonicalize(pin.name)) not in seen:
+            seen.add((pin.kind, canonicalize(pin.name)))
+            out.append((LockEntry(pin.name, pin.version, pin.kind, pin.text, tuple(why.get(key, ()))), pin))
+    out.sort(key=lambda ep: (ep[0].kind, canonicalize(ep[0].name)))
+    return out
 
 
 #: Directories and files that are never package data: caches, version control, build and tool debris.
@@ -698,8 +963,6 @@ def _project_hint(scripts, pins, warnings):
     """Let the project the scripts belong to constrain their pins: a pip pin (the version installed here) that
     the project's declared requirement excludes is replaced by the declared requirement, with a warning; pins it
     allows are kept as they are (they are what was tested here)."""
-    from packaging.requirements import InvalidRequirement, Requirement
-
     seen = set()
     for script in scripts:
         project = find_project(script)
@@ -721,9 +984,10 @@ def _project_hint(scripts, pins, warnings):
                 continue
             req.marker = None
             pins[key] = dataclasses.replace(pin, version=None, text=str(req))
-            warnings.append("project {} declares {} but {} {} is installed here: the spec asks for {} (install a "
+            warnings.append("project {} declares {} but {} {} is installed here: environments built from what is "
+                            "installed here (the lock) ship {}, source='index' asks the index for {} (install a "
                             "matching version here to test what the workers will run)".format(
-                                project, text, pin.name, pin.version, req))
+                                project, text, pin.name, pin.version, pin.version, req))
 
 
 def canonicalize(name):
@@ -749,14 +1013,15 @@ def _build_spec(env, pins):
     return parse_spec(data)
 
 
-def _run_key(roots_of, sources, toplevel, function, exclude, stdlib, cwd):
-    """What a walk's result depends on besides file contents and directory listings (checked by stat)."""
+def _run_key(roots_of, sources, toplevel, function, exclude, stdlib, cwd, target):
+    """What a walk's result depends on besides file contents and directory listings (checked by stat); the cwd
+    always (relative sys.path entries are relative to it)."""
     h = hashlib.sha256()
     h.update(marshal.dumps((SCANNER_VERSION, tuple(roots_of.items()),
                             tuple((k, hashlib.sha256(v.encode("utf-8", "surrogateescape")).hexdigest())
                                   for k, v in sorted(sources.items())),
                             bool(toplevel), function or "", tuple(sorted(exclude or ())), tuple(sorted(stdlib)),
-                            cwd if sources else "")))
+                            cwd, tuple(target))))
     return h.hexdigest()[:40]
 
 

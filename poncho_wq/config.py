@@ -45,13 +45,14 @@ SETTINGS: Tuple[Setting, ...] = (
     Setting("PONCHO_CONDA_EXE", "manager", "the conda/mamba/micromamba executable for conda specs, or `rattler` "
             "for the embedded py-rattler (default: one on `PATH`, else py-rattler)"),
     Setting("PONCHO_CONDA_PKGS_DIR", "manager", "py-rattler's package cache for conda builds (default: rattler's own)"),
-    Setting("PONCHO_WQ_SOURCE", "manager", "`index`, `current` or `auto`: how `source=\"auto\"` environments are "
-            "built"),
-    Setting("PONCHO_WQ_NETCHECK_TIMEOUT", "manager", "seconds the index reachability check waits (default 3)"),
+    Setting("PONCHO_WQ_SOURCE", "manager", "`auto` (default), `index` or `current`: what `source=\"auto\"` "
+            "environments are built as: the lock from the installed files, only the imports pinned from the index, "
+            "or the installed files only"),
     Setting("PONCHO_WQ_GIT_TIMEOUT", "manager", "seconds a `git` fetch of the spec's git section may stall with "
             "no progress before the build fails (default 120)"),
     Setting("PONCHO_WQ_HTTP_TIMEOUT", "manager", "seconds an http(s) download may wait for the server (connect "
-            "or the next bytes) before the build fails (default 60)"),
+            "or the next bytes) before the build fails (default 60): the spec's http section, and wheels an `auto` "
+            "build takes from the index"),
     Setting("PONCHO_WQ_EXCLUDE", "manager", "`:`-separated glob patterns of local files not to ship (matched "
             "against the path the task sees and the file name), e.g. `*.h5:data/raw/*`"),
     Setting("PONCHO_WQ_DATA_WARN_MB", "manager", "warn when the data files shipped with local packages exceed this "
@@ -139,11 +140,6 @@ class Settings:
         if value not in SOURCES:
             raise _bad("PONCHO_WQ_SOURCE", self.raw("PONCHO_WQ_SOURCE") or "", "one of " + ", ".join(SOURCES))
         return value
-
-    @property
-    def netcheck_timeout(self) -> float:
-        """``PONCHO_WQ_NETCHECK_TIMEOUT``: seconds the package-index reachability check waits (default 3)."""
-        return self._seconds("PONCHO_WQ_NETCHECK_TIMEOUT", 3.0)
 
     @property
     def git_timeout(self) -> float:

@@ -18,7 +18,7 @@ import re
 from typing import Optional
 
 from .fsutil import is_within
-from .installation import installation
+from .installation import Distribution, installation
 
 _SUBDIRS = ("noarch", "linux-64", "linux-aarch64", "linux-ppc64le", "osx-64", "osx-arm64", "win-64", "win-32",
             "linux-32", "linux-armv7l", "linux-s390x", "emscripten-wasm32", "wasi-wasm32")
@@ -50,6 +50,7 @@ class Located:
     module_kind: Optional[str] = None  # "pkg", "py", "ext"
     dist: Optional[str] = None
     source: Optional[str] = None
+    installed: Optional[Distribution] = None  # the installed distribution pinned (its requirements close the lock)
 
 
 def channel_name(record):
@@ -110,6 +111,10 @@ class Environment:
         rec = self.inst.conda_owner(d)
         return conda_pin(rec) if rec else dist_pin(d)
 
+    def pin(self, d):
+        """The spec pin of the installed :class:`~poncho_wq.installation.Distribution` *d* (conda record or pip)."""
+        return self._pin(d)
+
     def pin_for_name(self, name):
         """Pin an explicitly named package (``--pkg-mapping``/``--extra-pkg``): a conda package of this
         environment, else an installed distribution, else the name as given (unpinned)."""
@@ -125,16 +130,17 @@ class Environment:
         """Where import name *top* comes from (see :class:`Located`); *dotted* are the full names imported
         under it, used to pick the right distribution of a namespace package (``google.protobuf``)."""
         rec = self.inst.conda_provider(top)
-        if rec is not None:
-            return Located("pin", conda_pin(rec))
         dists = self.inst.providers(top)
         if len(dists) > 1:
             dists = _best_match(dists, top, dotted)
+        if rec is not None:
+            owned = [d for d in dists if self.inst.conda_owner(d) is rec]
+            return Located("pin", conda_pin(rec), installed=owned[0] if owned else None)
         if dists:
             d = dists[0]
             src = d.local_source()
             if src is None:
-                return Located("pin", self._pin(d))
+                return Located("pin", self._pin(d), installed=d)
             found = self.inst.find_module(top)
             if found is None:
                 return Located("missing")

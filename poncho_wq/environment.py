@@ -118,9 +118,8 @@ class Environment:
             from .engines import with_target
 
             spec = with_target(spec, target)
-        if source not in ("index", "current"):
-            raise SpecError("source={!r} is not valid here; expected 'index' or 'current' ('auto' is resolved by "
-                            "Environment.from_script)".format(source))
+        if source not in ("auto", "index", "current"):
+            raise SpecError("source={!r} is not valid; expected 'auto', 'index' or 'current'".format(source))
         # "current" is an engine: source="current" and engine="current" say the same thing, and any other engine
         # with source="current" would silently ignore one of the two.
         if engine == "current":
@@ -130,6 +129,11 @@ class Environment:
                 raise SpecError("source='current' copies the installed distributions (the current engine); "
                                 "engine={!r} contradicts it: leave engine out, or use source='index'".format(engine))
             engine = "current"
+        elif source == "auto" and engine in (None, "auto", "locked"):
+            # The lock from the installed files (poncho_wq.engines.locked): decided by the spec alone, never by a
+            # network probe. A build for another target cannot copy this machine's compiled files: the lock's
+            # exact versions come from the index then, as wheels for the target.
+            engine = None if spec is not None and spec.target else "locked"
         self._spec = spec
         self._tarball = os.path.abspath(tarball) if tarball else None
         self.local_files = tuple(local_files)
@@ -196,10 +200,12 @@ class Environment:
                     target: Optional[str] = None, **analyze_options: Any) -> "Environment":
         """Analyze *scripts* (memoized while they are unchanged on disk) and return their environment.
 
-        ``source="index"`` builds the analyzed spec with an engine (packages fetched from PyPI/channels);
-        ``source="current"`` copies the installed distributions from the running environment instead;
-        ``source="auto"`` (default) picks "index" when a package index is reachable, else "current", and says
-        which on stderr (:func:`poncho_wq.netcheck.resolve_source`; ``$PONCHO_WQ_SOURCE`` overrides it).
+        ``source="auto"`` (default) builds the analysis' lock: every distribution of the imports' installed closure
+        at the version installed here, from the installed files (the package index only for what they cannot
+        serve, :mod:`poncho_wq.engines.locked`); the same scripts on the same installation give the same
+        environment whatever the network does (``$PONCHO_WQ_SOURCE`` = ``index`` or ``current`` overrides it).
+        ``source="index"`` builds only the imported distributions pinned, the index resolving the rest (packages
+        fetched from PyPI/channels); ``source="current"`` copies the installed distributions, never the index.
         ``ship_local``: tasks get the local modules the scripts import (paths relative to each script's dir).
         ``layered``: see :attr:`layered` (what PonchoTask uses; a single tarball for other tools otherwise).
         ``target``: the oldest worker the environment must run on (``"manylinux_2_28_x86_64"``, see
@@ -222,11 +228,12 @@ class Environment:
         env = _memo_get(key)
         if env is None:
             result = analyze(scripts, exclude=exclude, **analyze_options)
-            source = _choose_source(source, result.spec, engine, python)
+            source = resolve_source(source)
             if result.unresolved:
-                print("poncho_wq: warning: not installed here, left unpinned: " + ", ".join(result.unresolved),
-                      file=sys.stderr)
-            env = cls(spec=result.spec, local_files=result.local_files if ship_local else (), analysis=result,
+                print("poncho_wq: warning: allowed unresolved, left to the package index unpinned: "
+                      + ", ".join(result.unresolved), file=sys.stderr)
+            spec = result.direct_spec if source == "index" else result.spec
+            env = cls(spec=spec, local_files=result.local_files if ship_local else (), analysis=result,
                       engine=engine, python=python, source=source, layered=layered, target=target)
             old = _memo_get_any(key)
             if old is not None and _same_environment(old, env):
@@ -305,11 +312,12 @@ class Environment:
 
         # create() gives a spec without a target $PONCHO_WQ_TARGET's, read now: so does the memo key (issue 19)
         spec = with_target(spec)
-        key = (spec.digest(), engine.name, self.python)
+        why = analysis.build_why() if analysis is not None else None  # what poncho/lock.json says of each
+        key = (spec.digest(), engine.name, self.python, tuple(sorted((why or {}).items())))
         with _lock:
             memo = _build_memo.get(key)
             if memo is None or file_identity(memo[0].path) != memo[1]:
-                result = create(spec, engine=engine, python=self.python, progress=progress)
+                result = create(spec, engine=engine, python=self.python, progress=progress, why=why)
                 memo = _build_memo[key] = (result, file_identity(result.path))
             self.build_result, self._identity = memo
             return self.build_result.path
@@ -348,11 +356,16 @@ def _memo_get_any(key):
 
 
 def _same_environment(old, new):
-    """Would *old* build the same base as *new*? (same spec, engine, source, and local distributions)"""
+    """Would *old* build the same base as *new*? (same spec, engine, source, local distributions and lock why)"""
     return (old._spec == new._spec and old.engine == new.engine and old.source == new.source
             and old.python == new.python and old.layered == new.layered
+            and _why(old.analysis) == _why(new.analysis)  # poncho/lock.json's why is part of the base's key
             and dict(getattr(old.analysis, "local_distributions", {}) or {})
             == dict(getattr(new.analysis, "local_distributions", {}) or {}))
+
+
+def _why(analysis):
+    return analysis.build_why() if analysis is not None and hasattr(analysis, "build_why") else None
 
 
 def _with_requirements(spec, requirements):
@@ -372,23 +385,16 @@ def _with_requirements(spec, requirements):
     return parse_spec(data)
 
 
-def _choose_source(source, spec, engine, python):
-    """Resolve ``source="auto"``. An index build of *spec* already in the cache is reused without asking the
-    network: the reachability check is a guess (a slow answer reads as "no index"), and flipping between index
-    and current builds of the same scripts from one run to the next would ship different environments."""
-    from .netcheck import resolve_source
+def resolve_source(source="auto"):
+    """``"auto"``, ``"index"`` or ``"current"`` for *source*; ``$PONCHO_WQ_SOURCE`` replaces an ``auto``.
 
-    forced = settings().source
-    if source in (None, "auto") and forced not in ("index", "current"):
-        try:
-            from .engines import cache_key
-            from .cache import Cache, default_cache_dir
-
-            if Cache(default_cache_dir()).get(cache_key(spec, engine=engine, python=python)):
-                return "index"
-        except PonchoError:
-            pass
-    return resolve_source(source)
+    No reachability check decides it (one once did, with a 3 s timeout: under load the same script got the other
+    engine and another environment): ``auto`` is the lock, built from the installed files."""
+    if source in (None, "auto"):
+        return settings().source
+    if source not in ("index", "current"):
+        raise SpecError("source={!r} is not valid; expected 'auto', 'index' or 'current'".format(source))
+    return source
 
 
 def command_scripts(command):
@@ -426,7 +432,8 @@ def ship_list(scripts):
             continue  # the command names it by a path that exists on the worker too
         files[rel] = os.path.abspath(script)
         where = os.path.dirname(rel)
-        for source, arcname in analyze([script]).local_files:
+        # strict=False: only the local files count here; unresolved imports are the environment's business
+        for source, arcname in analyze([script], strict=False).local_files:
             files.setdefault(os.path.normpath(os.path.join(where, arcname)), source)
     result = tuple(sorted((src, arc) for arc, src in files.items()))
     _memo_put(key, result, [src for src, _arc in result])
@@ -455,7 +462,7 @@ def task_code(scripts):
         if os.path.isabs(rel) or rel.startswith(".."):
             continue  # the command names it by a path that exists on the worker too
         named[rel] = os.path.abspath(script)
-        result = analyze([script])
+        result = analyze([script], strict=False)  # the local code only (see ship_list)
         members += local_file_members(result.local_files)
         dists.update(result.local_distributions)
         reached += [src for src, _arc in result.local_files]

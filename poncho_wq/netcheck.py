@@ -1,33 +1,21 @@
-"""Can this machine reach a package index? Decides where ``source="auto"`` environments come from.
+"""Which package index would the installer use? Named in the messages of builds that need one.
 
-HPC login nodes and managers behind firewalls often have no route to PyPI; building from the index would then
-fail after a long pip timeout. The check asks the index the installer would use, the way that installer would
-find it, and gives up fast:
+It once also decided where ``source="auto"`` environments came from, by a 3-second reachability probe: under load
+the probe timed out and the same script got another engine and other versions. ``auto`` now builds the lock from
+the installed files (:mod:`poncho_wq.engines.locked`), and no timing decides anything; this module only says which
+index a build that does need one would ask, the way that installer would find it:
 
-* ``$PONCHO_WQ_SOURCE`` = ``index`` | ``current`` | ``auto`` forces the answer (auto: check);
 * ``PIP_NO_INDEX``, ``UV_OFFLINE`` or ``UV_NO_INDEX`` set to a true value mean "no index" (the user said so);
 * otherwise the index URL is ``UV_DEFAULT_INDEX`` / ``UV_INDEX_URL`` (uv is the installer when it is installed,
   see :mod:`poncho_wq.engines.pip`), then ``PIP_INDEX_URL``, then ``index-url`` from the pip configuration files
   (``$PIP_CONFIG_FILE``, the global, user and site ``pip.conf``; a ``no-index = true`` there counts too), then
-  ``https://pypi.org/simple``;
-* the URL is reachable when an HTTP ``HEAD`` gets *any* HTTP answer within ``$PONCHO_WQ_NETCHECK_TIMEOUT``
-  seconds (default 3): a 404 or 405 still proves the route. urllib honours ``https_proxy``/``no_proxy``, as pip
-  does. A ``file://`` index is reachable when its directory exists.
-
-The answer is cached per process (per URL): a manager submitting thousands of tasks checks once.
+  ``https://pypi.org/simple``.
 """
 
 import configparser
-import functools
 import logging
 import os
 import sys
-import urllib.error
-import urllib.parse
-import urllib.request
-
-from .config import settings
-from .memo import register
 
 log = logging.getLogger(__name__)
 
@@ -90,71 +78,3 @@ def index_url():
         if url:
             return url.strip(), "configured"
     return DEFAULT_INDEX, "default"
-
-
-def _timeout():
-    return settings().netcheck_timeout
-
-
-@functools.lru_cache(maxsize=None)
-def reachable(url, timeout=None):
-    """``(ok, detail)``: does *url* answer an HTTP HEAD (any status) within *timeout* seconds?"""
-    timeout = _timeout() if timeout is None else timeout
-    parsed = urllib.parse.urlparse(url)
-    if parsed.scheme == "file":
-        path = urllib.parse.unquote(parsed.path)
-        return os.path.isdir(path), path
-    if parsed.scheme not in ("http", "https") or not parsed.hostname:
-        return False, "unsupported index URL {}".format(url)
-    req = urllib.request.Request(url, method="HEAD", headers={"User-Agent": "poncho_wq-netcheck"})
-    try:
-        with urllib.request.urlopen(req, timeout=timeout) as r:
-            return True, "HTTP {}".format(r.status)
-    except urllib.error.HTTPError as e:
-        return True, "HTTP {}".format(e.code)  # the server answered: the route exists
-    except (urllib.error.URLError, OSError, ValueError) as e:
-        reason = getattr(e, "reason", e)
-        return False, str(reason)
-
-
-register(reachable.cache_clear)  # keyed by (url, timeout): a network that comes back is seen after clear_caches()
-
-
-def index_reachable():
-    """``(ok, explanation)`` for the index the installer would use."""
-    url, why = index_url()
-    if url is None:
-        return False, why
-    ok, detail = reachable(url)
-    return ok, "{} {} ({})".format(url, "reachable" if ok else "unreachable", detail)
-
-
-_announced: set = set()  # (source, reason) already said on stderr
-register(_announced.clear)
-
-
-def resolve_source(source="auto"):
-    """``"index"`` or ``"current"`` for *source* (``index``/``current``/``auto``/None); ``$PONCHO_WQ_SOURCE``
-    overrides an ``auto``. An automatic choice is announced once per process on stderr."""
-    if source in (None, "auto"):
-        forced = settings().source
-        if forced != "auto":
-            return forced
-        ok, why = index_reachable()
-        chosen = "index" if ok else "current"
-        if (chosen, why) not in _announced:
-            _announced.add((chosen, why))
-            if ok:
-                line = "package index: {}".format(why)
-            else:
-                line = "the running environment, pruned to the scripts' needs (no package index: {}; " \
-                       "PONCHO_WQ_SOURCE=index forces the index)".format(why)
-            # A warning, so that a manager without logging set up still sees it (logging's last-resort handler
-            # prints warnings to stderr): which source was guessed matters for what the tasks run.
-            log.warning("poncho_wq: building environments from %s", line)
-        return chosen
-    if source not in ("index", "current"):
-        from .errors import PonchoError
-
-        raise PonchoError("source {!r} is not one of index, current, auto".format(source))
-    return source

@@ -49,6 +49,7 @@ from typing import Optional
 from .config import settings
 from .errors import BuildError, Interrupted
 from .floor import FLOOR_MEMBER
+from .lock import LOCK_MEMBER
 from .fsutil import atomic_output
 from .progress import as_progress
 from .tools import check_interrupted, die_with_parent, tail
@@ -125,8 +126,9 @@ class _DeterministicTar:
         of content (a large file reports as it is read, so a 1 GB member does not freeze the progress line)."""
         on_bytes = on_bytes or (lambda n: None)
         with tarfile.open(fileobj=stream, mode="w|", format=tarfile.PAX_FORMAT) as tar:
-            # poncho/floor first: the run shim reads it from the start of the stream before unpacking (floor.py).
-            for target in sorted(self.members, key=lambda t: (t != FLOOR_MEMBER, t)):
+            # poncho/floor first: the run shim reads it from the start of the stream before unpacking (floor.py);
+            # poncho/lock.json second: `poncho_wq inspect` reads it without decompressing the rest (lock.py).
+            for target in sorted(self.members, key=lambda t: (t != FLOOR_MEMBER, t != LOCK_MEMBER, t)):
                 source, st, data = self.members[target]
                 info = tarfile.TarInfo(target)
                 info.mtime = mtime

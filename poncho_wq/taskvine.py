@@ -256,10 +256,11 @@ def with_packages(environment, packages, ndcctools=True):
     from .spec import parse_spec
 
     engine = environment.engine
-    if environment.source == "current" or engine == "current":
-        # The current engine copies installed *distributions*; a source-built ndcctools is a bare directory on
-        # PYTHONPATH with no metadata to copy, and the wheel is a file, not an installed distribution. An index
-        # build installs both the pins and the local wheel with pip/uv.
+    if environment.source in ("current", "auto") or engine in ("current", "locked"):
+        # The current and locked engines copy installed *distributions*; a source-built ndcctools is a bare
+        # directory on PYTHONPATH with no metadata to copy, and the wheel is a file, not an installed distribution.
+        # An index build installs both the pins (for an analysis: its lock, the manager's versions) and the local
+        # wheel with pip/uv.
         engine = None
     env = Environment(spec=parse_spec(data), local_files=environment.local_files, analysis=environment.analysis,
                       engine=engine, python=environment.python, source="index")

@@ -17,7 +17,7 @@ import time
 import pytest
 
 from helpers.cli import run_cli
-from poncho_wq.errors import PonchoError
+from poncho_wq.errors import PonchoError, SpecError
 from poncho_wq.spec import Spec
 
 import poncho_wq.analysis as an  # noqa: E402
@@ -64,7 +64,10 @@ def test_analysis_fields(tmp_path, installed, cache):
         "proj/pkg/__init__.py": "",
         "proj/pkg/mod.py": "import attr\n",
     })
-    a = an.analyze([tmp_path / "proj" / "job.py"], exclude=("work_queue",))
+    with pytest.raises(SpecError) as e:  # issue 24: a required import that resolves to nothing stops the analysis
+        an.analyze([tmp_path / "proj" / "job.py"], exclude=("work_queue",))
+    assert "job.py:4: import missing_pkg_xyz" in str(e.value) and e.value.exit_code == 1
+    a = an.analyze([tmp_path / "proj" / "job.py"], exclude=("work_queue",), allow_unresolved=["missing_pkg_xyz"])
     assert isinstance(a.spec, Spec)
     assert a.imports == frozenset({"yaml", "attr", "missing_pkg_xyz"})
     assert dict(a.distributions) == {"PyYAML": installed["PyYAML"], "attrs": installed["attrs"]}
@@ -253,8 +256,8 @@ def test_conda_prefix_pins_conda_packages_from_conda_meta(tmp_path, conda_prefix
         "condamod-1.2.3-h1_0.json", "distmod-conda-2.0-py_0.json",
         "python-{}-h0_cpython.json".format(platform.python_version())]
     write(tmp_path, {"job.py": "import condamod.sub\nimport distmod\nimport six\nimport yaml\n"})
-    proc = run_cli("poncho_package_analyze", "--prefix", prefix, tmp_path / "job.py", "-",
-                   env={"PONCHO_WQ_CACHE": str(tmp_path / "cache")})
+    proc = run_cli("poncho_package_analyze", "--prefix", prefix, "--allow-unresolved", "yaml", tmp_path / "job.py",
+                   "-", env={"PONCHO_WQ_CACHE": str(tmp_path / "cache")})
     assert proc.returncode == 0, proc.stderr
     spec = json.loads(proc.stdout)
     ch = "file://" + channel
@@ -282,3 +285,143 @@ def test_conda_prefix_pkg_mapping_and_extra_by_conda_name(tmp_path, conda_prefix
                                           "{}::distmod-conda=2.0=py_0".format(ch)}
     assert [p.split("==")[0] for p in a.spec.pip] == ["six"]
     assert a.distributions["condamod"] == "1.2.3" and a.distributions["distmod-conda"] == "2.0"
+
+
+# --------------------------------------------------------------------------------- nothing invented (issue 24)
+
+
+def test_the_swig_guard_inside_a_package_invents_nothing(tmp_path, installed, cache):
+    """`import _native` in the else branch of SWIG's guard became the pip requirement `native`."""
+    from test_scan import SWIG
+
+    write(tmp_path, {
+        "job.py": "import mypkg.wrap\nimport flatwrap\n",
+        "mypkg/__init__.py": "",
+        "mypkg/wrap.py": SWIG.replace("_cwork_queue", "_native"),
+        "mypkg/_native.cpython-311-x86_64-linux-gnu.so": "not loaded by the analysis\n",
+        # the same guard in a top-level module: there the else branch is the live one, and resolves locally
+        "flatwrap.py": SWIG.replace("_cwork_queue", "_flatnative"),
+        "_flatnative.py": "",
+    })
+    a = an.analyze([tmp_path / "job.py"])
+    assert a.spec.pip == () and a.unresolved == ()
+    assert {arc for _src, arc in a.local_files} == {
+        "mypkg/__init__.py", "mypkg/wrap.py", "mypkg/_native.cpython-311-x86_64-linux-gnu.so", "flatwrap.py",
+        "_flatnative.py"}
+
+
+def test_import_work_queue_through_cctools_alias_module(tmp_path, installed, cache):
+    """CCTools' top-level work_queue.py (on PYTHONPATH, no metadata) is `import ndcctools.work_queue` plus a
+    sys.modules alias; ndcctools.work_queue imports the SWIG modules cwork_queue/cresource_monitor. The issue's
+    manager got cwork_queue, cresource_monitor and ipython in its spec. Manager-only modules are left out by default
+    (API and CLI alike); analyzed anyway, the SWIG modules resolve to their shipped extension modules."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("work_queue")
+    assert spec is not None and "ndcctools.work_queue" in open(spec.origin).read(), (
+        "run the tests with CCTools' build on PYTHONPATH (dev/test.sh does)")
+    write(tmp_path, {"job.py": "import work_queue\nimport yaml\n"})
+    a = an.analyze([tmp_path / "job.py"])
+    assert list(a.spec.pip) == ["PyYAML==" + installed["PyYAML"]] and a.local_files == ()
+    cli = run_cli("poncho_package_analyze", tmp_path / "job.py", "-", env={"PONCHO_WQ_CACHE": str(cache)})
+    assert cli.returncode == 0 and json.loads(cli.stdout) == a.spec.to_dict()
+    b = an.analyze([tmp_path / "job.py"], exclude=())
+    text = json.dumps(b.spec.to_dict()).lower()
+    assert not [w for w in ("cwork", "cresource", "ipython", "native") if w in text], text
+    assert b.unresolved == ()
+    arcs = {arc for _src, arc in b.local_files}
+    assert {"work_queue.py", "ndcctools/work_queue.py", "ndcctools/cwork_queue.py"} <= arcs
+    assert any(arc.startswith("ndcctools/_cwork_queue") and arc.endswith(".so") for arc in arcs)
+
+
+def test_a_sys_path_directory_is_local_code(tmp_path, installed, cache, monkeypatch):
+    """`import utils` through sys.path.insert(0, <script dir>/lib) became the index's unrelated `utils`; the task
+    failed with AttributeError on the worker."""
+    write(tmp_path, {
+        "proj/job.py": """
+            import os, sys
+            from pathlib import Path
+            sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "lib"))
+            sys.path.append(str(Path(__file__).parent / "extra"))
+            import utils
+            import attr          # lib/attr.py: inserted in front, it shadows the installed attrs
+            import yaml          # extra/yaml.py: appended, the installed PyYAML wins
+            import helpers_only_in_extra
+        """,
+        "proj/lib/utils.py": "def hello():\n    return 'hi'\nimport deeper\n",
+        "proj/lib/deeper.py": "",
+        "proj/lib/attr.py": "",
+        "proj/extra/yaml.py": "",
+        "proj/extra/helpers_only_in_extra.py": "",
+    })
+    monkeypatch.chdir(tmp_path)
+    a = an.analyze([tmp_path / "proj" / "job.py"])
+    assert list(a.spec.pip) == ["PyYAML==" + installed["PyYAML"]]
+    assert {arc for _src, arc in a.local_files} == {"utils.py", "deeper.py", "attr.py", "helpers_only_in_extra.py"}
+
+
+def test_a_typo_is_an_error_before_any_build(tmp_path, installed, cache):
+    from poncho_wq import Environment
+
+    write(tmp_path, {"job.py": "import yaml\nimport tabulat\n"})
+    with pytest.raises(SpecError) as e:
+        Environment.from_script(str(tmp_path / "job.py")).build()
+    assert "job.py:2: import tabulat is not installed here" in str(e.value)
+    assert "--allow-unresolved tabulat" in str(e.value) and "allow_unresolved=['tabulat']" in str(e.value)
+    assert not os.path.exists(os.path.join(str(cache), "envs"))
+    a = an.analyze([tmp_path / "job.py"], allow_unresolved=["tabulat"])
+    assert "tabulat" in a.spec.pip and a.unresolved == ("tabulat",)
+    assert a.why("tabulat")[0].startswith("import tabulat, allowed unresolved (")
+
+
+def test_optional_and_dead_imports_are_not_requirements(tmp_path, installed, cache):
+    write(tmp_path, {
+        "job.py": """
+            import sys, os
+            import pkg.mod
+            try:
+                import fast_json_not_installed_xyz as json
+            except ImportError:
+                import json
+            if sys.version_info[0] == 2:
+                import urllib2
+            if sys.platform == "win32":
+                import winthing_not_installed_xyz
+            elif os.name == "nt":
+                import ntthing_not_installed_xyz
+            __import__("os;rm -rf /")
+        """,
+        "pkg/__init__.py": "",
+        # the relative-import fallback: `import yaml` would pin the unrelated installed PyYAML
+        "pkg/mod.py": "try:\n    from . import yaml\nexcept ImportError:\n    import yaml\n",
+        "pkg/yaml.py": "",
+    })
+    a = an.analyze([tmp_path / "job.py"])
+    assert a.spec.pip == () and a.unresolved == () and a.warnings == ()
+
+
+def test_the_lock_is_the_installed_closure_with_why(tmp_path, installed, cache):
+    import importlib.metadata
+
+    write(tmp_path, {"job.py": "from bs4 import BeautifulSoup\nimport yaml\n"})
+    a = an.analyze([tmp_path / "job.py"])
+    v = importlib.metadata.version
+    assert list(a.spec.pip) == ["beautifulsoup4==" + v("beautifulsoup4"), "PyYAML==" + v("PyYAML"),
+                                "soupsieve==" + v("soupsieve"), "typing_extensions==" + v("typing_extensions")]
+    assert list(a.direct_spec.pip) == ["beautifulsoup4==" + v("beautifulsoup4"), "PyYAML==" + v("PyYAML")]
+    assert a.why("beautifulsoup4") == ("import bs4 ({}:1)".format(tmp_path / "job.py"),)
+    assert a.why("Soupsieve") == ("required by beautifulsoup4",)
+    assert a.build_why()["typing-extensions"] == ("required by beautifulsoup4",)
+    assert a.build_why()["pyyaml"] == ("import yaml",)
+    assert dict(a.distributions)["soupsieve"] == v("soupsieve")
+
+
+def test_the_why_an_environment_carries_does_not_move_with_lines(tmp_path, installed, cache):
+    """poncho/lock.json's why is part of the base's cache key: an edit that only moves an import must not make a
+    new base (layered environments exist so that code edits do not rebuild it); Analysis.why keeps the line."""
+    write(tmp_path, {"job.py": "import yaml\n"})
+    first = an.analyze([tmp_path / "job.py"], use_cache=False)
+    write(tmp_path, {"job.py": "# a comment\n\nimport yaml\n"})
+    moved = an.analyze([tmp_path / "job.py"], use_cache=False)
+    assert first.why("PyYAML") != moved.why("PyYAML") and moved.why("PyYAML")[0].endswith("job.py:3)")
+    assert first.build_why() == moved.build_why() == {"pyyaml": ("import yaml",)}

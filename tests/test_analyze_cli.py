@@ -51,12 +51,41 @@ def analyze(*args, env=None, input=None, cwd=None, name="poncho_package_analyze"
     return json.loads(proc.stdout), proc.stderr
 
 
+def closure(*dists):
+    """The installed dependency closure of *dists* (names as installed), read with importlib.metadata and packaging
+    here, independently of poncho_wq's own walk: the analyzer pins every distribution of it (issue 24)."""
+    from packaging.markers import default_environment
+    from packaging.requirements import Requirement
+    from packaging.utils import canonicalize_name
+
+    env = dict(default_environment(), extra="")
+    seen, todo = {}, list(dists)
+    while todo:
+        name = todo.pop()
+        meta = importlib.metadata.metadata(name)
+        if canonicalize_name(meta["Name"]) in seen:
+            continue
+        seen[canonicalize_name(meta["Name"])] = "{}=={}".format(meta["Name"], meta["Version"])
+        for text in importlib.metadata.requires(name) or ():
+            req = Requirement(text)
+            if req.marker is None or req.marker.evaluate(env):
+                try:
+                    importlib.metadata.version(req.name)
+                except importlib.metadata.PackageNotFoundError:
+                    continue
+                todo.append(req.name)
+    return set(seen.values())
+
+
 def pins(installed, *dists):
-    return sorted("{}=={}".format(d, installed[d]) for d in dists)
+    """The lock of *dists*: themselves and their installed closure, each pinned to the installed version."""
+    out = {"{}=={}".format(d, installed[d]) for d in dists}
+    out |= closure(*dists)
+    return sorted(out, key=str.lower)
 
 
 def pip_set(spec):
-    return sorted(spec.get("pip", []))
+    return sorted(spec.get("pip", []), key=str.lower)
 
 
 def test_maps_import_names_to_installed_distributions_with_exact_pins(tmp_path, installed, env):
@@ -156,12 +185,30 @@ def test_missing_optional_import_is_not_an_error(tmp_path, installed, env):
     assert "not_installed_xyz" not in json.dumps(spec)
 
 
-def test_missing_required_import_is_listed_unpinned_with_a_warning(tmp_path, installed, env):
+def test_missing_required_import_is_an_error_unless_allowed(tmp_path, installed, env):
+    """Issue 24: an import nothing provides is never sent to an index as a guessed package name (a typo, a local
+    module the analysis cannot see, the dependency-confusion pattern): exit 1 naming file, line, module and the
+    fixes, no output; --allow-unresolved NAME lists it unpinned."""
     write(tmp_path, {"job.py": "import yaml\nimport surely_not_installed_pkg_xyz\n"})
-    spec, err = analyze(tmp_path / "job.py", env=env)
-    assert pip_set(spec) == sorted(pins(installed, "PyYAML") + ["surely_not_installed_pkg_xyz"])
+    out = tmp_path / "spec.json"
+    proc = run_cli("poncho_package_analyze", tmp_path / "job.py", out, env=env)
+    assert proc.returncode == 1 and not out.exists()
+    (line,) = proc.stderr.strip().splitlines()
+    assert "job.py:2: import surely_not_installed_pkg_xyz" in line
+    assert "--allow-unresolved surely_not_installed_pkg_xyz" in line and "--pkg-mapping" in line
+    spec, err = analyze("--allow-unresolved", "surely_not_installed_pkg_xyz", tmp_path / "job.py", env=env)
+    assert pip_set(spec) == sorted(pins(installed, "PyYAML") + ["surely_not_installed_pkg_xyz"], key=str.lower)
     warning = [line for line in err.splitlines() if "surely_not_installed_pkg_xyz" in line]
     assert len(warning) == 1 and "warning" in warning[0] and "job.py:2" in warning[0]
+
+
+def test_a_typo_is_an_error_and_nothing_is_built(tmp_path, installed, env):
+    """The issue's case: `import tabulat` went to the index. Now analyze and create both stop at the analysis."""
+    write(tmp_path, {"job.py": "import yaml\nimport tabulat\n"})
+    proc = run_cli("poncho_package_analyze", tmp_path / "job.py", "-", env=env)
+    assert proc.returncode == 1 and proc.stdout == ""
+    assert "job.py:2: import tabulat is not installed here" in proc.stderr
+    assert not os.path.exists(os.path.join(env["PONCHO_WQ_CACHE"], "envs"))
 
 
 def test_standard_library_is_excluded_for_the_target_version(tmp_path, installed, env):
@@ -169,9 +216,12 @@ def test_standard_library_is_excluded_for_the_target_version(tmp_path, installed
     spec, err = analyze(tmp_path / "job.py", env=env)
     assert pip_set(spec) == pins(installed, "PyYAML")
     # tomllib and zoneinfo are not in Python 3.8's standard library (stdlib-list knows).
-    spec, err = analyze("--python-version", "3.8", tmp_path / "job.py", env=env)
+    proc = run_cli("poncho_package_analyze", "--python-version", "3.8", tmp_path / "job.py", "-", env=env)
+    assert proc.returncode == 1 and "import tomllib" in proc.stderr and "import zoneinfo" in proc.stderr
+    spec, err = analyze("--python-version", "3.8", "--allow-unresolved", "tomllib", "--allow-unresolved",
+                        "zoneinfo", tmp_path / "job.py", env=env)
     assert spec["python"] == "3.8"
-    assert pip_set(spec) == sorted(pins(installed, "PyYAML") + ["tomllib", "zoneinfo"])
+    assert pip_set(spec) == sorted(pins(installed, "PyYAML") + ["tomllib", "zoneinfo"], key=str.lower)
     assert "tomllib" in err and "zoneinfo" in err
 
 
@@ -231,7 +281,7 @@ def test_toplevel_and_function_select_imports(tmp_path, installed, env):
     assert pip_set(spec) == pins(installed, "PyYAML", "attrs")
     spec, _ = analyze("--function", "work", script, env=env)
     assert pip_set(spec) == pins(installed, "python-dateutil", "beautifulsoup4")
-    spec, _ = analyze("--function", "C.run", script, env=env)
+    spec, _ = analyze("--function", "C.run", "--allow-unresolved", "surely_not_installed_pkg_xyz", script, env=env)
     assert pip_set(spec) == ["surely_not_installed_pkg_xyz"]
     proc = run_cli("poncho_package_analyze", "--function", "nope", script, "-", env=env)
     assert proc.returncode == 1 and "nope" in proc.stderr and proc.stdout == ""
@@ -243,9 +293,10 @@ def test_pkg_mapping_overrides_and_extra_pkg_adds(tmp_path, installed, env):
                         "--extra-pkg", "python-dateutil", "--extra-pkg", "beautifulsoup4<5", tmp_path / "job.py",
                         env=env)
     assert pip_set(spec) == sorted(pins(installed, "attrs", "python-dateutil") + ["beautifulsoup4<5",
-                                                                                 "ruamel.yaml>=0.17"])
+                                                                                 "ruamel.yaml>=0.17"], key=str.lower)
     assert "warning" not in err
-    spec, err = analyze("--extra-pkg", "not_installed_extra_xyz", tmp_path / "job.py", env=env)
+    spec, err = analyze("--extra-pkg", "not_installed_extra_xyz", "--pkg-mapping", "cv2_not_installed_xyz=attrs",
+                        tmp_path / "job.py", env=env)
     assert "not_installed_extra_xyz" in spec["pip"] and "not_installed_extra_xyz" in err
 
 
@@ -271,18 +322,18 @@ def test_python_m_poncho_wq_analyze(tmp_path, installed, env):
     assert pip_set(json.loads(proc.stdout)) == pins(installed, "attrs")
 
 
-def test_editable_distribution_travels_as_code_and_is_warned_about(tmp_path, installed, env):
-    """poncho_wq itself is installed editable (pip install -e): it cannot come from PyPI on a worker."""
-    write(tmp_path, {"job.py": "import poncho_wq.spec\nimport yaml\n"})
+def test_manager_only_modules_are_left_out_as_by_the_api(tmp_path, installed, env):
+    """Issue 24: the CLI listed poncho_wq's own dependencies (conda-pack, py-rattler, ...) for a manager script
+    importing poncho_wq; the API left them out. Both share one analysis now. (This test used poncho_wq, installed
+    editable, to show editable distributions travelling as code: tests/test_build_current.py covers that with a
+    real editable project.)"""
+    write(tmp_path, {"job.py": "import poncho_wq.spec\nimport work_queue\nimport ndcctools.taskvine\nimport yaml\n"})
     spec, err = analyze("--local-files", tmp_path / "job.py", env=env)
-    # Its code is followed like local code: its own third-party imports (packaging, in spec.py) are pinned.
-    assert set(pins(installed, "PyYAML")) | {"packaging==" + importlib.metadata.version("packaging")} <= set(
-        spec["pip"])
-    assert not [p for p in spec["pip"] if p.lower().startswith("poncho")]
-    assert "poncho_wq" in err and "local source" in err
-    assert "local file: " in err and "-> poncho_wq/spec.py" in err
-    spec, err = analyze("--exclude", "poncho_wq", tmp_path / "job.py", env=env)
-    assert pip_set(spec) == pins(installed, "PyYAML") and "poncho_wq" not in err
+    assert pip_set(spec) == pins(installed, "PyYAML")
+    assert "poncho_wq" not in err and "local file" not in err
+    from poncho_wq.analysis import analyze as api_analyze
+
+    assert api_analyze([tmp_path / "job.py"]).spec.to_dict() == spec
 
 
 # ------------------------------------------------------------------------------------------------ bad inputs
@@ -356,7 +407,8 @@ def test_directory_argument_and_non_utf8_file(tmp_path, installed, env):
 
 def test_quiet_silences_warnings(tmp_path, env):
     write(tmp_path, {"job.py": "import surely_not_installed_pkg_xyz\n"})
-    proc = run_cli("poncho_package_analyze", "--quiet", tmp_path / "job.py", "-", env=env)
+    proc = run_cli("poncho_package_analyze", "--quiet", "--allow-unresolved", "surely_not_installed_pkg_xyz",
+                   tmp_path / "job.py", "-", env=env)
     assert proc.returncode == 0 and proc.stderr == ""
 
 

@@ -27,7 +27,8 @@ def test_defaults():
     assert s.cache_dir == os.path.join(os.path.expanduser("~"), ".cache", "poncho_wq")
     assert Settings({"XDG_CACHE_HOME": "/x"}).cache_dir == "/x/poncho_wq"
     assert Settings({"PONCHO_WQ_CACHE": "rel"}).cache_dir == os.path.abspath("rel")
-    assert (s.source, s.netcheck_timeout, s.git_timeout, s.http_timeout) == ("auto", 3.0, 120.0, 60.0)
+    assert (s.source, s.git_timeout, s.http_timeout) == ("auto", 120.0, 60.0)
+    assert not hasattr(s, "netcheck_timeout")  # issue 24: no reachability probe decides anything any more
     assert (s.debug, s.analyze_serial, s.binding, s.conda_exe, s.source_date_epoch) == (False, False, None, None,
                                                                                          946684800)
     assert Settings({"PONCHO_DEBUG": "1"}).debug and not Settings({"PONCHO_DEBUG": "0"}).debug
@@ -36,7 +37,6 @@ def test_defaults():
 
 @pytest.mark.parametrize("name,value,prop", [
     ("PONCHO_WQ_SOURCE", "pypi", "source"),
-    ("PONCHO_WQ_NETCHECK_TIMEOUT", "soon", "netcheck_timeout"),
     ("PONCHO_WQ_GIT_TIMEOUT", "-5", "git_timeout"),
     ("PONCHO_WQ_HTTP_TIMEOUT", "nan", "http_timeout"),
     ("PONCHO_WQ_BINDING", "wq", "binding"),

@@ -1,4 +1,4 @@
-"""Environment resolution across processes: the build source chosen for source="auto", and reuse of the cache."""
+"""Environment resolution across processes: what source="auto" builds, and reuse of the cache."""
 
 import json
 import os
@@ -25,25 +25,27 @@ def resolve(script, cache, **env):
     return json.loads(r.stdout), r.stderr
 
 
-def test_auto_source_reuses_a_cached_index_build_without_the_network(tmp_path):
+def test_auto_source_is_the_lock_whatever_the_network(tmp_path):
+    """Issue 24: auto chose index or current by a 3 s reachability probe, so the same script could get another
+    environment from one run to the next. It is the lock, built from the installed files: the same environment
+    with an index, without one, and in another cache; PONCHO_WQ_SOURCE=index still asks the index (another
+    environment: the imports pinned, the rest resolved there)."""
     script = tmp_path / "job.py"
     script.write_text("import humanize\n")
-    first, _ = resolve(script, tmp_path / "cache", PONCHO_WQ_SOURCE="index")
-    assert first["source"] == "index" and not first["hit"]
-    # No index reachable now, but the index build of the same spec is in the cache: reused, not rebuilt.
-    again, err = resolve(script, tmp_path / "cache", **OFFLINE)
-    assert again == {"source": "index", "hit": True, "name": first["name"]}
-    assert "no package index" not in err
-    # An empty cache and no index: built from the running environment, and said so.
-    fresh, err = resolve(script, tmp_path / "other-cache", **OFFLINE)
-    assert fresh["source"] == "current" and not fresh["hit"]
-    assert "running environment" in err
+    first, err = resolve(script, tmp_path / "cache")
+    assert first["source"] == "auto" and not first["hit"]
+    assert "package index" not in err and "running environment" not in err  # nothing guessed, nothing to say
+    again, _ = resolve(script, tmp_path / "cache", **OFFLINE)
+    assert again == dict(first, hit=True)
+    fresh, _ = resolve(script, tmp_path / "other-cache", **OFFLINE)
+    assert fresh == first
+    index, _ = resolve(script, tmp_path / "cache", PONCHO_WQ_SOURCE="index")
+    assert index["source"] == "index" and index["name"] != first["name"]
 
 
 def test_clear_caches_drops_the_memos(tmp_path, monkeypatch):
     """A memoized ship list is re-checked against the files it covers (ctime too, which an edit cannot put
-    back: issue 13), and clear_caches() drops every in-process memo (the reachability answer included) for
-    what no memo key covers."""
+    back: issue 13), and clear_caches() drops every in-process memo for what no memo key covers."""
     import poncho_wq
     from poncho_wq.environment import ship_list
 
@@ -52,9 +54,6 @@ def test_clear_caches_drops_the_memos(tmp_path, monkeypatch):
     (tmp_path / "job.py").write_text("import helper_a\n")
     (tmp_path / "helper_a.py").write_text("X = 1\n")
     (tmp_path / "helper_b.py").write_text("Y = 2\n")
-    from poncho_wq.netcheck import reachable
-
-    reachable("file://" + str(tmp_path))
     first = ship_list(["job.py"])
     assert {arc for _, arc in first} == {"job.py", "helper_a.py"}
     st = os.stat(tmp_path / "job.py")
@@ -63,4 +62,3 @@ def test_clear_caches_drops_the_memos(tmp_path, monkeypatch):
     assert {arc for _, arc in ship_list(["job.py"])} == {"job.py", "helper_b.py"}
     poncho_wq.clear_caches()
     assert {arc for _, arc in ship_list(["job.py"])} == {"job.py", "helper_b.py"}
-    assert reachable.cache_info().currsize == 0

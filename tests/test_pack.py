@@ -53,8 +53,10 @@ def test_members_sorted_owner_root_fixed_mtime(prefix, tmp_path, use_pigz):
     with tarfile.open(out) as tar:
         members = tar.getmembers()
     names = [m.name for m in members]
-    # poncho/floor first (the run shim reads it before unpacking), then sorted.
-    assert names[0] == "poncho/floor" and names[1:] == sorted(names[1:]) and len(names) == len(set(names))
+    # poncho/floor first (the run shim reads it before unpacking), poncho/lock.json second (poncho_wq inspect reads
+    # it without decompressing the rest), then sorted.
+    assert names[:2] == ["poncho/floor", "poncho/lock.json"] and names[2:] == sorted(names[2:])
+    assert len(names) == len(set(names))
     assert all(m.uid == 0 and m.gid == 0 and m.uname == "" and m.gname == "" for m in members)
     assert {m.mtime for m in members} == {fixed_mtime()}
     assert "share/empty-dir" in names and "bin/conda-unpack" in names

@@ -6,6 +6,10 @@ Upstream-compatible: ``[--toplevel | --function NAME] [--pkg-mapping IMPORT=NAME
 JSON, which is valid YAML), ``-`` as the output writes to standard output. Exit codes follow the man page: 1 for
 a bad command line (argparse would use 2, which the man page reserves for a bad script path) or bad input such
 as a syntax error, 2 for a missing script. The output is written atomically: on error no file appears.
+
+The spec is the analysis' lock (:mod:`poncho_wq.analysis`), the same the API builds: every distribution the
+imports reach, pinned to the installed version (``--unlocked``: only the imported ones). An import that resolves to
+nothing is an error (exit 1) naming file, line and module, unless ``--allow-unresolved NAME`` lists it for the index.
 """
 
 import argparse
@@ -25,7 +29,8 @@ class _Parser(argparse.ArgumentParser):
 
 def _parser(prog):
     p = _Parser(prog=prog, usage="%(prog)s [-h] [-q] [--toplevel | --function NAME] [--pkg-mapping IMPORT=NAME]... "
-                                 "[--extra-pkg PKG]... [other options] <script ...> <out.json>",
+                                 "[--extra-pkg PKG]... [--allow-unresolved NAME]... [other options] "
+                                 "<script ...> <out.json>",
                 description="Find the third-party packages a Python script imports (static analysis, "
                                        "never running it) and write a pinned environment specification.")
     mode = p.add_mutually_exclusive_group()
@@ -36,7 +41,14 @@ def _parser(prog):
     p.add_argument("--extra-pkg", metavar="PKG", action="append", default=[],
                    help="also include package PKG even if no source imports it")
     p.add_argument("--exclude", metavar="IMPORT", action="append", default=[],
-                   help="leave the import name IMPORT out entirely")
+                   help="leave the import name IMPORT out entirely (besides the manager-only modules: Work Queue, "
+                        "ndcctools, poncho_wq)")
+    p.add_argument("--allow-unresolved", metavar="NAME", action="append", default=[],
+                   help="an import NAME that nothing installed here provides is listed unpinned for the package "
+                        "index (otherwise it is an error)")
+    p.add_argument("--unlocked", action="store_true",
+                   help="pin only the distributions the scripts import; the index resolves their dependencies "
+                        "(default: every distribution of their installed closure, at the installed version)")
     p.add_argument("--python-version", metavar="X.Y", help="target Python version (default: this interpreter's)")
     p.add_argument("--prefix", metavar="DIR",
                    help="resolve packages in the conda prefix or venv DIR instead of this interpreter's environment")
@@ -75,10 +87,14 @@ def _analyze(argv, prog):
 
     from ..analysis import analyze
     from ..fsutil import atomic_output
+    from ..wq import MANAGER_ONLY
 
+    # The same analysis as the API's (Environment.from_script): manager-only modules left out here too.
     result = analyze(scripts, toplevel=args.toplevel, function=args.function, pkg_mapping=mapping,
-                     extra_pkgs=args.extra_pkg, exclude=args.exclude, python_version=args.python_version,
-                     sources=sources, use_cache=not args.no_cache, prefix=args.prefix)
+                     extra_pkgs=args.extra_pkg, exclude=tuple(MANAGER_ONLY) + tuple(args.exclude),
+                     python_version=args.python_version, sources=sources, use_cache=not args.no_cache,
+                     prefix=args.prefix, allow_unresolved=args.allow_unresolved)
+    spec = result.direct_spec if args.unlocked else result.spec
     if not args.quiet:
         for w in result.warnings:
             print("{}: warning: {}".format(prog, w), file=sys.stderr)
@@ -87,7 +103,7 @@ def _analyze(argv, prog):
             print("{}: local file: {} -> {}".format(prog, path, arcname), file=sys.stderr)
     try:
         with atomic_output(output) as f:
-            f.write(result.spec.dumps())
+            f.write(spec.dumps())
     except OSError as e:
         # exit 1: analyze's man page has no code for a failed write
         raise PonchoError("cannot write {}: {}".format(output, e.strerror or e))

@@ -37,9 +37,11 @@ def parser(prog=PROG):
                    "--from-requirements, a pip requirements file")
     p.add_argument("output", help="the tarball to write (.tar.gz)")
     p.add_argument("--no-cache", action="store_true", help="build into OUTPUT without using or filling the cache")
-    p.add_argument("--engine", choices=("auto", "conda", "portable", "current"), default="auto",
+    p.add_argument("--engine", choices=("auto", "conda", "portable", "current", "locked"), default="auto",
                    help="conda (spec has a conda section), portable (copy a Python interpreter, install from an "
-                   "index) or current (see --from-current-env); default auto (conda or portable)")
+                   "index), current (see --from-current-env) or locked (the installed files, the index only for "
+                   "what they cannot serve: what the API's source='auto' builds from poncho_package_analyze's "
+                   "lock); default auto (conda or portable)")
     p.add_argument("--from-current-env", action="store_true",
                    help="no package index: copy the spec's pip distributions, closed over their installed "
                    "dependencies, from the running environment (or --python's); same as --engine current")

@@ -8,6 +8,8 @@ commands:
   analyze   same as poncho_package_analyze: scripts -> environment spec
   create    same as poncho_package_create: spec -> packed environment tarball
   cache     list, remove or prune cached environment builds
+  inspect   what an environment tarball holds and why (ENV.tar.gz), or the lock scripts get (job.py)
+  diff      which distributions differ between two environment tarballs
   shim      print the path of the run shim (poncho_package_run, a POSIX sh script)
   serve     serve a publish directory over HTTP (a plain local server for small setups; not for production)
 """
@@ -25,6 +27,10 @@ def main(argv=None):
         from .create import main as sub
     elif command == "cache":
         from .cache import main as sub
+    elif command in ("inspect", "diff"):
+        from .inspect import main as inspect_main
+
+        return inspect_main(rest, command)
     elif command == "serve":
         from ..publish import serve_main as sub
     elif command == "shim":

@@ -1,19 +1,22 @@
 """Environment builds: spec -> populated prefix -> packed, relocatable tarball, cached by content.
 
-Three engines fill a prefix, each an :class:`Engine` (:data:`ENGINES`): ``conda`` (:mod:`.conda`:
+Four engines fill a prefix, each an :class:`Engine` (:data:`ENGINES`): ``conda`` (:mod:`.conda`:
 micromamba/mamba/conda or py-rattler, then pip) for specs with a conda section, ``portable`` (:mod:`.portable`: a
-relocatable copy of a CPython interpreter, then pip) for the others, and ``current`` (:mod:`.current`: the
+relocatable copy of a CPython interpreter, then pip) for the others, ``current`` (:mod:`.current`: the
 interpreter copy plus the spec's distributions copied, pruned to their installed dependency closure, from the
-running environment: no index, never chosen by "auto"). Whatever the engine, :func:`build_prefix` then adds the
-data sections (:mod:`.data`), ``bin/run_in_env`` (the activator the run shim calls), ``poncho/spec.json`` and
-``conda-meta/history`` (conda-pack needs it), and :func:`poncho_wq.pack.pack_prefix` packs it, so one packer and
-one relocation step (``conda-unpack``) serve every engine.
+running environment: no index), and ``locked`` (:mod:`.locked`: what ``source="auto"`` environments are built
+with: the analysis' lock from the installed files, the package index only for what those cannot serve). Whatever
+the engine, :func:`build_prefix` then adds the data sections (:mod:`.data`), ``bin/run_in_env`` (the activator the
+run shim calls), ``poncho/spec.json``, ``poncho/lock.json`` (:mod:`poncho_wq.lock`) and ``conda-meta/history``
+(conda-pack needs it), and :func:`poncho_wq.pack.pack_prefix` packs it, so one packer and one relocation step
+(``conda-unpack``) serve every engine.
 
 The cache key (:func:`cache_key`) is sha256 over the spec's canonical JSON, the platform (``sys.platform``,
 machine, libc) and the builder's identity (engine, poncho_wq version, pack format, and what the engine's
 :meth:`Engine.identity` says its result depends on: the base interpreter's implementation and full version/build
-string; for the current engine also a hash of the copied files' identities). The cached tarball is named
-``env-<key[:32]>.tar.gz`` (see :mod:`poncho_wq.cache`).
+string; for the current and locked engines also a hash of the copied files' identities) and, for an analyzed
+environment, the digest of its lock's "why" (import names and requiring distributions, :mod:`poncho_wq.lock`).
+The cached tarball is named ``env-<key[:32]>.tar.gz`` (see :mod:`poncho_wq.cache`).
 """
 
 import dataclasses
@@ -34,8 +37,8 @@ from ..tools import describe_os_error, tail
 
 #: Bumped whenever the archive layout or packing changes, so old cache entries are not reused.
 # 2: checked-hash bytecode and poncho/floor.json in every environment; 3: poncho/floor first; 4: packages' test
-# directories left out (poncho_wq.pack.prune_tests)
-PACK_FORMAT = 4
+# directories left out (poncho_wq.pack.prune_tests); 5: poncho/lock.json, the archive's second member
+PACK_FORMAT = 5
 
 
 @dataclasses.dataclass(frozen=True)
@@ -61,7 +64,8 @@ class Engine:
       cache key): an engine that copies an interpreter names it, one that copies installed files names them;
     * :meth:`prepare` turns an analysis' spec into the spec this engine builds (the current engine also ships
       local distributions and leaves out what is not installed);
-    * :meth:`populate` fills an empty prefix; :func:`build_prefix` adds what every environment carries.
+    * :meth:`populate` fills an empty prefix and may return where each distribution came from (canonical name ->
+      source, for ``poncho/lock.json``); :func:`build_prefix` adds what every environment carries.
     """
 
     name = ""
@@ -80,7 +84,7 @@ class Engine:
     def prepare(self, spec, analysis=None):
         return spec
 
-    def populate(self, spec, prefix: str, python: Optional[str], progress) -> None:
+    def populate(self, spec, prefix: str, python: Optional[str], progress) -> Optional[Dict[str, dict]]:
         raise NotImplementedError
 
     def __repr__(self):
@@ -166,11 +170,37 @@ class CurrentEngine(Engine):
     def populate(self, spec, prefix, python, progress):
         from .current import build_current_prefix
 
-        build_current_prefix(spec, prefix, python, progress)
+        return dict(build_current_prefix(spec, prefix, python, progress).sources)
+
+
+class LockedEngine(CurrentEngine):
+    """The lock of an analysis (every distribution of the imports' closure pinned to the installed version) from
+    the installed files; the package index serves only what they cannot: exact versions of distributions
+    installed without a RECORD, and names the caller allowed unresolved (see :mod:`.locked`). What
+    ``source="auto"`` builds."""
+
+    name = "locked"
+
+    def identity(self, spec, python):
+        from .current import installed_identity
+
+        return {"python": _interpreter_identity(python),
+                "installed": installed_identity(spec, python, index_fallback=True)}
+
+    def prepare(self, spec, analysis=None):
+        from .current import spec_with_local
+
+        return spec_with_local(spec, analysis, keep_unresolved=True)
+
+    def populate(self, spec, prefix, python, progress):
+        from .locked import build_locked_prefix
+
+        return build_locked_prefix(spec, prefix, python, progress)
 
 
 #: The engines by name.
-ENGINES: Dict[str, Engine] = {e.name: e for e in (CondaEngine(), PortableEngine(), CurrentEngine())}
+ENGINES: Dict[str, Engine] = {e.name: e for e in (CondaEngine(), PortableEngine(), CurrentEngine(),
+                                                  LockedEngine())}
 
 
 def get_engine(spec, engine: Union[None, str, Engine] = None) -> Engine:
@@ -190,10 +220,11 @@ def platform_tag():
     return {"platform": sys.platform, "machine": platform.machine(), "libc": "{} {}".format(libc, libc_version)}
 
 
-def cache_key(spec, *, engine, python=None):
+def cache_key(spec, *, engine, python=None, why=None):
     """The content key of the environment *spec* built by *engine* on this platform (sha256 hex): the spec's
     canonical JSON, the platform, and the builder (engine, poncho_wq version, pack format, the engine's
-    :meth:`Engine.identity`); plus the content digests of local ``file://`` projects the spec names."""
+    :meth:`Engine.identity`); plus the content digests of local ``file://`` projects the spec names, and the digest
+    of *why* (what ``poncho/lock.json`` says of each distribution, :func:`poncho_wq.lock.why_digest`) when given."""
     from .. import __version__
 
     spec = as_spec(spec)
@@ -210,6 +241,11 @@ def cache_key(spec, *, engine, python=None):
     local = local_project_digests(spec)
     if local:  # `name @ file:///dir`: the project's content, not only its URL (issue 13); other keys unchanged
         doc["local"] = local
+    from ..lock import why_digest
+
+    digest = why_digest(why)
+    if digest:  # the lock's why is in the tarball: the same key must give the same bytes
+        doc["why"] = digest
     return hashlib.sha256(json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 
@@ -238,10 +274,11 @@ def with_target(spec, target=None):
     return dataclasses.replace(spec, target=parse_target(target, "target").tag)
 
 
-def build_prefix(spec, prefix, *, engine=None, python=None, progress=None, target=None):
+def build_prefix(spec, prefix, *, engine=None, python=None, progress=None, target=None, why=None):
     """Populate the new (or empty) directory *prefix* with the environment *spec* (not packed); return its floor
     (:func:`poncho_wq.floor.prefix_floor`), also written to ``poncho/floor.json``. A build target (*target*, or
-    the spec's) that the floor is above is a BuildError naming the file that needs more."""
+    the spec's) that the floor is above is a BuildError naming the file that needs more. ``poncho/lock.json``
+    records what the prefix holds, with *why* (canonical name -> reasons) from an analysis."""
     spec = with_target(spec, target)
     eng = get_engine(spec, engine)
     eng.check(spec, python)
@@ -249,7 +286,7 @@ def build_prefix(spec, prefix, *, engine=None, python=None, progress=None, targe
     if os.path.isdir(prefix) and os.listdir(prefix):
         raise BuildError("build prefix {} is not empty".format(prefix))
     os.makedirs(prefix, exist_ok=True)
-    eng.populate(spec, prefix, python, progress)
+    sources = eng.populate(spec, prefix, python, progress)
     from ..target import parse_target
 
     target = parse_target(spec.target) if spec.target else None
@@ -268,6 +305,9 @@ def build_prefix(spec, prefix, *, engine=None, python=None, progress=None, targe
     shutil.copyfile(run_in_env_path(), os.path.join(prefix, "bin", "run_in_env"))
     os.chmod(os.path.join(prefix, "bin", "run_in_env"), 0o755)
     _write(os.path.join(prefix, "poncho", "spec.json"), spec.dumps())
+    from ..lock import write_lock
+
+    write_lock(prefix, spec, eng.name, sources, why)
     ensure_history(prefix, eng.name)
     from ..floor import write_floor
 
@@ -290,7 +330,7 @@ def build_prefix(spec, prefix, *, engine=None, python=None, progress=None, targe
     return floor
 
 
-def _build_and_pack(spec, engine, python, progress, output):
+def _build_and_pack(spec, engine, python, progress, output, why=None):
     """Build a prefix next to *output* (scratch dir) and pack it to *output*; the scratch is removed. Returns the
     environment's floor."""
     scratch = os.path.dirname(output)
@@ -298,7 +338,7 @@ def _build_and_pack(spec, engine, python, progress, output):
     from ..pack import pack_prefix
 
     try:
-        floor = build_prefix(spec, prefix, engine=engine, python=python, progress=progress)
+        floor = build_prefix(spec, prefix, engine=engine, python=python, progress=progress, why=why)
         pack_prefix(prefix, output, progress=progress)
         return floor
     except PonchoError:
@@ -312,7 +352,7 @@ def _build_and_pack(spec, engine, python, progress, output):
 
 
 def create(spec, output=None, *, engine=None, python=None, use_cache=True, cache_dir=None, progress=None,
-           target=None):
+           target=None, why=None):
     """Build (or find in the cache) the packed environment for *spec*; return a :class:`BuildResult`.
 
     *spec*: Spec, dict or path. *output*: where the tarball should also appear (None: leave it in the cache).
@@ -320,14 +360,15 @@ def create(spec, output=None, *, engine=None, python=None, use_cache=True, cache
     directory next to it and an atomic rename. *progress*: None (silent), True (stderr), a callable that gets each
     :class:`poncho_wq.progress.ProgressEvent`, or a :class:`poncho_wq.progress.Progress`. *target*: the oldest
     worker the environment must run on (``manylinux_2_28_x86_64``, see :mod:`poncho_wq.target`), overriding the
-    spec's ``target``.
+    spec's ``target``. *why*: canonical distribution name -> reasons, for ``poncho/lock.json`` (an analysis'
+    :meth:`~poncho_wq.analysis.Analysis.build_why`; part of the key).
     """
     spec = with_target(spec, target)
     engine = get_engine(spec, engine)
     engine.check(spec, python)
     progress = as_progress(progress)
     start = time.monotonic()
-    key = cache_key(spec, engine=engine, python=python)
+    key = cache_key(spec, engine=engine, python=python, why=why)
     if output:
         check_output_path(output)  # before minutes of building, not after
     if not use_cache:
@@ -338,7 +379,7 @@ def create(spec, output=None, *, engine=None, python=None, use_cache=True, cache
             os.makedirs(out_dir, exist_ok=True)
             with build_scratch(out_dir) as scratch:
                 tmp_output = os.path.join(scratch, "env.tar.gz")
-                floor = _build_and_pack(spec, engine, python, progress, tmp_output)
+                floor = _build_and_pack(spec, engine, python, progress, tmp_output, why)
                 os.replace(tmp_output, output)
         except OSError as e:
             raise write_error(output, e) from e
@@ -360,7 +401,7 @@ def create(spec, output=None, *, engine=None, python=None, use_cache=True, cache
         with interpreter_bases(cache.root):
             # The builder also records the floor in the entry's metadata (read after it returns).
             path, hit = cache.build(key, lambda tmp: meta.update(floor=_build_and_pack(spec, engine, python,
-                                                                                       progress, tmp)), meta,
+                                                                                       progress, tmp, why)), meta,
                                     verify_digest=True)
     except OSError as e:
         raise BuildError("cannot use the build cache {}: {}; set PONCHO_WQ_CACHE or --cache-dir to a writable "

@@ -32,12 +32,15 @@ log = logging.getLogger(__name__)
 class Closure:
     """``dists``: canonical name -> :class:`~poncho_wq.installation.Distribution`, in discovery order; ``extras``: canonical
     name -> extras requested of it; ``missing``: (requirer, requirement text) whose target is not installed;
-    ``conflicts``: (requirer, requirement text, installed version) whose installed version does not match."""
+    ``conflicts``: (requirer, requirement text, installed version) whose installed version does not match;
+    ``required_by``: canonical name -> the names of the distributions whose requirements reached it (the "why" of
+    a lock)."""
 
     dists: Dict[str, Distribution]
     extras: Dict[str, FrozenSet[str]]
     missing: Tuple[Tuple[str, str], ...]
     conflicts: Tuple[Tuple[str, str, str], ...]
+    required_by: Dict[str, Tuple[str, ...]] = dataclasses.field(default_factory=dict)
 
 
 def marker_applies(marker, environment, extras=()):
@@ -60,6 +63,7 @@ def pip_closure(roots, index, environment):
     Roots whose own marker is false for the target are dropped by the caller, not here.
     """
     dists, extras, missing, conflicts = {}, {}, [], []
+    required_by: Dict[str, List[str]] = {}
     work: List[Tuple[str, FrozenSet[str]]] = []
     for req in roots:
         key = canonicalize_name(req.name)
@@ -87,8 +91,11 @@ def pip_closure(roots, index, environment):
                 continue
             if req.specifier and not req.specifier.contains(target.version, prereleases=True):
                 conflicts.append((dist.name, text, target.version))
+            if dep != key and dist.name not in required_by.setdefault(dep, []):
+                required_by[dep].append(dist.name)
             work.append((dep, frozenset(canonicalize_name(e) for e in req.extras)))
-    return Closure(dists, extras, tuple(dict.fromkeys(missing)), tuple(dict.fromkeys(conflicts)))
+    return Closure(dists, extras, tuple(dict.fromkeys(missing)), tuple(dict.fromkeys(conflicts)),
+                   {k: tuple(sorted(v, key=str.lower)) for k, v in required_by.items()})
 
 
 # ------------------------------------------------------------------------------------------------------ conda

@@ -87,6 +87,11 @@ class Plan:
     entries: tuple  # Entry, sorted by target
     identity: tuple
     warnings: tuple
+    #: requirements the installed files cannot serve, for the package index (locked engine only): exact pins
+    #: of distributions installed without a RECORD, and names the caller allowed that are not installed
+    from_index: tuple = ()
+    #: canonical name -> where its files come from ({"kind": "installed", "path": site dir}, "local", "conda")
+    sources: tuple = ()
 
 
 def _record_hash(data):
@@ -168,7 +173,9 @@ def _editable_entries(dist, env, site_rel, warnings):
     return entries
 
 
-def _root_requirements(spec, index, env, warnings):
+def _root_requirements(spec, index, env, warnings, from_index=None):
+    """The spec's pip requirements as installed roots; one not installed is an error, or, when *from_index* is a
+    list, is appended to it (the locked engine asks the index for it)."""
     roots, missing = [], []
     for text in spec.pip:
         try:
@@ -179,7 +186,7 @@ def _root_requirements(spec, index, env, warnings):
             continue
         dist = index.get(canonicalize_name(req.name))
         if dist is None:
-            missing.append(text)
+            (from_index if from_index is not None else missing).append(text)
             continue
         if req.specifier and not req.specifier.contains(dist.version, prereleases=True):
             raise PonchoError("the spec asks for {} but {} {} is installed in the environment of {}: build from an "
@@ -198,8 +205,12 @@ _PLAN_MEMO: dict = {}
 register(_PLAN_MEMO.clear)
 
 
-def plan(spec, python=None):
-    """What the current engine ships for *spec* from the environment of *python* (see the module docstring)."""
+def plan(spec, python=None, index_fallback=False):
+    """What the current engine ships for *spec* from the environment of *python* (see the module docstring).
+
+    *index_fallback* (the locked engine, :mod:`.locked`): a distribution whose installed files cannot be shipped
+    (no RECORD to list them) and a requirement that is not installed are not errors but go to
+    :attr:`Plan.from_index`, as exact pins of the installed version for the former."""
     spec = as_spec(spec)
     env = installation(python)  # the environment files are copied from
     if spec.conda and not env.conda_prefix:
@@ -208,12 +219,13 @@ def plan(spec, python=None):
                           "spec with --engine conda".format(" ".join(spec.conda.packages), env.python),
                           exit_code=3)
     # The Installation is a new object whenever its site directories or conda-meta changed (see installation()).
-    memo_key = (spec.digest(), env)
+    memo_key = (spec.digest(), env, index_fallback)
     if memo_key in _PLAN_MEMO:
         return _PLAN_MEMO[memo_key]
     warnings = []
     index = env.distributions()
-    roots = _root_requirements(spec, index, env, warnings)
+    from_index = [] if index_fallback else None
+    roots = _root_requirements(spec, index, env, warnings, from_index)
     result = _closure.pip_closure(roots, index, env.markers)
     for requirer, text in result.missing:
         warnings.append("{} requires {}, which is not installed here: not shipped".format(requirer, text))
@@ -221,17 +233,28 @@ def plan(spec, python=None):
         warnings.append("{} requires {} but {} is installed: shipping the installed one".format(requirer, text,
                                                                                               version))
     site_rel = env.purelib_rel
-    entries, dists = {}, []
+    entries, dists, sources = {}, [], {}
     pip_dists = result.dists
     if env.conda_prefix:
         conda_dists, conda_entries, pip_dists = _conda_plan(spec, env, result.dists, warnings)
         dists.extend(conda_dists)
         for e in conda_entries:
             entries[e.target] = e
+        for name, version, _kind in conda_dists:
+            rec = env.conda_records.get(name, {})
+            sources[canonicalize_name(name)] = {"kind": "conda", "channel": rec.get("channel") or "",
+                                                "build": rec.get("build") or ""}
     for key in sorted(pip_dists):
         dist = pip_dists[key]
         editable = dist.is_editable()
+        if from_index is not None and not editable and dist.record() is None:
+            # Installed by a tool that lists no files (distutils, a Debian package's egg-info): the same version
+            # from the index, never another one (the installer is given ==version and --no-deps).
+            from_index.append("{}=={}".format(dist.name, dist.version))
+            continue
         dists.append((dist.name, dist.version, "editable" if editable else "installed"))
+        sources[key] = ({"kind": "local", "path": dist.local_source() or dist.location} if editable
+                        else {"kind": "installed", "path": dist.location})
         made = (_editable_entries if editable else _installed_entries)(dist, env, site_rel, warnings)
         for e in made:
             e = dataclasses.replace(e, owner=key)
@@ -247,8 +270,10 @@ def plan(spec, python=None):
         st = os.lstat(e.source)
         ident.append((e.target, e.kind, st.st_size, st.st_mtime_ns))
     identity = (tuple(dists), tuple(ident))
+    if from_index:
+        identity += (tuple(sorted(from_index)),)  # names and versions only: never what the network answers
     p = Plan(env, tuple(dists), tuple(sorted(entries.values(), key=lambda e: e.target)), identity,
-             tuple(dict.fromkeys(warnings)))
+             tuple(dict.fromkeys(warnings)), tuple(from_index or ()), tuple(sorted(sources.items())))
     _PLAN_MEMO[memo_key] = p
     return p
 
@@ -261,9 +286,9 @@ def _same_bytes(a, b):
         return False
 
 
-def installed_identity(spec, python=None):
+def installed_identity(spec, python=None, index_fallback=False):
     """The part of the cache key that stands for the installed files a build would copy (a sha256 hex)."""
-    p = plan(spec, python)
+    p = plan(spec, python, index_fallback)
     return hashlib.sha256(json.dumps(p.identity, separators=(",", ":")).encode()).hexdigest()
 
 
@@ -285,12 +310,13 @@ def rewrite_shebang(data, python_path):
     return b"\n".join([b"#!" + python_path.encode()] + rest)
 
 
-def build_current_prefix(spec, prefix, python=None, progress=None):
-    """Populate *prefix* with a relocatable copy of the interpreter and the planned distributions' files."""
+def build_current_prefix(spec, prefix, python=None, progress=None, index_fallback=False):
+    """Populate *prefix* with a relocatable copy of the interpreter and the planned distributions' files; return
+    the plan (its :attr:`Plan.from_index` is left to the caller)."""
     from .portable import check_version
 
     progress = as_progress(progress)
-    p = plan(spec, python)
+    p = plan(spec, python, index_fallback)
     for w in p.warnings:
         log.warning("poncho: warning: %s", w)
     if p.env.conda_prefix:
@@ -342,6 +368,7 @@ def build_current_prefix(spec, prefix, python=None, progress=None):
     progress.info("shipped %s", ", ".join(
         "{}{}{}{}".format(n, "=" if k == "conda" else "==", v, _KIND_NOTE.get(k, "")) for n, v, k in p.dists)
         or "no distributions")
+    return p
 
 
 _KIND_NOTE = {"editable": " (editable)", "conda": " (conda)"}
@@ -364,14 +391,16 @@ def _write_record(prefix, p, record):
     os.chmod(dest, 0o644)
 
 
-def spec_with_local(spec, analysis=None):
+def spec_with_local(spec, analysis=None, keep_unresolved=False):
     """*spec* with the analysis' local (editable / local-directory) distributions named as ``name @ file://dir``
-    and its unresolved (not installed) imports left out: the requirements the current engine ships."""
+    and its unresolved (not installed) imports left out unless *keep_unresolved* (the locked engine asks the index
+    for those the caller allowed): the requirements the current engine ships."""
     spec = as_spec(spec)
     if analysis is None:
         return spec
     data = spec.to_dict()
-    unresolved = {canonicalize_name(u.strip("_.")) for u in getattr(analysis, "unresolved", ())}
+    unresolved = set() if keep_unresolved else {canonicalize_name(u.strip("_."))
+                                                for u in getattr(analysis, "unresolved", ())}
     pip = [r for r in data.get("pip", []) if canonicalize_name(Requirement(r).name) not in unresolved]
     named = {canonicalize_name(Requirement(r).name) for r in pip}
     for dist, source in sorted((getattr(analysis, "local_distributions", None) or {}).items()):

@@ -110,12 +110,7 @@ def pip_install(python_exe, requirements, progress=None, *, use_uv=None, target=
 
         target = parse_target(target)
     tool, cmd = installer_command(python_exe, use_uv, target)
-    env = dict(os.environ)
-    # Only the spec decides what is installed: no user/venv state may leak into the prefix.
-    for var in ("PIP_REQUIRE_VIRTUALENV", "PIP_USER", "PIP_TARGET", "PIP_PREFIX", "VIRTUAL_ENV",
-                "UV_SYSTEM_PYTHON", "PYTHONHOME", "PYTHONPATH", "PYTHONUSERBASE"):
-        env.pop(var, None)
-    env["PIP_NO_INPUT"] = "1"
+    env = _installer_env()  # only the spec decides what is installed: no user/venv state may leak into the prefix
     with progress.phase("pip", "{} requirement(s) with {}".format(len(requirements), tool)) as phase:
         what = "{} could not install {}".format(tool, " ".join(requirements))
         if target is not None:
@@ -175,3 +170,85 @@ def _run_watched(cmd, what, env, phase):
     if proc.returncode != 0:
         raise BuildError("{} (exit code {}):\n{}".format(what, proc.returncode, tail(output)))
     return output
+
+
+def install_exact(python_exe, requirements, progress=None, *, constraints=(), target=None):
+    """Install *requirements* the installed files could not serve (the locked engine, :mod:`.locked`) into
+    *python_exe*; return ``{canonical name: {"kind": "index", "wheel": file name, "sha256": hex}}`` for the exact
+    pins.
+
+    Exact pins (``name==version``) are downloaded as wheels first (``pip download --no-deps --only-binary=:all:``,
+    nothing but that version can come back) and installed from those files with ``--no-deps``: their hashes are
+    then known, and nothing else is resolved. Other requirements (names the caller allowed although nothing
+    provides them here) are resolved by the installer with the lock's pins as constraints (*constraints*), so
+    a dependency they pull cannot replace a version of the lock silently: the installer fails instead. Downloads
+    wait at most ``$PONCHO_WQ_HTTP_TIMEOUT`` seconds for the index per attempt.
+    """
+    import glob
+    import hashlib
+    import tempfile
+
+    from packaging.requirements import Requirement
+    from packaging.utils import canonicalize_name
+
+    from ..config import settings
+    from ..netcheck import index_url
+
+    progress = as_progress(progress)
+    exact, other = [], []
+    for text in requirements:
+        req = Requirement(text)
+        specs = list(req.specifier)
+        (exact if len(specs) == 1 and specs[0].operator == "==" and not req.url else other).append(text)
+    sources = {}
+    timeout = "{:g}".format(settings().http_timeout)
+    with tempfile.TemporaryDirectory(prefix="poncho-lock-wheels-") as wheels:
+        if exact:
+            url, _why = index_url()
+            what = ("{}: the installed copies cannot be shipped (installed without a RECORD listing their files) "
+                    "and the package index ({}) did not provide these exact versions; reinstall them here with pip "
+                    "or uv (which write a RECORD), or build with source='index'".format(
+                        ", ".join(exact), url or "none configured"))
+            if target is not None:
+                from ..target import parse_target
+
+                target = parse_target(target)
+            cmd = [sys.executable, "-m", "pip", "download", "--disable-pip-version-check", "--no-input", "--no-deps",
+                   "--only-binary=:all:", "--timeout", timeout, "--retries", "1", "--dest", wheels]
+            cmd += target_options("pip", target)[1:] if target is not None else []
+            with progress.phase("download", "{} wheel(s) of the lock from the index".format(len(exact))) as phase:
+                _run_watched(cmd + exact, what, _installer_env(), phase)
+            files = sorted(glob.glob(os.path.join(wheels, "*.whl")))
+            for path in files:
+                name = os.path.basename(path).split("-")[0]
+                h = hashlib.sha256()
+                with open(path, "rb") as f:
+                    for block in iter(lambda: f.read(1 << 20), b""):
+                        h.update(block)
+                sources[canonicalize_name(name)] = {"kind": "index", "wheel": os.path.basename(path),
+                                                    "sha256": h.hexdigest()}
+            tool, cmd = installer_command(python_exe, target=target)
+            with progress.phase("pip", "{} wheel(s) with {}".format(len(files), tool)) as phase:
+                _run_watched(cmd + ["--no-deps", "--no-index"] + files, "{} could not install {}".format(
+                    tool, " ".join(os.path.basename(f) for f in files)), _installer_env(), phase)
+        if other:
+            path = os.path.join(wheels, "constraints.txt")
+            with open(path, "w", encoding="utf-8") as f:
+                f.write("".join(c + "\n" for c in constraints))
+            tool, cmd = installer_command(python_exe, target=target)
+            with progress.phase("pip", "{} requirement(s) the lock leaves to the index, with {}".format(
+                    len(other), tool)) as phase:
+                _run_watched(cmd + ["-c", path] + (["--"] if tool == "uv" else []) + other,
+                             "{} could not install {} (the lock's versions are constraints)".format(
+                                 tool, " ".join(other)), _installer_env(), phase)
+    return sources
+
+
+def _installer_env():
+    """The environment installers run in: nothing of the user's pip or venv state may redirect the install."""
+    env = dict(os.environ)
+    for var in ("PIP_REQUIRE_VIRTUALENV", "PIP_USER", "PIP_TARGET", "PIP_PREFIX", "VIRTUAL_ENV",
+                "UV_SYSTEM_PYTHON", "PYTHONHOME", "PYTHONPATH", "PYTHONUSERBASE"):
+        env.pop(var, None)
+    env["PIP_NO_INPUT"] = "1"
+    return env
