@@ -18,6 +18,7 @@ import stat
 import subprocess
 import tarfile
 import tempfile
+import time
 from pathlib import Path
 
 import pytest
@@ -502,3 +503,130 @@ def test_mkdir_lock_waiting_on_a_lock_without_pid_prints_nothing(tarball, tmp_pa
     assert (r.returncode, r.stdout, r.stderr) == (0, "prefix={}\n".format(root / ENV_ID), "")
     assert unpack_count(root / "unpack.log") == 1
     assert leftovers(root) == []
+
+
+# --- issue 29: races on shared directories --------------------------------------------------------------------
+
+RACER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "helpers", "racer.py")
+
+
+class Racer:
+    """tests/helpers/racer.py started as the other user: it acts the moment the victim opens ``watch``."""
+
+    def __init__(self, user, action, watch, a, b, tmp):
+        self.ready = Path(tmp) / "racer.ready"
+        argv = ["setpriv", "--reuid", str(user.uid), "--regid", str(user.gid), "--clear-groups", "--",
+                "/usr/bin/python3", RACER, action, str(watch), str(a), str(b), str(self.ready), "60"]
+        self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                     text=True)
+        for _ in range(600):
+            if self.ready.exists():
+                return
+            assert self.proc.poll() is None, self.proc.communicate()
+            time.sleep(0.01)
+        raise AssertionError("the racer did not start")
+
+    def result(self):
+        """"done", "failed: <error>", or "never" (what it waited for did not happen)."""
+        out, err = self.proc.communicate(timeout=90)
+        if self.proc.returncode == 2:
+            return "never"
+        assert self.proc.returncode == 0, (out, err)
+        return out.strip()
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.communicate()
+
+
+def _shared_copy(tarball, shared_tmp):
+    """The victim's tarball where the other user can watch it being opened (as a worker's cache file would be)."""
+    tb = shared_tmp / os.path.basename(tarball)
+    shutil.copy(tarball, tb)
+    os.chmod(tb, 0o644)
+    return tb
+
+
+@needs_root
+@pytest.mark.parametrize("shell", ["dash", "busybox"])
+def test_unpack_to_renamed_in_by_another_user_before_mkdir_is_refused(tarball, attacker, shared_tmp, shell):
+    """The issue's critical case: --unpack-to a missing DIR in a sticky /tmp.  The other user renames a ready-looking
+    directory of theirs onto DIR the moment the victim's floor check opens the tarball, after the old ownership check
+    and before its mkdir -p: every time, the victim then ran the planted activation code.  Now DIR is checked after it
+    was made: refused, exit 4."""
+    proof = shared_tmp / "PROOF"
+    tb = _shared_copy(tarball, shared_tmp)
+    target = shared_tmp / "job-env"
+    prep = shared_tmp / "prepared"
+    plant(attacker, prep, proof, str(target))
+    racer = Racer(attacker, "rename", tb, prep, target, shared_tmp)
+    r = run_victim(["--unpack-to", target, "-e", tb], shim_env(shared_tmp / "unused"), shell)
+    assert racer.result() == "done"  # the planted directory was in place before the victim's mkdir
+    assert os.lstat(target).st_uid == attacker.uid
+    assert_refused(r, proof, str(target), "another user")
+
+
+SLOW_ID = "env-" + "510e" * 16
+
+
+@pytest.fixture(scope="module")
+def slow_tarball(tmp_path_factory):
+    """An environment whose first activation script takes a second (conda's can: compilers, CUDA): the window in
+    which the racer swaps the directory under the running activation.  It creates $PONCHO_TEST_SIGNAL first, so
+    that the racer (who cannot look into the victim's 0700 root) knows when the activation runs."""
+    d = tmp_path_factory.mktemp("slow")
+    prefix = make_prefix(d, run_in_env=True)
+    with open(os.path.join(prefix, "etc", "conda", "activate.d", "00_slow.sh"), "w") as f:
+        f.write(': >"$PONCHO_TEST_SIGNAL"\nsleep 1\n')
+    return pack(prefix, d / (SLOW_ID + ".tar.gz"))
+
+
+def _open_dir(shared_tmp, name="open"):
+    """A directory every user can write to, without the sticky bit (a misconfigured scratch or TMPDIR)."""
+    d = shared_tmp / name
+    d.mkdir()
+    os.chmod(d, 0o777)
+    return d
+
+
+@needs_root
+def test_unpack_to_in_a_world_writable_parent_without_sticky_bit_is_refused(slow_tarball, attacker, shared_tmp):
+    """With a parent every user can write to and no sticky bit, the other user can swap the victim's --unpack-to DIR
+    for a planted tree at any moment, checks or no checks (renameat2 RENAME_EXCHANGE: 11 in 200 runs in the issue,
+    every time here where the racer waits for the environment to be ready and the activation runs for a second).
+    Such a parent is refused before anything is unpacked."""
+    proof = shared_tmp / "PROOF"
+    tb = _shared_copy(slow_tarball, shared_tmp)
+    parent = _open_dir(shared_tmp)
+    target, planted = parent / "job-env", parent / "planted"
+    plant(attacker, planted, proof, str(target))
+    signal = shared_tmp / "activating"
+    racer = Racer(attacker, "exchange", signal, target, planted, shared_tmp)
+    try:
+        r = run_victim(["--unpack-to", target, "-e", tb], shim_env(shared_tmp / "unused", PONCHO_TEST_SIGNAL=signal))
+    finally:
+        racer.stop()
+    assert_refused(r, proof, str(parent), "no sticky bit", "chmod +t")
+    assert not (target / ".poncho_ready").exists()
+
+
+@needs_root
+def test_private_root_under_a_world_writable_tmpdir_without_sticky_bit_is_refused(slow_tarball, attacker,
+                                                                                shared_tmp):
+    """The same swap of the whole private root, ${TMPDIR}/poncho-<uid> (4 in 200 in the issue): a TMPDIR every
+    user can write to without the sticky bit is refused on the cold path, before the root is used."""
+    proof = shared_tmp / "PROOF"
+    tb = _shared_copy(slow_tarball, shared_tmp)
+    tmpdir = _open_dir(shared_tmp, "tmpdir")
+    root, fake = tmpdir / "poncho-{}".format(os.getuid()), tmpdir / "fake-root"
+    assert as_user(attacker, ["mkdir", fake]).returncode == 0
+    plant(attacker, fake / SLOW_ID, proof, str(root / SLOW_ID))
+    signal = shared_tmp / "activating"
+    racer = Racer(attacker, "exchange", signal, root, fake, shared_tmp)
+    try:
+        r = run_victim(["-e", tb], shim_env(TMPDIR=tmpdir, PONCHO_TEST_SIGNAL=signal))
+    finally:
+        racer.stop()
+    assert_refused(r, proof, str(tmpdir), "no sticky bit", "TMPDIR")
+    assert not (root / SLOW_ID).exists()
