@@ -102,6 +102,20 @@ def pack(prefix, output):
     return str(output)
 
 
+def pack_plain(parent, output, random_mb=40):
+    """A tarball made by tar itself of ``random_mb`` MB of incompressible files (``share/random/*``) and a
+    ``bin/hello``: no ``bin/conda-unpack``, so the shim relocates nothing and a tree is marked ready right after its
+    extraction (a slow one, for tests that step in during it); return ``output``."""
+    tree = os.path.join(str(parent), "plain-tree")
+    os.makedirs(os.path.join(tree, "share", "random"))
+    _write(tree, "bin/hello", '#!/bin/sh\necho "prefix=$CONDA_PREFIX"\n', mode=0o755)
+    for i in range(random_mb):
+        with open(os.path.join(tree, "share", "random", "r{:03d}.bin".format(i)), "wb") as f:
+            f.write(os.urandom(1 << 20))
+    subprocess.run(["tar", "-czf", str(output), "-C", tree, "bin", "share"], check=True)
+    return str(output)
+
+
 def tar_members(tarball):
     """Relative names of the regular files and symlinks in a tarball (what a complete unpack must hold)."""
     with tarfile.open(tarball) as tf:
