@@ -187,6 +187,18 @@ def test_stale_mkdir_lock_is_broken(small, tmp_path):
     assert leftovers(root) == []
 
 
+def test_unpack_log_is_kept_small(small, tmp_path):
+    """<root>/unpack.log got one line per extraction for the life of the root; past 1 MiB it is moved to
+    unpack.log.1 now (one old generation kept), here with 1.2 MiB of old lines."""
+    root = tmp_path / "root"
+    root.mkdir()
+    old = "1700000000 12345 env-{}\n".format("0" * 64) * 13000
+    (root / "unpack.log").write_text(old)
+    assert run_shim(["-e", small, "true"], env=shim_env(root)).returncode == 0
+    assert unpack_count(root / "unpack.log") == 1
+    assert (root / "unpack.log.1").read_text() == old
+
+
 def test_debug_prints_phase_timings(small, tmp_path):
     r = run_shim(["-e", small, "true"], env=shim_env(tmp_path / "root", PONCHO_DEBUG=1))
     assert r.returncode == 0, r.stderr

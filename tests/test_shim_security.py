@@ -630,3 +630,57 @@ def test_private_root_under_a_world_writable_tmpdir_without_sticky_bit_is_refuse
         racer.stop()
     assert_refused(r, proof, str(tmpdir), "no sticky bit", "TMPDIR")
     assert not (root / SLOW_ID).exists()
+
+
+# --- issue 29: a PONCHO_ENV_DIR shared with other users, with the budget's bookkeeping ------------------------
+
+def _shared_root(shared_tmp):
+    """A PONCHO_ENV_DIR several users share, like /tmp: world-writable with the sticky bit."""
+    root = shared_tmp / "envs"
+    root.mkdir()
+    os.chmod(root, 0o1777)
+    return root
+
+
+@needs_root
+def test_budget_records_in_a_shared_root_are_never_written_through_a_planted_link(tarball, attacker, shared_tmp):
+    """The other user plants, for the id the victim will unpack, .<id>.used and .<id>.size as links to files of
+    the victim's and .<id>.lock as a dangling link: the victim's run truncated the first file (the use mark),
+    wrote its size into the second and created the third through the lock.  Now the records live inside the
+    victim's own entry and a lock file is opened only as a regular file: a planted link is refused, exit 4."""
+    root = _shared_root(shared_tmp)
+    tb = _shared_copy(tarball, shared_tmp)
+    mine = shared_tmp / "victims"
+    mine.mkdir()
+    os.chmod(mine, 0o755)
+    (mine / "notes").write_text("precious\n")
+    (mine / "other").write_text("precious too\n")
+    created = mine / "created-by-the-lock"
+    eid = ENV_ID
+    for name, target in ((".{}.used", mine / "notes"), (".{}.size", mine / "other")):
+        attacker_ln(attacker, target, root / name.format(eid))
+    env = shim_env(root, PONCHO_ENV_BUDGET_MB=100)
+    first = run_victim(["-e", tb], env)
+    # Another id, whose lock file is a link planted before its first run: refused, nothing created.
+    other = shared_tmp / ("env-" + "1ce" * 21 + "d.tar.gz")
+    shutil.copy(tb, other)
+    attacker_ln(attacker, created, root / ".{}.lock".format(os.path.basename(other)[:-7]))
+    second = run_victim(["-e", other], env)
+    damage = [str(p) for p, text in ((mine / "notes", "precious\n"), (mine / "other", "precious too\n"))
+              if p.read_text() != text] + [str(created)] * created.exists()
+    assert damage == []
+    assert (first.returncode, first.stdout) == (0, "command ran\n"), first.stderr
+    assert (second.returncode, second.stdout) == (4, ""), second.stderr
+    assert "not trusted" in second.stderr and ".lock" in second.stderr
+
+
+@needs_root
+def test_entries_of_another_user_in_a_shared_root_are_refused(tarball, attacker, shared_tmp):
+    """In a sticky PONCHO_ENV_DIR, a ready-looking entry the other user made first under the victim's id would
+    have been activated (the root is used as given).  A sticky root is one several users share: only entries of
+    the user's own are used there."""
+    root = _shared_root(shared_tmp)
+    proof = shared_tmp / "PROOF"
+    plant(attacker, root / ENV_ID, proof)
+    r = run_victim(["-e", _shared_copy(tarball, shared_tmp)], shim_env(root))
+    assert_refused(r, proof, str(root / ENV_ID), "not made by this user")
