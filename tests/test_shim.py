@@ -108,6 +108,21 @@ def test_usage_errors_exit_1(small, tmp_path):
     assert r.returncode == 1 and "not a directory" in r.stderr
 
 
+@pytest.mark.parametrize("shell", ["dash", "busybox"])
+def test_wait_for_lock_with_leading_zeros_or_too_many_digits(small, tmp_path, shell):
+    """-w 08 is bad octal to sh arithmetic: dash died with "Illegal number" (exit 2) under the mkdir lock; 25 digits
+    made flock(1) time out at once.  Leading zeros are dropped; more than 9 digits are a usage error."""
+    sh = {"dash": ["dash"], "busybox": ["busybox", "sh"]}[shell]
+    for lock in ("mkdir", "flock"):
+        root = tmp_path / lock
+        r = run_shim(["-w", "08", "-e", small, "true"], shell=sh, env=shim_env(root, PONCHO_LOCK=lock))
+        assert (r.returncode, r.stderr) == (0, ""), (lock, r.stderr)
+        r = run_shim(["-w", "0" * 24 + "5", "-e", small, "true"], shell=sh, env=shim_env(root, PONCHO_LOCK=lock))
+        assert (r.returncode, r.stderr) == (0, ""), (lock, r.stderr)
+    r = run_shim(["-w", "1" + "0" * 24, "-e", small, "true"], shell=sh, env=shim_env(tmp_path / "root"))
+    assert r.returncode == 1 and "at most 9 digits" in r.stderr, r.stderr
+
+
 def test_missing_environment_exits_2(tmp_path):
     r = run_shim(["-e", tmp_path / "env-00ff.tar.gz", "true"], env=shim_env(tmp_path / "root"))
     assert r.returncode == 2

@@ -9,7 +9,7 @@ import time
 import pytest
 
 from helpers.shimutil import (SHELLS, leftovers, make_prefix, missing_members, pack, pack_plain, run_shim, shim_env,
-                              start_shim, unpack_count)
+                              slow_tar, start_shim, unpack_count)
 
 BIG_ID = "env-" + "b16" * 20 + "beef"
 PLAIN_ID = "env-" + "9a1" * 20 + "beef"
@@ -149,9 +149,10 @@ def test_sigkill_of_an_unpack_to_run(big, tmp_path):
 
 @pytest.fixture(scope="module")
 def plain(tmp_path_factory):
-    """40 MB made by tar itself: nothing to relocate, so a tree is marked ready right after its extraction."""
+    """40 MB in 2,000 files made by tar itself: nothing to relocate, so a tree is marked ready right after its
+    extraction."""
     d = tmp_path_factory.mktemp("plain")
-    return pack_plain(d, d / (PLAIN_ID + ".tar.gz"))
+    return pack_plain(d, d / (PLAIN_ID + ".tar.gz"), files=2000)
 
 
 def _wait_extracting(root, mb, proc, limit=120):
@@ -174,9 +175,11 @@ def test_flock_and_mkdir_locking_never_mix_on_one_root(plain, tmp_path, shell):
     deleted it under its running tar, which went on and published a tree with files missing (3 of 3 in the issue).
     Now the root records the mode of its first lock (.poncho_lockmode) and every task uses that one."""
     root = tmp_path / "root"
-    first = start_shim(["-e", plain, "hello"], shell=SHELLS[shell], env=shim_env(root, PONCHO_LOCK="mkdir"))
-    _wait_extracting(root, 8, first)
-    second = start_shim(["-e", plain, "hello"], shell=SHELLS[shell], env=shim_env(root))
+    # Both read their archive slowly (4 s), so that the second steps in while the first's tar is still writing.
+    path = "{}:{}".format(slow_tar(tmp_path), os.environ["PATH"])
+    first = start_shim(["-e", plain, "hello"], shell=SHELLS[shell], env=shim_env(root, PONCHO_LOCK="mkdir", PATH=path))
+    _wait_extracting(root, 200, first)
+    second = start_shim(["-e", plain, "hello"], shell=SHELLS[shell], env=shim_env(root, PATH=path))
     d = root / PLAIN_ID
     results = _wait_all([first, second])
     assert missing_members(plain, d) == []

@@ -109,7 +109,7 @@ def test_default_root_symlinked_by_another_user_is_refused(tarball, attacker, sh
     root = shared_tmp / "poncho-{}".format(os.getuid())
     plant(attacker, shared_tmp / ENV_ID, proof)
     attacker_ln(attacker, shared_tmp, root)
-    r = run_victim(["-e", tarball], shim_env(TMPDIR=shared_tmp), shell)
+    r = run_victim(["-e", tarball], shim_env(TMPDIR=shared_tmp, HOME="/nonexistent"), shell)
     assert_refused(r, proof, str(root), "symbolic link", "PONCHO_ENV_DIR")
 
 
@@ -120,7 +120,7 @@ def test_default_root_of_another_user_is_refused(tarball, attacker, shared_tmp):
     r = as_user(attacker, ["mkdir", "-m", "755", root])
     assert r.returncode == 0, r.stderr
     plant(attacker, root / ENV_ID, proof)
-    r = run_victim(["-e", tarball], shim_env(TMPDIR=shared_tmp))
+    r = run_victim(["-e", tarball], shim_env(TMPDIR=shared_tmp, HOME="/nonexistent"))
     assert_refused(r, proof, str(root), "another user", "PONCHO_ENV_DIR")
 
 
@@ -201,7 +201,7 @@ def test_own_symlinked_root_or_env_dir_is_refused_and_a_fresh_root_is_0700(tarba
     start; a root the shim makes is 0700 and used."""
     proof = shared_tmp / "PROOF"
     root = shared_tmp / "poncho-{}".format(os.getuid())
-    env = shim_env(TMPDIR=shared_tmp)
+    env = shim_env(TMPDIR=shared_tmp, HOME="/nonexistent")  # no home to fall back to (see below)
     elsewhere = shared_tmp / "elsewhere"
     elsewhere.mkdir()
     os.symlink(elsewhere, root)
@@ -684,3 +684,104 @@ def test_entries_of_another_user_in_a_shared_root_are_refused(tarball, attacker,
     plant(attacker, root / ENV_ID, proof)
     r = run_victim(["-e", _shared_copy(tarball, shared_tmp)], shim_env(root))
     assert_refused(r, proof, str(root / ENV_ID), "not made by this user")
+
+
+# --- issue 29, low: archives busybox tar treats differently, closed directories, -e DIR of another user ---------
+
+def test_member_names_with_dot_dot_are_refused_by_either_tar(tarball, tmp_path, tar_flavour):
+    """GNU tar refuses a member named ../x (exit 3 here); busybox tar cut it to x, said so once and succeeded, so
+    the same archive gave a tree that differs from it.  Refused with either tar, nothing outside, nothing left."""
+    hostile = _rewrite(tarball, tmp_path / (ENV_ID + ".tar.gz"), [_member("../escaped", tarfile.REGTYPE, 0o644)])
+    for where in ("cache", "unpack-to"):
+        r, d = _run_where(where, [hostile, "hello"], tmp_path, shim_env(PATH=tar_flavour))
+        assert (r.returncode, r.stdout) == (3, ""), (where, r.stderr)
+        last = r.stderr.splitlines()[-1]
+        assert last.startswith("poncho_package_run: could not extract") and "'..'" in last or "tar failed" in last, r.stderr
+        assert not (d / ".poncho_ready").exists()
+        assert not (d / "escaped").exists() and not (d.parent / "escaped").exists()
+    assert leftovers(tmp_path / "root") == []
+
+
+def _closed_dirs_tarball(tarball, out, mode):
+    """``tarball`` plus a directory member share/closed of ``mode``, before a file inside it."""
+    d = tarfile.TarInfo("share/closed")
+    d.type, d.mode = tarfile.DIRTYPE, mode
+    return _rewrite(tarball, out, [d, _member("share/closed/data.txt", tarfile.REGTYPE, 0o644)], uid=0)
+
+
+@needs_root
+@pytest.mark.parametrize("mode", [0o000, 0o555])
+def test_closed_directories_in_an_archive_leave_nothing_undeletable(tarball, attacker, shared_tmp, mode):
+    """As a user who is not root, with GNU tar: a directory member of mode 000 (or 0555) is set so once its files
+    are in; find(1) could not look into it (exit 3), and the temp dir was left behind, undeletable by that user.
+    Now every directory gets owner read/write/search: the environment is unpacked and usable, and nothing is left."""
+    tb = _closed_dirs_tarball(tarball, shared_tmp / (ENV_ID + ".tar.gz"), mode)
+    os.chmod(tb, 0o644)
+    root = shared_tmp / "users-root"
+    assert as_user(attacker, ["mkdir", "-m", "700", root]).returncode == 0
+    r = as_user(attacker, ["dash", shim_path(), "-e", tb, "cat", str(root / ENV_ID / "share" / "closed" / "data.txt")],
+                env=shim_env(root), cwd=str(shared_tmp))
+    assert (r.returncode, r.stdout) == (0, "#!/bin/sh\necho hostile\n"), r.stderr
+    assert leftovers(root) == []
+    for path, st in _walk(str(root / ENV_ID)):
+        if stat.S_ISDIR(st.st_mode):
+            assert st.st_mode & 0o700 == 0o700, (path, oct(st.st_mode))
+
+
+@needs_root
+def test_busybox_tar_and_a_read_only_directory_member_fail_cleanly(tarball, attacker, shared_tmp):
+    """Documented limit (docs/security.md): busybox tar, not as root, cannot put files into a directory member of
+    mode 0555 that comes before them (it applies the mode at once).  The run ends with exit 3, tar's line and
+    ours, and leaves nothing; GNU tar unpacks it (test above)."""
+    tb = _closed_dirs_tarball(tarball, shared_tmp / (ENV_ID + ".tar.gz"), 0o555)
+    os.chmod(tb, 0o644)
+    bb = shared_tmp / "bbtar"  # where the other user can reach it (pytest's own temp dirs are root's, 0700)
+    bb.mkdir(mode=0o755)
+    for tool in ("tar", "find", "tail"):
+        os.symlink(shutil.which("busybox"), bb / tool)
+    root = shared_tmp / "users-root"
+    assert as_user(attacker, ["mkdir", "-m", "700", root]).returncode == 0
+    r = as_user(attacker, ["dash", shim_path(), "-e", tb, "true"],
+                env=shim_env(root, PATH="{}:{}".format(bb, shim_env()["PATH"])), cwd=str(shared_tmp))
+    assert (r.returncode, r.stdout) == (3, ""), r.stderr
+    assert "Permission denied" in r.stderr and r.stderr.splitlines()[-1].startswith("poncho_package_run: could not extract")
+    assert sorted(os.listdir(root)) == sorted([".poncho_lockmode", "." + ENV_ID + ".lock"])
+
+
+@needs_root
+def test_unpacked_environment_of_another_user_is_refused(tarball, attacker, shared_tmp, tmp_path):
+    """-e DIR used DIR whoever made it: a ready-looking directory the other user put under the name in a shared
+    /tmp ran its activation code as the victim.  Another user's DIR is refused; root's is fine for anybody."""
+    proof = shared_tmp / "PROOF"
+    planted = shared_tmp / "job-env"
+    plant(attacker, planted, proof)
+    assert_refused(run_victim(["-e", planted], shim_env(tmp_path / "root")), proof, str(planted), "another user")
+    # An environment unpacked by root (this test), used by another user.
+    system = shared_tmp / "system-env"
+    system.mkdir()
+    subprocess.run(["tar", "-xzf", tarball, "-C", str(system)], check=True)
+    subprocess.run(["chmod", "-R", "a+rX", str(system)], check=True)
+    r = as_user(attacker, ["dash", shim_path(), "-e", system, "sh", "-c", 'echo "$CONDA_PREFIX"'],
+                env=shim_env(), cwd=str(shared_tmp))
+    assert (r.returncode, r.stdout) == (0, "{}\n".format(system)), r.stderr
+
+
+@needs_root
+def test_a_private_root_another_user_made_first_falls_back_to_the_users_cache(tarball, attacker, shared_tmp,
+                                                                             tmp_path):
+    """Anyone can make /tmp/poncho-<uid> first: every task of that uid then ended with exit 4.  The user's own
+    cache directory ($XDG_CACHE_HOME, else ~/.cache) holds the root instead, with a warning on the cold path;
+    without a usable home the refusal stays (tests above)."""
+    proof = shared_tmp / "PROOF"
+    squat = shared_tmp / "poncho-{}".format(os.getuid())
+    assert as_user(attacker, ["mkdir", "-m", "755", squat]).returncode == 0
+    plant(attacker, squat / ENV_ID, proof)
+    home = tmp_path / "home"
+    home.mkdir()
+    env = shim_env(TMPDIR=shared_tmp, HOME=home)
+    for warm in (False, True):
+        r = run_victim(["-e", tarball], env)
+        assert (r.returncode, r.stdout) == (0, "command ran\n"), r.stderr
+        assert ("warning: {} is not a directory of this user".format(squat) in r.stderr) != warm, r.stderr
+    assert (home / ".cache" / "poncho-envs" / ENV_ID / ".poncho_ready").is_file()
+    assert not proof.exists()

@@ -18,7 +18,8 @@ import time
 
 import pytest
 
-from helpers.shimutil import leftovers, make_prefix, missing_members, pack, pack_plain, shim_cmd, shim_env, unpack_count
+from helpers.shimutil import (leftovers, make_prefix, missing_members, pack, pack_plain, shim_cmd, shim_env, slow_tar,
+                              unpack_count)
 
 ENV_ID = "env-" + "fedcba9876543210" * 4
 BIG_ID = "env-" + "0123456789abcdef" * 4
@@ -36,10 +37,10 @@ def tarball(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def big(tmp_path_factory):
-    """40 MB made by tar itself: an extraction long enough for another host to step in, and nothing to relocate
-    (the tree is marked ready right after its extraction)."""
+    """40 MB in 2,000 files made by tar itself: an extraction long enough for another host to step in, with new
+    files all along, and nothing to relocate (the tree is marked ready right after its extraction)."""
     d = tmp_path_factory.mktemp("sharedfs-big")
-    return pack_plain(d, d / (BIG_ID + ".tar.gz"))
+    return pack_plain(d, d / (BIG_ID + ".tar.gz"), files=2000)
 
 
 def _on_host(host, argv, pid_ns=False, forks=0):
@@ -220,12 +221,13 @@ def test_a_lock_broken_for_its_age_never_publishes_a_half_environment(big, tmp_p
     tree).  Now B moves A's temp dir away before deleting it, so A's next step on its own path fails, and only a
     tree whose rename won, checked by its own unpacker, is marked ready: what is published is complete."""
     root = tmp_path / "root"
-    env = shim_env(root, PONCHO_LOCK="mkdir")
+    # Both read their archive slowly (4 s): B steps in while A's tar is still writing, and A renames first.
+    env = shim_env(root, PONCHO_LOCK="mkdir", PATH="{}:{}".format(slow_tar(tmp_path), os.environ["PATH"]))
     a = subprocess.Popen(_on_host("hostA", shim_cmd(["-e", big, "hello"], SHELLS[shell]), pid_ns=True), env=env,
                          stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.time() + 120
-        while not any(len(os.listdir(s / "env" / "share" / "random")) >= 8
+        while not any(len(os.listdir(s / "env" / "share" / "random")) >= 200
                       for s in root.glob("." + BIG_ID + ".tmp.*") if (s / "env" / "share" / "random").is_dir()):
             assert a.poll() is None and time.time() < deadline, a.communicate()
             time.sleep(0.005)
