@@ -108,6 +108,21 @@ def test_usage_errors_exit_1(small, tmp_path):
     assert r.returncode == 1 and "not a directory" in r.stderr
 
 
+@pytest.mark.parametrize("shell", ["dash", "busybox"])
+def test_wait_for_lock_with_leading_zeros_or_too_many_digits(small, tmp_path, shell):
+    """-w 08 is bad octal to sh arithmetic: dash died with "Illegal number" (exit 2) under the mkdir lock; 25 digits
+    made flock(1) time out at once.  Leading zeros are dropped; more than 9 digits are a usage error."""
+    sh = {"dash": ["dash"], "busybox": ["busybox", "sh"]}[shell]
+    for lock in ("mkdir", "flock"):
+        root = tmp_path / lock
+        r = run_shim(["-w", "08", "-e", small, "true"], shell=sh, env=shim_env(root, PONCHO_LOCK=lock))
+        assert (r.returncode, r.stderr) == (0, ""), (lock, r.stderr)
+        r = run_shim(["-w", "0" * 24 + "5", "-e", small, "true"], shell=sh, env=shim_env(root, PONCHO_LOCK=lock))
+        assert (r.returncode, r.stderr) == (0, ""), (lock, r.stderr)
+    r = run_shim(["-w", "1" + "0" * 24, "-e", small, "true"], shell=sh, env=shim_env(tmp_path / "root"))
+    assert r.returncode == 1 and "at most 9 digits" in r.stderr, r.stderr
+
+
 def test_missing_environment_exits_2(tmp_path):
     r = run_shim(["-e", tmp_path / "env-00ff.tar.gz", "true"], env=shim_env(tmp_path / "root"))
     assert r.returncode == 2
@@ -187,6 +202,18 @@ def test_stale_mkdir_lock_is_broken(small, tmp_path):
     assert leftovers(root) == []
 
 
+def test_unpack_log_is_kept_small(small, tmp_path):
+    """<root>/unpack.log got one line per extraction for the life of the root; past 1 MiB it is moved to
+    unpack.log.1 now (one old generation kept), here with 1.2 MiB of old lines."""
+    root = tmp_path / "root"
+    root.mkdir()
+    old = "1700000000 12345 env-{}\n".format("0" * 64) * 13000
+    (root / "unpack.log").write_text(old)
+    assert run_shim(["-e", small, "true"], env=shim_env(root)).returncode == 0
+    assert unpack_count(root / "unpack.log") == 1
+    assert (root / "unpack.log.1").read_text() == old
+
+
 def test_debug_prints_phase_timings(small, tmp_path):
     r = run_shim(["-e", small, "true"], env=shim_env(tmp_path / "root", PONCHO_DEBUG=1))
     assert r.returncode == 0, r.stderr
@@ -234,7 +261,8 @@ def test_unpack_to_follows_upstream(plain, tmp_path):
     r = run_shim(["-d", full, "-e", plain, "hello"], env=env)
     assert r.returncode == 0, r.stderr
     assert r.stdout == "not unpacked\n"
-    assert sorted(os.listdir(full)) == ["bin"]
+    # Nothing added but the record of the lock mode taken there (.poncho_lockmode, see the shim: one per directory).
+    assert sorted(os.listdir(full)) == [".poncho_lockmode", "bin"]
     assert not (tmp_path / "unused-root").exists()
 
 

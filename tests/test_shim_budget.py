@@ -93,14 +93,14 @@ def test_budget_evicts_the_least_recently_used_idle_never_one_in_use(tarballs, t
     # Each entry's size was recorded at unpack time, in KiB, as du measures the tree.
     (c_dir,) = [n for n in os.listdir(root) if n.startswith("c.tar.gz")]
     du = int(subprocess.run(["du", "-sk", str(root / c_dir)], capture_output=True, text=True).stdout.split()[0])
-    assert abs(int((root / ".{}.size".format(c_dir)).read_text()) - du) <= 8
+    assert abs(int((root / c_dir / ".poncho_size").read_text()) - du) <= 8
     # a is idle now and the oldest: it goes, then c, until d alone is left within the budget.
     assert run_shim(["-e", tarballs["d"], "true"], shell=SHELLS[shell], env=env).returncode == 0
     assert _present(root)[0] == ["d"]
     assert leftovers(root) == []
     (d_dir,) = [n for n in os.listdir(root) if n.startswith("d.tar.gz")]
-    assert sorted(n for n in os.listdir(root) if n.endswith((".used", ".size"))) == [
-        "." + d_dir + ".size", "." + d_dir + ".used"]  # the evicted entries' records went with them
+    # The records live in the entries (.poncho_used, .poncho_size); the evicted ones' lock files went with them.
+    assert sorted(n for n in os.listdir(root) if n.startswith(".")) == sorted([".poncho_lockmode", "." + d_dir + ".lock"])
 
 
 def test_concurrent_runs_all_in_use_keep_everything_until_released(tarballs, tmp_path):
@@ -123,14 +123,14 @@ def test_eviction_reads_the_recorded_sizes_and_measures_an_unrecorded_entry_once
     root = tmp_path / "root"
     # a unpacked with no budget set: no size recorded.
     assert run_shim(["-e", tarballs["a"], "true"], env=shim_env(root)).returncode == 0
-    (a_dir,) = [n for n in os.listdir(root) if n.startswith("a.tar.gz") and not n.endswith(".lock")]
-    assert not (root / ".{}.size".format(a_dir)).exists()
+    (a_dir,) = [n for n in os.listdir(root) if n.startswith("a.tar.gz")]
+    assert not (root / a_dir / ".poncho_size").exists()
     env = shim_env(root, PONCHO_ENV_BUDGET_MB=5)
     assert run_shim(["-e", tarballs["b"], "true"], env=env).returncode == 0
-    assert int((root / ".{}.size".format(a_dir)).read_text()) > 2000  # measured once, by the first eviction pass
+    assert int((root / a_dir / ".poncho_size").read_text()) > 2000  # measured once, by the first eviction pass
     assert _present(root)[0] == ["a", "b"]
     # What eviction believes is the recorded size, not the tree: a recorded as 1 KiB makes a + b + c fit in 5 MiB.
-    (root / ".{}.size".format(a_dir)).write_text("1\n")
+    (root / a_dir / ".poncho_size").write_text("1\n")
     assert run_shim(["-e", tarballs["c"], "true"], env=env).returncode == 0
     assert _present(root)[0] == ["a", "b", "c"]
 
@@ -156,12 +156,48 @@ def test_keep_counts_environments_not_code_layers(tarballs, layers, tmp_path):
     env = shim_env(root, PONCHO_ENV_KEEP=1)
     assert run_shim(["-e", tarballs["a"], "--code", layers["w"], "true"], env=env).returncode == 0
     # Least recently used by a clear margin: busybox ls -t (a worker's only ls, maybe) sorts by whole seconds.
-    for name in os.listdir(root):
-        if name.endswith(".used"):
-            t = os.stat(os.path.join(root, name)).st_mtime - 20
-            os.utime(os.path.join(root, name), (t, t))
+    for used in _use_records(root):
+        t = os.stat(used).st_mtime - 20
+        os.utime(used, (t, t))
     assert run_shim(["-e", tarballs["b"], "--code", layers["x"], "true"], env=env).returncode == 0
     assert _present(root) == (["b"], ["w", "x"])
+
+
+def _use_records(root, entry=None):
+    """The files whose mtime says when an entry was last used: <root>/.<entry>.used before issue 29, now
+    <root>/<entry>/.poncho_used (the tests that must fail on the old shim touch either)."""
+    names = [entry] if entry else [n for n in os.listdir(root) if not n.startswith(".") and n != "unpack.log"]
+    found = [root / ".{}.used".format(n) for n in names] + [root / n / ".poncho_used" for n in names]
+    return [p for p in found if p.exists()]
+
+
+def test_an_evicted_entry_leaves_no_lock_file(tarballs, tmp_path):
+    """The lock file of every environment ever evicted stayed in the root for ever: it goes with its entry now."""
+    root = tmp_path / "root"
+    env = shim_env(root, PONCHO_ENV_KEEP=1)
+    assert run_shim(["-e", tarballs["a"], "true"], env=env).returncode == 0
+    for used in _use_records(root):
+        t = os.stat(used).st_mtime - 20
+        os.utime(used, (t, t))
+    assert run_shim(["-e", tarballs["b"], "true"], env=env).returncode == 0
+    assert _present(root)[0] == ["b"]
+    (b_dir,) = [n for n in os.listdir(root) if n.startswith("b.tar.gz")]
+    assert sorted(n for n in os.listdir(root) if n.endswith(".lock")) == ["." + b_dir + ".lock"]
+
+
+def test_a_use_time_in_the_future_does_not_keep_an_entry_for_ever(tarballs, tmp_path):
+    """An entry last used "tomorrow" (a bad clock, an archive's future mtime adopted as its first use) was the
+    most recently used for ever, and PONCHO_ENV_KEEP=1 kept it and evicted nothing.  Such a time is set back to
+    long ago: it is the first to go."""
+    root = tmp_path / "root"
+    env = shim_env(root, PONCHO_ENV_KEEP=1)
+    assert run_shim(["-e", tarballs["a"], "true"], env=env).returncode == 0
+    (a_dir,) = [n for n in os.listdir(root) if n.startswith("a.tar.gz")]
+    tomorrow = time.time() + 86400
+    for used in _use_records(root, a_dir):
+        os.utime(used, (tomorrow, tomorrow))
+    assert run_shim(["-e", tarballs["b"], "true"], env=env).returncode == 0
+    assert _present(root)[0] == ["b"]
 
 
 @pytest.mark.parametrize("value", ["3MB", "-1", "1.5"])

@@ -8,9 +8,11 @@ import time
 
 import pytest
 
-from helpers.shimutil import SHELLS, leftovers, make_prefix, missing_members, pack, run_shim, shim_env, start_shim, unpack_count
+from helpers.shimutil import (SHELLS, leftovers, make_prefix, missing_members, pack, pack_plain, run_shim, shim_env,
+                              slow_tar, start_shim, unpack_count)
 
 BIG_ID = "env-" + "b16" * 20 + "beef"
+PLAIN_ID = "env-" + "9a1" * 20 + "beef"
 
 pytestmark = pytest.mark.usefixtures("shells")
 
@@ -143,3 +145,59 @@ def test_sigkill_of_an_unpack_to_run(big, tmp_path):
     assert (r.returncode, r.stdout) == (0, "prefix={}\n".format(target)), r.stderr
     assert missing_members(big, target) == []
     assert unpack_count(target / ".poncho_unpack.log") == 1
+
+
+@pytest.fixture(scope="module")
+def plain(tmp_path_factory):
+    """40 MB in 2,000 files made by tar itself: nothing to relocate, so a tree is marked ready right after its
+    extraction."""
+    d = tmp_path_factory.mktemp("plain")
+    return pack_plain(d, d / (PLAIN_ID + ".tar.gz"), files=2000)
+
+
+def _wait_extracting(root, mb, proc, limit=120):
+    """Wait until a shim extracting into ``root`` has written ``mb`` of the big tarball's random files."""
+    deadline = time.monotonic() + limit
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, proc.communicate()
+        for s in (os.listdir(root) if root.exists() else []):
+            rnd = root / s / "env" / "share" / "random"
+            if ".tmp." in s and rnd.is_dir() and len(os.listdir(rnd)) >= mb:
+                return
+        time.sleep(0.005)
+    raise AssertionError("the first shim never got that far")
+
+
+@pytest.mark.parametrize("shell", ["dash", "busybox"])
+def test_flock_and_mkdir_locking_never_mix_on_one_root(plain, tmp_path, shell):
+    """A task with PONCHO_LOCK=mkdir unpacks; a task with flock (the default) starts meanwhile on the same root.
+    The two locks did not exclude each other: the flock task took the other's live temp dir for a dead one and
+    deleted it under its running tar, which went on and published a tree with files missing (3 of 3 in the issue).
+    Now the root records the mode of its first lock (.poncho_lockmode) and every task uses that one."""
+    root = tmp_path / "root"
+    # Both read their archive slowly (4 s), so that the second steps in while the first's tar is still writing.
+    path = "{}:{}".format(slow_tar(tmp_path), os.environ["PATH"])
+    first = start_shim(["-e", plain, "hello"], shell=SHELLS[shell], env=shim_env(root, PONCHO_LOCK="mkdir", PATH=path))
+    _wait_extracting(root, 200, first)
+    second = start_shim(["-e", plain, "hello"], shell=SHELLS[shell], env=shim_env(root, PATH=path))
+    d = root / PLAIN_ID
+    results = _wait_all([first, second])
+    assert missing_members(plain, d) == []
+    for rc, stdout, stderr in results:
+        assert (rc, stdout, stderr) == (0, "prefix={}\n".format(d), ""), stderr
+    assert unpack_count(root / "unpack.log") == 1
+    assert os.readlink(root / ".poncho_lockmode") == "mkdir"
+    assert leftovers(root) == []
+
+
+def test_a_task_asking_for_another_lock_mode_than_the_roots_is_refused(big, tmp_path):
+    root = tmp_path / "root"
+    assert run_shim(["-e", big, "true"], env=shim_env(root)).returncode == 0
+    assert os.readlink(root / ".poncho_lockmode") == "flock"
+    subprocess.run(["rm", "-rf", str(root / BIG_ID)], check=True)
+    r = run_shim(["-e", big, "true"], env=shim_env(root, PONCHO_LOCK="mkdir"))
+    assert (r.returncode, r.stdout) == (4, ""), r.stderr
+    line = r.stderr.strip()
+    assert line.startswith("poncho_package_run: PONCHO_LOCK=mkdir, but {}".format(root)), line
+    assert "flock" in line and ".poncho_lockmode" in line
+    assert not (root / BIG_ID).exists()

@@ -226,3 +226,20 @@ def test_real_worker_reports_the_floor_line_through_shim_error(cluster, tarballs
     out = cluster.wait_results()
     assert [(r["return_status"], r["shim_error"]) for r in out["results"]] == [(0, None)] * 2, out
     assert all(r["output"].startswith("prefix=") for r in out["results"]), out
+
+
+@pytest.mark.parametrize("shell", sorted(SHELLS))
+def test_floor_text_with_escape_sequences_is_not_printed_raw(tmp_path, shell):
+    """poncho/floor comes from the archive: an ANSI escape sequence in its machine= or glibc_by= value went raw into
+    the task's output (and the terminal showing it).  Such a value is shown as "(unprintable)"; the check itself is
+    unchanged (another machine is still refused)."""
+    shared = _shared_functions(tmp_path)
+    floors = ["machine=aarch64\x1b[2J\x1b[31m\n",
+              "machine={}\nlibc=glibc\nglibc=99.0\nglibc_by=lib/\x1b]0;pwned\x07x.so\n".format(MACHINE)]
+    argv = [shutil.which(SHELLS[shell][0])] + list(SHELLS[shell][1:])
+    for floor in floors:
+        r = subprocess.run(argv + ["-c", '. "$1"; poncho_floor_ok prog "$2" env.tar.gz', "sh", str(shared), floor],
+                           stdin=subprocess.DEVNULL, capture_output=True, text=True)
+        assert r.returncode == 1, r.stderr
+        assert "\x1b" not in r.stderr and "\x07" not in r.stderr, repr(r.stderr)
+        assert r.stderr.startswith("prog: env.tar.gz ") and "(unprintable)" in r.stderr, r.stderr

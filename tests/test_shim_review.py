@@ -83,44 +83,50 @@ def test_budget_and_size_values_never_end_the_shell(envs, tmp_path, shell):
     entry = root / "other"
     entry.mkdir()
     (entry / ".poncho_ready").write_text(str(entry) + "\n")
-    (root / ".other.used").touch()
-    (root / ".other.size").write_text("9" * 20 + "\n")
+    (entry / ".poncho_used").touch()
+    (entry / ".poncho_size").write_text("9" * 20 + "\n")
     r = _run(envs, ["-e", envs["b"], "echo", "ran"], root, shell, PONCHO_ENV_BUDGET_MB="100")
     assert (r.returncode, r.stdout) == (0, "ran\n"), r.stderr
-    assert (root / ".other.size").read_text().strip().isdigit() and len((root / ".other.size").read_text()) < 9
+    size = (entry / ".poncho_size").read_text()
+    assert size.strip().isdigit() and len(size) < 9, size
     r = _run(envs, ["-e", envs["b"], "true"], root, shell, PONCHO_ENV_BUDGET_MB="1" + "0" * 9)
     assert r.returncode == 1 and "at most 9 digits" in r.stderr, r.stderr
 
 
 @pytest.mark.parametrize("shell", sorted(SHELLS))
 def test_a_refused_environment_is_not_counted_by_keep(envs, tmp_path, shell):
-    """A run refused before unpacking (here by the floor check) leaves <root>/.<id>.used without a directory; it
-    counted as one of PONCHO_ENV_KEEP's environments and pushed a real one out."""
+    """A run refused before unpacking (here by the floor check) left <root>/.<id>.used without a directory; it
+    counted as one of PONCHO_ENV_KEEP's environments and pushed a real one out.  Records now live inside their
+    entry (a refused run has none); what it leaves, its lock file, goes with the next eviction pass."""
     root = tmp_path / "root"
     keep = {"PONCHO_ENV_KEEP": "2"}
     assert _run(envs, ["-e", envs["a"], "true"], root, shell, **keep).returncode == 0
     id_a, id_f = (os.path.basename(envs[n])[:-7] for n in ("a", "foreign"))
-    _age(root / ".{}.used".format(id_a), 20)
+    _age(root / id_a / ".poncho_used", 20)
     r = _run(envs, ["-e", envs["foreign"], "true"], root, shell, **keep)
     assert r.returncode == 4 and "built for aarch64" in r.stderr, r.stderr
-    assert (root / ".{}.used".format(id_f)).exists()  # what the refused run leaves (its use lock marks it)
-    _age(root / ".{}.used".format(id_f), 10)
+    assert (root / ".{}.lock".format(id_f)).exists()  # what the refused run leaves (its use lock)
     assert _run(envs, ["-e", envs["b"], "true"], root, shell, **keep).returncode == 0
     id_b = os.path.basename(envs["b"])[:-7]
     assert (root / id_a).is_dir() and (root / id_b).is_dir(), sorted(os.listdir(root))
-    assert not (root / ".{}.used".format(id_f)).exists()  # the stale mark is cleaned up
+    assert not (root / ".{}.lock".format(id_f)).exists()  # the stale lock file is cleaned up
 
 
 @pytest.mark.parametrize("shell", sorted(SHELLS))
 def test_planted_used_files_never_remove_what_is_no_cache_entry(envs, tmp_path, shell):
     """A shared PONCHO_ENV_DIR: another user plants ".data.used" and ".x data.used" (the list of .used files is
-    word-split) next to a directory "data" that is not a cache entry; a run with a budget of 0 deleted it."""
+    word-split) next to a directory "data" that is not a cache entry; a run with a budget of 0 deleted it.  The
+    same with the records inside directories (where they live now): "data/.poncho_used", "x data/.poncho_used",
+    "*/.poncho_used" (the word "*" must not be globbed)."""
     root = tmp_path / "root"
     data = root / "data"
     data.mkdir(parents=True)
     (data / "results.txt").write_text("precious\n")
     (root / ".data.used").touch()
     (root / ".x data.used").touch()
+    for name in ("data", "x data", "*"):
+        (root / name).mkdir(exist_ok=True)
+        (root / name / ".poncho_used").touch()
     r = _run(envs, ["-e", envs["a"], "true"], root, shell, PONCHO_ENV_BUDGET_MB="0")
     assert r.returncode == 0, r.stderr
     assert (data / "results.txt").read_text() == "precious\n"

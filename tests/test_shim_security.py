@@ -18,6 +18,7 @@ import stat
 import subprocess
 import tarfile
 import tempfile
+import time
 from pathlib import Path
 
 import pytest
@@ -108,7 +109,7 @@ def test_default_root_symlinked_by_another_user_is_refused(tarball, attacker, sh
     root = shared_tmp / "poncho-{}".format(os.getuid())
     plant(attacker, shared_tmp / ENV_ID, proof)
     attacker_ln(attacker, shared_tmp, root)
-    r = run_victim(["-e", tarball], shim_env(TMPDIR=shared_tmp), shell)
+    r = run_victim(["-e", tarball], shim_env(TMPDIR=shared_tmp, HOME="/nonexistent"), shell)
     assert_refused(r, proof, str(root), "symbolic link", "PONCHO_ENV_DIR")
 
 
@@ -119,7 +120,7 @@ def test_default_root_of_another_user_is_refused(tarball, attacker, shared_tmp):
     r = as_user(attacker, ["mkdir", "-m", "755", root])
     assert r.returncode == 0, r.stderr
     plant(attacker, root / ENV_ID, proof)
-    r = run_victim(["-e", tarball], shim_env(TMPDIR=shared_tmp))
+    r = run_victim(["-e", tarball], shim_env(TMPDIR=shared_tmp, HOME="/nonexistent"))
     assert_refused(r, proof, str(root), "another user", "PONCHO_ENV_DIR")
 
 
@@ -200,7 +201,7 @@ def test_own_symlinked_root_or_env_dir_is_refused_and_a_fresh_root_is_0700(tarba
     start; a root the shim makes is 0700 and used."""
     proof = shared_tmp / "PROOF"
     root = shared_tmp / "poncho-{}".format(os.getuid())
-    env = shim_env(TMPDIR=shared_tmp)
+    env = shim_env(TMPDIR=shared_tmp, HOME="/nonexistent")  # no home to fall back to (see below)
     elsewhere = shared_tmp / "elsewhere"
     elsewhere.mkdir()
     os.symlink(elsewhere, root)
@@ -502,3 +503,285 @@ def test_mkdir_lock_waiting_on_a_lock_without_pid_prints_nothing(tarball, tmp_pa
     assert (r.returncode, r.stdout, r.stderr) == (0, "prefix={}\n".format(root / ENV_ID), "")
     assert unpack_count(root / "unpack.log") == 1
     assert leftovers(root) == []
+
+
+# --- issue 29: races on shared directories --------------------------------------------------------------------
+
+RACER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "helpers", "racer.py")
+
+
+class Racer:
+    """tests/helpers/racer.py started as the other user: it acts the moment the victim opens ``watch``."""
+
+    def __init__(self, user, action, watch, a, b, tmp):
+        self.ready = Path(tmp) / "racer.ready"
+        argv = ["setpriv", "--reuid", str(user.uid), "--regid", str(user.gid), "--clear-groups", "--",
+                "/usr/bin/python3", RACER, action, str(watch), str(a), str(b), str(self.ready), "60"]
+        self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                     text=True)
+        for _ in range(600):
+            if self.ready.exists():
+                return
+            assert self.proc.poll() is None, self.proc.communicate()
+            time.sleep(0.01)
+        raise AssertionError("the racer did not start")
+
+    def result(self):
+        """"done", "failed: <error>", or "never" (what it waited for did not happen)."""
+        out, err = self.proc.communicate(timeout=90)
+        if self.proc.returncode == 2:
+            return "never"
+        assert self.proc.returncode == 0, (out, err)
+        return out.strip()
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.communicate()
+
+
+def _shared_copy(tarball, shared_tmp):
+    """The victim's tarball where the other user can watch it being opened (as a worker's cache file would be)."""
+    tb = shared_tmp / os.path.basename(tarball)
+    shutil.copy(tarball, tb)
+    os.chmod(tb, 0o644)
+    return tb
+
+
+@needs_root
+@pytest.mark.parametrize("shell", ["dash", "busybox"])
+def test_unpack_to_renamed_in_by_another_user_before_mkdir_is_refused(tarball, attacker, shared_tmp, shell):
+    """The issue's critical case: --unpack-to a missing DIR in a sticky /tmp.  The other user renames a ready-looking
+    directory of theirs onto DIR the moment the victim's floor check opens the tarball, after the old ownership check
+    and before its mkdir -p: every time, the victim then ran the planted activation code.  Now DIR is checked after it
+    was made: refused, exit 4."""
+    proof = shared_tmp / "PROOF"
+    tb = _shared_copy(tarball, shared_tmp)
+    target = shared_tmp / "job-env"
+    prep = shared_tmp / "prepared"
+    plant(attacker, prep, proof, str(target))
+    racer = Racer(attacker, "rename", tb, prep, target, shared_tmp)
+    r = run_victim(["--unpack-to", target, "-e", tb], shim_env(shared_tmp / "unused"), shell)
+    assert racer.result() == "done"  # the planted directory was in place before the victim's mkdir
+    assert os.lstat(target).st_uid == attacker.uid
+    assert_refused(r, proof, str(target), "another user")
+
+
+SLOW_ID = "env-" + "510e" * 16
+
+
+@pytest.fixture(scope="module")
+def slow_tarball(tmp_path_factory):
+    """An environment whose first activation script takes a second (conda's can: compilers, CUDA): the window in
+    which the racer swaps the directory under the running activation.  It creates $PONCHO_TEST_SIGNAL first, so
+    that the racer (who cannot look into the victim's 0700 root) knows when the activation runs."""
+    d = tmp_path_factory.mktemp("slow")
+    prefix = make_prefix(d, run_in_env=True)
+    with open(os.path.join(prefix, "etc", "conda", "activate.d", "00_slow.sh"), "w") as f:
+        f.write(': >"$PONCHO_TEST_SIGNAL"\nsleep 1\n')
+    return pack(prefix, d / (SLOW_ID + ".tar.gz"))
+
+
+def _open_dir(shared_tmp, name="open"):
+    """A directory every user can write to, without the sticky bit (a misconfigured scratch or TMPDIR)."""
+    d = shared_tmp / name
+    d.mkdir()
+    os.chmod(d, 0o777)
+    return d
+
+
+@needs_root
+def test_unpack_to_in_a_world_writable_parent_without_sticky_bit_is_refused(slow_tarball, attacker, shared_tmp):
+    """With a parent every user can write to and no sticky bit, the other user can swap the victim's --unpack-to DIR
+    for a planted tree at any moment, checks or no checks (renameat2 RENAME_EXCHANGE: 11 in 200 runs in the issue,
+    every time here where the racer waits for the environment to be ready and the activation runs for a second).
+    Such a parent is refused before anything is unpacked."""
+    proof = shared_tmp / "PROOF"
+    tb = _shared_copy(slow_tarball, shared_tmp)
+    parent = _open_dir(shared_tmp)
+    target, planted = parent / "job-env", parent / "planted"
+    plant(attacker, planted, proof, str(target))
+    signal = shared_tmp / "activating"
+    racer = Racer(attacker, "exchange", signal, target, planted, shared_tmp)
+    try:
+        r = run_victim(["--unpack-to", target, "-e", tb], shim_env(shared_tmp / "unused", PONCHO_TEST_SIGNAL=signal))
+    finally:
+        racer.stop()
+    assert_refused(r, proof, str(parent), "no sticky bit", "chmod +t")
+    assert not (target / ".poncho_ready").exists()
+
+
+@needs_root
+def test_private_root_under_a_world_writable_tmpdir_without_sticky_bit_is_refused(slow_tarball, attacker,
+                                                                                shared_tmp):
+    """The same swap of the whole private root, ${TMPDIR}/poncho-<uid> (4 in 200 in the issue): a TMPDIR every
+    user can write to without the sticky bit is refused on the cold path, before the root is used."""
+    proof = shared_tmp / "PROOF"
+    tb = _shared_copy(slow_tarball, shared_tmp)
+    tmpdir = _open_dir(shared_tmp, "tmpdir")
+    root, fake = tmpdir / "poncho-{}".format(os.getuid()), tmpdir / "fake-root"
+    assert as_user(attacker, ["mkdir", fake]).returncode == 0
+    plant(attacker, fake / SLOW_ID, proof, str(root / SLOW_ID))
+    signal = shared_tmp / "activating"
+    racer = Racer(attacker, "exchange", signal, root, fake, shared_tmp)
+    try:
+        r = run_victim(["-e", tb], shim_env(TMPDIR=tmpdir, PONCHO_TEST_SIGNAL=signal))
+    finally:
+        racer.stop()
+    assert_refused(r, proof, str(tmpdir), "no sticky bit", "TMPDIR")
+    assert not (root / SLOW_ID).exists()
+
+
+# --- issue 29: a PONCHO_ENV_DIR shared with other users, with the budget's bookkeeping ------------------------
+
+def _shared_root(shared_tmp):
+    """A PONCHO_ENV_DIR several users share, like /tmp: world-writable with the sticky bit."""
+    root = shared_tmp / "envs"
+    root.mkdir()
+    os.chmod(root, 0o1777)
+    return root
+
+
+@needs_root
+def test_budget_records_in_a_shared_root_are_never_written_through_a_planted_link(tarball, attacker, shared_tmp):
+    """The other user plants, for the id the victim will unpack, .<id>.used and .<id>.size as links to files of
+    the victim's and .<id>.lock as a dangling link: the victim's run truncated the first file (the use mark),
+    wrote its size into the second and created the third through the lock.  Now the records live inside the
+    victim's own entry and a lock file is opened only as a regular file: a planted link is refused, exit 4."""
+    root = _shared_root(shared_tmp)
+    tb = _shared_copy(tarball, shared_tmp)
+    mine = shared_tmp / "victims"
+    mine.mkdir()
+    os.chmod(mine, 0o755)
+    (mine / "notes").write_text("precious\n")
+    (mine / "other").write_text("precious too\n")
+    created = mine / "created-by-the-lock"
+    eid = ENV_ID
+    for name, target in ((".{}.used", mine / "notes"), (".{}.size", mine / "other")):
+        attacker_ln(attacker, target, root / name.format(eid))
+    env = shim_env(root, PONCHO_ENV_BUDGET_MB=100)
+    first = run_victim(["-e", tb], env)
+    # Another id, whose lock file is a link planted before its first run: refused, nothing created.
+    other = shared_tmp / ("env-" + "1ce" * 21 + "d.tar.gz")
+    shutil.copy(tb, other)
+    attacker_ln(attacker, created, root / ".{}.lock".format(os.path.basename(other)[:-7]))
+    second = run_victim(["-e", other], env)
+    damage = [str(p) for p, text in ((mine / "notes", "precious\n"), (mine / "other", "precious too\n"))
+              if p.read_text() != text] + [str(created)] * created.exists()
+    assert damage == []
+    assert (first.returncode, first.stdout) == (0, "command ran\n"), first.stderr
+    assert (second.returncode, second.stdout) == (4, ""), second.stderr
+    assert "not trusted" in second.stderr and ".lock" in second.stderr
+
+
+@needs_root
+def test_entries_of_another_user_in_a_shared_root_are_refused(tarball, attacker, shared_tmp):
+    """In a sticky PONCHO_ENV_DIR, a ready-looking entry the other user made first under the victim's id would
+    have been activated (the root is used as given).  A sticky root is one several users share: only entries of
+    the user's own are used there."""
+    root = _shared_root(shared_tmp)
+    proof = shared_tmp / "PROOF"
+    plant(attacker, root / ENV_ID, proof)
+    r = run_victim(["-e", _shared_copy(tarball, shared_tmp)], shim_env(root))
+    assert_refused(r, proof, str(root / ENV_ID), "not made by this user")
+
+
+# --- issue 29, low: archives busybox tar treats differently, closed directories, -e DIR of another user ---------
+
+def test_member_names_with_dot_dot_are_refused_by_either_tar(tarball, tmp_path, tar_flavour):
+    """GNU tar refuses a member named ../x (exit 3 here); busybox tar cut it to x, said so once and succeeded, so
+    the same archive gave a tree that differs from it.  Refused with either tar, nothing outside, nothing left."""
+    hostile = _rewrite(tarball, tmp_path / (ENV_ID + ".tar.gz"), [_member("../escaped", tarfile.REGTYPE, 0o644)])
+    for where in ("cache", "unpack-to"):
+        r, d = _run_where(where, [hostile, "hello"], tmp_path, shim_env(PATH=tar_flavour))
+        assert (r.returncode, r.stdout) == (3, ""), (where, r.stderr)
+        last = r.stderr.splitlines()[-1]
+        assert last.startswith("poncho_package_run: could not extract") and "'..'" in last or "tar failed" in last, r.stderr
+        assert not (d / ".poncho_ready").exists()
+        assert not (d / "escaped").exists() and not (d.parent / "escaped").exists()
+    assert leftovers(tmp_path / "root") == []
+
+
+def _closed_dirs_tarball(tarball, out, mode):
+    """``tarball`` plus a directory member share/closed of ``mode``, before a file inside it."""
+    d = tarfile.TarInfo("share/closed")
+    d.type, d.mode = tarfile.DIRTYPE, mode
+    return _rewrite(tarball, out, [d, _member("share/closed/data.txt", tarfile.REGTYPE, 0o644)], uid=0)
+
+
+@needs_root
+@pytest.mark.parametrize("mode", [0o000, 0o555])
+def test_closed_directories_in_an_archive_leave_nothing_undeletable(tarball, attacker, shared_tmp, mode):
+    """As a user who is not root, with GNU tar: a directory member of mode 000 (or 0555) is set so once its files
+    are in; find(1) could not look into it (exit 3), and the temp dir was left behind, undeletable by that user.
+    Now every directory gets owner read/write/search: the environment is unpacked and usable, and nothing is left."""
+    tb = _closed_dirs_tarball(tarball, shared_tmp / (ENV_ID + ".tar.gz"), mode)
+    os.chmod(tb, 0o644)
+    root = shared_tmp / "users-root"
+    assert as_user(attacker, ["mkdir", "-m", "700", root]).returncode == 0
+    r = as_user(attacker, ["dash", shim_path(), "-e", tb, "cat", str(root / ENV_ID / "share" / "closed" / "data.txt")],
+                env=shim_env(root), cwd=str(shared_tmp))
+    assert (r.returncode, r.stdout) == (0, "#!/bin/sh\necho hostile\n"), r.stderr
+    assert leftovers(root) == []
+    for path, st in _walk(str(root / ENV_ID)):
+        if stat.S_ISDIR(st.st_mode):
+            assert st.st_mode & 0o700 == 0o700, (path, oct(st.st_mode))
+
+
+@needs_root
+def test_busybox_tar_and_a_read_only_directory_member_fail_cleanly(tarball, attacker, shared_tmp):
+    """Documented limit (docs/security.md): busybox tar, not as root, cannot put files into a directory member of
+    mode 0555 that comes before them (it applies the mode at once).  The run ends with exit 3, tar's line and
+    ours, and leaves nothing; GNU tar unpacks it (test above)."""
+    tb = _closed_dirs_tarball(tarball, shared_tmp / (ENV_ID + ".tar.gz"), 0o555)
+    os.chmod(tb, 0o644)
+    bb = shared_tmp / "bbtar"  # where the other user can reach it (pytest's own temp dirs are root's, 0700)
+    bb.mkdir(mode=0o755)
+    for tool in ("tar", "find", "tail"):
+        os.symlink(shutil.which("busybox"), bb / tool)
+    root = shared_tmp / "users-root"
+    assert as_user(attacker, ["mkdir", "-m", "700", root]).returncode == 0
+    r = as_user(attacker, ["dash", shim_path(), "-e", tb, "true"],
+                env=shim_env(root, PATH="{}:{}".format(bb, shim_env()["PATH"])), cwd=str(shared_tmp))
+    assert (r.returncode, r.stdout) == (3, ""), r.stderr
+    assert "Permission denied" in r.stderr and r.stderr.splitlines()[-1].startswith("poncho_package_run: could not extract")
+    assert sorted(os.listdir(root)) == sorted([".poncho_lockmode", "." + ENV_ID + ".lock"])
+
+
+@needs_root
+def test_unpacked_environment_of_another_user_is_refused(tarball, attacker, shared_tmp, tmp_path):
+    """-e DIR used DIR whoever made it: a ready-looking directory the other user put under the name in a shared
+    /tmp ran its activation code as the victim.  Another user's DIR is refused; root's is fine for anybody."""
+    proof = shared_tmp / "PROOF"
+    planted = shared_tmp / "job-env"
+    plant(attacker, planted, proof)
+    assert_refused(run_victim(["-e", planted], shim_env(tmp_path / "root")), proof, str(planted), "another user")
+    # An environment unpacked by root (this test), used by another user.
+    system = shared_tmp / "system-env"
+    system.mkdir()
+    subprocess.run(["tar", "-xzf", tarball, "-C", str(system)], check=True)
+    subprocess.run(["chmod", "-R", "a+rX", str(system)], check=True)
+    r = as_user(attacker, ["dash", shim_path(), "-e", system, "sh", "-c", 'echo "$CONDA_PREFIX"'],
+                env=shim_env(), cwd=str(shared_tmp))
+    assert (r.returncode, r.stdout) == (0, "{}\n".format(system)), r.stderr
+
+
+@needs_root
+def test_a_private_root_another_user_made_first_falls_back_to_the_users_cache(tarball, attacker, shared_tmp,
+                                                                             tmp_path):
+    """Anyone can make /tmp/poncho-<uid> first: every task of that uid then ended with exit 4.  The user's own
+    cache directory ($XDG_CACHE_HOME, else ~/.cache) holds the root instead, with a warning on the cold path;
+    without a usable home the refusal stays (tests above)."""
+    proof = shared_tmp / "PROOF"
+    squat = shared_tmp / "poncho-{}".format(os.getuid())
+    assert as_user(attacker, ["mkdir", "-m", "755", squat]).returncode == 0
+    plant(attacker, squat / ENV_ID, proof)
+    home = tmp_path / "home"
+    home.mkdir()
+    env = shim_env(TMPDIR=shared_tmp, HOME=home)
+    for warm in (False, True):
+        r = run_victim(["-e", tarball], env)
+        assert (r.returncode, r.stdout) == (0, "command ran\n"), r.stderr
+        assert ("warning: {} is not a directory of this user".format(squat) in r.stderr) != warm, r.stderr
+    assert (home / ".cache" / "poncho-envs" / ENV_ID / ".poncho_ready").is_file()
+    assert not proof.exists()

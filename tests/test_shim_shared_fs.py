@@ -18,9 +18,11 @@ import time
 
 import pytest
 
-from helpers.shimutil import leftovers, make_prefix, pack, shim_cmd, shim_env, unpack_count
+from helpers.shimutil import (leftovers, make_prefix, missing_members, pack, pack_plain, shim_cmd, shim_env, slow_tar,
+                              unpack_count)
 
 ENV_ID = "env-" + "fedcba9876543210" * 4
+BIG_ID = "env-" + "0123456789abcdef" * 4
 SHELLS = {"dash": ("dash",), "busybox": ("busybox", "sh")}
 
 pytestmark = [pytest.mark.usefixtures("shells"),
@@ -31,6 +33,14 @@ pytestmark = [pytest.mark.usefixtures("shells"),
 def tarball(tmp_path_factory):
     d = tmp_path_factory.mktemp("sharedfs")
     return pack(make_prefix(d, run_in_env=True), d / (ENV_ID + ".tar.gz"))
+
+
+@pytest.fixture(scope="module")
+def big(tmp_path_factory):
+    """40 MB in 2,000 files made by tar itself: an extraction long enough for another host to step in, with new
+    files all along, and nothing to relocate (the tree is marked ready right after its extraction)."""
+    d = tmp_path_factory.mktemp("sharedfs-big")
+    return pack_plain(d, d / (BIG_ID + ".tar.gz"), files=2000)
 
 
 def _on_host(host, argv, pid_ns=False, forks=0):
@@ -104,7 +114,7 @@ def test_a_shim_of_another_host_does_not_break_a_live_unpack(tarball, tmp_path):
     assert (b.returncode, b.stdout, b.stderr) == (0, "prefix={}\n".format(root / ENV_ID), "")
     assert unpack_count(root / "unpack.log") == 1
     assert leftovers(root) == []
-    assert owner.startswith("hostA:") and temp[0].endswith("@hostA"), (owner, temp)
+    assert owner.startswith("hostA:") and temp[0].split("~")[0].endswith("@hostA"), (owner, temp)
 
 
 @pytest.mark.parametrize("shell", sorted(SHELLS))
@@ -201,3 +211,41 @@ def test_a_lock_of_another_host_younger_than_the_limit_is_kept(tarball, tmp_path
         if proc.poll() is None:
             os.killpg(proc.pid, 9)
         proc.communicate()
+
+
+@pytest.mark.parametrize("shell", sorted(SHELLS))
+def test_a_lock_broken_for_its_age_never_publishes_a_half_environment(big, tmp_path, shell):
+    """Host A unpacks; host B's clock runs an hour ahead of the file server's (here: A's pid file dated back an
+    hour), so B takes A's live lock for a crashed host's, breaks it and removes A's temp dir while A's tar is still
+    writing into it.  A's run went on with what was left (6 of 6 in the issue: a ready marker on an incomplete
+    tree).  Now B moves A's temp dir away before deleting it, so A's next step on its own path fails, and only a
+    tree whose rename won, checked by its own unpacker, is marked ready: what is published is complete."""
+    root = tmp_path / "root"
+    # Both read their archive slowly (4 s): B steps in while A's tar is still writing, and A renames first.
+    env = shim_env(root, PONCHO_LOCK="mkdir", PATH="{}:{}".format(slow_tar(tmp_path), os.environ["PATH"]))
+    a = subprocess.Popen(_on_host("hostA", shim_cmd(["-e", big, "hello"], SHELLS[shell]), pid_ns=True), env=env,
+                         stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.time() + 120
+        while not any(len(os.listdir(s / "env" / "share" / "random")) >= 200
+                      for s in root.glob("." + BIG_ID + ".tmp.*") if (s / "env" / "share" / "random").is_dir()):
+            assert a.poll() is None and time.time() < deadline, a.communicate()
+            time.sleep(0.005)
+        pid = root / ("." + BIG_ID + ".lockd") / "pid"
+        t = time.time() - 3600
+        os.utime(str(pid), (t, t))
+        b = _run("hostB", ["-w", "5", "-e", big, "hello"], env, shell, pid_ns=True, forks=1)
+        out, err = a.communicate(timeout=120)
+    finally:
+        if a.poll() is None:
+            a.kill()
+            a.communicate()
+    d = root / BIG_ID
+    assert (d / ".poncho_ready").is_file()
+    assert missing_members(big, d) == []
+    assert (b.returncode, b.stdout) == (0, "prefix={}\n".format(d)), b.stderr
+    assert "warning: broke the lock" in b.stderr and "host hostA" in b.stderr
+    assert a.returncode in (0, 3), err
+    if a.returncode == 0:
+        assert out == "prefix={}\n".format(d)
+    assert leftovers(root) == []

@@ -102,6 +102,48 @@ def pack(prefix, output):
     return str(output)
 
 
+def pack_plain(parent, output, random_mb=40, files=40):
+    """A tarball made by tar itself of ``random_mb`` MB of incompressible files (``files`` of them,
+    ``share/random/*``) and a ``bin/hello``: no ``bin/conda-unpack``, so the shim relocates nothing and a tree is
+    marked ready right after its extraction (a slow one, for tests that step in during it); return ``output``."""
+    tree = os.path.join(str(parent), "plain-tree")
+    os.makedirs(os.path.join(tree, "share", "random"))
+    _write(tree, "bin/hello", '#!/bin/sh\necho "prefix=$CONDA_PREFIX"\n', mode=0o755)
+    for i in range(files):
+        with open(os.path.join(tree, "share", "random", "r{:04d}.bin".format(i)), "wb") as f:
+            f.write(os.urandom((random_mb << 20) // files))
+    subprocess.run(["tar", "-czf", str(output), "-C", tree, "bin", "share"], check=True)
+    return str(output)
+
+
+def slow_tar(parent, seconds=2.0):
+    """A directory to put first on PATH: its ``tar`` is the real one, but an extraction reads its archive through a
+    pipe fed 64 KiB at a time over about ``seconds`` (-z added unless the shim named pigz), so that tar is writing
+    files all along while another process steps in.  Everything else goes to the real tar."""
+    d = os.path.join(str(parent), "slowtar")
+    os.makedirs(d, exist_ok=True)
+    real = shutil.which("tar")
+    feed = ("import os, sys, time\n"
+            "f = open(sys.argv[1], 'rb'); n = max(1, os.path.getsize(sys.argv[1]) >> 16)\n"
+            "for chunk in iter(lambda: f.read(65536), b''):\n"
+            "    sys.stdout.buffer.write(chunk); sys.stdout.buffer.flush(); time.sleep({} / n)\n").format(seconds)
+    script = """#!/bin/sh
+case " $* " in *" -x "*) ;; *) exec {real} "$@" ;; esac
+f=
+n=0
+for a do
+    shift
+    if [ "$n" = 1 ]; then f=$a; n=0; set -- "$@" -; continue; fi
+    [ "$a" != -f ] || n=1
+    set -- "$@" "$a"
+done
+case " $* " in *--use-compress-program*) ;; *) set -- "$@" -z ;; esac
+/usr/bin/python3 -c "{feed}" "$f" | {real} "$@"
+""".format(real=real, feed=feed)
+    _write(d, "tar", script, mode=0o755)
+    return d
+
+
 def tar_members(tarball):
     """Relative names of the regular files and symlinks in a tarball (what a complete unpack must hold)."""
     with tarfile.open(tarball) as tf:
