@@ -6,22 +6,30 @@ workers a 500 GB send). Two other modes take the manager's link out of the path:
 
 * ``url``: the tarball (``env-<hash>.tar.gz``) and the code layer (``code-<hash>.tar.gz``) are *published*
   (copied, atomically, under their content-addressed names) into ``publish_dir``, which an HTTP server, an HTTP
-  cache (squid), object storage or a shared file system serves at ``publish_url``; each task gets a cached input
-  under the same remote name that the worker fetches itself, once. Measured: manager egress ~0, one GET per worker.
+  cache (squid), object storage or a shared file system serves at ``publish_url``; each task gets an input under
+  the same remote name that the worker fetches itself, once. Measured: manager egress ~0, one GET per worker.
 * ``shared``: the published tarball is unpacked once on a shared file system (``<worker dir>/envs``, by whichever
   task first takes the shim's lock) and used in place by every worker; the tarball never travels.
 
 How ``url`` inputs are fetched, and why not ``Task.specify_url``: Debian's binding (CCTools 8 API) has no
-``specify_url``, and in CCTools 7.17.1 the worker runs ``curl -sSL -o CACHE URL`` *without* ``-f``: a 404 page is
-stored as the tarball and stays in the worker's cache for its whole life, so every later task there fails
-(measured). So url inputs are worker-side fetch commands (``specify_file_command``, in both bindings, with their
-different argument orders) running ``curl -fsSL`` into a ``.part`` file renamed on success: an HTTP error or a
-connection cut mid-download fails the input (the task ends with ``INPUT_MISSING`` or, with Debian's worker, its
-retries) and leaves nothing in the worker's cache, so another attempt fetches again. Workers need ``curl`` on
-their PATH (``file://`` URLs included).
+``specify_url``, and CCTools 7.17.1's worker runs ``curl -sSL -o CACHE URL`` *without* ``-f``, checking nothing: a
+404 page, a cut transfer or any bytes a server sends are stored as the tarball for the worker's life (measured: a
+lying server's activation script ran). So url inputs are worker-side fetch commands (``specify_file_command``, in
+both bindings, with their different argument orders) that check what arrives (:func:`fetch_script`):
 
-A failed fetch is not seen by the run shim (the command never starts), so the manager names it:
-:func:`fetch_failure` builds the one-line message (the URL, and what a request from the manager gets now).
+* the manager passes the published file's size and sha256 (:class:`Fetch`; the ``env-<hash>`` name is a cache key,
+  not the content's hash); the worker hashes the bytes while they arrive and keeps them only when both match, as
+  ``.poncho-<sha256>`` beside Work Queue's cache, linked to each task's input (:func:`fetch_command`);
+* whatever fails (an HTTP error, a stall, the time limit ``PONCHO_WQ_FETCH_TIMEOUT``, a short read, other bytes, no
+  downloader or hash tool on the worker) writes a *failure note* as the input instead, and the command succeeds:
+  a failing fetch command makes Debian's CCTools drop the worker and requeue the task without end (and TaskVine
+  hang it). The task's wrapper (:func:`note_check`, before the shim) ends the task with the note's exit code (2 an
+  HTTP error, 3 a failed transfer or bytes that are not the published ones, 4 no curl/wget or sha256 tool) and a
+  ``poncho_package_run:`` line naming the URL, which ``shim_error`` reports. The input is uncached in Work Queue's
+  sense, so a note reaches one task only and the next task fetches again;
+* the downloader is curl, else wget, else busybox wget (``file://``: cat), so a worker without curl works.
+
+What cannot be written at all (a full worker disk) still fails the input: :func:`fetch_failure` names it.
 
 :func:`serve` starts a plain local HTTP server for a publish directory, for small setups and tests: a separate
 process (a server thread inside the manager stalls while the binding's ``wait()`` holds the GIL), with an access
@@ -33,8 +41,10 @@ import contextlib
 import dataclasses
 import logging
 import os
+import re
 import shlex
 import socket
+import stat
 import subprocess
 import sys
 import tempfile
@@ -45,10 +55,11 @@ import urllib.parse
 import urllib.request
 from typing import Optional
 
-from .config import DISTRIBUTIONS as MODES  # direct, url, shared (PONCHO_WQ_DISTRIBUTION)
+from .cache import content_digest, file_identity
+from .config import DISTRIBUTIONS as MODES, settings  # modes: direct, url, shared (PONCHO_WQ_DISTRIBUTION)
+from .credentials import mask
 from .errors import BuildError, PonchoError, SpecError
-from .cache import file_identity
-from .fsutil import sha256_file
+from .fsutil import copy_contents
 
 log = logging.getLogger(__name__)
 
@@ -98,7 +109,7 @@ class Distribution:
             if os.path.isdir(seen) and os.path.realpath(seen) != os.path.realpath(self.publish_dir):
                 raise SpecError("PONCHO_WQ_PUBLISH_URL={!r} names {}, which is not PONCHO_WQ_PUBLISH_DIR={} on this "
                                 "machine: point the file:// URL at the publish directory (file://{}/)".format(
-                                    self.publish_url, seen, self.publish_dir, self.publish_dir))
+                                    mask(self.publish_url), seen, self.publish_dir, self.publish_dir))
 
     def url_for(self, name):
         """The URL of the published *name*: the base URL's path + the quoted name, its query (an access token,
@@ -124,27 +135,36 @@ def check_url(url):
     if parts.scheme not in URL_SCHEMES or (parts.scheme != "file" and not parts.netloc) or \
             (parts.scheme == "file" and not parts.path.startswith("/")):
         raise SpecError("publish URL {!r} is not valid: expected an absolute http://, https://, ftp:// or file:// "
-                        "URL (PONCHO_WQ_PUBLISH_URL), e.g. http://host:8000/envs/ or file:///shared/envs/".format(url))
+                        "URL (PONCHO_WQ_PUBLISH_URL), e.g. http://host:8000/envs/ or file:///shared/envs/".format(mask(url)))
     if "%%" in url or any(c in url for c in "'\"\n\r\t "):
         # Work Queue replaces %% in a fetch command by the cache path; quotes and blanks would need escaping
         # through two shells.
         raise SpecError("publish URL {!r} is not valid: it contains %%, a quote or a blank; percent-encode "
-                        "them".format(url))
-    if _wq_encoded_length(fetch_command(url + "/" + "e" * 80)) > WQ_COMMAND_MAX:
+                        "them".format(mask(url)))
+    longest = Fetch("env-" + "0" * 32 + ".tar.gz", url.split("?")[0] + "/env-" + "0" * 32 + ".tar.gz" +
+                    ("?" + url.split("?", 1)[1] if "?" in url else ""), 10 ** 12, "0" * 64)
+    if _wq_encoded_length(fetch_command(longest, 10 ** 6)) > WQ_COMMAND_MAX:
         # Work Queue sends the fetch command url-encoded on one protocol line of 4096 bytes and silently cuts
         # what does not fit (dttools url_encode): the worker would run a truncated command.
         raise SpecError("publish URL {!r}... is too long ({} characters) for Work Queue's protocol line: keep it "
                         "under about {} characters (PONCHO_WQ_PUBLISH_URL)".format(
-                            url[:60], len(url), WQ_COMMAND_MAX - 400))
+                            mask(url)[:60], len(url), _url_budget()))
     if parts.fragment or url.endswith("#"):
         raise SpecError("publish URL {!r} is not valid: a #fragment would end up after the file names; remove "
-                        "it (PONCHO_WQ_PUBLISH_URL)".format(url))
+                        "it (PONCHO_WQ_PUBLISH_URL)".format(mask(url)))
     return url
 
 
 #: What the url-encoded fetch command may take of Work Queue's 4096-byte protocol line (the rest: the message
 #: name, the cache name, the length and the mode).
 WQ_COMMAND_MAX = 3600
+
+
+def _url_budget():
+    """About how many plain characters a publish URL may have (what the fetch command leaves of the line)."""
+    base = _wq_encoded_length(fetch_command(Fetch("env-" + "0" * 32 + ".tar.gz", "http://h/", 10 ** 12, "0" * 64),
+                                            10 ** 6))
+    return max(0, WQ_COMMAND_MAX - base)
 
 
 def _wq_encoded_length(text):
@@ -163,8 +183,6 @@ def distribution(mode=None, publish_dir=None, publish_url=None, environ=None):
     """A :class:`Distribution` from arguments, completed by the settings: ``PONCHO_WQ_DISTRIBUTION``,
     ``PONCHO_WQ_PUBLISH_DIR``, ``PONCHO_WQ_PUBLISH_URL``. Default mode: ``url`` when a publish directory is set,
     else ``direct``."""
-    from .config import settings
-
     s = settings(environ)
     mode_given = mode is not None
     publish_dir = publish_dir or s.publish_dir
@@ -174,7 +192,7 @@ def distribution(mode=None, publish_dir=None, publish_url=None, environ=None):
         # Without this the URL was ignored: every worker got its tarball from the manager, silently.
         raise SpecError("PONCHO_WQ_PUBLISH_URL={!r} is set but PONCHO_WQ_PUBLISH_DIR is not: set "
                         "PONCHO_WQ_PUBLISH_DIR to the directory that URL serves (or PONCHO_WQ_DISTRIBUTION=direct "
-                        "to send tarballs from the manager)".format(publish_url))
+                        "to send tarballs from the manager)".format(mask(publish_url)))
     return Distribution(mode, publish_dir, publish_url)
 
 
@@ -189,6 +207,13 @@ def as_distribution(value):
 
 
 # -- publishing -------------------------------------------------------------------------------------------------
+#: Temporary copies are named ``.tmp-<pid>+<host>+<random>-<name>``: a publisher killed mid-copy (SIGKILL runs no
+#: clean-up) leaves one, which a later publish() removes once its process is gone (same host), or once it is older
+#: than :data:`TEMP_MAX_AGE` (any host: the directory may be shared by managers on several machines).
+_TEMP = re.compile(r"^\.tmp-(\d+)\+([^+/]*)\+")
+TEMP_MAX_AGE = 86400
+
+
 def publish(path, publish_dir, name=None):
     """Copy *path* into *publish_dir* as *name* (default: its own name, ``env-<hash>.tar.gz`` or
     ``code-<hash>.tar.gz``) and return the published path.
@@ -199,6 +224,13 @@ def publish(path, publish_dir, name=None):
     different file under the name is never overwritten: that is an error (a name must always mean the same
     bytes, since workers cache by name). Repeated calls cost two ``stat`` calls each (memoized per process;
     a deleted published file is published again).
+
+    What it refuses (:class:`BuildError`), because what the directory serves is what workers run: a publish
+    directory that other users may write to without the sticky bit (they could replace any published file), and
+    under the name anything but a regular file of this user (or root) that only its owner can write: a symbolic
+    or hard link (its target can change without this directory changing), another user's file. Workers check
+    every fetched file against the published size and sha256 anyway (:func:`fetch_script`); these checks keep
+    the directory from serving something else in the first place.
     """
     name = name or os.path.basename(path)
     dest = os.path.join(publish_dir, name)
@@ -211,18 +243,19 @@ def publish(path, publish_dir, name=None):
     except OSError as e:
         raise BuildError("cannot create the publish directory {} (PONCHO_WQ_PUBLISH_DIR): {}".format(
             publish_dir, e.strerror or e)) from None
+    _check_publish_dir(publish_dir)
+    _remove_dead_temps(publish_dir)
     created = False
-    if not os.path.exists(dest):
+    if not os.path.lexists(dest):
         try:
             # Inside the try: a read-only or foreign publish directory fails here, not only in the copy.
-            fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix="-" + name, dir=publish_dir)
+            fd, tmp = tempfile.mkstemp(prefix=".tmp-{}+{}+".format(os.getpid(), _host()), suffix="-" + name,
+                                       dir=publish_dir)
         except OSError as e:
             raise BuildError("cannot publish {} into {} (PONCHO_WQ_PUBLISH_DIR): {}; make it writable by this "
                              "user or choose another directory".format(path, publish_dir, e.strerror or e)) from None
         try:
             with os.fdopen(fd, "wb") as out, open(path, "rb") as src:
-                from .fsutil import copy_contents
-
                 copy_contents(src.fileno(), out.fileno())
                 out.flush()
                 os.fsync(out.fileno())
@@ -234,7 +267,7 @@ def publish(path, publish_dir, name=None):
                 pass  # another publisher was first: compared below
             except OSError:
                 # A file system without hard links (some FUSE/object stores): rename, after a last look.
-                if not os.path.exists(dest):
+                if not os.path.lexists(dest):
                     os.replace(tmp, dest)
                     created = True
         except OSError as e:
@@ -243,47 +276,235 @@ def publish(path, publish_dir, name=None):
         finally:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(tmp)
-    if not created and (os.path.getsize(dest) != os.path.getsize(path) or sha256_file(dest) != sha256_file(path)):
-        raise BuildError("{} already exists with different content than {}: a published name must always mean the "
-                          "same bytes (workers cache by name); remove the stale file if it is damaged".format(
-                              dest, path))
+    if not created:
+        _check_published(dest)
+        if os.path.getsize(dest) != os.path.getsize(path) or content_digest(dest) != content_digest(path):
+            raise BuildError("{} already exists with different content than {}: a published name must always mean "
+                             "the same bytes (workers cache by name); remove the stale file if it is damaged".format(
+                                 dest, path))
     with _lock:
         _published[key] = file_identity(dest)
     return dest
 
 
-# -- worker side: the fetch command --------------------------------------------------------------------------
-#: A fetch that moves less than 1 KB/s for this many seconds fails (and so can be retried): without it, a server
-#: that stops answering without closing the connection (a hung server, a lost route) holds the worker's curl,
-#: and the task, for good (curl has no transfer timeout of its own).
-STALL_SECONDS = 120
+def _host():
+    return socket.gethostname().replace("+", "_").replace("/", "_")[:64]
 
 
-def curl_fetch(stall_seconds=STALL_SECONDS):
-    """``curl`` and its options for a worker-side fetch (Work Queue's fetch command and TaskVine's fetch mini task):
-    ``-f`` (an HTTP error is a failure, not a file), retries, and a transfer stalled for *stall_seconds* fails."""
-    return "curl -fsSL --retry 2 --connect-timeout 60 --speed-limit 1024 --speed-time {}".format(int(stall_seconds))
+def _check_publish_dir(publish_dir):
+    st = os.stat(publish_dir)
+    if st.st_mode & 0o002 and not st.st_mode & 0o1000:
+        raise BuildError("the publish directory {} (PONCHO_WQ_PUBLISH_DIR) has mode {:o}: any user may replace the "
+                         "files workers fetch from it; use a directory only you can write (chmod o-w {}), or set "
+                         "its sticky bit (chmod +t)".format(publish_dir, st.st_mode & 0o7777, publish_dir))
 
 
-def fetch_command(url, stall_seconds=STALL_SECONDS):
-    """The sh command a worker runs to fetch *url* into Work Queue's cache path ``%%`` (:func:`curl_fetch`), into
-    ``%%.part`` renamed on success, removed on failure."""
-    return '{} -o "%%.part" {} && mv -f "%%.part" "%%" || {{ rm -f "%%.part"; false; }}'.format(
-        curl_fetch(stall_seconds), shlex.quote(url))
+def _check_published(dest):
+    """*dest*, found under a published name, is a regular file of ours (or root's) that only its owner can
+    write, or a BuildError saying what it is instead."""
+    st = os.lstat(dest)
+    what = None
+    if stat.S_ISLNK(st.st_mode):
+        what = "a symbolic link (to {})".format(os.readlink(dest))
+    elif not stat.S_ISREG(st.st_mode):
+        what = "not a regular file"
+    elif st.st_uid not in (os.geteuid(), 0):
+        what = "owned by another user (uid {})".format(st.st_uid)
+    elif st.st_mode & 0o022:
+        what = "writable by other users (mode {:o})".format(st.st_mode & 0o7777)
+    elif st.st_nlink > 1 and not _our_temp_link(dest, st):
+        what = "a hard link ({} names)".format(st.st_nlink)
+    if what:
+        raise BuildError("{} is {}: a published name must be a file that only its publisher can change (workers "
+                         "fetch it by that name); remove it and publish again".format(dest, what))
 
 
-def specify_fetch(task, url, remote_name):
-    """Attach *url* to *task* as the cached input *remote_name*, fetched by the worker (see the module doc).
-    ``specify_file_command`` takes ``(cmd, remote_name)`` in CCTools 7.x and ``(remote_name, cmd)`` in Debian's
-    CCTools 8 binding; keywords would not help either (both spell them differently too)."""
+def _our_temp_link(dest, st):
+    """Is the second name of *dest* the temporary copy of a publisher still about to unlink it (a concurrent
+    publish() of the same file)?"""
+    folder = os.path.dirname(dest)
+    try:
+        names = [n for n in os.listdir(folder) if _TEMP.match(n)]
+    except OSError:
+        return False
+    for n in names:
+        with contextlib.suppress(OSError):
+            other = os.lstat(os.path.join(folder, n))
+            if (other.st_dev, other.st_ino) == (st.st_dev, st.st_ino):
+                return True
+    return False
+
+
+def _remove_dead_temps(publish_dir):
+    """Remove the temporary copies of publishers that died (see :data:`_TEMP`); ours only."""
+    now = time.time()
+    host = _host()
+    try:
+        names = os.listdir(publish_dir)
+    except OSError:
+        return
+    for n in names:
+        m = _TEMP.match(n)
+        if not m:
+            continue
+        path = os.path.join(publish_dir, n)
+        try:
+            st = os.lstat(path)
+        except OSError:
+            continue
+        if st.st_uid != os.geteuid():
+            continue
+        dead = m.group(2) == host and not _alive(int(m.group(1)))
+        if dead or now - st.st_mtime > TEMP_MAX_AGE:
+            with contextlib.suppress(OSError):
+                os.unlink(path)
+
+
+def _alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError):
+        return True
+    return True
+
+
+# -- worker side: fetching and checking ------------------------------------------------------------------------
+@dataclasses.dataclass(frozen=True)
+class Fetch:
+    """One published file as a worker fetches it: the remote *name* (``env-<hash>.tar.gz``), its *url*, and the
+    *size* and *sha256* of the bytes published, which the worker checks before anything is unpacked (the name is
+    a cache key, not the content's hash: :func:`fetch_for`)."""
+
+    name: str
+    url: str
+    size: int
+    sha256: str
+
+    @property
+    def shown_url(self):
+        """The URL for messages: its secrets masked (:func:`poncho_wq.credentials.mask`)."""
+        return mask(self.url)
+
+
+def fetch_for(path, publish_dir, dist, name):
+    """Publish *path* as *name* and return the :class:`Fetch` for it (size and sha256 of the published bytes)."""
+    dest = publish(path, publish_dir, name)
+    return Fetch(name, dist.url_for(name), os.path.getsize(dest), content_digest(dest))
+
+
+#: A transfer under 1 KB/s for this many seconds fails. Work Queue's workers run a fetch command synchronously:
+#: while it runs they answer no keepalive, and a manager drops a worker that leaves its keepalive check unanswered
+#: for 30 s (CCTools' default), then sends the task again (measured: 561 s, 5 GETs, no result with a hung server).
+STALL_SECONDS = 20
+#: What the first line of a failure note starts with (see :func:`fetch_script`).
+NOTE_MARK = "poncho-fetch-failed"
+
+# The worker-side fetch, POSIX sh (dash, bash, busybox ash). It runs in Work Queue's fetch command (synchronously,
+# in the worker's own process tree, its output not shown anywhere useful) and in TaskVine's fetch mini task.
+#  - The downloader is curl, else wget (GNU: one try, its read timeout), else busybox wget; for a file:// URL, cat.
+#    Without curl the whole transfer is bounded with timeout(1) when the worker has it.
+#  - The bytes are hashed while they arrive (tee into the file and into the hash tool: sha256sum, shasum -a 256,
+#    openssl dgst, busybox sha256sum) and counted; the file is kept only when both size and sha256 are the
+#    published ones. No hash tool on the worker is a failure (exit 4), never an unchecked environment.
+#  - On any failure the destination $p receives a *note* instead of a tarball: the mark, the exit code for the
+#    task (2: the downloader failed with an HTTP error, 3: the transfer failed or the bytes are not the published
+#    ones, 4: a tool is missing) and a one-line message naming the file and the URL (masked). The command itself
+#    succeeds: a failing fetch command makes Debian's CCTools drop the worker and requeue the task for ever, and
+#    TaskVine 7.17.1 leave it pending for ever. The task's wrapper (or TaskVine's stub) turns the note into the
+#    task's exit code and a `poncho_package_run:` line.
+# Kept short: Work Queue sends the fetch command url-encoded (blanks, quotes, braces and pipes cost 3 bytes each)
+# on one 4096-byte protocol line, beside the URL. Names: u URL, d URL as shown, N remote name, s size, h sha256,
+# T seconds in all, l local path (file://), t temp file, c kept file, p destination; v: is a command there;
+# n: write the note.
+_FETCH_CORE = (
+    "v(){ command -v $1 >/dev/null;};n(){ printf '" + NOTE_MARK + "\\n%s\\ncould not fetch %s from %s: %s\\n' "
+    "$1 $N \"$d\" \"$2\" >\"$p\";};H=;G=;k=;v timeout&&k=\"timeout $T\";"
+    "if v sha256sum;then H=sha256sum;elif v shasum;then H='shasum -a 256';elif v openssl;then "
+    "H='openssl dgst -sha256 -r';elif busybox sha256sum </dev/null >/dev/null 2>&1;then H='busybox sha256sum';fi;"
+    "@DOWNLOADER@"
+    "if [ -z \"$H\" ];then n 4 'no sha256sum, shasum, openssl or busybox here to check it';"
+    "elif [ -z $G ];then n 4 'no curl, wget or busybox wget here to download it';"
+    "else { g 2>$t.e||echo $? >$t.x;}|tee $t|$H >$t.h;read -r a b <$t.h;z=$(($(wc -c <$t)));"
+    "if [ $z = $s ]&&[ \"$a\" = $h ];then mv -f $t \"$c\";"
+    "elif [ -f $t.x ];then read -r x <$t.x;e=3;case $x in 22|8)e=2;;28|124)set -- \"at most $T s\";;esac;"
+    "n $e \"${1:+$1: }$(tail -c 200 $t.e|tr -c ' -~' ' ') (exit $x, $z of $s bytes, not kept)\";"
+    "elif [ $z != $s ];then n 3 \"$z bytes, not the $s published (cut short?), not kept\";"
+    "else n 3 \"sha256 $a, not the published $h, not kept\";fi;fi;rm -f $t $t.e $t.x $t.h;"
+)
+_CURL = ("if v curl;then G=1;g(){ curl -fsSL --speed-limit 1024 --speed-time @STALL@ --max-time $T --max-filesize $((s+1048576)) "
+         "\"$u\";};elif v wget;then G=1;W=wget;wget -V >/dev/null 2>&1&&W='wget -t 1 -T @STALL@';"
+         "g(){ $k $W -q -O - \"$u\";};elif busybox wget --help >/dev/null 2>&1;then G=1;"
+         "g(){ $k busybox wget -q -O - \"$u\";};fi;")
+_CAT = "G=1;g(){ $k cat -- \"$l\";};"
+# The URL as messages show it when it carries secrets: without its query, and a user:password@ masked. (No "%%"
+# anywhere in the command: Work Queue replaces every one by the cache path, hence the two-step prefix cuts.)
+_SHOWN = ("q=${u#*\\?};d=${u%\"?$q\"};[ \"$d\" = \"$u\" ]||d=\"$d?...\";"
+          "case $d in *//*@*)q=${d#*//};d=${d%\"$q\"}***@${d#*@};;esac;")
+
+
+def fetch_script(fetch, seconds, where, stall_seconds=STALL_SECONDS):
+    """The sh text that fetches *fetch* into the file ``$t`` and, when its size and sha256 are the published
+    ones, renames it to ``$c``; else writes a failure note to ``$p``. Nothing is fetched when ``$c`` exists.
+    *where* is the sh text that sets ``p``, ``c`` and ``t`` (``t`` and its siblings ``$t.e``, ``$t.x``, ``$t.h``
+    without blanks), run after the variables above (``$h`` is the sha256). *seconds* bounds the whole transfer;
+    *stall_seconds* a transfer under 1 KB/s."""
+    if not re.fullmatch(r"[0-9a-f]{64}", fetch.sha256) or not re.fullmatch(r"[A-Za-z0-9._-]+", fetch.name):
+        raise BuildError("cannot fetch {!r}: {!r} is not a sha256 hex digest or the name is not a plain file "
+                         "name".format(fetch.name, fetch.sha256))
+    parts = urllib.parse.urlsplit(fetch.url)
+    head = "u={} N={} s={} h={} T={};".format(shlex.quote(fetch.url), fetch.name, int(fetch.size), fetch.sha256,
+                                              int(seconds))
+    head += 'd="$u";' if fetch.shown_url == fetch.url else _SHOWN
+    if parts.scheme == "file":
+        head += "l={};".format(shlex.quote(urllib.parse.unquote(parts.path)))
+        downloader = _CAT
+    else:
+        downloader = _CURL.replace("@STALL@", str(int(stall_seconds)))
+    return head + where + 'if [ ! -f "$c" ];then ' + _FETCH_CORE.replace("@DOWNLOADER@", downloader) + "fi;"
+
+
+def fetch_command(fetch, seconds=None, stall_seconds=STALL_SECONDS):
+    """The sh command a Work Queue worker runs to materialize *fetch* at its cache path ``%%``.
+
+    The checked bytes are kept beside Work Queue's cache as ``.poncho-<sha256>`` (named by content, so only
+    checked bytes ever have that name) and hard-linked (else copied) to ``%%`` for each task; the input is
+    attached *uncached* (:func:`specify_fetch`), so a failure note reaches one task only, and the next task
+    fetches again. One GET per worker for as long as the worker keeps its workspace (it empties it when it
+    leaves a manager)."""
+    if seconds is None:
+        seconds = settings().fetch_timeout
+    # $t in Work Queue's cache directory, whose path has no blanks (the worker's workspace/cache).
+    where = 'p="%%";c="${p%/*}/.poncho-$h";t=$c.$$;'
+    return (fetch_script(fetch, seconds, where, stall_seconds) +
+            'if [ -f "$c" ];then ln -f "$c" "$p" 2>/dev/null||cp "$c" "$p";fi;[ -s "$p" ]')
+
+
+def note_check(names):
+    """The sh text a task runs before the shim: when a fetched input in *names* is a failure note, print its
+    message as a ``poncho_package_run:`` line and exit with its code (no fork: ``read`` of the first line; a
+    gzip tarball's first line is short)."""
+    if not names:
+        return ""
+    return ("for f in {};do {{ read -r l;read -r e;read -r m;}} 2>/dev/null <\"$f\"&&[ \"$l\" = {} ]&&"
+            "{{ printf 'poncho_package_run: %s\\n' \"$m\" >&2;exit \"$e\";}};done;").format(
+                " ".join(shlex.quote(n) for n in names), NOTE_MARK)
+
+
+def specify_fetch(task, fetch, seconds=None):
+    """Attach *fetch* to *task* as the input ``fetch.name``, materialized by the worker (see :func:`fetch_command`).
+    Uncached at Work Queue's level: the fetch command keeps the checked bytes itself. ``specify_file_command``
+    takes ``(cmd, remote_name)`` in CCTools 7.x and ``(remote_name, cmd)`` in Debian's CCTools 8 binding;
+    keywords would not help either (both spell them differently too)."""
     import inspect
 
     method = task.specify_file_command
     params = list(inspect.signature(method).parameters)
-    cmd = fetch_command(url)
+    cmd = fetch_command(fetch, seconds)
     if params and params[0] == "remote_name":
-        return method(remote_name, cmd, cache=True)
-    return method(cmd, remote_name, cache=True)
+        return method(fetch.name, cmd, cache=False)
+    return method(cmd, fetch.name, cache=False)
 
 
 _probes: dict = {}  # url -> (time, answer): many tasks failing on one URL ask the server once
@@ -292,7 +513,7 @@ PROBE_MEMO_SECONDS = 30
 
 def probe(url, timeout=5.0):
     """What a request for *url* from the manager gets now: ``"HTTP 404 Not Found"``, ``"connection refused"``,
-    ``"reachable (N bytes)"``... (a HEAD request; for file:// the file's state).
+    ``"HTTP 200, N bytes"``... (a HEAD request; for file:// the file's state).
 
     Bounded: it runs in the manager's wait loop (through ``shim_error``), so the whole request, name resolution
     included (which urllib's *timeout* does not cover), gets *timeout* seconds in a helper thread, and an answer
@@ -327,14 +548,13 @@ def _probe(url, timeout):
     if parts.scheme == "file":
         path = urllib.parse.unquote(parts.path)
         try:
-            return "reachable ({} bytes) from the manager".format(os.path.getsize(path))
+            return "{} bytes".format(os.path.getsize(path))
         except OSError as e:
             return "{} on the manager: {}".format(path, e.strerror)
     req = urllib.request.Request(url, method="HEAD")
     try:
         with urllib.request.build_opener(_KeepHead).open(req, timeout=timeout) as r:
-            return "reachable from the manager now (HTTP {}, {} bytes)".format(
-                r.status, r.headers.get("Content-Length", "?"))
+            return "HTTP {}, {} bytes".format(r.status, r.headers.get("Content-Length", "?"))
     except urllib.error.HTTPError as e:
         return "HTTP {} {}".format(e.code, e.reason)
     except urllib.error.URLError as e:
@@ -345,19 +565,22 @@ def _probe(url, timeout):
 
 
 def fetch_failure(task, urls, failed_results):
-    """The one-line message for a task whose url inputs could not be fetched, else None. *urls* maps remote names
-    to URLs; *failed_results* are the binding's result codes of a failed input. Work Queue reports a failed
-    input as the task's result (``INPUT_MISSING``; Debian's worker disconnects and the manager retries until
-    ``MAX_RETRIES``): the command, and so the run shim, never ran."""
+    """The one-line message for a task whose url inputs could not be materialized at all, else None. *urls* maps
+    remote names to URLs; *failed_results* are the binding's result codes of a failed input.
+
+    Rare since the fetch command writes a failure note instead of failing (:func:`fetch_script`): what is left is
+    a command that could not even write its note (a full or read-only worker disk). Work Queue reports it as the
+    task's result (``INPUT_MISSING``): the command, and so the run shim, never ran. What the manager's own request
+    gets now is said as exactly that, not as the cause on the worker."""
     if not urls:
         return None
     if getattr(task, "result", None) not in failed_results:
         return None
     parts = []
     for name, url in sorted(urls.items(), key=lambda item: (not item[0].startswith("env-"), item[0])):
-        parts.append("{} from {}: {}".format(name, url, probe(url)))
-    return ("the worker could not fetch " + "; ".join(parts) + " (the task did not run; workers need curl and "
-            "access to PONCHO_WQ_PUBLISH_URL; the cause on the worker is in its debug log)")
+        parts.append("{} from {} (the manager's own request now: {})".format(name, mask(url), probe(url)))
+    return ("the worker could not put in place " + "; ".join(parts) + " (the task did not run; the worker's disk "
+            "may be full or read-only: the cause is in its debug log)")
 
 
 # -- a plain local HTTP server --------------------------------------------------------------------------------
@@ -462,7 +685,32 @@ def serve_main(argv):
             if real != root and not real.startswith(root + os.sep):
                 self.send_error(404, "File not found")
                 return None
+            # Dot names are publish()'s temporary copies (and whatever else is hidden): never served.
+            path = urllib.parse.unquote(urllib.parse.urlsplit(self.path).path)
+            if any(part.startswith(".") for part in path.split("/")):
+                self.send_error(404, "File not found")
+                return None
             return super().send_head()
+
+        def list_directory(self, path):
+            # The listing without dot names: http.server's own lists every entry (a half-written temporary copy too).
+            import html
+            import io
+
+            try:
+                names = sorted(n for n in os.listdir(path) if not n.startswith("."))
+            except OSError:
+                self.send_error(404, "No permission to list directory")
+                return None
+            items = "".join('<li><a href="{}">{}</a></li>\n'.format(
+                urllib.parse.quote(n + ("/" if os.path.isdir(os.path.join(path, n)) else "")), html.escape(n))
+                for n in names)
+            body = "<!DOCTYPE HTML>\n<html><body><ul>\n{}</ul></body></html>\n".format(items).encode()
+            self.send_response(200)
+            self.send_header("Content-type", "text/html; charset=utf-8")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            return io.BytesIO(body)
 
     server = http.server.ThreadingHTTPServer((args.bind, args.port),
                                              functools.partial(Handler, directory=args.directory))

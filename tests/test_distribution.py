@@ -8,6 +8,7 @@ total), and a 404 / a server dying mid-download (a clear message naming the URL 
 on the worker, a later attempt succeeds once the server is back).
 """
 
+import hashlib
 import http.server
 import json
 import os
@@ -21,8 +22,8 @@ import time
 import pytest
 
 from helpers.wqutil import count_debug_lines, start_worker_process, worker_binary
-from poncho_wq.errors import PonchoError, SpecError
-from poncho_wq.publish import Distribution, distribution, fetch_command, probe, publish, serve
+from poncho_wq.errors import BuildError, PonchoError, SpecError
+from poncho_wq.publish import Distribution, Fetch, distribution, fetch_command, probe, publish, serve
 from poncho_wq.task import wrap_command
 
 
@@ -90,6 +91,68 @@ def test_concurrent_publishers_all_succeed(tmp_path):
     assert os.listdir(pub) == ["code-77.tar.gz"]
 
 
+def test_publish_refuses_a_planted_link_or_foreign_file_even_with_the_same_bytes(tmp_path):
+    # What sits under a published name is what the directory serves: a symlink (its target can change at any
+    # time), a hard link or another user's file is refused even when it holds the very bytes being published.
+    src = tmp_path / "env-5.tar.gz"
+    src.write_bytes(b"same bytes")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.write_bytes(b"same bytes")
+    cases = {
+        "symbolic link": lambda dest: dest.symlink_to(elsewhere),
+        "hard link": lambda dest: os.link(str(elsewhere), str(dest)),
+        "another user": lambda dest: (dest.write_bytes(b"same bytes"), os.chmod(str(dest), 0o444),
+                                      os.chown(str(dest), 65534, 65534)),
+        "writable by other users": lambda dest: (dest.write_bytes(b"same bytes"), os.chmod(str(dest), 0o666)),
+    }
+    for what, plant in cases.items():
+        if what == "another user" and os.geteuid() != 0:
+            continue  # chown to another user needs root (the tests run as root: dev/test.sh)
+        pub = tmp_path / ("pub-" + what.replace(" ", "-"))
+        pub.mkdir()
+        plant(pub / "env-5.tar.gz")
+        with pytest.raises(BuildError) as e:
+            publish(str(src), str(pub))
+        assert str(pub / "env-5.tar.gz") in str(e.value) and what.split()[0] in str(e.value), (what, e.value)
+
+
+def test_publish_refuses_a_directory_others_may_write_without_the_sticky_bit(tmp_path):
+    src = tmp_path / "env-6.tar.gz"
+    src.write_bytes(b"x")
+    pub = tmp_path / "pub"
+    pub.mkdir()
+    os.chmod(str(pub), 0o777)
+    with pytest.raises(BuildError) as e:
+        publish(str(src), str(pub))
+    assert "777" in str(e.value) and "PONCHO_WQ_PUBLISH_DIR" in str(e.value) and os.listdir(pub) == []
+    os.chmod(str(pub), 0o1777)  # sticky: others cannot replace our files (the checks above catch their own names)
+    assert publish(str(src), str(pub)) == str(pub / "env-6.tar.gz")
+
+
+def test_a_publisher_killed_mid_copy_leaves_nothing_for_long(tmp_path):
+    # SIGKILL after the copy, before the link: the full-size temporary copy stayed for ever (and a plain server
+    # listed it). The next publish() removes it once its process is gone; serve() never lists or serves dot names.
+    src = tmp_path / "env-7.tar.gz"
+    src.write_bytes(os.urandom(1 << 20))
+    pub = tmp_path / "pub"
+    code = ("import os, signal, sys\nimport poncho_wq.publish as p\ncopy = p.copy_contents\n"
+            "def copy_then_die(a, b):\n    copy(a, b)\n    os.kill(os.getpid(), signal.SIGKILL)\n"
+            "p.copy_contents = copy_then_die\np.publish(sys.argv[1], sys.argv[2])\n")
+    r = subprocess.run([sys.executable, "-c", code, str(src), str(pub)], stdin=subprocess.DEVNULL)
+    assert r.returncode == -9
+    (left,) = os.listdir(pub)
+    assert left.startswith(".tmp-") and os.path.getsize(pub / left) == 1 << 20
+    with serve(str(pub)) as server:
+        listing = subprocess.run(["curl", "-s", server.url], capture_output=True, text=True).stdout
+        direct = subprocess.run(["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", server.url + left],
+                                capture_output=True, text=True).stdout
+    assert ".tmp-" not in listing and direct == "404", (listing, direct)
+    other = tmp_path / "code-8.tar.gz"
+    other.write_bytes(b"y")
+    publish(str(other), str(pub))
+    assert os.listdir(pub) == ["code-8.tar.gz"]
+
+
 # -- the fetch command, with the real curl ---------------------------------------------------------------------
 class _CutHandler(http.server.BaseHTTPRequestHandler):
     """Announces 1 MB, sends half, then closes the connection: a server dying mid-download."""
@@ -106,46 +169,143 @@ class _CutHandler(http.server.BaseHTTPRequestHandler):
         pass
 
 
-def _run_fetch(url, cache_path):
-    cmd = fetch_command(url).replace("%%", cache_path)
-    return subprocess.run(["/bin/sh", "-c", cmd], capture_output=True, text=True, env={"PATH": "/usr/bin:/bin"})
+def _run_fetch(url, cache_path, data=b"good" * 1000, path="/usr/bin:/bin"):
+    """Run the fetch command of *data* published at *url*, as a Work Queue worker does (``%%`` replaced by the
+    cache path, sh, the worker's PATH)."""
+    fetch = Fetch("env-1.tar.gz", url, len(data), hashlib.sha256(data).hexdigest())
+    cmd = fetch_command(fetch, 60).replace("%%", cache_path)
+    return subprocess.run(["/bin/sh", "-c", cmd], capture_output=True, text=True, env={"PATH": path},
+                          stdin=subprocess.DEVNULL)
 
 
-def test_fetch_command_fails_cleanly_on_404_and_on_a_cut_download(tmp_path):
+def _note(path):
+    """``(exit code, message)`` of a failure note, or None when *path* holds something else."""
+    with open(path, "rb") as f:
+        lines = f.read().decode(errors="replace").splitlines()
+    return (int(lines[1]), lines[2]) if lines[:1] == ["poncho-fetch-failed"] and len(lines) == 3 else None
+
+
+def _kept(cache):
+    """The checked copies the fetch command keeps beside Work Queue's cache, and anything else it left."""
+    return sorted(n for n in os.listdir(cache) if n.startswith("."))
+
+
+def test_fetch_command_checks_size_and_sha256_and_keeps_only_checked_bytes(tmp_path):
     served = tmp_path / "served"
     served.mkdir()
-    (served / "env-1.tar.gz").write_bytes(b"good" * 1000)
+    good = b"good" * 1000
+    (served / "env-1.tar.gz").write_bytes(good)
     log = tmp_path / "access.log"
     cache = tmp_path / "cache"
     cache.mkdir()
     with serve(str(served), log_path=str(log)) as server:
         ok = _run_fetch(server.url + "env-1.tar.gz", str(cache / "a"))
         assert ok.returncode == 0, ok.stdout + ok.stderr
-        assert (cache / "a").read_bytes() == b"good" * 1000
-        missing = _run_fetch(server.url + "env-2.tar.gz", str(cache / "b"))
-        assert missing.returncode != 0 and "404" in missing.stderr
+        assert (cache / "a").read_bytes() == good
+        again = _run_fetch(server.url + "env-1.tar.gz", str(cache / "a2"))  # the next task on that worker: no GET
+        assert again.returncode == 0 and (cache / "a2").read_bytes() == good
+        # (Other expected bytes than good's: a file with good's sha256 is already kept, and is used, whatever the URL.)
+        missing = _run_fetch(server.url + "env-2.tar.gz", str(cache / "b"), data=b"other")
+        assert missing.returncode == 0, missing.stderr  # a note for the task, not a failed command
+        code, message = _note(str(cache / "b"))
+        assert code == 2 and "404" in message and server.url + "env-2.tar.gz" in message, message
+        other = _run_fetch(server.url + "env-1.tar.gz", str(cache / "c"), data=b"Good" * 1000)  # same size
+        code, message = _note(str(cache / "c"))
+        assert code == 3 and "sha256" in message and server.url + "env-1.tar.gz" in message, message
+        longer = _run_fetch(server.url + "env-1.tar.gz", str(cache / "d"), data=good + b"x")
+        code, message = _note(str(cache / "d"))
+        assert code == 3 and "4000 bytes, not the 4001 published" in message, message
+        assert other.returncode == longer.returncode == 0
         assert probe(server.url + "env-2.tar.gz") == "HTTP 404 File not found"
-    assert os.listdir(cache) == ["a"]  # no 404 page stored as a tarball, no .part
+    assert _kept(cache) == [".poncho-" + hashlib.sha256(good).hexdigest()]  # no temp files, nothing unchecked
     lines = log.read_text().splitlines()
     assert [ln.split()[2:] for ln in lines][:2] == [["GET", "/env-1.tar.gz", "200"], ["GET", "/env-2.tar.gz", "404"]]
 
     cut = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _CutHandler)
     threading.Thread(target=cut.serve_forever, daemon=True).start()
     try:
-        r = _run_fetch("http://127.0.0.1:{}/env-3.tar.gz".format(cut.server_address[1]), str(cache / "c"))
+        r = _run_fetch("http://127.0.0.1:{}/env-3.tar.gz".format(cut.server_address[1]), str(cache / "e"),
+                       data=b"z" * (1 << 20))
     finally:
         cut.shutdown()
         cut.server_close()
-    assert r.returncode != 0
-    assert os.listdir(cache) == ["a"]
+    assert r.returncode == 0 and _note(str(cache / "e"))[0] == 3
+    assert len(_kept(cache)) == 1
     assert "refused" in probe("http://127.0.0.1:{}/env-3.tar.gz".format(cut.server_address[1]))
 
-    # file:// (url mode over a shared file system): the same command, the same failure handling.
-    assert _run_fetch("file://" + str(served / "env-1.tar.gz"), str(cache / "d")).returncode == 0
-    assert (cache / "d").read_bytes() == b"good" * 1000
-    assert _run_fetch("file://" + str(served / "env-9.tar.gz"), str(cache / "e")).returncode != 0
-    assert sorted(os.listdir(cache)) == ["a", "d"]
+    # file:// (url mode over a shared file system): the same checks, read with cat.
+    files = tmp_path / "cache2"
+    files.mkdir()
+    assert _run_fetch("file://" + str(served / "env-1.tar.gz"), str(files / "f")).returncode == 0
+    assert (files / "f").read_bytes() == good
+    assert _run_fetch("file://" + str(served / "env-9.tar.gz"), str(files / "g"), data=b"nine").returncode == 0
+    assert _note(str(files / "g"))[0] == 3 and "No such file" in _note(str(files / "g"))[1]
     assert "No such file" in probe("file://" + str(served / "env-9.tar.gz"))
+
+
+class _CloseDelimited(http.server.BaseHTTPRequestHandler):
+    """HTTP/1.0 without a Content-Length, the body cut at half: curl ends with exit 0 and a short file."""
+
+    def do_GET(self):
+        self.protocol_version = "HTTP/1.0"
+        self.send_response(200)
+        self.end_headers()
+        self.wfile.write(b"h" * 5000)
+        self.wfile.flush()
+        self.close_connection = True
+
+    def log_message(self, *a):
+        pass
+
+
+def test_a_close_delimited_cut_short_is_a_note_not_a_kept_file(tmp_path):
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _CloseDelimited)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    try:
+        url = "http://127.0.0.1:{}/env-1.tar.gz".format(server.server_address[1])
+        r = _run_fetch(url, str(cache / "a"), data=b"h" * 10000)
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert r.returncode == 0, r.stderr
+    assert _note(str(cache / "a")) == (3, "could not fetch env-1.tar.gz from {}: 5000 bytes, not the 10000 "
+                                          "published (cut short?), not kept".format(url))
+    assert _kept(cache) == []
+
+
+@pytest.mark.parametrize("missing", [("curl",), ("curl", "wget"), ("curl", "wget", "busybox"),
+                                     ("sha256sum", "shasum", "openssl", "busybox")])
+def test_fetch_command_without_curl_uses_wget_or_busybox_else_notes_exit_4(tmp_path, missing):
+    served = tmp_path / "served"
+    served.mkdir()
+    (served / "env-1.tar.gz").write_bytes(b"good" * 1000)
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    for name in os.listdir("/usr/bin"):
+        if name not in missing:
+            os.symlink(os.path.join("/usr/bin", name), str(bindir / name))
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    with serve(str(served)) as server:
+        r = _run_fetch(server.url + "env-1.tar.gz", str(cache / "a"), path=str(bindir))
+    assert r.returncode == 0, r.stderr
+    if missing in (("curl",), ("curl", "wget")):
+        assert (cache / "a").read_bytes() == b"good" * 1000
+    else:
+        code, message = _note(str(cache / "a"))
+        assert code == 4 and server.url + "env-1.tar.gz" in message, message
+        assert ("wget" if "wget" in missing else "sha256sum") in message
+
+
+def test_fetch_messages_mask_the_secrets_of_the_url(tmp_path):
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    url = "http://user:hunter2@127.0.0.1:9/env-1.tar.gz?X-Amz-Signature=abc123&x=1"
+    _run_fetch(url, str(cache / "a"))
+    code, message = _note(str(cache / "a"))
+    assert "hunter2" not in message and "abc123" not in message and "127.0.0.1:9/env-1.tar.gz" in message, message
 
 
 def test_distribution_object_is_validated():
@@ -381,3 +541,154 @@ def test_plan_publishes_and_names_per_mode(tmp_path):
     env.distribution = Distribution("shared", str(pub), "file:///mnt/s")  # per environment, over the settings
     shared = plan_distribution(env)
     assert (shared.env, shared.env_dir, shared.urls, shared.files) == ("/mnt/s/" + name, "/mnt/s/envs", {}, {})
+
+
+# -- integrity of fetched environments, on real workers of both bindings (issue 29) ------------------------------
+HOSTILE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "helpers", "hostile_server.py")
+
+
+def _hostile_server(tmp_path, pub, mode):
+    """A real server process serving *pub* that lies about env-* files (tests/helpers/hostile_server.py)."""
+    port_file, log = tmp_path / "hostile.port", tmp_path / "hostile.log"
+    p = subprocess.Popen([sys.executable, HOSTILE, str(pub), str(port_file), str(log), mode],
+                         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 30
+    while not port_file.exists():
+        assert p.poll() is None and time.time() < deadline, "the hostile server did not start"
+        time.sleep(0.05)
+    p.url = "http://127.0.0.1:{}/".format(port_file.read_text())
+    p.log = log
+    return p
+
+
+def _stop(p):
+    p.kill()
+    p.wait()
+
+
+def _env_gets(p):
+    return [ln for ln in p.log.read_text().splitlines() if ln.startswith("GET /env-")] if p.log.exists() else []
+
+
+@pytest.mark.e2e
+def test_url_mode_a_lying_server_fails_the_task_with_exit_3_and_runs_nothing_of_it(cluster, project, e2e_cache,
+                                                                                  tmp_path):
+    # The server returns a valid poncho tarball with an extra activation script under the published name: the
+    # worker must check the bytes against the published size and sha256 before anything is unpacked.
+    pub = tmp_path / "pub"
+    pub.mkdir()
+    server = _hostile_server(tmp_path, pub, "lie")
+    try:
+        env = {"PONCHO_WQ_PUBLISH_DIR": str(pub), "PONCHO_WQ_PUBLISH_URL": server.url}
+        cluster.start_manager("distribution_manager.py", ["--tasks", "2", "--retries", "0"], project, e2e_cache, env)
+        cluster.start_worker(cores=1, keep_envs=True)
+        out = cluster.wait_results(timeout=300)
+    finally:
+        _stop(server)
+    assert _env_gets(server), "the lie was never served"
+    for r in out["results"]:
+        assert "INJECTED-ACTIVATION" not in r["output"], r
+        assert r["return_status"] == 3 and r["shim_error"], r
+        code, message = r["shim_error"]
+        # (Its size differs from the published one here; same-size other bytes fail on the sha256: fast tests.)
+        assert code == 3 and server.url + r["env"] in message and "published" in message, message
+    assert cluster.unpack_counts() == [0]  # nothing of it unpacked
+    assert _part_files(cluster.tmp) == []
+
+
+@pytest.mark.e2e
+def test_url_mode_a_close_delimited_cut_is_not_cached_and_the_next_task_fetches_again(cluster, project, e2e_cache,
+                                                                                     tmp_path):
+    # HTTP/1.0 without Content-Length, cut at half: curl exits 0 with a short file. It must fail that task (exit 3,
+    # the URL named) and leave nothing behind: the next task on the same worker fetches again and succeeds.
+    pub = tmp_path / "pub"
+    pub.mkdir()
+    server = _hostile_server(tmp_path, pub, "cut-once")
+    try:
+        env = {"PONCHO_WQ_PUBLISH_DIR": str(pub), "PONCHO_WQ_PUBLISH_URL": server.url}
+        cluster.start_manager("distribution_manager.py", ["--tasks", "1", "--retries", "0", "--resubmit"], project,
+                              e2e_cache, env)
+        workdir = os.path.join(cluster.tmp, "worker0")
+        worker = start_worker_process(worker_binary(cluster.binding), cluster.port, workdir, 1,
+                                      env={"PONCHO_ENV_DIR": os.path.join(workdir, "envs")})
+        cluster.workers.append(worker)
+        failed_file = cluster.out_file + ".failed"
+        deadline = time.time() + 240
+        while not os.path.exists(failed_file):
+            assert cluster.manager.poll() is None, cluster.log()
+            assert time.time() < deadline, "the cut download did not fail the task:\n" + cluster.log()
+            time.sleep(0.2)
+        with open(failed_file) as f:
+            (r,) = json.load(f)
+        assert r["return_status"] == 3 and r["shim_error"] and r["shim_error"][0] == 3, r
+        assert server.url + r["env"] in r["shim_error"][1], r["shim_error"]
+        open(cluster.out_file + ".go", "w").close()
+        out = cluster.wait_results(timeout=300)
+    finally:
+        _stop(server)
+    (again,) = out["retried"]
+    assert again["return_status"] == 0 and again["shim_error"] is None, again
+    assert _expected(0) in again["output"]
+    assert len(_env_gets(server)) >= 2  # fetched again, not served from a cached short file
+
+
+@pytest.mark.e2e
+def test_url_mode_a_stalled_server_fails_the_task_within_the_fetch_timeout(cluster, project, e2e_cache, tmp_path):
+    # The server sends the headers and 1,000 bytes, then holds the connection. The whole fetch is bounded
+    # (PONCHO_WQ_FETCH_TIMEOUT): the task fails, naming the URL and the timeout, once; the manager does not drop
+    # the worker and send the task again and again.
+    pub = tmp_path / "pub"
+    pub.mkdir()
+    server = _hostile_server(tmp_path, pub, "stall")
+    try:
+        env = {"PONCHO_WQ_PUBLISH_DIR": str(pub), "PONCHO_WQ_PUBLISH_URL": server.url,
+               "PONCHO_WQ_FETCH_TIMEOUT": "8"}
+        cluster.start_manager("distribution_manager.py", ["--tasks", "1", "--retries", "0"], project, e2e_cache, env)
+        cluster.start_worker(cores=1, keep_envs=True)
+        out = cluster.wait_results(timeout=240)
+    finally:
+        _stop(server)
+    (r,) = out["results"]
+    assert r["return_status"] == 3 and r["shim_error"] and r["shim_error"][0] == 3, r
+    message = r["shim_error"][1]
+    assert server.url + r["env"] in message and "reachable" not in message and "8 s" in message, message
+    # (Not one GET exactly: Debian's worker sometimes "forsakes" the waiting task after a long synchronous fetch,
+    # when its measured disk changed meanwhile, and the manager sends it again - a fetch each time, each bounded.)
+    assert _env_gets(server)
+
+
+def _path_without(tmp_path, *tools):
+    """A directory of links to every command in /usr/bin except *tools*: a worker's PATH without them."""
+    d = tmp_path / ("bin-without-" + "-".join(tools))
+    d.mkdir()
+    for name in os.listdir("/usr/bin"):
+        if name not in tools:
+            os.symlink(os.path.join("/usr/bin", name), str(d / name))
+    return str(d)
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize("missing", [("curl",), ("curl", "wget", "busybox")])
+def test_url_mode_on_a_worker_without_curl(cluster, project, e2e_cache, tmp_path, missing):
+    # Issue 25: a worker without curl logged "curl: not found" and the manager waited for ever (Debian's binding
+    # requeued the task without end). wget (GNU or busybox) is used when present; with no downloader at all the
+    # task ends with exit 4 and a message saying what the worker lacks.
+    pub = tmp_path / "pub"
+    pub.mkdir()
+    with serve(str(pub)) as server:
+        env = {"PONCHO_WQ_PUBLISH_DIR": str(pub), "PONCHO_WQ_PUBLISH_URL": server.url}
+        cluster.start_manager("distribution_manager.py", ["--tasks", "1", "--retries", "0"], project, e2e_cache, env)
+        workdir = os.path.join(cluster.tmp, "worker0")
+        worker = start_worker_process(worker_binary(cluster.binding), cluster.port, workdir, 1, ["--single-shot"],
+                                      env={"PATH": _path_without(tmp_path, *missing),
+                                           "PONCHO_ENV_DIR": os.path.join(workdir, "envs")})
+        cluster.workers.append(worker)
+        out = cluster.wait_results(timeout=300)
+    (r,) = out["results"]
+    if missing == ("curl",):
+        assert r["return_status"] == 0 and r["shim_error"] is None, r
+        assert _expected(0) in r["output"]
+    else:
+        assert r["return_status"] == 4 and r["shim_error"] and r["shim_error"][0] == 4, r
+        message = r["shim_error"][1]
+        assert server.url + r["env"] in message and "curl" in message and "wget" in message, message
