@@ -119,7 +119,8 @@ def test_url_that_404s_fails_each_task_with_a_shim_error_instead_of_hanging(tmp_
     out = drive(tmp_path, tarball, "url404", ok=False)
     for code, _output, shim_error in out["results"]:
         assert code == 2 and shim_error is not None, out
-        assert "could not fetch the environment from http://" in shim_error[1] and "404" in shim_error[1]
+        assert "could not fetch env-" in shim_error[1] and " from http://" in shim_error[1], shim_error
+        assert "error: 404" in shim_error[1], shim_error
 
 
 # -- url mode against a hostile server and on workers without curl (issues 25 and 29) ----------------------------
