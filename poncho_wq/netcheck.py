@@ -27,6 +27,7 @@ import urllib.parse
 import urllib.request
 
 from .config import settings
+from .credentials import mask
 from .memo import register
 
 log = logging.getLogger(__name__)
@@ -105,7 +106,7 @@ def reachable(url, timeout=None):
         path = urllib.parse.unquote(parsed.path)
         return os.path.isdir(path), path
     if parsed.scheme not in ("http", "https") or not parsed.hostname:
-        return False, "unsupported index URL {}".format(url)
+        return False, "unsupported index URL {}".format(mask(url))
     req = urllib.request.Request(url, method="HEAD", headers={"User-Agent": "poncho_wq-netcheck"})
     try:
         with urllib.request.urlopen(req, timeout=timeout) as r:
@@ -114,7 +115,7 @@ def reachable(url, timeout=None):
         return True, "HTTP {}".format(e.code)  # the server answered: the route exists
     except (urllib.error.URLError, OSError, ValueError) as e:
         reason = getattr(e, "reason", e)
-        return False, str(reason)
+        return False, mask(str(reason))
 
 
 register(reachable.cache_clear)  # keyed by (url, timeout): a network that comes back is seen after clear_caches()
@@ -126,7 +127,9 @@ def index_reachable():
     if url is None:
         return False, why
     ok, detail = reachable(url)
-    return ok, "{} {} ({})".format(url, "reachable" if ok else "unreachable", detail)
+    # Masked: PIP_INDEX_URL often carries a user and token (https://user:token@host/simple), and this line is
+    # printed on every manager's stderr.
+    return ok, "{} {} ({})".format(mask(url), "reachable" if ok else "unreachable", detail)
 
 
 _announced: set = set()  # (source, reason) already said on stderr
