@@ -345,7 +345,7 @@ def _remove_dead_temps(publish_dir):
         return
     for n in names:
         m = _TEMP.match(n)
-        if not m:
+        if not n.startswith(".tmp-"):
             continue
         path = os.path.join(publish_dir, n)
         try:
@@ -354,7 +354,8 @@ def _remove_dead_temps(publish_dir):
             continue
         if st.st_uid != os.geteuid():
             continue
-        dead = m.group(2) == host and not _alive(int(m.group(1)))
+        # (A name without pid and host is an older version's temporary copy: removed by age only.)
+        dead = m is not None and m.group(2) == host and not _alive(int(m.group(1)))
         if dead or now - st.st_mtime > TEMP_MAX_AGE:
             with contextlib.suppress(OSError):
                 os.unlink(path)
