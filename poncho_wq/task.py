@@ -30,7 +30,8 @@ import threading
 from .environment import Environment, as_environment, command_scripts, task_code
 from .errors import SpecError
 from .files import resolve_files, sandbox_inputs
-from .publish import as_distribution, fetch_failure, fetch_for, note_check, publish, specify_fetch
+from .fetch import fetch_failure, note_check, specify_fetch
+from .publish import as_distribution, fetch_for, publish
 from .shim import shim_path
 from .spec import Spec
 
@@ -88,7 +89,7 @@ def wrap_command(command, env_remote_name, code_remote_name=None, env_dir=None, 
     worker's own cache limits (PONCHO_ENV_KEEP, PONCHO_ENV_BUDGET_MB) are cleared: they must not evict what other
     machines use from the shared root. *fetched* (``url`` distribution) are the inputs the worker fetched: one
     that holds a failure note instead of a tarball ends the task first with the note's exit code and message
-    (:func:`poncho_wq.publish.note_check`)."""
+    (:func:`poncho_wq.fetch.note_check`)."""
     code = " --code {}".format(shlex.quote(code_remote_name)) if code_remote_name else ""
     root = "PONCHO_ENV_DIR={} PONCHO_ENV_KEEP= PONCHO_ENV_BUDGET_MB= ".format(shlex.quote(env_dir)) if env_dir else ""
     return "{}{}./{} -e {}{} -- /bin/sh -c {}".format(note_check(fetched), root, SHIM_NAME,
@@ -213,7 +214,7 @@ def classes_for(binding):
                 fetch of the environment or code layer (exit 2: an HTTP error; 3: the transfer failed or the bytes
                 were not the published ones; 4: the worker lacks curl/wget or a sha256 tool; the message names the
                 URL), and an input that could not be put in place at all (exit 2, see
-                :func:`poncho_wq.publish.fetch_failure`)."""
+                :func:`poncho_wq.fetch.fetch_failure`)."""
                 return shim_error_from(self.return_status, self.std_output) or _fetch_error(self, binding)
 
         class PonchoPythonTask(binding.PythonTask):

@@ -43,7 +43,8 @@ from .environment import Environment, as_environment
 from .errors import ActivationError, PonchoError, SpecError
 from .config import settings
 from .files import resolve_files, sandbox_inputs
-from .publish import NOTE_MARK, STALL_SECONDS, as_distribution, fetch_for, fetch_script
+from .fetch import NOTE_MARK, STALL_SECONDS, fetch_script
+from .publish import as_distribution, fetch_for
 from .task import _short_repr, check_command_argument, check_environment_argument
 
 #: What TaskVine's serverless library runtime imports on the worker besides the functions' own needs
@@ -203,7 +204,7 @@ def fetch_task_command(fetch, seconds, stall_seconds=STALL_SECONDS):
     return fetch_script(fetch, seconds, where, stall_seconds) + _FETCH_STUB.format(mark=NOTE_MARK)
 
 
-# The fetch mini task's end (after poncho_wq.publish.fetch_script). Why a failed fetch still "succeeds": in TaskVine
+# The fetch mini task's end (after poncho_wq.fetch.fetch_script). Why a failed fetch still "succeeds": in TaskVine
 # 7.17.1 a mini task (or URL) input that fails to materialize only invalidates the replica (cache-invalid): the task
 # waiting for it is neither failed nor returned, and the workflow hangs (measured: a 404 kept a task pending for
 # good). So when the fetch wrote a failure note instead of the checked tarball, the "tarball" becomes a stub

@@ -24,7 +24,8 @@ import pytest
 from poncho_wq.errors import BuildError, SpecError
 import hashlib
 
-from poncho_wq.publish import Distribution, Fetch, distribution, fetch_command, fetch_failure, probe, publish, serve
+from poncho_wq.fetch import Fetch, fetch_command, fetch_failure, probe
+from poncho_wq.publish import Distribution, distribution, publish, serve
 from poncho_wq.task import wrap_command
 
 

@@ -219,7 +219,7 @@ def test_the_taskvine_fetch_gives_up_on_a_stalled_transfer(tmp_path):
     import threading
     import time
 
-    from poncho_wq.publish import Fetch
+    from poncho_wq.fetch import Fetch
     from poncho_wq.taskvine import fetch_task_command
 
     class Stall(http.server.BaseHTTPRequestHandler):
