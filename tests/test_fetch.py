@@ -168,3 +168,36 @@ def test_fetch_messages_mask_the_secrets_of_the_url(tmp_path):
     _run_fetch(url, str(cache / "a"))
     code, message = _note(str(cache / "a"))
     assert "hunter2" not in message and "abc123" not in message and "127.0.0.1:9/env-1.tar.gz" in message, message
+
+
+def test_the_fetch_and_the_note_check_run_in_every_worker_shell(tmp_path, shells):
+    # Workers' /bin/sh is dash (Debian), bash (RHEL) or busybox ash (Alpine, containers): the fetch command, the URL
+    # masking done in sh and the note check the task runs before the shim behave the same in each.
+    from poncho_wq.fetch import note_check
+
+    served = tmp_path / "served"
+    served.mkdir()
+    good = b"good" * 1000
+    (served / "env-1.tar.gz").write_bytes(good)
+    with serve(str(served)) as server:
+        for shell, argv in shells.items():
+            box = tmp_path / shell
+            box.mkdir()
+            for name, url, data in (("ok", server.url + "env-1.tar.gz?x=1", good),
+                                    ("bad", server.url.replace("//", "//u:s3cr3t@") + "env-1.tar.gz?sig=abc",
+                                     b"Good" * 1000)):
+                fetch = Fetch("env-1.tar.gz", url, len(data), hashlib.sha256(data).hexdigest())
+                cmd = fetch_command(fetch, 60).replace("%%", str(box / name))
+                r = subprocess.run(argv + ["-c", cmd], capture_output=True, text=True, env={"PATH": "/usr/bin:/bin"})
+                assert r.returncode == 0, (argv, r.stderr)
+            assert (box / "ok").read_bytes() == good
+            os.rename(str(box / "bad"), str(box / "env-1.tar.gz"))
+            r = subprocess.run(argv + ["-c", note_check(["env-1.tar.gz"]) + "echo RAN"], cwd=str(box),
+                               capture_output=True, text=True)
+            assert r.returncode == 3 and "RAN" not in r.stdout, (argv, r.stdout, r.stderr)
+            assert r.stderr.startswith("poncho_package_run: could not fetch env-1.tar.gz from http://***@"), r.stderr
+            assert "s3cr3t" not in r.stderr and "abc" not in r.stderr and "?..." in r.stderr, r.stderr
+            os.rename(str(box / "ok"), str(box / "env-1.tar.gz"))
+            r = subprocess.run(argv + ["-c", note_check(["env-1.tar.gz"]) + "echo RAN"], cwd=str(box),
+                               capture_output=True, text=True)
+            assert r.returncode == 0 and r.stdout == "RAN\n", (argv, r.stderr)
