@@ -354,9 +354,12 @@ def _alive(pid):
 
 # -- what workers fetch ------------------------------------------------------------------------------------
 def fetch_for(path, publish_dir, dist, name):
-    """Publish *path* as *name* and return the :class:`Fetch` for it (size and sha256 of the published bytes)."""
-    dest = publish(path, publish_dir, name)
-    return Fetch(name, dist.url_for(name), os.path.getsize(dest), content_digest(dest))
+    """Publish *path* as *name* and return the :class:`Fetch` for it (size and sha256 of the published bytes).
+
+    The digest is *path*'s (publish() made the published file from it, or found it byte for byte equal): for a
+    cache entry it is read from the entry's metadata, so a 500 MB environment is not hashed again."""
+    publish(path, publish_dir, name)
+    return Fetch(name, dist.url_for(name), os.path.getsize(path), content_digest(path))
 
 
 # -- a plain local HTTP server --------------------------------------------------------------------------------
