@@ -101,9 +101,11 @@ def declare_environment(manager, environment=None, command=None, *, distribution
         return files[path]
 
 
-def forget_environment(manager, environment):
+def forget_environment(manager, environment, declared=None):
     """Undeclare the environment declared for *environment* (an Environment or tarball path) on *manager*: the
-    workers drop their copies, and the next :func:`declare_environment` of it declares it afresh.
+    workers drop their copies, and the next :func:`declare_environment` of it declares it afresh. With *declared*
+    (the File a task was given), only when that is still the current declaration: many tasks that met one failed
+    fetch forget it once, not also the declaration made after it.
 
     Why: in ``url`` mode a fetch that failed on a worker leaves there a stub environment that fails every task
     (TaskVine 7.17.1 hangs the tasks of a mini task that fails, see :data:`_FETCH_STUB`). :attr:`PonchoVineTask.
@@ -111,7 +113,10 @@ def forget_environment(manager, environment):
     stub for the rest of the workflow."""
     path = os.path.abspath(environment.build() if isinstance(environment, Environment) else str(environment))
     with _declared_lock:
-        poncho = _declared.get(manager, {}).pop(path, None)
+        current = _declared.get(manager, {}).get(path)
+        if current is None or (declared is not None and current is not declared):
+            return
+        poncho = _declared[manager].pop(path)
         source = _sources.get(manager, {}).pop(path, None)
     for f in (poncho, source):
         if f is not None:
@@ -409,7 +414,8 @@ def _make_vine_task(vine):
             super().__init__(command)
             if self.code_layer is not None:
                 self.add_environment(declare_code_layer(manager, self.code_layer))  # inner: see declare_code_layer
-            self.add_environment(declare_environment(manager, self.environment))
+            self._environment_file = declare_environment(manager, self.environment)
+            self.add_environment(self._environment_file)
             local_inputs(manager, self, [(content_copy(source), rel) for source, rel in scripts])
             local_inputs(manager, self, sandbox_inputs(explicit, self.environment, scripts, "PonchoVineTask"))
             for name, value in task_options.items():
@@ -432,7 +438,7 @@ def _make_vine_task(vine):
             if err is not None and err.message.startswith("could not fetch ") and \
                     not self.__dict__.get("_forgotten") and getattr(self, "manager", None) is not None:
                 self.__dict__["_forgotten"] = True
-                forget_environment(self.manager, self.environment)
+                forget_environment(self.manager, self.environment, self.__dict__.get("_environment_file"))
             return err
 
     return PonchoVineTask
