@@ -48,6 +48,7 @@ still goes wrong (root writing into the cache, a full disk truncating a copy, a 
 """
 
 import collections
+import contextlib
 import json
 import logging
 import os
@@ -80,6 +81,32 @@ def file_identity(path):
     except OSError:
         return None
     return (os.path.abspath(path), st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+
+
+def content_digest(path):
+    """The sha256 of the file *path*: from the cache's metadata when *path* is a published entry that is still the
+    very file that was hashed at build time (inode, mtime and size as recorded beside it), else hashed, once per
+    process while the file is unchanged."""
+    ident = file_identity(path)
+    if ident is None:
+        raise FileNotFoundError(path)
+    known = _digests.get(ident)
+    if known:
+        return known
+    if path.endswith(".tar.gz"):
+        try:
+            with open(path[:-len(".tar.gz")] + ".json", encoding="utf-8") as f:
+                meta = json.load(f)
+        except (OSError, ValueError):
+            meta = {}
+        if isinstance(meta, dict) and (meta.get("inode"), meta.get("mtime_ns"), meta.get("size")) == \
+                (ident[2], ident[4], ident[3]) and isinstance(meta.get("sha256"), str):
+            _digests[ident] = meta["sha256"]
+            return meta["sha256"]
+    digest = sha256_file(path)
+    if file_identity(path) == ident:  # not replaced while we read it
+        _digests[ident] = digest
+    return digest
 
 
 def default_cache_dir():
@@ -305,7 +332,19 @@ class Cache:
         """Remove the entry for *key* (a full key or a unique prefix of one, >= 4 digits); return its Entry."""
         if len(key) < 4:
             raise PonchoError("give at least 4 digits of the key to remove, e.g. from `cache list`")
-        return self._remove_entry(self.find(key))
+        entry = self.find(key)
+        with self._writing("remove {}".format(entry.path)):
+            return self._remove_entry(entry)
+
+    @contextlib.contextmanager
+    def _writing(self, what):
+        """Turn an OSError of a change to the cache (a read-only or foreign cache) into one BuildError line."""
+        try:
+            yield
+        except OSError as e:
+            raise BuildError("cannot {} in the cache {}: {}; removing entries needs write access to it (or use "
+                             "--cache-dir / PONCHO_WQ_CACHE for a cache of yours)".format(
+                                 what, self.root, e.strerror or e)) from None
 
     def prune(self, max_bytes=None, max_age_seconds=None):
         """Remove environments and code layers/script copies unused for more than *max_age_seconds*, then the
@@ -313,6 +352,10 @@ class Cache:
 
         Also removes scratch directories of dead builds (their key's lock is free). Returns the removed Entries.
         """
+        with self._writing("prune entries"):
+            return self._prune(max_bytes, max_age_seconds)
+
+    def _prune(self, max_bytes, max_age_seconds):
         removed = []
         now = time.time()
         entries = sorted(self.entries() + self.layer_entries(), key=lambda e: e.mtime)
@@ -335,7 +378,7 @@ class Cache:
         if entry.key.startswith("code-"):
             _unlink(entry.path)
         elif entry.key.startswith("file-"):
-            shutil.rmtree(entry.path, ignore_errors=True)
+            shutil.rmtree(entry.path, onerror=_missing_is_removed)
         else:
             with self._lock(entry.key):
                 self._unlink_entry(entry.key)
@@ -377,6 +420,12 @@ def _stat(path, follow=True):
         return os.stat(path, follow_symlinks=follow)
     except OSError:
         return None
+
+
+def _missing_is_removed(_func, _path, exc_info):
+    """``rmtree`` onerror: a file already gone (another prune) is fine; any other error is raised."""
+    if not isinstance(exc_info[1], FileNotFoundError):
+        raise exc_info[1]
 
 
 def _unlink(path):

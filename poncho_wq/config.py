@@ -67,7 +67,11 @@ SETTINGS: Tuple[Setting, ...] = (
     Setting("PONCHO_WQ_PUBLISH_DIR", "manager", "directory the environment and code layer tarballs are published "
             "into (content-addressed names, atomic) for the `url` and `shared` modes"),
     Setting("PONCHO_WQ_PUBLISH_URL", "manager", "base URL under which workers reach `PONCHO_WQ_PUBLISH_DIR` "
-            "(`http(s)://`, `ftp://`, or `file://` on a shared file system); workers fetch with `curl`"),
+            "(`http(s)://`, `ftp://`, or `file://` on a shared file system); workers fetch with `curl` (else `wget` "
+            "or busybox `wget`) and check size and sha256"),
+    Setting("PONCHO_WQ_FETCH_TIMEOUT", "manager", "`url` mode: seconds a worker's fetch of the environment or code "
+            "layer may take in all before the task fails (default 300; a transfer under 1 KB/s for 20 s fails "
+            "sooner)"),
     Setting("PONCHO_WQ_VINE_SEED", "manager", "TaskVine: seconds `declare_environment` waits for one worker to get "
             "the environment first, the others then getting it from peers (default 0: off)"),
     Setting("PONCHO_WQ_TARGET", "manager", "the oldest worker environments must run on, as a manylinux tag such as "
@@ -239,6 +243,11 @@ class Settings:
         """``PONCHO_WQ_PUBLISH_URL``, or None (checked by :class:`poncho_wq.publish.Distribution`)."""
         value = self.raw("PONCHO_WQ_PUBLISH_URL")
         return value.strip() if value and value.strip() else None
+
+    @property
+    def fetch_timeout(self) -> float:
+        """``PONCHO_WQ_FETCH_TIMEOUT``: seconds a worker's whole fetch of a published file may take (default 300)."""
+        return self._seconds("PONCHO_WQ_FETCH_TIMEOUT", 300.0)
 
     @property
     def source_date_epoch(self) -> int:

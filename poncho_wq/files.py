@@ -19,7 +19,9 @@ Rules (checked before anything is analyzed or built, so a typo costs nothing):
 * refused as :class:`~poncho_wq.errors.SpecError` (exit code 1): names poncho_wq itself puts in the sandbox (the
   shim ``poncho_package_run``, ``env-*.tar.gz``, ``code-*.tar.gz``: Work Queue keeps the first input of a name and
   drops the next with only a line on stderr), a name that is both a file and a directory of another (``a`` and
-  ``a/b``), names that are not UTF-8 (the bindings take C strings), a directory with no file to ship (empty
+  ``a/b``), names that are not UTF-8 (the bindings take C strings), sandbox names with control or non-ASCII
+  characters (Work Queue's protocol cut or mangled them) or too long (over 1024 characters, 255 per level), a
+  source whose file name is too long for the workers' cache names, a directory with no file to ship (empty
   directories do not travel) and a directory holding a symbolic link to itself or a directory above it (a loop);
   the current directory itself (name what is in it).
 
@@ -65,6 +67,19 @@ def check_names(pairs: Iterable[Tuple[str, str]], who: str) -> None:
             raise SpecError("{} files: {!r} is not a UTF-8 name, which Work Queue and TaskVine cannot take; rename "
                             "the file, or give a pair (source, name) with a UTF-8 name (and a UTF-8 source "
                             "path)".format(who, arc if not _utf8(arc) else src))
+        if not _SANDBOX_NAME.fullmatch(arc):
+            raise SpecError("{} files: the sandbox name {!r} of {} has a control character or a non-ASCII "
+                            "character, which Work Queue's protocol does not carry intact; give a pair (source, "
+                            "name) with a name of printable ASCII characters".format(who, _bounded(arc), src))
+        long = next((part for part in arc.split("/") if len(part.encode()) > 255), None)
+        if long is not None or len(arc) > MAX_NAME:
+            raise SpecError("{} files: the sandbox name {!r} of {} is too long ({} characters; at most {}, and 255 "
+                            "per directory level): give a pair (source, shorter name)".format(
+                                who, _bounded(arc), src, len(arc), MAX_NAME))
+        if _wq_encoded(os.path.basename(src)) > MAX_CACHED_BASENAME:
+            raise SpecError("{} files: the file name of {} is too long for the workers' caches (they name a cached "
+                            "input after its file name, url-encoded, within 255 bytes); rename the file to at most "
+                            "about {} plain characters".format(who, _bounded(src), MAX_CACHED_BASENAME))
         names[arc] = src
     for arc, src in names.items():
         parent = os.path.dirname(arc)
@@ -74,6 +89,26 @@ def check_names(pairs: Iterable[Tuple[str, str]], who: str) -> None:
                                 "give one of them another name with a pair (source, name)".format(
                                     who, parent, names[parent], arc, src))
             parent = os.path.dirname(parent)
+
+
+#: What a sandbox name may hold: printable ASCII. A newline ends Work Queue's protocol line (the name arrived cut),
+#: and non-ASCII names arrived mangled (issue 29).
+_SANDBOX_NAME = re.compile(r"[ -~]+")
+#: The longest sandbox name (a path below the sandbox) accepted.
+MAX_NAME = 1024
+#: Work Queue names a cached input ``file-<n>-<md5>-<url-encoded basename of the local file>`` (CCTools 7.x), in a
+#: directory entry of at most 255 bytes: a longer one could not be created on the worker (INPUT_MISSING).
+MAX_CACHED_BASENAME = 200
+
+
+def _wq_encoded(name: str) -> int:
+    """The length of *name* url-encoded as Work Queue does (3 bytes for blanks, controls, ``%\\<>'"`` and bytes
+    above ``z``)."""
+    return sum(3 if (b <= 32 or b > 122 or b in b"%\\<>'\"") else 1 for b in name.encode("utf-8", "surrogateescape"))
+
+
+def _bounded(text: str) -> str:
+    return text if len(text) <= 80 else text[:60] + "..." + text[-12:]
 
 
 def _name_ok(name: str) -> bool:

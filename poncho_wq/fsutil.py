@@ -287,3 +287,35 @@ def remove_dead_scratch(directory):
             shutil.rmtree(path, ignore_errors=True)
         finally:
             os.close(fd)
+
+
+def read_input(path, limit):
+    """At most *limit* + 1 bytes of the input file *path* (the caller refuses more), without ever blocking on
+    an ``open()``.
+
+    Why: ``open()`` of a FIFO waits for a writer, for ever when none comes (``poncho_package_create fifo out``
+    hung). The file is opened non-blocking and used blocking afterwards: a pipe or FIFO with a live writer
+    (``<(generate-spec)``) is read to its end, one with no writer reads as empty. Devices and sockets are refused
+    (``/dev/zero`` is bounded by *limit*, a terminal would wait): :class:`OSError` with a clear ``strerror``."""
+    import errno
+    import fcntl
+    import stat
+
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    try:
+        mode = os.fstat(fd).st_mode
+        if stat.S_ISDIR(mode):
+            raise IsADirectoryError(errno.EISDIR, "is a directory", path)
+        if not (stat.S_ISREG(mode) or stat.S_ISFIFO(mode)):
+            raise OSError(errno.EINVAL, "not a regular file, pipe or FIFO", path)
+        fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) & ~os.O_NONBLOCK)
+        chunks, size = [], 0
+        while size <= limit:
+            block = os.read(fd, min(1 << 20, limit + 1 - size))
+            if not block:
+                break
+            chunks.append(block)
+            size += len(block)
+        return b"".join(chunks)
+    finally:
+        os.close(fd)

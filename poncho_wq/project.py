@@ -40,7 +40,6 @@ import os
 import re
 import shutil
 import sys
-import tempfile
 import threading
 import zipfile
 from dataclasses import dataclass
@@ -50,8 +49,9 @@ from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import canonicalize_name
 
 from .errors import BuildError, InputMissing, SpecError
-from .fsutil import TOOL_STATE_DIRS
+from .fsutil import TOOL_STATE_DIRS, build_scratch
 from .memo import register
+from .tools import check_interrupted, run_group
 
 log = logging.getLogger(__name__)
 
@@ -345,16 +345,15 @@ def build_project(path: str, python: Optional[str] = None, build_isolation: Opti
     if project is None:
         os.makedirs(root, exist_ok=True)
         sweep(root)
-        scratch = tempfile.mkdtemp(prefix=".tmp-{}-".format(key), dir=root)
-        try:
+        # build_scratch: held under a lock for the build's life, so the next build anywhere in root removes what a
+        # killed build left (the kernel frees the lock of a dead process); the backend dies with us (run_group).
+        with build_scratch(root) as scratch:
             _build_into(path, python, isolated, scratch, missing, skip=(cache,))
             try:
                 os.rename(os.path.join(scratch, "out"), final)
             except OSError:
                 if not os.path.isdir(final):  # another process published the same build first: use that one
                     raise
-        finally:
-            shutil.rmtree(scratch, ignore_errors=True)
         project = _load(final, path)
         if project is None:
             raise BuildError("project {}: the build in {} is incomplete; remove that directory and try "
@@ -393,10 +392,6 @@ def sweep(root: str, now: Optional[float] = None) -> List[str]:
 def _build_into(path: str, python: str, isolated: bool, scratch: str, missing: Sequence[str] = (),
                 skip: Iterable[str] = ()) -> None:
     """Copy the sources, build the wheel, unpack it: ``<scratch>/out/{wheel/, tree/, project.json}``."""
-    import subprocess
-
-    from .tools import check_interrupted, preexec
-
     src = os.path.join(scratch, "src")
     out = os.path.join(scratch, "out")
     wheels = os.path.join(out, "wheel")
@@ -408,8 +403,7 @@ def _build_into(path: str, python: str, isolated: bool, scratch: str, missing: S
     cmd.append(src)
     log.info("poncho: building project %s (%s)", path, "isolated" if isolated else "no build isolation")
     env = dict(os.environ, PIP_NO_INPUT="1")
-    r = subprocess.run(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                       errors="replace", env=env, cwd=scratch, preexec_fn=preexec())
+    r = run_group(cmd, env=env, cwd=scratch)
     check_interrupted(r.returncode)
     if r.returncode != 0:
         if re.search(r"\bapt-get\b", r.stdout):

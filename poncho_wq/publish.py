@@ -6,22 +6,12 @@ workers a 500 GB send). Two other modes take the manager's link out of the path:
 
 * ``url``: the tarball (``env-<hash>.tar.gz``) and the code layer (``code-<hash>.tar.gz``) are *published*
   (copied, atomically, under their content-addressed names) into ``publish_dir``, which an HTTP server, an HTTP
-  cache (squid), object storage or a shared file system serves at ``publish_url``; each task gets a cached input
-  under the same remote name that the worker fetches itself, once. Measured: manager egress ~0, one GET per worker.
+  cache (squid), object storage or a shared file system serves at ``publish_url``; each task gets an input under
+  the same remote name that the worker fetches itself, once. Measured: manager egress ~0, one GET per worker.
 * ``shared``: the published tarball is unpacked once on a shared file system (``<worker dir>/envs``, by whichever
   task first takes the shim's lock) and used in place by every worker; the tarball never travels.
 
-How ``url`` inputs are fetched, and why not ``Task.specify_url``: Debian's binding (CCTools 8 API) has no
-``specify_url``, and in CCTools 7.17.1 the worker runs ``curl -sSL -o CACHE URL`` *without* ``-f``: a 404 page is
-stored as the tarball and stays in the worker's cache for its whole life, so every later task there fails
-(measured). So url inputs are worker-side fetch commands (``specify_file_command``, in both bindings, with their
-different argument orders) running ``curl -fsSL`` into a ``.part`` file renamed on success: an HTTP error or a
-connection cut mid-download fails the input (the task ends with ``INPUT_MISSING`` or, with Debian's worker, its
-retries) and leaves nothing in the worker's cache, so another attempt fetches again. Workers need ``curl`` on
-their PATH (``file://`` URLs included).
-
-A failed fetch is not seen by the run shim (the command never starts), so the manager names it:
-:func:`fetch_failure` builds the one-line message (the URL, and what a request from the manager gets now).
+How workers fetch and check ``url`` inputs: :mod:`poncho_wq.fetch`.
 
 :func:`serve` starts a plain local HTTP server for a publish directory, for small setups and tests: a separate
 process (a server thread inside the manager stalls while the binding's ``wait()`` holds the GIL), with an access
@@ -33,22 +23,23 @@ import contextlib
 import dataclasses
 import logging
 import os
-import shlex
+import re
 import socket
+import stat
 import subprocess
 import sys
 import tempfile
 import threading
 import time
-import urllib.error
 import urllib.parse
-import urllib.request
 from typing import Optional
 
-from .config import DISTRIBUTIONS as MODES  # direct, url, shared (PONCHO_WQ_DISTRIBUTION)
+from .cache import content_digest, file_identity
+from .config import DISTRIBUTIONS as MODES, settings  # modes: direct, url, shared (PONCHO_WQ_DISTRIBUTION)
+from .credentials import mask
 from .errors import BuildError, PonchoError, SpecError
-from .cache import file_identity
-from .fsutil import sha256_file
+from .fetch import Fetch, fetch_command
+from .fsutil import copy_contents
 
 log = logging.getLogger(__name__)
 
@@ -98,7 +89,7 @@ class Distribution:
             if os.path.isdir(seen) and os.path.realpath(seen) != os.path.realpath(self.publish_dir):
                 raise SpecError("PONCHO_WQ_PUBLISH_URL={!r} names {}, which is not PONCHO_WQ_PUBLISH_DIR={} on this "
                                 "machine: point the file:// URL at the publish directory (file://{}/)".format(
-                                    self.publish_url, seen, self.publish_dir, self.publish_dir))
+                                    mask(self.publish_url), seen, self.publish_dir, self.publish_dir))
 
     def url_for(self, name):
         """The URL of the published *name*: the base URL's path + the quoted name, its query (an access token,
@@ -124,27 +115,37 @@ def check_url(url):
     if parts.scheme not in URL_SCHEMES or (parts.scheme != "file" and not parts.netloc) or \
             (parts.scheme == "file" and not parts.path.startswith("/")):
         raise SpecError("publish URL {!r} is not valid: expected an absolute http://, https://, ftp:// or file:// "
-                        "URL (PONCHO_WQ_PUBLISH_URL), e.g. http://host:8000/envs/ or file:///shared/envs/".format(url))
+                        "URL (PONCHO_WQ_PUBLISH_URL), e.g. http://host:8000/envs/ or file:///shared/envs/".format(
+                            mask(url)))
     if "%%" in url or any(c in url for c in "'\"\n\r\t "):
         # Work Queue replaces %% in a fetch command by the cache path; quotes and blanks would need escaping
         # through two shells.
         raise SpecError("publish URL {!r} is not valid: it contains %%, a quote or a blank; percent-encode "
-                        "them".format(url))
-    if _wq_encoded_length(fetch_command(url + "/" + "e" * 80)) > WQ_COMMAND_MAX:
+                        "them".format(mask(url)))
+    longest = Fetch("env-" + "0" * 32 + ".tar.gz", url.split("?")[0] + "/env-" + "0" * 32 + ".tar.gz" +
+                    ("?" + url.split("?", 1)[1] if "?" in url else ""), 10 ** 12, "0" * 64)
+    if _wq_encoded_length(fetch_command(longest, 10 ** 6)) > WQ_COMMAND_MAX:
         # Work Queue sends the fetch command url-encoded on one protocol line of 4096 bytes and silently cuts
         # what does not fit (dttools url_encode): the worker would run a truncated command.
         raise SpecError("publish URL {!r}... is too long ({} characters) for Work Queue's protocol line: keep it "
                         "under about {} characters (PONCHO_WQ_PUBLISH_URL)".format(
-                            url[:60], len(url), WQ_COMMAND_MAX - 400))
+                            mask(url)[:60], len(url), _url_budget()))
     if parts.fragment or url.endswith("#"):
         raise SpecError("publish URL {!r} is not valid: a #fragment would end up after the file names; remove "
-                        "it (PONCHO_WQ_PUBLISH_URL)".format(url))
+                        "it (PONCHO_WQ_PUBLISH_URL)".format(mask(url)))
     return url
 
 
 #: What the url-encoded fetch command may take of Work Queue's 4096-byte protocol line (the rest: the message
 #: name, the cache name, the length and the mode).
 WQ_COMMAND_MAX = 3600
+
+
+def _url_budget():
+    """About how many plain characters a publish URL may have (what the fetch command leaves of the line)."""
+    base = _wq_encoded_length(fetch_command(Fetch("env-" + "0" * 32 + ".tar.gz", "http://h/", 10 ** 12, "0" * 64),
+                                            10 ** 6))
+    return max(0, WQ_COMMAND_MAX - base)
 
 
 def _wq_encoded_length(text):
@@ -163,8 +164,6 @@ def distribution(mode=None, publish_dir=None, publish_url=None, environ=None):
     """A :class:`Distribution` from arguments, completed by the settings: ``PONCHO_WQ_DISTRIBUTION``,
     ``PONCHO_WQ_PUBLISH_DIR``, ``PONCHO_WQ_PUBLISH_URL``. Default mode: ``url`` when a publish directory is set,
     else ``direct``."""
-    from .config import settings
-
     s = settings(environ)
     mode_given = mode is not None
     publish_dir = publish_dir or s.publish_dir
@@ -174,7 +173,7 @@ def distribution(mode=None, publish_dir=None, publish_url=None, environ=None):
         # Without this the URL was ignored: every worker got its tarball from the manager, silently.
         raise SpecError("PONCHO_WQ_PUBLISH_URL={!r} is set but PONCHO_WQ_PUBLISH_DIR is not: set "
                         "PONCHO_WQ_PUBLISH_DIR to the directory that URL serves (or PONCHO_WQ_DISTRIBUTION=direct "
-                        "to send tarballs from the manager)".format(publish_url))
+                        "to send tarballs from the manager)".format(mask(publish_url)))
     return Distribution(mode, publish_dir, publish_url)
 
 
@@ -189,6 +188,13 @@ def as_distribution(value):
 
 
 # -- publishing -------------------------------------------------------------------------------------------------
+#: Temporary copies are named ``.tmp-<pid>+<host>+<random>-<name>``: a publisher killed mid-copy (SIGKILL runs no
+#: clean-up) leaves one, which a later publish() removes once its process is gone (same host), or once it is older
+#: than :data:`TEMP_MAX_AGE` (any host: the directory may be shared by managers on several machines).
+_TEMP = re.compile(r"^\.tmp-(\d+)\+([^+/]*)\+")
+TEMP_MAX_AGE = 86400
+
+
 def publish(path, publish_dir, name=None):
     """Copy *path* into *publish_dir* as *name* (default: its own name, ``env-<hash>.tar.gz`` or
     ``code-<hash>.tar.gz``) and return the published path.
@@ -199,6 +205,13 @@ def publish(path, publish_dir, name=None):
     different file under the name is never overwritten: that is an error (a name must always mean the same
     bytes, since workers cache by name). Repeated calls cost two ``stat`` calls each (memoized per process;
     a deleted published file is published again).
+
+    What it refuses (:class:`BuildError`), because what the directory serves is what workers run: a publish
+    directory that other users may write to without the sticky bit (they could replace any published file), and
+    under the name anything but a regular file of this user (or root) that only its owner can write: a symbolic
+    or hard link (its target can change without this directory changing), another user's file. Workers check
+    every fetched file against the published size and sha256 anyway (:func:`poncho_wq.fetch.fetch_script`);
+    these checks keep the directory from serving something else in the first place.
     """
     name = name or os.path.basename(path)
     dest = os.path.join(publish_dir, name)
@@ -211,18 +224,19 @@ def publish(path, publish_dir, name=None):
     except OSError as e:
         raise BuildError("cannot create the publish directory {} (PONCHO_WQ_PUBLISH_DIR): {}".format(
             publish_dir, e.strerror or e)) from None
+    _check_publish_dir(publish_dir)
+    _remove_dead_temps(publish_dir)
     created = False
-    if not os.path.exists(dest):
+    if not os.path.lexists(dest):
         try:
             # Inside the try: a read-only or foreign publish directory fails here, not only in the copy.
-            fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix="-" + name, dir=publish_dir)
+            fd, tmp = tempfile.mkstemp(prefix=".tmp-{}+{}+".format(os.getpid(), _host()), suffix="-" + name,
+                                       dir=publish_dir)
         except OSError as e:
             raise BuildError("cannot publish {} into {} (PONCHO_WQ_PUBLISH_DIR): {}; make it writable by this "
                              "user or choose another directory".format(path, publish_dir, e.strerror or e)) from None
         try:
             with os.fdopen(fd, "wb") as out, open(path, "rb") as src:
-                from .fsutil import copy_contents
-
                 copy_contents(src.fileno(), out.fileno())
                 out.flush()
                 os.fsync(out.fileno())
@@ -234,7 +248,7 @@ def publish(path, publish_dir, name=None):
                 pass  # another publisher was first: compared below
             except OSError:
                 # A file system without hard links (some FUSE/object stores): rename, after a last look.
-                if not os.path.exists(dest):
+                if not os.path.lexists(dest):
                     os.replace(tmp, dest)
                     created = True
         except OSError as e:
@@ -243,121 +257,109 @@ def publish(path, publish_dir, name=None):
         finally:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(tmp)
-    if not created and (os.path.getsize(dest) != os.path.getsize(path) or sha256_file(dest) != sha256_file(path)):
-        raise BuildError("{} already exists with different content than {}: a published name must always mean the "
-                          "same bytes (workers cache by name); remove the stale file if it is damaged".format(
-                              dest, path))
+    if not created:
+        _check_published(dest)
+        if os.path.getsize(dest) != os.path.getsize(path) or content_digest(dest) != content_digest(path):
+            raise BuildError("{} already exists with different content than {}: a published name must always mean "
+                             "the same bytes (workers cache by name); remove the stale file if it is damaged".format(
+                                 dest, path))
     with _lock:
         _published[key] = file_identity(dest)
     return dest
 
 
-# -- worker side: the fetch command --------------------------------------------------------------------------
-#: A fetch that moves less than 1 KB/s for this many seconds fails (and so can be retried): without it, a server
-#: that stops answering without closing the connection (a hung server, a lost route) holds the worker's curl,
-#: and the task, for good (curl has no transfer timeout of its own).
-STALL_SECONDS = 120
+def _host():
+    return socket.gethostname().replace("+", "_").replace("/", "_")[:64]
 
 
-def curl_fetch(stall_seconds=STALL_SECONDS):
-    """``curl`` and its options for a worker-side fetch (Work Queue's fetch command and TaskVine's fetch mini task):
-    ``-f`` (an HTTP error is a failure, not a file), retries, and a transfer stalled for *stall_seconds* fails."""
-    return "curl -fsSL --retry 2 --connect-timeout 60 --speed-limit 1024 --speed-time {}".format(int(stall_seconds))
+def _check_publish_dir(publish_dir):
+    st = os.stat(publish_dir)
+    if st.st_mode & 0o002 and not st.st_mode & 0o1000:
+        raise BuildError("the publish directory {} (PONCHO_WQ_PUBLISH_DIR) has mode {:o}: any user may replace the "
+                         "files workers fetch from it; use a directory only you can write (chmod o-w {}), or set "
+                         "its sticky bit (chmod +t)".format(publish_dir, st.st_mode & 0o7777, publish_dir))
 
 
-def fetch_command(url, stall_seconds=STALL_SECONDS):
-    """The sh command a worker runs to fetch *url* into Work Queue's cache path ``%%`` (:func:`curl_fetch`), into
-    ``%%.part`` renamed on success, removed on failure."""
-    return '{} -o "%%.part" {} && mv -f "%%.part" "%%" || {{ rm -f "%%.part"; false; }}'.format(
-        curl_fetch(stall_seconds), shlex.quote(url))
+def _check_published(dest):
+    """*dest*, found under a published name, is a regular file of ours (or root's) that only its owner can
+    write, or a BuildError saying what it is instead."""
+    st = os.lstat(dest)
+    what = None
+    if stat.S_ISLNK(st.st_mode):
+        what = "a symbolic link (to {})".format(os.readlink(dest))
+    elif not stat.S_ISREG(st.st_mode):
+        what = "not a regular file"
+    elif st.st_uid not in (os.geteuid(), 0):
+        what = "owned by another user (uid {})".format(st.st_uid)
+    elif st.st_mode & 0o022:
+        what = "writable by other users (mode {:o})".format(st.st_mode & 0o7777)
+    elif st.st_nlink > 1 and not _our_temp_link(dest, st):
+        what = "a hard link ({} names)".format(st.st_nlink)
+    if what:
+        raise BuildError("{} is {}: a published name must be a file that only its publisher can change (workers "
+                         "fetch it by that name); remove it and publish again".format(dest, what))
 
 
-def specify_fetch(task, url, remote_name):
-    """Attach *url* to *task* as the cached input *remote_name*, fetched by the worker (see the module doc).
-    ``specify_file_command`` takes ``(cmd, remote_name)`` in CCTools 7.x and ``(remote_name, cmd)`` in Debian's
-    CCTools 8 binding; keywords would not help either (both spell them differently too)."""
-    import inspect
-
-    method = task.specify_file_command
-    params = list(inspect.signature(method).parameters)
-    cmd = fetch_command(url)
-    if params and params[0] == "remote_name":
-        return method(remote_name, cmd, cache=True)
-    return method(cmd, remote_name, cache=True)
-
-
-_probes: dict = {}  # url -> (time, answer): many tasks failing on one URL ask the server once
-PROBE_MEMO_SECONDS = 30
-
-
-def probe(url, timeout=5.0):
-    """What a request for *url* from the manager gets now: ``"HTTP 404 Not Found"``, ``"connection refused"``,
-    ``"reachable (N bytes)"``... (a HEAD request; for file:// the file's state).
-
-    Bounded: it runs in the manager's wait loop (through ``shim_error``), so the whole request, name resolution
-    included (which urllib's *timeout* does not cover), gets *timeout* seconds in a helper thread, and an answer
-    is reused for :data:`PROBE_MEMO_SECONDS` (a thousand tasks failing on one dead URL cost one request)."""
-    now = time.monotonic()
-    with _lock:
-        seen = _probes.get(url)
-    if seen and now - seen[0] < PROBE_MEMO_SECONDS:
-        return seen[1]
-    box = []
-    worker = threading.Thread(target=lambda: box.append(_probe(url, timeout)), daemon=True)
-    worker.start()
-    worker.join(timeout + 1)
-    answer = box[0] if box else "no answer within {:g} s".format(timeout)
-    with _lock:
-        _probes[url] = (time.monotonic(), answer)
-    return answer
-
-
-class _KeepHead(urllib.request.HTTPRedirectHandler):
-    """Follows a redirect with HEAD again: urllib's own handler turns it into a GET (the whole tarball)."""
-
-    def redirect_request(self, req, fp, code, msg, headers, newurl):
-        new = super().redirect_request(req, fp, code, msg, headers, newurl)
-        if new is not None and req.get_method() == "HEAD":
-            new.method = "HEAD"
-        return new
-
-
-def _probe(url, timeout):
-    parts = urllib.parse.urlsplit(url)
-    if parts.scheme == "file":
-        path = urllib.parse.unquote(parts.path)
-        try:
-            return "reachable ({} bytes) from the manager".format(os.path.getsize(path))
-        except OSError as e:
-            return "{} on the manager: {}".format(path, e.strerror)
-    req = urllib.request.Request(url, method="HEAD")
+def _our_temp_link(dest, st):
+    """Is the second name of *dest* the temporary copy of a publisher still about to unlink it (a concurrent
+    publish() of the same file)?"""
+    folder = os.path.dirname(dest)
     try:
-        with urllib.request.build_opener(_KeepHead).open(req, timeout=timeout) as r:
-            return "reachable from the manager now (HTTP {}, {} bytes)".format(
-                r.status, r.headers.get("Content-Length", "?"))
-    except urllib.error.HTTPError as e:
-        return "HTTP {} {}".format(e.code, e.reason)
-    except urllib.error.URLError as e:
-        reason = e.reason
-        return str(getattr(reason, "strerror", None) or reason).lower()
-    except (OSError, ValueError) as e:
-        return str(e)
+        names = [n for n in os.listdir(folder) if _TEMP.match(n)]
+    except OSError:
+        return False
+    for n in names:
+        with contextlib.suppress(OSError):
+            other = os.lstat(os.path.join(folder, n))
+            if (other.st_dev, other.st_ino) == (st.st_dev, st.st_ino):
+                return True
+    return False
 
 
-def fetch_failure(task, urls, failed_results):
-    """The one-line message for a task whose url inputs could not be fetched, else None. *urls* maps remote names
-    to URLs; *failed_results* are the binding's result codes of a failed input. Work Queue reports a failed
-    input as the task's result (``INPUT_MISSING``; Debian's worker disconnects and the manager retries until
-    ``MAX_RETRIES``): the command, and so the run shim, never ran."""
-    if not urls:
-        return None
-    if getattr(task, "result", None) not in failed_results:
-        return None
-    parts = []
-    for name, url in sorted(urls.items(), key=lambda item: (not item[0].startswith("env-"), item[0])):
-        parts.append("{} from {}: {}".format(name, url, probe(url)))
-    return ("the worker could not fetch " + "; ".join(parts) + " (the task did not run; workers need curl and "
-            "access to PONCHO_WQ_PUBLISH_URL; the cause on the worker is in its debug log)")
+def _remove_dead_temps(publish_dir):
+    """Remove the temporary copies of publishers that died (see :data:`_TEMP`); ours only."""
+    now = time.time()
+    host = _host()
+    try:
+        names = os.listdir(publish_dir)
+    except OSError:
+        return
+    for n in names:
+        m = _TEMP.match(n)
+        if not n.startswith(".tmp-"):
+            continue
+        path = os.path.join(publish_dir, n)
+        try:
+            st = os.lstat(path)
+        except OSError:
+            continue
+        if st.st_uid != os.geteuid():
+            continue
+        # (A name without pid and host is an older version's temporary copy: removed by age only.)
+        dead = m is not None and m.group(2) == host and not _alive(int(m.group(1)))
+        if dead or now - st.st_mtime > TEMP_MAX_AGE:
+            with contextlib.suppress(OSError):
+                os.unlink(path)
+
+
+def _alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError):
+        return True
+    return True
+
+
+# -- what workers fetch ------------------------------------------------------------------------------------
+def fetch_for(path, publish_dir, dist, name):
+    """Publish *path* as *name* and return the :class:`Fetch` for it (size and sha256 of the published bytes).
+
+    The digest is *path*'s (publish() made the published file from it, or found it byte for byte equal): for a
+    cache entry it is read from the entry's metadata, so a 500 MB environment is not hashed again."""
+    publish(path, publish_dir, name)
+    return Fetch(name, dist.url_for(name), os.path.getsize(path), content_digest(path))
 
 
 # -- a plain local HTTP server --------------------------------------------------------------------------------
@@ -462,7 +464,32 @@ def serve_main(argv):
             if real != root and not real.startswith(root + os.sep):
                 self.send_error(404, "File not found")
                 return None
+            # Dot names are publish()'s temporary copies (and whatever else is hidden): never served.
+            path = urllib.parse.unquote(urllib.parse.urlsplit(self.path).path)
+            if any(part.startswith(".") for part in path.split("/")):
+                self.send_error(404, "File not found")
+                return None
             return super().send_head()
+
+        def list_directory(self, path):
+            # The listing without dot names: http.server's own lists every entry (a half-written temporary copy too).
+            import html
+            import io
+
+            try:
+                names = sorted(n for n in os.listdir(path) if not n.startswith("."))
+            except OSError:
+                self.send_error(404, "No permission to list directory")
+                return None
+            items = "".join('<li><a href="{}">{}</a></li>\n'.format(
+                urllib.parse.quote(n + ("/" if os.path.isdir(os.path.join(path, n)) else "")), html.escape(n))
+                for n in names)
+            body = "<!DOCTYPE HTML>\n<html><body><ul>\n{}</ul></body></html>\n".format(items).encode()
+            self.send_response(200)
+            self.send_header("Content-type", "text/html; charset=utf-8")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            return io.BytesIO(body)
 
     server = http.server.ThreadingHTTPServer((args.bind, args.port),
                                              functools.partial(Handler, directory=args.directory))

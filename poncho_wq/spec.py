@@ -30,7 +30,9 @@ from typing import Optional, Tuple
 from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import canonicalize_name
 
+from .credentials import WHERE_INSTEAD, find as find_credentials, mask
 from .errors import InputMissing, SpecError
+from .fsutil import read_input
 
 # Every pattern below is used with fullmatch(): "$" also matches before a trailing newline, so "X\n" passed a
 # "^...$" check and reached set_env, git and the solver.
@@ -159,7 +161,7 @@ _REPR.maxlist = _REPR.maxdict = 8
 
 
 def _show(value):
-    return _REPR.repr(value)
+    return mask(_REPR.repr(value))  # a URL's secrets never reach a message
 
 
 def _fail(field, value, expected):
@@ -178,14 +180,27 @@ def _string_list(value, field):
     return [item.strip() for item in value]
 
 
+def _no_credentials(url, field, value, conda_channel=False):
+    """Refuse a URL carrying a secret (:mod:`poncho_wq.credentials`): the spec is stored in the cache's metadata
+    and as poncho/spec.json in every worker's copy of the environment."""
+    secret = find_credentials(url, conda_channel)
+    if secret:
+        _fail(field, value, "a URL without secrets: it has {}, which would be stored in the environment and the "
+              "cache; {}".format(secret, WHERE_INSTEAD))
+
+
 def validate_pip(req_string, field="pip"):
     """Return *req_string* normalized by :class:`packaging.requirements.Requirement`, or raise SpecError."""
     if req_string.startswith("-"):
         _fail(field, req_string, "a PEP 508 requirement (pip options such as -e are not allowed)")
     try:
-        return str(Requirement(req_string))
+        req = Requirement(req_string)
     except InvalidRequirement as e:
-        _fail(field, req_string, "a PEP 508 requirement such as 'numpy==1.26.4' ({})".format(str(e).splitlines()[0]))
+        _fail(field, req_string, "a PEP 508 requirement such as 'numpy==1.26.4' ({})".format(
+            mask(str(e).splitlines()[0])))
+    if req.url:
+        _no_credentials(req.url, field, req_string)
+    return str(req)
 
 
 def validate_conda(spec_string, field="conda.packages"):
@@ -292,6 +307,7 @@ def _parse_conda(value, field, pip_out):
     for i, channel in enumerate(channels):
         _expect(channel.isprintable() and not channel.startswith("-"), "{}.channels[{}]".format(field, i), channel,
                 "a channel name, URL or directory (not starting with '-', no control characters)")
+        _no_credentials(channel, "{}.channels[{}]".format(field, i), channel, conda_channel=True)
     packages = []
     if "packages" in value:
         packages += _string_list(value["packages"], field + ".packages")
@@ -326,6 +342,7 @@ def _parse_git(value):
         remote = remote.strip()
         _expect(remote and not remote.startswith("-") and remote.isprintable(), f + ".remote", remote,
                 "a git remote URL or path (not starting with '-', no control characters)")
+        _no_credentials(remote, f + ".remote", remote)
         tag = src.get("tag", src.get("ref"))
         if tag is not None:
             _expect(isinstance(tag, str) and _GIT_REF.fullmatch(tag), f + ".tag", tag, "a tag, branch or commit id")
@@ -344,6 +361,7 @@ def _parse_http(value):
             _expect(key in ("url", "type", "compression"), "{}.{}".format(f, key), key,
                     "'url', 'type' or 'compression'")
         url = _validate_url(src.get("url"), f + ".url")
+        _no_credentials(url, f + ".url", url)
         kind = src.get("type", "file")
         _expect(kind in _HTTP_TYPES, f + ".type", kind, "one of " + ", ".join(_HTTP_TYPES))
         comp = src.get("compression")
@@ -523,11 +541,10 @@ def load_spec(path):
     if path == "-":
         return loads(sys.stdin.read(MAX_SPEC_BYTES + 1), "<stdin>")
     try:
-        with open(path, "rb") as f:
-            raw = f.read(MAX_SPEC_BYTES + 1)
+        raw = read_input(path, MAX_SPEC_BYTES)  # never blocks on a FIFO without a writer
     except FileNotFoundError:
         raise InputMissing("spec file {} does not exist".format(path))
-    except OSError as e:  # a directory, no permission, ...
+    except OSError as e:  # a directory, a device, no permission, ...
         raise InputMissing("cannot read spec file {}: {}".format(path, e.strerror or e))
     try:
         text = raw.decode("utf-8-sig")  # a BOM (some Windows editors write one) is not an error

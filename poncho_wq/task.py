@@ -30,6 +30,8 @@ import threading
 from .environment import Environment, as_environment, command_scripts, task_code
 from .errors import SpecError
 from .files import resolve_files, sandbox_inputs
+from .fetch import fetch_failure, note_check, specify_fetch
+from .publish import as_distribution, fetch_for, publish
 from .shim import shim_path
 from .spec import Spec
 
@@ -64,8 +66,6 @@ def check_environment_argument(environment, who="PonchoTask"):
 def check_distribution_argument(distribution, environment=None):
     """Refuse a bad ``distribution=`` or bad distribution settings (PONCHO_WQ_DISTRIBUTION, PONCHO_WQ_PUBLISH_DIR,
     PONCHO_WQ_PUBLISH_URL) before the script is analyzed and the environment built, not after."""
-    from .publish import as_distribution
-
     if distribution is None and isinstance(environment, Environment):
         distribution = getattr(environment, "distribution", None)
     as_distribution(distribution)
@@ -83,15 +83,17 @@ def _short_repr(value):
     return text if len(text) <= 200 else text[:197] + "..."
 
 
-def wrap_command(command, env_remote_name, code_remote_name=None, env_dir=None):
+def wrap_command(command, env_remote_name, code_remote_name=None, env_dir=None, fetched=()):
     """The worker-side command line that runs *command* inside the environment (and its code layer). *env_dir*
     (``shared`` distribution) is the shim's ``PONCHO_ENV_DIR``; the names are then absolute shared paths, and a
     worker's own cache limits (PONCHO_ENV_KEEP, PONCHO_ENV_BUDGET_MB) are cleared: they must not evict what other
-    machines use from the shared root."""
+    machines use from the shared root. *fetched* (``url`` distribution) are the inputs the worker fetched: one
+    that holds a failure note instead of a tarball ends the task first with the note's exit code and message
+    (:func:`poncho_wq.fetch.note_check`)."""
     code = " --code {}".format(shlex.quote(code_remote_name)) if code_remote_name else ""
     root = "PONCHO_ENV_DIR={} PONCHO_ENV_KEEP= PONCHO_ENV_BUDGET_MB= ".format(shlex.quote(env_dir)) if env_dir else ""
-    return "{}./{} -e {}{} -- /bin/sh -c {}".format(root, SHIM_NAME, shlex.quote(env_remote_name), code,
-                                                   shlex.quote(command))
+    return "{}{}./{} -e {}{} -- /bin/sh -c {}".format(note_check(fetched), root, SHIM_NAME,
+                                                     shlex.quote(env_remote_name), code, shlex.quote(command))
 
 
 def shim_error_from(exit_code, output):
@@ -117,16 +119,16 @@ def task_layers(environment, command=None):
 
 #: How a task's base and code layer travel (see :mod:`poncho_wq.publish`): ``env``/``code`` are the names the
 #: shim is given (absolute shared paths in ``shared`` mode), ``env_dir`` its PONCHO_ENV_DIR (``shared``), ``urls``
-#: remote name -> URL (``url``), ``files`` remote name -> local path (``direct``).
-DistributionPlan = collections.namedtuple("DistributionPlan", "mode env code env_dir urls files")
+#: remote name -> URL and ``fetches`` remote name -> :class:`~poncho_wq.publish.Fetch` (``url``), ``files`` remote
+#: name -> local path (``direct``).
+DistributionPlan = collections.namedtuple("DistributionPlan", "mode env code env_dir urls files fetches",
+                                          defaults=({},))
 
 
 def plan_distribution(environment, layer=None, distribution=None):
     """Publish what *distribution* needs (``None``: ``environment.distribution`` if set, else the settings) and
     say how the task refers to it."""
     import posixpath
-
-    from .publish import as_distribution, publish
 
     if distribution is None:
         distribution = getattr(environment, "distribution", None)
@@ -137,11 +139,12 @@ def plan_distribution(environment, layer=None, distribution=None):
     code = layer.remote_name if layer is not None else None
     if dist.mode == "direct":
         return DistributionPlan("direct", environment.remote_name, code, None, {}, files)
+    if dist.mode == "url":
+        fetches = {name: fetch_for(path, dist.publish_dir, dist, name) for name, path in files.items()}
+        return DistributionPlan("url", environment.remote_name, code, None,
+                                {name: f.url for name, f in fetches.items()}, {}, fetches)
     for name, path in files.items():
         publish(path, dist.publish_dir, name)
-    if dist.mode == "url":
-        return DistributionPlan("url", environment.remote_name, code, None,
-                                {name: dist.url_for(name) for name in files}, {})
     shared = {name: posixpath.join(dist.worker_dir, name) for name in files}
     return DistributionPlan("shared", shared[environment.remote_name], shared.get(code), dist.shared_env_dir, {}, {})
 
@@ -150,13 +153,12 @@ def _attach_environment(task, environment, layer=None, scripts=(), plan=None):
     """Attach the base tarball and the code layer as *plan* says (default: the settings' distribution), the
     command scripts (content-named copies) and the shim."""
     from .layers import content_copy
-    from .publish import specify_fetch
 
     plan = plan or plan_distribution(environment, layer)
     for name, path in plan.files.items():
         task.specify_input_file(path, name, cache=True)
-    for name, url in plan.urls.items():
-        specify_fetch(task, url, name)
+    for fetch in plan.fetches.values():
+        specify_fetch(task, fetch)
     for source, rel in scripts:
         task.specify_input_file(content_copy(source), rel, cache=True)
     task.specify_input_file(shim_path(), SHIM_NAME, cache=True)
@@ -192,7 +194,7 @@ def classes_for(binding):
                 self.original_command = command
                 self.code_layer, scripts = task_layers(self.environment, command)
                 plan = self.distribution_plan = plan_distribution(self.environment, self.code_layer, distribution)
-                super().__init__(wrap_command(command, plan.env, plan.code, plan.env_dir))
+                super().__init__(wrap_command(command, plan.env, plan.code, plan.env_dir, tuple(plan.fetches)))
                 _attach_environment(self, self.environment, self.code_layer, scripts, plan)
                 for copy, name in sandbox_inputs(explicit, self.environment, scripts):
                     self.specify_input_file(copy, name, cache=True)
@@ -208,8 +210,11 @@ def classes_for(binding):
             @property
             def shim_error(self):
                 """After completion: ``ShimError(exit_code, message)`` when the environment could not be set up
-                on the worker (the command never ran), else None. In ``url`` distribution, also a failed fetch of
-                the environment (exit code 2, a message naming the URL and what the manager gets from it)."""
+                on the worker (the command never ran), else None. In ``url`` distribution this includes a failed
+                fetch of the environment or code layer (exit 2: an HTTP error; 3: the transfer failed or the bytes
+                were not the published ones; 4: the worker lacks curl/wget or a sha256 tool; the message names the
+                URL), and an input that could not be put in place at all (exit 2, see
+                :func:`poncho_wq.fetch.fetch_failure`)."""
                 return shim_error_from(self.return_status, self.std_output) or _fetch_error(self, binding)
 
         class PonchoPythonTask(binding.PythonTask):
@@ -239,7 +244,7 @@ def classes_for(binding):
                 self._env_file = None
                 command = super()._python_function_command()
                 plan = self.distribution_plan
-                return wrap_command(command, plan.env, plan.code, plan.env_dir)
+                return wrap_command(command, plan.env, plan.code, plan.env_dir, tuple(plan.fetches))
 
             @property
             def shim_error(self):
@@ -265,8 +270,6 @@ def _fetch_error(task, binding):
     if plan is None or not plan.urls:
         return None
     if "_fetch_error" not in task.__dict__:
-        from .publish import fetch_failure
-
         failed = {getattr(binding, "WORK_QUEUE_RESULT_" + n, None) for n in ("INPUT_MISSING", "MAX_RETRIES")}
         message = fetch_failure(task, plan.urls, failed - {None})
         if not message:

@@ -41,7 +41,10 @@ from packaging.utils import canonicalize_name
 
 from .environment import Environment, as_environment
 from .errors import ActivationError, PonchoError, SpecError
+from .config import settings
 from .files import resolve_files, sandbox_inputs
+from .fetch import NOTE_MARK, STALL_SECONDS, fetch_script
+from .publish import as_distribution, fetch_for
 from .task import _short_repr, check_command_argument, check_environment_argument
 from .wq import quiet_at_exit
 
@@ -56,6 +59,7 @@ ShimError = collections.namedtuple("ShimError", "exit_code message")
 _ENV_LINE = re.compile(r"^(?:run_in_env|poncho_wq relocate|poncho_package_run): (.*)$", re.M)
 
 _declared: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()  # manager -> {tarball abspath: File}
+_sources: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()  # manager -> {tarball abspath: source File}
 _declared_lock = threading.Lock()
 
 
@@ -96,7 +100,30 @@ def declare_environment(manager, environment=None, command=None, *, distribution
             if wait:
                 tarball = _seeded(manager, tarball, wait) or tarball
             files[path] = manager.declare_poncho(tarball, cache=True)
+            _sources.setdefault(manager, {})[path] = tarball
         return files[path]
+
+
+def forget_environment(manager, environment, declared=None):
+    """Undeclare the environment declared for *environment* (an Environment or tarball path) on *manager*: the
+    workers drop their copies, and the next :func:`declare_environment` of it declares it afresh. With *declared*
+    (the File a task was given), only when that is still the current declaration: many tasks that met one failed
+    fetch forget it once, not also the declaration made after it.
+
+    Why: in ``url`` mode a fetch that failed on a worker leaves there a stub environment that fails every task
+    (TaskVine 7.17.1 hangs the tasks of a mini task that fails, see :data:`_FETCH_STUB`). :attr:`PonchoVineTask.
+    shim_error` calls this when it reports such a failure, so that later tasks fetch again instead of meeting the
+    stub for the rest of the workflow."""
+    path = os.path.abspath(environment.build() if isinstance(environment, Environment) else str(environment))
+    with _declared_lock:
+        current = _declared.get(manager, {}).get(path)
+        if current is None or (declared is not None and current is not declared):
+            return
+        poncho = _declared[manager].pop(path)
+        source = _sources.get(manager, {}).pop(path, None)
+    for f in (poncho, source):
+        if f is not None:
+            manager.undeclare_file(f)
 
 
 # Why seeding: TaskVine 7.17.1 substitutes a peer for the manager only once a worker has *reported* a ready
@@ -110,8 +137,6 @@ _SEED_TAG = "poncho_wq-seed"
 
 def _seed_seconds(seed):
     if seed is None:
-        from .config import settings
-
         return settings().vine_seed
     if seed is True:
         return 300.0
@@ -161,13 +186,10 @@ def _seeded(manager, source, wait):
 
 def _source_file(manager, path, distribution=None):
     """The File the workers get the tarball *path* from: the manager's file (``direct``), or the published copy
-    fetched by each worker (``url``; ``shared`` is Work Queue only). URL fetches are a mini task running
-    ``curl -fsSL`` into a temporary name, not ``declare_url``: TaskVine 7.17.1's worker runs ``curl -sSL``
-    without ``-f``, so a 404 page would be cached as the tarball for the worker's life (poncho_wq.publish)."""
-    import shlex
-
-    from .publish import STALL_SECONDS, as_distribution, curl_fetch, publish
-
+    fetched by each worker (``url``; ``shared`` is Work Queue only). URL fetches are a mini task (:data:`_FETCH`)
+    that checks the bytes against the published size and sha256, not ``declare_url``: TaskVine 7.17.1's worker
+    runs ``curl -sSL`` without ``-f`` and checks nothing, so a 404 page - or any bytes a server sends - would be
+    cached as the tarball for the worker's life (poncho_wq.publish)."""
     dist = as_distribution(distribution)  # checks the settings: a publish URL without a publish dir is an error
     if dist.mode == "direct":
         return manager.declare_file(path, cache=True)
@@ -177,27 +199,41 @@ def _source_file(manager, path, distribution=None):
         raise SpecError("distribution mode {!r} is not available with TaskVine without PONCHO_WQ_PUBLISH_URL: "
                         "expected direct or url, or set PONCHO_WQ_PUBLISH_URL (file:// for a shared file "
                         "system)".format(dist.mode))
-    name = os.path.basename(publish(path, dist.publish_dir))
-    url = dist.url_for(name)
-    fetch = _vine().Task(_FETCH.format(name=shlex.quote(name), url=shlex.quote(url), curl=curl_fetch(STALL_SECONDS)))
-    return manager.declare_minitask(fetch, name, cache=True)
+    fetch = fetch_for(path, dist.publish_dir, dist, os.path.basename(path))
+    command = fetch_task_command(fetch, settings().fetch_timeout)
+    return manager.declare_minitask(_vine().Task(command), fetch.name, cache=True)
 
 
-# The fetch mini task. Why it never fails: in TaskVine 7.17.1 a mini task (or URL) input that fails to materialize
-# only invalidates the replica (cache-invalid): the task waiting for it is neither failed nor returned, and the
-# workflow hangs (measured: a 404 kept a task pending for good). So when curl fails, the "tarball" becomes a stub
-# environment whose bin/run_in_env prepares nothing (the poncho mini task succeeds) and makes every command exit 4
-# with one `run_in_env:` line naming the URL and curl's error, which PonchoVineTask.shim_error reports. The stub
-# stays in that worker's cache for the workflow, like any environment: fix the server and start a new workflow.
-_FETCH = r"""if {curl} -o {name}.part {url} 2>fetch.err; then mv -f {name}.part {name}; else
-rm -f {name}.part; mkdir -p stub/bin stub/poncho && tail -c 300 fetch.err | tr '\n' ' ' >stub/poncho/fetch-error
+def fetch_task_command(fetch, seconds, stall_seconds=STALL_SECONDS):
+    """The command of the fetch mini task for *fetch* (a :class:`poncho_wq.publish.Fetch`): the checked tarball,
+    or a stub environment failing every task with the failure's code and message (:data:`_FETCH_STUB`), as
+    ``fetch.name`` in its sandbox."""
+    where = "p={};c=$p;t=$p.part;".format(fetch.name)
+    return fetch_script(fetch, seconds, where, stall_seconds) + _FETCH_STUB.format(mark=NOTE_MARK)
+
+
+# The fetch mini task's end (after poncho_wq.fetch.fetch_script). Why a failed fetch still "succeeds": in TaskVine
+# 7.17.1 a mini task (or URL) input that fails to materialize only invalidates the replica (cache-invalid): the task
+# waiting for it is neither failed nor returned, and the workflow hangs (measured: a 404 kept a task pending for
+# good). So when the fetch wrote a failure note instead of the checked tarball, the "tarball" becomes a stub
+# environment whose bin/run_in_env prepares nothing (the poncho mini task succeeds) and makes every command exit
+# with the note's code (2 HTTP error, 3 failed transfer or bytes that are not the published ones, 4 no downloader
+# or sha256 tool on the worker) and its one `run_in_env:` line naming the URL, which PonchoVineTask.shim_error
+# reports. Bytes that failed the check are never unpacked. The stub stays in that worker's cache for the workflow,
+# like any environment (TaskVine gives no way to fail only the tasks at hand): fix the server and start a new
+# manager, or see docs/security-manager.md.
+_FETCH_STUB = r"""{{ read -r l;read -r e;read -r m;}} 2>/dev/null <"$p";if [ "$l" = {mark} ];then
+rm -rf stub;mkdir -p stub/bin stub/poncho&&printf '%s
+' "$e" >stub/poncho/fetch-code&&printf '%s
+' "$m" >stub/poncho/fetch-error
 cat >stub/bin/run_in_env <<'END_OF_STUB'
 #!/bin/sh
 [ "$#" -gt 0 ] || exit 0
-printf 'run_in_env: could not fetch the environment from %s: %s\n' {url} "$(cat "${{0%/*}}/../poncho/fetch-error")" >&2
-exit 4
+printf 'run_in_env: %s
+' "$(cat "${{0%/*}}/../poncho/fetch-error")" >&2
+exit "$(cat "${{0%/*}}/../poncho/fetch-code")"
 END_OF_STUB
-chmod 755 stub/bin/run_in_env && tar -czf {name} -C stub .; fi"""
+chmod 755 stub/bin/run_in_env&&rm -f "$p"&&tar -czf "$p" -C stub .;fi"""
 
 
 def declare_code_layer(manager, layer):
@@ -382,7 +418,8 @@ def _make_vine_task(vine):
             super().__init__(command)
             if self.code_layer is not None:
                 self.add_environment(declare_code_layer(manager, self.code_layer))  # inner: see declare_code_layer
-            self.add_environment(declare_environment(manager, self.environment))
+            self._environment_file = declare_environment(manager, self.environment)
+            self.add_environment(self._environment_file)
             local_inputs(manager, self, [(content_copy(source), rel) for source, rel in scripts])
             local_inputs(manager, self, sandbox_inputs(explicit, self.environment, scripts, "PonchoVineTask"))
             for name, value in task_options.items():
@@ -397,8 +434,16 @@ def _make_vine_task(vine):
         @property
         def shim_error(self):
             """After completion: ``ShimError(exit_code, message)`` when the environment could not be set up on the
-            worker (the command never ran), else None."""
-            return shim_error_from(self.exit_code, self.std_output)
+            worker (the command never ran), else None. In ``url`` mode that includes a failed fetch (exit 2: an
+            HTTP error; 3: the transfer failed or the bytes were not the published ones; 4: the worker lacks
+            curl/wget or a sha256 tool); reading it then also undeclares the environment
+            (:func:`forget_environment`), so that tasks submitted afterwards fetch it again."""
+            err = shim_error_from(self.exit_code, self.std_output)
+            if err is not None and err.message.startswith("could not fetch ") and \
+                    not self.__dict__.get("_forgotten") and getattr(self, "manager", None) is not None:
+                self.__dict__["_forgotten"] = True
+                forget_environment(self.manager, self.environment, self.__dict__.get("_environment_file"))
+            return err
 
     quiet_at_exit(PonchoVineTask)
     return PonchoVineTask

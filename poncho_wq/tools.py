@@ -121,3 +121,68 @@ def run_tool(cmd: List[str], what: str, *, env: Optional[Mapping[str, str]] = No
             r.stderr.strip() or r.stdout.strip())
         raise BuildError("{} (exit code {}):\n{}".format(what, r.returncode, tail(out)))
     return r
+
+
+# The supervisor of run_group(): started with PR_SET_PDEATHSIG = SIGTERM, it runs the tool in a new process group
+# and kills that whole group when it is told to stop or when its parent (the manager) dies, however it dies.
+_SUPERVISOR = r"""
+import os, signal, subprocess, sys
+child = None
+def stop(*_):
+    if child is not None:
+        try:
+            os.killpg(child.pid, signal.SIGKILL)
+        except OSError:
+            pass
+    os._exit(128 + signal.SIGTERM)
+signal.signal(signal.SIGTERM, stop)
+signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the manager's to handle: it stops us with SIGTERM
+if os.getppid() != int(sys.argv[1]):
+    stop()  # the parent died before PR_SET_PDEATHSIG was in place
+child = subprocess.Popen(sys.argv[2:], start_new_session=True,
+                         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+code = child.wait()
+try:
+    os.killpg(child.pid, signal.SIGKILL)  # what the tool left running in its group
+except OSError:
+    pass
+if code < 0:  # die the tool's death, so that the manager sees the signal (check_interrupted)
+    signal.signal(-code, signal.SIG_DFL)
+    os.kill(os.getpid(), -code)
+sys.exit(code if code >= 0 else 128 - code)
+"""
+
+
+def _term_with_parent():
+    try:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, 15)  # PR_SET_PDEATHSIG = 1, SIGTERM = 15
+    except Exception:  # pragma: no cover - non-Linux: best effort
+        pass
+
+
+def run_group(cmd: List[str], *, env: Optional[Mapping[str, str]] = None, cwd: Optional[str] = None
+              ) -> "subprocess.CompletedProcess[str]":
+    """Run *cmd* (stdin closed, stdout and stderr merged into ``.stdout`` as text) so that it *and everything it
+    starts* dies with us.
+
+    Why: :func:`die_with_parent` reaches only the direct child. ``pip wheel`` runs the project's build backend
+    (setup.py, a compiler) in processes of its own, which a SIGKILLed manager left running, writing into a scratch
+    directory already given up (issue 29). Here a small supervisor (killed with us by ``PR_SET_PDEATHSIG``) runs
+    the tool in its own process group and kills the group when it stops; an exception here (a signal turned into
+    one by the CLI) stops it the same way."""
+    p = subprocess.Popen([sys.executable, "-c", _SUPERVISOR, str(os.getpid())] + list(cmd), stdin=subprocess.DEVNULL,
+                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, errors="replace", env=env,
+                         cwd=cwd, preexec_fn=_term_with_parent if sys.platform.startswith("linux") else None)
+    try:
+        out, _ = p.communicate()
+    except BaseException:
+        p.terminate()  # the supervisor kills the tool's group
+        try:
+            p.wait(10)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
+        raise
+    return subprocess.CompletedProcess(p.args, p.returncode, out, None)

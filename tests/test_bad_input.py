@@ -3,10 +3,11 @@ never a traceback, through the real command-line tools and the library API."""
 
 import json
 import os
+import subprocess
 
 import pytest
 
-from helpers.cli import run_cli
+from helpers.cli import run_cli, script
 from poncho_wq import analyze
 from poncho_wq.errors import SpecError
 
@@ -89,3 +90,28 @@ def test_create_reads_a_yaml_spec(tmp_path):
     proc = run_cli("poncho_package_create", "--from-current-env", spec, out, env=cli_env(tmp_path))
     assert proc.returncode == 0, proc.stderr
     assert os.path.getsize(str(out)) > 0
+
+
+@pytest.mark.parametrize("options", [(), ("--from-requirements",)], ids=["spec", "requirements"])
+def test_create_from_a_fifo_without_a_writer_ends_at_once(tmp_path, options):
+    # open() of a FIFO waits for a writer: create hung for ever (issue 29). A FIFO that nobody writes reads as empty.
+    fifo = tmp_path / "spec.fifo"
+    os.mkfifo(str(fifo))
+    r = run_cli("poncho_package_create", *options, fifo, tmp_path / "out.tar.gz", env=cli_env(tmp_path), timeout=60)
+    assert r.returncode in (1, 2) and "Traceback" not in r.stderr, r.stderr
+    assert str(fifo) in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert not (tmp_path / "out.tar.gz").exists()
+
+
+def test_create_reads_a_spec_from_a_pipe(tmp_path):
+    # What `poncho_package_create <(generate-spec) out` gives: /dev/fd/N, a pipe with a live writer: still read.
+    read_end, write_end = os.pipe()
+    os.write(write_end, b'{"pip": ["six"], "python": "2.7"}')  # a bad version: fails fast, after reading it
+    os.close(write_end)
+    try:
+        r = subprocess.run([script("poncho_package_create"), "/dev/fd/{}".format(read_end), str(tmp_path / "o.tar.gz")],
+                           capture_output=True, text=True, pass_fds=(read_end,), timeout=60, stdin=subprocess.DEVNULL,
+                           env=dict(os.environ, **cli_env(tmp_path)))
+    finally:
+        os.close(read_end)
+    assert r.returncode == 1 and "'2.7'" in r.stderr, r.stderr

@@ -179,3 +179,26 @@ def test_default_cache_dir_follows_environment(monkeypatch, tmp_path):
     assert default_cache_dir() == str(tmp_path / "home" / ".cache" / "poncho_wq")
     assert cache_key(SPEC, engine="portable") != cache_key({"pip": ["six==1.16.0"]}, engine="portable")
     assert cache_key(SPEC, engine="portable") == cache_key({"pip": ["SIX"]}, engine=None)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="mounts a read-only tmpfs (the tests run as root: dev/test.sh)")
+def test_rm_and_prune_on_a_read_only_cache_are_one_line_errors(tmp_path):
+    # Issue 29: both printed a raw traceback (the key's lock file cannot be created there).
+    ro = tmp_path / "ro-cache"
+    ro.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(ro)], check=True)
+    try:
+        cache = Cache(str(ro))
+        key = "c" * 64
+        cache.build(key, lambda out: open(out, "wb").write(b"not a real tarball"), {"summary": "x"})
+        os.makedirs(os.path.join(str(ro), "code", "files", "d" * 32))
+        open(os.path.join(str(ro), "code", "files", "d" * 32, "job.py"), "w").close()
+        subprocess.run(["mount", "-o", "remount,ro", str(ro)], check=True)
+        for args in (["rm", key[:8]], ["prune", "--max-age", "0s"]):
+            r = run_cli("poncho_wq", "cache", "--cache-dir", ro, *args)
+            assert r.returncode == 3 and "Traceback" not in r.stderr, r.stderr
+            (line,) = r.stderr.strip().splitlines()
+            assert str(ro) in line and "Read-only file system" in line, line
+        assert tarballs(ro) == [tarball_name(key)]
+    finally:
+        subprocess.run(["umount", str(ro)], check=True)

@@ -10,7 +10,7 @@ import tarfile
 
 import pytest
 
-from helpers.cli import run_cli, run_ok
+from helpers.cli import run_cli, run_ok, script
 from helpers.venvs import child_venv
 from poncho_wq import Environment, analyze
 from poncho_wq.errors import BuildError, InputMissing, SpecError
@@ -462,3 +462,51 @@ def test_the_project_example_runs(tmp_path, venv):
         assert "example-job: input {} -> {}".format(i, value) in r.stdout, r.stdout
     assert "tasks: 3 done, 0 failed" in r.stdout
     assert _listing(os.path.join(examples, "project_job")) == before  # the build left nothing in the example
+
+
+@pytest.mark.e2e
+def test_a_manager_killed_mid_build_takes_the_build_backend_with_it_and_leaves_no_scratch(tmp_path, venv):
+    # Issue 29: kill -9 during a project build left the build backend (setup.py, run by pip in a process of its
+    # own) running, and projects/.tmp-* for a day. The backend now dies with the manager, and the next build
+    # removes the dead build's scratch.
+    import signal
+    import subprocess
+    import time
+
+    project = tmp_path / "slowjob"
+    project.mkdir()
+    pid_file = tmp_path / "backend.pid"
+    (project / "setup.py").write_text(
+        "import os, time\nfrom setuptools import setup\n"
+        "open({!r}, 'w').write(str(os.getpid()))\ntime.sleep(600)\n"
+        "setup(name='slowjob', version='1', py_modules=[])\n".format(str(pid_file)))
+    cache = tmp_path / "cache"
+    create = subprocess.Popen([script("poncho_package_create"), "-q", "--from-project", "--python", venv,
+                               "--cache-dir", str(cache), str(project), str(tmp_path / "env.tar.gz")],
+                              stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while not pid_file.exists() or not pid_file.read_text():
+        assert create.poll() is None and time.time() < deadline, "the build never started"
+        time.sleep(0.1)
+    backend = int(pid_file.read_text())
+    create.send_signal(signal.SIGKILL)
+    create.wait()
+    deadline = time.time() + 60
+    while _running(backend) and time.time() < deadline:
+        time.sleep(0.2)
+    alive = _running(backend)
+    if alive:
+        os.kill(backend, signal.SIGKILL)
+    assert not alive, "the build backend outlived the killed manager"
+    assert os.listdir(cache / "projects")  # the dead build's scratch, until the next build
+    quick = klio_project(tmp_path / "job")
+    build_project(str(quick), python=venv, cache_dir=str(cache))
+    assert [n for n in os.listdir(cache / "projects") if n.startswith(".")] == []
+
+
+def _running(pid):
+    try:
+        with open("/proc/{}/stat".format(pid)) as f:
+            return f.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+    except FileNotFoundError:
+        return False

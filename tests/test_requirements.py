@@ -46,8 +46,8 @@ def test_includes_constraints_markers_hashes_continuations(tmp_path, monkeypatch
     ("-e ./mylib", ["editable", "analysis"]),
     ("./dist/mylib-1.0-py3-none-any.whl", ["path", "file://"]),
     ("six==1.16.0 --install-option=--x", ["per-requirement option"]),
-    ("--frobnicate", ["option --frobnicate"]),
-    ("six=>1", ["not a valid requirement", "six=>1"]),
+    ("--frobnicate", ["unknown option"]),  # a line's words are file contents: not shown
+    ("six=>1", ["not a valid requirement", "Expected"]),
 ])
 def test_bad_lines_are_one_line_errors_naming_file_and_line(tmp_path, line, words):
     path = _write(tmp_path / "req.txt", "attrs\n" + line + "\n")
@@ -83,3 +83,33 @@ def test_create_from_requirements_builds_and_refuses_index_options(tmp_path):
     r = run_cli("poncho_package_create", "--from-requirements", bad, tmp_path / "bad.tar.gz")
     assert r.returncode == 1 and "bad.txt:1" in r.stderr and "PIP_INDEX_URL" in r.stderr
     assert not os.path.exists(tmp_path / "bad.tar.gz")
+
+
+# -- secrets (issue 29) ------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("line, secret", [
+    ("pkg @ https://example.org/pkg.whl?token=s3cr3t", "s3cr3t"),
+    ("pkg @ https://example.org/pkg.whl?X-Amz-Signature=s3cr3t&X-Amz-Expires=60", "s3cr3t"),
+    ("pkg @ https://u:s3cr3t@example.org/pkg.whl", "s3cr3t"),
+    ("pkg @ https://${TOKEN_FOR_TEST}@example.org/pkg.whl", "s3cr3t-from-env"),  # expanded, then refused
+    ("-c https://u:s3cr3t@example.org/constraints.txt", "s3cr3t"),
+    ("-r https://example.org/more.txt?private_token=s3cr3t", "s3cr3t"),
+    ("pkg @ https://u:s3cr3t@exa mple.org/x.whl ;; bad", "s3cr3t"),  # not a valid requirement: still masked
+])
+def test_credentials_in_requirements_are_refused_and_never_shown(tmp_path, monkeypatch, line, secret):
+    monkeypatch.setenv("TOKEN_FOR_TEST", "s3cr3t-from-env")
+    path = _write(tmp_path / "req.txt", "six\n" + line + "\n")
+    with pytest.raises((SpecError, InputMissing)) as e:
+        read_requirements(path)
+    message = str(e.value)
+    assert "req.txt:2" in message and secret not in message and "\n" not in message, message
+
+
+def test_a_file_that_is_not_a_requirements_file_is_not_echoed(tmp_path):
+    # `-r /etc/shadow` (as root) printed the file's first line in the error.
+    shadow = _write(tmp_path / "shadow", "root:$y$j9T$SeCrEtHaSh$0123:19000:0:99999:7:::\ndaemon:*:19000::::::\n")
+    main = _write(tmp_path / "req.txt", "six\n-r {}\n".format(shadow))
+    for path in (shadow, main):
+        with pytest.raises(SpecError) as e:
+            read_requirements(path)
+        message = str(e.value)
+        assert "SeCrEtHaSh" not in message and "root:" not in message and "shadow:1" in message, message

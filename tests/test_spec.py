@@ -318,3 +318,30 @@ def test_deep_or_huge_values_in_messages_are_bounded():
         with pytest.raises(SpecError) as exc:
             parse_spec({"pip": value})
         assert len(str(exc.value)) < 400
+
+
+# -- secrets (issue 29): a spec travels (cache metadata, poncho/spec.json on every worker) -------------------------
+@pytest.mark.parametrize("data, field, secret", [
+    ({"pip": ["pkg @ https://alice:s3cr3t-tok@example.org/pkg-1.0.tar.gz"]}, "pip[0]", "s3cr3t-tok"),
+    ({"pip": ["pkg @ https://ghp_s3cr3ttoken@example.org/pkg-1.0.tar.gz"]}, "pip[0]", "ghp_s3cr3ttoken"),
+    ({"pip": ["pkg @ https://example.org/pkg-1.0.tar.gz?token=s3cr3t"]}, "pip[0]", "s3cr3t"),
+    ({"pip": ["pkg @ git+https://oauth2:s3cr3t@gitlab.example.org/g/pkg.git"]}, "pip[0]", "s3cr3t"),
+    ({"modules": ["pkg @ https://e.org/p.whl?X-Amz-Signature=s3cr3t&X-Amz-Date=1"]}, "modules[0]", "s3cr3t"),
+    ({"git": {"D": {"remote": "https://x-access-token:s3cr3t@github.com/o/r.git"}}}, "git.D.remote", "s3cr3t"),
+    ({"http": {"D": {"url": "https://bucket.s3.amazonaws.com/db.tar?X-Amz-Credential=AKIAs3cr3t"}}}, "http.D.url",
+     "AKIAs3cr3t"),
+    ({"http": {"D": {"url": "https://u:s3cr3t@example.org/db.tar"}}}, "http.D.url", "s3cr3t"),
+    ({"conda": {"channels": ["https://conda.anaconda.org/t/s3cr3t-tk/private"], "packages": ["numpy"]}},
+     "conda.channels[0]", "s3cr3t-tk"),
+])
+def test_credentials_in_any_url_of_a_spec_are_refused_and_masked(data, field, secret):
+    with pytest.raises(SpecError) as exc:
+        parse_spec(data)
+    msg = str(exc.value)
+    assert field in msg and secret not in msg and "***" in msg and "netrc" in msg, msg
+
+
+def test_logins_and_harmless_queries_are_not_credentials():
+    spec = parse_spec({"pip": ["pkg @ git+ssh://git@github.com/o/pkg.git", "six @ https://e.org/six.whl?x=1"],
+                       "git": {"D": {"remote": "git@github.com:o/data.git"}}})
+    assert len(spec.pip) == 2

@@ -192,3 +192,29 @@ def test_files_of_a_taskvine_function_call(tmp_path):
     results, _ = drivers.run_driver(tmp_path, LIBRARY_DRIVER, env, n_workers=1, files={"cfg.txt": "CFG\n"})
     assert len(results) == 2 and all(r[0] for r in results), results
     assert all(r[2].startswith("CFG in ") for r in results), results
+
+
+@pytest.mark.parametrize("name, words", [
+    ("a\nb.csv", ["control character"]),
+    ("résumé.csv", ["non-ASCII"]),
+    ("x" * 300, ["too long", "300 characters"]),
+    ("d/" * 600 + "x", ["too long"]),
+])
+def test_sandbox_names_work_queue_would_mangle_are_refused(tree, name, words):
+    # Accepted before (issue 29): a newline cut the name on Work Queue's protocol line, non-ASCII arrived mangled, a
+    # 300-character name ended as INPUT_MISSING on the worker.
+    with pytest.raises(SpecError) as e:
+        sandbox_inputs(resolve_files([("model.h5", name)]))
+    message = str(e.value)
+    assert "\n" not in message and "model.h5" in message and len(message) < 600, message
+    for w in words:
+        assert w in message, message
+
+
+def test_a_source_file_name_too_long_for_the_worker_cache_is_refused(tree):
+    long = tree / ("m" * 230 + ".h5")  # a valid local name, but Work Queue's cached name would pass 255 bytes
+    long.write_bytes(b"x")
+    with pytest.raises(SpecError) as e:
+        sandbox_inputs(resolve_files([(str(long), "model.h5")]))
+    assert "too long for the workers' caches" in str(e.value)
+    assert sandbox_inputs(resolve_files([("model.h5", "a b/c-d_e.h5")]))  # blanks and punctuation are fine

@@ -115,8 +115,95 @@ def test_url_and_seed_fetch_once_in_all(tmp_path, tarball):
 
 def test_url_that_404s_fails_each_task_with_a_shim_error_instead_of_hanging(tmp_path, tarball):
     # TaskVine 7.17.1 leaves a task whose input cannot be fetched pending for good; the fetch mini task turns the
-    # failure into a stub environment whose run_in_env exits 4 naming the URL and curl's error.
+    # failure into a stub environment whose run_in_env exits 2 (an HTTP error) naming the URL and curl's error.
     out = drive(tmp_path, tarball, "url404", ok=False)
     for code, _output, shim_error in out["results"]:
-        assert code == 4 and shim_error is not None, out
-        assert "could not fetch the environment from http://" in shim_error[1] and "404" in shim_error[1]
+        assert code == 2 and shim_error is not None, out
+        assert "could not fetch env-" in shim_error[1] and " from http://" in shim_error[1], shim_error
+        assert "error: 404" in shim_error[1], shim_error
+
+
+# -- url mode against a hostile server and on workers without curl (issues 25 and 29) ----------------------------
+HOSTILE_DRIVER = r"""
+import json, os, subprocess, sys, time
+from ndcctools import taskvine as vine
+from poncho_wq.publish import serve
+from poncho_wq.taskvine import PonchoVineTask
+
+out, port_file, tarball, mode, hostile = sys.argv[1:6]
+m = vine.Manager(port=0, run_info_path=os.path.abspath("runinfo"), run_info_template="x")
+with open(port_file + ".tmp", "w") as f:
+    f.write(str(m.port))
+os.rename(port_file + ".tmp", port_file)
+while m.stats.workers_connected < 1:
+    m.wait(1)
+os.makedirs("pub", exist_ok=True)
+if mode in ("lie", "cut-once"):
+    server = subprocess.Popen([sys.executable, hostile, "pub", "hostile.port", os.path.abspath("gets.log"), mode])
+    while not os.path.exists("hostile.port"):
+        time.sleep(0.05)
+    url = "http://127.0.0.1:{}/".format(open("hostile.port").read())
+else:
+    server = serve("pub")
+    url = server.url
+os.environ.update(PONCHO_WQ_PUBLISH_DIR=os.path.abspath("pub"), PONCHO_WQ_PUBLISH_URL=url)
+rounds = []
+for _ in range(2 if mode == "cut-once" else 1):  # cut-once: the first fetch is cut, a second round follows
+    t = PonchoVineTask(m, "python3 -c 'import six; print(six.__name__)'", environment=tarball, cores=1)
+    m.submit(t)
+    while not m.empty():
+        done = m.wait(5)
+        if done is not None:
+            err = done.shim_error  # reading it undeclares an environment whose fetch failed
+            rounds.append([done.exit_code, done.std_output, list(err) if err else None])
+server.kill() if hasattr(server, "kill") else server.stop()
+json.dump({"rounds": rounds, "url": url, "name": os.path.basename(tarball)}, open(out, "w"))
+"""
+HOSTILE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "helpers", "hostile_server.py")
+
+
+def _path_without(tmp_path, *tools):
+    d = tmp_path / ("bin-without-" + "-".join(tools))
+    d.mkdir()
+    for name in os.listdir("/usr/bin"):
+        if name not in tools:
+            os.symlink(os.path.join("/usr/bin", name), str(d / name))
+    return str(d)
+
+
+def drive_hostile(tmp_path, tarball, mode, worker_path=None):
+    env = dict(os.environ)
+    for var in ("PONCHO_WQ_PUBLISH_DIR", "PONCHO_WQ_DISTRIBUTION", "PONCHO_WQ_PUBLISH_URL"):
+        env.pop(var, None)
+    out, _workers = run_driver(tmp_path, HOSTILE_DRIVER, env, args=(tarball, mode, HOSTILE), n_workers=1,
+                               worker_args=("--cores", "1"), timeout=300,
+                               worker_env={"PATH": worker_path} if worker_path else None)
+    return out
+
+
+def test_url_mode_a_lying_server_is_exit_3_and_nothing_of_it_runs(tmp_path, tarball):
+    out = drive_hostile(tmp_path, tarball, "lie")
+    ((code, output, shim_error),) = out["rounds"]
+    assert "INJECTED-ACTIVATION" not in output
+    assert code == 3 and shim_error and shim_error[0] == 3, out
+    assert out["url"] + out["name"] in shim_error[1] and "published" in shim_error[1], shim_error
+
+
+def test_url_mode_a_cut_fetch_fails_one_task_and_the_next_fetches_again(tmp_path, tarball):
+    out = drive_hostile(tmp_path, tarball, "cut-once")
+    (first, second) = out["rounds"]
+    assert first[0] == 3 and first[2] and out["url"] + out["name"] in first[2][1], first
+    assert second[0] == 0 and second[1].strip() == "six" and second[2] is None, second
+    gets = [ln for ln in (tmp_path / "gets.log").read_text().splitlines() if ln.startswith("GET /env-")]
+    assert len(gets) == 2, gets
+
+
+@pytest.mark.parametrize("missing", [("curl",), ("curl", "wget", "busybox")])
+def test_url_mode_on_a_worker_without_curl(tmp_path, tarball, missing):
+    out = drive_hostile(tmp_path, tarball, "serve", _path_without(tmp_path, *missing))
+    ((code, output, shim_error),) = out["rounds"]
+    if missing == ("curl",):
+        assert code == 0 and output.strip() == "six", out
+    else:
+        assert code == 4 and shim_error and shim_error[0] == 4, out
+        assert out["url"] + out["name"] in shim_error[1] and "wget" in shim_error[1], shim_error

@@ -208,11 +208,47 @@ def test_a_publish_url_without_a_publish_dir_is_an_error_for_taskvine_too(monkey
     assert "PONCHO_WQ_PUBLISH_URL" in str(e.value) and "PONCHO_WQ_PUBLISH_DIR" in str(e.value)
 
 
-def test_the_taskvine_fetch_gives_up_on_a_stalled_transfer():
-    """The fetch mini task's curl has the same stall limit as Work Queue's fetch command (a hung server must not
-    hold a worker's mini task forever)."""
-    from poncho_wq.publish import STALL_SECONDS, curl_fetch
-    from poncho_wq.taskvine import _FETCH
+def test_the_taskvine_fetch_gives_up_on_a_stalled_transfer(tmp_path):
+    """The fetch mini task's command, run with sh as the worker runs it, against a server that stalls: it gives up
+    after its stall limit, and leaves a stub environment whose run_in_env exits 3 naming the URL (a hung server
+    must not hold a worker's mini task for ever, and nothing of the transfer is kept)."""
+    import hashlib
+    import http.server
+    import subprocess
+    import tarfile
+    import threading
+    import time
 
-    command = _FETCH.format(name="env-0.tar.gz", url="http://h/env-0.tar.gz", curl=curl_fetch(STALL_SECONDS))
-    assert "--speed-limit 1024 --speed-time {}".format(STALL_SECONDS) in command and "--connect-timeout" in command
+    from poncho_wq.fetch import Fetch
+    from poncho_wq.taskvine import fetch_task_command
+
+    class Stall(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            self.send_response(200)
+            self.send_header("Content-Length", "100000")
+            self.end_headers()
+            self.wfile.write(b"s" * 1000)
+            self.wfile.flush()
+            time.sleep(30)
+
+        def log_message(self, *a):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Stall)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = "http://127.0.0.1:{}/env-0.tar.gz".format(server.server_address[1])
+    try:
+        fetch = Fetch("env-0.tar.gz", url, 100000, hashlib.sha256(b"s" * 100000).hexdigest())
+        r = subprocess.run(["/bin/sh", "-c", fetch_task_command(fetch, 60, stall_seconds=2)], cwd=str(tmp_path),
+                           capture_output=True, text=True, stdin=subprocess.DEVNULL, env={"PATH": "/usr/bin:/bin"})
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert r.returncode == 0, r.stderr  # the mini task succeeds: a failed one would hang the task (TaskVine 7.17.1)
+    with tarfile.open(str(tmp_path / "env-0.tar.gz")) as tar:
+        tar.extractall(str(tmp_path / "env"))
+    stub = subprocess.run([str(tmp_path / "env" / "bin" / "run_in_env"), "true"], capture_output=True, text=True)
+    assert stub.returncode == 3 and url in stub.stderr and stub.stderr.startswith("run_in_env: "), stub.stderr
+    assert subprocess.run([str(tmp_path / "env" / "bin" / "run_in_env")]).returncode == 0  # TaskVine's preparation
+    assert sorted(os.listdir(tmp_path)) == ["env", "env-0.tar.gz", "stub"]  # no part file

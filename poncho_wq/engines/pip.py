@@ -192,6 +192,7 @@ def install_exact(python_exe, requirements, progress=None, *, constraints=(), ta
     from packaging.utils import canonicalize_name
 
     from ..config import settings
+    from ..credentials import mask
     from ..netcheck import index_url
 
     progress = as_progress(progress)
@@ -208,7 +209,7 @@ def install_exact(python_exe, requirements, progress=None, *, constraints=(), ta
             what = ("{}: the installed copies cannot be shipped (installed without a RECORD listing their files) "
                     "and the package index ({}) did not provide these exact versions; reinstall them here with pip "
                     "or uv (which write a RECORD), or build with source='index'".format(
-                        ", ".join(exact), url or "none configured"))
+                        ", ".join(exact), mask(url) if url else "none configured"))
             if target is not None:
                 from ..target import parse_target
 

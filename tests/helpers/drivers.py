@@ -11,10 +11,11 @@ from helpers.wqutil import cctools_bin
 
 
 def run_driver(tmp_path, source, env, worker="vine_worker", args=(), n_workers=2, worker_args=(), files=None,
-               timeout=600, python=None):
+               timeout=600, python=None, worker_env=None):
     """Run *source* as ``driver.py out.json port-file *args`` in *tmp_path* (with *files*, ``{relative name:
     text}``, written beside it); once it has written its port, start *n_workers* scrubbed *worker* processes
-    (a CCTools binary name) against it. *python*: the driver's interpreter (default: this one). Returns ``(the JSON the driver wrote to out.json, Workers)``; the driver's
+    (a CCTools binary name) against it, with *worker_env* added to their scrubbed environment. *python*: the
+    driver's interpreter (default: this one). Returns ``(the JSON the driver wrote to out.json, Workers)``; the driver's
     log ends any assertion message."""
     (tmp_path / "driver.py").write_text(source)
     for name, text in (files or {}).items():
@@ -32,7 +33,8 @@ def run_driver(tmp_path, source, env, worker="vine_worker", args=(), n_workers=2
             assert proc.poll() is None, "driver exited early:\n" + tail(str(log))
             assert time.time() < deadline, "driver did not start:\n" + tail(str(log))
             time.sleep(0.1)
-        workers.start(cctools_bin(worker), int(port_file.read_text()), n=n_workers, extra=list(worker_args))
+        workers.start(cctools_bin(worker), int(port_file.read_text()), n=n_workers, extra=list(worker_args),
+                      env=worker_env)
         try:
             proc.wait(timeout=max(1, deadline - time.time()))
         except subprocess.TimeoutExpired:
