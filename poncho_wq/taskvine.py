@@ -221,7 +221,7 @@ def fetch_task_command(fetch, seconds, stall_seconds=STALL_SECONDS):
 # or sha256 tool on the worker) and its one `run_in_env:` line naming the URL, which PonchoVineTask.shim_error
 # reports. Bytes that failed the check are never unpacked. The stub stays in that worker's cache for the workflow,
 # like any environment (TaskVine gives no way to fail only the tasks at hand): fix the server and start a new
-# manager, or see docs/security-manager.md.
+# manager, or see docs/security.md (Manager).
 _FETCH_STUB = r"""{{ read -r l;read -r e;read -r m;}} 2>/dev/null <"$p";if [ "$l" = {mark} ];then
 rm -rf stub;mkdir -p stub/bin stub/poncho&&printf '%s
 ' "$e" >stub/poncho/fetch-code&&printf '%s
