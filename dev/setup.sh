@@ -59,4 +59,12 @@ if [ "$venv_ok" != 1 ]; then
   "$venv/bin/python" -m pip install -q --disable-pip-version-check -e "$top[test]" >&2
   echo "$want" > "$stamp"
 fi
+# The run shims are installed as copies (setup.cfg's scripts=, verbatim sh files): an edited shim needs a reinstall.
+for s in poncho_package_run python_package_run; do
+  if ! cmp -s "$top/poncho_wq/data/$s" "$venv/bin/$s"; then
+    echo "dev/setup.sh: $s changed: pip install --no-deps -e . (the venv's copy of the shim)" >&2
+    "$venv/bin/python" -m pip install -q --disable-pip-version-check --no-deps -e "$top" >&2
+    break
+  fi
+done
 echo "$venv/bin/python"
