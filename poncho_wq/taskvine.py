@@ -58,6 +58,15 @@ ShimError = collections.namedtuple("ShimError", "exit_code message")
 # The lines bin/run_in_env (and the relocation it runs) write when the environment cannot be used.
 _ENV_LINE = re.compile(r"^(?:run_in_env|poncho_wq relocate|poncho_package_run): (.*)$", re.M)
 
+#: TaskVine's cache level for environments, code layers and the tarballs they come from (issue 27), so that the next
+#: manager's tasks on a worker find them ready (no transfer, no unpack): levels above "workflow" (``cache=True``,
+#: deleted when the manager disconnects) name files by content. Not "worker": TaskVine 7.17.1's worker loads its cache
+#: directory anew at every manager connection and deletes there whatever is below "forever" (vine_cache_load), so a
+#: "worker" file does not reach the next manager either (measured: the second manager sent the whole tarball again).
+#: "forever" files stay in the worker's workspace, which the worker removes when it exits (unless it runs with
+#: ``--keep-workspace``): in effect the worker's lifetime.
+ENV_CACHE = "forever"
+
 _declared: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()  # manager -> {tarball abspath: File}
 _sources: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()  # manager -> {tarball abspath: source File}
 _declared_lock = threading.Lock()
@@ -99,7 +108,7 @@ def declare_environment(manager, environment=None, command=None, *, distribution
             wait = _seed_seconds(seed)
             if wait:
                 tarball = _seeded(manager, tarball, wait) or tarball
-            files[path] = manager.declare_poncho(tarball, cache=True)
+            files[path] = manager.declare_poncho(tarball, cache=ENV_CACHE)
             _sources.setdefault(manager, {})[path] = tarball
         return files[path]
 
@@ -192,7 +201,7 @@ def _source_file(manager, path, distribution=None):
     cached as the tarball for the worker's life (poncho_wq.publish)."""
     dist = as_distribution(distribution)  # checks the settings: a publish URL without a publish dir is an error
     if dist.mode == "direct":
-        return manager.declare_file(path, cache=True)
+        return manager.declare_file(path, cache=ENV_CACHE)
     if dist.mode != "url" and not dist.publish_url:
         # shared: TaskVine moves every unpacked environment into its own cache, so there is no unpacking in place;
         # with a file:// PONCHO_WQ_PUBLISH_URL it is fetched from the shared file system like a url.
@@ -201,7 +210,7 @@ def _source_file(manager, path, distribution=None):
                         "system)".format(dist.mode))
     fetch = fetch_for(path, dist.publish_dir, dist, os.path.basename(path))
     command = fetch_task_command(fetch, settings().fetch_timeout)
-    return manager.declare_minitask(_vine().Task(command), fetch.name, cache=True)
+    return manager.declare_minitask(_vine().Task(command), fetch.name, cache=ENV_CACHE)
 
 
 def fetch_task_command(fetch, seconds, stall_seconds=STALL_SECONDS):
@@ -246,7 +255,7 @@ def declare_code_layer(manager, layer):
     with _declared_lock:
         files = _declared.setdefault(manager, {})
         if path not in files:
-            files[path] = manager.declare_poncho(manager.declare_file(path, cache=True), cache=True)
+            files[path] = manager.declare_poncho(manager.declare_file(path, cache=ENV_CACHE), cache=ENV_CACHE)
         return files[path]
 
 

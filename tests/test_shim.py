@@ -359,13 +359,24 @@ def test_installed_commands_are_the_package_file_and_run_without_poncho_wq(plain
 
 
 def test_default_roots(small, tmp_path):
-    """WORKER_TMPDIR (set by Work Queue and TaskVine workers) wins over TMPDIR; TMPDIR gives poncho-<uid>."""
+    """On a worker the root is poncho-<uid> in the directory holding the worker's workspace (WORKER_TMPDIR is
+    <workdir>/worker-<uid>-<pid>/cache/tmp for Work Queue, .../temp for TaskVine), which outlives the workspace
+    (issue 27); TMPDIR gives poncho-<uid> elsewhere, and for a WORKER_TMPDIR of another shape."""
     base = shim_env()
-    wt = tmp_path / "worker" / "cache" / "tmp"
-    r = run_shim(["-e", small, "hello"], env=dict(base, WORKER_TMPDIR=str(wt), TMPDIR=str(tmp_path / "x")))
-    assert r.stdout == "prefix={}\n".format(wt / "poncho-envs" / ENV_ID), r.stderr
+    uid = os.getuid()
+    for wt in (tmp_path / "wq" / "worker-{}-123".format(uid) / "cache" / "tmp",
+               tmp_path / "vine" / "worker-{}-77".format(uid) / "temp"):
+        wt.mkdir(parents=True)
+        r = run_shim(["-e", small, "hello"], env=dict(base, WORKER_TMPDIR=str(wt), TMPDIR=str(tmp_path / "x")))
+        root = (wt.parent.parent if wt.name == "tmp" else wt.parent).parent / "poncho-{}".format(uid)
+        assert r.stdout == "prefix={}\n".format(root / ENV_ID), r.stderr
+        assert oct(os.stat(root).st_mode & 0o777) == "0o700"
+    (tmp_path / "x").mkdir()
+    r = run_shim(["-e", small, "hello"], env=dict(base, WORKER_TMPDIR=str(tmp_path / "other"), TMPDIR=str(tmp_path / "x")))
+    assert r.stdout == "prefix={}\n".format(tmp_path / "x" / "poncho-{}".format(uid) / ENV_ID), r.stderr
     td = tmp_path / "tmpdir"
     td.mkdir()
+    (tmp_path / "worker").mkdir()
     r = run_shim(["-e", small, "hello"], env=dict(base, TMPDIR=str(td)), cwd=tmp_path / "worker")
     root = td / "poncho-{}".format(os.getuid())
     assert r.stdout == "prefix={}\n".format(root / ENV_ID), r.stderr
