@@ -67,6 +67,13 @@ _ENV_LINE = re.compile(r"^(?:run_in_env|poncho_wq relocate|poncho_package_run): 
 #: ``--keep-workspace``): in effect the worker's lifetime.
 ENV_CACHE = "forever"
 
+
+def _env_cache(distribution):
+    """The cache level of an environment: :data:`ENV_CACHE`, except in ``url`` mode, whose fetch mini task stays at
+    the workflow level: a failed fetch leaves a stub environment (:data:`_FETCH_STUB`) that must not outlive the
+    workflow, and at the "forever" level the lying-server test's fetch stalled (not understood yet)."""
+    return ENV_CACHE if as_distribution(distribution).mode == "direct" else True
+
 _declared: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()  # manager -> {tarball abspath: File}
 _sources: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()  # manager -> {tarball abspath: source File}
 _declared_lock = threading.Lock()
@@ -105,10 +112,15 @@ def declare_environment(manager, environment=None, command=None, *, distribution
         files = _declared.setdefault(manager, {})
         if path not in files:
             tarball = _source_file(manager, path, distribution)
+            cache = _env_cache(distribution)
             wait = _seed_seconds(seed)
             if wait:
-                tarball = _seeded(manager, tarball, wait) or tarball
-            files[path] = manager.declare_poncho(tarball, cache=ENV_CACHE)
+                seeded = _seeded(manager, tarball, wait)
+                if seeded is not None:
+                    # A temp file has a random name: a "forever" environment made from it would never be found
+                    # again, only pile up in the worker's cache, one per workflow.
+                    tarball, cache = seeded, True
+            files[path] = manager.declare_poncho(tarball, cache=cache)
             _sources.setdefault(manager, {})[path] = tarball
         return files[path]
 
@@ -210,7 +222,7 @@ def _source_file(manager, path, distribution=None):
                         "system)".format(dist.mode))
     fetch = fetch_for(path, dist.publish_dir, dist, os.path.basename(path))
     command = fetch_task_command(fetch, settings().fetch_timeout)
-    return manager.declare_minitask(_vine().Task(command), fetch.name, cache=ENV_CACHE)
+    return manager.declare_minitask(_vine().Task(command), fetch.name, cache=True)
 
 
 def fetch_task_command(fetch, seconds, stall_seconds=STALL_SECONDS):

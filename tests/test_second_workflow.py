@@ -29,12 +29,15 @@ port = int(port)
 command = ('hello; m="$CONDA_PREFIX/.second_workflow_mark"; if [ {} = 1 ]; then : >"$m"; fi; '
            'if [ -e "$m" ]; then echo MARK; fi').format(phase)
 results = []
+def port_file(port):
+    with open(out + ".port.tmp", "w") as f:
+        f.write(str(port))
+    os.rename(out + ".port.tmp", out + ".port")
 if kind == "vine":
     from ndcctools import taskvine as vine
     from poncho_wq.taskvine import PonchoVineTask
     m = vine.Manager(port=port, run_info_path=tempfile.mkdtemp(dir=os.path.dirname(out)))
-    with open(out + ".port", "w") as f:
-        f.write(str(m.port))
+    port_file(m.port)
     for i in range(4):
         m.submit(PonchoVineTask(m, command, environment=tarball, cores=1))
     while not m.empty():
@@ -47,8 +50,7 @@ else:
     from poncho_wq import wq
     binding = wq.load()
     q = binding.WorkQueue(port=port)
-    with open(out + ".port", "w") as f:
-        f.write(str(q.port))
+    port_file(q.port)
     for i in range(4):
         t = poncho_wq.PonchoTask(command, environment=tarball)
         t.specify_cores(1)
