@@ -84,7 +84,8 @@ SETTINGS: Tuple[Setting, ...] = (
     Setting("PONCHO_ENV_KEEP", "worker", "keep at most N unpacked environments, evicting the least recently used "
             "one not in use"),
     Setting("PONCHO_ENV_BUDGET_MB", "worker", "keep the unpacked environments and code layers of a worker within this "
-            "many MiB, evicting the least recently used ones not in use (sizes recorded at unpack time)"),
+            "many MiB, evicting the least recently used ones not in use (sizes recorded at unpack time); default 10240 "
+            "in the shim's own root, none in a `PONCHO_ENV_DIR`; `off`: no budget"),
     Setting("PONCHO_PRIVATE_UNPACK", "worker", "`1`: a missing `--unpack-to` dir inside the task sandbox is unpacked "
             "in place as upstream does, not linked to the per-worker cache"),
     Setting("PONCHO_SKIP_FLOOR_CHECK", "worker", "`1`: run an environment on a worker below its recorded floor "

@@ -58,6 +58,22 @@ ShimError = collections.namedtuple("ShimError", "exit_code message")
 # The lines bin/run_in_env (and the relocation it runs) write when the environment cannot be used.
 _ENV_LINE = re.compile(r"^(?:run_in_env|poncho_wq relocate|poncho_package_run): (.*)$", re.M)
 
+#: TaskVine's cache level for environments, code layers and the tarballs they come from (issue 27), so that the next
+#: manager's tasks on a worker find them ready (no transfer, no unpack): levels above "workflow" (``cache=True``,
+#: deleted when the manager disconnects) name files by content. Not "worker": TaskVine 7.17.1's worker loads its cache
+#: directory anew at every manager connection and deletes there whatever is below "forever" (vine_cache_load), so a
+#: "worker" file does not reach the next manager either (measured: the second manager sent the whole tarball again).
+#: "forever" files stay in the worker's workspace, which the worker removes when it exits (unless it runs with
+#: ``--keep-workspace``): in effect the worker's lifetime.
+ENV_CACHE = "forever"
+
+
+def _env_cache(distribution):
+    """The cache level of an environment: :data:`ENV_CACHE`, except in ``url`` mode, whose fetch mini task stays at
+    the workflow level: a failed fetch leaves a stub environment (:data:`_FETCH_STUB`) that must not outlive the
+    workflow, and at the "forever" level the lying-server test's fetch stalled (not understood yet)."""
+    return ENV_CACHE if as_distribution(distribution).mode == "direct" else True
+
 _declared: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()  # manager -> {tarball abspath: File}
 _sources: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()  # manager -> {tarball abspath: source File}
 _declared_lock = threading.Lock()
@@ -96,10 +112,15 @@ def declare_environment(manager, environment=None, command=None, *, distribution
         files = _declared.setdefault(manager, {})
         if path not in files:
             tarball = _source_file(manager, path, distribution)
+            cache = _env_cache(distribution)
             wait = _seed_seconds(seed)
             if wait:
-                tarball = _seeded(manager, tarball, wait) or tarball
-            files[path] = manager.declare_poncho(tarball, cache=True)
+                seeded = _seeded(manager, tarball, wait)
+                if seeded is not None:
+                    # A temp file has a random name: a "forever" environment made from it would never be found
+                    # again, only pile up in the worker's cache, one per workflow.
+                    tarball, cache = seeded, True
+            files[path] = manager.declare_poncho(tarball, cache=cache)
             _sources.setdefault(manager, {})[path] = tarball
         return files[path]
 
@@ -192,7 +213,7 @@ def _source_file(manager, path, distribution=None):
     cached as the tarball for the worker's life (poncho_wq.publish)."""
     dist = as_distribution(distribution)  # checks the settings: a publish URL without a publish dir is an error
     if dist.mode == "direct":
-        return manager.declare_file(path, cache=True)
+        return manager.declare_file(path, cache=ENV_CACHE)
     if dist.mode != "url" and not dist.publish_url:
         # shared: TaskVine moves every unpacked environment into its own cache, so there is no unpacking in place;
         # with a file:// PONCHO_WQ_PUBLISH_URL it is fetched from the shared file system like a url.
@@ -246,7 +267,7 @@ def declare_code_layer(manager, layer):
     with _declared_lock:
         files = _declared.setdefault(manager, {})
         if path not in files:
-            files[path] = manager.declare_poncho(manager.declare_file(path, cache=True), cache=True)
+            files[path] = manager.declare_poncho(manager.declare_file(path, cache=ENV_CACHE), cache=ENV_CACHE)
         return files[path]
 
 

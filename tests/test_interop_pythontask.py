@@ -120,7 +120,7 @@ def test_pythontask_specify_environment(tmp_path, pythontask_env, binding):
         used.append(bool(mine))
         for exe, is_link, target in mine:
             # $WORK_QUEUE_SANDBOX/wqenv.tar.gz-env was a symlink to the worker's cached environment.
-            assert is_link and "/poncho-envs/wqenv.tar.gz-" in target, (exe, target)
+            assert is_link and "/poncho-{}/wqenv.tar.gz-".format(os.getuid()) in target, (exe, target)
             assert exe == os.path.join(target, "bin", "python")
     assert any(used)
     assert counts == [1 if u else 0 for u in used], counts

@@ -83,7 +83,7 @@ def test_upstream_tarball_runs_under_our_shim(tmp_path, with_run_in_env):
         lines = output.split()
         env_dir = lines[0][len("prefix="):]
         # Relocated by our shim for the per-worker cache dir it runs from, and activated (activate.d ran).
-        assert "/poncho-envs/upstream-env.tar.gz-" in env_dir
+        assert "/poncho-{}/upstream-env.tar.gz-".format(os.getuid()) in env_dir  # beside the workspace (issue 27)
         assert lines[1] == "activated=" + env_dir
     assert workers.unpack_counts() == [1]
 

@@ -68,10 +68,10 @@ def test_parsl_workqueue_pack(tmp_path, parsl_version, parsl_cache):
         pythons = _check_results(data, parsl_version)
         counts = workers.unpack_counts()
         finish(proc, hold, log)
-    # Every app ran with the env's python3 from the per-worker cache of our shim (WORKER_TMPDIR/poncho-envs),
-    # never with the workers' own /usr/bin/python3.
+    # Every app ran with the env's python3 from the per-worker cache of our shim (poncho-<uid> beside the worker's
+    # workspace), never with the workers' own /usr/bin/python3.
     for exe in pythons:
-        assert "/poncho-envs/pack-" in exe and exe.endswith("/bin/python3"), exe
+        assert "/poncho-{}/pack-".format(os.getuid()) in exe and exe.endswith("/bin/python3"), exe
     used = [any(exe.startswith(w.workdir + os.sep) for exe in pythons) for w in workers.procs]
     assert any(used)
     # Unpacked exactly once on each worker that ran apps (N_TASKS tasks in all), never on the others.

@@ -359,13 +359,24 @@ def test_installed_commands_are_the_package_file_and_run_without_poncho_wq(plain
 
 
 def test_default_roots(small, tmp_path):
-    """WORKER_TMPDIR (set by Work Queue and TaskVine workers) wins over TMPDIR; TMPDIR gives poncho-<uid>."""
+    """On a worker the root is poncho-<uid> in the directory holding the worker's workspace (WORKER_TMPDIR is
+    <workdir>/worker-<uid>-<pid>/cache/tmp for Work Queue, .../temp for TaskVine), which outlives the workspace
+    (issue 27); TMPDIR gives poncho-<uid> elsewhere, and for a WORKER_TMPDIR of another shape."""
     base = shim_env()
-    wt = tmp_path / "worker" / "cache" / "tmp"
-    r = run_shim(["-e", small, "hello"], env=dict(base, WORKER_TMPDIR=str(wt), TMPDIR=str(tmp_path / "x")))
-    assert r.stdout == "prefix={}\n".format(wt / "poncho-envs" / ENV_ID), r.stderr
+    uid = os.getuid()
+    for wt in (tmp_path / "wq" / "worker-{}-123".format(uid) / "cache" / "tmp",
+               tmp_path / "vine" / "worker-{}-77".format(uid) / "temp"):
+        wt.mkdir(parents=True)
+        r = run_shim(["-e", small, "hello"], env=dict(base, WORKER_TMPDIR=str(wt), TMPDIR=str(tmp_path / "x")))
+        root = (wt.parent.parent if wt.name == "tmp" else wt.parent).parent / "poncho-{}".format(uid)
+        assert r.stdout == "prefix={}\n".format(root / ENV_ID), r.stderr
+        assert oct(os.stat(root).st_mode & 0o777) == "0o700"
+    (tmp_path / "x").mkdir()
+    r = run_shim(["-e", small, "hello"], env=dict(base, WORKER_TMPDIR=str(tmp_path / "other"), TMPDIR=str(tmp_path / "x")))
+    assert r.stdout == "prefix={}\n".format(tmp_path / "x" / "poncho-{}".format(uid) / ENV_ID), r.stderr
     td = tmp_path / "tmpdir"
     td.mkdir()
+    (tmp_path / "worker").mkdir()
     r = run_shim(["-e", small, "hello"], env=dict(base, TMPDIR=str(td)), cwd=tmp_path / "worker")
     root = td / "poncho-{}".format(os.getuid())
     assert r.stdout == "prefix={}\n".format(root / ENV_ID), r.stderr
@@ -437,3 +448,62 @@ def test_gnu_tar_decompresses_with_pigz_when_the_worker_has_it(small, tmp_path):
     r = run_shim(["-e", small, "--", "hello"], env=env2)
     assert r.returncode == 0, r.stderr
     assert log.read_text().split() == ["-d"]
+
+
+# --- an environment with nothing to relocate starts no Python (issue 27) ------------------------------------------
+def _spy_prefix(parent, name, with_record):
+    """A prefix whose bin/python (the relocator's interpreter) notes every start in <parent>/python.log; with
+    *with_record*, bin/hello holds the build prefix, so conda-pack records it for relocation."""
+    prefix = os.path.join(str(parent), name + "_" + "p" * 40)
+    for sub in ("bin", "conda-meta", "share"):
+        os.makedirs(os.path.join(prefix, sub))
+    with open(os.path.join(prefix, "conda-meta", "history"), "w") as f:
+        f.write("# poncho_wq tests\n")
+    with open(os.path.join(prefix, "bin", "python"), "w") as f:
+        f.write('#!/bin/sh\necho "$0" >>{}\nexec /usr/bin/python3 "$@"\n'.format(os.path.join(str(parent), "python.log")))
+    os.chmod(os.path.join(prefix, "bin", "python"), 0o755)
+    with open(os.path.join(prefix, "share", "data.txt"), "w") as f:
+        f.write("no prefix in here\n")
+    if with_record:
+        with open(os.path.join(prefix, "bin", "hello"), "w") as f:
+            f.write('#!/bin/sh\necho "prefix={}"\n'.format(prefix))
+        os.chmod(os.path.join(prefix, "bin", "hello"), 0o755)
+    return prefix
+
+
+@pytest.mark.parametrize("shell", sorted(SHELLS))
+def test_an_environment_with_nothing_to_relocate_starts_no_python(tmp_path, shell):
+    import tarfile
+
+    from poncho_wq.pack import NORELOCATE_MEMBER, pack_prefix
+
+    log = tmp_path / "python.log"
+    plain = str(tmp_path / ("env-" + "a" * 32 + ".tar.gz"))
+    pack_prefix(_spy_prefix(tmp_path, "plain", False), plain, n_threads=1)
+    recorded = str(tmp_path / ("env-" + "b" * 32 + ".tar.gz"))
+    pack_prefix(_spy_prefix(tmp_path, "rec", True), recorded, n_threads=1)
+    with tarfile.open(plain) as tf:
+        assert NORELOCATE_MEMBER in tf.getnames()
+    with tarfile.open(recorded) as tf:
+        assert NORELOCATE_MEMBER not in tf.getnames()
+    root = tmp_path / "root"
+    # The shim's cache (cold), run_in_env in place (TaskVine's path), --unpack-to: no Python before the command.
+    r = run_shim(["-e", plain, "sh", "-c", 'echo "$CONDA_PREFIX"'], shell=SHELLS[shell], env=shim_env(root))
+    assert r.returncode == 0, r.stderr
+    env_dir = root / ("env-" + "a" * 32)
+    assert r.stdout.strip() == str(env_dir)
+    assert (env_dir / ".poncho_ready").read_text() == str(env_dir) + "\n"
+    inplace = tmp_path / "inplace"
+    inplace.mkdir()
+    subprocess.run(["tar", "-xzf", plain, "-C", str(inplace)], check=True)
+    shutil.copy(run_in_env_path(), str(inplace / "bin" / "run_in_env"))
+    r = subprocess.run(list(SHELLS[shell]) + [str(inplace / "bin" / "run_in_env"), "true"], env=shim_env(None),
+                       stdin=subprocess.DEVNULL, capture_output=True, text=True)
+    assert r.returncode == 0 and (inplace / ".poncho_ready").read_text() == str(inplace) + "\n", r.stderr
+    r = run_shim(["--unpack-to", tmp_path / "to", "-e", plain, "true"], shell=SHELLS[shell], env=shim_env(root))
+    assert r.returncode == 0, r.stderr
+    assert not log.exists(), log.read_text()
+    # With a record, the relocator (the environment's own Python) runs, as before.
+    r = run_shim(["-e", recorded, "hello"], shell=SHELLS[shell], env=shim_env(root))
+    assert r.stdout == "prefix={}\n".format(root / ("env-" + "b" * 32)), r.stderr
+    assert log.read_text().count("\n") == 1

@@ -204,4 +204,70 @@ def test_a_use_time_in_the_future_does_not_keep_an_entry_for_ever(tarballs, tmp_
 def test_a_bad_budget_is_a_usage_error(tarballs, tmp_path, value):
     r = run_shim(["-e", tarballs["a"], "true"], env=shim_env(tmp_path / "root", PONCHO_ENV_BUDGET_MB=value))
     assert r.returncode == 1, r.stderr
-    assert "PONCHO_ENV_BUDGET_MB must be a whole number of MiB, not '{}'".format(value) in r.stderr
+    assert "PONCHO_ENV_BUDGET_MB must be a whole number of MiB or off, not '{}'".format(value) in r.stderr
+
+
+# --- the worker's default root: outlives the workspace, keeps a budget by default (issue 27) --------------------
+def _worker_env(workdir, workspace_pid, **extra):
+    """The variables a Work Queue worker with ``--workdir workdir`` gives its tasks: WORKER_TMPDIR inside the
+    workspace ``worker-<uid>-<pid>``, which the worker empties at every manager disconnect."""
+    wt = workdir / "worker-{}-{}".format(os.getuid(), workspace_pid) / "cache" / "tmp"
+    wt.mkdir(parents=True, exist_ok=True)
+    return shim_env(None, WORKER_TMPDIR=str(wt), **extra)
+
+
+@pytest.mark.parametrize("shell", sorted(SHELLS))
+def test_the_workers_default_root_outlives_its_workspace(tarballs, tmp_path, shell):
+    workdir = tmp_path / "workdir"
+    env = _worker_env(workdir, 100)
+    assert run_shim(["-e", tarballs["a"], "true"], shell=SHELLS[shell], env=env).returncode == 0
+    root = workdir / "poncho-{}".format(os.getuid())
+    assert _present(root) == (["a"], [])
+    # The manager disconnects: Work Queue removes the workspace; the next manager's tasks find the environment.
+    shutil.rmtree(str(workdir / "worker-{}-100".format(os.getuid())))
+    env = _worker_env(workdir, 100)
+    r = run_shim(["-e", tarballs["a"], "sh", "-c", 'echo "$CONDA_PREFIX"'], shell=SHELLS[shell], env=env)
+    assert (r.returncode, r.stdout.strip()) == (0, str(root / _present_id(root, "a"))), r.stderr
+    assert _unpacks(root) == 1
+    assert oct(os.stat(str(root)).st_mode & 0o777) == "0o700"
+
+
+def _present_id(root, letter):
+    return [n for n in os.listdir(str(root)) if n.startswith(letter + ".tar.gz-")][0]
+
+
+def _unpacks(root):
+    with open(str(root / "unpack.log")) as f:
+        return sum(1 for line in f if line.strip())
+
+
+@pytest.mark.parametrize("shell", sorted(SHELLS))
+def test_the_default_root_keeps_a_budget_unless_it_is_off(tarballs, tmp_path, shell):
+    """The default budget is 10240 MiB: an idle entry recorded as 10 GiB is evicted by the next unpack, unless
+    PONCHO_ENV_BUDGET_MB=off; an explicit budget replaces the default; a PONCHO_ENV_DIR gets no default."""
+    workdir = tmp_path / "workdir"
+    root = workdir / "poncho-{}".format(os.getuid())
+
+    def run(letter, **extra):
+        r = run_shim(["-e", tarballs[letter], "true"], shell=SHELLS[shell], env=_worker_env(workdir, 1, **extra))
+        assert r.returncode == 0, r.stderr
+
+    def swell(letter, kib=10240 * 1024 + 1):
+        (root / _present_id(root, letter) / ".poncho_size").write_text("{}\n".format(kib))
+
+    run("a")
+    assert (root / _present_id(root, "a") / ".poncho_size").is_file()  # measured at unpack: the budget is on
+    swell("a")
+    run("b", PONCHO_ENV_BUDGET_MB="off")
+    assert _present(root) == (["a", "b"], [])
+    run("c")
+    assert _present(root) == (["b", "c"], [])  # a (10 GiB, least recently used) went, within the default
+    run("d", PONCHO_ENV_BUDGET_MB=str(BUDGET_MB))
+    assert _present(root) == (["d"], [])
+    # A PONCHO_ENV_DIR is used as given: no budget unless set.
+    mine = tmp_path / "mine"
+    for letter in "ab":
+        assert run_shim(["-e", tarballs[letter], "true"], shell=SHELLS[shell], env=shim_env(mine)).returncode == 0
+    (mine / _present_id(mine, "a") / ".poncho_size").write_text("{}\n".format(10240 * 1024 + 1))
+    assert run_shim(["-e", tarballs["c"], "true"], shell=SHELLS[shell], env=shim_env(mine)).returncode == 0
+    assert _present(mine) == (["a", "b", "c"], [])

@@ -392,13 +392,15 @@ def test_warm_paths_start_no_external_command(envs, tmp_path, shell):
         log.unlink()
         r = run_shim(["-e", envs["a"], "/bin/true"], shell=SHELLS[shell], env=env)
         assert r.returncode == 0 and _execs(log) == expected, (extra, r.stderr, _execs(log))
-    # The default root (no PONCHO_ENV_DIR, no WORKER_TMPDIR) names itself with one `id -u`.
-    env = shim_env(None, PATH=wrap + ":" + os.environ["PATH"], TMPDIR=str(tmp_path / "tmp"))
+    # The default root (no PONCHO_ENV_DIR, no WORKER_TMPDIR) names itself with one `id -u`, and holds the use lock
+    # of its default budget (issue 27) with one flock, unless the budget is off.
     os.mkdir(str(tmp_path / "tmp"))
-    assert run_shim(["-e", envs["a"], "true"], shell=SHELLS[shell], env=env).returncode == 0
-    log.unlink()
-    assert run_shim(["-e", envs["a"], "/bin/true"], shell=SHELLS[shell], env=env).returncode == 0
-    assert _execs(log) == ["id"]
+    for extra, expected in (({}, ["id", "flock"]), ({"PONCHO_ENV_BUDGET_MB": "off"}, ["id"])):
+        env = shim_env(None, PATH=wrap + ":" + os.environ["PATH"], TMPDIR=str(tmp_path / "tmp"), **extra)
+        assert run_shim(["-e", envs["a"], "true"], shell=SHELLS[shell], env=env).returncode == 0
+        log.unlink()
+        assert run_shim(["-e", envs["a"], "/bin/true"], shell=SHELLS[shell], env=env).returncode == 0
+        assert _execs(log) == expected, extra
     # run_in_env, warm (relocated for its place): nothing but the command.
     d = tmp_path / "env"
     d.mkdir()

@@ -1,0 +1,130 @@
+"""A second workflow on the same, still running workers finds its environment ready (issue 27).
+
+Users run many short workflows a day against long-lived workers (batch pilots, ``work_queue_factory``,
+``vine_factory``). Work Queue empties a worker's workspace at every manager disconnect, where the shim used to
+unpack (``$WORKER_TMPDIR/poncho-envs``); TaskVine deletes workflow-level cache entries then. Here two manager
+processes, one after the other on the same port, run tasks of one environment on the same real workers (not
+``--single-shot``): the second must not unpack again, and TaskVine must not send the base again.
+"""
+
+import json
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+
+from helpers.parslutil import Workers, client_env, free_port, tail
+from helpers.shimutil import make_prefix, pack
+from helpers.wqutil import BINDINGS, cctools_bin, manager_env, worker_binary
+
+pytestmark = pytest.mark.e2e
+
+DRIVER = r'''
+import json, os, sys, tempfile
+kind, out, port, tarball, phase = sys.argv[1:6]
+port = int(port)
+# Run 1 leaves a mark inside the unpacked environment; run 2 reads it: a re-unpacked environment has none.
+command = ('hello; m="$CONDA_PREFIX/.second_workflow_mark"; if [ {} = 1 ]; then : >"$m"; fi; '
+           'if [ -e "$m" ]; then echo MARK; fi').format(phase)
+results = []
+def port_file(port):
+    with open(out + ".port.tmp", "w") as f:
+        f.write(str(port))
+    os.rename(out + ".port.tmp", out + ".port")
+if kind == "vine":
+    from ndcctools import taskvine as vine
+    from poncho_wq.taskvine import PonchoVineTask
+    m = vine.Manager(port=port, run_info_path=tempfile.mkdtemp(dir=os.path.dirname(out)))
+    port_file(m.port)
+    for i in range(4):
+        m.submit(PonchoVineTask(m, command, environment=tarball, cores=1))
+    while not m.empty():
+        t = m.wait(5)
+        if t:
+            results.append([t.exit_code, t.std_output])
+    sent = m.stats.bytes_sent
+else:
+    import poncho_wq
+    from poncho_wq import wq
+    binding = wq.load()
+    q = binding.WorkQueue(port=port)
+    port_file(q.port)
+    for i in range(4):
+        t = poncho_wq.PonchoTask(command, environment=tarball)
+        t.specify_cores(1)
+        q.submit(t)
+    while not q.empty():
+        t = q.wait(5)
+        if t:
+            results.append([t.return_status, t.std_output])
+    sent = q.stats.bytes_sent
+with open(out, "w") as f:
+    json.dump({"results": results, "bytes_sent": sent}, f)
+'''
+
+
+def _run_manager(tmp_path, kind, phase, port, tarball, env, workers=None, start_workers=None):
+    out = tmp_path / "out{}.json".format(phase)
+    log = tmp_path / "driver{}.log".format(phase)
+    with open(str(log), "w") as logf:
+        proc = subprocess.Popen([sys.executable, str(tmp_path / "driver.py"), kind, str(out), str(port), tarball,
+                                 str(phase)], cwd=str(tmp_path), env=env, stdin=subprocess.DEVNULL, stdout=logf,
+                                stderr=subprocess.STDOUT)
+    try:
+        deadline = time.time() + 600
+        while not os.path.exists(str(out) + ".port"):
+            assert proc.poll() is None, "manager exited early:\n" + tail(str(log))
+            assert time.time() < deadline, "manager did not start:\n" + tail(str(log))
+            time.sleep(0.1)
+        port = int(open(str(out) + ".port").read())
+        if start_workers:
+            start_workers(port)
+        proc.wait(timeout=max(1, deadline - time.time()))
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0, tail(str(log))
+    with open(str(out)) as f:
+        return json.load(f), port
+
+
+def _second_workflow(tmp_path, kind, binary, env):
+    prefix = make_prefix(tmp_path, random_mb=2, run_in_env=True)
+    tarball = pack(prefix, tmp_path / "env.tar.gz")
+    size = os.path.getsize(tarball)
+    (tmp_path / "driver.py").write_text(DRIVER)
+    workers = Workers(tmp_path / "workers")
+    try:
+        # The second manager must listen where the workers look for one: the first one's port. A port of the
+        # kernel's ephemeral range (Debian's binding scans up from 1024 for port 0, where other tests' managers
+        # take the next free port between our two).
+        first, port = _run_manager(tmp_path, kind, 1, free_port(), tarball, env,
+                                   start_workers=lambda p: workers.start(binary, p, n=1, cores=2))
+        assert [r[0] for r in first["results"]] == [0] * 4, first
+        assert first["bytes_sent"] >= size, first
+        assert workers.procs[0].poll() is None, "the worker must outlive the first manager"
+        second, _ = _run_manager(tmp_path, kind, 2, port, tarball, env)
+    finally:
+        workers.close()
+    assert [r[0] for r in second["results"]] == [0] * 4, second
+    # Ready from the first workflow: the mark the first workflow's tasks left in it is there.
+    assert all("MARK" in r[1] for r in second["results"]), second
+    return first, second, size, workers
+
+
+def test_taskvine_second_workflow_neither_sends_nor_unpacks_the_base(tmp_path):
+    first, second, size, _ = _second_workflow(tmp_path, "vine", cctools_bin("vine_worker"),
+                                              client_env(PONCHO_WQ_CACHE=str(tmp_path / "cache")))
+    # The base is not sent again: what the second manager sent is at most 1% of the tarball.
+    assert second["bytes_sent"] <= size / 100, (second["bytes_sent"], size)
+
+
+@pytest.mark.parametrize("binding", BINDINGS)
+def test_work_queue_second_workflow_does_not_unpack_again(tmp_path, binding):
+    env = manager_env(binding, str(tmp_path / "cache"), client_env())
+    first, second, size, workers = _second_workflow(tmp_path, "wq", worker_binary(binding), env)
+    # One unpack in all, by the first workflow (the shim's unpack.log, beside the worker's workspace).
+    assert workers.unpack_counts() == [1], workers.unpack_counts()
