@@ -24,6 +24,8 @@ SOURCES = ("index", "current", "auto")
 BINDINGS = ("ndcctools.work_queue", "work_queue", "debian")
 #: Values of ``PONCHO_WQ_DISTRIBUTION`` (see :mod:`poncho_wq.publish`).
 DISTRIBUTIONS = ("direct", "url", "shared")
+#: Values of ``PONCHO_WQ_PROGRESS``.
+PROGRESS = ("auto", "on", "off")
 _DEFAULT_MTIME = 946684800  # 2000-01-01T00:00:00Z
 
 
@@ -74,6 +76,11 @@ SETTINGS: Tuple[Setting, ...] = (
             "sooner)"),
     Setting("PONCHO_WQ_VINE_SEED", "manager", "TaskVine: seconds `declare_environment` waits for one worker to get "
             "the environment first, the others then getting it from peers (default 0: off)"),
+    Setting("PONCHO_WQ_NO_WORKER_NOTICE", "manager", "seconds a manager with tasks waiting and no worker connected "
+            "waits before it logs, once, its port and the worker command to start (default 30; 0: never)"),
+    Setting("PONCHO_WQ_PROGRESS", "manager", "build progress of `PonchoTask`, `PonchoVineTask` and "
+            "`Environment.build()` when they are not given `progress=`: `auto` (default: on when stderr is a "
+            "terminal), `on` or `off`"),
     Setting("PONCHO_WQ_TARGET", "manager", "the oldest worker environments must run on, as a manylinux tag such as "
             "`manylinux_2_28_x86_64` (RHEL 8) when neither `--target`, `target=` nor the spec names one (see Building "
             "for older or other workers)"),
@@ -197,6 +204,25 @@ class Settings:
         if value is None or value.strip() in ("0", "0.0"):
             return 0.0
         return self._seconds("PONCHO_WQ_VINE_SEED", 0.0)
+
+    @property
+    def no_worker_notice(self) -> float:
+        """``PONCHO_WQ_NO_WORKER_NOTICE``: seconds with tasks waiting and no worker connected before a manager says
+        so on the ``poncho_wq`` logger (:mod:`poncho_wq.waiting`; default 30, 0: never)."""
+        value = self.raw("PONCHO_WQ_NO_WORKER_NOTICE")
+        if value is not None and value.strip() in ("0", "0.0"):
+            return 0.0
+        return self._seconds("PONCHO_WQ_NO_WORKER_NOTICE", 30.0)
+
+    @property
+    def progress(self) -> str:
+        """``PONCHO_WQ_PROGRESS``: ``auto`` (render a build's progress when stderr is a terminal), ``on`` or ``off``;
+        what ``progress=None`` means for PonchoTask and ``Environment.build`` (:func:`poncho_wq.progress.
+        default_progress`)."""
+        value = (self.raw("PONCHO_WQ_PROGRESS") or "auto").strip().lower()
+        if value not in PROGRESS:
+            raise _bad("PONCHO_WQ_PROGRESS", self.raw("PONCHO_WQ_PROGRESS") or "", "one of " + ", ".join(PROGRESS))
+        return value
 
     @property
     def analyze_serial(self) -> bool:

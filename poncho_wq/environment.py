@@ -284,6 +284,9 @@ class Environment:
     def build(self, progress: Any = None) -> str:
         """Build (or fetch from the cache) and return the tarball path; memoized per process.
 
+        *progress*: as for :func:`poncho_wq.engines.create` (True, False, a callable or a Progress); None follows
+        ``PONCHO_WQ_PROGRESS`` (default ``auto``: rendered when stderr is a terminal, else silent).
+
         The path is the cache entry itself, which every task attaches under its ``env-<hash>`` name. The memo is
         trusted only while that file is unchanged (same inode, size, mtime and ctime: one ``stat`` per task);
         otherwise :func:`poncho_wq.engines.create` is asked again, which checks the entry's sha256 against the one
@@ -317,6 +320,10 @@ class Environment:
         with _lock:
             memo = _build_memo.get(key)
             if memo is None or file_identity(memo[0].path) != memo[1]:
+                if progress is None:
+                    from .progress import default_progress
+
+                    progress = default_progress()
                 result = create(spec, engine=engine, python=self.python, progress=progress, why=why)
                 memo = _build_memo[key] = (result, file_identity(result.path))
             self.build_result, self._identity = memo

@@ -15,9 +15,11 @@ such as uv's "Resolved 12 packages", and/or ``done``/``total`` - bytes for ``pac
   to stderr when the application configured no logging at all;
 * with ``quiet`` nothing (``-q``); the callback still gets every event.
 
-Python API: ``create(spec, progress=...)`` (and ``Environment.build(progress=...)``) take ``None`` (silent),
-``True`` (render as above), a callable (called with each :class:`ProgressEvent`, nothing rendered) or a
-:class:`Progress` (e.g. ``Progress(callback=f)`` for both, or a subclass overriding :meth:`Progress.event`).
+Python API: ``create(spec, progress=...)`` (and ``Environment.build``, ``PonchoTask`` and ``PonchoVineTask``'s
+``progress=``) take ``None`` (silent), ``True`` (render as above), a callable (called with each
+:class:`ProgressEvent`, nothing rendered) or a :class:`Progress` (e.g. ``Progress(callback=f)`` for both, or a
+subclass overriding :meth:`Progress.event`). For ``Environment.build`` and the tasks, ``None`` means
+``PONCHO_WQ_PROGRESS`` (:func:`default_progress`): a build a task starts on a terminal shows its phases.
 The bars are hand-written: one ``\\r`` line needs no dependency.
 """
 
@@ -30,6 +32,8 @@ import sys
 import threading
 import time
 from typing import Callable, Optional
+
+from .config import settings
 
 log = logging.getLogger("poncho_wq")
 
@@ -261,3 +265,16 @@ def as_progress(progress):
     if callable(progress):
         return Progress(quiet=True, callback=progress)
     return Progress(quiet=not progress)
+
+
+def default_progress():
+    """What ``progress=None`` means for ``Environment.build`` and the tasks: ``PONCHO_WQ_PROGRESS`` ``on``
+    (True), ``off`` (None: silent) or ``auto`` (default: a :class:`Progress` rendering on stderr when stderr is a
+    terminal, else silent: a manager's log file stays as it was)."""
+    mode = settings().progress
+    if mode == "on":
+        return True
+    if mode == "auto":
+        progress = Progress()
+        return progress if progress.is_tty() else None
+    return None

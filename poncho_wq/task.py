@@ -125,15 +125,15 @@ DistributionPlan = collections.namedtuple("DistributionPlan", "mode env code env
                                           defaults=({},))
 
 
-def plan_distribution(environment, layer=None, distribution=None):
+def plan_distribution(environment, layer=None, distribution=None, progress=None):
     """Publish what *distribution* needs (``None``: ``environment.distribution`` if set, else the settings) and
-    say how the task refers to it."""
+    say how the task refers to it; *progress*: of the environment's build (:meth:`Environment.build`)."""
     import posixpath
 
     if distribution is None:
         distribution = getattr(environment, "distribution", None)
     dist = as_distribution(distribution)
-    files = {environment.remote_name: environment.build()}
+    files = {environment.remote_name: environment.build(progress=progress)}
     if layer is not None:
         files[layer.remote_name] = layer.build()
     code = layer.remote_name if layer is not None else None
@@ -175,10 +175,16 @@ def classes_for(binding):
 
             ``environment`` may be a tarball path, a spec (path, dict or Spec), an :class:`Environment`, or
             ``None``/``"auto"``: analyze the submitting script and the ``*.py`` files the command names.
+            ``progress``: of the environment's build, as for ``poncho_package_create`` (True: on stderr, a live
+            line per phase on a terminal; False: silent; a callable or a :class:`~poncho_wq.progress.Progress`);
+            None: ``PONCHO_WQ_PROGRESS`` (default: on when stderr is a terminal).
             Other keyword arguments call the matching ``specify_<name>`` method (e.g. ``cores=1``, ``tag="x"``).
+            The queue it is submitted to says on the ``poncho_wq`` logger when no worker comes
+            (:mod:`poncho_wq.waiting`).
             """
 
-            def __init__(self, command, environment=None, files=None, *, distribution=None, **task_options):
+            def __init__(self, command, environment=None, files=None, *, distribution=None, progress=None,
+                         **task_options):
                 # Arguments are checked before anything is analyzed or built; __del__ below copes with the base
                 # Task.__init__ never having run.
                 check_command_argument(command)
@@ -193,7 +199,8 @@ def classes_for(binding):
                 self.environment = as_environment(environment, command, layered=True)
                 self.original_command = command
                 self.code_layer, scripts = task_layers(self.environment, command)
-                plan = self.distribution_plan = plan_distribution(self.environment, self.code_layer, distribution)
+                plan = self.distribution_plan = plan_distribution(self.environment, self.code_layer, distribution,
+                                                                  progress)
                 super().__init__(wrap_command(command, plan.env, plan.code, plan.env_dir, tuple(plan.fetches)))
                 _attach_environment(self, self.environment, self.code_layer, scripts, plan)
                 for copy, name in sandbox_inputs(explicit, self.environment, scripts):
@@ -257,9 +264,14 @@ def classes_for(binding):
                     self.__dict__.setdefault("_task", None)
                     super().__del__()
 
+        from .waiting import install_submit, worker_program
         from .wq import quiet_at_exit
 
         quiet_at_exit(PonchoTask, PonchoPythonTask)
+        if isinstance(getattr(binding, "WorkQueue", None), type):
+            # A queue given one of these tasks says why it waits (no worker, a failed fetch): poncho_wq.waiting.
+            install_submit(binding.WorkQueue, (PonchoTask, PonchoPythonTask),
+                           worker_program(binding, "work_queue_worker"))
         _classes[binding.__name__] = (PonchoTask, PonchoPythonTask)
         return _classes[binding.__name__]
 

@@ -46,6 +46,7 @@ from .files import resolve_files, sandbox_inputs
 from .fetch import NOTE_MARK, STALL_SECONDS, fetch_script
 from .publish import as_distribution, fetch_for
 from .task import _short_repr, check_command_argument, check_environment_argument
+from .waiting import watch, worker_program
 from .wq import quiet_at_exit
 
 #: What TaskVine's serverless library runtime imports on the worker besides the functions' own needs
@@ -418,9 +419,11 @@ def _make_vine_task(vine):
         attribute), and the scripts as content-named copies under the relative paths the command uses, so an
         edit sends and unpacks only the new layer, never the base. Keyword options call the matching ``set_<name>`` method (``cores=1``, ``tag="x"``,
         ``retries=3``). After completion, :attr:`shim_error` tells a broken environment from a failing command.
+        ``progress``: of the environment's build, as for PonchoTask (None: ``PONCHO_WQ_PROGRESS``). The manager
+        it is submitted to says on the ``poncho_wq`` logger when no worker comes (:mod:`poncho_wq.waiting`).
         """
 
-        def __init__(self, manager, command, environment=None, files=None, **task_options):
+        def __init__(self, manager, command, environment=None, files=None, *, progress=None, **task_options):
             # Checked before anything is analyzed, built or allocated in C (__del__ copes with that).
             check_command_argument(command, "PonchoVineTask")
             check_environment_argument(environment, "PonchoVineTask")
@@ -436,6 +439,7 @@ def _make_vine_task(vine):
             self.original_command = command
             layer, scripts = task_layers(self.environment, command)
             self.code_layer = vine_layer(layer)
+            self.environment.build(progress=progress)  # declare_environment's build is then the memo's
             super().__init__(command)
             if self.code_layer is not None:
                 self.add_environment(declare_code_layer(manager, self.code_layer))  # inner: see declare_code_layer
@@ -451,6 +455,10 @@ def _make_vine_task(vine):
             # "Exception ignored in ... __del__".
             if "_task" in self.__dict__:
                 super().__del__()
+
+        def submit_finalize(self):
+            super().submit_finalize()
+            watch(self.manager, worker_program(vine, "vine_worker"))  # says why it waits: poncho_wq.waiting
 
         @property
         def shim_error(self):
@@ -578,6 +586,7 @@ def _make_function_call(vine):
         def submit_finalize(self):
             super().submit_finalize()
             local_inputs(self.manager, self, sandbox_inputs(self._poncho_files, who="FunctionCall"))
+            watch(self.manager, worker_program(vine, "vine_worker"))  # says why it waits: poncho_wq.waiting
 
         def __del__(self):
             # A bad files= raises before the base __init__ made the C task (see PonchoVineTask.__del__).

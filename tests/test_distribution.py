@@ -526,3 +526,10 @@ def test_url_mode_on_a_worker_without_curl(cluster, project, e2e_cache, tmp_path
         assert r["return_status"] == 4 and r["shim_error"] and r["shim_error"][0] == 4, r
         message = r["shim_error"][1]
         assert server.url + r["env"] in message and "curl" in message and "wget" in message, message
+    # The manager says so itself, once, on the poncho_wq logger (stderr here): the worker, the URL and the cause.
+    said = [line for line in cluster.log().splitlines() if "could not get its environment" in line]
+    if missing == ("curl",):
+        assert said == [], said
+    else:
+        assert len(said) == 1 and "on worker " in said[0] and server.url + r["env"] in said[0], said
+        assert "no curl, wget or busybox wget" in said[0] and "(exit 4)" in said[0], said

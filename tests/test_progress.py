@@ -122,3 +122,32 @@ def test_progress_subclass_and_terminal_rendering():
     assert text.split("\n")[-3].split("\r\x1b[K")[-1].startswith("poncho: pack done in")  # (splitlines splits at \r)
     assert text.endswith("poncho: after\n") and "2 files" in text
     assert [e.kind for e in seen][:1] == ["start"] and seen[-1].kind == "info" and "pack" in progress.timings
+
+
+#: A manager script whose PonchoTask builds its environment (issue 25: such builds printed nothing).
+TASK_MANAGER = r'''
+import sys
+from poncho_wq import PonchoTask
+PonchoTask("python3 -c pass", environment={"python": "%s"})
+print("BUILT")
+''' % SHORT
+
+
+def test_a_ponchotask_build_shows_its_phases_on_a_terminal_and_nothing_otherwise(tmp_path):
+    (tmp_path / "manager.py").write_text(TASK_MANAGER)
+    env = dict(os.environ, TERM="xterm", COLUMNS="200", PONCHO_WQ_BINDING="debian",
+               PONCHO_WQ_CACHE=str(tmp_path / "cache"))
+    env.pop("PONCHO_DEBUG", None)
+    env.pop("PONCHO_WQ_PROGRESS", None)  # the default: auto
+    out = _run_on_pty([sys.executable, str(tmp_path / "manager.py")], env).decode()
+    assert "\r\x1b[Kponcho: pack" in out and "BUILT" in out, out  # the live line, redrawn in place
+    screen = [line.split("\r")[-1].replace("\x1b[K", "") for line in out.replace("\r\n", "\n").split("\n")]
+    for phase in ("install", "pack"):
+        assert len([s for s in screen if s.startswith("poncho: {} done in".format(phase))]) == 1, screen
+    # Not a terminal (a log file, a pipe): the same cold build says nothing.
+    env["PONCHO_WQ_CACHE"] = str(tmp_path / "cache2")
+    r = subprocess.run([sys.executable, str(tmp_path / "manager.py")], env=env, stdin=subprocess.DEVNULL,
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0 and r.stdout == "BUILT\n", r.stdout + r.stderr
+    assert r.stderr == "", r.stderr
+    assert os.listdir(tmp_path / "cache2")  # it did build
