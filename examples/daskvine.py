@@ -5,7 +5,8 @@
 dask_environment(m) analyzes this script (dask; dask.array adds numpy), adds dask pinned to the manager's
 version, cloudpickle, threadpoolctl, packaging and the manager's own ndcctools, builds once (cached) and declares
 the environment once: every compute() below reuses it, so each worker unpacks it once. (A path passed as
-environment= would be declared again on every call.) DaskVine 7.17 needs dask < 2026 (2024.12.1 works).
+environment= would be declared again on every call.) DaskVine of CCTools 7.17.1 needs dask < 2025.4
+(2025.3.0 and older work; the tests pin 2024.12.1).
 """
 
 import os

@@ -1,6 +1,6 @@
 """Parsl's WorkQueueExecutor with pack=True, on poncho_wq (no change to Parsl):
 
-    pip install poncho_wq parsl            # and CCTools: ndcctools.work_queue + work_queue_worker
+    pip install -e . parsl                 # in a checkout; and CCTools: ndcctools.work_queue + work_queue_worker
     PATH="$(python3 -c 'import sysconfig; print(sysconfig.get_path("scripts"))'):$PATH" python3 parsl_workqueue.py
 
 Parsl finds python_package_analyze/create/run with shutil.which when it imports the executor, so poncho_wq's

@@ -346,33 +346,35 @@ class Cache:
                              "--cache-dir / PONCHO_WQ_CACHE for a cache of yours)".format(
                                  what, self.root, e.strerror or e)) from None
 
-    def prune(self, max_bytes=None, max_age_seconds=None):
+    def prune(self, max_bytes=None, max_age_seconds=None, dry_run=False):
         """Remove environments and code layers/script copies unused for more than *max_age_seconds*, then the
         least recently used until their total is <= *max_bytes*.
 
-        Also removes scratch directories of dead builds (their key's lock is free). Returns the removed Entries.
+        Also removes scratch directories of dead builds (their key's lock is free). Returns the removed Entries;
+        with *dry_run*, the Entries it would remove, removing nothing.
         """
+        if dry_run:
+            return self._to_prune(max_bytes, max_age_seconds)
         with self._writing("prune entries"):
-            return self._prune(max_bytes, max_age_seconds)
+            removed = [self._remove_entry(e) for e in self._to_prune(max_bytes, max_age_seconds)]
+            self._remove_dead_scratch()
+            return removed
 
-    def _prune(self, max_bytes, max_age_seconds):
-        removed = []
+    def _to_prune(self, max_bytes, max_age_seconds):
+        """The entries a prune removes, in the order it removes them: too old ones, then the least recently used
+        until the rest fits *max_bytes*."""
         now = time.time()
-        entries = sorted(self.entries() + self.layer_entries(), key=lambda e: e.mtime)
-        if max_age_seconds is not None:
-            for e in list(entries):
-                if now - e.mtime > max_age_seconds:
-                    removed.append(self._remove_entry(e))
-                    entries.remove(e)
+        chosen, kept = [], []
+        for e in sorted(self.entries() + self.layer_entries(), key=lambda e: e.mtime):
+            (chosen if max_age_seconds is not None and now - e.mtime > max_age_seconds else kept).append(e)
         if max_bytes is not None:
-            total = sum(e.size for e in entries)
-            for e in list(entries):
+            total = sum(e.size for e in kept)
+            for e in kept:
                 if total <= max_bytes:
                     break
-                removed.append(self._remove_entry(e))
+                chosen.append(e)
                 total -= e.size
-        self._remove_dead_scratch()
-        return removed
+        return chosen
 
     def _remove_entry(self, entry):
         if entry.key.startswith("code-"):

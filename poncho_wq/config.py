@@ -6,7 +6,8 @@ replaced by a default in one reader and rejected in another, and the README tabl
 each manager-side variable is one property of :class:`Settings` that parses and validates its value and raises a
 :class:`~poncho_wq.errors.SpecError` naming the variable, the value and what is accepted. Worker-side variables
 are read by the sh run shim (no Python on the worker), so they are only *declared* here, for the documentation
-table; ``tests/test_config.py`` checks that README.md lists exactly :data:`SETTINGS`.
+table. docs/settings.md is generated from :data:`SETTINGS` (``python -m poncho_wq.config > docs/settings.md``);
+``tests/test_config.py`` checks that the committed file is what :func:`settings_markdown` writes.
 
 Values are read when a property is asked, not at import, so a long-running manager and the tests see changes:
 ``settings()`` reads ``os.environ``; ``Settings(environ={...})`` reads a given mapping.
@@ -82,12 +83,13 @@ SETTINGS: Tuple[Setting, ...] = (
             "`Environment.build()` when they are not given `progress=`: `auto` (default: on when stderr is a "
             "terminal), `on` or `off`"),
     Setting("PONCHO_WQ_TARGET", "manager", "the oldest worker environments must run on, as a manylinux tag such as "
-            "`manylinux_2_28_x86_64` (RHEL 8) when neither `--target`, `target=` nor the spec names one (see Building "
-            "for older or other workers)"),
+            "`manylinux_2_28_x86_64` (RHEL 8) when neither `--target`, `target=` nor the spec names one (see "
+            "[targets.md](targets.md))"),
     Setting("SOURCE_DATE_EPOCH", "manager", "the mtime written into archives (default 2000-01-01)"),
     Setting("PONCHO_DEBUG", "both", "tracebacks in the CLIs; phase timings in the shim"),
-    Setting("PONCHO_ENV_DIR", "worker", "root of the unpacked environments (see Caches and names)"),
-    Setting("PONCHO_LOCK", "worker", "`mkdir`: force the `mkdir` lock instead of `flock`"),
+    Setting("PONCHO_ENV_DIR", "worker", "root of the unpacked environments (see [caches.md](caches.md))"),
+    Setting("PONCHO_LOCK", "worker", "`mkdir`: force the `mkdir` lock instead of `flock` (also on shared file systems "
+            "whose `flock` is per host)"),
     Setting("PONCHO_ENV_KEEP", "worker", "keep at most N unpacked environments, evicting the least recently used "
             "one not in use"),
     Setting("PONCHO_ENV_BUDGET_MB", "worker", "keep the unpacked environments and code layers of a worker within this "
@@ -291,6 +293,33 @@ class Settings:
         return epoch
 
 
+def settings_markdown() -> str:
+    """docs/settings.md: every variable of :data:`SETTINGS` in one table, generated so that it cannot drift."""
+    lines = [
+        "# Settings: environment variables",
+        "",
+        "<!-- generated from poncho_wq/config.py by `python -m poncho_wq.config > docs/settings.md`; "
+        "tests/test_config.py checks it -->",
+        "",
+        "All of them are read, validated and documented in one place, `poncho_wq/config.py`; an invalid value is an "
+        "error naming",
+        "the variable. *manager* variables are read by poncho_wq on the machine that builds and submits; *worker* "
+        "variables by",
+        "the run shim on the workers (set them in the worker's environment).",
+        "",
+        "| variable | where | meaning |",
+        "| --- | --- | --- |",
+    ]
+    lines += ["| `{}` | {} | {} |".format(s.name, s.where, s.doc) for s in SETTINGS]
+    return "\n".join(lines) + "\n"
+
+
 def settings(environ: Optional[Mapping[str, str]] = None) -> Settings:
     """The settings read from *environ* (default: the process environment, read at each access)."""
     return Settings(environ)
+
+
+if __name__ == "__main__":
+    import sys
+
+    sys.stdout.write(settings_markdown())

@@ -432,13 +432,30 @@ def serve_main(argv):
     import functools
     import http.server
 
-    ap = argparse.ArgumentParser(prog="poncho_wq serve", description="Serve a publish directory over HTTP (a plain "
-                                 "local server for small setups; not a production server).")
-    ap.add_argument("directory")
-    ap.add_argument("--port", type=int, default=8000)
-    ap.add_argument("--bind", default="127.0.0.1")
-    ap.add_argument("--port-file")
-    ap.add_argument("--log", help="append one line per request to this file")
+    from . import __version__
+
+    # The same --help shape as the poncho_wq commands in poncho_wq/cli/ (defaults, examples, --version), written
+    # out here: this module is also the server process itself (`python -m poncho_wq.publish serve`) and does not
+    # import the command-line package.
+    ap = argparse.ArgumentParser(
+        prog="poncho_wq serve", formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Serve a publish directory over HTTP: a plain local server for small setups, not a\n"
+                    "production server. Nothing outside DIRECTORY, and no dot names, are served.",
+        epilog="examples:\n"
+               "  poncho_wq serve /srv/envs                                # http://127.0.0.1:8000/, this host only\n"
+               "  poncho_wq serve --bind 0.0.0.0 --port 8080 /srv/envs     # reachable from other hosts\n"
+               "  poncho_wq serve --port 0 --port-file port.txt /srv/envs  # a free port, written to port.txt\n"
+               "  poncho_wq serve --log access.log /srv/envs               # one line per request in access.log")
+    ap.add_argument("--version", action="version", version="%(prog)s (poncho_wq) " + __version__,
+                    help="print the version and exit")
+    ap.add_argument("directory", metavar="DIRECTORY", help="the publish directory (PONCHO_WQ_PUBLISH_DIR)")
+    ap.add_argument("--port", type=int, default=8000, help="TCP port; 0 picks a free one (default: 8000)")
+    ap.add_argument("--bind", default="127.0.0.1", metavar="ADDR",
+                    help="address to listen on; 0.0.0.0 for every interface (default: 127.0.0.1, this machine only)")
+    ap.add_argument("--port-file", metavar="FILE",
+                    help="write the port listened on to FILE once serving (default: not written)")
+    ap.add_argument("--log", metavar="FILE",
+                    help="append one line per request to FILE (default: no access log)")
     ap.add_argument("--parent-pid", type=int, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if not os.path.isdir(args.directory):

@@ -136,7 +136,8 @@ def test_cache_cli_list_rm_prune(tmp_path, spec_file):
                        tmp_path / "o.tar.gz").returncode == 0
     listing = run_cli("poncho_wq", "cache", "--cache-dir", cache, "list")
     assert listing.returncode == 0, listing.stderr
-    lines = listing.stdout.splitlines()
+    header, *lines, total = listing.stdout.splitlines()  # issue 25: a header and a total around the entries
+    assert header.split() == ["HASH", "SIZE", "AGE", "FLOOR", "WHAT"] and total.startswith("total: 2 environments")
     assert len(lines) == 2 and "pip: six" in lines[0] and "pip: attrs" in lines[1]
     six_key = lines[0].split()[0]
     assert tarballs(cache)[0][4:20] == six_key or tarballs(cache)[1][4:20] == six_key

@@ -1,25 +1,41 @@
-"""The settings module is the one place environment variables are read: README lists exactly its settings, and a
-bad value is an error naming the variable, never a silent default."""
+"""The settings module is the one place environment variables are read: docs/settings.md, generated from it, lists
+exactly its settings, and a bad value is an error naming the variable, never a silent default."""
 
 import os
 import re
 
 import pytest
 
-from poncho_wq.config import SETTINGS, Settings
+from poncho_wq.config import SETTINGS, Settings, settings_markdown
 from poncho_wq.errors import SpecError
 
-README = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "README.md")
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SETTINGS_MD = os.path.join(ROOT, "docs", "settings.md")
 
 
-def _readme_table():
-    text = open(README).read().split("## Environment variables", 1)[1].split("\n## ", 1)[0]
+def _docs_table():
+    with open(SETTINGS_MD, encoding="utf-8") as f:
+        text = f.read()
     return {m.group(1): m.group(2) for m in re.finditer(r"^\| `([A-Z_]+)(?:=\w+)?` \| (\w+) \|", text, re.M)}
 
 
-def test_readme_lists_exactly_the_settings():
-    table = _readme_table()
-    assert table == {s.name: s.where for s in SETTINGS}
+def test_docs_list_exactly_the_settings():
+    assert _docs_table() == {s.name: s.where for s in SETTINGS}
+
+
+def test_committed_settings_table_is_the_generated_one():
+    with open(SETTINGS_MD, encoding="utf-8") as f:
+        committed = f.read()
+    assert committed == settings_markdown(), (
+        "docs/settings.md is not what poncho_wq/config.py generates: run `python -m poncho_wq.config > "
+        "docs/settings.md`")
+
+
+def test_readme_links_the_settings_instead_of_copying_them():
+    with open(os.path.join(ROOT, "README.md"), encoding="utf-8") as f:
+        readme = f.read()
+    assert "docs/settings.md" in readme
+    assert not re.search(r"^\| `PONCHO_[A-Z_]+` \|", readme, re.M), "README.md copies rows of docs/settings.md"
 
 
 def test_defaults():

@@ -16,7 +16,7 @@ import argparse
 import sys
 
 from ..errors import PonchoError
-from .common import prog_name, run, setup_logging
+from .common import HelpFormatter, add_version, examples, prog_name, run, setup_logging
 
 PROG = "poncho_package_analyze"
 
@@ -28,47 +28,56 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _parser(prog):
-    p = _Parser(prog=prog, usage="%(prog)s [-h] [-q] [--toplevel | --function NAME] [--pkg-mapping IMPORT=NAME]... "
-                                 "[--extra-pkg PKG]... [--allow-unresolved NAME]... [other options] "
-                                 "<script ...> <out.json>",
-                description="Find the third-party packages a Python script imports (static analysis, "
-                                       "never running it) and write a pinned environment specification.")
+    # The usage line is argparse's own, made from the same arguments as the list below it, so the two cannot
+    # disagree (a hand-written one once listed half the options and named the positionals differently).
+    p = _Parser(prog=prog, formatter_class=HelpFormatter,
+                description="Find the third-party packages Python scripts import (static analysis, never running "
+                            "them) and write a pinned environment specification (JSON).",
+                epilog=examples(
+                    ("%(prog)s job.py spec.json", "the lock job.py's imports need"),
+                    ("%(prog)s job.py - | poncho_package_create - env.tar.gz", "analyze and build in one pipe"),
+                    ("%(prog)s --function work job.py spec.json", "only the imports inside work()"),
+                    ("%(prog)s --pkg-mapping yaml=PyYAML --extra-pkg six job.py spec.json", "hints"),
+                    ("%(prog)s --unlocked jobs/ spec.json", "every .py in jobs/, only imported ones pinned")) + "\n\nexit codes: 0 ok, 1 usage error, syntax error or an import "
+                "that resolves to nothing, 2 a script is missing")
+    add_version(p)
     mode = p.add_mutually_exclusive_group()
     mode.add_argument("--toplevel", action="store_true", help="only include imports at the top level of the scripts")
-    mode.add_argument("--function", metavar="NAME", help="only include imports in the given function")
+    mode.add_argument("--function", metavar="NAME",
+                      help="only include imports in the given function (default: the imports of the whole file)")
     p.add_argument("--pkg-mapping", metavar="IMPORT=NAME", action="append", default=[],
-                   help="the module imported as IMPORT is provided by the pip/conda package NAME")
+                   help="the module imported as IMPORT is provided by the pip/conda package NAME (repeatable; "
+                        "default: the installed metadata says)")
     p.add_argument("--extra-pkg", metavar="PKG", action="append", default=[],
-                   help="also include package PKG even if no source imports it")
+                   help="also include package PKG even if no source imports it (repeatable; default: none)")
     p.add_argument("--exclude", metavar="IMPORT", action="append", default=[],
-                   help="leave the import name IMPORT out entirely (besides the manager-only modules: Work Queue, "
-                        "ndcctools, poncho_wq)")
+                   help="leave the import name IMPORT out entirely (repeatable; default: only the manager-only "
+                        "modules: Work Queue, ndcctools, poncho_wq)")
     p.add_argument("--allow-unresolved", metavar="NAME", action="append", default=[],
                    help="an import NAME that nothing installed here provides is listed unpinned for the package "
-                        "index (otherwise it is an error)")
+                        "index (repeatable; default: such an import is an error)")
     p.add_argument("--unlocked", action="store_true",
                    help="pin only the distributions the scripts import; the index resolves their dependencies "
                         "(default: every distribution of their installed closure, at the installed version)")
     p.add_argument("--python-version", metavar="X.Y", help="target Python version (default: this interpreter's)")
     p.add_argument("--prefix", metavar="DIR",
-                   help="resolve packages in the conda prefix or venv DIR instead of this interpreter's environment")
+                   help="resolve packages in the conda prefix or venv DIR (default: this interpreter's "
+                        "environment)")
     p.add_argument("--no-cache", action="store_true", help="do not read or write the per-file scan cache")
     p.add_argument("--local-files", action="store_true",
                    help="also list the local modules the task must ship, on stderr")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress or warnings, only errors")
-    p.add_argument("paths", nargs="+", metavar="PATH",
-                   help="Python scripts (- for standard input; a directory means every .py in it), then the output "
-                        "JSON file (- for standard output)")
+    p.add_argument("scripts", nargs="+", metavar="SCRIPT",
+                   help="a Python script (- for standard input; a directory means every .py in it)")
+    p.add_argument("output", metavar="OUT.json", help="the spec file to write (- for standard output)")
     return p
 
 
 def _analyze(argv, prog):
     parser = _parser(prog)
     args = parser.parse_args(argv)
-    if len(args.paths) < 2:
-        parser.error("give at least one script and the output file")
     setup_logging(args.quiet)
-    scripts, output = args.paths[:-1], args.paths[-1]
+    scripts, output = args.scripts, args.output
     from ..fsutil import refuse_output_onto_input
 
     refuse_output_onto_input(output, scripts, "output JSON file")
@@ -110,6 +119,7 @@ def _analyze(argv, prog):
     return 0
 
 
-def main(argv=None):
-    prog = prog_name(argv, PROG)
+def main(argv=None, prog=None):
+    """The console script (*prog*: the name to show, e.g. ``poncho_wq analyze``; default the name it was called by)."""
+    prog = prog or prog_name(argv, PROG)
     return run(prog, lambda a: _analyze(a, prog), list(sys.argv[1:] if argv is None else argv))

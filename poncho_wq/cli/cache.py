@@ -1,11 +1,12 @@
-"""``python -m poncho_wq cache list | rm KEY | prune [--max-size 5G] [--max-age 30d]``: manage built environments."""
+"""``poncho_wq cache list | rm KEY | prune [--max-size 5G] [--max-age 30d] [--dry-run]``: manage built environments."""
 
+import argparse
 import re
 import sys
 import time
 
 from ..errors import PonchoError, SpecError
-from .common import run, setup_logging
+from .common import HelpFormatter, add_version, examples, run, setup_logging
 from .create import _Parser
 
 PROG = "poncho_wq cache"
@@ -76,21 +77,54 @@ def human_age(seconds):
     return "{:.0f}s".format(seconds)
 
 
+_CACHE_DIR_HELP = ("build cache directory, before or after the subcommand (default: $PONCHO_WQ_CACHE, else "
+                   "$XDG_CACHE_HOME/poncho_wq, else ~/.cache/poncho_wq)")
+
+
 def parser():
-    p = _Parser(prog=PROG, description="List, remove or prune cached environment tarballs.")
-    p.add_argument("--cache-dir", metavar="DIR", help="cache directory (default $PONCHO_WQ_CACHE, ...)")
+    p = _Parser(prog=PROG, formatter_class=HelpFormatter,
+                description="List, remove or prune cached environment tarballs, code layers and script copies.",
+                epilog=examples(
+                    ("%(prog)s list", "what is cached, with a total"),
+                    ("%(prog)s list --cache-dir /scratch/cache", "another cache (also: --cache-dir before list)"),
+                    ("%(prog)s rm 3f2a9c", "remove one environment by a unique prefix of its hash"),
+                    ("%(prog)s prune --max-age 30d --dry-run", "what an age limit would remove; removes nothing"),
+                    ("%(prog)s prune --max-size 5G", "keep at most 5 GiB, least recently used first")))
+    add_version(p)
+    p.add_argument("--cache-dir", metavar="DIR", help=_CACHE_DIR_HELP)
     sub = p.add_subparsers(dest="command", metavar="{list,rm,prune}")
     sub.required = True
-    sub.add_parser("list", help="hash, size, age and spec summary of each environment and code layer; the "
-                   "sizes of the build-input stores on stderr")
-    rm = sub.add_parser("rm", help="remove one entry (a unique prefix of its hash is enough)")
-    rm.add_argument("key")
-    pr = sub.add_parser("prune", help="remove environments and code layers unused for --max-age, then the least "
-                        "recently used beyond --max-size")
-    pr.add_argument("--max-size", type=str)
-    pr.add_argument("--max-age", type=str)
-    for s in sub.choices.values():
+
+    def subcommand(name, help, epilog):
+        s = sub.add_parser(name, help=help, description=help[0].upper() + help[1:] + ".",
+                           formatter_class=HelpFormatter, epilog=examples(*epilog))
+        # A global option after the subcommand too (`cache list --cache-dir X`): SUPPRESS keeps the value given
+        # before the subcommand when it is not repeated after it.
+        s.add_argument("--cache-dir", metavar="DIR", default=argparse.SUPPRESS, help=_CACHE_DIR_HELP)
+        add_version(s)
         s.error = p.error
+        return s
+
+    subcommand("list", "hash, size, age, floor and spec summary of each environment and code layer, with a header "
+               "and a total; the sizes of the build-input stores on stderr",
+               [("poncho_wq cache list", "the default cache"),
+                ("poncho_wq cache list --cache-dir DIR", "the cache in DIR")])
+    rm = subcommand("rm", "remove one entry (a unique prefix of its hash is enough)",
+                    [("poncho_wq cache rm 3f2a9c", "an environment"),
+                     ("poncho_wq cache rm code-5d1e", "a code layer")])
+    rm.add_argument("key", metavar="HASH", help="the hash (or a unique prefix) `cache list` shows")
+    pr = subcommand("prune", "remove environments and code layers unused for --max-age, then the least recently "
+                    "used beyond --max-size",
+                    [("poncho_wq cache prune --max-age 30d", "unused for 30 days"),
+                     ("poncho_wq cache prune --max-size 5G --dry-run", "what a 5 GiB limit would remove")])
+    pr.add_argument("--max-size", metavar="SIZE",
+                    help="keep at most SIZE in all: bytes, or a number with a binary unit K, M, G or T (KiB, MiB, "
+                    "GiB, TiB; 500M, 5G, 1.5GiB) (default: no size limit)")
+    pr.add_argument("--max-age", metavar="AGE",
+                    help="remove entries unused for longer than AGE: seconds, or a number with a unit s, m, h, d "
+                    "or w (90m, 12h, 30d, 2w) (default: no age limit)")
+    pr.add_argument("-n", "--dry-run", action="store_true",
+                    help="say what would be removed, remove nothing")
     return p
 
 
@@ -110,15 +144,7 @@ def _cache(argv):
 
     cache = Cache(args.cache_dir)
     if args.command == "list":
-        now = time.time()
-        for e in cache.entries():
-            print("{}  {:>8}  {:>5}  {:<22}  {}".format(e.key[:16], human_size(e.size), human_age(now - e.mtime),
-                                                        describe_floor(e.floor), e.summary))
-        for e in cache.layer_entries():
-            print("{:<16}  {:>8}  {:>5}  {:<22}  {}".format(e.key[:21], human_size(e.size), human_age(now - e.mtime),
-                                                           "-", e.summary))
-        for name, (count, size) in cache.stores().items():
-            print("{}/: {} files, {} (build inputs; not pruned)".format(name, count, human_size(size)), file=sys.stderr)
+        _list(cache)
     elif args.command == "rm":
         e = cache.remove(args.key)
         print("removed {} ({})".format(e.path, human_size(e.size)), file=sys.stderr)
@@ -126,10 +152,35 @@ def _cache(argv):
         if args.max_size is None and args.max_age is None:
             raise PonchoError("prune needs --max-size and/or --max-age")
         removed = cache.prune(parse_size(args.max_size) if args.max_size else None,
-                              parse_age(args.max_age) if args.max_age else None)
-        print("removed {} entr{} ({})".format(len(removed), "y" if len(removed) == 1 else "ies",
-                                              human_size(sum(e.size for e in removed))), file=sys.stderr)
+                              parse_age(args.max_age) if args.max_age else None, dry_run=args.dry_run)
+        verb = "would remove" if args.dry_run else "removed"
+        if args.dry_run:
+            for e in removed:
+                print("{} {} ({})".format(verb, e.path, human_size(e.size)), file=sys.stderr)
+        print("{} {} entr{} ({})".format(verb, len(removed), "y" if len(removed) == 1 else "ies",
+                                         human_size(sum(e.size for e in removed))), file=sys.stderr)
     return 0
+
+
+#: ``cache list``'s columns; the rows line up under them.
+_ROW = "{:<21}  {:>8}  {:>5}  {:<22}  {}"
+
+
+def _list(cache):
+    """One line per environment, then per code layer / script copy, under a header; a total line at the end."""
+    now = time.time()
+    envs, layers = cache.entries(), cache.layer_entries()
+    print(_ROW.format("HASH", "SIZE", "AGE", "FLOOR", "WHAT"))
+    for e in envs:
+        print(_ROW.format(e.key[:16], human_size(e.size), human_age(now - e.mtime), describe_floor(e.floor),
+                          e.summary))
+    for e in layers:
+        print(_ROW.format(e.key[:21], human_size(e.size), human_age(now - e.mtime), "-", e.summary))
+    print("total: {} environment{}, {} layer{}/cop{}, {}".format(
+        len(envs), "" if len(envs) == 1 else "s", len(layers), "" if len(layers) == 1 else "s",
+        "y" if len(layers) == 1 else "ies", human_size(sum(e.size for e in envs + layers))))
+    for name, (count, size) in cache.stores().items():
+        print("{}/: {} files, {} (build inputs; not pruned)".format(name, count, human_size(size)), file=sys.stderr)
 
 
 def main(argv=None):

@@ -1,13 +1,36 @@
 """What every poncho_wq command shares: error reporting, exit codes, debug tracebacks, progress logging."""
 
+import argparse
 import contextlib
 import logging
 import os
 import signal
 import sys
 
+from .. import __version__
 from ..config import settings
 from ..errors import Interrupted, PonchoError
+
+
+class HelpFormatter(argparse.HelpFormatter):
+    """Keeps the line breaks of a command's ``examples:`` paragraph (one command per line, as upstream's man pages
+    show them), which argparse's default formatter would join into one; other paragraphs are wrapped as usual."""
+
+    def _fill_text(self, text, width, indent):
+        return "\n\n".join(p if p.startswith("examples:") else super(HelpFormatter, self)._fill_text(p, width, indent)
+                           for p in text.split("\n\n"))
+
+
+def examples(*lines):
+    """An ``examples:`` epilog for ``--help``: pairs of (command, what it does), the comment aligned."""
+    width = max(len(cmd) for cmd, _ in lines)
+    return "examples:\n" + "\n".join("  {}  # {}".format(cmd.ljust(width), what) for cmd, what in lines)
+
+
+def add_version(parser):
+    """``--version`` on every command: the program name and poncho_wq's version, e.g. for a bug report."""
+    parser.add_argument("--version", action="version", version="%(prog)s (poncho_wq) " + __version__,
+                        help="print the version and exit")
 
 
 def setup_logging(quiet=False):

@@ -17,7 +17,7 @@ import argparse
 import sys
 
 from ..errors import PonchoError
-from .common import prog_name, run, setup_logging
+from .common import HelpFormatter, add_version, examples, prog_name, run, setup_logging
 
 PROG = "poncho_package_create"
 
@@ -31,17 +31,28 @@ class _Parser(argparse.ArgumentParser):
 
 
 def parser(prog=PROG):
-    p = _Parser(prog=prog, description="Build a relocatable environment tarball from a Poncho spec, once: "
-                "results are cached by content (see `python -m poncho_wq cache list`).")
-    p.add_argument("spec", help="environment spec (JSON or YAML), or - for standard input; with "
-                   "--from-requirements, a pip requirements file")
-    p.add_argument("output", help="the tarball to write (.tar.gz)")
+    p = _Parser(prog=prog, formatter_class=HelpFormatter,
+                description="Build a relocatable environment tarball from a Poncho spec, once: results are cached "
+                "by content (see `poncho_wq cache list`).",
+                epilog=examples(
+                    ("%(prog)s spec.json env.tar.gz", "build (or reuse) the environment spec.json describes"),
+                    ("poncho_package_analyze job.py - | %(prog)s - env.tar.gz", "what job.py imports"),
+                    ("%(prog)s --from-current-env spec.json env.tar.gz", "copy what is installed here, offline"),
+                    ("%(prog)s --from-requirements requirements.txt env.tar.gz", "a pip requirements file"),
+                    ("%(prog)s --from-project jobdir --extra gpu env.tar.gz", "a setup.py/pyproject.toml project"),
+                    ("%(prog)s --target manylinux_2_28_x86_64 spec.json env.tar.gz", "for RHEL 8 workers"))
+                + "\n\nexit codes: 0 ok, 1 bad spec or usage, 2 spec file or project missing, 3 build failed "
+                "(nothing is written)")
+    add_version(p)
+    p.add_argument("spec", metavar="SPEC", help="environment spec (JSON or YAML), or - for standard input; with "
+                   "--from-project, a project directory; with --from-requirements, a pip requirements file")
+    p.add_argument("output", metavar="OUTPUT", help="the tarball to write (.tar.gz)")
     p.add_argument("--no-cache", action="store_true", help="build into OUTPUT without using or filling the cache")
     p.add_argument("--engine", choices=("auto", "conda", "portable", "current", "locked"), default="auto",
                    help="conda (spec has a conda section), portable (copy a Python interpreter, install from an "
                    "index), current (see --from-current-env) or locked (the installed files, the index only for "
                    "what they cannot serve: what the API's source='auto' builds from poncho_package_analyze's "
-                   "lock); default auto (conda or portable)")
+                   "lock) (default: auto: conda or portable)")
     p.add_argument("--from-current-env", action="store_true",
                    help="no package index: copy the spec's pip distributions, closed over their installed "
                    "dependencies, from the running environment (or --python's); same as --engine current")
@@ -52,14 +63,16 @@ def parser(prog=PROG):
                    help="SPEC is a project directory (setup.py / pyproject.toml): its dependencies and the project, "
                    "built as a wheel, in one tarball (exit 3 when it fails to build)")
     p.add_argument("--extra", action="append", default=[], metavar="NAME",
-                   help="with --from-project: also install the project's optional dependencies NAME (repeatable)")
+                   help="with --from-project: also install the project's optional dependencies NAME (repeatable; "
+                   "default: none)")
     p.add_argument("--python", metavar="PATH",
                    help="base interpreter for the portable engine, environment to copy from for the current one "
                    "(default: the one running this command)")
     p.add_argument("--target", metavar="TAG",
                    help="the oldest worker the environment must run on, as a manylinux tag such as "
                    "manylinux_2_28_x86_64 (RHEL 8) or manylinux_2_17_aarch64: only wheels for it, an interpreter "
-                   "that runs there, conda packages solved for it (overrides the spec's target)")
+                   "that runs there, conda packages solved for it (default: the spec's target, else "
+                   "$PONCHO_WQ_TARGET, else this machine)")
     p.add_argument("--cache-dir", metavar="DIR", help="cache directory (default $PONCHO_WQ_CACHE or "
                    "$XDG_CACHE_HOME/poncho_wq or ~/.cache/poncho_wq)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress on stderr (default: a live line per phase "
@@ -113,6 +126,7 @@ def _create(argv, prog=PROG):
     return 0
 
 
-def main(argv=None):
-    prog = prog_name(argv, PROG)
+def main(argv=None, prog=None):
+    """The console script (*prog*: the name to show, e.g. ``poncho_wq create``; default the name it was called by)."""
+    prog = prog or prog_name(argv, PROG)
     return run(prog, lambda a: _create(a, prog), sys.argv[1:] if argv is None else argv)

@@ -18,7 +18,7 @@ from ..analysis import analyze
 from ..errors import PonchoError
 from ..installation import installation
 from ..lock import diff, diff_text, read_lock, table
-from .common import run, setup_logging
+from .common import HelpFormatter, add_version, examples, run, setup_logging
 
 
 class _Parser(argparse.ArgumentParser):
@@ -49,15 +49,28 @@ def _installed_size(dist):
     return total
 
 
-def inspect_main(argv):
-    p = _Parser(prog="poncho_wq inspect", description="Show what an environment tarball holds and why (its "
-                "poncho/lock.json), or the lock an analysis of scripts gives.")
+def inspect_parser():
+    p = _Parser(prog="poncho_wq inspect", formatter_class=HelpFormatter,
+                description="Show what an environment tarball holds and why (its poncho/lock.json), or the lock an "
+                "analysis of scripts gives.",
+                epilog=examples(("%(prog)s env.tar.gz", "name, version, size and why of each distribution"),
+                                ("%(prog)s --sources env.tar.gz", "also where each came from"),
+                                ("%(prog)s --json env.tar.gz", "the lock document itself"),
+                                ("%(prog)s job.py", "the lock job.py would get, with the import's file:line"))
+                + "\n\nexit codes: 0 ok, 1 bad argument or not a tarball with a lock, 2 a file is missing")
+    add_version(p)
     p.add_argument("paths", nargs="+", metavar="ENV.tar.gz | SCRIPT",
                    help="an environment tarball, or Python scripts / directories to analyze")
     p.add_argument("--json", action="store_true", help="print the lock document as JSON")
     p.add_argument("--sources", action="store_true", help="add a column saying where each distribution came from")
     p.add_argument("--allow-unresolved", metavar="NAME", action="append", default=[],
-                   help="for scripts: as poncho_package_analyze --allow-unresolved")
+                   help="for scripts: as poncho_package_analyze --allow-unresolved (repeatable; default: an "
+                   "import nothing installed provides is an error)")
+    return p
+
+
+def inspect_main(argv):
+    p = inspect_parser()
     args = p.parse_args(argv)
     setup_logging(True)
     tarballs = [x for x in args.paths if x.endswith((".tar.gz", ".tgz", ".tar"))]
@@ -79,12 +92,22 @@ def inspect_main(argv):
     return 0
 
 
-def diff_main(argv):
-    p = _Parser(prog="poncho_wq diff", description="Show which distributions differ between two environment "
-                "tarballs (from their poncho/lock.json).")
+def diff_parser():
+    p = _Parser(prog="poncho_wq diff", formatter_class=HelpFormatter,
+                description="Show which distributions differ between two environment tarballs (from their "
+                "poncho/lock.json): added (+), removed (-), changed (~).",
+                epilog=examples(("%(prog)s old.tar.gz new.tar.gz", "one line per difference, or 'no differences'"),
+                                ("%(prog)s --json old.tar.gz new.tar.gz", "the changes as a JSON list"))
+                + "\n\nexit codes: 0 (also when they differ), 1 not a tarball with a lock, 2 a file is missing")
+    add_version(p)
     p.add_argument("a", metavar="A.tar.gz")
     p.add_argument("b", metavar="B.tar.gz")
     p.add_argument("--json", action="store_true", help="print the changes as a JSON list")
+    return p
+
+
+def diff_main(argv):
+    p = diff_parser()
     args = p.parse_args(argv)
     setup_logging(True)
     changes = diff(read_lock(args.a), read_lock(args.b))
