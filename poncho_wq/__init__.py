@@ -12,13 +12,13 @@ from .errors import ActivationError, BuildError, InputMissing, PonchoError, Spec
 # Imported on first use (PEP 562): the command-line tools import this package on every call, and most of them
 # need neither packaging's parsers nor a Work Queue binding.
 _LAZY = {
-    "Environment": ("environment", "Environment"),
+    "Environment": ("assemble.environment", "Environment"),
     "Spec": ("spec", "Spec"),
     "load_spec": ("spec", "load_spec"),
     "parse_spec": ("spec", "parse_spec"),
-    "Distribution": ("publish", "Distribution"),
-    "distribution": ("publish", "distribution"),
-    "serve": ("publish", "serve"),
+    "Distribution": ("deliver.publish", "Distribution"),
+    "distribution": ("deliver.publish", "distribution"),
+    "serve": ("deliver.publish", "serve"),
 }
 
 __all__ = [
@@ -45,7 +45,7 @@ __all__ = [
 
 def analyze(*args, **kwargs):
     """Analyze scripts into an :class:`~poncho_wq.analysis.Analysis` (see :func:`poncho_wq.analysis.analyze`)."""
-    from .analysis import analyze as _analyze
+    from .analysis.analyzer import analyze as _analyze
 
     return _analyze(*args, **kwargs)
 

@@ -27,11 +27,11 @@ import re
 import shlex
 import threading
 
-from .environment import Environment, as_environment, command_scripts, task_code
+from .assemble.environment import Environment, as_environment, command_scripts, task_code
 from .errors import SpecError
-from .files import resolve_files, sandbox_inputs
-from .fetch import fetch_failure, note_check, specify_fetch
-from .publish import as_distribution, fetch_for, publish
+from .deliver.files import resolve_files, sandbox_inputs
+from .deliver.fetch import fetch_failure, note_check, specify_fetch
+from .deliver.publish import as_distribution, fetch_for, publish
 from .shim import shim_path
 from .spec import Spec
 
@@ -109,7 +109,7 @@ def shim_error_from(exit_code, output):
 def task_layers(environment, command=None):
     """``(code layer or None, command scripts)`` for a task of *environment* running *command*: the layer holds
     the environment's code and the local code of the scripts the command names (see :func:`task_code`)."""
-    from .layers import distribution_members
+    from .assemble.layers import distribution_members
 
     scripts, members, dists = task_code(command_scripts(command)) if command else ((), (), {})
     if dists:
@@ -152,7 +152,7 @@ def plan_distribution(environment, layer=None, distribution=None):
 def _attach_environment(task, environment, layer=None, scripts=(), plan=None):
     """Attach the base tarball and the code layer as *plan* says (default: the settings' distribution), the
     command scripts (content-named copies) and the shim."""
-    from .layers import content_copy
+    from .assemble.layers import content_copy
 
     plan = plan or plan_distribution(environment, layer)
     for name, path in plan.files.items():
@@ -292,7 +292,7 @@ def _function_module_members(func):
         return ()
     if module == "__main__" or not source or not os.path.isfile(source):
         return ()
-    from .installation import installation
+    from .analysis.installation import installation
 
     if installation().is_installed_file(os.path.abspath(source)) or \
             os.path.abspath(source).startswith(os.path.abspath(sys.base_prefix) + os.sep):
@@ -305,7 +305,7 @@ def _python_task_environment(func, environment, binding):
     import inspect
     import sys
 
-    from .environment import Environment
+    from .assemble.environment import Environment
     from .wq import serializer_for
 
     if environment is not None and environment != "auto":

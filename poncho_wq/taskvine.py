@@ -39,12 +39,12 @@ import weakref
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
-from .environment import Environment, as_environment
+from .assemble.environment import Environment, as_environment
 from .errors import ActivationError, PonchoError, SpecError
 from .config import settings
-from .files import resolve_files, sandbox_inputs
-from .fetch import NOTE_MARK, STALL_SECONDS, fetch_script
-from .publish import as_distribution, fetch_for
+from .deliver.files import resolve_files, sandbox_inputs
+from .deliver.fetch import NOTE_MARK, STALL_SECONDS, fetch_script
+from .deliver.publish import as_distribution, fetch_for
 from .task import _short_repr, check_command_argument, check_environment_argument
 from .wq import quiet_at_exit
 
@@ -277,7 +277,7 @@ def with_packages(environment, packages, ndcctools=True):
             pip.append(_installed_pin(name))
             have.add(canonicalize_name(name))
     if ndcctools:
-        from .ndcctools_wheel import ndcctools_requirement
+        from .deliver.ndcctools_wheel import ndcctools_requirement
 
         wanted = environment.spec.python_version
         here = "{}.{}".format(*sys.version_info[:2])
@@ -345,7 +345,7 @@ def runtime_environment(environment=None, *, functions=(), scripts=(), packages=
     Environment), or when None the analysis of ``__main__``, *scripts* and the functions' modules; plus *packages*
     and the manager's ``ndcctools``. Submodule imports that need more than their package (``dask.array`` needs
     numpy, :mod:`poncho_wq.import_extras`) are added too."""
-    from .import_extras import extra_distributions
+    from .analysis.import_extras import extra_distributions
     from .wq import MANAGER_ONLY
 
     check_environment_argument(environment, who)
@@ -408,7 +408,7 @@ def _make_vine_task(vine):
                 if not callable(getattr(vine.Task, "set_" + name, None)):
                     raise SpecError("PonchoVineTask option {}=: TaskVine's Task has no set_{} method; use one of its "
                                     "set_* names, e.g. cores=1, tag='x', retries=3".format(name, name))
-            from .layers import content_copy, vine_layer
+            from .assemble.layers import content_copy, vine_layer
             from .task import task_layers
 
             self.environment = as_environment(environment, command, layered=True)

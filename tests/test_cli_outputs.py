@@ -15,7 +15,7 @@ import time
 import pytest
 
 from helpers.cli import SCRIPTS, run_cli, script
-from poncho_wq.cache import Cache
+from poncho_wq.archive.cache import Cache
 from poncho_wq.fsutil import sha256_file
 
 SPEC = {"pip": ["six"]}

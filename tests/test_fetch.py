@@ -12,8 +12,8 @@ import threading
 
 import pytest
 
-from poncho_wq.fetch import Fetch, fetch_command, probe
-from poncho_wq.publish import serve
+from poncho_wq.deliver.fetch import Fetch, fetch_command, probe
+from poncho_wq.deliver.publish import serve
 
 
 class _CutHandler(http.server.BaseHTTPRequestHandler):
@@ -173,7 +173,7 @@ def test_fetch_messages_mask_the_secrets_of_the_url(tmp_path):
 def test_the_fetch_and_the_note_check_run_in_every_worker_shell(tmp_path, shells):
     # Workers' /bin/sh is dash (Debian), bash (RHEL) or busybox ash (Alpine, containers): the fetch command, the URL
     # masking done in sh and the note check the task runs before the shim behave the same in each.
-    from poncho_wq.fetch import note_check
+    from poncho_wq.deliver.fetch import note_check
 
     served = tmp_path / "served"
     served.mkdir()

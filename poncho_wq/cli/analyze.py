@@ -85,7 +85,7 @@ def _analyze(argv, prog):
         sources["<stdin>"] = sys.stdin.read()
         scripts = [s for s in scripts if s != "-"]
 
-    from ..analysis import analyze
+    from ..analysis.analyzer import analyze
     from ..fsutil import atomic_output
     from ..wq import MANAGER_ONLY
 

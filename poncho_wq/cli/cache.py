@@ -106,7 +106,7 @@ def describe_floor(floor):
 def _cache(argv):
     args = parser().parse_args(argv)
     setup_logging(False)
-    from ..cache import Cache
+    from ..archive.cache import Cache
 
     cache = Cache(args.cache_dir)
     if args.command == "list":

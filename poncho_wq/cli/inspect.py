@@ -14,10 +14,10 @@ import json
 import os
 import sys
 
-from ..analysis import analyze
+from ..analysis.analyzer import analyze
 from ..errors import PonchoError
-from ..installation import installation
-from ..lock import diff, diff_text, read_lock, table
+from ..analysis.installation import installation
+from ..archive.lock import diff, diff_text, read_lock, table
 from .common import run, setup_logging
 
 

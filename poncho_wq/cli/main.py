@@ -32,7 +32,7 @@ def main(argv=None):
 
         return inspect_main(rest, command)
     elif command == "serve":
-        from ..publish import serve_main as sub
+        from ..deliver.publish import serve_main as sub
     elif command == "shim":
         from ..shim import shim_path
 

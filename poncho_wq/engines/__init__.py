@@ -236,12 +236,12 @@ def cache_key(spec, *, engine, python=None, why=None):
         builder["keep_tests"] = True
     builder.update(eng.identity(spec, python))
     doc = {"spec": spec.canonical(), "platform": platform_tag(), "builder": builder}
-    from ..layers import local_project_digests
+    from ..assemble.layers import local_project_digests
 
     local = local_project_digests(spec)
     if local:  # `name @ file:///dir`: the project's content, not only its URL (issue 13); other keys unchanged
         doc["local"] = local
-    from ..lock import why_digest
+    from ..archive.lock import why_digest
 
     digest = why_digest(why)
     if digest:  # the lock's why is in the tarball: the same key must give the same bytes
@@ -298,18 +298,18 @@ def build_prefix(spec, prefix, *, engine=None, python=None, progress=None, targe
         from .data import fetch_data
 
         fetch_data(spec, prefix, progress)
-    from ..pack import ensure_history
+    from ..archive.pack import ensure_history
     from ..shim import run_in_env_path
 
     os.makedirs(os.path.join(prefix, "bin"), exist_ok=True)
     shutil.copyfile(run_in_env_path(), os.path.join(prefix, "bin", "run_in_env"))
     os.chmod(os.path.join(prefix, "bin", "run_in_env"), 0o755)
     _write(os.path.join(prefix, "poncho", "spec.json"), spec.dumps())
-    from ..lock import write_lock
+    from ..archive.lock import write_lock
 
     write_lock(prefix, spec, eng.name, sources, why)
     ensure_history(prefix, eng.name)
-    from ..floor import write_floor
+    from ..archive.floor import write_floor
 
     floor = write_floor(prefix)
     if target is not None:
@@ -335,7 +335,7 @@ def _build_and_pack(spec, engine, python, progress, output, why=None):
     environment's floor."""
     scratch = os.path.dirname(output)
     prefix = os.path.join(scratch, "prefix")
-    from ..pack import pack_prefix
+    from ..archive.pack import pack_prefix
 
     try:
         floor = build_prefix(spec, prefix, engine=engine, python=python, progress=progress, why=why)
@@ -386,7 +386,7 @@ def create(spec, output=None, *, engine=None, python=None, use_cache=True, cache
         return BuildResult(os.path.abspath(output), key, False, time.monotonic() - start, os.path.getsize(output),
                            floor)
 
-    from ..cache import Cache
+    from ..archive.cache import Cache
 
     cache = Cache(cache_dir)
     meta = {"spec": spec.to_dict(), "summary": spec.summary(), "engine": engine.name, "platform": platform_tag()}

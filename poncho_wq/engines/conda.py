@@ -41,7 +41,7 @@ import tempfile
 
 from ..config import Settings, settings
 from ..errors import BuildError, PonchoError, SpecError
-from ..pack import ensure_history
+from ..archive.pack import ensure_history
 from ..progress import as_progress
 from ..tools import run_tool
 

@@ -52,11 +52,11 @@ from packaging.utils import canonicalize_name
 
 from ..errors import PonchoError
 from ..fsutil import TOOL_STATE_DIRS, is_within
-from ..installation import Installation, installation
+from ..analysis.installation import Installation, installation
 from ..memo import register
 from ..progress import as_progress
 from ..spec import as_spec, parse_spec
-from . import closure as _closure
+from ..analysis import closure as _closure
 from .current_conda import _check_conda_python, _conda_plan, _write_history, replace_prefix_binary
 from .interpreter import copy_interpreter, probe_interpreter
 

@@ -31,7 +31,7 @@ import dataclasses
 import os
 
 from ..errors import PonchoError
-from . import closure as _closure
+from ..analysis import closure as _closure
 
 
 # ------------------------------------------------------------------------------------------------------ plan
@@ -165,7 +165,7 @@ def _check_conda_python(spec, p):
 def _write_history(prefix, p):
     """The prefix's ``conda-meta/history`` names the conda packages shipped (the source's names packages that
     were not: it is not copied)."""
-    from ..pack import ensure_history
+    from ..archive.pack import ensure_history
 
     ensure_history(prefix, "current", ["from a conda environment, with:"] + [
         "{}-{}".format(n, v.replace("=", "-")) for n, v, k in p.dists if k == "conda"])

@@ -259,7 +259,7 @@ def fetch_http(var, source, prefix, progress):
         with progress.phase("download", "{} from {}".format(var, source.url)):
             size, sha256 = _download(var, source.url, download, progress)
             if source.type == "tar":
-                from ..safetar import safe_extract
+                from ..archive.safetar import safe_extract
 
                 tree = os.path.join(scratch, "tree")
                 try:

@@ -598,7 +598,7 @@ def copy_interpreter(base_python, prefix, *, strip=True, cache_root=None, phase=
 def interpreter_floor(base_python):
     """The floor (:func:`poncho_wq.floor.prefix_floor`'s dict) of the files a copy of *base_python* ships: its
     executable, libpython and lib-dynload modules, read from the originals before anything is copied."""
-    from ..floor import _version_key, elf_needs
+    from ..archive.floor import _version_key, elf_needs
 
     info = probe_interpreter(base_python)
     files = [p for p in (info["executable"], _libpython(info)) if p]

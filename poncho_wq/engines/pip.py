@@ -193,7 +193,7 @@ def install_exact(python_exe, requirements, progress=None, *, constraints=(), ta
 
     from ..config import settings
     from ..credentials import mask
-    from ..netcheck import index_url
+    from .netcheck import index_url
 
     progress = as_progress(progress)
     exact, other = [], []

@@ -17,7 +17,7 @@ import os
 import re
 from typing import Optional
 
-from .fsutil import is_within
+from ..fsutil import is_within
 from .installation import Distribution, installation
 
 _SUBDIRS = ("noarch", "linux-64", "linux-aarch64", "linux-ppc64le", "osx-64", "osx-arm64", "win-64", "win-32",

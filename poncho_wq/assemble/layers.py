@@ -30,9 +30,9 @@ import tempfile
 import threading
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
-from .errors import PonchoError
-from .fsutil import TOOL_STATE_DIRS, atomic_output
-from .memo import register
+from ..errors import PonchoError
+from ..fsutil import TOOL_STATE_DIRS, atomic_output
+from ..memo import register
 
 log = logging.getLogger(__name__)
 
@@ -116,7 +116,7 @@ class CodeLayer:
 
     def build(self, cache_dir: Optional[str] = None) -> str:
         """The path of the packed layer in the cache (``<cache>/code/code-<hash>.tar.gz``), packed if missing."""
-        from .cache import default_cache_dir, file_identity
+        from ..archive.cache import default_cache_dir, file_identity
 
         root = os.path.join(os.path.abspath(cache_dir or default_cache_dir()), "code")
         path = os.path.join(root, self.remote_name)
@@ -164,7 +164,7 @@ def _write_layer(layer, path):
 
     Each file's bytes are read once here and checked against the digest its name was computed from: a file
     edited between planning and packing must not end up under the old name (the shim trusts names)."""
-    from .pack import DEFAULT_COMPRESS_LEVEL, _compress, _DeterministicTar
+    from ..archive.pack import DEFAULT_COMPRESS_LEVEL, _compress, _DeterministicTar
 
     tar = _DeterministicTar(os.path.dirname(path) + "/.none")
     for (arc, src), (_arc, _mode, digest) in zip(layer.members, layer.manifest()):
@@ -193,7 +193,7 @@ def _shippable(names):
     poncho_wq checkout reported poncho_wq as a local distribution), and the workers never run those."""
     from packaging.utils import canonicalize_name
 
-    from .wq import MANAGER_ONLY
+    from ..wq import MANAGER_ONLY
 
     manager = {canonicalize_name(n) for n in MANAGER_ONLY}
     return sorted(n for n in names if canonicalize_name(n) not in manager)
@@ -203,8 +203,8 @@ def distribution_members(names: Iterable[str], python: Optional[str] = None) -> 
     """The members for the local/editable distributions *names*: their import packages (an editable's from its
     source tree, as it is now), their ``.dist-info`` without the files that name this machine's paths, and their
     console scripts under ``bin/`` (shebang ``#!/usr/bin/env python3``, written to the layer's scratch files)."""
-    from .engines.current import _editable_entries, _installed_entries
-    from .installation import installation
+    from ..engines.current import _editable_entries, _installed_entries
+    from ..analysis.installation import installation
 
     env = installation(python)
     names = _shippable(names)
@@ -255,7 +255,7 @@ def _script_copy(source):
     """A copy of the console script *source* with ``#!/usr/bin/env python3`` as its shebang, stored by content
     in a per-process scratch directory (the base's python3 is first on PATH when the command runs)."""
     global _scripts_dir
-    from .engines.current import rewrite_shebang
+    from ..engines.current import rewrite_shebang
 
     with open(source, "rb") as f:
         data = rewrite_shebang(f.read(), "/usr/bin/env python3")
@@ -290,7 +290,7 @@ def local_requirements(analysis, python: Optional[str] = None) -> List[str]:
     analysis' local distributions: they leave the base with their code, their dependencies must not."""
     from packaging.requirements import InvalidRequirement, Requirement
 
-    from .installation import installation
+    from ..analysis.installation import installation
 
     env = installation(python)
     out = []
@@ -324,7 +324,7 @@ def files_digest(members: Iterable[Tuple[str, str]]) -> str:
 def content_copy(source: str, cache_dir: Optional[str] = None) -> str:
     """A read-only copy of *source* at ``<cache>/code/files/<sha256[:32]>/<basename>``: a path that changes when
     the content does (a script attached by its own path would be served stale from Work Queue's cache)."""
-    from .cache import default_cache_dir
+    from ..archive.cache import default_cache_dir
 
     digest, executable = _digest(os.path.abspath(source))
     root = os.path.join(os.path.abspath(cache_dir or default_cache_dir()), "code", "files", digest[:NAME_DIGITS])
@@ -409,6 +409,6 @@ def vine_layer(layer: Optional[CodeLayer]) -> Optional[CodeLayer]:
     carry it: the name would shadow the base's own ``bin/run_in_env`` on PATH)."""
     if layer is None:
         return None
-    from .shim import run_in_layer_path
+    from ..shim import run_in_layer_path
 
     return CodeLayer(merge(layer.members, [("bin/run_in_env", run_in_layer_path())]))

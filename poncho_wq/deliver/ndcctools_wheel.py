@@ -37,7 +37,7 @@ import tempfile
 import threading
 import zipfile
 
-from .errors import BuildError, InputMissing
+from ..errors import BuildError, InputMissing
 
 PACKAGE = "ndcctools"
 # Zip members get this fixed timestamp (the earliest zip can store): identical content gives identical bytes.
@@ -159,7 +159,7 @@ def ndcctools_wheel(directory=None, package_dir=None):
     ``<build cache>/wheels``)."""
     package_dir = package_dir or installed_package_dir()
     if directory is None:
-        from .cache import default_cache_dir
+        from ..archive.cache import default_cache_dir
 
         directory = os.path.join(default_cache_dir(), "wheels")
     files = _files(package_dir)

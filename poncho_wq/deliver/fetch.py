@@ -34,9 +34,9 @@ import urllib.error
 import urllib.parse
 import urllib.request
 
-from .config import settings
-from .credentials import mask
-from .errors import BuildError
+from ..config import settings
+from ..credentials import mask
+from ..errors import BuildError
 
 _lock = threading.Lock()
 

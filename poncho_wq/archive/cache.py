@@ -55,10 +55,10 @@ import os
 import shutil
 import time
 
-from .config import settings
-from .errors import BuildError, PonchoError
-from .fsutil import atomic_output, sha256_file
-from .memo import register
+from ..config import settings
+from ..errors import BuildError, PonchoError
+from ..fsutil import atomic_output, sha256_file
+from ..memo import register
 
 log = logging.getLogger(__name__)
 

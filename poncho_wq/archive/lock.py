@@ -33,7 +33,7 @@ from packaging.markers import default_environment
 from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import canonicalize_name
 
-from .errors import InputMissing, SpecError
+from ..errors import InputMissing, SpecError
 
 LOCK_MEMBER = "poncho/lock.json"
 FORMAT = 1

@@ -46,13 +46,13 @@ import subprocess
 import tarfile
 from typing import Optional
 
-from .config import settings
-from .errors import BuildError, Interrupted
+from ..config import settings
+from ..errors import BuildError, Interrupted
 from .floor import FLOOR_MEMBER
 from .lock import LOCK_MEMBER
-from .fsutil import atomic_output
-from .progress import as_progress
-from .tools import check_interrupted, die_with_parent, tail
+from ..fsutil import atomic_output
+from ..progress import as_progress
+from ..tools import check_interrupted, die_with_parent, tail
 
 log = logging.getLogger(__name__)
 

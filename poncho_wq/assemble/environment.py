@@ -13,14 +13,14 @@ import sys
 import threading
 from typing import TYPE_CHECKING, Any, Dict, Iterable, Mapping, Optional, Tuple, Union
 
-from .config import settings
-from .errors import InputMissing, PonchoError, SpecError
-from .memo import register
-from .spec import Spec, as_spec
+from ..config import settings
+from ..errors import InputMissing, PonchoError, SpecError
+from ..memo import register
+from ..spec import Spec, as_spec
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .analysis import Analysis
-    from .engines import BuildResult
+    from ..analysis.analyzer import Analysis
+    from ..engines import BuildResult
 
 _ENV_NAME = re.compile(r"^env-([0-9a-f]{16,64})\.tar\.gz$")
 _lock = threading.RLock()
@@ -115,7 +115,7 @@ class Environment:
             if spec is None:
                 raise SpecError("target={!r} applies to an environment built from a spec; a prebuilt tarball "
                                 "already has its floor (poncho/floor.json): leave target out".format(target))
-            from .engines import with_target
+            from ..engines import with_target
 
             spec = with_target(spec, target)
         if source not in ("auto", "index", "current"):
@@ -177,7 +177,7 @@ class Environment:
                           python: Optional[str] = None, target: Optional[str] = None) -> "Environment":
         """From a pip requirements file (pins, markers, ``-r``/``-c`` includes; index options refused, see
         :mod:`poncho_wq.requirements`); *target* as for :meth:`from_spec`."""
-        from .requirements import spec_from_requirements
+        from ..requirements import spec_from_requirements
 
         return cls(spec=spec_from_requirements(os.fspath(path)), engine=engine, python=python, target=target)
 
@@ -212,8 +212,8 @@ class Environment:
         :mod:`poncho_wq.target`).
         The result is memoized while the scripts and the local files their analysis reached are unchanged.
         """
-        from .analysis import analyze
-        from .wq import MANAGER_ONLY
+        from ..analysis.analyzer import analyze
+        from ..wq import MANAGER_ONLY
 
         scripts = tuple(str(s) for s in scripts)
         if engine == "current":
@@ -240,7 +240,7 @@ class Environment:
                 env = old  # only local code changed: keep the object (and its build memo) for the base
                 env.analysis = result
                 env.local_files = result.local_files if ship_local else ()
-            from .analysis import project_hint_files  # the project hint reads these: an edit is a new spec
+            from ..analysis.analyzer import project_hint_files  # the project hint reads these: an edit is a new spec
 
             _memo_put(key, env, _analysis_paths(result) + project_hint_files(scripts))
         return env
@@ -289,13 +289,13 @@ class Environment:
         otherwise :func:`poncho_wq.engines.create` is asked again, which checks the entry's sha256 against the one
         recorded when it was built and rebuilds a damaged entry.
         """
-        from .cache import file_identity
+        from ..archive.cache import file_identity
 
         if self._tarball:
             return self._tarball
         if self.build_result is not None and file_identity(self.build_result.path) == self._identity:
             return self.build_result.path  # every task asks again: no spec hashing on that path
-        from .engines import create, get_engine
+        from ..engines import create, get_engine
 
         engine = get_engine(self._spec, self.engine)
         spec, analysis = self._spec, self.analysis
@@ -308,7 +308,7 @@ class Environment:
             spec = _with_requirements(spec, local_requirements(analysis, self.python))
             analysis = dataclasses.replace(analysis, local_distributions={})
         spec = engine.prepare(spec, analysis)  # what this engine builds for the analysis
-        from .engines import with_target
+        from ..engines import with_target
 
         # create() gives a spec without a target $PONCHO_WQ_TARGET's, read now: so does the memo key (issue 19)
         spec = with_target(spec)
@@ -375,7 +375,7 @@ def _with_requirements(spec, requirements):
     from packaging.requirements import Requirement
     from packaging.utils import canonicalize_name
 
-    from .spec import parse_spec
+    from ..spec import parse_spec
 
     data = spec.to_dict()
     pip = list(data.get("pip", []))
@@ -419,7 +419,7 @@ def ship_list(scripts):
     """``(source, arcname)`` for command scripts (as the command names them) and the local code they import.
 
     Memoized while the scripts are unchanged: every task of a run names the same few scripts."""
-    from .analysis import analyze
+    from ..analysis.analyzer import analyze
 
     key = ("ship",) + tuple(_file_identity(s) for s in scripts)
     hit = _memo_get(key)
@@ -449,7 +449,7 @@ def task_code(scripts):
     to each script's directory, which is where the script imports them from); *local distributions*: {name:
     source dir} of the local/editable distributions they import (their packages and metadata ship in the code
     layer too). Memoized while the scripts and every local file reached are unchanged."""
-    from .analysis import analyze
+    from ..analysis.analyzer import analyze
     from .layers import local_file_members
 
     key = ("code",) + tuple(_file_identity(s) for s in scripts)

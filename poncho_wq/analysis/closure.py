@@ -23,7 +23,7 @@ from packaging.markers import Marker
 from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import canonicalize_name
 
-from ..installation import Distribution
+from .installation import Distribution
 
 log = logging.getLogger(__name__)
 

@@ -52,9 +52,9 @@ from urllib.parse import unquote, urlparse
 
 from packaging.utils import canonicalize_name
 
-from .errors import PonchoError
-from .memo import register
-from .fsutil import atomic_output, is_within, mtime_ns
+from ..errors import PonchoError
+from ..memo import register
+from ..fsutil import atomic_output, is_within, mtime_ns
 
 log = logging.getLogger(__name__)
 
@@ -205,7 +205,7 @@ _PROBES: Dict[str, Tuple[Dict[str, Optional[int]], dict]] = {}
 
 
 def _probe_dir() -> str:
-    from .config import settings
+    from ..config import settings
 
     return os.path.join(settings().cache_dir, "analyze", "installations")
 

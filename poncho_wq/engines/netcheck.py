@@ -65,7 +65,7 @@ def index_url():
     for var in ("PIP_NO_INDEX", "UV_OFFLINE", "UV_NO_INDEX"):
         if _truthy(os.environ.get(var)):
             return None, "{} is set".format(var)
-    from .tools import find_tool
+    from ..tools import find_tool
 
     uv_first = find_tool("uv") is not None
     uv = os.environ.get("UV_DEFAULT_INDEX") or os.environ.get("UV_INDEX_URL")

@@ -34,12 +34,12 @@ import time
 import urllib.parse
 from typing import Optional
 
-from .cache import content_digest, file_identity
-from .config import DISTRIBUTIONS as MODES, settings  # modes: direct, url, shared (PONCHO_WQ_DISTRIBUTION)
-from .credentials import mask
-from .errors import BuildError, PonchoError, SpecError
+from ..archive.cache import content_digest, file_identity
+from ..config import DISTRIBUTIONS as MODES, settings  # modes: direct, url, shared (PONCHO_WQ_DISTRIBUTION)
+from ..credentials import mask
+from ..errors import BuildError, PonchoError, SpecError
 from .fetch import Fetch, fetch_command
-from .fsutil import copy_contents
+from ..fsutil import copy_contents
 
 log = logging.getLogger(__name__)
 
@@ -375,7 +375,7 @@ class LocalServer:
         os.unlink(port_file)
         # --parent-pid: the server exits when this process does, even killed (no stop(), no atexit): a manager
         # that crashed must not leave a server exposing the directory and holding the port.
-        cmd = [sys.executable, "-m", "poncho_wq.publish", "serve", self.directory, "--port", str(port),
+        cmd = [sys.executable, "-m", "poncho_wq.deliver.publish", "serve", self.directory, "--port", str(port),
                "--bind", bind, "--port-file", port_file, "--parent-pid", str(os.getpid())]
         if log_path:
             cmd += ["--log", log_path]
@@ -522,5 +522,5 @@ def serve_main(argv):
 if __name__ == "__main__":
     if sys.argv[1:2] == ["serve"]:
         sys.exit(serve_main(sys.argv[2:]))
-    print("usage: python -m poncho_wq.publish serve DIR [--port N] [--bind ADDR] [--log FILE]", file=sys.stderr)
+    print("usage: python -m poncho_wq.deliver.publish serve DIR [--port N] [--bind ADDR] [--log FILE]", file=sys.stderr)
     sys.exit(1)

@@ -33,8 +33,8 @@ import threading
 import time
 from typing import NamedTuple, Optional, Tuple
 
-from .config import settings
-from .errors import InputMissing, PonchoError, SpecError
+from ..config import settings
+from ..errors import InputMissing, PonchoError, SpecError
 
 log = logging.getLogger(__name__)
 

@@ -33,7 +33,7 @@ import stat
 import tarfile
 import zlib
 
-from .errors import PonchoError
+from ..errors import PonchoError
 
 try:
     from lzma import LZMAError

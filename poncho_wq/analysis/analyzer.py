@@ -62,14 +62,14 @@ from typing import FrozenSet, Mapping, Optional, Tuple
 from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import canonicalize_name
 
-from . import distributions
-from .engines import closure as _closure
-from .errors import PonchoError, SpecError
-from .fsutil import TOOL_STATE_DIRS, is_within
-from .spec import Spec
+from . import pins as distributions
+from . import closure as _closure
+from ..errors import PonchoError, SpecError
+from ..fsutil import TOOL_STATE_DIRS, is_within
+from ..spec import Spec
 from .scan import (DYNAMIC, OPTIONAL, SCANNER_VERSION, TOPLEVEL, TYPE_CHECKING, Context, FileScan, ImportRef,
                    ScanCache, _RACY_SECONDS, cache_dir, evaluate, scan_file, scan_files, scan_source)
-from .wq import MANAGER_ONLY
+from ..wq import MANAGER_ONLY
 
 __all__ = [
     "Analysis", "LockEntry", "analyze", "canonicalize", "stdlib_names",
@@ -825,7 +825,7 @@ def _package_data(local, warnings):
     largest files."""
     import fnmatch
 
-    from .config import settings
+    from ..config import settings
 
     patterns = settings().exclude_patterns
     out, sizes = {}, []
@@ -905,7 +905,7 @@ def declared_dependencies(project):
     out = []
     path = os.path.join(project, "pyproject.toml")
     if os.path.isfile(path):
-        from .project import read_toml
+        from ..assemble.project import read_toml
 
         try:
             table = read_toml(path).get("project")
@@ -995,7 +995,7 @@ def canonicalize(name):
 
 
 def _build_spec(env, pins):
-    from .spec import parse_spec
+    from ..spec import parse_spec
 
     data = {}
     conda = sorted((p for p in pins if p.kind == "conda"), key=lambda p: p.text)

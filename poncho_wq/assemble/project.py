@@ -48,10 +48,10 @@ from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import canonicalize_name
 
-from .errors import BuildError, InputMissing, SpecError
-from .fsutil import TOOL_STATE_DIRS, build_scratch
-from .memo import register
-from .tools import check_interrupted, run_group
+from ..errors import BuildError, InputMissing, SpecError
+from ..fsutil import TOOL_STATE_DIRS, build_scratch
+from ..memo import register
+from ..tools import check_interrupted, run_group
 
 log = logging.getLogger(__name__)
 
@@ -251,7 +251,7 @@ def _build_requires(path: str) -> Tuple[Tuple[str, ...], str]:
 def missing_build_requirements(path: str, python: Optional[str] = None) -> List[str]:
     """The project's build requirements the interpreter *python* does not have (empty: it can build without
     isolation, hence without network). setuptools before 70.1 needs ``wheel`` for ``bdist_wheel`` too."""
-    from .installation import installation
+    from ..analysis.installation import installation
 
     requires, backend = _build_requires(path)
     env = installation(python)
@@ -316,7 +316,7 @@ def build_project(path: str, python: Optional[str] = None, build_isolation: Opti
     (not a project, an ``apt-get`` step, unreadable pyproject.toml) or :class:`~poncho_wq.errors.BuildError`
     (the build failed: one line naming the project, the cause and the fix); nothing is left in the project
     nor in the cache on failure."""
-    from .cache import default_cache_dir
+    from ..archive.cache import default_cache_dir
 
     path = _check_project(path)
     check_os_installs(path)
@@ -326,7 +326,7 @@ def build_project(path: str, python: Optional[str] = None, build_isolation: Opti
     if missing and isolated:
         log.info("poncho: building %s with build isolation: pip downloads its build requirements (not installed "
                  "here: %s; install them to build without network)", path, ", ".join(missing))
-    from .installation import installation
+    from ..analysis.installation import installation
 
     cache = os.path.abspath(cache_dir or default_cache_dir())
     root = os.path.join(cache, "projects")
@@ -571,7 +571,7 @@ def project_environment(path, extras: Sequence[str] = (), *, layered: bool = Tru
     from urllib.parse import quote
 
     from .environment import Environment
-    from .installation import installation
+    from ..analysis.installation import installation
 
     if isinstance(extras, str):
         extras = (extras,)
@@ -584,7 +584,7 @@ def project_environment(path, extras: Sequence[str] = (), *, layered: bool = Tru
     data: dict = {"python": inst.python_version}
     if pip:
         data["pip"] = pip
-    from .spec import parse_spec
+    from ..spec import parse_spec
 
     spec = parse_spec(data)
     if layered:
