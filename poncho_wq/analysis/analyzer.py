@@ -64,7 +64,7 @@ from packaging.utils import canonicalize_name
 
 from . import pins as distributions
 from . import closure as _closure
-from ..errors import PonchoError, SpecError
+from ..errors import InputMissing, PonchoError, SpecError
 from ..fsutil import TOOL_STATE_DIRS, is_within
 from ..spec import Spec
 from .scan import (DYNAMIC, OPTIONAL, SCANNER_VERSION, TOPLEVEL, TYPE_CHECKING, Context, FileScan, ImportRef,
@@ -493,9 +493,9 @@ def _expand(paths, finder):
                         full = os.path.join(dirpath, f)
                         out.setdefault(full, tuple(dict.fromkeys(_project_roots(full, finder) + extra)))
         elif not os.path.exists(p):
-            raise PonchoError("{} does not exist: give the path of a Python script".format(p), exit_code=2)
+            raise InputMissing("{} does not exist: give the path of a Python script".format(p))
         elif not os.path.isfile(p):
-            raise PonchoError("{} is not a regular file: give the path of a Python script".format(p), exit_code=2)
+            raise InputMissing("{} is not a regular file: give the path of a Python script".format(p))
         else:
             full = os.path.abspath(p)
             out.setdefault(full, _project_roots(full, finder))
@@ -536,7 +536,7 @@ def _installed_as_sources(scripts, sources, inst):
             with open(path, encoding="utf-8", errors="surrogateescape") as f:
                 sources[path] = f.read()
         except OSError as e:
-            raise PonchoError("cannot read {}: {}".format(path, e.strerror or e), exit_code=2)
+            raise InputMissing("cannot read {}: {}".format(path, e.strerror or e))
         scripts.remove(path)
     return scripts
 

@@ -52,7 +52,7 @@ from urllib.parse import unquote, urlparse
 
 from packaging.utils import canonicalize_name
 
-from ..errors import PonchoError
+from ..errors import InputMissing, PonchoError
 from ..memo import register
 from ..fsutil import atomic_output, is_within, mtime_ns
 
@@ -268,7 +268,7 @@ def _layout(python: Optional[str], prefix: Optional[str]) -> Layout:
     if prefix is not None:
         prefix = os.path.abspath(prefix)
         if not os.path.isdir(prefix):
-            raise PonchoError("environment prefix {} does not exist".format(prefix), exit_code=2)
+            raise InputMissing("environment prefix {} does not exist".format(prefix))
         python = _prefix_interpreter(prefix)
         if python is None:
             return _static_layout(os.path.realpath(prefix))

@@ -224,7 +224,7 @@ class Environment:
                    tuple(sorted((k, repr(v)) for k, v in analyze_options.items())),
                    target or settings().target)
         except FileNotFoundError as e:
-            raise PonchoError("script {} does not exist".format(e.filename), exit_code=2)
+            raise InputMissing("script {} does not exist".format(e.filename))
         env = _memo_get(key)
         if env is None:
             result = analyze(scripts, exclude=exclude, **analyze_options)

@@ -16,7 +16,7 @@ no output file is written.
 import argparse
 import sys
 
-from ..errors import PonchoError
+from ..errors import PonchoError, SpecError
 from .common import prog_name, run, setup_logging
 
 PROG = "poncho_package_create"
@@ -27,7 +27,7 @@ class _Parser(argparse.ArgumentParser):
 
     def error(self, message):
         self.print_usage(sys.stderr)
-        raise PonchoError(message, exit_code=1)
+        raise SpecError(message)
 
 
 def parser(prog=PROG):

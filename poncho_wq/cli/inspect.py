@@ -15,7 +15,7 @@ import os
 import sys
 
 from ..analysis.analyzer import analyze
-from ..errors import PonchoError
+from ..errors import InputMissing
 from ..analysis.installation import installation
 from ..archive.lock import diff, diff_text, read_lock, table
 from .common import run, setup_logging
@@ -68,8 +68,7 @@ def inspect_main(argv):
     else:
         for path in args.paths:
             if not os.path.exists(path):
-                raise PonchoError("{} does not exist: give an environment tarball or Python scripts".format(path),
-                                  exit_code=2)
+                raise InputMissing("{} does not exist: give an environment tarball or Python scripts".format(path))
         doc = _analysis_lock(args.paths, args.allow_unresolved)
     if args.json:
         json.dump(doc, sys.stdout, indent=1, sort_keys=True)

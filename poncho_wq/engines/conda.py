@@ -40,7 +40,7 @@ import shutil
 import tempfile
 
 from ..config import Settings, settings
-from ..errors import BuildError, PonchoError, SpecError
+from ..errors import BuildError, SpecError
 from ..archive.pack import ensure_history
 from ..progress import as_progress
 from ..tools import run_tool
@@ -63,9 +63,8 @@ def conda_tool(environ=None):
             return None
         path = shutil.which(chosen, path=environ.get("PATH"))
         if not path:
-            raise PonchoError("PONCHO_CONDA_EXE={!r} is not an executable command; set it to micromamba, mamba, "
-                              "conda (or a path to one), or to 'rattler' for the embedded installer".format(chosen),
-                              exit_code=3)
+            raise BuildError("PONCHO_CONDA_EXE={!r} is not an executable command; set it to micromamba, mamba, "
+                              "conda (or a path to one), or to 'rattler' for the embedded installer".format(chosen))
         return os.path.abspath(path)
     for name in TOOLS:
         path = shutil.which(name, path=environ.get("PATH"))
@@ -190,8 +189,7 @@ def _install_with_rattler(spec, prefix, progress):
                                 requested_specs=[MatchSpec(p)._match_spec for p in packages],
                                 **_install_platform(target)))
         except Exception as e:
-            raise PonchoError("installing the conda packages into {} failed:\n{}".format(prefix, _rattler_message(e)),
-                              exit_code=3)
+            raise BuildError("installing the conda packages into {} failed:\n{}".format(prefix, _rattler_message(e)))
     log.debug("installed %s", ", ".join("{}={}={}".format(r.name.normalized, r.version, r.build) for r in records))
 
 

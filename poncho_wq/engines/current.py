@@ -50,7 +50,7 @@ import os
 from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import canonicalize_name
 
-from ..errors import PonchoError
+from ..errors import BuildError, PonchoError
 from ..fsutil import TOOL_STATE_DIRS, is_within
 from ..analysis.installation import Installation, installation
 from ..memo import register
@@ -113,8 +113,8 @@ def _installed_entries(dist, env, site_rel, warnings):
     name = dist.name
     record = dist.record()
     if record is None:
-        raise PonchoError("{} {} has no RECORD (installed by a tool that does not list its files): cannot tell what "
-                          "to copy; reinstall it with pip or uv".format(name, dist.version), exit_code=3)
+        raise BuildError("{} {} has no RECORD (installed by a tool that does not list its files): cannot tell what "
+                          "to copy; reinstall it with pip or uv".format(name, dist.version))
     for rel in record:
         parts = rel.split("/")
         if "__pycache__" in parts:
@@ -141,8 +141,8 @@ def _editable_entries(dist, env, site_rel, warnings):
     name = dist.name
     sources = dist.editable_sources()
     if not sources:
-        raise PonchoError("{} is installed in editable mode but none of its packages could be found in its source "
-                          "tree: reinstall it (pip install -e) or build from an index".format(name), exit_code=3)
+        raise BuildError("{} is installed in editable mode but none of its packages could be found in its source "
+                          "tree: reinstall it (pip install -e) or build from an index".format(name))
     entries = []
     for mod, path in sorted(sources.items()):
         if os.path.isfile(path):
@@ -189,14 +189,13 @@ def _root_requirements(spec, index, env, warnings, from_index=None):
             (from_index if from_index is not None else missing).append(text)
             continue
         if req.specifier and not req.specifier.contains(dist.version, prereleases=True):
-            raise PonchoError("the spec asks for {} but {} {} is installed in the environment of {}: build from an "
+            raise BuildError("the spec asks for {} but {} {} is installed in the environment of {}: build from an "
                               "index, or install that version there".format(text, req.name, dist.version,
-                                                                           env.python), exit_code=3)
+                                                                           env.python))
         roots.append(req)
     if missing:
-        raise PonchoError("not installed in the environment of {}: {}; install them there, or build from a package "
-                          "index instead of the current environment".format(env.python, ", ".join(missing)),
-                          exit_code=3)
+        raise BuildError("not installed in the environment of {}: {}; install them there, or build from a package "
+                          "index instead of the current environment".format(env.python, ", ".join(missing)))
     return roots
 
 
@@ -214,10 +213,9 @@ def plan(spec, python=None, index_fallback=False):
     spec = as_spec(spec)
     env = installation(python)  # the environment files are copied from
     if spec.conda and not env.conda_prefix:
-        raise PonchoError("the spec has a conda section ({}) but {} does not run in a conda environment: the "
+        raise BuildError("the spec has a conda section ({}) but {} does not run in a conda environment: the "
                           "current engine copies conda packages from a conda environment only; build from the "
-                          "spec with --engine conda".format(" ".join(spec.conda.packages), env.python),
-                          exit_code=3)
+                          "spec with --engine conda".format(" ".join(spec.conda.packages), env.python))
     # The Installation is a new object whenever its site directories or conda-meta changed (see installation()).
     memo_key = (spec.digest(), env, index_fallback)
     if memo_key in _PLAN_MEMO:

@@ -30,7 +30,7 @@ Pip-installed distributions no conda record owns are then copied from their ``RE
 import dataclasses
 import os
 
-from ..errors import PonchoError
+from ..errors import BuildError
 from ..analysis import closure as _closure
 
 
@@ -47,20 +47,20 @@ def _conda_plan(spec, env, pip_dists, warnings):
     for text in spec.conda.packages if spec.conda else ():
         name = matcher.name(text)
         if name is None:
-            raise PonchoError("conda package {!r} does not name one package; the current engine needs exact "
-                              "names".format(text), exit_code=3)
+            raise BuildError("conda package {!r} does not name one package; the current engine needs exact "
+                              "names".format(text))
         if name not in records:
             missing.append(text)
             continue
         rec = records[name]
         if not matcher.satisfies(text, name):
-            raise PonchoError("the spec asks for {} but {}={}={} is installed in the conda environment {}: build "
+            raise BuildError("the spec asks for {} but {}={}={} is installed in the conda environment {}: build "
                               "from the channels (--engine conda), or install that version there".format(
-                                  text, name, rec["version"], rec["build"], prefix), exit_code=3)
+                                  text, name, rec["version"], rec["build"], prefix))
         roots.append(name)
     if missing:
-        raise PonchoError("not installed in the conda environment {}: {}; install them there, or build from the "
-                          "channels with --engine conda".format(prefix, ", ".join(missing)), exit_code=3)
+        raise BuildError("not installed in the conda environment {}: {}; install them there, or build from the "
+                          "channels with --engine conda".format(prefix, ", ".join(missing)))
     if "python" in records:
         roots.append("python")
     unowned = {}
@@ -135,9 +135,9 @@ def replace_prefix_binary(data, old, new, what="a binary file"):
     if old not in data:
         return data
     if len(new) > len(old):
-        raise PonchoError("{} holds the conda prefix {} in binary form, and the build prefix {} is longer: it "
+        raise BuildError("{} holds the conda prefix {} in binary form, and the build prefix {} is longer: it "
                           "cannot be rewritten in place; set PONCHO_WQ_CACHE to a shorter directory".format(
-                              what, old.decode(errors="replace"), new.decode(errors="replace")), exit_code=3)
+                              what, old.decode(errors="replace"), new.decode(errors="replace")))
     import re
 
     def pad(m):
@@ -155,8 +155,8 @@ def _check_conda_python(spec, p):
     version = next((v.split("=")[0] for n, v, k in p.dists if k == "conda" and n == "python"), None)
     if version is None:
         if spec.pip or spec.python_version:
-            raise PonchoError("the conda environment {} has no conda python package: the current engine ships the "
-                              "interpreter from its conda record".format(p.env.conda_prefix), exit_code=3)
+            raise BuildError("the conda environment {} has no conda python package: the current engine ships the "
+                              "interpreter from its conda record".format(p.env.conda_prefix))
         return
     parts = [int(x) for x in version.split(".")[:3] if x.isdigit()]
     check_version(spec, {"version": version, "version_info": parts}, p.env.python)

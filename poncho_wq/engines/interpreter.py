@@ -571,7 +571,7 @@ def copy_interpreter(base_python, prefix, *, strip=True, cache_root=None, phase=
     :func:`interpreter_bases`, i.e. the build cache inside :func:`poncho_wq.engines.create`) the interpreter base
     is prepared once there and placed by hard links; without one the copy is prepared in the prefix itself.
     *phase* (a :class:`poncho_wq.progress.Phase`) gets status lines and a closing note. Raises
-    PonchoError(exit_code=3) when a needed tool fails.
+    :class:`~poncho_wq.errors.BuildError` when a needed tool fails.
     """
     info = probe_interpreter(base_python)
     cache_root = cache_root or _BASES_ROOT.get()
