@@ -5,7 +5,7 @@ derive from the Work Queue binding in use (``ndcctools.work_queue`` or Debian's 
 :mod:`poncho_wq.wq`), which is imported only when they are first used.
 """
 
-__version__ = "0.1.0"
+from .version import __version__
 
 from .errors import ActivationError, BuildError, InputMissing, PonchoError, SpecError
 

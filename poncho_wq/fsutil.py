@@ -70,17 +70,6 @@ def is_within(path, root):
     return path == root or path.startswith(root.rstrip(os.sep) + os.sep)
 
 
-def sha256_file(path):
-    """The sha256 hex digest of the file *path* (read in 1 MiB blocks; ~1 GB/s here)."""
-    import hashlib
-
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 _FICLONE = 0x40049409  # linux/fs.h: _IOW(0x94, 9, int)
 
 
@@ -319,3 +308,21 @@ def read_input(path, limit):
         return b"".join(chunks)
     finally:
         os.close(fd)
+
+
+def read_toml(file: str) -> dict:
+    """The TOML document *file*, by ``tomllib`` (Python 3.11+), else ``tomli``, else the copy pip vendors (Python
+    3.9 and 3.10 are supported and ship no TOML reader). Raises ValueError (not TOML), OSError, or ImportError
+    (no reader at all)."""
+    try:
+        import tomllib
+    except ImportError:
+        try:
+            import tomli as tomllib  # type: ignore
+        except ImportError:
+            try:
+                from pip._vendor import tomli as tomllib  # type: ignore
+            except ImportError:
+                raise ImportError("no TOML reader in this Python (before 3.11): pip install tomli") from None
+    with open(file, "rb") as f:
+        return tomllib.load(f)

@@ -346,7 +346,7 @@ def runtime_environment(environment=None, *, functions=(), scripts=(), packages=
     and the manager's ``ndcctools``. Submodule imports that need more than their package (``dask.array`` needs
     numpy, :mod:`poncho_wq.import_extras`) are added too."""
     from .analysis.import_extras import extra_distributions
-    from .wq import MANAGER_ONLY
+    from .analysis.analyzer import MANAGER_ONLY
 
     check_environment_argument(environment, who)
     ship = []

@@ -51,7 +51,7 @@ def dict_to_env(spec, conda_executable=None, download_micromamba=False, ignore_e
                 cache_path=None, force=False):
     """Build the environment *spec* (a dict, a JSON string as upstream accepts, a Spec or a spec file path) and
     return the path of its tarball. See the module docstring for how ``cache``/``cache_path``/``force`` map."""
-    from . import create
+    from .engines import create
     from .spec import as_spec
 
     if isinstance(spec, str) and spec.lstrip().startswith("{"):
@@ -74,7 +74,7 @@ def pack_env_from_dict(spec, output, conda_executable=None, download_micromamba=
     """Upstream's ``pack_env_from_dict(spec, output)``: build *spec* into the tarball *output* (through the build
     cache; the file at *output* is a copy, so changing it never touches the cache); returns *output*'s absolute
     path."""
-    from . import create
+    from .engines import create
     from .spec import as_spec
 
     with _conda_exe(conda_executable, "pack_env_from_dict"):

@@ -32,7 +32,7 @@ The lock: the distributions the imports resolve to, closed over their installed 
 evaluated for the target, :mod:`poncho_wq.engines.closure`), each pinned to the version installed here
 (:attr:`Analysis.spec`), with why each is there (:attr:`Analysis.lock`: the import and its file:line, or the
 distributions requiring it). :attr:`Analysis.direct_spec` pins only what the scripts import, leaving the rest to
-an index's resolver (``source="index"``). Manager-only modules (:data:`poncho_wq.wq.MANAGER_ONLY`: Work Queue,
+an index's resolver (``source="index"``). Manager-only modules (:data:`MANAGER_ONLY`: Work Queue,
 ndcctools, poncho_wq) are left out unless ``exclude`` says otherwise, for the CLI and the API alike.
 
 Local code (upstream poncho refuses it) is followed instead: a module or package next to a script, or in the
@@ -69,7 +69,6 @@ from ..fsutil import TOOL_STATE_DIRS, is_within
 from ..spec import Spec
 from .scan import (DYNAMIC, OPTIONAL, SCANNER_VERSION, TOPLEVEL, TYPE_CHECKING, Context, FileScan, ImportRef,
                    ScanCache, _RACY_SECONDS, cache_dir, evaluate, scan_file, scan_files, scan_source)
-from ..wq import MANAGER_ONLY
 
 __all__ = [
     "Analysis", "LockEntry", "analyze", "canonicalize", "stdlib_names",
@@ -79,6 +78,9 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+
+# Modules that only the manager needs: never part of a task's environment.
+MANAGER_ONLY = ("work_queue", "ndcctools", "poncho_wq", "_work_queue", "work_queue_futures")
 
 #: The " (file:line)" a reason of the lock ends with.
 _LOCATION = re.compile(r" \([^()]*\)$")
@@ -550,7 +552,7 @@ def analyze(scripts, *, toplevel=False, function=None, pkg_mapping=None, extra_p
     inside that function (``name`` or ``Class.method``), as upstream does. Local modules they reach are always
     followed completely, since importing a module runs all of its top level. ``pkg_mapping``: {import name:
     package} overrides; ``extra_pkgs``: packages to add. ``exclude``: import names to leave out entirely (default:
-    the manager-only modules, :data:`poncho_wq.wq.MANAGER_ONLY`). ``python_version``: the target "X.Y" (stdlib
+    the manager-only modules, :data:`MANAGER_ONLY`). ``python_version``: the target "X.Y" (stdlib
     list, recorded version, markers). ``prefix``: an environment (conda prefix or venv) to resolve distributions
     in instead of the running interpreter's: its interpreter is asked for its site directories
     (:func:`poncho_wq.installation.installation`), so a venv's system site-packages, the user site and
@@ -905,7 +907,7 @@ def declared_dependencies(project):
     out = []
     path = os.path.join(project, "pyproject.toml")
     if os.path.isfile(path):
-        from ..assemble.project import read_toml
+        from ..fsutil import read_toml
 
         try:
             table = read_toml(path).get("project")

@@ -57,7 +57,8 @@ import time
 
 from ..config import settings
 from ..errors import BuildError, PonchoError
-from ..fsutil import atomic_output, sha256_file
+from ..fsutil import atomic_output
+from ..identity import file_identity, sha256_file
 from ..memo import register
 
 log = logging.getLogger(__name__)
@@ -72,15 +73,6 @@ INPUT_STORES = ("interpreters", "bytecode", "wheels", "projects", "analyze")
 #: ctime): any write, chmod or rename changes ctime, so a changed file is hashed again.
 _digests: dict = {}
 register(_digests.clear)
-
-
-def file_identity(path):
-    """What changes whenever the file at *path* is written, replaced or chmod'ed; None when it is missing."""
-    try:
-        st = os.stat(path)
-    except OSError:
-        return None
-    return (os.path.abspath(path), st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
 
 
 def content_digest(path):

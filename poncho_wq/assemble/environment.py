@@ -5,17 +5,19 @@ again (unchanged on disk) returns the same object, and building the same spec ag
 without touching the builders. A later process gets the build from the on-disk cache (:mod:`poncho_wq.cache`).
 """
 
-import hashlib
 import os
 import re
 import shlex
 import sys
 import threading
-from typing import TYPE_CHECKING, Any, Dict, Iterable, Mapping, Optional, Tuple, Union
+from typing import TYPE_CHECKING, Any, Dict, Iterable, Mapping, Optional, Sequence, Tuple, Union
 
+from ..analysis.installation import installation
 from ..config import settings
 from ..errors import InputMissing, PonchoError, SpecError
 from ..memo import register
+from ..identity import file_identity, sha256_file, stat_key
+from .project import bin_members, build_project
 from ..spec import Spec, as_spec
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -44,22 +46,12 @@ def _file_identity(path):
     return (os.path.abspath(path), st.st_size, st.st_mtime_ns)
 
 
-def _stat_key(path):
-    """What changes when *path* is written, replaced or removed (ctime too: a same-size edit within one mtime
-    tick still changes it); None when it is gone."""
-    try:
-        st = os.stat(path)
-    except OSError:
-        return None
-    return (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
-
-
 def _local_identities(paths):
-    return tuple((p, _stat_key(p)) for p in sorted(set(paths)))
+    return tuple((p, stat_key(p)) for p in sorted(set(paths)))
 
 
 def _unchanged(identities):
-    return all(_stat_key(p) == k for p, k in identities)
+    return all(stat_key(p) == k for p, k in identities)
 
 
 def _memo_get(key):
@@ -88,11 +80,7 @@ def tarball_id(path):
     ident = _file_identity(path)
     with _lock:
         if ident not in _hash_memo:
-            h = hashlib.sha256()
-            with open(path, "rb") as f:
-                for block in iter(lambda: f.read(1 << 20), b""):
-                    h.update(block)
-            _hash_memo[ident] = h.hexdigest()[:32]
+            _hash_memo[ident] = sha256_file(path)[:32]
         return _hash_memo[ident]
 
 
@@ -188,8 +176,6 @@ class Environment:
         """From a project directory (``setup.py`` / ``pyproject.toml``): its dependencies (and *extras*') in the
         base, the project built as a wheel into the code layer, its ``data_files`` in each task's sandbox (see
         :mod:`poncho_wq.project`)."""
-        from .project import project_environment
-
         return project_environment(os.fspath(path), tuple(extras), layered=layered, engine=engine, python=python,
                                    build_isolation=build_isolation)
 
@@ -213,7 +199,7 @@ class Environment:
         The result is memoized while the scripts and the local files their analysis reached are unchanged.
         """
         from ..analysis.analyzer import analyze
-        from ..wq import MANAGER_ONLY
+        from ..analysis.analyzer import MANAGER_ONLY
 
         scripts = tuple(str(s) for s in scripts)
         if engine == "current":
@@ -289,7 +275,6 @@ class Environment:
         otherwise :func:`poncho_wq.engines.create` is asked again, which checks the entry's sha256 against the one
         recorded when it was built and rebuilds a damaged entry.
         """
-        from ..archive.cache import file_identity
 
         if self._tarball:
             return self._tarball
@@ -347,6 +332,43 @@ class Environment:
     def __repr__(self):
         what = self._tarball or (self._spec.summary() if self._spec else "?")
         return "Environment({})".format(what)
+
+
+def project_environment(path, extras: Sequence[str] = (), *, layered: bool = True, engine: Optional[str] = None,
+                        python: Optional[str] = None, build_isolation: Optional[bool] = None,
+                        cache_dir: Optional[str] = None):
+    """The :class:`~poncho_wq.environment.Environment` of the project at *path* (see the module docstring).
+
+    *layered* (default, what tasks use): the base holds the dependencies, the code layer the wheel's files, and
+    :attr:`~poncho_wq.environment.Environment.files` its ``data_files`` (attached to each task's sandbox).
+    ``layered=False`` (``poncho_package_create --from-project``): one tarball, the wheel installed into it by the
+    builder (its ``data_files`` then land in the environment's prefix, as ``pip install`` puts them)."""
+    from urllib.parse import quote
+
+
+    if isinstance(extras, str):
+        extras = (extras,)
+    project = build_project(path, python=python, build_isolation=build_isolation, cache_dir=cache_dir)
+    inst = installation(python)
+    pip = project.dependencies(extras, inst.markers)
+    if not layered:
+        pip.append("{}{} @ file://{}".format(project.name, "[{}]".format(",".join(extras)) if extras else "",
+                                             quote(project.wheel)))
+    data: dict = {"python": inst.python_version}
+    if pip:
+        data["pip"] = pip
+    from ..spec import parse_spec
+
+    spec = parse_spec(data)
+    if layered:
+        env = Environment(spec=spec, local_files=tuple(project.lib), engine=engine, python=python, layered=True)
+        env.files = tuple(project.data)
+        env.layer_members = bin_members(project)
+    else:
+        env = Environment(spec=spec, engine=engine, python=python)
+        env.files = ()
+    env.project = project
+    return env
 
 
 def _memo_get_any(key):

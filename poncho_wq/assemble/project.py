@@ -49,7 +49,7 @@ from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import canonicalize_name
 
 from ..errors import BuildError, InputMissing, SpecError
-from ..fsutil import TOOL_STATE_DIRS, build_scratch
+from ..fsutil import TOOL_STATE_DIRS, build_scratch, read_toml
 from ..memo import register
 from ..tools import check_interrupted, run_group
 
@@ -198,31 +198,13 @@ def _source_files(path: str, skip: Iterable[str] = ()) -> Tuple[List[str], List[
 
 
 def _tree_digest(path: str, skip: Iterable[str] = ()) -> str:
-    from .layers import _digest
+    from ..identity import file_digest
 
     h = hashlib.sha256()
     for rel, full in _source_files(path, skip)[1]:
-        digest, executable = _digest(full)
+        digest, executable = file_digest(full)
         h.update("{}\0{}\0{}\n".format(rel, int(executable), digest).encode())
     return h.hexdigest()
-
-
-def read_toml(file: str) -> dict:
-    """The TOML document *file*, by ``tomllib`` (Python 3.11+), else ``tomli``, else the copy pip vendors (Python
-    3.9 and 3.10 are supported and ship no TOML reader). Raises ValueError (not TOML), OSError, or ImportError
-    (no reader at all)."""
-    try:
-        import tomllib
-    except ImportError:
-        try:
-            import tomli as tomllib  # type: ignore
-        except ImportError:
-            try:
-                from pip._vendor import tomli as tomllib  # type: ignore
-            except ImportError:
-                raise ImportError("no TOML reader in this Python (before 3.11): pip install tomli") from None
-    with open(file, "rb") as f:
-        return tomllib.load(f)
 
 
 def _build_requires(path: str) -> Tuple[Tuple[str, ...], str]:
@@ -559,44 +541,5 @@ def bin_members(project: Project) -> Tuple[Tuple[str, str], ...]:
     return tuple(("bin/" + name, src) for src, name in project.bin)
 
 
-def project_environment(path, extras: Sequence[str] = (), *, layered: bool = True, engine: Optional[str] = None,
-                        python: Optional[str] = None, build_isolation: Optional[bool] = None,
-                        cache_dir: Optional[str] = None):
-    """The :class:`~poncho_wq.environment.Environment` of the project at *path* (see the module docstring).
-
-    *layered* (default, what tasks use): the base holds the dependencies, the code layer the wheel's files, and
-    :attr:`~poncho_wq.environment.Environment.files` its ``data_files`` (attached to each task's sandbox).
-    ``layered=False`` (``poncho_package_create --from-project``): one tarball, the wheel installed into it by the
-    builder (its ``data_files`` then land in the environment's prefix, as ``pip install`` puts them)."""
-    from urllib.parse import quote
-
-    from .environment import Environment
-    from ..analysis.installation import installation
-
-    if isinstance(extras, str):
-        extras = (extras,)
-    project = build_project(path, python=python, build_isolation=build_isolation, cache_dir=cache_dir)
-    inst = installation(python)
-    pip = project.dependencies(extras, inst.markers)
-    if not layered:
-        pip.append("{}{} @ file://{}".format(project.name, "[{}]".format(",".join(extras)) if extras else "",
-                                             quote(project.wheel)))
-    data: dict = {"python": inst.python_version}
-    if pip:
-        data["pip"] = pip
-    from ..spec import parse_spec
-
-    spec = parse_spec(data)
-    if layered:
-        env = Environment(spec=spec, local_files=tuple(project.lib), engine=engine, python=python, layered=True)
-        env.files = tuple(project.data)
-        env.layer_members = bin_members(project)
-    else:
-        env = Environment(spec=spec, engine=engine, python=python)
-        env.files = ()
-    env.project = project
-    return env
-
-
-__all__ = ["Project", "bin_members", "build_project", "check_os_installs", "missing_build_requirements", "project_environment",
-           "read_toml", "sweep"]
+__all__ = ["Project", "bin_members", "build_project", "check_os_installs", "missing_build_requirements",
+           "sweep"]

@@ -87,7 +87,7 @@ def _analyze(argv, prog):
 
     from ..analysis.analyzer import analyze
     from ..fsutil import atomic_output
-    from ..wq import MANAGER_ONLY
+    from ..analysis.analyzer import MANAGER_ONLY
 
     # The same analysis as the API's (Environment.from_script): manager-only modules left out here too.
     result = analyze(scripts, toplevel=args.toplevel, function=args.function, pkg_mapping=mapping,

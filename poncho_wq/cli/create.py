@@ -91,7 +91,7 @@ def _create(argv, prog=PROG):
             raise PonchoError("--from-requirements reads a file (its -r/-c includes are relative to it), not - ")
         spec = spec_from_requirements(args.spec)
     elif args.from_project:
-        from ..assemble.project import project_environment
+        from ..assemble.environment import project_environment
 
         spec = project_environment(args.spec, args.extra, layered=False, python=args.python,
                                    cache_dir=args.cache_dir).spec

@@ -233,13 +233,13 @@ def _expand(source: str, name: str, who: str) -> List[Tuple[str, str]]:
 def merge_files(*groups: Iterable[Tuple[str, str]], who: str = "PonchoTask") -> Tuple[Tuple[str, str], ...]:
     """One ``(source, name)`` list from several (a task's scripts, its ``files=``, a project's data files): the
     same name from two different files is refused (which one would the code read?); same content is fine."""
-    from ..assemble.layers import _digest
+    from ..identity import file_digest
 
     out: dict = {}
     for group in groups:
         for src, arc in group:
             old = out.setdefault(arc, src)
-            if old != src and _digest(old)[0] != _digest(src)[0]:
+            if old != src and file_digest(old)[0] != file_digest(src)[0]:
                 raise SpecError("{}: two different files would be {} in the sandbox: {} and {}; rename one, or give "
                                 "it another name with files=[(source, name)]".format(who, arc, old, src))
     return tuple(sorted(((src, arc) for arc, src in out.items()), key=lambda sa: sa[1]))

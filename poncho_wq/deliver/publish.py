@@ -34,7 +34,8 @@ import time
 import urllib.parse
 from typing import Optional
 
-from ..archive.cache import content_digest, file_identity
+from ..archive.cache import content_digest
+from ..identity import file_identity
 from ..config import DISTRIBUTIONS as MODES, settings  # modes: direct, url, shared (PONCHO_WQ_DISTRIBUTION)
 from ..credentials import mask
 from ..errors import BuildError, PonchoError, SpecError

@@ -225,7 +225,7 @@ def cache_key(spec, *, engine, python=None, why=None):
     canonical JSON, the platform, and the builder (engine, poncho_wq version, pack format, the engine's
     :meth:`Engine.identity`); plus the content digests of local ``file://`` projects the spec names, and the digest
     of *why* (what ``poncho/lock.json`` says of each distribution, :func:`poncho_wq.lock.why_digest`) when given."""
-    from .. import __version__
+    from ..version import __version__
 
     spec = as_spec(spec)
     eng = get_engine(spec, engine)
@@ -236,7 +236,7 @@ def cache_key(spec, *, engine, python=None, why=None):
         builder["keep_tests"] = True
     builder.update(eng.identity(spec, python))
     doc = {"spec": spec.canonical(), "platform": platform_tag(), "builder": builder}
-    from ..assemble.layers import local_project_digests
+    from ..identity import local_project_digests
 
     local = local_project_digests(spec)
     if local:  # `name @ file:///dir`: the project's content, not only its URL (issue 13); other keys unchanged
@@ -292,8 +292,10 @@ def build_prefix(spec, prefix, *, engine=None, python=None, progress=None, targe
     target = parse_target(spec.target) if spec.target else None
     if target is None or not target.is_cross():
         from .bytecode import compile_prefix
+        from .interpreter import build_cache_root
 
-        compile_prefix(prefix, progress)  # by the environment's own interpreter: not for another architecture
+        # by the environment's own interpreter: not for another architecture
+        compile_prefix(prefix, progress, build_cache_root())
     if spec.git or spec.http:
         from .data import fetch_data
 

@@ -57,7 +57,7 @@ from ..memo import register
 from ..progress import as_progress
 from ..spec import as_spec, parse_spec
 from ..analysis import closure as _closure
-from .current_conda import _check_conda_python, _conda_plan, _write_history, replace_prefix_binary
+from .current_conda import Entry, _check_conda_python, _conda_plan, _write_history, replace_prefix_binary
 from .interpreter import copy_interpreter, probe_interpreter
 
 log = logging.getLogger(__name__)
@@ -66,18 +66,6 @@ _SKIP_DIRS = TOOL_STATE_DIRS
 
 
 # ------------------------------------------------------------------------------------------------------ plan
-
-
-@dataclasses.dataclass(frozen=True)
-class Entry:
-    """One file to create in the prefix: ``target`` (relative to the prefix), from ``source``; ``kind`` is
-    "copy" (bytes as they are), "script" (shebang rewritten) or "record" (a RECORD written for the copied
-    files of the editable distribution ``owner``)."""
-
-    target: str
-    source: str
-    kind: str = "copy"  # also "dir", "prefix-text", "prefix-binary" (conda files relocated to the build prefix)
-    owner: str = ""  # the distribution it belongs to ("conda:<name>" for conda records)
 
 
 @dataclasses.dataclass(frozen=True)

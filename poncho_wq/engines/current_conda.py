@@ -37,6 +37,18 @@ from ..analysis import closure as _closure
 # ------------------------------------------------------------------------------------------------------ plan
 
 
+@dataclasses.dataclass(frozen=True)
+class Entry:
+    """One file to create in the prefix: ``target`` (relative to the prefix), from ``source``; ``kind`` is
+    "copy" (bytes as they are), "script" (shebang rewritten) or "record" (a RECORD written for the copied
+    files of the editable distribution ``owner``)."""
+
+    target: str
+    source: str
+    kind: str = "copy"  # also "dir", "prefix-text", "prefix-binary" (conda files relocated to the build prefix)
+    owner: str = ""  # the distribution it belongs to ("conda:<name>" for conda records)
+
+
 def _conda_plan(spec, env, pip_dists, warnings):
     """The conda part of :func:`.current.plan` (*env*: the :class:`~poncho_wq.installation.Installation`): ((name, version, "conda"), ...), the kept records' entries, and
     the pip distributions (of *pip_dists*) no conda record owns."""
@@ -98,7 +110,6 @@ def _conda_plan(spec, env, pip_dists, warnings):
 
 def _conda_entries(rec, prefix, warnings):
     """The entries of one conda-meta record: its paths (relocation kinds from ``paths_data``) and the record."""
-    from .current import Entry  # here, not at the top: current imports this module
 
     paths = (rec.get("paths_data") or {}).get("paths")
     if paths is None:
