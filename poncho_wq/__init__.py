@@ -5,9 +5,10 @@ derive from the Work Queue binding in use (``ndcctools.work_queue`` or Debian's 
 :mod:`poncho_wq.wq`), which is imported only when they are first used.
 """
 
-from .version import __version__
+import importlib
 
 from .errors import ActivationError, BuildError, InputMissing, PonchoError, SpecError
+from .version import __version__
 
 # Imported on first use (PEP 562): the command-line tools import this package on every call, and most of them
 # need neither packaging's parsers nor a Work Queue binding.
@@ -67,8 +68,6 @@ def create(*args, **kwargs):
 
 def __getattr__(name):
     if name in _LAZY:
-        import importlib
-
         module, attr = _LAZY[name]
         value = getattr(importlib.import_module("." + module, __name__), attr)
         globals()[name] = value

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Mapping, Optional, Tuple
 
 from .errors import SpecError
+from .target import parse_target
 
 #: Values of ``PONCHO_WQ_SOURCE``.
 SOURCES = ("index", "current", "auto")
@@ -180,8 +181,6 @@ class Settings:
         value = self.raw("PONCHO_WQ_TARGET")
         if value is None:
             return None
-        from .target import parse_target
-
         return parse_target(value, "PONCHO_WQ_TARGET").tag
 
     @property

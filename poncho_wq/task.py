@@ -22,18 +22,24 @@ The shim's own failures use exit codes 1-4 and lines starting with ``poncho_pack
 """
 
 import collections
+import inspect
 import os
+import posixpath
 import re
 import shlex
+import sys
 import threading
 
+from .analysis.installation import installation
 from .assemble.environment import Environment, as_environment, command_scripts, task_code
+from .assemble.layers import content_copy, distribution_members
 from .errors import SpecError
 from .deliver.files import resolve_files, sandbox_inputs
 from .deliver.fetch import fetch_failure, note_check, specify_fetch
 from .deliver.publish import as_distribution, fetch_for, publish
 from .shim import shim_path
 from .spec import Spec
+from .wq import quiet_at_exit, serializer_for
 
 SHIM_NAME = "poncho_package_run"
 ShimError = collections.namedtuple("ShimError", "exit_code message")
@@ -109,8 +115,6 @@ def shim_error_from(exit_code, output):
 def task_layers(environment, command=None):
     """``(code layer or None, command scripts)`` for a task of *environment* running *command*: the layer holds
     the environment's code and the local code of the scripts the command names (see :func:`task_code`)."""
-    from .assemble.layers import distribution_members
-
     scripts, members, dists = task_code(command_scripts(command)) if command else ((), (), {})
     if dists:
         members = tuple(members) + tuple(distribution_members(dists, environment.python))
@@ -128,8 +132,6 @@ DistributionPlan = collections.namedtuple("DistributionPlan", "mode env code env
 def plan_distribution(environment, layer=None, distribution=None):
     """Publish what *distribution* needs (``None``: ``environment.distribution`` if set, else the settings) and
     say how the task refers to it."""
-    import posixpath
-
     if distribution is None:
         distribution = getattr(environment, "distribution", None)
     dist = as_distribution(distribution)
@@ -152,8 +154,6 @@ def plan_distribution(environment, layer=None, distribution=None):
 def _attach_environment(task, environment, layer=None, scripts=(), plan=None):
     """Attach the base tarball and the code layer as *plan* says (default: the settings' distribution), the
     command scripts (content-named copies) and the shim."""
-    from .assemble.layers import content_copy
-
     plan = plan or plan_distribution(environment, layer)
     for name, path in plan.files.items():
         task.specify_input_file(path, name, cache=True)
@@ -257,8 +257,6 @@ def classes_for(binding):
                     self.__dict__.setdefault("_task", None)
                     super().__del__()
 
-        from .wq import quiet_at_exit
-
         quiet_at_exit(PonchoTask, PonchoPythonTask)
         _classes[binding.__name__] = (PonchoTask, PonchoPythonTask)
         return _classes[binding.__name__]
@@ -282,9 +280,6 @@ def _function_module_members(func):
     """``lib/<module path>`` for the module of *func* when it is local code imported by name: cloudpickle and
     dill pickle such a function by reference, so the worker imports its module (which no analysis of the scripts
     needs to have reached: a function defined in a local module that ``__main__`` never imports)."""
-    import inspect
-    import sys
-
     module = getattr(func, "__module__", None) or "__main__"
     try:
         source = inspect.getsourcefile(func)
@@ -292,8 +287,6 @@ def _function_module_members(func):
         return ()
     if module == "__main__" or not source or not os.path.isfile(source):
         return ()
-    from .analysis.installation import installation
-
     if installation().is_installed_file(os.path.abspath(source)) or \
             os.path.abspath(source).startswith(os.path.abspath(sys.base_prefix) + os.sep):
         return ()  # installed or standard library: the base has it
@@ -302,12 +295,6 @@ def _function_module_members(func):
 
 
 def _python_task_environment(func, environment, binding):
-    import inspect
-    import sys
-
-    from .assemble.environment import Environment
-    from .wq import serializer_for
-
     if environment is not None and environment != "auto":
         return as_environment(environment)
     scripts = []

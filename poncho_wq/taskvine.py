@@ -30,22 +30,31 @@ import collections
 import importlib
 import importlib.metadata
 import inspect
+import logging
 import os
 import re
+import site
 import sys
+import sysconfig
 import threading
+import time
 import weakref
 
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
+from .analysis.analyzer import MANAGER_ONLY
+from .analysis.import_extras import extra_distributions
 from .assemble.environment import Environment, as_environment
+from .assemble.layers import content_copy, vine_layer
+from .deliver.ndcctools_wheel import ndcctools_requirement
 from .errors import ActivationError, PonchoError, SpecError
 from .config import settings
 from .deliver.files import resolve_files, sandbox_inputs
 from .deliver.fetch import NOTE_MARK, STALL_SECONDS, fetch_script
 from .deliver.publish import as_distribution, fetch_for
-from .task import _short_repr, check_command_argument, check_environment_argument
+from .spec import parse_spec
+from .task import _short_repr, check_command_argument, check_environment_argument, task_layers
 from .wq import quiet_at_exit
 
 #: What TaskVine's serverless library runtime imports on the worker besides the functions' own needs
@@ -156,8 +165,6 @@ def _seeded(manager, source, wait):
     """A temp File holding *source* (a File) on one worker, made by a seed task this call waits for (at most
     *wait* seconds, with no other task of the caller's returned meanwhile); None when no worker made it in time
     (the seed is cancelled and the caller uses *source* directly)."""
-    import time
-
     vine = _vine()
     temp = manager.declare_temp()
     task = vine.Task("cat env.tar.gz > seed.tar.gz")
@@ -176,8 +183,6 @@ def _seeded(manager, source, wait):
         break
     else:
         manager.cancel_by_task_id(task.id)
-    import logging
-
     logging.getLogger(__name__).warning("TaskVine seed of the environment did not complete within %s s (%s): "
                                         "the manager sends it to each worker", wait,
                                         "no worker" if done is None else done.result)
@@ -277,8 +282,6 @@ def with_packages(environment, packages, ndcctools=True):
             pip.append(_installed_pin(name))
             have.add(canonicalize_name(name))
     if ndcctools:
-        from .deliver.ndcctools_wheel import ndcctools_requirement
-
         wanted = environment.spec.python_version
         here = "{}.{}".format(*sys.version_info[:2])
         if wanted and not (wanted == here or wanted.startswith(here + ".")):
@@ -289,8 +292,6 @@ def with_packages(environment, packages, ndcctools=True):
                             "it)".format(wanted, here))
         pip.append(ndcctools_requirement())
     data["pip"] = pip
-    from .spec import parse_spec
-
     engine = environment.engine
     if environment.source in ("current", "auto") or engine in ("current", "locked"):
         # The current and locked engines copy installed *distributions*; a source-built ndcctools is a bare
@@ -332,9 +333,6 @@ def _function_scripts(functions):
 
 
 def _installed(path):
-    import site
-    import sysconfig
-
     dirs = {sysconfig.get_paths()[k] for k in ("purelib", "platlib")} | set(site.getsitepackages())
     return any(path.startswith(os.path.abspath(d) + os.sep) for d in dirs if d)
 
@@ -345,9 +343,6 @@ def runtime_environment(environment=None, *, functions=(), scripts=(), packages=
     Environment), or when None the analysis of ``__main__``, *scripts* and the functions' modules; plus *packages*
     and the manager's ``ndcctools``. Submodule imports that need more than their package (``dask.array`` needs
     numpy, :mod:`poncho_wq.import_extras`) are added too."""
-    from .analysis.import_extras import extra_distributions
-    from .analysis.analyzer import MANAGER_ONLY
-
     check_environment_argument(environment, who)
     ship = []
     if environment is None or environment == "auto":
@@ -408,9 +403,6 @@ def _make_vine_task(vine):
                 if not callable(getattr(vine.Task, "set_" + name, None)):
                     raise SpecError("PonchoVineTask option {}=: TaskVine's Task has no set_{} method; use one of its "
                                     "set_* names, e.g. cores=1, tag='x', retries=3".format(name, name))
-            from .assemble.layers import content_copy, vine_layer
-            from .task import task_layers
-
             self.environment = as_environment(environment, command, layered=True)
             self.original_command = command
             layer, scripts = task_layers(self.environment, command)

@@ -48,7 +48,10 @@ Scanning one file and the per-file scan cache (and why they are fast) live in :m
 module walk and the whole-run cache are here.
 """
 
+import ast
+import configparser
 import dataclasses
+import fnmatch
 import hashlib
 import logging
 import marshal
@@ -64,9 +67,11 @@ from packaging.utils import canonicalize_name
 
 from . import pins as distributions
 from . import closure as _closure
+from ..config import settings
 from ..errors import InputMissing, PonchoError, SpecError
-from ..fsutil import TOOL_STATE_DIRS, is_within
-from ..spec import Spec
+from ..fsutil import TOOL_STATE_DIRS, is_within, read_toml
+from ..spec import Spec, parse_spec
+from .installation import installation
 from .scan import (DYNAMIC, OPTIONAL, SCANNER_VERSION, TOPLEVEL, TYPE_CHECKING, Context, FileScan, ImportRef,
                    ScanCache, _RACY_SECONDS, cache_dir, evaluate, scan_file, scan_files, scan_source)
 
@@ -562,8 +567,6 @@ def analyze(scripts, *, toplevel=False, function=None, pkg_mapping=None, extra_p
     ``strict=False`` (then they are only listed in :attr:`Analysis.unresolved`: for callers that need the local
     files alone).
     """
-    from .installation import installation
-
     if toplevel and function:
         raise PonchoError("--toplevel and --function cannot be used together")
     if python_version is not None:
@@ -825,10 +828,6 @@ def _package_data(local, warnings):
     worker. Python sources are left to the import analysis (only what is imported ships); caches, VCS and build
     debris and ``PONCHO_WQ_EXCLUDE`` patterns are left out; above ``PONCHO_WQ_DATA_WARN_MB`` a warning names the
     largest files."""
-    import fnmatch
-
-    from ..config import settings
-
     patterns = settings().exclude_patterns
     out, sizes = {}, []
     for path, arcname in local.items():
@@ -907,8 +906,6 @@ def declared_dependencies(project):
     out = []
     path = os.path.join(project, "pyproject.toml")
     if os.path.isfile(path):
-        from ..fsutil import read_toml
-
         try:
             table = read_toml(path).get("project")
             deps = table.get("dependencies") if isinstance(table, dict) else None
@@ -918,8 +915,6 @@ def declared_dependencies(project):
             pass  # not TOML, or no reader (Python < 3.11 without tomli): no hint, the analysis goes on
     path = os.path.join(project, "setup.cfg")
     if os.path.isfile(path):
-        import configparser
-
         cp = configparser.ConfigParser()
         try:
             cp.read(path, encoding="utf-8")
@@ -934,8 +929,6 @@ def declared_dependencies(project):
 
 
 def _setup_py_requires(path):
-    import ast
-
     try:
         with open(path, encoding="utf-8", errors="replace") as f:
             tree = ast.parse(f.read(), path)
@@ -997,8 +990,6 @@ def canonicalize(name):
 
 
 def _build_spec(env, pins):
-    from ..spec import parse_spec
-
     data = {}
     conda = sorted((p for p in pins if p.kind == "conda"), key=lambda p: p.text)
     python_pin = env.python_pin()

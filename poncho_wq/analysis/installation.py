@@ -45,13 +45,16 @@ import logging
 import os
 import platform
 import re
+import subprocess
 import sys
 from importlib.machinery import EXTENSION_SUFFIXES
 from typing import Dict, FrozenSet, Iterable, List, Mapping, Optional, Tuple, Union
 from urllib.parse import unquote, urlparse
 
+from packaging.markers import default_environment
 from packaging.utils import canonicalize_name
 
+from ..config import settings
 from ..errors import InputMissing, PonchoError
 from ..memo import register
 from ..fsutil import atomic_output, is_within, mtime_ns
@@ -149,8 +152,6 @@ def _run_probe_here() -> dict:
 
 
 def _run_probe(python: str) -> dict:
-    import subprocess
-
     try:
         r = subprocess.run([python, "-c", _PROBE], stdin=subprocess.DEVNULL, capture_output=True, text=True,
                            timeout=60, cwd="/")
@@ -205,8 +206,6 @@ _PROBES: Dict[str, Tuple[Dict[str, Optional[int]], dict]] = {}
 
 
 def _probe_dir() -> str:
-    from ..config import settings
-
     return os.path.join(settings().cache_dir, "analyze", "installations")
 
 
@@ -257,8 +256,6 @@ def _static_layout(prefix: str) -> Layout:
                 extra += [os.path.realpath(p) for p in pth_directories(pth, d)]
             except OSError:
                 pass
-    from packaging.markers import default_environment
-
     purelib_rel = os.path.relpath(dirs[0], prefix) if dirs else os.path.join("lib", "site-packages")
     return Layout("", prefix, tuple(dict.fromkeys(dirs + extra)), tuple(dirs), (), os.path.join(prefix, "bin"),
                   purelib_rel, {k: str(v) for k, v in default_environment().items()}, False)

@@ -21,6 +21,7 @@ reads it without decompressing the rest. ``poncho_wq inspect`` prints it as a ta
 """
 
 import csv
+import email.parser
 import glob
 import hashlib
 import io
@@ -64,8 +65,6 @@ def _record(meta_dir: str) -> Tuple[List[str], Optional[str]]:
 
 def _metadata(meta_dir: str) -> Tuple[str, str, List[str]]:
     """(name, version, Requires-Dist) from a ``.dist-info``'s METADATA (email headers)."""
-    import email.parser
-
     try:
         with open(os.path.join(meta_dir, "METADATA"), encoding="utf-8", errors="replace") as f:
             msg = email.parser.Parser().parse(f, headersonly=True)

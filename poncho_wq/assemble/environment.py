@@ -5,20 +5,29 @@ again (unchanged on disk) returns the same object, and building the same spec ag
 without touching the builders. A later process gets the build from the on-disk cache (:mod:`poncho_wq.cache`).
 """
 
+import dataclasses
 import os
 import re
 import shlex
 import sys
 import threading
 from typing import TYPE_CHECKING, Any, Dict, Iterable, Mapping, Optional, Sequence, Tuple, Union
+from urllib.parse import quote
 
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
+
+from ..analysis.analyzer import MANAGER_ONLY, analyze, project_hint_files
 from ..analysis.installation import installation
 from ..config import settings
+from ..engines import create, get_engine, with_target
 from ..errors import InputMissing, PonchoError, SpecError
 from ..memo import register
 from ..identity import file_identity, sha256_file, stat_key
+from ..requirements import spec_from_requirements
+from .layers import CodeLayer, distribution_members, local_file_members, local_requirements, merge
 from .project import bin_members, build_project
-from ..spec import Spec, as_spec
+from ..spec import Spec, as_spec, parse_spec
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..analysis.analyzer import Analysis
@@ -103,8 +112,6 @@ class Environment:
             if spec is None:
                 raise SpecError("target={!r} applies to an environment built from a spec; a prebuilt tarball "
                                 "already has its floor (poncho/floor.json): leave target out".format(target))
-            from ..engines import with_target
-
             spec = with_target(spec, target)
         if source not in ("auto", "index", "current"):
             raise SpecError("source={!r} is not valid; expected 'auto', 'index' or 'current'".format(source))
@@ -165,8 +172,6 @@ class Environment:
                           python: Optional[str] = None, target: Optional[str] = None) -> "Environment":
         """From a pip requirements file (pins, markers, ``-r``/``-c`` includes; index options refused, see
         :mod:`poncho_wq.requirements`); *target* as for :meth:`from_spec`."""
-        from ..requirements import spec_from_requirements
-
         return cls(spec=spec_from_requirements(os.fspath(path)), engine=engine, python=python, target=target)
 
     @classmethod
@@ -198,9 +203,6 @@ class Environment:
         :mod:`poncho_wq.target`).
         The result is memoized while the scripts and the local files their analysis reached are unchanged.
         """
-        from ..analysis.analyzer import analyze
-        from ..analysis.analyzer import MANAGER_ONLY
-
         scripts = tuple(str(s) for s in scripts)
         if engine == "current":
             source = "current"
@@ -226,8 +228,7 @@ class Environment:
                 env = old  # only local code changed: keep the object (and its build memo) for the base
                 env.analysis = result
                 env.local_files = result.local_files if ship_local else ()
-            from ..analysis.analyzer import project_hint_files  # the project hint reads these: an edit is a new spec
-
+            # the project hint reads these: an edit is a new spec
             _memo_put(key, env, _analysis_paths(result) + project_hint_files(scripts))
         return env
 
@@ -280,21 +281,13 @@ class Environment:
             return self._tarball
         if self.build_result is not None and file_identity(self.build_result.path) == self._identity:
             return self.build_result.path  # every task asks again: no spec hashing on that path
-        from ..engines import create, get_engine
-
         engine = get_engine(self._spec, self.engine)
         spec, analysis = self._spec, self.analysis
         if self.layered and analysis is not None and analysis.local_distributions:
             # The local distributions ship in the code layer; the base keeps what they require.
-            import dataclasses
-
-            from .layers import local_requirements
-
             spec = _with_requirements(spec, local_requirements(analysis, self.python))
             analysis = dataclasses.replace(analysis, local_distributions={})
         spec = engine.prepare(spec, analysis)  # what this engine builds for the analysis
-        from ..engines import with_target
-
         # create() gives a spec without a target $PONCHO_WQ_TARGET's, read now: so does the memo key (issue 19)
         spec = with_target(spec)
         why = analysis.build_why() if analysis is not None else None  # what poncho/lock.json says of each
@@ -311,8 +304,6 @@ class Environment:
         """The :class:`~poncho_wq.layers.CodeLayer` of this environment plus *members* (``(arcname, source)``),
         or None when there is no code to ship. Layered environments put their local files and local/editable
         distributions there; *members* are a task's own (:func:`task_code`)."""
-        from .layers import CodeLayer, distribution_members, local_file_members, merge
-
         groups = [list(members), local_file_members(self.local_files), list(self.layer_members)]
         if self.layered:
             if self.analysis is not None and self.analysis.local_distributions:
@@ -343,8 +334,6 @@ def project_environment(path, extras: Sequence[str] = (), *, layered: bool = Tru
     :attr:`~poncho_wq.environment.Environment.files` its ``data_files`` (attached to each task's sandbox).
     ``layered=False`` (``poncho_package_create --from-project``): one tarball, the wheel installed into it by the
     builder (its ``data_files`` then land in the environment's prefix, as ``pip install`` puts them)."""
-    from urllib.parse import quote
-
 
     if isinstance(extras, str):
         extras = (extras,)
@@ -357,8 +346,6 @@ def project_environment(path, extras: Sequence[str] = (), *, layered: bool = Tru
     data: dict = {"python": inst.python_version}
     if pip:
         data["pip"] = pip
-    from ..spec import parse_spec
-
     spec = parse_spec(data)
     if layered:
         env = Environment(spec=spec, local_files=tuple(project.lib), engine=engine, python=python, layered=True)
@@ -394,11 +381,6 @@ def _with_requirements(spec, requirements):
     """*spec* with *requirements* added to its pip list (those it already names by name are left as they are)."""
     if not requirements:
         return spec
-    from packaging.requirements import Requirement
-    from packaging.utils import canonicalize_name
-
-    from ..spec import parse_spec
-
     data = spec.to_dict()
     pip = list(data.get("pip", []))
     named = {canonicalize_name(Requirement(r).name) for r in pip}
@@ -441,8 +423,6 @@ def ship_list(scripts):
     """``(source, arcname)`` for command scripts (as the command names them) and the local code they import.
 
     Memoized while the scripts are unchanged: every task of a run names the same few scripts."""
-    from ..analysis.analyzer import analyze
-
     key = ("ship",) + tuple(_file_identity(s) for s in scripts)
     hit = _memo_get(key)
     if hit is not None:
@@ -471,9 +451,6 @@ def task_code(scripts):
     to each script's directory, which is where the script imports them from); *local distributions*: {name:
     source dir} of the local/editable distributions they import (their packages and metadata ship in the code
     layer too). Memoized while the scripts and every local file reached are unchanged."""
-    from ..analysis.analyzer import analyze
-    from .layers import local_file_members
-
     key = ("code",) + tuple(_file_identity(s) for s in scripts)
     hit = _memo_get(key)
     if hit is not None:

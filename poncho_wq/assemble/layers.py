@@ -25,14 +25,24 @@ import json
 import logging
 import os
 import re
+import tarfile
 import tempfile
 import threading
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
+from packaging.requirements import InvalidRequirement, Requirement
+from packaging.utils import canonicalize_name
+
+from ..analysis.analyzer import MANAGER_ONLY
+from ..analysis.installation import installation
+from ..archive.cache import default_cache_dir
+from ..archive.pack import DEFAULT_COMPRESS_LEVEL, _compress, _DeterministicTar
+from ..engines.current import _editable_entries, _installed_entries, rewrite_shebang
 from ..errors import PonchoError
 from ..fsutil import atomic_output
 from ..identity import file_digest, file_identity, stat_key
 from ..memo import register
+from ..shim import run_in_layer_path
 
 log = logging.getLogger(__name__)
 
@@ -81,8 +91,6 @@ class CodeLayer:
 
     def build(self, cache_dir: Optional[str] = None) -> str:
         """The path of the packed layer in the cache (``<cache>/code/code-<hash>.tar.gz``), packed if missing."""
-        from ..archive.cache import default_cache_dir
-
         root = os.path.join(os.path.abspath(cache_dir or default_cache_dir()), "code")
         path = os.path.join(root, self.remote_name)
         ident = file_identity(path)
@@ -111,8 +119,6 @@ def _sound(path):
 
     Layers are small (a few MB at most), so reading one once per process is cheap, and it catches a file
     truncated by a full disk or a crash of something that is not this module."""
-    import tarfile
-
     try:
         if os.stat(path).st_mode & 0o222:
             return False
@@ -129,8 +135,6 @@ def _write_layer(layer, path):
 
     Each file's bytes are read once here and checked against the digest its name was computed from: a file
     edited between planning and packing must not end up under the old name (the shim trusts names)."""
-    from ..archive.pack import DEFAULT_COMPRESS_LEVEL, _compress, _DeterministicTar
-
     tar = _DeterministicTar(os.path.dirname(path) + "/.none")
     for (arc, src), (_arc, _mode, digest) in zip(layer.members, layer.manifest()):
         with open(src, "rb") as f:
@@ -156,10 +160,6 @@ def _shippable(names):
     """*names* without the manager-only distributions (poncho_wq, ndcctools, work_queue): the analysis attributes
     a module under an editable project's tree to that project (a manager script importing a helper from a
     poncho_wq checkout reported poncho_wq as a local distribution), and the workers never run those."""
-    from packaging.utils import canonicalize_name
-
-    from ..analysis.analyzer import MANAGER_ONLY
-
     manager = {canonicalize_name(n) for n in MANAGER_ONLY}
     return sorted(n for n in names if canonicalize_name(n) not in manager)
 
@@ -168,9 +168,6 @@ def distribution_members(names: Iterable[str], python: Optional[str] = None) -> 
     """The members for the local/editable distributions *names*: their import packages (an editable's from its
     source tree, as it is now), their ``.dist-info`` without the files that name this machine's paths, and their
     console scripts under ``bin/`` (shebang ``#!/usr/bin/env python3``, written to the layer's scratch files)."""
-    from ..engines.current import _editable_entries, _installed_entries
-    from ..analysis.installation import installation
-
     env = installation(python)
     names = _shippable(names)
     key = (tuple(names), python, id(env))
@@ -220,8 +217,6 @@ def _script_copy(source):
     """A copy of the console script *source* with ``#!/usr/bin/env python3`` as its shebang, stored by content
     in a per-process scratch directory (the base's python3 is first on PATH when the command runs)."""
     global _scripts_dir
-    from ..engines.current import rewrite_shebang
-
     with open(source, "rb") as f:
         data = rewrite_shebang(f.read(), "/usr/bin/env python3")
     with _lock:
@@ -253,10 +248,6 @@ def merge(*groups: Iterable[Tuple[str, str]]) -> List[Tuple[str, str]]:
 def local_requirements(analysis, python: Optional[str] = None) -> List[str]:
     """The installed requirements (``Requires-Dist``, markers evaluated here, pinned to what is installed) of the
     analysis' local distributions: they leave the base with their code, their dependencies must not."""
-    from packaging.requirements import InvalidRequirement, Requirement
-
-    from ..analysis.installation import installation
-
     env = installation(python)
     out = []
     for name in _shippable(getattr(analysis, "local_distributions", None) or {}):
@@ -289,8 +280,6 @@ def files_digest(members: Iterable[Tuple[str, str]]) -> str:
 def content_copy(source: str, cache_dir: Optional[str] = None) -> str:
     """A read-only copy of *source* at ``<cache>/code/files/<sha256[:32]>/<basename>``: a path that changes when
     the content does (a script attached by its own path would be served stale from Work Queue's cache)."""
-    from ..archive.cache import default_cache_dir
-
     digest, executable = file_digest(os.path.abspath(source))
     root = os.path.join(os.path.abspath(cache_dir or default_cache_dir()), "code", "files", digest[:NAME_DIGITS])
     out = os.path.join(root, os.path.basename(source))
@@ -321,6 +310,4 @@ def vine_layer(layer: Optional[CodeLayer]) -> Optional[CodeLayer]:
     carry it: the name would shadow the base's own ``bin/run_in_env`` on PATH)."""
     if layer is None:
         return None
-    from ..shim import run_in_layer_path
-
     return CodeLayer(merge(layer.members, [("bin/run_in_env", run_in_layer_path())]))

@@ -32,6 +32,8 @@ interpreter and the build mode: an unchanged project is not built again. An :cla
 Environment` made from a project is that build: after an edit, call ``Environment.from_project`` again.
 """
 
+import ast
+import configparser
 import email.parser
 import hashlib
 import json
@@ -41,15 +43,20 @@ import re
 import shutil
 import sys
 import threading
+import time
 import zipfile
 from dataclasses import dataclass
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import canonicalize_name
+from packaging.version import InvalidVersion, Version
 
+from ..analysis.installation import installation
+from ..archive.cache import default_cache_dir
 from ..errors import BuildError, InputMissing, SpecError
 from ..fsutil import TOOL_STATE_DIRS, build_scratch, read_toml
+from ..identity import file_digest
 from ..memo import register
 from ..tools import check_interrupted, run_group
 
@@ -132,8 +139,6 @@ def check_os_installs(path: str) -> None:
     ``"apt-get install -y x"``, ``"sudo yum install gcc"``), as Beam's ``CUSTOM_COMMANDS`` recipe writes it;
     comments, docstrings and prose that merely mention ``apt-get`` (``description="... apt-get ..."``) are not
     steps. ``setup.cfg`` is declarative and cannot run anything, so it is not read."""
-    import ast
-
     file = os.path.join(path, "setup.py")
     if not os.path.isfile(file):
         return
@@ -198,8 +203,6 @@ def _source_files(path: str, skip: Iterable[str] = ()) -> Tuple[List[str], List[
 
 
 def _tree_digest(path: str, skip: Iterable[str] = ()) -> str:
-    from ..identity import file_digest
-
     h = hashlib.sha256()
     for rel, full in _source_files(path, skip)[1]:
         digest, executable = file_digest(full)
@@ -233,8 +236,6 @@ def _build_requires(path: str) -> Tuple[Tuple[str, ...], str]:
 def missing_build_requirements(path: str, python: Optional[str] = None) -> List[str]:
     """The project's build requirements the interpreter *python* does not have (empty: it can build without
     isolation, hence without network). setuptools before 70.1 needs ``wheel`` for ``bdist_wheel`` too."""
-    from ..analysis.installation import installation
-
     requires, backend = _build_requires(path)
     env = installation(python)
     missing = []
@@ -258,8 +259,6 @@ def missing_build_requirements(path: str, python: Optional[str] = None) -> List[
 
 
 def _older(version: str, than: str) -> bool:
-    from packaging.version import InvalidVersion, Version
-
     try:
         return Version(version) < Version(than)
     except InvalidVersion:
@@ -298,8 +297,6 @@ def build_project(path: str, python: Optional[str] = None, build_isolation: Opti
     (not a project, an ``apt-get`` step, unreadable pyproject.toml) or :class:`~poncho_wq.errors.BuildError`
     (the build failed: one line naming the project, the cause and the fix); nothing is left in the project
     nor in the cache on failure."""
-    from ..archive.cache import default_cache_dir
-
     path = _check_project(path)
     check_os_installs(path)
     python = os.path.abspath(python) if python else sys.executable
@@ -308,8 +305,6 @@ def build_project(path: str, python: Optional[str] = None, build_isolation: Opti
     if missing and isolated:
         log.info("poncho: building %s with build isolation: pip downloads its build requirements (not installed "
                  "here: %s; install them to build without network)", path, ", ".join(missing))
-    from ..analysis.installation import installation
-
     cache = os.path.abspath(cache_dir or default_cache_dir())
     root = os.path.join(cache, "projects")
     digest = _tree_digest(path, skip=(cache,))
@@ -352,8 +347,6 @@ STALE_SECONDS = 24 * 3600
 def sweep(root: str, now: Optional[float] = None) -> List[str]:
     """Remove the scratch directories (``.tmp-*``) under *root* that a killed build left, older than
     :data:`STALE_SECONDS` (a younger one may belong to a build running now); return what was removed."""
-    import time
-
     now = time.time() if now is None else now
     removed: list = []
     try:
@@ -453,8 +446,6 @@ def _describe(tree: str, wheel_name: str) -> dict:
     entry_points = {}
     file = os.path.join(tree, infos[0], "entry_points.txt")
     if os.path.isfile(file):
-        import configparser
-
         cp = configparser.ConfigParser(delimiters=("=",), interpolation=None)
         cp.optionxform = str  # type: ignore
         cp.read(file, encoding="utf-8")

@@ -3,6 +3,7 @@
 import re
 import sys
 import time
+from fractions import Fraction
 
 from ..errors import PonchoError, SpecError
 from .common import run, setup_logging
@@ -27,8 +28,6 @@ def _shown(text):
 def _number(text, option, expected):
     """``(number, unit)`` of a ``<number><unit>`` option, the number an exact Fraction (float() turned 400 digits
     into inf, and int(inf) into an OverflowError traceback); SpecError naming the option and value otherwise."""
-    from fractions import Fraction
-
     m = re.match(r"^\s*(\d+(?:\.\d+)?)\s*([A-Za-z]*)\s*$", text)
     if not m:
         raise SpecError("{} {}: expected {}".format(option, _shown(text), expected))

@@ -33,8 +33,10 @@ import os
 import re
 from typing import Any, Iterable, List, Tuple
 
+from ..assemble.layers import content_copy
 from ..errors import InputMissing, SpecError
 from ..fsutil import TOOL_STATE_DIRS
+from ..identity import file_digest
 
 #: Directory and file names never shipped from a directory entry (named explicitly, a file ships whatever it is).
 _SKIP_DIRS = TOOL_STATE_DIRS | {".ipynb_checkpoints", ".ruff_cache"}
@@ -233,8 +235,6 @@ def _expand(source: str, name: str, who: str) -> List[Tuple[str, str]]:
 def merge_files(*groups: Iterable[Tuple[str, str]], who: str = "PonchoTask") -> Tuple[Tuple[str, str], ...]:
     """One ``(source, name)`` list from several (a task's scripts, its ``files=``, a project's data files): the
     same name from two different files is refused (which one would the code read?); same content is fine."""
-    from ..identity import file_digest
-
     out: dict = {}
     for group in groups:
         for src, arc in group:
@@ -251,8 +251,6 @@ def sandbox_inputs(explicit: Iterable[Tuple[str, str]], environment: Any = None,
     ``files=`` (*explicit*, from :func:`resolve_files`) and its environment's data files (a project's
     ``data_files``: :attr:`poncho_wq.environment.Environment.files`). *scripts* (``(source, name)``) are attached
     by the task already: a file with a script's name and content is left out, a different one refused."""
-    from ..assemble.layers import content_copy
-
     scripts = tuple(scripts)
     data = tuple(getattr(environment, "files", ()) or ())
     check_names(data, who)  # a project's data_files: checked here, once they are known

@@ -18,12 +18,17 @@ process (a server thread inside the manager stalls while the binding's ``wait()`
 log to count GETs. It is not a production server: use nginx, a squid cache or object storage at scale.
 """
 
+import argparse
 import atexit
 import contextlib
 import dataclasses
+import functools
+import html
+import io
 import logging
 import os
 import re
+import signal
 import socket
 import stat
 import subprocess
@@ -429,8 +434,6 @@ def serve(directory, port=0, bind="127.0.0.1", log_path=None, host=None):
 
 
 def serve_main(argv):
-    import argparse
-    import functools
     import http.server
 
     ap = argparse.ArgumentParser(prog="poncho_wq serve", description="Serve a publish directory over HTTP (a plain "
@@ -474,9 +477,6 @@ def serve_main(argv):
 
         def list_directory(self, path):
             # The listing without dot names: http.server's own lists every entry (a half-written temporary copy too).
-            import html
-            import io
-
             try:
                 names = sorted(n for n in os.listdir(path) if not n.startswith("."))
             except OSError:
@@ -501,8 +501,6 @@ def serve_main(argv):
     else:
         print("serving {} at http://{}:{}/ (not a production server)".format(
             args.directory, args.bind, server.server_address[1]), file=sys.stderr)
-    import signal
-
     signal.signal(signal.SIGTERM, lambda *a: sys.exit(0))
     if args.parent_pid:
         def watch_parent():

@@ -43,7 +43,9 @@ from ..config import Settings, settings
 from ..errors import BuildError, SpecError
 from ..archive.pack import ensure_history
 from ..progress import as_progress
+from ..target import host_machine, parse_target
 from ..tools import run_tool
+from .pip import pip_install
 
 log = logging.getLogger(__name__)
 
@@ -90,8 +92,6 @@ def spec_target(spec):
     """The spec's :class:`poncho_wq.target.Target`, or None."""
     if not spec.target:
         return None
-    from ..target import parse_target
-
     return parse_target(spec.target)
 
 
@@ -122,14 +122,10 @@ def build_conda_prefix(spec, prefix, progress=None):
         python = prefix_python(prefix)
         if not python:
             raise BuildError(_no_python_message(spec))
-        from .pip import pip_install
-
         pip_install(python, spec.pip, progress, target=target)
 
 
 def _host():
-    from ..target import host_machine
-
     return host_machine()
 
 

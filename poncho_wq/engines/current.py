@@ -46,6 +46,7 @@ import hashlib
 import json
 import logging
 import os
+from urllib.parse import quote
 
 from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import canonicalize_name
@@ -59,6 +60,7 @@ from ..spec import as_spec, parse_spec
 from ..analysis import closure as _closure
 from .current_conda import Entry, _check_conda_python, _conda_plan, _write_history, replace_prefix_binary
 from .interpreter import copy_interpreter, probe_interpreter
+from .portable import check_version
 
 log = logging.getLogger(__name__)
 
@@ -299,8 +301,6 @@ def rewrite_shebang(data, python_path):
 def build_current_prefix(spec, prefix, python=None, progress=None, index_fallback=False):
     """Populate *prefix* with a relocatable copy of the interpreter and the planned distributions' files; return
     the plan (its :attr:`Plan.from_index` is left to the caller)."""
-    from .portable import check_version
-
     progress = as_progress(progress)
     p = plan(spec, python, index_fallback)
     for w in p.warnings:
@@ -391,8 +391,6 @@ def spec_with_local(spec, analysis=None, keep_unresolved=False):
     named = {canonicalize_name(Requirement(r).name) for r in pip}
     for dist, source in sorted((getattr(analysis, "local_distributions", None) or {}).items()):
         if canonicalize_name(dist) not in named:
-            from urllib.parse import quote
-
             pip.append("{} @ file://{}".format(dist, quote(os.path.abspath(source))))
     if pip:
         data["pip"] = pip

@@ -29,9 +29,12 @@ Pip-installed distributions no conda record owns are then copied from their ``RE
 
 import dataclasses
 import os
+import re
 
+from ..archive.pack import ensure_history
 from ..errors import BuildError
 from ..analysis import closure as _closure
+from .portable import check_version
 
 
 # ------------------------------------------------------------------------------------------------------ plan
@@ -149,8 +152,6 @@ def replace_prefix_binary(data, old, new, what="a binary file"):
         raise BuildError("{} holds the conda prefix {} in binary form, and the build prefix {} is longer: it "
                           "cannot be rewritten in place; set PONCHO_WQ_CACHE to a shorter directory".format(
                               what, old.decode(errors="replace"), new.decode(errors="replace")))
-    import re
-
     def pad(m):
         text = m.group(0)
         out = text[:-1].replace(old, new)
@@ -161,8 +162,6 @@ def replace_prefix_binary(data, old, new, what="a binary file"):
 
 def _check_conda_python(spec, p):
     """The spec's Python version against the conda ``python`` record shipped (no interpreter copy here)."""
-    from .portable import check_version
-
     version = next((v.split("=")[0] for n, v, k in p.dists if k == "conda" and n == "python"), None)
     if version is None:
         if spec.pip or spec.python_version:
@@ -176,7 +175,5 @@ def _check_conda_python(spec, p):
 def _write_history(prefix, p):
     """The prefix's ``conda-meta/history`` names the conda packages shipped (the source's names packages that
     were not: it is not copied)."""
-    from ..archive.pack import ensure_history
-
     ensure_history(prefix, "current", ["from a conda environment, with:"] + [
         "{}-{}".format(n, v.replace("=", "-")) for n, v, k in p.dists if k == "conda"])

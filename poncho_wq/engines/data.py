@@ -45,6 +45,7 @@ import tempfile
 import time
 import zlib
 
+from ..archive.safetar import safe_extract
 from ..config import settings
 from ..errors import BuildError, PonchoError
 from ..progress import as_progress
@@ -259,8 +260,6 @@ def fetch_http(var, source, prefix, progress):
         with progress.phase("download", "{} from {}".format(var, source.url)):
             size, sha256 = _download(var, source.url, download, progress)
             if source.type == "tar":
-                from ..archive.safetar import safe_extract
-
                 tree = os.path.join(scratch, "tree")
                 try:
                     safe_extract(download, tree, compression=source.compression)

@@ -60,8 +60,10 @@ import sys
 import sysconfig
 import time
 
+from ..archive.floor import _version_key, elf_needs
 from ..errors import BuildError, PonchoError, SpecError
 from ..fsutil import copy_contents
+from ..target import floor_problem
 from ..tools import find_tool, run_tool, tail
 from .bytecode import compile_tree
 
@@ -598,8 +600,6 @@ def copy_interpreter(base_python, prefix, *, strip=True, cache_root=None, phase=
 def interpreter_floor(base_python):
     """The floor (:func:`poncho_wq.floor.prefix_floor`'s dict) of the files a copy of *base_python* ships: its
     executable, libpython and lib-dynload modules, read from the originals before anything is copied."""
-    from ..archive.floor import _version_key, elf_needs
-
     info = probe_interpreter(base_python)
     files = [p for p in (info["executable"], _libpython(info)) if p]
     for directory in sorted({info["stdlib"], info["platstdlib"]}):
@@ -623,8 +623,6 @@ def interpreter_floor(base_python):
 def check_interpreter_target(base_python, target, engine="portable"):
     """Raise SpecError when the interpreter *base_python* (copied by the portable and current engines) cannot
     run on *target* (a :class:`poncho_wq.target.Target`): the message names what it needs and the two fixes."""
-    from ..target import floor_problem
-
     floor = interpreter_floor(base_python)
     problem = floor_problem(floor, target)
     if problem:
