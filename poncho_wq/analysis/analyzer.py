@@ -584,7 +584,7 @@ def analyze(scripts, *, toplevel=False, function=None, pkg_mapping=None, extra_p
     files = list(roots_of)
     if not files and not sources:
         raise PonchoError("no scripts to analyze: give at least one Python script (or - for standard input)")
-    env = distributions.Environment(python_version=python_version, inst=inst)
+    env = distributions.Pinner(python_version=python_version, inst=inst)
     markers = _target_markers(inst.markers, env.python_full)
     target = Context(None, None, tuple(int(x) for x in env.python_full.split(".")[:3]),
                      markers.get("sys_platform", "linux"), markers.get("os_name", "posix"),

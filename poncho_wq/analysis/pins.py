@@ -84,7 +84,7 @@ def dist_pin(d):
     return Pin("pip", d.name, d.version, text)
 
 
-class Environment:
+class Pinner:
     """The pinning view of one :class:`~poncho_wq.installation.Installation`: the running interpreter's
     (``prefix=None``) or the conda prefix / venv at *prefix*. ``python_version`` ("X.Y") is the target; it
     defaults to the environment's."""
