@@ -45,7 +45,8 @@ __all__ = [
 
 
 def analyze(*args, **kwargs):
-    """Analyze scripts into an :class:`~poncho_wq.analysis.Analysis` (see :func:`poncho_wq.analysis.analyze`)."""
+    """Analyze scripts into an :class:`~poncho_wq.analysis.analyzer.Analysis` (see
+    :func:`poncho_wq.analysis.analyzer.analyze`)."""
     from .analysis.analyzer import analyze as _analyze
 
     return _analyze(*args, **kwargs)

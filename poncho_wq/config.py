@@ -23,7 +23,7 @@ from .target import parse_target
 SOURCES = ("index", "current", "auto")
 #: Values of ``PONCHO_WQ_BINDING``.
 BINDINGS = ("ndcctools.work_queue", "work_queue", "debian")
-#: Values of ``PONCHO_WQ_DISTRIBUTION`` (see :mod:`poncho_wq.publish`).
+#: Values of ``PONCHO_WQ_DISTRIBUTION`` (see :mod:`poncho_wq.deliver.publish`).
 DISTRIBUTIONS = ("direct", "url", "shared")
 _DEFAULT_MTIME = 946684800  # 2000-01-01T00:00:00Z
 
@@ -185,7 +185,8 @@ class Settings:
 
     @property
     def keep_tests(self) -> bool:
-        """``PONCHO_WQ_KEEP_TESTS``: ship installed packages' ``tests``/``test`` directories (:mod:`poncho_wq.pack`)."""
+        """``PONCHO_WQ_KEEP_TESTS``: ship installed packages' ``tests``/``test`` directories
+        (:mod:`poncho_wq.archive.pack`)."""
         return self._flag("PONCHO_WQ_KEEP_TESTS")
 
     @property
@@ -239,7 +240,7 @@ class Settings:
 
     @property
     def publish_url(self) -> Optional[str]:
-        """``PONCHO_WQ_PUBLISH_URL``, or None (checked by :class:`poncho_wq.publish.Distribution`)."""
+        """``PONCHO_WQ_PUBLISH_URL``, or None (checked by :class:`poncho_wq.deliver.publish.Distribution`)."""
         value = self.raw("PONCHO_WQ_PUBLISH_URL")
         return value.strip() if value and value.strip() else None
 

@@ -21,7 +21,8 @@ Everything comes from the AST, read statement by statement:
 Nothing is invented. An import resolves to the standard library, an installed distribution (from its metadata), a
 local module or package -- next to a script, in its project, or in a directory a file puts on ``sys.path`` with a
 static expression (``sys.path.insert(0, os.path.join(os.path.dirname(__file__), "lib"))``, ``pathlib.Path(__file__)
-.parent / "lib"``, see :mod:`poncho_wq.scan`) -- or to nothing. Nothing is an error unless it is a required import:
+.parent / "lib"``, see :mod:`poncho_wq.analysis.scan`) -- or to nothing. Nothing is an error unless it is a required
+import:
 an optional one is left out, and a required one stops the analysis (:class:`~poncho_wq.errors.SpecError` naming
 the file, line and module, before anything is built) unless the caller allows it (``allow_unresolved``), which is
 the only way an import name that no installed distribution provides reaches a package index. Guessing a package
@@ -29,7 +30,7 @@ from an import name is the dependency-confusion pattern: ``import utils`` from a
 index's unrelated ``utils``, a SWIG module's ``_cwork_queue`` the pip requirement ``cwork-queue``.
 
 The lock: the distributions the imports resolve to, closed over their installed ``Requires-Dist`` (markers
-evaluated for the target, :mod:`poncho_wq.engines.closure`), each pinned to the version installed here
+evaluated for the target, :mod:`poncho_wq.analysis.closure`), each pinned to the version installed here
 (:attr:`Analysis.spec`), with why each is there (:attr:`Analysis.lock`: the import and its file:line, or the
 distributions requiring it). :attr:`Analysis.direct_spec` pins only what the scripts import, leaving the rest to
 an index's resolver (``source="index"``). Manager-only modules (:data:`MANAGER_ONLY`: Work Queue,
@@ -38,13 +39,13 @@ ndcctools, poncho_wq) are left out unless ``exclude`` says otherwise, for the CL
 Local code (upstream poncho refuses it) is followed instead: a module or package next to a script, or in the
 project the script belongs to (the directory above its topmost package), is resolved to files, scanned in turn,
 and reported in :attr:`Analysis.local_files` with the path the task must see it under. Its third-party imports
-count like the script's own. Distribution mapping and pinning live in :mod:`poncho_wq.distributions`, over the
-model of the installed environment in :mod:`poncho_wq.installation`.
+count like the script's own. Distribution mapping and pinning live in :mod:`poncho_wq.analysis.pins`, over the
+model of the installed environment in :mod:`poncho_wq.analysis.installation`.
 
 A project the scripts belong to is a hint (:func:`find_project`, :func:`declared_dependencies`, read statically):
 a pin its declared requirements exclude becomes the declared requirement, with a warning.
 
-Scanning one file and the per-file scan cache (and why they are fast) live in :mod:`poncho_wq.scan`; the local
+Scanning one file and the per-file scan cache (and why they are fast) live in :mod:`poncho_wq.analysis.scan`; the local
 module walk and the whole-run cache are here.
 """
 
@@ -77,7 +78,7 @@ from .scan import (DYNAMIC, OPTIONAL, SCANNER_VERSION, TOPLEVEL, TYPE_CHECKING, 
 
 __all__ = [
     "Analysis", "LockEntry", "analyze", "canonicalize", "stdlib_names",
-    # moved to poncho_wq.scan, re-exported for existing importers
+    # moved to poncho_wq.analysis.scan, re-exported for existing importers
     "DYNAMIC", "OPTIONAL", "SCANNER_VERSION", "TOPLEVEL", "TYPE_CHECKING", "FileScan", "ImportRef", "ScanCache",
     "cache_dir", "scan_file", "scan_files", "scan_source",
 ]
@@ -106,7 +107,7 @@ class LockEntry:
 
 @dataclasses.dataclass(frozen=True)
 class Analysis:
-    """The result of :func:`analyze` (see the module docstring of :mod:`poncho_wq.analysis`)."""
+    """The result of :func:`analyze` (see the module docstring of :mod:`poncho_wq.analysis.analyzer`)."""
 
     spec: Spec  # the lock: every distribution of the imports' installed closure, pinned to the installed version
     imports: FrozenSet[str]  # top-level third-party import names found
@@ -129,7 +130,7 @@ class Analysis:
 
     def build_why(self):
         """{canonical name: reasons} for ``poncho/lock.json``: the reasons without the file and line of each
-        import (see :mod:`poncho_wq.lock` for why the tarball does not carry them)."""
+        import (see :mod:`poncho_wq.archive.lock` for why the tarball does not carry them)."""
         return {canonicalize_name(e.name): tuple(dict.fromkeys(_LOCATION.sub("", w) for w in e.why))
                 for e in self.lock}
 
@@ -308,7 +309,7 @@ class _Walk:
         return None
 
     def context(self, path):
-        """The :class:`~poncho_wq.scan.Context` of a file: a module reached by import knows whether it is in a
+        """The :class:`~poncho_wq.analysis.scan.Context` of a file: a module reached by import knows whether it is in a
         package (its arcname has a directory) and whether it is a submodule; a script does not (it may run as a
         file or with ``-m``), so both branches of such a guard stay live there."""
         ctx = self._contexts.get(path)
@@ -522,7 +523,7 @@ def _select(scan, toplevel, function):
 
 def _installed_file(path, inst):
     """Is *path* a file of an installed distribution (under a site-packages directory of *inst*, an
-    :class:`~poncho_wq.installation.Installation`)?
+    :class:`~poncho_wq.analysis.installation.Installation`)?
 
     Parsl passes its own installed ``parsl/executors/workqueue/exec_parsl_function.py`` as the script. Taken as a
     script, the directory above its topmost package -- site-packages itself -- would become a local-import root,
@@ -560,7 +561,7 @@ def analyze(scripts, *, toplevel=False, function=None, pkg_mapping=None, extra_p
     the manager-only modules, :data:`MANAGER_ONLY`). ``python_version``: the target "X.Y" (stdlib
     list, recorded version, markers). ``prefix``: an environment (conda prefix or venv) to resolve distributions
     in instead of the running interpreter's: its interpreter is asked for its site directories
-    (:func:`poncho_wq.installation.installation`), so a venv's system site-packages, the user site and
+    (:func:`poncho_wq.analysis.installation.installation`), so a venv's system site-packages, the user site and
     ``PYTHONPATH`` count as they would when the script runs there. ``allow_unresolved``: import names that no
     installed distribution provides but that the package index may (listed unpinned); any other required import
     that resolves to nothing raises a :class:`~poncho_wq.errors.SpecError` naming file, line and module, unless
@@ -717,7 +718,7 @@ def _target_markers(markers, python_full):
 
 
 def _locate(walk, env, pkg_mapping):
-    """{top-level import name: :class:`~poncho_wq.distributions.Located`} of every third-party import the walk
+    """{top-level import name: :class:`~poncho_wq.analysis.pins.Located`} of every third-party import the walk
     found, shipping (and following) the local code among them; plus the local distributions and warnings.
 
     A directory the code puts in front of ``sys.path`` wins over an installed distribution (as at run time);

@@ -6,8 +6,8 @@ require?") -- and each used to answer them its own way, with its own idea of the
 files, conda-meta and names. They disagreed: inside a ``python -m venv --system-site-packages`` environment the
 analyzer took the base interpreter's site-packages for the standard library (``sysconfig``'s purelib is the
 venv's there) and listed ``yaml`` unpinned, while the current engine shipped PyYAML from the very same directory.
-An :class:`Installation` is the single answer; the analyzer (:mod:`poncho_wq.distributions`) and the current
-engine (:mod:`poncho_wq.engines.current`, :mod:`poncho_wq.engines.closure`) only consume it.
+An :class:`Installation` is the single answer; the analyzer (:mod:`poncho_wq.analysis.pins`) and the current
+engine (:mod:`poncho_wq.engines.current`, :mod:`poncho_wq.analysis.closure`) only consume it.
 
 Where the site directories come from: the interpreter itself. Its ``site`` module already applied every rule
 that decides what is importable -- a venv with or without ``include-system-site-packages``, the user site

@@ -2,7 +2,7 @@
 
 Many tasks share one environment, so everything here is memoized per process: analyzing the same scripts
 again (unchanged on disk) returns the same object, and building the same spec again returns the cached tarball
-without touching the builders. A later process gets the build from the on-disk cache (:mod:`poncho_wq.cache`).
+without touching the builders. A later process gets the build from the on-disk cache (:mod:`poncho_wq.archive.cache`).
 """
 
 import dataclasses
@@ -142,11 +142,12 @@ class Environment:
         self.build_result: Optional["BuildResult"] = None
         self._identity = None  # file_identity() of build_result.path when it was checked
         #: ``(source, name)`` of files every task of this environment gets in its sandbox (a project's
-        #: ``data_files``, see :mod:`poncho_wq.project`; a task's own go to ``files=``, :mod:`poncho_wq.files`).
+        #: ``data_files``, see :mod:`poncho_wq.assemble.project`; a task's own go to
+        #: ``files=``, :mod:`poncho_wq.deliver.files`).
         self.files: Tuple[Tuple[str, str], ...] = ()
         #: ``(arcname, source)`` the code layer carries besides the local files (a project's ``bin/`` scripts).
         self.layer_members: Tuple[Tuple[str, str], ...] = ()
-        #: the :class:`poncho_wq.project.Project` an environment made by :meth:`from_project` was built from.
+        #: the :class:`poncho_wq.assemble.project.Project` an environment made by :meth:`from_project` was built from.
         self.project: Optional[object] = None
 
     # -- constructors -------------------------------------------------------------------------------------
@@ -180,7 +181,7 @@ class Environment:
                      build_isolation: Optional[bool] = None) -> "Environment":
         """From a project directory (``setup.py`` / ``pyproject.toml``): its dependencies (and *extras*') in the
         base, the project built as a wheel into the code layer, its ``data_files`` in each task's sandbox (see
-        :mod:`poncho_wq.project`)."""
+        :mod:`poncho_wq.assemble.project`)."""
         return project_environment(os.fspath(path), tuple(extras), layered=layered, engine=engine, python=python,
                                    build_isolation=build_isolation)
 
@@ -301,7 +302,7 @@ class Environment:
             return self.build_result.path
 
     def code_layer(self, members: Iterable[Tuple[str, str]] = ()):
-        """The :class:`~poncho_wq.layers.CodeLayer` of this environment plus *members* (``(arcname, source)``),
+        """The :class:`~poncho_wq.assemble.layers.CodeLayer` of this environment plus *members* (``(arcname, source)``),
         or None when there is no code to ship. Layered environments put their local files and local/editable
         distributions there; *members* are a task's own (:func:`task_code`)."""
         groups = [list(members), local_file_members(self.local_files), list(self.layer_members)]
@@ -328,10 +329,10 @@ class Environment:
 def project_environment(path, extras: Sequence[str] = (), *, layered: bool = True, engine: Optional[str] = None,
                         python: Optional[str] = None, build_isolation: Optional[bool] = None,
                         cache_dir: Optional[str] = None):
-    """The :class:`~poncho_wq.environment.Environment` of the project at *path* (see the module docstring).
+    """The :class:`~poncho_wq.assemble.environment.Environment` of the project at *path* (see the module docstring).
 
     *layered* (default, what tasks use): the base holds the dependencies, the code layer the wheel's files, and
-    :attr:`~poncho_wq.environment.Environment.files` its ``data_files`` (attached to each task's sandbox).
+    :attr:`~poncho_wq.assemble.environment.Environment.files` its ``data_files`` (attached to each task's sandbox).
     ``layered=False`` (``poncho_package_create --from-project``): one tarball, the wheel installed into it by the
     builder (its ``data_files`` then land in the environment's prefix, as ``pip install`` puts them)."""
 
@@ -446,7 +447,7 @@ def task_code(scripts):
     """What a task's command scripts bring: ``(scripts, members, local distributions)``.
 
     *scripts*: ``(source, relative path)`` of the command scripts named by a relative path (they must be in the
-    sandbox under that path; attached as content-named copies, see :func:`poncho_wq.layers.content_copy`);
+    sandbox under that path; attached as content-named copies, see :func:`poncho_wq.assemble.layers.content_copy`);
     *members*: ``(arcname, source)`` for the code layer: the local modules they import under ``lib/`` (relative
     to each script's directory, which is where the script imports them from); *local distributions*: {name:
     source dir} of the local/editable distributions they import (their packages and metadata ship in the code

@@ -131,7 +131,7 @@ def _sound(path):
 
 
 def _write_layer(layer, path):
-    """Pack *layer* to *path* with the reproducible writer of :mod:`poncho_wq.pack`; publish by rename.
+    """Pack *layer* to *path* with the reproducible writer of :mod:`poncho_wq.archive.pack`; publish by rename.
 
     Each file's bytes are read once here and checked against the digest its name was computed from: a file
     edited between planning and packing must not end up under the old name (the shim trusts names)."""

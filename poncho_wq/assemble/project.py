@@ -10,7 +10,8 @@ the wheel is what travels:
 
 * its ``Requires-Dist`` (PEP 621 ``dependencies`` and setuptools ``install_requires`` alike; ``extra == "x"``
   requirements when the extra is asked for) go to the *base* environment, which the engines build and cache;
-* its files go to the *code layer* (:mod:`poncho_wq.layers`, ``lib/`` on ``PYTHONPATH``): modules, packages with
+* its files go to the *code layer* (:mod:`poncho_wq.assemble.layers`, ``lib/`` on ``PYTHONPATH``): modules, packages
+with
   their ``package_data``, and the ``.dist-info`` (``importlib.metadata`` finds the project on the worker);
 * its ``data_files`` (``<name>.data/data/``, what pip installs relative to ``sys.prefix``) go to the task sandbox
   under their relative names, next to the command: Klio's ``data_files=[(".", ["job.yaml", "my-model.h5"])]``
@@ -28,7 +29,7 @@ and ``wheel`` for setuptools < 70.1) ``--no-build-isolation`` is used instead, w
 (``build_isolation=True/False`` forces one or the other). Wheels are cached under ``<cache>/projects/<key>``,
 the key covering the project's files (exactly the ones copied: :func:`_source_files`, which leaves out VCS, tool
 and build directories, virtual environments and a cache inside the project, and follows symbolic links), the
-interpreter and the build mode: an unchanged project is not built again. An :class:`~poncho_wq.environment.
+interpreter and the build mode: an unchanged project is not built again. An :class:`~poncho_wq.assemble.environment.
 Environment` made from a project is that build: after an edit, call ``Environment.from_project`` again.
 """
 

@@ -8,7 +8,7 @@ running this command (or of ``--python``), e.g. on a login node without network:
     poncho_package_analyze script.py spec.json && poncho_package_create --from-current-env spec.json env.tar.gz
 
 ``--from-requirements FILE`` and ``--from-project DIR`` read a pip requirements file or a project (setup.py /
-pyproject.toml, built as a wheel: :mod:`poncho_wq.project`) instead of a spec.
+pyproject.toml, built as a wheel: :mod:`poncho_wq.assemble.project`) instead of a spec.
  Exit codes: 0 ok, 1 bad spec or usage, 2 spec file missing, 3 build failed; on failure
 no output file is written.
 """

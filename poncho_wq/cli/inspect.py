@@ -1,6 +1,6 @@
 """``poncho_wq inspect`` and ``poncho_wq diff``: what an environment holds and why, what changed between two.
 
-``inspect ENV.tar.gz`` prints the tarball's ``poncho/lock.json`` (:mod:`poncho_wq.lock`) as a table: name,
+``inspect ENV.tar.gz`` prints the tarball's ``poncho/lock.json`` (:mod:`poncho_wq.archive.lock`) as a table: name,
 version, size, why (``--sources``: where each came from; ``--json``: the document itself). ``inspect job.py ...``
 analyzes scripts instead and prints the lock they would get, with the file and line of each import (which the
 tarball does not carry). ``diff A.tar.gz B.tar.gz`` lists the distributions added (``+``), removed (``-``) and
@@ -28,7 +28,8 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _analysis_lock(paths, allow_unresolved):
-    """The lock document an analysis of *paths* gives (why with file and line), in :mod:`poncho_wq.lock`'s shape."""
+    """The lock document an analysis of *paths* gives (why with file and line), in :mod:`poncho_wq.archive.lock`'s
+    shape."""
     result = analyze(paths, allow_unresolved=allow_unresolved)
     inst = installation()
     dists = [{"name": e.name, "version": e.version or "", "size": _installed_size(inst.distribution(e.name)),

@@ -25,7 +25,8 @@ Rules (checked before anything is analyzed or built, so a typo costs nothing):
   directories do not travel) and a directory holding a symbolic link to itself or a directory above it (a loop);
   the current directory itself (name what is in it).
 
-Each file is attached as a content-named copy (:func:`poncho_wq.layers.content_copy`): Work Queue caches inputs by
+Each file is attached as a content-named copy (:func:`poncho_wq.assemble.layers.content_copy`): Work Queue caches
+inputs by
 their *local path*, so a file attached by its own path after an edit would run with the old bytes.
 """
 
@@ -249,7 +250,8 @@ def sandbox_inputs(explicit: Iterable[Tuple[str, str]], environment: Any = None,
                    scripts: Iterable[Tuple[str, str]] = (), who: str = "PonchoTask") -> List[Tuple[str, str]]:
     """``(content-named copy, sandbox name)`` for what a task attaches besides its environment: its resolved
     ``files=`` (*explicit*, from :func:`resolve_files`) and its environment's data files (a project's
-    ``data_files``: :attr:`poncho_wq.environment.Environment.files`). *scripts* (``(source, name)``) are attached
+    ``data_files``: :attr:`poncho_wq.assemble.environment.Environment.files`). *scripts* (``(source, name)``) are
+    attached
     by the task already: a file with a script's name and content is left out, a different one refused."""
     scripts = tuple(scripts)
     data = tuple(getattr(environment, "files", ()) or ())

@@ -11,7 +11,7 @@ workers a 500 GB send). Two other modes take the manager's link out of the path:
 * ``shared``: the published tarball is unpacked once on a shared file system (``<worker dir>/envs``, by whichever
   task first takes the shim's lock) and used in place by every worker; the tarball never travels.
 
-How workers fetch and check ``url`` inputs: :mod:`poncho_wq.fetch`.
+How workers fetch and check ``url`` inputs: :mod:`poncho_wq.deliver.fetch`.
 
 :func:`serve` starts a plain local HTTP server for a publish directory, for small setups and tests: a separate
 process (a server thread inside the manager stalls while the binding's ``wait()`` holds the GIL), with an access
@@ -216,7 +216,7 @@ def publish(path, publish_dir, name=None):
     directory that other users may write to without the sticky bit (they could replace any published file), and
     under the name anything but a regular file of this user (or root) that only its owner can write: a symbolic
     or hard link (its target can change without this directory changing), another user's file. Workers check
-    every fetched file against the published size and sha256 anyway (:func:`poncho_wq.fetch.fetch_script`);
+    every fetched file against the published size and sha256 anyway (:func:`poncho_wq.deliver.fetch.fetch_script`);
     these checks keep the directory from serving something else in the first place.
     """
     name = name or os.path.basename(path)
@@ -370,7 +370,7 @@ def fetch_for(path, publish_dir, dist, name):
 
 # -- a plain local HTTP server --------------------------------------------------------------------------------
 class LocalServer:
-    """A ``python -m poncho_wq.publish`` HTTP server process for *directory* (see :func:`serve`)."""
+    """A ``python -m poncho_wq.deliver.publish`` HTTP server process for *directory* (see :func:`serve`)."""
 
     def __init__(self, directory, port=0, bind="127.0.0.1", log_path=None, host=None):
         self.directory = os.path.abspath(directory)

@@ -7,16 +7,16 @@ interpreter copy plus the spec's distributions copied, pruned to their installed
 running environment: no index), and ``locked`` (:mod:`.locked`: what ``source="auto"`` environments are built
 with: the analysis' lock from the installed files, the package index only for what those cannot serve). Whatever
 the engine, :func:`build_prefix` then adds the data sections (:mod:`.data`), ``bin/run_in_env`` (the activator the
-run shim calls), ``poncho/spec.json``, ``poncho/lock.json`` (:mod:`poncho_wq.lock`) and ``conda-meta/history``
-(conda-pack needs it), and :func:`poncho_wq.pack.pack_prefix` packs it, so one packer and one relocation step
+run shim calls), ``poncho/spec.json``, ``poncho/lock.json`` (:mod:`poncho_wq.archive.lock`) and ``conda-meta/history``
+(conda-pack needs it), and :func:`poncho_wq.archive.pack.pack_prefix` packs it, so one packer and one relocation step
 (``conda-unpack``) serve every engine.
 
 The cache key (:func:`cache_key`) is sha256 over the spec's canonical JSON, the platform (``sys.platform``,
 machine, libc) and the builder's identity (engine, poncho_wq version, pack format, and what the engine's
 :meth:`Engine.identity` says its result depends on: the base interpreter's implementation and full version/build
 string; for the current and locked engines also a hash of the copied files' identities) and, for an analyzed
-environment, the digest of its lock's "why" (import names and requiring distributions, :mod:`poncho_wq.lock`).
-The cached tarball is named ``env-<key[:32]>.tar.gz`` (see :mod:`poncho_wq.cache`).
+environment, the digest of its lock's "why" (import names and requiring distributions, :mod:`poncho_wq.archive.lock`).
+The cached tarball is named ``env-<key[:32]>.tar.gz`` (see :mod:`poncho_wq.archive.cache`).
 """
 
 import dataclasses
@@ -53,7 +53,7 @@ from .portable import base_python, build_portable_prefix, check_target
 
 #: Bumped whenever the archive layout or packing changes, so old cache entries are not reused.
 # 2: checked-hash bytecode and poncho/floor.json in every environment; 3: poncho/floor first; 4: packages' test
-# directories left out (poncho_wq.pack.prune_tests); 5: poncho/lock.json, the archive's second member
+# directories left out (poncho_wq.archive.pack.prune_tests); 5: poncho/lock.json, the archive's second member
 PACK_FORMAT = 5
 
 
@@ -64,7 +64,7 @@ class BuildResult:
     cache_hit: bool
     seconds: float  # build (or lookup) time
     size: int  # bytes
-    #: what the environment needs of a worker (poncho_wq.floor.prefix_floor): machine, libc, glibc, glibc_by
+    #: what the environment needs of a worker (poncho_wq.archive.floor.prefix_floor): machine, libc, glibc, glibc_by
     floor: Optional[Dict[str, Any]] = None
 
 
@@ -215,11 +215,13 @@ def cache_key(spec, *, engine, python=None, why=None):
     """The content key of the environment *spec* built by *engine* on this platform (sha256 hex): the spec's
     canonical JSON, the platform, and the builder (engine, poncho_wq version, pack format, the engine's
     :meth:`Engine.identity`); plus the content digests of local ``file://`` projects the spec names, and the digest
-    of *why* (what ``poncho/lock.json`` says of each distribution, :func:`poncho_wq.lock.why_digest`) when given."""
+    of *why* (what ``poncho/lock.json`` says of each distribution, :func:`poncho_wq.archive.lock.why_digest`) when
+    given."""
     spec = as_spec(spec)
     eng = get_engine(spec, engine)
     builder = {"engine": eng.name, "poncho_wq": __version__, "pack_format": PACK_FORMAT}
-    if settings().keep_tests:  # PONCHO_WQ_KEEP_TESTS changes what is packed (poncho_wq.pack); other keys unchanged
+    # PONCHO_WQ_KEEP_TESTS changes what is packed (poncho_wq.archive.pack); other keys unchanged
+    if settings().keep_tests:
         builder["keep_tests"] = True
     builder.update(eng.identity(spec, python))
     doc = {"spec": spec.canonical(), "platform": platform_tag(), "builder": builder}
@@ -255,7 +257,7 @@ def with_target(spec, target=None):
 
 def build_prefix(spec, prefix, *, engine=None, python=None, progress=None, target=None, why=None):
     """Populate the new (or empty) directory *prefix* with the environment *spec* (not packed); return its floor
-    (:func:`poncho_wq.floor.prefix_floor`), also written to ``poncho/floor.json``. A build target (*target*, or
+    (:func:`poncho_wq.archive.floor.prefix_floor`), also written to ``poncho/floor.json``. A build target (*target*, or
     the spec's) that the floor is above is a BuildError naming the file that needs more. ``poncho/lock.json``
     records what the prefix holds, with *why* (canonical name -> reasons) from an analysis."""
     spec = with_target(spec, target)
@@ -322,7 +324,7 @@ def create(spec, output=None, *, engine=None, python=None, use_cache=True, cache
     :class:`poncho_wq.progress.ProgressEvent`, or a :class:`poncho_wq.progress.Progress`. *target*: the oldest
     worker the environment must run on (``manylinux_2_28_x86_64``, see :mod:`poncho_wq.target`), overriding the
     spec's ``target``. *why*: canonical distribution name -> reasons, for ``poncho/lock.json`` (an analysis'
-    :meth:`~poncho_wq.analysis.Analysis.build_why`; part of the key).
+    :meth:`~poncho_wq.analysis.analyzer.Analysis.build_why`; part of the key).
     """
     spec = with_target(spec, target)
     engine = get_engine(spec, engine)

@@ -8,7 +8,7 @@ spec's distributions over their installed ``Requires-Dist`` (:mod:`.closure`), c
 holds the scripts' needs and nothing else.
 
 The source environment is the one of *python* (default: the running interpreter), as
-:mod:`poncho_wq.installation` models it for the analyzer too: its site directories, distribution index, scripts
+:mod:`poncho_wq.analysis.installation` models it for the analyzer too: its site directories, distribution index, scripts
 directory, marker environment and conda records. Its base interpreter is what gets copied, so the Python version
 always matches.
 

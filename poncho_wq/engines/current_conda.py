@@ -13,7 +13,7 @@ as conda installed it:
   NUL-terminated string, padded with NULs, as conda does; a build prefix longer than the source one does not fit,
   and the binary is then left as it is: conda-pack packs binaries from the package cache anyway, see below) and
   noarch-python entry points (their shebang). The built prefix is thus
-  a conda prefix at the build path, which :func:`poncho_wq.pack.pack_prefix` packs like any other: conda-pack
+  a conda prefix at the build path, which :func:`poncho_wq.archive.pack.pack_prefix` packs like any other: conda-pack
   reads each record's placeholders (from the package cache the record's ``link.source`` names, when it still
   exists, else by finding the build prefix in text files) and ``conda-unpack`` relocates on the worker. Caveat:
   conda-pack relocates *binary* files only through the package cache; with the cache cleaned they keep the build
@@ -53,7 +53,8 @@ class Entry:
 
 
 def _conda_plan(spec, env, pip_dists, warnings):
-    """The conda part of :func:`.current.plan` (*env*: the :class:`~poncho_wq.installation.Installation`): ((name, version, "conda"), ...), the kept records' entries, and
+    """The conda part of :func:`.current.plan` (*env*: the :class:`~poncho_wq.analysis.installation.Installation`):
+    ((name, version, "conda"), ...), the kept records' entries, and
     the pip distributions (of *pip_dists*) no conda record owns."""
     prefix = env.conda_prefix
     records = env.conda_records
