@@ -29,7 +29,7 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 
-from poncho_wq.analysis import ScanCache, scan_file  # noqa: E402
+from poncho_wq.analysis.analyzer import ScanCache, scan_file  # noqa: E402
 
 
 def bench_dir():

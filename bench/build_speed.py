@@ -32,7 +32,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 
 from poncho_wq.engines.interpreter import probe_interpreter  # noqa: E402
-from poncho_wq.pack import default_threads  # noqa: E402
+from poncho_wq.archive.pack import default_threads  # noqa: E402
 
 SPECS = [
     ("small", ["six", "attrs", "humanize"]),

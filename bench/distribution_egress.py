@@ -7,7 +7,7 @@ The environment is ``{"pip": ["numpy", "pandas", "scipy"]}`` (>= 70 MB packed; b
 (``--cores 1``, scrubbed PATH) connect first, then N PonchoTasks ``python3 -c "import numpy, pandas, scipy"`` are
 submitted at once, as a batch start does:
 * ``direct``: the manager sends the tarball to each worker (the default);
-* ``url``: published into a directory served by :func:`poncho_wq.publish.serve`; each worker fetches it (curl);
+* ``url``: published into a directory served by :func:`poncho_wq.deliver.publish.serve`; each worker fetches it (curl);
 * ``shared``: published into a directory used as the shared file system; unpacked there once.
 Printed per mode: manager egress (``stats.bytes_sent`` of the WorkQueue, in MB and in tarballs), GETs of the
 tarball at the server (its access log), unpacks (the shim's unpack.log lines), seconds until the N-th task
@@ -93,7 +93,7 @@ def stop_workers(procs):
 
 def run_mode(binding, mode, environment, n, work):
     from poncho_wq import PonchoTask
-    from poncho_wq.publish import Distribution, serve
+    from poncho_wq.deliver.publish import Distribution, serve
 
     mdir = os.path.join(work, mode)
     os.makedirs(mdir)

@@ -13,7 +13,7 @@ import tempfile
 import time
 
 from poncho_wq.engines import build_prefix
-from poncho_wq.pack import DEFAULT_COMPRESS_LEVEL, pack_prefix
+from poncho_wq.archive.pack import DEFAULT_COMPRESS_LEVEL, pack_prefix
 
 BENCH = os.path.join(os.path.expanduser("~"), ".cache", "poncho_wq-bench")
 

@@ -49,7 +49,7 @@ def inner(runs):
     """Runs under the venv's python: both builds, best of *runs*."""
     import importlib.metadata
 
-    from poncho_wq.analysis import analyze
+    from poncho_wq.analysis.analyzer import analyze
     from poncho_wq.engines import create
     from poncho_wq.engines.current import plan, spec_with_local
 

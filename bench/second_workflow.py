@@ -147,7 +147,7 @@ def main():
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--bindings", default="wq,vine")
     args = ap.parse_args()
-    from poncho_wq.environment import as_environment
+    from poncho_wq.assemble.environment import as_environment
 
     tarball = as_environment(json.loads(args.spec)).build()
     size = os.path.getsize(tarball)

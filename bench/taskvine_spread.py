@@ -9,7 +9,7 @@ with the environment are submitted at once, as a batch start does.
 * ``direct``: ``declare_file`` + ``declare_poncho`` (before this change, the only mode);
 * ``seed``: ``declare_environment(seed=...)``: one seed task puts the tarball in a temp on one worker, the others
   get it from peers;
-* ``url``: published into a directory served by :func:`poncho_wq.publish.serve` (a local ``http.server``), each
+* ``url``: published into a directory served by :func:`poncho_wq.deliver.publish.serve` (a local ``http.server``), each
   worker fetches it (``curl -f`` mini task);
 * ``url+seed``: url, seeded: one GET.
 Printed: manager egress (``stats.bytes_sent``) in tarballs, GETs of the tarball at the server (its access log),
@@ -55,7 +55,7 @@ def count_gets(log, name):
 
 
 def run(vine, mode, n, tarball, code, work):
-    from poncho_wq.publish import Distribution, serve
+    from poncho_wq.deliver.publish import Distribution, serve
     from poncho_wq.taskvine import declare_environment
 
     size = os.path.getsize(tarball)

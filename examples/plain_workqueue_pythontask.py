@@ -18,7 +18,7 @@ import tempfile
 from importlib.metadata import version
 
 from poncho_wq import PonchoTask, wq
-from poncho_wq.environment import Environment
+from poncho_wq.assemble.environment import Environment
 
 
 def fmt(n):

@@ -5,20 +5,21 @@ derive from the Work Queue binding in use (``ndcctools.work_queue`` or Debian's 
 :mod:`poncho_wq.wq`), which is imported only when they are first used.
 """
 
-__version__ = "0.1.0"
+import importlib
 
 from .errors import ActivationError, BuildError, InputMissing, PonchoError, SpecError
+from .version import __version__
 
 # Imported on first use (PEP 562): the command-line tools import this package on every call, and most of them
 # need neither packaging's parsers nor a Work Queue binding.
 _LAZY = {
-    "Environment": ("environment", "Environment"),
+    "Environment": ("assemble.environment", "Environment"),
     "Spec": ("spec", "Spec"),
     "load_spec": ("spec", "load_spec"),
     "parse_spec": ("spec", "parse_spec"),
-    "Distribution": ("publish", "Distribution"),
-    "distribution": ("publish", "distribution"),
-    "serve": ("publish", "serve"),
+    "Distribution": ("deliver.publish", "Distribution"),
+    "distribution": ("deliver.publish", "distribution"),
+    "serve": ("deliver.publish", "serve"),
 }
 
 __all__ = [
@@ -44,8 +45,9 @@ __all__ = [
 
 
 def analyze(*args, **kwargs):
-    """Analyze scripts into an :class:`~poncho_wq.analysis.Analysis` (see :func:`poncho_wq.analysis.analyze`)."""
-    from .analysis import analyze as _analyze
+    """Analyze scripts into an :class:`~poncho_wq.analysis.analyzer.Analysis` (see
+    :func:`poncho_wq.analysis.analyzer.analyze`)."""
+    from .analysis.analyzer import analyze as _analyze
 
     return _analyze(*args, **kwargs)
 
@@ -67,8 +69,6 @@ def create(*args, **kwargs):
 
 def __getattr__(name):
     if name in _LAZY:
-        import importlib
-
         module, attr = _LAZY[name]
         value = getattr(importlib.import_module("." + module, __name__), attr)
         globals()[name] = value

@@ -18,12 +18,13 @@ from dataclasses import dataclass
 from typing import Mapping, Optional, Tuple
 
 from .errors import SpecError
+from .target import parse_target
 
 #: Values of ``PONCHO_WQ_SOURCE``.
 SOURCES = ("index", "current", "auto")
 #: Values of ``PONCHO_WQ_BINDING``.
 BINDINGS = ("ndcctools.work_queue", "work_queue", "debian")
-#: Values of ``PONCHO_WQ_DISTRIBUTION`` (see :mod:`poncho_wq.publish`).
+#: Values of ``PONCHO_WQ_DISTRIBUTION`` (see :mod:`poncho_wq.deliver.publish`).
 DISTRIBUTIONS = ("direct", "url", "shared")
 #: Values of ``PONCHO_WQ_PROGRESS``.
 PROGRESS = ("auto", "on", "off")
@@ -190,13 +191,12 @@ class Settings:
         value = self.raw("PONCHO_WQ_TARGET")
         if value is None:
             return None
-        from .target import parse_target
-
         return parse_target(value, "PONCHO_WQ_TARGET").tag
 
     @property
     def keep_tests(self) -> bool:
-        """``PONCHO_WQ_KEEP_TESTS``: ship installed packages' ``tests``/``test`` directories (:mod:`poncho_wq.pack`)."""
+        """``PONCHO_WQ_KEEP_TESTS``: ship installed packages' ``tests``/``test`` directories
+        (:mod:`poncho_wq.archive.pack`)."""
         return self._flag("PONCHO_WQ_KEEP_TESTS")
 
     @property
@@ -269,7 +269,7 @@ class Settings:
 
     @property
     def publish_url(self) -> Optional[str]:
-        """``PONCHO_WQ_PUBLISH_URL``, or None (checked by :class:`poncho_wq.publish.Distribution`)."""
+        """``PONCHO_WQ_PUBLISH_URL``, or None (checked by :class:`poncho_wq.deliver.publish.Distribution`)."""
         value = self.raw("PONCHO_WQ_PUBLISH_URL")
         return value.strip() if value and value.strip() else None
 

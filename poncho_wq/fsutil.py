@@ -6,9 +6,16 @@ atomic on POSIX file systems; ``-`` means standard output, written only once the
 """
 
 import contextlib
+import errno
+import fcntl
 import os
+import shutil
+import stat
 import sys
 import tempfile
+import time
+
+from .errors import BuildError, SpecError
 
 #: Directories of version control and tool caches: never the content of a project, a package or a data directory.
 #: Every walker over user trees (analysis package data, files=, projects, code layers, the current engine) starts
@@ -70,17 +77,6 @@ def is_within(path, root):
     return path == root or path.startswith(root.rstrip(os.sep) + os.sep)
 
 
-def sha256_file(path):
-    """The sha256 hex digest of the file *path* (read in 1 MiB blocks; ~1 GB/s here)."""
-    import hashlib
-
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 _FICLONE = 0x40049409  # linux/fs.h: _IOW(0x94, 9, int)
 
 
@@ -93,11 +89,9 @@ def copy_contents(src_fd, dst_fd):
     data passing through user space. A plain read/write loop is the fallback for everything else.
     """
     try:
-        import fcntl
-
         fcntl.ioctl(dst_fd, _FICLONE, src_fd)
         return "reflink"
-    except (OSError, ImportError):
+    except OSError:
         pass
     size = os.fstat(src_fd).st_size
     copied = 0
@@ -111,8 +105,6 @@ def copy_contents(src_fd, dst_fd):
             if copied == size:
                 return "copy_file_range"
         except OSError as e:
-            import errno
-
             # Not supported across these file systems (EXDEV on old kernels), or by this one: fall back. A real
             # write failure (ENOSPC, EIO) is not retried the slow way.
             if e.errno not in (errno.EXDEV, errno.ENOSYS, errno.EOPNOTSUPP, errno.EINVAL, errno.EBADF):
@@ -133,10 +125,6 @@ def write_error(path, error):
 
     One line naming the path, what the system said and what to do, instead of a traceback.
     """
-    import errno
-
-    from .errors import BuildError
-
     hint = {errno.ENOSPC: "free some space there or choose another output path",
             errno.EDQUOT: "free some space there (disk quota) or choose another output path",
             errno.EROFS: "the file system is read-only: choose another output path",
@@ -153,8 +141,6 @@ def write_error(path, error):
 def check_output_path(path):
     """Refuse an output *path* that can never be written, before spending minutes on a build: an existing
     directory. (Full or read-only file systems are found when writing: :func:`write_error`.)"""
-    import errno
-
     if path != "-" and os.path.isdir(path):
         raise write_error(path, OSError(errno.EISDIR, os.strerror(errno.EISDIR), path))
 
@@ -189,8 +175,6 @@ def place_copy(src, output):
                 os.unlink(tmp)
         if isinstance(e, OSError):
             if e.filename and os.path.abspath(e.filename) == os.path.abspath(src):
-                from .errors import BuildError
-
                 raise BuildError("cannot read {} to copy it to {}: {}; run the command again (a concurrent "
                                  "`cache rm` or prune may have removed it)".format(src, output, e.strerror or e)) from e
             raise write_error(output, e) from e
@@ -202,8 +186,6 @@ def refuse_output_onto_input(output, inputs, option="output"):
     after resolving symlinks, or the same file (a hard link). Writing the result there would destroy the input it
     was made from. ``-`` (standard input/output) is never a file. An input that is a directory covers the
     ``.py`` files in it (the analyzer reads them all)."""
-    from .errors import SpecError
-
     if output == "-":
         return
     out_real = os.path.realpath(output)
@@ -242,9 +224,6 @@ def build_scratch(directory):
     free - the kernel releases an ``flock`` when its holder dies, however it dies - and leaves alone those of
     builds still running.
     """
-    import fcntl
-    import shutil
-
     remove_dead_scratch(directory)
     scratch = tempfile.mkdtemp(prefix=SCRATCH_PREFIX, dir=directory)
     try:
@@ -260,10 +239,6 @@ def build_scratch(directory):
 
 def remove_dead_scratch(directory):
     """Remove the scratch directories of dead builds in *directory* (see :func:`build_scratch`)."""
-    import fcntl
-    import shutil
-    import time
-
     try:
         names = [n for n in os.listdir(directory) if n.startswith(SCRATCH_PREFIX)]
     except OSError:
@@ -297,10 +272,6 @@ def read_input(path, limit):
     hung). The file is opened non-blocking and used blocking afterwards: a pipe or FIFO with a live writer
     (``<(generate-spec)``) is read to its end, one with no writer reads as empty. Devices and sockets are refused
     (``/dev/zero`` is bounded by *limit*, a terminal would wait): :class:`OSError` with a clear ``strerror``."""
-    import errno
-    import fcntl
-    import stat
-
     fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
     try:
         mode = os.fstat(fd).st_mode
@@ -319,3 +290,21 @@ def read_input(path, limit):
         return b"".join(chunks)
     finally:
         os.close(fd)
+
+
+def read_toml(file: str) -> dict:
+    """The TOML document *file*, by ``tomllib`` (Python 3.11+), else ``tomli``, else the copy pip vendors (Python
+    3.9 and 3.10 are supported and ship no TOML reader). Raises ValueError (not TOML), OSError, or ImportError
+    (no reader at all)."""
+    try:
+        import tomllib
+    except ImportError:
+        try:
+            import tomli as tomllib  # type: ignore
+        except ImportError:
+            try:
+                from pip._vendor import tomli as tomllib  # type: ignore
+            except ImportError:
+                raise ImportError("no TOML reader in this Python (before 3.11): pip install tomli") from None
+    with open(file, "rb") as f:
+        return tomllib.load(f)

@@ -14,6 +14,7 @@ Constraints narrow the versions of requirements the files name; a constraint on 
 be said in a spec and is reported in the result's warnings.
 """
 
+import logging
 import os
 import re
 from typing import Dict, List, Optional, Set, Tuple
@@ -24,6 +25,7 @@ from packaging.utils import canonicalize_name
 from .credentials import WHERE_INSTEAD, find as find_credentials, mask
 from .errors import InputMissing, SpecError
 from .fsutil import read_input
+from .spec import parse_spec
 
 _INDEX_OPTIONS = ("-i", "--index-url", "--extra-index-url", "-f", "--find-links", "--no-index", "--trusted-host",
                   "--pre", "--prefer-binary", "--only-binary", "--no-binary", "--use-feature")
@@ -186,10 +188,6 @@ def read_requirements(path: str) -> Tuple[List[str], List[str]]:
 def spec_from_requirements(path: str, python: Optional[str] = None):
     """A :class:`~poncho_wq.spec.Spec` with the requirements file's packages in its pip section (and *python*, e.g.
     "3.11", as its Python version); warnings are logged."""
-    import logging
-
-    from .spec import parse_spec
-
     pip, warnings = read_requirements(path)
     for w in warnings:
         logging.getLogger(__name__).warning("poncho: %s", w)

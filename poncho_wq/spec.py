@@ -25,6 +25,7 @@ import hashlib
 import json
 import re
 import reprlib
+import sys
 from typing import Optional, Tuple
 
 from packaging.requirements import InvalidRequirement, Requirement
@@ -33,6 +34,7 @@ from packaging.utils import canonicalize_name
 from .credentials import WHERE_INSTEAD, find as find_credentials, mask
 from .errors import InputMissing, SpecError
 from .fsutil import read_input
+from .target import parse_target
 
 # Every pattern below is used with fullmatch(): "$" also matches before a trailing newline, so "X\n" passed a
 # "^...$" check and reached set_env, git and the solver.
@@ -421,8 +423,6 @@ def _parse_poncho(data, conda_field="conda"):
     http = _parse_http(data["http"]) if "http" in data else ()
     target = data.get("target")
     if target is not None:
-        from .target import parse_target
-
         target = parse_target(target, "spec field target").tag
     both = sorted(set(name for name, _ in git) & set(name for name, _ in http))
     if both:
@@ -536,8 +536,6 @@ def load_spec(path):
     """Read and validate a spec file; ``-`` reads standard input (JSON). A file named ``*.yml``/``*.yaml`` may
     also be YAML. A missing or unreadable file raises :class:`InputMissing` (exit code 2); bad content
     :class:`SpecError` (exit code 1)."""
-    import sys
-
     if path == "-":
         return loads(sys.stdin.read(MAX_SPEC_BYTES + 1), "<stdin>")
     try:

@@ -7,7 +7,7 @@ pip ``--platform ... --only-binary=:all:``: an sdist compiled here would need th
 interpreter that itself needs a newer glibc (:func:`poncho_wq.engines.interpreter.check_interpreter_target`), and
 (c) for conda specs solve for the target's subdir (``linux-aarch64``) with ``__glibc`` set to the target's version,
 so that conda-forge's builds for old glibc are chosen. After the build the recorded floor
-(:mod:`poncho_wq.floor`) is compared with the target (:func:`floor_problem`, in
+(:mod:`poncho_wq.archive.floor`) is compared with the target (:func:`floor_problem`, in
 :func:`poncho_wq.engines.build_prefix`): a floor above it is a build error
 naming the file, never a tarball that fails on the worker.
 
@@ -38,7 +38,7 @@ UV_GLIBC = ((2, 17), (2, 28)) + tuple((2, minor) for minor in range(31, 41))
 _EXAMPLE = "a manylinux platform tag such as 'manylinux_2_28_x86_64' or 'manylinux2014_aarch64'"
 #: Architecture names people type (Windows/macOS and Debian spellings) for the ``uname -m`` ones.
 _ALIASES = {"amd64": "x86_64", "arm64": "aarch64"}
-#: ELF machine names (:data:`poncho_wq.floor.MACHINES`) that differ from the target's ``uname -m`` spelling.
+#: ELF machine names (:data:`poncho_wq.archive.floor.MACHINES`) that differ from the target's ``uname -m`` spelling.
 _ELF_MACHINE = {"armv7l": "arm"}
 #: The architectures uv's ``--python-platform`` names manylinux values for; other targets are installed with pip.
 UV_MACHINES = ("x86_64", "aarch64")
@@ -150,7 +150,7 @@ def _version(text) -> Tuple[int, ...]:
 
 
 def floor_problem(floor, target: Target) -> Optional[str]:
-    """Why an environment (or interpreter) with *floor* (:func:`poncho_wq.floor.prefix_floor`'s dict) cannot run
+    """Why an environment (or interpreter) with *floor* (:func:`poncho_wq.archive.floor.prefix_floor`'s dict) cannot run
     on *target*, or None when it can."""
     if not floor:
         return None

@@ -7,7 +7,7 @@ path after an edit runs with the old bytes):
 
 * the base environment tarball, under the remote name ``env-<hash>.tar.gz`` (the hash keeps different
   environments apart in a worker's cache and lets the shim find the unpacked copy without reading the file);
-* the code layer ``code-<hash>.tar.gz`` (:mod:`poncho_wq.layers`): the local modules the command's scripts import
+* the code layer ``code-<hash>.tar.gz`` (:mod:`poncho_wq.assemble.layers`): the local modules the command's scripts import
   and the local/editable distributions, one tarball however many files, keyed by content;
 * the scripts the command names, as content-named copies from the cache, under the paths the command uses;
 * the run shim ``poncho_package_run`` (a POSIX sh script; the worker needs no Python of its own),
@@ -22,22 +22,26 @@ The shim's own failures use exit codes 1-4 and lines starting with ``poncho_pack
 """
 
 import collections
+import inspect
 import os
-import re
+import posixpath
 import shlex
+import sys
 import threading
 
-from .environment import Environment, as_environment, command_scripts, task_code
+from .analysis.installation import installation
+from .assemble.environment import Environment, as_environment, command_scripts, task_code
+from .assemble.layers import content_copy, distribution_members
 from .errors import SpecError
-from .files import resolve_files, sandbox_inputs
-from .fetch import fetch_failure, note_check, specify_fetch
-from .publish import as_distribution, fetch_for, publish
-from .shim import shim_path
+from .deliver.files import resolve_files, sandbox_inputs
+from .deliver.fetch import fetch_failure, note_check, specify_fetch
+from .deliver.publish import as_distribution, fetch_for, publish
+from .shim import ShimError, shim_error_from, shim_path
 from .spec import Spec
+from .waiting import install_submit, worker_program
+from .wq import quiet_at_exit, serializer_for
 
 SHIM_NAME = "poncho_package_run"
-ShimError = collections.namedtuple("ShimError", "exit_code message")
-_SHIM_LINE = re.compile(r"^poncho_package_run: (.*)$", re.M)
 
 _classes: dict = {}
 _classes_lock = threading.Lock()
@@ -89,37 +93,25 @@ def wrap_command(command, env_remote_name, code_remote_name=None, env_dir=None, 
     worker's own cache limits (PONCHO_ENV_KEEP, PONCHO_ENV_BUDGET_MB) are cleared: they must not evict what other
     machines use from the shared root. *fetched* (``url`` distribution) are the inputs the worker fetched: one
     that holds a failure note instead of a tarball ends the task first with the note's exit code and message
-    (:func:`poncho_wq.fetch.note_check`)."""
+    (:func:`poncho_wq.deliver.fetch.note_check`)."""
     code = " --code {}".format(shlex.quote(code_remote_name)) if code_remote_name else ""
     root = "PONCHO_ENV_DIR={} PONCHO_ENV_KEEP= PONCHO_ENV_BUDGET_MB= ".format(shlex.quote(env_dir)) if env_dir else ""
     return "{}{}./{} -e {}{} -- /bin/sh -c {}".format(note_check(fetched), root, SHIM_NAME,
                                                      shlex.quote(env_remote_name), code, shlex.quote(command))
 
 
-def shim_error_from(exit_code, output):
-    """A :class:`ShimError` when *output* shows that the shim itself failed with *exit_code*, else None."""
-    if exit_code not in (1, 2, 3, 4) or not output:
-        return None
-    lines = _SHIM_LINE.findall(output)
-    if not lines:
-        return None
-    return ShimError(exit_code, lines[-1])
-
-
 def task_layers(environment, command=None):
     """``(code layer or None, command scripts)`` for a task of *environment* running *command*: the layer holds
     the environment's code and the local code of the scripts the command names (see :func:`task_code`)."""
-    from .layers import distribution_members
-
     scripts, members, dists = task_code(command_scripts(command)) if command else ((), (), {})
     if dists:
         members = tuple(members) + tuple(distribution_members(dists, environment.python))
     return environment.code_layer(members), scripts
 
 
-#: How a task's base and code layer travel (see :mod:`poncho_wq.publish`): ``env``/``code`` are the names the
+#: How a task's base and code layer travel (see :mod:`poncho_wq.deliver.publish`): ``env``/``code`` are the names the
 #: shim is given (absolute shared paths in ``shared`` mode), ``env_dir`` its PONCHO_ENV_DIR (``shared``), ``urls``
-#: remote name -> URL and ``fetches`` remote name -> :class:`~poncho_wq.publish.Fetch` (``url``), ``files`` remote
+#: remote name -> URL and ``fetches`` remote name -> :class:`~poncho_wq.deliver.publish.Fetch` (``url``), ``files`` remote
 #: name -> local path (``direct``).
 DistributionPlan = collections.namedtuple("DistributionPlan", "mode env code env_dir urls files fetches",
                                           defaults=({},))
@@ -128,8 +120,6 @@ DistributionPlan = collections.namedtuple("DistributionPlan", "mode env code env
 def plan_distribution(environment, layer=None, distribution=None, progress=None):
     """Publish what *distribution* needs (``None``: ``environment.distribution`` if set, else the settings) and
     say how the task refers to it; *progress*: of the environment's build (:meth:`Environment.build`)."""
-    import posixpath
-
     if distribution is None:
         distribution = getattr(environment, "distribution", None)
     dist = as_distribution(distribution)
@@ -152,8 +142,6 @@ def plan_distribution(environment, layer=None, distribution=None, progress=None)
 def _attach_environment(task, environment, layer=None, scripts=(), plan=None):
     """Attach the base tarball and the code layer as *plan* says (default: the settings' distribution), the
     command scripts (content-named copies) and the shim."""
-    from .layers import content_copy
-
     plan = plan or plan_distribution(environment, layer)
     for name, path in plan.files.items():
         task.specify_input_file(path, name, cache=True)
@@ -190,7 +178,7 @@ def classes_for(binding):
                 check_command_argument(command)
                 check_environment_argument(environment)
                 check_distribution_argument(distribution, environment)
-                explicit = resolve_files(files)  # files=: poncho_wq/files.py
+                explicit = resolve_files(files)  # files=: poncho_wq/deliver/files.py
                 for name in task_options:
                     if not callable(getattr(binding.Task, "specify_" + name, None)):
                         raise SpecError("PonchoTask option {}=: this Work Queue binding's Task has no specify_{} "
@@ -221,7 +209,7 @@ def classes_for(binding):
                 fetch of the environment or code layer (exit 2: an HTTP error; 3: the transfer failed or the bytes
                 were not the published ones; 4: the worker lacks curl/wget or a sha256 tool; the message names the
                 URL), and an input that could not be put in place at all (exit 2, see
-                :func:`poncho_wq.fetch.fetch_failure`)."""
+                :func:`poncho_wq.deliver.fetch.fetch_failure`)."""
                 return shim_error_from(self.return_status, self.std_output) or _fetch_error(self, binding)
 
         class PonchoPythonTask(binding.PythonTask):
@@ -264,9 +252,6 @@ def classes_for(binding):
                     self.__dict__.setdefault("_task", None)
                     super().__del__()
 
-        from .waiting import install_submit, worker_program
-        from .wq import quiet_at_exit
-
         quiet_at_exit(PonchoTask, PonchoPythonTask)
         if isinstance(getattr(binding, "WorkQueue", None), type):
             # A queue given one of these tasks says why it waits (no worker, a failed fetch): poncho_wq.waiting.
@@ -294,9 +279,6 @@ def _function_module_members(func):
     """``lib/<module path>`` for the module of *func* when it is local code imported by name: cloudpickle and
     dill pickle such a function by reference, so the worker imports its module (which no analysis of the scripts
     needs to have reached: a function defined in a local module that ``__main__`` never imports)."""
-    import inspect
-    import sys
-
     module = getattr(func, "__module__", None) or "__main__"
     try:
         source = inspect.getsourcefile(func)
@@ -304,8 +286,6 @@ def _function_module_members(func):
         return ()
     if module == "__main__" or not source or not os.path.isfile(source):
         return ()
-    from .installation import installation
-
     if installation().is_installed_file(os.path.abspath(source)) or \
             os.path.abspath(source).startswith(os.path.abspath(sys.base_prefix) + os.sep):
         return ()  # installed or standard library: the base has it
@@ -314,12 +294,6 @@ def _function_module_members(func):
 
 
 def _python_task_environment(func, environment, binding):
-    import inspect
-    import sys
-
-    from .environment import Environment
-    from .wq import serializer_for
-
     if environment is not None and environment != "auto":
         return as_environment(environment)
     scripts = []

@@ -20,32 +20,42 @@ Why the serverless and DaskVine environments need more than the analysis gives: 
 generated ``library_code.py`` imports ``cloudpickle``, ``threadpoolctl`` and ``ndcctools.taskvine.utils`` (which
 loads ``_cvine.so`` and, through the package ``__init__``, ``packaging``); DaskVine's tasks unpickle
 ``ndcctools.taskvine.dask_executor.execute_graph_vertex``. ``ndcctools`` is not on PyPI, so the manager's own
-installed copy is shipped as a wheel (:mod:`poncho_wq.ndcctools_wheel`).
+installed copy is shipped as a wheel (:mod:`poncho_wq.deliver.ndcctools_wheel`).
 
 Declared environments are remembered per manager in a :class:`weakref.WeakKeyDictionary`: declaring the same
 tarball again returns the same ``File`` (workers unpack it once), and a manager that is no longer used is freed.
 """
 
-import collections
 import importlib
 import importlib.metadata
 import inspect
+import logging
 import os
 import re
+import site
 import sys
+import sysconfig
 import threading
+import time
 import weakref
 
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
-from .environment import Environment, as_environment
+from .analysis.analyzer import MANAGER_ONLY
+from .analysis.import_extras import extra_distributions
+from .assemble.environment import Environment, as_environment
+from .assemble.layers import content_copy, vine_layer
+from .deliver.ndcctools_wheel import ndcctools_requirement
 from .errors import ActivationError, PonchoError, SpecError
 from .config import settings
-from .files import resolve_files, sandbox_inputs
-from .fetch import NOTE_MARK, STALL_SECONDS, fetch_script
-from .publish import as_distribution, fetch_for
-from .task import _short_repr, check_command_argument, check_environment_argument
+from .deliver.files import resolve_files, sandbox_inputs
+from .deliver.fetch import NOTE_MARK, STALL_SECONDS, fetch_script
+from .deliver.publish import as_distribution, fetch_for
+from .shim import RUN_IN_ENV, ShimError
+from .shim import shim_error_from as _shim_error_from
+from .spec import parse_spec
+from .task import _short_repr, check_command_argument, check_environment_argument, task_layers
 from .waiting import watch, worker_program
 from .wq import quiet_at_exit
 
@@ -55,9 +65,6 @@ LIBRARY_RUNTIME = ("cloudpickle", "threadpoolctl", "packaging")
 #: What DaskVine's tasks (and, in ``task_mode="function-calls"``, its library) import on the worker.
 DASK_RUNTIME = LIBRARY_RUNTIME + ("dask",)
 
-ShimError = collections.namedtuple("ShimError", "exit_code message")
-# The lines bin/run_in_env (and the relocation it runs) write when the environment cannot be used.
-_ENV_LINE = re.compile(r"^(?:run_in_env|poncho_wq relocate|poncho_package_run): (.*)$", re.M)
 
 #: TaskVine's cache level for environments, code layers and the tarballs they come from (issue 27), so that the next
 #: manager's tasks on a worker find them ready (no transfer, no unpack): levels above "workflow" (``cache=True``,
@@ -100,7 +107,7 @@ def declare_environment(manager, environment=None, command=None, *, distribution
     *command*'s scripts and ``__main__``). Declared once per manager and tarball: many tasks share the same
     worker-side copy, which TaskVine unpacks once per worker.
 
-    Where the tarball comes from (issue 16): *distribution* (a mode name or :class:`poncho_wq.publish.Distribution`;
+    Where the tarball comes from (issue 16): *distribution* (a mode name or :class:`poncho_wq.deliver.publish.Distribution`;
     default from ``PONCHO_WQ_DISTRIBUTION`` / ``PONCHO_WQ_PUBLISH_DIR`` / ``PONCHO_WQ_PUBLISH_URL``): ``direct``
     sends it from the manager; ``url`` publishes it and each worker fetches it itself (:func:`_source_file`).
     *seed* (seconds; default ``PONCHO_WQ_VINE_SEED``, 0 = off): let one worker get the tarball first, then every
@@ -178,8 +185,6 @@ def _seeded(manager, source, wait):
     """A temp File holding *source* (a File) on one worker, made by a seed task this call waits for (at most
     *wait* seconds, with no other task of the caller's returned meanwhile); None when no worker made it in time
     (the seed is cancelled and the caller uses *source* directly)."""
-    import time
-
     vine = _vine()
     temp = manager.declare_temp()
     task = vine.Task("cat env.tar.gz > seed.tar.gz")
@@ -198,8 +203,6 @@ def _seeded(manager, source, wait):
         break
     else:
         manager.cancel_by_task_id(task.id)
-    import logging
-
     logging.getLogger(__name__).warning("TaskVine seed of the environment did not complete within %s s (%s): "
                                         "the manager sends it to each worker", wait,
                                         "no worker" if done is None else done.result)
@@ -211,7 +214,7 @@ def _source_file(manager, path, distribution=None):
     fetched by each worker (``url``; ``shared`` is Work Queue only). URL fetches are a mini task (:data:`_FETCH`)
     that checks the bytes against the published size and sha256, not ``declare_url``: TaskVine 7.17.1's worker
     runs ``curl -sSL`` without ``-f`` and checks nothing, so a 404 page - or any bytes a server sends - would be
-    cached as the tarball for the worker's life (poncho_wq.publish)."""
+    cached as the tarball for the worker's life (poncho_wq.deliver.publish)."""
     dist = as_distribution(distribution)  # checks the settings: a publish URL without a publish dir is an error
     if dist.mode == "direct":
         return manager.declare_file(path, cache=ENV_CACHE)
@@ -227,14 +230,14 @@ def _source_file(manager, path, distribution=None):
 
 
 def fetch_task_command(fetch, seconds, stall_seconds=STALL_SECONDS):
-    """The command of the fetch mini task for *fetch* (a :class:`poncho_wq.publish.Fetch`): the checked tarball,
+    """The command of the fetch mini task for *fetch* (a :class:`poncho_wq.deliver.publish.Fetch`): the checked tarball,
     or a stub environment failing every task with the failure's code and message (:data:`_FETCH_STUB`), as
     ``fetch.name`` in its sandbox."""
     where = "p={};c=$p;t=$p.part;".format(fetch.name)
     return fetch_script(fetch, seconds, where, stall_seconds) + _FETCH_STUB.format(mark=NOTE_MARK)
 
 
-# The fetch mini task's end (after poncho_wq.fetch.fetch_script). Why a failed fetch still "succeeds": in TaskVine
+# The fetch mini task's end (after poncho_wq.deliver.fetch.fetch_script). Why a failed fetch still "succeeds": in TaskVine
 # 7.17.1 a mini task (or URL) input that fails to materialize only invalidates the replica (cache-invalid): the task
 # waiting for it is neither failed nor returned, and the workflow hangs (measured: a 404 kept a task pending for
 # good). So when the fetch wrote a failure note instead of the checked tarball, the "tarball" becomes a stub
@@ -259,7 +262,7 @@ chmod 755 stub/bin/run_in_env&&rm -f "$p"&&tar -czf "$p" -C stub .;fi"""
 
 
 def declare_code_layer(manager, layer):
-    """Declare a :class:`~poncho_wq.layers.CodeLayer` (built for TaskVine: it carries ``bin/run_in_env`` =
+    """Declare a :class:`~poncho_wq.assemble.layers.CodeLayer` (built for TaskVine: it carries ``bin/run_in_env`` =
     ``run_in_layer``, which stacks it on the active environment) as a poncho package; once per manager and layer.
 
     Added to a task *before* its base: TaskVine wraps the command once per environment, the last added outermost,
@@ -299,8 +302,6 @@ def with_packages(environment, packages, ndcctools=True):
             pip.append(_installed_pin(name))
             have.add(canonicalize_name(name))
     if ndcctools:
-        from .ndcctools_wheel import ndcctools_requirement
-
         wanted = environment.spec.python_version
         here = "{}.{}".format(*sys.version_info[:2])
         if wanted and not (wanted == here or wanted.startswith(here + ".")):
@@ -311,8 +312,6 @@ def with_packages(environment, packages, ndcctools=True):
                             "it)".format(wanted, here))
         pip.append(ndcctools_requirement())
     data["pip"] = pip
-    from .spec import parse_spec
-
     engine = environment.engine
     if environment.source in ("current", "auto") or engine in ("current", "locked"):
         # The current and locked engines copy installed *distributions*; a source-built ndcctools is a bare
@@ -354,9 +353,6 @@ def _function_scripts(functions):
 
 
 def _installed(path):
-    import site
-    import sysconfig
-
     dirs = {sysconfig.get_paths()[k] for k in ("purelib", "platlib")} | set(site.getsitepackages())
     return any(path.startswith(os.path.abspath(d) + os.sep) for d in dirs if d)
 
@@ -366,10 +362,7 @@ def runtime_environment(environment=None, *, functions=(), scripts=(), packages=
     """The :class:`Environment` for worker-side TaskVine Python code: *environment* (a spec, tarball or
     Environment), or when None the analysis of ``__main__``, *scripts* and the functions' modules; plus *packages*
     and the manager's ``ndcctools``. Submodule imports that need more than their package (``dask.array`` needs
-    numpy, :mod:`poncho_wq.import_extras`) are added too."""
-    from .import_extras import extra_distributions
-    from .wq import MANAGER_ONLY
-
+    numpy, :mod:`poncho_wq.analysis.import_extras`) are added too."""
     check_environment_argument(environment, who)
     ship = []
     if environment is None or environment == "auto":
@@ -401,11 +394,8 @@ def local_inputs(manager, task, files):
 
 def shim_error_from(exit_code, output):
     """``ShimError(exit_code, message)`` when *output* shows that the environment could not be used (bin/run_in_env
-    failed with exit 1-4 and said why), else None: a failing command is not mistaken for a broken environment."""
-    if exit_code not in (1, 2, 3, 4) or not output:
-        return None
-    lines = _ENV_LINE.findall(output)
-    return ShimError(exit_code, lines[-1]) if lines else None
+    failed with exit 1-4 and said why), else None (:func:`poncho_wq.shim.shim_error_from` for TaskVine's tools)."""
+    return _shim_error_from(exit_code, output, RUN_IN_ENV)
 
 
 def _make_vine_task(vine):
@@ -427,14 +417,11 @@ def _make_vine_task(vine):
             # Checked before anything is analyzed, built or allocated in C (__del__ copes with that).
             check_command_argument(command, "PonchoVineTask")
             check_environment_argument(environment, "PonchoVineTask")
-            explicit = resolve_files(files, "PonchoVineTask")  # files=: poncho_wq/files.py
+            explicit = resolve_files(files, "PonchoVineTask")  # files=: poncho_wq/deliver/files.py
             for name in task_options:
                 if not callable(getattr(vine.Task, "set_" + name, None)):
                     raise SpecError("PonchoVineTask option {}=: TaskVine's Task has no set_{} method; use one of its "
                                     "set_* names, e.g. cores=1, tag='x', retries=3".format(name, name))
-            from .layers import content_copy, vine_layer
-            from .task import task_layers
-
             self.environment = as_environment(environment, command, layered=True)
             self.original_command = command
             layer, scripts = task_layers(self.environment, command)
@@ -577,7 +564,7 @@ def _make_function_call(vine):
         an :class:`~poncho_wq.errors.ActivationError` carrying it, instead of a bare ``FunctionCallNoResult``.
 
         ``files=``: data the function reads by path, in the call's own sandbox (its working directory; a library's
-        inputs are not there), as for PonchoTask (:mod:`poncho_wq.files`); declared when the call is submitted."""
+        inputs are not there), as for PonchoTask (:mod:`poncho_wq.deliver.files`); declared when the call is submitted."""
 
         def __init__(self, library, fn, *args, files=None, **kwargs):
             self._poncho_files = resolve_files(files, "FunctionCall")  # before anything is declared

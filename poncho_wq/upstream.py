@@ -22,7 +22,9 @@ import contextlib
 import os
 import tempfile
 
+from .engines import create
 from .errors import InputMissing, SpecError
+from .spec import as_spec, loads
 
 
 @contextlib.contextmanager
@@ -51,12 +53,7 @@ def dict_to_env(spec, conda_executable=None, download_micromamba=False, ignore_e
                 cache_path=None, force=False):
     """Build the environment *spec* (a dict, a JSON string as upstream accepts, a Spec or a spec file path) and
     return the path of its tarball. See the module docstring for how ``cache``/``cache_path``/``force`` map."""
-    from . import create
-    from .spec import as_spec
-
     if isinstance(spec, str) and spec.lstrip().startswith("{"):
-        from .spec import loads
-
         spec = loads(spec, "<dict_to_env spec>")
     elif isinstance(spec, bytes):
         raise SpecError("dict_to_env spec: bytes are not valid; expected a dict, a JSON string or a spec file path")
@@ -74,9 +71,6 @@ def pack_env_from_dict(spec, output, conda_executable=None, download_micromamba=
     """Upstream's ``pack_env_from_dict(spec, output)``: build *spec* into the tarball *output* (through the build
     cache; the file at *output* is a copy, so changing it never touches the cache); returns *output*'s absolute
     path."""
-    from . import create
-    from .spec import as_spec
-
     with _conda_exe(conda_executable, "pack_env_from_dict"):
         create(as_spec(spec), output)
     return os.path.abspath(output)

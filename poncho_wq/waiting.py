@@ -9,7 +9,7 @@ its ``wait`` methods watch two things between slices of the wait:
   HOST PORT``; the full path when the binding's own worker is not the one on PATH). Said once; again only after
   a worker has connected and all have left;
 * a task that comes back because a worker could not fetch its environment (``url`` distribution,
-  :mod:`poncho_wq.fetch`): one warning per failure (the file, the URL and the cause) naming the worker; the task
+  :mod:`poncho_wq.deliver.fetch`): one warning per failure (the file, the URL and the cause) naming the worker; the task
   itself still says it through ``shim_error``.
 
 The lines are warnings on the ``poncho_wq`` logger: with no logging configured Python prints them on stderr (its
@@ -36,6 +36,7 @@ import threading
 import time
 
 from .config import settings
+from .shim import RUN_IN_ENV, shim_error_from
 
 log = logging.getLogger("poncho_wq")
 
@@ -145,9 +146,7 @@ def _fetch_failure(task):
     if hasattr(task, "return_status"):  # Work Queue
         err = task.shim_error
     else:  # TaskVine: the module function, not the property (which also undeclares the environment)
-        from .taskvine import shim_error_from
-
-        err = shim_error_from(task.exit_code, task.std_output)
+        err = shim_error_from(task.exit_code, task.std_output, RUN_IN_ENV)
     if err is None:
         return None
     if err.message.startswith(("could not fetch ", "the worker could not put in place ")):

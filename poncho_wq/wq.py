@@ -25,8 +25,6 @@ from .config import BINDINGS, settings
 from .errors import PonchoError
 
 DEBIAN_DIST_PACKAGES = "/usr/lib/python3/dist-packages"
-# Modules that only the manager needs: never part of a task's environment.
-MANAGER_ONLY = ("work_queue", "ndcctools", "poncho_wq", "_work_queue", "work_queue_futures")
 
 
 def _import_debian():

@@ -20,7 +20,7 @@ from helpers.cli import run_cli
 from poncho_wq.errors import PonchoError, SpecError
 from poncho_wq.spec import Spec
 
-import poncho_wq.analysis as an  # noqa: E402
+import poncho_wq.analysis.analyzer as an  # noqa: E402
 
 PY = "{}.{}".format(*sys.version_info[:2])
 
@@ -153,7 +153,7 @@ def test_cached_scans_equal_fresh_parses_and_second_call_parses_nothing(tmp_path
         assert sc.get(path, os.stat(path)) == an.scan_file(path)
     parsed = []
     real = an.scan_source
-    monkeypatch.setattr("poncho_wq.scan.scan_source", lambda src, fn: parsed.append(fn) or real(src, fn))
+    monkeypatch.setattr("poncho_wq.analysis.scan.scan_source", lambda src, fn: parsed.append(fn) or real(src, fn))
     second = an.analyze([tmp_path / "p" / "job.py"])
     assert parsed == [] and second == first
     uncached = an.analyze([tmp_path / "p" / "job.py"], use_cache=False)

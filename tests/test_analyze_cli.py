@@ -331,7 +331,7 @@ def test_manager_only_modules_are_left_out_as_by_the_api(tmp_path, installed, en
     spec, err = analyze("--local-files", tmp_path / "job.py", env=env)
     assert pip_set(spec) == pins(installed, "PyYAML")
     assert "poncho_wq" not in err and "local file" not in err
-    from poncho_wq.analysis import analyze as api_analyze
+    from poncho_wq.analysis.analyzer import analyze as api_analyze
 
     assert api_analyze([tmp_path / "job.py"]).spec.to_dict() == spec
 

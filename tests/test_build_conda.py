@@ -101,7 +101,7 @@ def test_prefix_content_and_conda_meta(hello_prefix):
 
 
 def test_pack_unpack_elsewhere_conda_unpack_and_run(channel, tmp_path):
-    from poncho_wq.pack import pack_prefix
+    from poncho_wq.archive.pack import pack_prefix
 
     original = str(tmp_path / "build" / "prefix")
     build_conda_prefix(hello_spec(channel), original, None)

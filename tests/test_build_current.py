@@ -45,7 +45,7 @@ print("absent", importlib.util.find_spec("six"), importlib.util.find_spec("tabul
 
 DRIVER = """\
 import json, sys
-from poncho_wq.environment import Environment
+from poncho_wq.assemble.environment import Environment
 env = Environment.from_script(sys.argv[1])
 path = env.build(progress=True)
 print(json.dumps({"path": path, "source": env.source, "key": env.build_result.key}))

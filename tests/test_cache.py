@@ -10,9 +10,9 @@ import pytest
 
 from helpers.cli import run_cli, script, SCRIPTS
 from poncho_wq.engines import build_prefix, cache_key, create
-from poncho_wq.cache import Cache, default_cache_dir, tarball_name
+from poncho_wq.archive.cache import Cache, default_cache_dir, tarball_name
 from poncho_wq.errors import PonchoError
-from poncho_wq.pack import pack_prefix
+from poncho_wq.archive.pack import pack_prefix
 
 SPEC = {"pip": ["six"]}
 

@@ -13,7 +13,7 @@ import pytest
 
 from helpers.cli import run_cli
 from poncho_wq import __version__
-from poncho_wq.cache import Cache
+from poncho_wq.archive.cache import Cache
 from poncho_wq.cli import analyze, cache, create, inspect
 
 #: Every command as a user types it: (console script, arguments before --help).
@@ -27,7 +27,7 @@ COMMANDS = [
 
 
 def _parsers():
-    """The argparse parsers behind the commands (serve's lives with its server in poncho_wq.publish)."""
+    """The argparse parsers behind the commands (serve's lives with its server in poncho_wq.deliver.publish)."""
     top = cache.parser()
     subs = top._subparsers._group_actions[0].choices
     return {"analyze": analyze._parser("poncho_package_analyze"), "create": create.parser(), "cache": top,

@@ -15,8 +15,8 @@ import time
 import pytest
 
 from helpers.cli import SCRIPTS, run_cli, script
-from poncho_wq.cache import Cache
-from poncho_wq.fsutil import sha256_file
+from poncho_wq.archive.cache import Cache
+from poncho_wq.identity import sha256_file
 
 SPEC = {"pip": ["six"]}
 root_only = pytest.mark.skipif(os.geteuid() != 0, reason="mounting a tmpfs needs root")

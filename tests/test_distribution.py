@@ -1,4 +1,4 @@
-"""Distribution modes (poncho_wq/publish.py): direct, url and shared.
+"""Distribution modes (poncho_wq/deliver/publish.py): direct, url and shared.
 
 Fast tests: the settings and their errors, publishing (atomic, idempotent, never replacing different bytes, never
 taking a planted link or another user's file, no temporary copy left by a killed publisher). The worker-side fetch
@@ -20,7 +20,7 @@ import pytest
 
 from helpers.wqutil import start_worker_process, worker_binary
 from poncho_wq.errors import BuildError, PonchoError, SpecError
-from poncho_wq.publish import Distribution, distribution, publish, serve
+from poncho_wq.deliver.publish import Distribution, distribution, publish, serve
 from poncho_wq.task import wrap_command
 
 
@@ -82,7 +82,7 @@ def test_concurrent_publishers_all_succeed(tmp_path):
     src = tmp_path / "code-77.tar.gz"
     src.write_bytes(os.urandom(1 << 20))
     pub = str(tmp_path / "pub")
-    code = "import sys; from poncho_wq.publish import publish; publish(sys.argv[1], sys.argv[2])"
+    code = "import sys; from poncho_wq.deliver.publish import publish; publish(sys.argv[1], sys.argv[2])"
     procs = [subprocess.Popen([sys.executable, "-c", code, str(src), pub]) for _ in range(4)]
     assert [p.wait() for p in procs] == [0, 0, 0, 0]
     assert os.listdir(pub) == ["code-77.tar.gz"]
@@ -132,7 +132,7 @@ def test_a_publisher_killed_mid_copy_leaves_nothing_for_long(tmp_path):
     src = tmp_path / "env-7.tar.gz"
     src.write_bytes(os.urandom(1 << 20))
     pub = tmp_path / "pub"
-    code = ("import os, signal, sys\nimport poncho_wq.publish as p\ncopy = p.copy_contents\n"
+    code = ("import os, signal, sys\nimport poncho_wq.deliver.publish as p\ncopy = p.copy_contents\n"
             "def copy_then_die(a, b):\n    copy(a, b)\n    os.kill(os.getpid(), signal.SIGKILL)\n"
             "p.copy_contents = copy_then_die\np.publish(sys.argv[1], sys.argv[2])\n")
     r = subprocess.run([sys.executable, "-c", code, str(src), str(pub)], stdin=subprocess.DEVNULL)
@@ -359,7 +359,7 @@ def test_url_failure_is_named_on_the_manager_and_a_later_attempt_succeeds(cluste
 
 
 def test_plan_publishes_and_names_per_mode(tmp_path):
-    from poncho_wq.environment import Environment
+    from poncho_wq.assemble.environment import Environment
     from poncho_wq.task import plan_distribution
 
     tarball = tmp_path / "env-0123456789abcdef0123456789abcdef.tar.gz"

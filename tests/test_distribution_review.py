@@ -1,4 +1,4 @@
-"""Review of the distribution modes (poncho_wq/publish.py, issue 16): the cases an adversarial pass found broken,
+"""Review of the distribution modes (poncho_wq/deliver/publish.py, issue 16): the cases an adversarial pass found broken,
 each tested against real things (the real curl, a real local server, real processes), and a few guards on what
 was found fine (quoting through the shell, path traversal, the bind address).
 
@@ -24,8 +24,8 @@ import pytest
 from poncho_wq.errors import BuildError, SpecError
 import hashlib
 
-from poncho_wq.fetch import Fetch, fetch_command, fetch_failure, probe
-from poncho_wq.publish import Distribution, distribution, publish, serve
+from poncho_wq.deliver.fetch import Fetch, fetch_command, fetch_failure, probe
+from poncho_wq.deliver.publish import Distribution, distribution, publish, serve
 from poncho_wq.task import wrap_command
 
 
@@ -276,7 +276,7 @@ def _gone(pid):
 
 
 def test_the_local_server_dies_with_a_killed_manager(tmp_path):
-    code = ("import os, signal, sys; from poncho_wq.publish import serve; s = serve(sys.argv[1]); "
+    code = ("import os, signal, sys; from poncho_wq.deliver.publish import serve; s = serve(sys.argv[1]); "
             "print(s.process.pid, flush=True); os.kill(os.getpid(), signal.SIGKILL)")
     manager = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True,
                              stdin=subprocess.DEVNULL)

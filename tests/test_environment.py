@@ -47,7 +47,7 @@ def test_clear_caches_drops_the_memos(tmp_path, monkeypatch):
     """A memoized ship list is re-checked against the files it covers (ctime too, which an edit cannot put
     back: issue 13), and clear_caches() drops every in-process memo for what no memo key covers."""
     import poncho_wq
-    from poncho_wq.environment import ship_list
+    from poncho_wq.assemble.environment import ship_list
 
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("PONCHO_WQ_CACHE", str(tmp_path / "cache"))

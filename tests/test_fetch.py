@@ -1,4 +1,4 @@
-"""The worker-side fetch of url mode (poncho_wq/fetch.py), run with sh as a Work Queue worker runs it, with the real
+"""The worker-side fetch of url mode (poncho_wq/deliver/fetch.py), run with sh as a Work Queue worker runs it, with the real
 curl (wget, busybox) against real local servers: checked bytes are kept, anything else is a failure note (an
 HTTP error: 2; a cut, other bytes, a stall: 3; no downloader or hash tool: 4) naming the URL with its secrets
 masked, and nothing unchecked is left. End-to-end tests on real workers: tests/test_distribution.py."""
@@ -12,8 +12,8 @@ import threading
 
 import pytest
 
-from poncho_wq.fetch import Fetch, fetch_command, probe
-from poncho_wq.publish import serve
+from poncho_wq.deliver.fetch import Fetch, fetch_command, probe
+from poncho_wq.deliver.publish import serve
 
 
 class _CutHandler(http.server.BaseHTTPRequestHandler):
@@ -173,7 +173,7 @@ def test_fetch_messages_mask_the_secrets_of_the_url(tmp_path):
 def test_the_fetch_and_the_note_check_run_in_every_worker_shell(tmp_path, shells):
     # Workers' /bin/sh is dash (Debian), bash (RHEL) or busybox ash (Alpine, containers): the fetch command, the URL
     # masking done in sh and the note check the task runs before the shim behave the same in each.
-    from poncho_wq.fetch import note_check
+    from poncho_wq.deliver.fetch import note_check
 
     served = tmp_path / "served"
     served.mkdir()

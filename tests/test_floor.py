@@ -9,7 +9,7 @@ import sys
 import tarfile
 
 from helpers.cli import run_cli
-from poncho_wq.floor import elf_needs, prefix_floor
+from poncho_wq.archive.floor import elf_needs, prefix_floor
 
 
 def _objdump_max_glibc(path):

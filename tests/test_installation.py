@@ -1,4 +1,4 @@
-"""The installation model (poncho_wq.installation) on real layouts, each built for real in a temp dir.
+"""The installation model (poncho_wq.analysis.installation) on real layouts, each built for real in a temp dir.
 
 On every layout the analyzer and the current engine must agree: the analysis of a script importing the layout's
 package (run for that interpreter or prefix) names a distribution and version, and a ``--from-current-env`` build
@@ -24,8 +24,8 @@ import pytest
 from helpers.condachannel import install_prefix, make_channel, make_python_standin
 from helpers.cli import run_cli, run_ok as _run
 
-from poncho_wq.analysis import analyze
-from poncho_wq.installation import clear_cache, installation
+from poncho_wq.analysis.analyzer import analyze
+from poncho_wq.analysis.installation import clear_cache, installation
 
 #: The interpreter venvs are made from (a venv of a venv is not a thing: its base is the real installation).
 BASE = os.path.realpath(getattr(sys, "_base_executable", None) or sys.executable)

@@ -8,7 +8,7 @@ import time
 import pytest
 
 import poncho_wq
-from poncho_wq.layers import CodeLayer, content_copy, local_file_members, merge
+from poncho_wq.assemble.layers import CodeLayer, content_copy, local_file_members, merge
 from poncho_wq.errors import PonchoError
 
 
@@ -137,8 +137,8 @@ def test_a_file_project_in_a_spec_is_keyed_by_its_content(tmp_path):
 def test_manager_only_distributions_never_ship():
     """poncho_wq is installed editable here (dev/setup.sh): a module of its checkout reached by a manager script
     made it a local distribution, and the whole package with its requirements went to the workers."""
-    from poncho_wq.installation import installation
-    from poncho_wq.layers import distribution_members
+    from poncho_wq.analysis.installation import installation
+    from poncho_wq.assemble.layers import distribution_members
 
     assert installation().distribution("poncho_wq") is not None
     assert distribution_members(["poncho_wq", "poncho-wq", "ndcctools"]) == []

@@ -10,7 +10,7 @@ import pytest
 
 from poncho_wq.engines import build_prefix
 from poncho_wq.errors import PonchoError
-from poncho_wq.pack import fixed_mtime, pack_prefix
+from poncho_wq.archive.pack import fixed_mtime, pack_prefix
 
 
 @pytest.fixture(scope="module")

@@ -14,7 +14,7 @@ from helpers.cli import run_cli, run_ok, script
 from helpers.venvs import child_venv
 from poncho_wq import Environment, analyze
 from poncho_wq.errors import BuildError, InputMissing, SpecError
-from poncho_wq.project import build_project, check_os_installs
+from poncho_wq.assemble.project import build_project, check_os_installs
 
 KLIO_SETUP = '''\
 import os
@@ -261,7 +261,7 @@ def test_an_os_install_seen_only_in_the_build_output_is_refused_too(tmp_path, ve
 def test_scratch_builds_left_by_a_killed_process_are_swept(tmp_path):
     import time
 
-    from poncho_wq.project import STALE_SECONDS, sweep
+    from poncho_wq.assemble.project import STALE_SECONDS, sweep
 
     old, young, entry = tmp_path / ".tmp-aaaa-1", tmp_path / ".tmp-bbbb-2", tmp_path / "cccc"
     for d in (old, young, entry):

@@ -12,7 +12,7 @@ import pytest
 
 from helpers.venvs import child_venv
 from poncho_wq.errors import BuildError, InputMissing, SpecError
-from poncho_wq.files import resolve_files, sandbox_inputs
+from poncho_wq.deliver.files import resolve_files, sandbox_inputs
 
 
 @pytest.fixture
@@ -170,7 +170,7 @@ def test_ponchotask_refuses_a_reserved_name_before_building(tree):
 
 
 def test_os_install_check_reads_code_not_prose(tmp_path):
-    from poncho_wq.project import check_os_installs
+    from poncho_wq.assemble.project import check_os_installs
 
     (tmp_path / "setup.py").write_text(
         '"""Build notes: on Debian run apt-get install libfoo-dev first."""\n'
@@ -190,7 +190,7 @@ def test_os_install_check_reads_code_not_prose(tmp_path):
 
 
 def test_build_requires_that_is_not_a_list_is_one_line(tmp_path):
-    from poncho_wq.project import missing_build_requirements
+    from poncho_wq.assemble.project import missing_build_requirements
 
     (tmp_path / "pyproject.toml").write_text('[build-system]\nrequires = "setuptools"\n')
     with pytest.raises(SpecError) as e:
@@ -200,7 +200,7 @@ def test_build_requires_that_is_not_a_list_is_one_line(tmp_path):
 
 def test_a_console_script_named_like_the_interpreter_is_refused(tmp_path):
     """A ``python3`` wrapper (``#!/usr/bin/env python3``) first on PATH would exec itself forever."""
-    from poncho_wq.project import Project, bin_members
+    from poncho_wq.assemble.project import Project, bin_members
 
     def project(*names):
         return Project(source="/jobs/p", name="p", version="1", wheel="", requires=(), lib=(), data=(),
@@ -215,7 +215,7 @@ def test_a_console_script_named_like_the_interpreter_is_refused(tmp_path):
 
 
 def test_an_extra_that_does_not_exist_is_refused():
-    from poncho_wq.project import Project
+    from poncho_wq.assemble.project import Project
 
     p = Project(source="/jobs/pep", name="pep", version="1", wheel="/c/pep.whl",
                 requires=("humanize>=4", 'attrs; extra == "fmt"'), lib=(), data=(), bin=(), extras=("fmt",))
@@ -226,7 +226,7 @@ def test_an_extra_that_does_not_exist_is_refused():
 
 
 def test_project_sources_skip_the_cache_inside_and_venvs_follow_outside_links(tmp_path):
-    from poncho_wq.project import _source_files, _tree_digest
+    from poncho_wq.assemble.project import _source_files, _tree_digest
 
     shared, project = tmp_path / "shared", tmp_path / "job"
     (project / "pkg").mkdir(parents=True)
@@ -258,7 +258,7 @@ def test_project_sources_skip_the_cache_inside_and_venvs_follow_outside_links(tm
 def test_a_project_holding_its_cache_and_linking_shared_data_builds(tmp_path, monkeypatch):
     """Before: the scratch copy recursed into the cache inside the project until 'File name too long', and the
     package data linked from outside the project dangled in the copy, so the wheel silently lacked it."""
-    from poncho_wq.project import build_project
+    from poncho_wq.assemble.project import build_project
 
     python = _venv(tmp_path)
     shared, project = tmp_path / "shared", tmp_path / "job"
@@ -309,7 +309,7 @@ def test_a_project_module_edited_after_from_project_is_named_as_such(tmp_path, m
 
 @pytest.mark.e2e
 def test_a_failed_build_that_only_mentions_apt_get_keeps_its_cause(tmp_path):
-    from poncho_wq.project import build_project
+    from poncho_wq.assemble.project import build_project
 
     project = tmp_path / "pg"
     project.mkdir()
@@ -402,7 +402,7 @@ def test_a_malformed_or_dynamic_pyproject_is_no_hint_and_no_crash(tmp_path, pypr
 
 
 def test_a_setup_py_computing_its_requirements_is_not_run(tmp_path):
-    from poncho_wq.analysis import declared_dependencies
+    from poncho_wq.analysis.analyzer import declared_dependencies
 
     (tmp_path / "setup.py").write_text("open('RAN', 'w').close()\nfrom setuptools import setup\n"
                                        "setup(name='j', install_requires=open('requirements.txt').read().split())\n")

@@ -9,7 +9,7 @@ import tarfile
 import pytest
 
 from poncho_wq.errors import PonchoError
-from poncho_wq.safetar import safe_extract
+from poncho_wq.archive.safetar import safe_extract
 
 
 def member(name, data=b"", mode=0o644, type=tarfile.REGTYPE, linkname=""):

@@ -1,11 +1,11 @@
-"""poncho_wq.scan: the static conditions of import guards and the static sys.path entries (issue 24), on source
+"""poncho_wq.analysis.scan: the static conditions of import guards and the static sys.path entries (issue 24), on source
 text as real projects write it (SWIG-4's generated guard verbatim)."""
 
 import textwrap
 
 import pytest
 
-from poncho_wq.scan import Context, PathEntry, evaluate, scan_source
+from poncho_wq.analysis.scan import Context, PathEntry, evaluate, scan_source
 
 #: The first lines of every SWIG-4 generated module (CCTools' ndcctools/cwork_queue.py, verbatim).
 SWIG = '''\

@@ -475,7 +475,7 @@ def _spy_prefix(parent, name, with_record):
 def test_an_environment_with_nothing_to_relocate_starts_no_python(tmp_path, shell):
     import tarfile
 
-    from poncho_wq.pack import NORELOCATE_MEMBER, pack_prefix
+    from poncho_wq.archive.pack import NORELOCATE_MEMBER, pack_prefix
 
     log = tmp_path / "python.log"
     plain = str(tmp_path / ("env-" + "a" * 32 + ".tar.gz"))

@@ -2,8 +2,8 @@
 environment needs, gets exit 4 and one line saying what the environment needs, what the worker has and how to
 build for it, before anything is unpacked; run_in_env (TaskVine) does the same before relocating.
 
-The tarballs are real poncho_wq archives (poncho_wq.pack.pack_prefix, which writes ``poncho/floor`` first) of a
-small conda prefix holding a real ELF file (a copy of /bin/true), whose floor is computed by poncho_wq.floor and
+The tarballs are real poncho_wq archives (poncho_wq.archive.pack.pack_prefix, which writes ``poncho/floor`` first) of a
+small conda prefix holding a real ELF file (a copy of /bin/true), whose floor is computed by poncho_wq.archive.floor and
 then edited for the mismatches: ``machine=aarch64``, ``glibc=9.99``.
 """
 
@@ -16,8 +16,8 @@ import zlib
 import pytest
 
 from helpers.shimutil import make_prefix, pack, run_shim, shim_env
-from poncho_wq.floor import FLOOR_MEMBER, floor_text, prefix_floor, write_floor
-from poncho_wq.pack import pack_prefix
+from poncho_wq.archive.floor import FLOOR_MEMBER, floor_text, prefix_floor, write_floor
+from poncho_wq.archive.pack import pack_prefix
 from poncho_wq.shim import shim_path
 
 pytestmark = pytest.mark.usefixtures("shells")

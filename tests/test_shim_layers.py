@@ -1,4 +1,4 @@
-"""Code layers on the worker side: the real sh shim stacks a real code layer (poncho_wq.layers) on a real conda-pack
+"""Code layers on the worker side: the real sh shim stacks a real code layer (poncho_wq.assemble.layers) on a real conda-pack
 base, under every shell; the base is unpacked once however often the code changes."""
 
 import json
@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from poncho_wq.layers import CodeLayer
+from poncho_wq.assemble.layers import CodeLayer
 from helpers.shimutil import SHELLS, make_prefix, pack, run_shim, shim_env, unpack_count
 
 ENV_ID = "env-" + "fedcba9876543210" * 4

@@ -18,8 +18,8 @@ import time
 import pytest
 
 from helpers.shimutil import make_prefix, pack, run_shim, shim_env
-from poncho_wq.floor import FLOOR_MEMBER, write_floor
-from poncho_wq.pack import pack_prefix
+from poncho_wq.archive.floor import FLOOR_MEMBER, write_floor
+from poncho_wq.archive.pack import pack_prefix
 from poncho_wq.shim import shim_path
 
 pytestmark = pytest.mark.usefixtures("shells")
@@ -242,7 +242,7 @@ def test_a_big_endian_ppc64_binary_is_not_called_ppc64le(tmp_path):
     """ELF machine 21 is PPC64 in both byte orders: a big-endian environment was recorded as ppc64le, so the shim
     refused it on the very ppc64 workers it was built for (and would have let it through on ppc64le ones)."""
     import struct
-    from poncho_wq.floor import elf_needs
+    from poncho_wq.archive.floor import elf_needs
 
     for order, data, expected in ((">", 2, "ppc64"), ("<", 1, "ppc64le")):
         path = tmp_path / "elf-{}".format(expected)

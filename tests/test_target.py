@@ -19,9 +19,9 @@ import pytest
 from helpers.condachannel import make_channel, make_python_standin, index_channel
 from poncho_wq.engines import build_prefix, cache_key, create
 from poncho_wq.engines.pip import installer_command, pip_install, target_options
-from poncho_wq.environment import Environment
+from poncho_wq.assemble.environment import Environment
 from poncho_wq.errors import BuildError, SpecError
-from poncho_wq.floor import prefix_floor
+from poncho_wq.archive.floor import prefix_floor
 from poncho_wq.spec import parse_spec
 from poncho_wq.target import floor_problem, parse_target
 

@@ -206,7 +206,7 @@ def test_the_build_memo_is_keyed_by_the_target_actually_built(tmp_path, monkeypa
     import poncho_wq
     from poncho_wq.engines import cache_key
     from poncho_wq.engines.interpreter import interpreter_floor
-    from poncho_wq.environment import Environment
+    from poncho_wq.assemble.environment import Environment
 
     poncho_wq.clear_caches()
     monkeypatch.setenv("PONCHO_WQ_CACHE", str(tmp_path / "cache"))
@@ -304,7 +304,7 @@ def test_pip_takes_the_tags_of_this_machines_glibc_when_the_target_is_newer():
 
 def test_a_requirements_file_takes_a_target_like_a_spec(tmp_path):
     """Environment.from_spec and from_script took target=, from_requirements did not (only $PONCHO_WQ_TARGET)."""
-    from poncho_wq.environment import Environment
+    from poncho_wq.assemble.environment import Environment
 
     reqs = tmp_path / "requirements.txt"
     reqs.write_text("six==1.16.0\n")

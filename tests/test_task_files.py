@@ -8,7 +8,7 @@ import os
 import pytest
 
 from poncho_wq.errors import InputMissing, SpecError
-from poncho_wq.files import resolve_files, sandbox_inputs
+from poncho_wq.deliver.files import resolve_files, sandbox_inputs
 
 
 @pytest.fixture

@@ -19,7 +19,7 @@ N_WORKERS = 3
 DRIVER = r"""
 import json, os, sys
 from ndcctools import taskvine as vine
-from poncho_wq.publish import Distribution, serve
+from poncho_wq.deliver.publish import Distribution, serve
 from poncho_wq.taskvine import declare_environment, shim_error_from
 
 out, port_file, tarball, mode = sys.argv[1:5]
@@ -127,7 +127,7 @@ def test_url_that_404s_fails_each_task_with_a_shim_error_instead_of_hanging(tmp_
 HOSTILE_DRIVER = r"""
 import json, os, subprocess, sys, time
 from ndcctools import taskvine as vine
-from poncho_wq.publish import serve
+from poncho_wq.deliver.publish import serve
 from poncho_wq.taskvine import PonchoVineTask
 
 out, port_file, tarball, mode, hostile = sys.argv[1:6]

@@ -15,8 +15,8 @@ import pytest
 from helpers import drivers
 from helpers.parslutil import client_env
 from helpers.shimutil import make_prefix, pack
-from poncho_wq.floor import FLOOR_MEMBER, write_floor
-from poncho_wq.pack import pack_prefix
+from poncho_wq.archive.floor import FLOOR_MEMBER, write_floor
+from poncho_wq.archive.pack import pack_prefix
 
 DRIVER = '''
 import json, os, sys, tempfile

@@ -16,7 +16,7 @@ from poncho_wq import Environment, SpecError
 
 
 def _ndcctools_dir():
-    from poncho_wq.ndcctools_wheel import installed_package_dir
+    from poncho_wq.deliver.ndcctools_wheel import installed_package_dir
 
     return installed_package_dir()
 
@@ -25,7 +25,7 @@ def test_ndcctools_wheel_installs_the_managers_copy(tmp_path):
     """The wheel holds the installed package (extension modules included, bytecode left out), carries the CCTools
     version and cp<XY> tags, is byte-identical when made again, and a fresh venv that installs it imports
     ndcctools.taskvine.utils (what TaskVine's library runtime imports) from it, not from PYTHONPATH."""
-    from poncho_wq.ndcctools_wheel import ndcctools_wheel
+    from poncho_wq.deliver.ndcctools_wheel import ndcctools_wheel
 
     whl = ndcctools_wheel(str(tmp_path / "a"))
     name = os.path.basename(whl)
@@ -55,7 +55,7 @@ def test_ndcctools_wheel_installs_the_managers_copy(tmp_path):
 
 def test_ndcctools_wheel_name_follows_the_content(tmp_path):
     """A changed installed file gives another wheel name, hence another spec and build cache key."""
-    from poncho_wq.ndcctools_wheel import ndcctools_wheel
+    from poncho_wq.deliver.ndcctools_wheel import ndcctools_wheel
 
     copy = tmp_path / "site" / "ndcctools"
     shutil.copytree(_ndcctools_dir(), str(copy), ignore=shutil.ignore_patterns("__pycache__"))
@@ -68,7 +68,7 @@ def test_ndcctools_wheel_name_follows_the_content(tmp_path):
 
 def test_missing_ndcctools_is_a_one_line_error():
     from poncho_wq.errors import InputMissing
-    from poncho_wq.ndcctools_wheel import installed_package_dir
+    from poncho_wq.deliver.ndcctools_wheel import installed_package_dir
 
     with pytest.raises(InputMissing) as e:
         installed_package_dir("no_such_package_xyz")
@@ -76,7 +76,7 @@ def test_missing_ndcctools_is_a_one_line_error():
 
 
 def test_submodule_extras(tmp_path):
-    from poncho_wq.import_extras import extra_distributions
+    from poncho_wq.analysis.import_extras import extra_distributions
 
     script = tmp_path / "g.py"
     script.write_text("import dask.array as da\nfrom dask import delayed\n")
@@ -195,7 +195,7 @@ def test_dict_to_env_bad_spec_names_the_field():
 
 
 def test_a_publish_url_without_a_publish_dir_is_an_error_for_taskvine_too(monkeypatch, tmp_path):
-    """As for Work Queue (poncho_wq.publish): PONCHO_WQ_PUBLISH_URL alone used to mean a silent `direct` here, every
+    """As for Work Queue (poncho_wq.deliver.publish): PONCHO_WQ_PUBLISH_URL alone used to mean a silent `direct` here, every
     worker getting the tarball from the manager; it is a SpecError naming both variables, before any declare."""
     from poncho_wq.errors import SpecError
     from poncho_wq.taskvine import _source_file
@@ -219,7 +219,7 @@ def test_the_taskvine_fetch_gives_up_on_a_stalled_transfer(tmp_path):
     import threading
     import time
 
-    from poncho_wq.fetch import Fetch
+    from poncho_wq.deliver.fetch import Fetch
     from poncho_wq.taskvine import fetch_task_command
 
     class Stall(http.server.BaseHTTPRequestHandler):

@@ -12,7 +12,7 @@ import tarfile
 import pytest
 
 from poncho_wq.engines import build_prefix, cache_key
-from poncho_wq.pack import pack_prefix
+from poncho_wq.archive.pack import pack_prefix
 from poncho_wq.shim import shim_path
 
 PY = "python{}.{}".format(*sys.version_info[:2])

@@ -7,7 +7,7 @@ JSON, which is valid YAML), ``-`` as the output writes to standard output. Exit 
 a bad command line (argparse would use 2, which the man page reserves for a bad script path) or bad input such
 as a syntax error, 2 for a missing script. The output is written atomically: on error no file appears.
 
-The spec is the analysis' lock (:mod:`poncho_wq.analysis`), the same the API builds: every distribution the
+The spec is the analysis' lock (:mod:`poncho_wq.analysis.analyzer`), the same the API builds: every distribution the
 imports reach, pinned to the installed version (``--unlocked``: only the imported ones). An import that resolves to
 nothing is an error (exit 1) naming file, line and module, unless ``--allow-unresolved NAME`` lists it for the index.
 """
@@ -94,9 +94,9 @@ def _analyze(argv, prog):
         sources["<stdin>"] = sys.stdin.read()
         scripts = [s for s in scripts if s != "-"]
 
-    from ..analysis import analyze
+    from ..analysis.analyzer import analyze
     from ..fsutil import atomic_output
-    from ..wq import MANAGER_ONLY
+    from ..analysis.analyzer import MANAGER_ONLY
 
     # The same analysis as the API's (Environment.from_script): manager-only modules left out here too.
     result = analyze(scripts, toplevel=args.toplevel, function=args.function, pkg_mapping=mapping,

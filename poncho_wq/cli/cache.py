@@ -4,6 +4,7 @@ import argparse
 import re
 import sys
 import time
+from fractions import Fraction
 
 from ..errors import PonchoError, SpecError
 from .common import HelpFormatter, add_version, examples, run, setup_logging
@@ -28,8 +29,6 @@ def _shown(text):
 def _number(text, option, expected):
     """``(number, unit)`` of a ``<number><unit>`` option, the number an exact Fraction (float() turned 400 digits
     into inf, and int(inf) into an OverflowError traceback); SpecError naming the option and value otherwise."""
-    from fractions import Fraction
-
     m = re.match(r"^\s*(\d+(?:\.\d+)?)\s*([A-Za-z]*)\s*$", text)
     if not m:
         raise SpecError("{} {}: expected {}".format(option, _shown(text), expected))
@@ -140,7 +139,7 @@ def describe_floor(floor):
 def _cache(argv):
     args = parser().parse_args(argv)
     setup_logging(False)
-    from ..cache import Cache
+    from ..archive.cache import Cache
 
     cache = Cache(args.cache_dir)
     if args.command == "list":

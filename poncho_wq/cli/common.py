@@ -7,7 +7,7 @@ import os
 import signal
 import sys
 
-from .. import __version__
+from ..version import __version__
 from ..config import settings
 from ..errors import Interrupted, PonchoError
 

@@ -8,7 +8,7 @@ running this command (or of ``--python``), e.g. on a login node without network:
     poncho_package_analyze script.py spec.json && poncho_package_create --from-current-env spec.json env.tar.gz
 
 ``--from-requirements FILE`` and ``--from-project DIR`` read a pip requirements file or a project (setup.py /
-pyproject.toml, built as a wheel: :mod:`poncho_wq.project`) instead of a spec.
+pyproject.toml, built as a wheel: :mod:`poncho_wq.assemble.project`) instead of a spec.
  Exit codes: 0 ok, 1 bad spec or usage, 2 spec file missing, 3 build failed; on failure
 no output file is written.
 """
@@ -16,7 +16,7 @@ no output file is written.
 import argparse
 import sys
 
-from ..errors import PonchoError
+from ..errors import PonchoError, SpecError
 from .common import HelpFormatter, add_version, examples, prog_name, run, setup_logging
 
 PROG = "poncho_package_create"
@@ -27,7 +27,7 @@ class _Parser(argparse.ArgumentParser):
 
     def error(self, message):
         self.print_usage(sys.stderr)
-        raise PonchoError(message, exit_code=1)
+        raise SpecError(message)
 
 
 def parser(prog=PROG):
@@ -104,7 +104,7 @@ def _create(argv, prog=PROG):
             raise PonchoError("--from-requirements reads a file (its -r/-c includes are relative to it), not - ")
         spec = spec_from_requirements(args.spec)
     elif args.from_project:
-        from ..project import project_environment
+        from ..assemble.environment import project_environment
 
         spec = project_environment(args.spec, args.extra, layered=False, python=args.python,
                                    cache_dir=args.cache_dir).spec

@@ -1,6 +1,6 @@
 """``poncho_wq inspect`` and ``poncho_wq diff``: what an environment holds and why, what changed between two.
 
-``inspect ENV.tar.gz`` prints the tarball's ``poncho/lock.json`` (:mod:`poncho_wq.lock`) as a table: name,
+``inspect ENV.tar.gz`` prints the tarball's ``poncho/lock.json`` (:mod:`poncho_wq.archive.lock`) as a table: name,
 version, size, why (``--sources``: where each came from; ``--json``: the document itself). ``inspect job.py ...``
 analyzes scripts instead and prints the lock they would get, with the file and line of each import (which the
 tarball does not carry). ``diff A.tar.gz B.tar.gz`` lists the distributions added (``+``), removed (``-``) and
@@ -14,10 +14,10 @@ import json
 import os
 import sys
 
-from ..analysis import analyze
-from ..errors import PonchoError
-from ..installation import installation
-from ..lock import diff, diff_text, read_lock, table
+from ..analysis.analyzer import analyze
+from ..errors import InputMissing
+from ..analysis.installation import installation
+from ..archive.lock import diff, diff_text, read_lock, table
 from .common import HelpFormatter, add_version, examples, run, setup_logging
 
 
@@ -28,7 +28,8 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _analysis_lock(paths, allow_unresolved):
-    """The lock document an analysis of *paths* gives (why with file and line), in :mod:`poncho_wq.lock`'s shape."""
+    """The lock document an analysis of *paths* gives (why with file and line), in :mod:`poncho_wq.archive.lock`'s
+    shape."""
     result = analyze(paths, allow_unresolved=allow_unresolved)
     inst = installation()
     dists = [{"name": e.name, "version": e.version or "", "size": _installed_size(inst.distribution(e.name)),
@@ -81,8 +82,7 @@ def inspect_main(argv):
     else:
         for path in args.paths:
             if not os.path.exists(path):
-                raise PonchoError("{} does not exist: give an environment tarball or Python scripts".format(path),
-                                  exit_code=2)
+                raise InputMissing("{} does not exist: give an environment tarball or Python scripts".format(path))
         doc = _analysis_lock(args.paths, args.allow_unresolved)
     if args.json:
         json.dump(doc, sys.stdout, indent=1, sort_keys=True)

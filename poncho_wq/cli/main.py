@@ -7,7 +7,7 @@ and a user copying the usage line should get the command they have on PATH.
 import argparse
 import sys
 
-from .. import __version__
+from ..version import __version__
 from .common import HelpFormatter, add_version, examples
 
 USAGE = """usage: poncho_wq [-h] [--version] <command> [options] ...
@@ -70,7 +70,7 @@ def main(argv=None):
 
         return inspect_main(rest, command)
     elif command == "serve":
-        from ..publish import serve_main as sub
+        from ..deliver.publish import serve_main as sub
     elif command == "shim":
         sub = _shim
     else:

@@ -7,16 +7,16 @@ interpreter copy plus the spec's distributions copied, pruned to their installed
 running environment: no index), and ``locked`` (:mod:`.locked`: what ``source="auto"`` environments are built
 with: the analysis' lock from the installed files, the package index only for what those cannot serve). Whatever
 the engine, :func:`build_prefix` then adds the data sections (:mod:`.data`), ``bin/run_in_env`` (the activator the
-run shim calls), ``poncho/spec.json``, ``poncho/lock.json`` (:mod:`poncho_wq.lock`) and ``conda-meta/history``
-(conda-pack needs it), and :func:`poncho_wq.pack.pack_prefix` packs it, so one packer and one relocation step
+run shim calls), ``poncho/spec.json``, ``poncho/lock.json`` (:mod:`poncho_wq.archive.lock`) and ``conda-meta/history``
+(conda-pack needs it), and :func:`poncho_wq.archive.pack.pack_prefix` packs it, so one packer and one relocation step
 (``conda-unpack``) serve every engine.
 
 The cache key (:func:`cache_key`) is sha256 over the spec's canonical JSON, the platform (``sys.platform``,
 machine, libc) and the builder's identity (engine, poncho_wq version, pack format, and what the engine's
 :meth:`Engine.identity` says its result depends on: the base interpreter's implementation and full version/build
 string; for the current and locked engines also a hash of the copied files' identities) and, for an analyzed
-environment, the digest of its lock's "why" (import names and requiring distributions, :mod:`poncho_wq.lock`).
-The cached tarball is named ``env-<key[:32]>.tar.gz`` (see :mod:`poncho_wq.cache`).
+environment, the digest of its lock's "why" (import names and requiring distributions, :mod:`poncho_wq.archive.lock`).
+The cached tarball is named ``env-<key[:32]>.tar.gz`` (see :mod:`poncho_wq.archive.cache`).
 """
 
 import dataclasses
@@ -29,15 +29,31 @@ import sys
 import time
 from typing import Any, Dict, Optional, Union
 
+from ..archive.cache import Cache
+from ..archive.floor import write_floor
+from ..archive.lock import why_digest, write_lock
+from ..archive.pack import ensure_history, pack_prefix
+from ..config import settings
 from ..errors import BuildError, PonchoError, SpecError
 from ..fsutil import build_scratch, check_output_path, place_copy, write_error
+from ..identity import local_project_digests
 from ..progress import as_progress
+from ..shim import run_in_env_path
 from ..spec import as_spec
+from ..target import file_owner, floor_problem, parse_target
 from ..tools import describe_os_error, tail
+from ..version import __version__
+from .bytecode import compile_prefix
+from .conda import build_conda_prefix
+from .current import build_current_prefix, installed_identity, spec_with_local
+from .data import fetch_data
+from .interpreter import build_cache_root, interpreter_bases, probe_interpreter
+from .locked import build_locked_prefix
+from .portable import base_python, build_portable_prefix, check_target
 
 #: Bumped whenever the archive layout or packing changes, so old cache entries are not reused.
 # 2: checked-hash bytecode and poncho/floor.json in every environment; 3: poncho/floor first; 4: packages' test
-# directories left out (poncho_wq.pack.prune_tests); 5: poncho/lock.json, the archive's second member
+# directories left out (poncho_wq.archive.pack.prune_tests); 5: poncho/lock.json, the archive's second member
 PACK_FORMAT = 5
 
 
@@ -48,7 +64,7 @@ class BuildResult:
     cache_hit: bool
     seconds: float  # build (or lookup) time
     size: int  # bytes
-    #: what the environment needs of a worker (poncho_wq.floor.prefix_floor): machine, libc, glibc, glibc_by
+    #: what the environment needs of a worker (poncho_wq.archive.floor.prefix_floor): machine, libc, glibc, glibc_by
     floor: Optional[Dict[str, Any]] = None
 
 
@@ -92,9 +108,6 @@ class Engine:
 
 
 def _interpreter_identity(python):
-    from .interpreter import probe_interpreter
-    from .portable import base_python
-
     info = probe_interpreter(base_python(python))
     return {"implementation": info["implementation"], "version": info["version"], "build": info["build"],
             "abiflags": info["abiflags"]}
@@ -112,10 +125,6 @@ class CondaEngine(Engine):
                             "for a spec with only pip packages")
 
     def populate(self, spec, prefix, python, progress):
-        try:
-            from .conda import build_conda_prefix
-        except ImportError as e:
-            raise BuildError("the conda engine is not available in this installation ({})".format(e))
         build_conda_prefix(spec, prefix, progress)
 
 
@@ -130,16 +139,12 @@ class PortableEngine(Engine):
         if spec.conda:
             raise SpecError("the spec has a conda section ({}); the portable engine installs only pip packages: "
                             "use --engine conda (or auto)".format(" ".join(spec.conda.packages)))
-        from .portable import check_target
-
         check_target(spec, python)  # the interpreter's own floor against spec.target, before anything is built
 
     def identity(self, spec, python):
         return {"python": _interpreter_identity(python)}
 
     def populate(self, spec, prefix, python, progress):
-        from .portable import build_portable_prefix
-
         build_portable_prefix(spec, prefix, python, progress)
 
 
@@ -152,24 +157,16 @@ class CurrentEngine(Engine):
 
     def check(self, spec, python):
         super().check(spec, python)
-        from .portable import check_target
-
         check_target(spec, python, "current")
 
     def identity(self, spec, python):
-        from .current import installed_identity
-
         # the files copied, not only their names
         return {"python": _interpreter_identity(python), "installed": installed_identity(spec, python)}
 
     def prepare(self, spec, analysis=None):
-        from .current import spec_with_local
-
         return spec_with_local(spec, analysis)
 
     def populate(self, spec, prefix, python, progress):
-        from .current import build_current_prefix
-
         return dict(build_current_prefix(spec, prefix, python, progress).sources)
 
 
@@ -182,19 +179,13 @@ class LockedEngine(CurrentEngine):
     name = "locked"
 
     def identity(self, spec, python):
-        from .current import installed_identity
-
         return {"python": _interpreter_identity(python),
                 "installed": installed_identity(spec, python, index_fallback=True)}
 
     def prepare(self, spec, analysis=None):
-        from .current import spec_with_local
-
         return spec_with_local(spec, analysis, keep_unresolved=True)
 
     def populate(self, spec, prefix, python, progress):
-        from .locked import build_locked_prefix
-
         return build_locked_prefix(spec, prefix, python, progress)
 
 
@@ -224,25 +215,19 @@ def cache_key(spec, *, engine, python=None, why=None):
     """The content key of the environment *spec* built by *engine* on this platform (sha256 hex): the spec's
     canonical JSON, the platform, and the builder (engine, poncho_wq version, pack format, the engine's
     :meth:`Engine.identity`); plus the content digests of local ``file://`` projects the spec names, and the digest
-    of *why* (what ``poncho/lock.json`` says of each distribution, :func:`poncho_wq.lock.why_digest`) when given."""
-    from .. import __version__
-
+    of *why* (what ``poncho/lock.json`` says of each distribution, :func:`poncho_wq.archive.lock.why_digest`) when
+    given."""
     spec = as_spec(spec)
     eng = get_engine(spec, engine)
     builder = {"engine": eng.name, "poncho_wq": __version__, "pack_format": PACK_FORMAT}
-    from ..config import settings
-
-    if settings().keep_tests:  # PONCHO_WQ_KEEP_TESTS changes what is packed (poncho_wq.pack); other keys unchanged
+    # PONCHO_WQ_KEEP_TESTS changes what is packed (poncho_wq.archive.pack); other keys unchanged
+    if settings().keep_tests:
         builder["keep_tests"] = True
     builder.update(eng.identity(spec, python))
     doc = {"spec": spec.canonical(), "platform": platform_tag(), "builder": builder}
-    from ..layers import local_project_digests
-
     local = local_project_digests(spec)
     if local:  # `name @ file:///dir`: the project's content, not only its URL (issue 13); other keys unchanged
         doc["local"] = local
-    from ..lock import why_digest
-
     digest = why_digest(why)
     if digest:  # the lock's why is in the tarball: the same key must give the same bytes
         doc["why"] = digest
@@ -264,19 +249,15 @@ def with_target(spec, target=None):
     if target is None:
         if spec.target:
             return spec
-        from ..config import settings
-
         target = settings().target
         if target is None:
             return spec
-    from ..target import parse_target
-
     return dataclasses.replace(spec, target=parse_target(target, "target").tag)
 
 
 def build_prefix(spec, prefix, *, engine=None, python=None, progress=None, target=None, why=None):
     """Populate the new (or empty) directory *prefix* with the environment *spec* (not packed); return its floor
-    (:func:`poncho_wq.floor.prefix_floor`), also written to ``poncho/floor.json``. A build target (*target*, or
+    (:func:`poncho_wq.archive.floor.prefix_floor`), also written to ``poncho/floor.json``. A build target (*target*, or
     the spec's) that the floor is above is a BuildError naming the file that needs more. ``poncho/lock.json``
     records what the prefix holds, with *why* (canonical name -> reasons) from an analysis."""
     spec = with_target(spec, target)
@@ -287,38 +268,22 @@ def build_prefix(spec, prefix, *, engine=None, python=None, progress=None, targe
         raise BuildError("build prefix {} is not empty".format(prefix))
     os.makedirs(prefix, exist_ok=True)
     sources = eng.populate(spec, prefix, python, progress)
-    from ..target import parse_target
-
     target = parse_target(spec.target) if spec.target else None
     if target is None or not target.is_cross():
-        from .bytecode import compile_prefix
-
-        compile_prefix(prefix, progress)  # by the environment's own interpreter: not for another architecture
+        # by the environment's own interpreter: not for another architecture
+        compile_prefix(prefix, progress, build_cache_root())
     if spec.git or spec.http:
-        from .data import fetch_data
-
         fetch_data(spec, prefix, progress)
-    from ..pack import ensure_history
-    from ..shim import run_in_env_path
-
     os.makedirs(os.path.join(prefix, "bin"), exist_ok=True)
     shutil.copyfile(run_in_env_path(), os.path.join(prefix, "bin", "run_in_env"))
     os.chmod(os.path.join(prefix, "bin", "run_in_env"), 0o755)
     _write(os.path.join(prefix, "poncho", "spec.json"), spec.dumps())
-    from ..lock import write_lock
-
     write_lock(prefix, spec, eng.name, sources, why)
     ensure_history(prefix, eng.name)
-    from ..floor import write_floor
-
     floor = write_floor(prefix)
     if target is not None:
-        from ..target import floor_problem
-
         problem = floor_problem(floor, target)
         if problem:
-            from ..target import file_owner
-
             owner = file_owner(prefix, floor.get("glibc_by") or "")
             if owner:
                 problem += " (" + owner + ")"
@@ -335,8 +300,6 @@ def _build_and_pack(spec, engine, python, progress, output, why=None):
     environment's floor."""
     scratch = os.path.dirname(output)
     prefix = os.path.join(scratch, "prefix")
-    from ..pack import pack_prefix
-
     try:
         floor = build_prefix(spec, prefix, engine=engine, python=python, progress=progress, why=why)
         pack_prefix(prefix, output, progress=progress)
@@ -361,7 +324,7 @@ def create(spec, output=None, *, engine=None, python=None, use_cache=True, cache
     :class:`poncho_wq.progress.ProgressEvent`, or a :class:`poncho_wq.progress.Progress`. *target*: the oldest
     worker the environment must run on (``manylinux_2_28_x86_64``, see :mod:`poncho_wq.target`), overriding the
     spec's ``target``. *why*: canonical distribution name -> reasons, for ``poncho/lock.json`` (an analysis'
-    :meth:`~poncho_wq.analysis.Analysis.build_why`; part of the key).
+    :meth:`~poncho_wq.analysis.analyzer.Analysis.build_why`; part of the key).
     """
     spec = with_target(spec, target)
     engine = get_engine(spec, engine)
@@ -386,12 +349,8 @@ def create(spec, output=None, *, engine=None, python=None, use_cache=True, cache
         return BuildResult(os.path.abspath(output), key, False, time.monotonic() - start, os.path.getsize(output),
                            floor)
 
-    from ..cache import Cache
-
     cache = Cache(cache_dir)
     meta = {"spec": spec.to_dict(), "summary": spec.summary(), "engine": engine.name, "platform": platform_tag()}
-    from .interpreter import interpreter_bases
-
     try:
         # verify_digest: the bytes handed on are the bytes that were built. Hashing every hit doubled the cost of
         # a hit (bench/cache_hit.py: 37 MB, +45 ms, 7.6% of a cold build, target < 5%), so a file that is still

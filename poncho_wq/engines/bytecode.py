@@ -126,12 +126,9 @@ def compile_tree(prefix, store=None):
     return compiled, cached
 
 
-def compile_prefix(prefix, progress):
-    """:func:`compile_tree` as the build's "bytecode" phase, with the pyc cache of the build cache in use
-    (``--no-cache`` builds write nothing to a cache)."""
-    from .interpreter import build_cache_root
-
-    root = build_cache_root()
+def compile_prefix(prefix, progress, root):
+    """:func:`compile_tree` as the build's "bytecode" phase, with the pyc cache under the build cache *root*
+    (None: ``--no-cache`` builds write nothing to a cache)."""
     with progress.phase("bytecode") as phase:
         n = compile_tree(prefix, os.path.join(root, "bytecode") if root else None)
         if phase is not None and n is not None:

@@ -40,10 +40,12 @@ import shutil
 import tempfile
 
 from ..config import Settings, settings
-from ..errors import BuildError, PonchoError, SpecError
-from ..pack import ensure_history
+from ..errors import BuildError, SpecError
+from ..archive.pack import ensure_history
 from ..progress import as_progress
+from ..target import host_machine, parse_target
 from ..tools import run_tool
+from .pip import pip_install
 
 log = logging.getLogger(__name__)
 
@@ -63,9 +65,8 @@ def conda_tool(environ=None):
             return None
         path = shutil.which(chosen, path=environ.get("PATH"))
         if not path:
-            raise PonchoError("PONCHO_CONDA_EXE={!r} is not an executable command; set it to micromamba, mamba, "
-                              "conda (or a path to one), or to 'rattler' for the embedded installer".format(chosen),
-                              exit_code=3)
+            raise BuildError("PONCHO_CONDA_EXE={!r} is not an executable command; set it to micromamba, mamba, "
+                              "conda (or a path to one), or to 'rattler' for the embedded installer".format(chosen))
         return os.path.abspath(path)
     for name in TOOLS:
         path = shutil.which(name, path=environ.get("PATH"))
@@ -91,8 +92,6 @@ def spec_target(spec):
     """The spec's :class:`poncho_wq.target.Target`, or None."""
     if not spec.target:
         return None
-    from ..target import parse_target
-
     return parse_target(spec.target)
 
 
@@ -123,14 +122,10 @@ def build_conda_prefix(spec, prefix, progress=None):
         python = prefix_python(prefix)
         if not python:
             raise BuildError(_no_python_message(spec))
-        from .pip import pip_install
-
         pip_install(python, spec.pip, progress, target=target)
 
 
 def _host():
-    from ..target import host_machine
-
     return host_machine()
 
 
@@ -190,8 +185,7 @@ def _install_with_rattler(spec, prefix, progress):
                                 requested_specs=[MatchSpec(p)._match_spec for p in packages],
                                 **_install_platform(target)))
         except Exception as e:
-            raise PonchoError("installing the conda packages into {} failed:\n{}".format(prefix, _rattler_message(e)),
-                              exit_code=3)
+            raise BuildError("installing the conda packages into {} failed:\n{}".format(prefix, _rattler_message(e)))
     log.debug("installed %s", ", ".join("{}={}={}".format(r.name.normalized, r.version, r.build) for r in records))
 
 

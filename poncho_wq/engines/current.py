@@ -8,7 +8,7 @@ spec's distributions over their installed ``Requires-Dist`` (:mod:`.closure`), c
 holds the scripts' needs and nothing else.
 
 The source environment is the one of *python* (default: the running interpreter), as
-:mod:`poncho_wq.installation` models it for the analyzer too: its site directories, distribution index, scripts
+:mod:`poncho_wq.analysis.installation` models it for the analyzer too: its site directories, distribution index, scripts
 directory, marker environment and conda records. Its base interpreter is what gets copied, so the Python version
 always matches.
 
@@ -46,19 +46,21 @@ import hashlib
 import json
 import logging
 import os
+from urllib.parse import quote
 
 from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import canonicalize_name
 
-from ..errors import PonchoError
+from ..errors import BuildError, PonchoError
 from ..fsutil import TOOL_STATE_DIRS, is_within
-from ..installation import Installation, installation
+from ..analysis.installation import Installation, installation
 from ..memo import register
 from ..progress import as_progress
 from ..spec import as_spec, parse_spec
-from . import closure as _closure
-from .current_conda import _check_conda_python, _conda_plan, _write_history, replace_prefix_binary
+from ..analysis import closure as _closure
+from .current_conda import Entry, _check_conda_python, _conda_plan, _write_history, replace_prefix_binary
 from .interpreter import copy_interpreter, probe_interpreter
+from .portable import check_version
 
 log = logging.getLogger(__name__)
 
@@ -66,18 +68,6 @@ _SKIP_DIRS = TOOL_STATE_DIRS
 
 
 # ------------------------------------------------------------------------------------------------------ plan
-
-
-@dataclasses.dataclass(frozen=True)
-class Entry:
-    """One file to create in the prefix: ``target`` (relative to the prefix), from ``source``; ``kind`` is
-    "copy" (bytes as they are), "script" (shebang rewritten) or "record" (a RECORD written for the copied
-    files of the editable distribution ``owner``)."""
-
-    target: str
-    source: str
-    kind: str = "copy"  # also "dir", "prefix-text", "prefix-binary" (conda files relocated to the build prefix)
-    owner: str = ""  # the distribution it belongs to ("conda:<name>" for conda records)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -113,8 +103,8 @@ def _installed_entries(dist, env, site_rel, warnings):
     name = dist.name
     record = dist.record()
     if record is None:
-        raise PonchoError("{} {} has no RECORD (installed by a tool that does not list its files): cannot tell what "
-                          "to copy; reinstall it with pip or uv".format(name, dist.version), exit_code=3)
+        raise BuildError("{} {} has no RECORD (installed by a tool that does not list its files): cannot tell what "
+                          "to copy; reinstall it with pip or uv".format(name, dist.version))
     for rel in record:
         parts = rel.split("/")
         if "__pycache__" in parts:
@@ -141,8 +131,8 @@ def _editable_entries(dist, env, site_rel, warnings):
     name = dist.name
     sources = dist.editable_sources()
     if not sources:
-        raise PonchoError("{} is installed in editable mode but none of its packages could be found in its source "
-                          "tree: reinstall it (pip install -e) or build from an index".format(name), exit_code=3)
+        raise BuildError("{} is installed in editable mode but none of its packages could be found in its source "
+                          "tree: reinstall it (pip install -e) or build from an index".format(name))
     entries = []
     for mod, path in sorted(sources.items()):
         if os.path.isfile(path):
@@ -189,14 +179,13 @@ def _root_requirements(spec, index, env, warnings, from_index=None):
             (from_index if from_index is not None else missing).append(text)
             continue
         if req.specifier and not req.specifier.contains(dist.version, prereleases=True):
-            raise PonchoError("the spec asks for {} but {} {} is installed in the environment of {}: build from an "
+            raise BuildError("the spec asks for {} but {} {} is installed in the environment of {}: build from an "
                               "index, or install that version there".format(text, req.name, dist.version,
-                                                                           env.python), exit_code=3)
+                                                                           env.python))
         roots.append(req)
     if missing:
-        raise PonchoError("not installed in the environment of {}: {}; install them there, or build from a package "
-                          "index instead of the current environment".format(env.python, ", ".join(missing)),
-                          exit_code=3)
+        raise BuildError("not installed in the environment of {}: {}; install them there, or build from a package "
+                          "index instead of the current environment".format(env.python, ", ".join(missing)))
     return roots
 
 
@@ -214,10 +203,9 @@ def plan(spec, python=None, index_fallback=False):
     spec = as_spec(spec)
     env = installation(python)  # the environment files are copied from
     if spec.conda and not env.conda_prefix:
-        raise PonchoError("the spec has a conda section ({}) but {} does not run in a conda environment: the "
+        raise BuildError("the spec has a conda section ({}) but {} does not run in a conda environment: the "
                           "current engine copies conda packages from a conda environment only; build from the "
-                          "spec with --engine conda".format(" ".join(spec.conda.packages), env.python),
-                          exit_code=3)
+                          "spec with --engine conda".format(" ".join(spec.conda.packages), env.python))
     # The Installation is a new object whenever its site directories or conda-meta changed (see installation()).
     memo_key = (spec.digest(), env, index_fallback)
     if memo_key in _PLAN_MEMO:
@@ -313,8 +301,6 @@ def rewrite_shebang(data, python_path):
 def build_current_prefix(spec, prefix, python=None, progress=None, index_fallback=False):
     """Populate *prefix* with a relocatable copy of the interpreter and the planned distributions' files; return
     the plan (its :attr:`Plan.from_index` is left to the caller)."""
-    from .portable import check_version
-
     progress = as_progress(progress)
     p = plan(spec, python, index_fallback)
     for w in p.warnings:
@@ -405,8 +391,6 @@ def spec_with_local(spec, analysis=None, keep_unresolved=False):
     named = {canonicalize_name(Requirement(r).name) for r in pip}
     for dist, source in sorted((getattr(analysis, "local_distributions", None) or {}).items()):
         if canonicalize_name(dist) not in named:
-            from urllib.parse import quote
-
             pip.append("{} @ file://{}".format(dist, quote(os.path.abspath(source))))
     if pip:
         data["pip"] = pip

@@ -13,7 +13,7 @@ as conda installed it:
   NUL-terminated string, padded with NULs, as conda does; a build prefix longer than the source one does not fit,
   and the binary is then left as it is: conda-pack packs binaries from the package cache anyway, see below) and
   noarch-python entry points (their shebang). The built prefix is thus
-  a conda prefix at the build path, which :func:`poncho_wq.pack.pack_prefix` packs like any other: conda-pack
+  a conda prefix at the build path, which :func:`poncho_wq.archive.pack.pack_prefix` packs like any other: conda-pack
   reads each record's placeholders (from the package cache the record's ``link.source`` names, when it still
   exists, else by finding the build prefix in text files) and ``conda-unpack`` relocates on the worker. Caveat:
   conda-pack relocates *binary* files only through the package cache; with the cache cleaned they keep the build
@@ -29,16 +29,32 @@ Pip-installed distributions no conda record owns are then copied from their ``RE
 
 import dataclasses
 import os
+import re
 
-from ..errors import PonchoError
-from . import closure as _closure
+from ..archive.pack import ensure_history
+from ..errors import BuildError
+from ..analysis import closure as _closure
+from .portable import check_version
 
 
 # ------------------------------------------------------------------------------------------------------ plan
 
 
+@dataclasses.dataclass(frozen=True)
+class Entry:
+    """One file to create in the prefix: ``target`` (relative to the prefix), from ``source``; ``kind`` is
+    "copy" (bytes as they are), "script" (shebang rewritten) or "record" (a RECORD written for the copied
+    files of the editable distribution ``owner``)."""
+
+    target: str
+    source: str
+    kind: str = "copy"  # also "dir", "prefix-text", "prefix-binary" (conda files relocated to the build prefix)
+    owner: str = ""  # the distribution it belongs to ("conda:<name>" for conda records)
+
+
 def _conda_plan(spec, env, pip_dists, warnings):
-    """The conda part of :func:`.current.plan` (*env*: the :class:`~poncho_wq.installation.Installation`): ((name, version, "conda"), ...), the kept records' entries, and
+    """The conda part of :func:`.current.plan` (*env*: the :class:`~poncho_wq.analysis.installation.Installation`):
+    ((name, version, "conda"), ...), the kept records' entries, and
     the pip distributions (of *pip_dists*) no conda record owns."""
     prefix = env.conda_prefix
     records = env.conda_records
@@ -47,20 +63,20 @@ def _conda_plan(spec, env, pip_dists, warnings):
     for text in spec.conda.packages if spec.conda else ():
         name = matcher.name(text)
         if name is None:
-            raise PonchoError("conda package {!r} does not name one package; the current engine needs exact "
-                              "names".format(text), exit_code=3)
+            raise BuildError("conda package {!r} does not name one package; the current engine needs exact "
+                              "names".format(text))
         if name not in records:
             missing.append(text)
             continue
         rec = records[name]
         if not matcher.satisfies(text, name):
-            raise PonchoError("the spec asks for {} but {}={}={} is installed in the conda environment {}: build "
+            raise BuildError("the spec asks for {} but {}={}={} is installed in the conda environment {}: build "
                               "from the channels (--engine conda), or install that version there".format(
-                                  text, name, rec["version"], rec["build"], prefix), exit_code=3)
+                                  text, name, rec["version"], rec["build"], prefix))
         roots.append(name)
     if missing:
-        raise PonchoError("not installed in the conda environment {}: {}; install them there, or build from the "
-                          "channels with --engine conda".format(prefix, ", ".join(missing)), exit_code=3)
+        raise BuildError("not installed in the conda environment {}: {}; install them there, or build from the "
+                          "channels with --engine conda".format(prefix, ", ".join(missing)))
     if "python" in records:
         roots.append("python")
     unowned = {}
@@ -98,7 +114,6 @@ def _conda_plan(spec, env, pip_dists, warnings):
 
 def _conda_entries(rec, prefix, warnings):
     """The entries of one conda-meta record: its paths (relocation kinds from ``paths_data``) and the record."""
-    from .current import Entry  # here, not at the top: current imports this module
 
     paths = (rec.get("paths_data") or {}).get("paths")
     if paths is None:
@@ -135,11 +150,9 @@ def replace_prefix_binary(data, old, new, what="a binary file"):
     if old not in data:
         return data
     if len(new) > len(old):
-        raise PonchoError("{} holds the conda prefix {} in binary form, and the build prefix {} is longer: it "
+        raise BuildError("{} holds the conda prefix {} in binary form, and the build prefix {} is longer: it "
                           "cannot be rewritten in place; set PONCHO_WQ_CACHE to a shorter directory".format(
-                              what, old.decode(errors="replace"), new.decode(errors="replace")), exit_code=3)
-    import re
-
+                              what, old.decode(errors="replace"), new.decode(errors="replace")))
     def pad(m):
         text = m.group(0)
         out = text[:-1].replace(old, new)
@@ -150,13 +163,11 @@ def replace_prefix_binary(data, old, new, what="a binary file"):
 
 def _check_conda_python(spec, p):
     """The spec's Python version against the conda ``python`` record shipped (no interpreter copy here)."""
-    from .portable import check_version
-
     version = next((v.split("=")[0] for n, v, k in p.dists if k == "conda" and n == "python"), None)
     if version is None:
         if spec.pip or spec.python_version:
-            raise PonchoError("the conda environment {} has no conda python package: the current engine ships the "
-                              "interpreter from its conda record".format(p.env.conda_prefix), exit_code=3)
+            raise BuildError("the conda environment {} has no conda python package: the current engine ships the "
+                              "interpreter from its conda record".format(p.env.conda_prefix))
         return
     parts = [int(x) for x in version.split(".")[:3] if x.isdigit()]
     check_version(spec, {"version": version, "version_info": parts}, p.env.python)
@@ -165,7 +176,5 @@ def _check_conda_python(spec, p):
 def _write_history(prefix, p):
     """The prefix's ``conda-meta/history`` names the conda packages shipped (the source's names packages that
     were not: it is not copied)."""
-    from ..pack import ensure_history
-
     ensure_history(prefix, "current", ["from a conda environment, with:"] + [
         "{}-{}".format(n, v.replace("=", "-")) for n, v, k in p.dists if k == "conda"])

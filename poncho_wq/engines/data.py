@@ -23,7 +23,7 @@ is kept in ``poncho/data.json``. Submodules are not fetched.
 http: downloaded with ``requests``, streamed in chunks with progress, with connect and read timeouts of
 ``PONCHO_WQ_HTTP_TIMEOUT`` seconds (default 60: a server that stops sending for that long fails the build); decompressed per
 ``compression`` (``gzip``/``bzip2``/``xz``); ``type: tar`` archives are extracted with
-:func:`poncho_wq.safetar.safe_extract` (no absolute or ``..`` names, devices, or links leaving the directory).
+:func:`poncho_wq.archive.safetar.safe_extract` (no absolute or ``..`` names, devices, or links leaving the directory).
 Everything is first written to a temporary sibling in the prefix and renamed into place, so a failure leaves no
 half-written variable. Every failure is a BuildError (exit code 3) naming the variable, the source and the cause.
 """
@@ -45,6 +45,7 @@ import tempfile
 import time
 import zlib
 
+from ..archive.safetar import safe_extract
 from ..config import settings
 from ..errors import BuildError, PonchoError
 from ..progress import as_progress
@@ -259,8 +260,6 @@ def fetch_http(var, source, prefix, progress):
         with progress.phase("download", "{} from {}".format(var, source.url)):
             size, sha256 = _download(var, source.url, download, progress)
             if source.type == "tar":
-                from ..safetar import safe_extract
-
                 tree = os.path.join(scratch, "tree")
                 try:
                     safe_extract(download, tree, compression=source.compression)

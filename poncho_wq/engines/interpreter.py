@@ -60,8 +60,10 @@ import sys
 import sysconfig
 import time
 
+from ..archive.floor import _version_key, elf_needs
 from ..errors import BuildError, PonchoError, SpecError
 from ..fsutil import copy_contents
+from ..target import floor_problem
 from ..tools import find_tool, run_tool, tail
 from .bytecode import compile_tree
 
@@ -477,7 +479,7 @@ def _sound(base_dir, key):
 
 def ensure_base(base_python, cache_root, *, strip=True, phase=None):
     """The directory of the interpreter base of *base_python* under *cache_root*, prepared when missing or
-    changed; returns ``(base_dir, record, reused)``. The steps are the cache's (see :mod:`poncho_wq.cache`):
+    changed; returns ``(base_dir, record, reused)``. The steps are the cache's (see :mod:`poncho_wq.archive.cache`):
     look without the lock, lock, look again, remove leftovers and damaged bases, prepare in ``.tmp-<hash>``,
     rename into place."""
     from filelock import FileLock
@@ -571,7 +573,7 @@ def copy_interpreter(base_python, prefix, *, strip=True, cache_root=None, phase=
     :func:`interpreter_bases`, i.e. the build cache inside :func:`poncho_wq.engines.create`) the interpreter base
     is prepared once there and placed by hard links; without one the copy is prepared in the prefix itself.
     *phase* (a :class:`poncho_wq.progress.Phase`) gets status lines and a closing note. Raises
-    PonchoError(exit_code=3) when a needed tool fails.
+    :class:`~poncho_wq.errors.BuildError` when a needed tool fails.
     """
     info = probe_interpreter(base_python)
     cache_root = cache_root or _BASES_ROOT.get()
@@ -596,10 +598,8 @@ def copy_interpreter(base_python, prefix, *, strip=True, cache_root=None, phase=
 # --- the interpreter's own floor (build targets, issue 19) --------------------------------------------------------
 
 def interpreter_floor(base_python):
-    """The floor (:func:`poncho_wq.floor.prefix_floor`'s dict) of the files a copy of *base_python* ships: its
+    """The floor (:func:`poncho_wq.archive.floor.prefix_floor`'s dict) of the files a copy of *base_python* ships: its
     executable, libpython and lib-dynload modules, read from the originals before anything is copied."""
-    from ..floor import _version_key, elf_needs
-
     info = probe_interpreter(base_python)
     files = [p for p in (info["executable"], _libpython(info)) if p]
     for directory in sorted({info["stdlib"], info["platstdlib"]}):
@@ -623,8 +623,6 @@ def interpreter_floor(base_python):
 def check_interpreter_target(base_python, target, engine="portable"):
     """Raise SpecError when the interpreter *base_python* (copied by the portable and current engines) cannot
     run on *target* (a :class:`poncho_wq.target.Target`): the message names what it needs and the two fixes."""
-    from ..target import floor_problem
-
     floor = interpreter_floor(base_python)
     problem = floor_problem(floor, target)
     if problem:

@@ -1,6 +1,7 @@
 """The locked engine: what ``source="auto"`` builds. The manager's versions, the same environment every time.
 
-The spec it gets is an analysis' lock (:attr:`poncho_wq.analysis.Analysis.spec`): every distribution the scripts'
+The spec it gets is an analysis' lock (:attr:`poncho_wq.analysis.analyzer.Analysis.spec`): every distribution the
+scripts'
 imports reach through their installed ``Requires-Dist``, pinned to the version installed here. The environment's
 identity -- its cache key, hence its ``env-<hash>`` name -- is computed from the installed metadata and files only
 (:meth:`poncho_wq.engines.LockedEngine.identity`: the current engine's plan, plus the names and versions of what
@@ -22,7 +23,8 @@ installed-first gives identical bytes online and offline and the index is asked 
 way. What the job runs is then also what ran here, byte for byte.
 
 A build for another target (``target=``, :mod:`poncho_wq.target`) cannot copy this machine's compiled files;
-:class:`poncho_wq.environment.Environment` builds the lock from the index with the portable engine then (all exact
+:class:`poncho_wq.assemble.environment.Environment` builds the lock from the index with the portable engine then (all
+exact
 pins, wheels for the target only).
 """
 

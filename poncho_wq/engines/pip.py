@@ -27,15 +27,26 @@ this machine's glibc, which is exactly what the target is meant to avoid. A pack
 fails the build with the installer's message plus what to do.
 """
 
+import dataclasses
+import glob
+import hashlib
 import logging
 import os
+import platform
 import subprocess
 import sys
+import tempfile
 
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
+
+from ..config import settings
+from ..credentials import mask
 from ..errors import BuildError
 from ..progress import as_progress
-from ..target import UV_MACHINES
+from ..target import UV_MACHINES, parse_target
 from ..tools import check_interrupted, find_tool, preexec, tail
+from .netcheck import index_url
 
 log = logging.getLogger(__name__)
 
@@ -61,9 +72,6 @@ def target_options(tool, target):
 def _installable_here(target):
     """*target* with its glibc lowered to this machine's when it is newer: pip's install step refuses wheels this
     machine cannot run."""
-    import dataclasses
-    import platform
-
     libc, version = platform.libc_ver()
     here = tuple(int(x) for x in version.split(".")[:2] if x.isdigit()) if libc == "glibc" else ()
     if len(here) == 2 and here < target.glibc:
@@ -106,8 +114,6 @@ def pip_install(python_exe, requirements, progress=None, *, use_uv=None, target=
         return
     progress = as_progress(progress)
     if target is not None:
-        from ..target import parse_target
-
         target = parse_target(target)
     tool, cmd = installer_command(python_exe, use_uv, target)
     env = _installer_env()  # only the spec decides what is installed: no user/venv state may leak into the prefix
@@ -132,8 +138,6 @@ def pip_install(python_exe, requirements, progress=None, *, use_uv=None, target=
 def _pip_for_target(cmd, requirements, target, what, env, phase):
     """pip's two steps for a target (see the module docstring): download the target's wheels, install from them
     alone. *cmd* is the ``pip install`` command of :func:`installer_command`."""
-    import tempfile
-
     pip = cmd[:cmd.index("install")]
     with tempfile.TemporaryDirectory(prefix="poncho-wheels-") as wheels:
         _run_watched(pip + ["download", "--disable-pip-version-check", "--no-input", "--dest", wheels]
@@ -184,17 +188,6 @@ def install_exact(python_exe, requirements, progress=None, *, constraints=(), ta
     a dependency they pull cannot replace a version of the lock silently: the installer fails instead. Downloads
     wait at most ``$PONCHO_WQ_HTTP_TIMEOUT`` seconds for the index per attempt.
     """
-    import glob
-    import hashlib
-    import tempfile
-
-    from packaging.requirements import Requirement
-    from packaging.utils import canonicalize_name
-
-    from ..config import settings
-    from ..credentials import mask
-    from ..netcheck import index_url
-
     progress = as_progress(progress)
     exact, other = [], []
     for text in requirements:
@@ -211,8 +204,6 @@ def install_exact(python_exe, requirements, progress=None, *, constraints=(), ta
                     "or uv (which write a RECORD), or build with source='index'".format(
                         ", ".join(exact), mask(url) if url else "none configured"))
             if target is not None:
-                from ..target import parse_target
-
                 target = parse_target(target)
             cmd = [sys.executable, "-m", "pip", "download", "--disable-pip-version-check", "--no-input", "--no-deps",
                    "--only-binary=:all:", "--timeout", timeout, "--retries", "1", "--dest", wheels]

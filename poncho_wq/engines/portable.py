@@ -20,6 +20,7 @@ import sys
 
 from ..errors import PonchoError
 from ..progress import as_progress
+from ..target import parse_target
 from .interpreter import check_interpreter_target, copy_interpreter, probe_interpreter
 from .pip import pip_install
 
@@ -45,8 +46,6 @@ def check_version(spec, info, python):
 def check_target(spec, python=None, engine="portable"):
     """Raise SpecError when the spec has a target the base interpreter cannot run on (see the module docstring)."""
     if spec.target:
-        from ..target import parse_target
-
         check_interpreter_target(base_python(python), parse_target(spec.target), engine)
 
 

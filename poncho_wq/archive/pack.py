@@ -7,7 +7,7 @@ What we replace is only the archive writer, because conda-pack's archives are no
 ``os.listdir`` order, carry the builder's uid/owner names and install-time mtimes, and the gzip header holds the
 packing time. Issue 8 needs "same prefix -> same bytes", so :class:`_DeterministicTar` collects the members
 conda-pack hands it and writes them sorted by name (``poncho/floor`` first: the run shim reads it before
-unpacking, see :mod:`poncho_wq.floor`), owner 0/0 without names, one fixed mtime
+unpacking, see :mod:`poncho_wq.archive.floor`), owner 0/0 without names, one fixed mtime
 (``$SOURCE_DATE_EPOCH`` or 2000-01-01), modes normalized to 0755/0644, hard links stored as regular files, and a
 gzip header without name or time. Side effect of the fixed mtime: ``.pyc`` files that record their source's mtime
 (conda packages ship some) are recompiled on first import on a worker; they are never wrong.
@@ -46,13 +46,13 @@ import subprocess
 import tarfile
 from typing import Optional
 
-from .config import settings
-from .errors import BuildError, Interrupted
+from ..config import settings
+from ..errors import BuildError, Interrupted
 from .floor import FLOOR_MEMBER
 from .lock import LOCK_MEMBER
-from .fsutil import atomic_output
-from .progress import as_progress
-from .tools import check_interrupted, die_with_parent, tail
+from ..fsutil import atomic_output
+from ..progress import as_progress
+from ..tools import check_interrupted, die_with_parent, tail
 
 log = logging.getLogger(__name__)
 

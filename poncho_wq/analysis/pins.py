@@ -2,7 +2,7 @@
 
 An import name is not a distribution name (``yaml`` comes from PyYAML, ``sklearn`` from scikit-learn, ``bs4``
 from beautifulsoup4), and guessing from a static table goes stale. The environment that runs the code already
-knows: :mod:`poncho_wq.installation` models it (site directories, the distribution index, conda records); this
+knows: :mod:`poncho_wq.analysis.installation` models it (site directories, the distribution index, conda records); this
 module turns its answers into the spec's pins.
 
 Conda first: inside a conda prefix a module that a conda package installed (with or without a ``.dist-info``
@@ -17,7 +17,7 @@ import os
 import re
 from typing import Optional
 
-from .fsutil import is_within
+from ..fsutil import is_within
 from .installation import Distribution, installation
 
 _SUBDIRS = ("noarch", "linux-64", "linux-aarch64", "linux-ppc64le", "osx-64", "osx-arm64", "win-64", "win-32",
@@ -74,7 +74,8 @@ def conda_pin(record):
 
 
 def dist_pin(d):
-    """The spec pin of an installed :class:`~poncho_wq.installation.Distribution`: ``Name==version``, or a PEP 508
+    """The spec pin of an installed :class:`~poncho_wq.analysis.installation.Distribution`: ``Name==version``, or a PEP
+    508
     direct reference pinned to its commit for a VCS install."""
     vcs = (d.direct_url or {}).get("vcs_info")
     if vcs and vcs.get("commit_id"):
@@ -84,8 +85,8 @@ def dist_pin(d):
     return Pin("pip", d.name, d.version, text)
 
 
-class Environment:
-    """The pinning view of one :class:`~poncho_wq.installation.Installation`: the running interpreter's
+class Pinner:
+    """The pinning view of one :class:`~poncho_wq.analysis.installation.Installation`: the running interpreter's
     (``prefix=None``) or the conda prefix / venv at *prefix*. ``python_version`` ("X.Y") is the target; it
     defaults to the environment's."""
 
@@ -112,7 +113,8 @@ class Environment:
         return conda_pin(rec) if rec else dist_pin(d)
 
     def pin(self, d):
-        """The spec pin of the installed :class:`~poncho_wq.installation.Distribution` *d* (conda record or pip)."""
+        """The spec pin of the installed :class:`~poncho_wq.analysis.installation.Distribution` *d* (conda record or
+        pip)."""
         return self._pin(d)
 
     def pin_for_name(self, name):

@@ -20,7 +20,7 @@ both bindings, with their different argument orders) that check what arrives (:f
 
 What cannot be written at all (a full worker disk) still fails the input: :func:`fetch_failure` names it.
 
-The manager side (publishing, the distribution settings, the local server) is :mod:`poncho_wq.publish`.
+The manager side (publishing, the distribution settings, the local server) is :mod:`poncho_wq.deliver.publish`.
 """
 
 import dataclasses
@@ -34,9 +34,9 @@ import urllib.error
 import urllib.parse
 import urllib.request
 
-from .config import settings
-from .credentials import mask
-from .errors import BuildError
+from ..config import settings
+from ..credentials import mask
+from ..errors import BuildError
 
 _lock = threading.Lock()
 
@@ -45,7 +45,7 @@ _lock = threading.Lock()
 class Fetch:
     """One published file as a worker fetches it: the remote *name* (``env-<hash>.tar.gz``), its *url*, and the
     *size* and *sha256* of the bytes published, which the worker checks before anything is unpacked (the name is
-    a cache key, not the content's hash: :func:`poncho_wq.publish.fetch_for`)."""
+    a cache key, not the content's hash: :func:`poncho_wq.deliver.publish.fetch_for`)."""
 
     name: str
     url: str

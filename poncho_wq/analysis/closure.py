@@ -11,7 +11,7 @@ A requirement that is not installed is not an error here: pip would have refused
 install time, and the user's code ran with it. It is reported (``missing``), like ``pip check`` would, and the
 build goes on; a *root* that is not installed is an error (the caller decides).
 
-The installed distributions and conda records come from :class:`poncho_wq.installation.Installation` (the model
+The installed distributions and conda records come from :class:`poncho_wq.analysis.installation.Installation` (the model
 the analyzer uses too); this module only walks them.
 """
 
@@ -23,14 +23,15 @@ from packaging.markers import Marker
 from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import canonicalize_name
 
-from ..installation import Distribution
+from .installation import Distribution
 
 log = logging.getLogger(__name__)
 
 
 @dataclasses.dataclass(frozen=True)
 class Closure:
-    """``dists``: canonical name -> :class:`~poncho_wq.installation.Distribution`, in discovery order; ``extras``: canonical
+    """``dists``: canonical name -> :class:`~poncho_wq.analysis.installation.Distribution`, in discovery order;
+    ``extras``: canonical
     name -> extras requested of it; ``missing``: (requirer, requirement text) whose target is not installed;
     ``conflicts``: (requirer, requirement text, installed version) whose installed version does not match;
     ``required_by``: canonical name -> the names of the distributions whose requirements reached it (the "why" of
@@ -57,7 +58,7 @@ def marker_applies(marker, environment, extras=()):
 
 def pip_closure(roots, index, environment):
     """Close the requirements *roots* (packaging Requirements whose names are in *index*, canonical name ->
-    :class:`~poncho_wq.installation.Distribution`, e.g. ``Installation.distributions()``) over Requires-Dist.
+    :class:`~poncho_wq.analysis.installation.Distribution`, e.g. ``Installation.distributions()``) over Requires-Dist.
 
     *environment* is the target's marker environment (:func:`packaging.markers.default_environment` shape).
     Roots whose own marker is false for the target are dropped by the caller, not here.

@@ -25,7 +25,8 @@ Rules (checked before anything is analyzed or built, so a typo costs nothing):
   directories do not travel) and a directory holding a symbolic link to itself or a directory above it (a loop);
   the current directory itself (name what is in it).
 
-Each file is attached as a content-named copy (:func:`poncho_wq.layers.content_copy`): Work Queue caches inputs by
+Each file is attached as a content-named copy (:func:`poncho_wq.assemble.layers.content_copy`): Work Queue caches
+inputs by
 their *local path*, so a file attached by its own path after an edit would run with the old bytes.
 """
 
@@ -33,8 +34,10 @@ import os
 import re
 from typing import Any, Iterable, List, Tuple
 
-from .errors import InputMissing, SpecError
-from .fsutil import TOOL_STATE_DIRS
+from ..assemble.layers import content_copy
+from ..errors import InputMissing, SpecError
+from ..fsutil import TOOL_STATE_DIRS
+from ..identity import file_digest
 
 #: Directory and file names never shipped from a directory entry (named explicitly, a file ships whatever it is).
 _SKIP_DIRS = TOOL_STATE_DIRS | {".ipynb_checkpoints", ".ruff_cache"}
@@ -233,13 +236,11 @@ def _expand(source: str, name: str, who: str) -> List[Tuple[str, str]]:
 def merge_files(*groups: Iterable[Tuple[str, str]], who: str = "PonchoTask") -> Tuple[Tuple[str, str], ...]:
     """One ``(source, name)`` list from several (a task's scripts, its ``files=``, a project's data files): the
     same name from two different files is refused (which one would the code read?); same content is fine."""
-    from .layers import _digest
-
     out: dict = {}
     for group in groups:
         for src, arc in group:
             old = out.setdefault(arc, src)
-            if old != src and _digest(old)[0] != _digest(src)[0]:
+            if old != src and file_digest(old)[0] != file_digest(src)[0]:
                 raise SpecError("{}: two different files would be {} in the sandbox: {} and {}; rename one, or give "
                                 "it another name with files=[(source, name)]".format(who, arc, old, src))
     return tuple(sorted(((src, arc) for arc, src in out.items()), key=lambda sa: sa[1]))
@@ -249,10 +250,9 @@ def sandbox_inputs(explicit: Iterable[Tuple[str, str]], environment: Any = None,
                    scripts: Iterable[Tuple[str, str]] = (), who: str = "PonchoTask") -> List[Tuple[str, str]]:
     """``(content-named copy, sandbox name)`` for what a task attaches besides its environment: its resolved
     ``files=`` (*explicit*, from :func:`resolve_files`) and its environment's data files (a project's
-    ``data_files``: :attr:`poncho_wq.environment.Environment.files`). *scripts* (``(source, name)``) are attached
+    ``data_files``: :attr:`poncho_wq.assemble.environment.Environment.files`). *scripts* (``(source, name)``) are
+    attached
     by the task already: a file with a script's name and content is left out, a different one refused."""
-    from .layers import content_copy
-
     scripts = tuple(scripts)
     data = tuple(getattr(environment, "files", ()) or ())
     check_names(data, who)  # a project's data_files: checked here, once they are known

@@ -21,7 +21,8 @@ Everything comes from the AST, read statement by statement:
 Nothing is invented. An import resolves to the standard library, an installed distribution (from its metadata), a
 local module or package -- next to a script, in its project, or in a directory a file puts on ``sys.path`` with a
 static expression (``sys.path.insert(0, os.path.join(os.path.dirname(__file__), "lib"))``, ``pathlib.Path(__file__)
-.parent / "lib"``, see :mod:`poncho_wq.scan`) -- or to nothing. Nothing is an error unless it is a required import:
+.parent / "lib"``, see :mod:`poncho_wq.analysis.scan`) -- or to nothing. Nothing is an error unless it is a required
+import:
 an optional one is left out, and a required one stops the analysis (:class:`~poncho_wq.errors.SpecError` naming
 the file, line and module, before anything is built) unless the caller allows it (``allow_unresolved``), which is
 the only way an import name that no installed distribution provides reaches a package index. Guessing a package
@@ -29,26 +30,29 @@ from an import name is the dependency-confusion pattern: ``import utils`` from a
 index's unrelated ``utils``, a SWIG module's ``_cwork_queue`` the pip requirement ``cwork-queue``.
 
 The lock: the distributions the imports resolve to, closed over their installed ``Requires-Dist`` (markers
-evaluated for the target, :mod:`poncho_wq.engines.closure`), each pinned to the version installed here
+evaluated for the target, :mod:`poncho_wq.analysis.closure`), each pinned to the version installed here
 (:attr:`Analysis.spec`), with why each is there (:attr:`Analysis.lock`: the import and its file:line, or the
 distributions requiring it). :attr:`Analysis.direct_spec` pins only what the scripts import, leaving the rest to
-an index's resolver (``source="index"``). Manager-only modules (:data:`poncho_wq.wq.MANAGER_ONLY`: Work Queue,
+an index's resolver (``source="index"``). Manager-only modules (:data:`MANAGER_ONLY`: Work Queue,
 ndcctools, poncho_wq) are left out unless ``exclude`` says otherwise, for the CLI and the API alike.
 
 Local code (upstream poncho refuses it) is followed instead: a module or package next to a script, or in the
 project the script belongs to (the directory above its topmost package), is resolved to files, scanned in turn,
 and reported in :attr:`Analysis.local_files` with the path the task must see it under. Its third-party imports
-count like the script's own. Distribution mapping and pinning live in :mod:`poncho_wq.distributions`, over the
-model of the installed environment in :mod:`poncho_wq.installation`.
+count like the script's own. Distribution mapping and pinning live in :mod:`poncho_wq.analysis.pins`, over the
+model of the installed environment in :mod:`poncho_wq.analysis.installation`.
 
 A project the scripts belong to is a hint (:func:`find_project`, :func:`declared_dependencies`, read statically):
 a pin its declared requirements exclude becomes the declared requirement, with a warning.
 
-Scanning one file and the per-file scan cache (and why they are fast) live in :mod:`poncho_wq.scan`; the local
+Scanning one file and the per-file scan cache (and why they are fast) live in :mod:`poncho_wq.analysis.scan`; the local
 module walk and the whole-run cache are here.
 """
 
+import ast
+import configparser
 import dataclasses
+import fnmatch
 import hashlib
 import logging
 import marshal
@@ -62,23 +66,27 @@ from typing import FrozenSet, Mapping, Optional, Tuple
 from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import canonicalize_name
 
-from . import distributions
-from .engines import closure as _closure
-from .errors import PonchoError, SpecError
-from .fsutil import TOOL_STATE_DIRS, is_within
-from .spec import Spec
+from . import pins as distributions
+from . import closure as _closure
+from ..config import settings
+from ..errors import InputMissing, PonchoError, SpecError
+from ..fsutil import TOOL_STATE_DIRS, is_within, read_toml
+from ..spec import Spec, parse_spec
+from .installation import installation
 from .scan import (DYNAMIC, OPTIONAL, SCANNER_VERSION, TOPLEVEL, TYPE_CHECKING, Context, FileScan, ImportRef,
                    ScanCache, _RACY_SECONDS, cache_dir, evaluate, scan_file, scan_files, scan_source)
-from .wq import MANAGER_ONLY
 
 __all__ = [
     "Analysis", "LockEntry", "analyze", "canonicalize", "stdlib_names",
-    # moved to poncho_wq.scan, re-exported for existing importers
+    # moved to poncho_wq.analysis.scan, re-exported for existing importers
     "DYNAMIC", "OPTIONAL", "SCANNER_VERSION", "TOPLEVEL", "TYPE_CHECKING", "FileScan", "ImportRef", "ScanCache",
     "cache_dir", "scan_file", "scan_files", "scan_source",
 ]
 
 log = logging.getLogger(__name__)
+
+# Modules that only the manager needs: never part of a task's environment.
+MANAGER_ONLY = ("work_queue", "ndcctools", "poncho_wq", "_work_queue", "work_queue_futures")
 
 #: The " (file:line)" a reason of the lock ends with.
 _LOCATION = re.compile(r" \([^()]*\)$")
@@ -99,7 +107,7 @@ class LockEntry:
 
 @dataclasses.dataclass(frozen=True)
 class Analysis:
-    """The result of :func:`analyze` (see the module docstring of :mod:`poncho_wq.analysis`)."""
+    """The result of :func:`analyze` (see the module docstring of :mod:`poncho_wq.analysis.analyzer`)."""
 
     spec: Spec  # the lock: every distribution of the imports' installed closure, pinned to the installed version
     imports: FrozenSet[str]  # top-level third-party import names found
@@ -122,7 +130,7 @@ class Analysis:
 
     def build_why(self):
         """{canonical name: reasons} for ``poncho/lock.json``: the reasons without the file and line of each
-        import (see :mod:`poncho_wq.lock` for why the tarball does not carry them)."""
+        import (see :mod:`poncho_wq.archive.lock` for why the tarball does not carry them)."""
         return {canonicalize_name(e.name): tuple(dict.fromkeys(_LOCATION.sub("", w) for w in e.why))
                 for e in self.lock}
 
@@ -301,7 +309,7 @@ class _Walk:
         return None
 
     def context(self, path):
-        """The :class:`~poncho_wq.scan.Context` of a file: a module reached by import knows whether it is in a
+        """The :class:`~poncho_wq.analysis.scan.Context` of a file: a module reached by import knows whether it is in a
         package (its arcname has a directory) and whether it is a submodule; a script does not (it may run as a
         file or with ``-m``), so both branches of such a guard stay live there."""
         ctx = self._contexts.get(path)
@@ -493,9 +501,9 @@ def _expand(paths, finder):
                         full = os.path.join(dirpath, f)
                         out.setdefault(full, tuple(dict.fromkeys(_project_roots(full, finder) + extra)))
         elif not os.path.exists(p):
-            raise PonchoError("{} does not exist: give the path of a Python script".format(p), exit_code=2)
+            raise InputMissing("{} does not exist: give the path of a Python script".format(p))
         elif not os.path.isfile(p):
-            raise PonchoError("{} is not a regular file: give the path of a Python script".format(p), exit_code=2)
+            raise InputMissing("{} is not a regular file: give the path of a Python script".format(p))
         else:
             full = os.path.abspath(p)
             out.setdefault(full, _project_roots(full, finder))
@@ -515,7 +523,7 @@ def _select(scan, toplevel, function):
 
 def _installed_file(path, inst):
     """Is *path* a file of an installed distribution (under a site-packages directory of *inst*, an
-    :class:`~poncho_wq.installation.Installation`)?
+    :class:`~poncho_wq.analysis.installation.Installation`)?
 
     Parsl passes its own installed ``parsl/executors/workqueue/exec_parsl_function.py`` as the script. Taken as a
     script, the directory above its topmost package -- site-packages itself -- would become a local-import root,
@@ -536,7 +544,7 @@ def _installed_as_sources(scripts, sources, inst):
             with open(path, encoding="utf-8", errors="surrogateescape") as f:
                 sources[path] = f.read()
         except OSError as e:
-            raise PonchoError("cannot read {}: {}".format(path, e.strerror or e), exit_code=2)
+            raise InputMissing("cannot read {}: {}".format(path, e.strerror or e))
         scripts.remove(path)
     return scripts
 
@@ -550,18 +558,16 @@ def analyze(scripts, *, toplevel=False, function=None, pkg_mapping=None, extra_p
     inside that function (``name`` or ``Class.method``), as upstream does. Local modules they reach are always
     followed completely, since importing a module runs all of its top level. ``pkg_mapping``: {import name:
     package} overrides; ``extra_pkgs``: packages to add. ``exclude``: import names to leave out entirely (default:
-    the manager-only modules, :data:`poncho_wq.wq.MANAGER_ONLY`). ``python_version``: the target "X.Y" (stdlib
+    the manager-only modules, :data:`MANAGER_ONLY`). ``python_version``: the target "X.Y" (stdlib
     list, recorded version, markers). ``prefix``: an environment (conda prefix or venv) to resolve distributions
     in instead of the running interpreter's: its interpreter is asked for its site directories
-    (:func:`poncho_wq.installation.installation`), so a venv's system site-packages, the user site and
+    (:func:`poncho_wq.analysis.installation.installation`), so a venv's system site-packages, the user site and
     ``PYTHONPATH`` count as they would when the script runs there. ``allow_unresolved``: import names that no
     installed distribution provides but that the package index may (listed unpinned); any other required import
     that resolves to nothing raises a :class:`~poncho_wq.errors.SpecError` naming file, line and module, unless
     ``strict=False`` (then they are only listed in :attr:`Analysis.unresolved`: for callers that need the local
     files alone).
     """
-    from .installation import installation
-
     if toplevel and function:
         raise PonchoError("--toplevel and --function cannot be used together")
     if python_version is not None:
@@ -579,7 +585,7 @@ def analyze(scripts, *, toplevel=False, function=None, pkg_mapping=None, extra_p
     files = list(roots_of)
     if not files and not sources:
         raise PonchoError("no scripts to analyze: give at least one Python script (or - for standard input)")
-    env = distributions.Environment(python_version=python_version, inst=inst)
+    env = distributions.Pinner(python_version=python_version, inst=inst)
     markers = _target_markers(inst.markers, env.python_full)
     target = Context(None, None, tuple(int(x) for x in env.python_full.split(".")[:3]),
                      markers.get("sys_platform", "linux"), markers.get("os_name", "posix"),
@@ -712,7 +718,7 @@ def _target_markers(markers, python_full):
 
 
 def _locate(walk, env, pkg_mapping):
-    """{top-level import name: :class:`~poncho_wq.distributions.Located`} of every third-party import the walk
+    """{top-level import name: :class:`~poncho_wq.analysis.pins.Located`} of every third-party import the walk
     found, shipping (and following) the local code among them; plus the local distributions and warnings.
 
     A directory the code puts in front of ``sys.path`` wins over an installed distribution (as at run time);
@@ -823,10 +829,6 @@ def _package_data(local, warnings):
     worker. Python sources are left to the import analysis (only what is imported ships); caches, VCS and build
     debris and ``PONCHO_WQ_EXCLUDE`` patterns are left out; above ``PONCHO_WQ_DATA_WARN_MB`` a warning names the
     largest files."""
-    import fnmatch
-
-    from .config import settings
-
     patterns = settings().exclude_patterns
     out, sizes = {}, []
     for path, arcname in local.items():
@@ -905,8 +907,6 @@ def declared_dependencies(project):
     out = []
     path = os.path.join(project, "pyproject.toml")
     if os.path.isfile(path):
-        from .project import read_toml
-
         try:
             table = read_toml(path).get("project")
             deps = table.get("dependencies") if isinstance(table, dict) else None
@@ -916,8 +916,6 @@ def declared_dependencies(project):
             pass  # not TOML, or no reader (Python < 3.11 without tomli): no hint, the analysis goes on
     path = os.path.join(project, "setup.cfg")
     if os.path.isfile(path):
-        import configparser
-
         cp = configparser.ConfigParser()
         try:
             cp.read(path, encoding="utf-8")
@@ -932,8 +930,6 @@ def declared_dependencies(project):
 
 
 def _setup_py_requires(path):
-    import ast
-
     try:
         with open(path, encoding="utf-8", errors="replace") as f:
             tree = ast.parse(f.read(), path)
@@ -995,8 +991,6 @@ def canonicalize(name):
 
 
 def _build_spec(env, pins):
-    from .spec import parse_spec
-
     data = {}
     conda = sorted((p for p in pins if p.kind == "conda"), key=lambda p: p.text)
     python_pin = env.python_pin()

@@ -11,19 +11,24 @@ workers a 500 GB send). Two other modes take the manager's link out of the path:
 * ``shared``: the published tarball is unpacked once on a shared file system (``<worker dir>/envs``, by whichever
   task first takes the shim's lock) and used in place by every worker; the tarball never travels.
 
-How workers fetch and check ``url`` inputs: :mod:`poncho_wq.fetch`.
+How workers fetch and check ``url`` inputs: :mod:`poncho_wq.deliver.fetch`.
 
 :func:`serve` starts a plain local HTTP server for a publish directory, for small setups and tests: a separate
 process (a server thread inside the manager stalls while the binding's ``wait()`` holds the GIL), with an access
 log to count GETs. It is not a production server: use nginx, a squid cache or object storage at scale.
 """
 
+import argparse
 import atexit
 import contextlib
 import dataclasses
+import functools
+import html
+import io
 import logging
 import os
 import re
+import signal
 import socket
 import stat
 import subprocess
@@ -34,12 +39,14 @@ import time
 import urllib.parse
 from typing import Optional
 
-from .cache import content_digest, file_identity
-from .config import DISTRIBUTIONS as MODES, settings  # modes: direct, url, shared (PONCHO_WQ_DISTRIBUTION)
-from .credentials import mask
-from .errors import BuildError, PonchoError, SpecError
+from ..archive.cache import content_digest
+from ..identity import file_identity
+from ..config import DISTRIBUTIONS as MODES, settings  # modes: direct, url, shared (PONCHO_WQ_DISTRIBUTION)
+from ..credentials import mask
+from ..errors import BuildError, PonchoError, SpecError
 from .fetch import Fetch, fetch_command
-from .fsutil import copy_contents
+from ..fsutil import copy_contents
+from ..version import __version__
 
 log = logging.getLogger(__name__)
 
@@ -210,7 +217,7 @@ def publish(path, publish_dir, name=None):
     directory that other users may write to without the sticky bit (they could replace any published file), and
     under the name anything but a regular file of this user (or root) that only its owner can write: a symbolic
     or hard link (its target can change without this directory changing), another user's file. Workers check
-    every fetched file against the published size and sha256 anyway (:func:`poncho_wq.fetch.fetch_script`);
+    every fetched file against the published size and sha256 anyway (:func:`poncho_wq.deliver.fetch.fetch_script`);
     these checks keep the directory from serving something else in the first place.
     """
     name = name or os.path.basename(path)
@@ -364,7 +371,7 @@ def fetch_for(path, publish_dir, dist, name):
 
 # -- a plain local HTTP server --------------------------------------------------------------------------------
 class LocalServer:
-    """A ``python -m poncho_wq.publish`` HTTP server process for *directory* (see :func:`serve`)."""
+    """A ``python -m poncho_wq.deliver.publish`` HTTP server process for *directory* (see :func:`serve`)."""
 
     def __init__(self, directory, port=0, bind="127.0.0.1", log_path=None, host=None):
         self.directory = os.path.abspath(directory)
@@ -375,7 +382,7 @@ class LocalServer:
         os.unlink(port_file)
         # --parent-pid: the server exits when this process does, even killed (no stop(), no atexit): a manager
         # that crashed must not leave a server exposing the directory and holding the port.
-        cmd = [sys.executable, "-m", "poncho_wq.publish", "serve", self.directory, "--port", str(port),
+        cmd = [sys.executable, "-m", "poncho_wq.deliver.publish", "serve", self.directory, "--port", str(port),
                "--bind", bind, "--port-file", port_file, "--parent-pid", str(os.getpid())]
         if log_path:
             cmd += ["--log", log_path]
@@ -428,14 +435,10 @@ def serve(directory, port=0, bind="127.0.0.1", log_path=None, host=None):
 
 
 def serve_main(argv):
-    import argparse
-    import functools
     import http.server
 
-    from . import __version__
-
     # The same --help shape as the poncho_wq commands in poncho_wq/cli/ (defaults, examples, --version), written
-    # out here: this module is also the server process itself (`python -m poncho_wq.publish serve`) and does not
+    # out here: this module is also the server process itself (`python -m poncho_wq.deliver.publish serve`) and does not
     # import the command-line package.
     ap = argparse.ArgumentParser(
         prog="poncho_wq serve", formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -490,9 +493,6 @@ def serve_main(argv):
 
         def list_directory(self, path):
             # The listing without dot names: http.server's own lists every entry (a half-written temporary copy too).
-            import html
-            import io
-
             try:
                 names = sorted(n for n in os.listdir(path) if not n.startswith("."))
             except OSError:
@@ -517,8 +517,6 @@ def serve_main(argv):
     else:
         print("serving {} at http://{}:{}/ (not a production server)".format(
             args.directory, args.bind, server.server_address[1]), file=sys.stderr)
-    import signal
-
     signal.signal(signal.SIGTERM, lambda *a: sys.exit(0))
     if args.parent_pid:
         def watch_parent():
@@ -539,5 +537,5 @@ def serve_main(argv):
 if __name__ == "__main__":
     if sys.argv[1:2] == ["serve"]:
         sys.exit(serve_main(sys.argv[2:]))
-    print("usage: python -m poncho_wq.publish serve DIR [--port N] [--bind ADDR] [--log FILE]", file=sys.stderr)
+    print("usage: python -m poncho_wq.deliver.publish serve DIR [--port N] [--bind ADDR] [--log FILE]", file=sys.stderr)
     sys.exit(1)

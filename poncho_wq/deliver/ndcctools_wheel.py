@@ -36,8 +36,11 @@ import sysconfig
 import tempfile
 import threading
 import zipfile
+from importlib.metadata import PackageNotFoundError, version
+from urllib.parse import quote
 
-from .errors import BuildError, InputMissing
+from ..archive.cache import default_cache_dir
+from ..errors import BuildError, InputMissing
 
 PACKAGE = "ndcctools"
 # Zip members get this fixed timestamp (the earliest zip can store): identical content gives identical bytes.
@@ -87,10 +90,8 @@ def _version(files):
     extension modules ("7.17.1 FINAL"), else 0. Read from the files only, so the same content always gives the same
     wheel name (importing ``ndcctools.taskvine`` for its ``__version__`` would load the library to name it)."""
     try:
-        from importlib.metadata import PackageNotFoundError, version
-
         return re.sub(r"[^0-9A-Za-z.]", ".", version(PACKAGE))
-    except (ImportError, PackageNotFoundError, ValueError):
+    except (PackageNotFoundError, ValueError):
         pass
     for rel, path in files:
         if _is_extension(rel):
@@ -159,8 +160,6 @@ def ndcctools_wheel(directory=None, package_dir=None):
     ``<build cache>/wheels``)."""
     package_dir = package_dir or installed_package_dir()
     if directory is None:
-        from .cache import default_cache_dir
-
         directory = os.path.join(default_cache_dir(), "wheels")
     files = _files(package_dir)
     # The memo key holds every file's stat: a rebuilt CCTools (same paths, new files) gives a new wheel.
@@ -192,6 +191,4 @@ def ndcctools_wheel(directory=None, package_dir=None):
 
 def ndcctools_requirement(directory=None):
     """The pip requirement that installs the manager's ``ndcctools``: ``ndcctools @ file:///...whl``."""
-    from urllib.parse import quote
-
     return "{} @ file://{}".format(PACKAGE, quote(ndcctools_wheel(directory), safe="/+"))

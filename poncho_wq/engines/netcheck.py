@@ -17,6 +17,8 @@ import logging
 import os
 import sys
 
+from ..tools import find_tool
+
 log = logging.getLogger(__name__)
 
 DEFAULT_INDEX = "https://pypi.org/simple"
@@ -65,8 +67,6 @@ def index_url():
     for var in ("PIP_NO_INDEX", "UV_OFFLINE", "UV_NO_INDEX"):
         if _truthy(os.environ.get(var)):
             return None, "{} is set".format(var)
-    from .tools import find_tool
-
     uv_first = find_tool("uv") is not None
     uv = os.environ.get("UV_DEFAULT_INDEX") or os.environ.get("UV_INDEX_URL")
     pip_url = os.environ.get("PIP_INDEX_URL")

@@ -143,7 +143,7 @@ def prefix_floor(prefix: str) -> Dict[str, object]:
     return {"machine": machine, "libc": libc, "glibc": best, "glibc_by": by}
 
 
-#: The sh-readable floor inside an environment (and the first member of its tarball: see :mod:`poncho_wq.pack`).
+#: The sh-readable floor inside an environment (and the first member of its tarball: see :mod:`poncho_wq.archive.pack`).
 FLOOR_MEMBER = "poncho/floor"
 #: The keys of :data:`FLOOR_MEMBER`, in order.
 FLOOR_KEYS = ("machine", "libc", "glibc", "glibc_by")

@@ -10,7 +10,8 @@ the wheel is what travels:
 
 * its ``Requires-Dist`` (PEP 621 ``dependencies`` and setuptools ``install_requires`` alike; ``extra == "x"``
   requirements when the extra is asked for) go to the *base* environment, which the engines build and cache;
-* its files go to the *code layer* (:mod:`poncho_wq.layers`, ``lib/`` on ``PYTHONPATH``): modules, packages with
+* its files go to the *code layer* (:mod:`poncho_wq.assemble.layers`, ``lib/`` on ``PYTHONPATH``): modules, packages
+with
   their ``package_data``, and the ``.dist-info`` (``importlib.metadata`` finds the project on the worker);
 * its ``data_files`` (``<name>.data/data/``, what pip installs relative to ``sys.prefix``) go to the task sandbox
   under their relative names, next to the command: Klio's ``data_files=[(".", ["job.yaml", "my-model.h5"])]``
@@ -28,10 +29,12 @@ and ``wheel`` for setuptools < 70.1) ``--no-build-isolation`` is used instead, w
 (``build_isolation=True/False`` forces one or the other). Wheels are cached under ``<cache>/projects/<key>``,
 the key covering the project's files (exactly the ones copied: :func:`_source_files`, which leaves out VCS, tool
 and build directories, virtual environments and a cache inside the project, and follows symbolic links), the
-interpreter and the build mode: an unchanged project is not built again. An :class:`~poncho_wq.environment.
+interpreter and the build mode: an unchanged project is not built again. An :class:`~poncho_wq.assemble.environment.
 Environment` made from a project is that build: after an edit, call ``Environment.from_project`` again.
 """
 
+import ast
+import configparser
 import email.parser
 import hashlib
 import json
@@ -41,17 +44,22 @@ import re
 import shutil
 import sys
 import threading
+import time
 import zipfile
 from dataclasses import dataclass
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import canonicalize_name
+from packaging.version import InvalidVersion, Version
 
-from .errors import BuildError, InputMissing, SpecError
-from .fsutil import TOOL_STATE_DIRS, build_scratch
-from .memo import register
-from .tools import check_interrupted, run_group
+from ..analysis.installation import installation
+from ..archive.cache import default_cache_dir
+from ..errors import BuildError, InputMissing, SpecError
+from ..fsutil import TOOL_STATE_DIRS, build_scratch, read_toml
+from ..identity import file_digest
+from ..memo import register
+from ..tools import check_interrupted, run_group
 
 log = logging.getLogger(__name__)
 
@@ -132,8 +140,6 @@ def check_os_installs(path: str) -> None:
     ``"apt-get install -y x"``, ``"sudo yum install gcc"``), as Beam's ``CUSTOM_COMMANDS`` recipe writes it;
     comments, docstrings and prose that merely mention ``apt-get`` (``description="... apt-get ..."``) are not
     steps. ``setup.cfg`` is declarative and cannot run anything, so it is not read."""
-    import ast
-
     file = os.path.join(path, "setup.py")
     if not os.path.isfile(file):
         return
@@ -198,31 +204,11 @@ def _source_files(path: str, skip: Iterable[str] = ()) -> Tuple[List[str], List[
 
 
 def _tree_digest(path: str, skip: Iterable[str] = ()) -> str:
-    from .layers import _digest
-
     h = hashlib.sha256()
     for rel, full in _source_files(path, skip)[1]:
-        digest, executable = _digest(full)
+        digest, executable = file_digest(full)
         h.update("{}\0{}\0{}\n".format(rel, int(executable), digest).encode())
     return h.hexdigest()
-
-
-def read_toml(file: str) -> dict:
-    """The TOML document *file*, by ``tomllib`` (Python 3.11+), else ``tomli``, else the copy pip vendors (Python
-    3.9 and 3.10 are supported and ship no TOML reader). Raises ValueError (not TOML), OSError, or ImportError
-    (no reader at all)."""
-    try:
-        import tomllib
-    except ImportError:
-        try:
-            import tomli as tomllib  # type: ignore
-        except ImportError:
-            try:
-                from pip._vendor import tomli as tomllib  # type: ignore
-            except ImportError:
-                raise ImportError("no TOML reader in this Python (before 3.11): pip install tomli") from None
-    with open(file, "rb") as f:
-        return tomllib.load(f)
 
 
 def _build_requires(path: str) -> Tuple[Tuple[str, ...], str]:
@@ -251,8 +237,6 @@ def _build_requires(path: str) -> Tuple[Tuple[str, ...], str]:
 def missing_build_requirements(path: str, python: Optional[str] = None) -> List[str]:
     """The project's build requirements the interpreter *python* does not have (empty: it can build without
     isolation, hence without network). setuptools before 70.1 needs ``wheel`` for ``bdist_wheel`` too."""
-    from .installation import installation
-
     requires, backend = _build_requires(path)
     env = installation(python)
     missing = []
@@ -276,8 +260,6 @@ def missing_build_requirements(path: str, python: Optional[str] = None) -> List[
 
 
 def _older(version: str, than: str) -> bool:
-    from packaging.version import InvalidVersion, Version
-
     try:
         return Version(version) < Version(than)
     except InvalidVersion:
@@ -316,8 +298,6 @@ def build_project(path: str, python: Optional[str] = None, build_isolation: Opti
     (not a project, an ``apt-get`` step, unreadable pyproject.toml) or :class:`~poncho_wq.errors.BuildError`
     (the build failed: one line naming the project, the cause and the fix); nothing is left in the project
     nor in the cache on failure."""
-    from .cache import default_cache_dir
-
     path = _check_project(path)
     check_os_installs(path)
     python = os.path.abspath(python) if python else sys.executable
@@ -326,8 +306,6 @@ def build_project(path: str, python: Optional[str] = None, build_isolation: Opti
     if missing and isolated:
         log.info("poncho: building %s with build isolation: pip downloads its build requirements (not installed "
                  "here: %s; install them to build without network)", path, ", ".join(missing))
-    from .installation import installation
-
     cache = os.path.abspath(cache_dir or default_cache_dir())
     root = os.path.join(cache, "projects")
     digest = _tree_digest(path, skip=(cache,))
@@ -370,8 +348,6 @@ STALE_SECONDS = 24 * 3600
 def sweep(root: str, now: Optional[float] = None) -> List[str]:
     """Remove the scratch directories (``.tmp-*``) under *root* that a killed build left, older than
     :data:`STALE_SECONDS` (a younger one may belong to a build running now); return what was removed."""
-    import time
-
     now = time.time() if now is None else now
     removed: list = []
     try:
@@ -471,8 +447,6 @@ def _describe(tree: str, wheel_name: str) -> dict:
     entry_points = {}
     file = os.path.join(tree, infos[0], "entry_points.txt")
     if os.path.isfile(file):
-        import configparser
-
         cp = configparser.ConfigParser(delimiters=("=",), interpolation=None)
         cp.optionxform = str  # type: ignore
         cp.read(file, encoding="utf-8")
@@ -559,44 +533,5 @@ def bin_members(project: Project) -> Tuple[Tuple[str, str], ...]:
     return tuple(("bin/" + name, src) for src, name in project.bin)
 
 
-def project_environment(path, extras: Sequence[str] = (), *, layered: bool = True, engine: Optional[str] = None,
-                        python: Optional[str] = None, build_isolation: Optional[bool] = None,
-                        cache_dir: Optional[str] = None):
-    """The :class:`~poncho_wq.environment.Environment` of the project at *path* (see the module docstring).
-
-    *layered* (default, what tasks use): the base holds the dependencies, the code layer the wheel's files, and
-    :attr:`~poncho_wq.environment.Environment.files` its ``data_files`` (attached to each task's sandbox).
-    ``layered=False`` (``poncho_package_create --from-project``): one tarball, the wheel installed into it by the
-    builder (its ``data_files`` then land in the environment's prefix, as ``pip install`` puts them)."""
-    from urllib.parse import quote
-
-    from .environment import Environment
-    from .installation import installation
-
-    if isinstance(extras, str):
-        extras = (extras,)
-    project = build_project(path, python=python, build_isolation=build_isolation, cache_dir=cache_dir)
-    inst = installation(python)
-    pip = project.dependencies(extras, inst.markers)
-    if not layered:
-        pip.append("{}{} @ file://{}".format(project.name, "[{}]".format(",".join(extras)) if extras else "",
-                                             quote(project.wheel)))
-    data: dict = {"python": inst.python_version}
-    if pip:
-        data["pip"] = pip
-    from .spec import parse_spec
-
-    spec = parse_spec(data)
-    if layered:
-        env = Environment(spec=spec, local_files=tuple(project.lib), engine=engine, python=python, layered=True)
-        env.files = tuple(project.data)
-        env.layer_members = bin_members(project)
-    else:
-        env = Environment(spec=spec, engine=engine, python=python)
-        env.files = ()
-    env.project = project
-    return env
-
-
-__all__ = ["Project", "bin_members", "build_project", "check_os_installs", "missing_build_requirements", "project_environment",
-           "read_toml", "sweep"]
+__all__ = ["Project", "bin_members", "build_project", "check_os_installs", "missing_build_requirements",
+           "sweep"]

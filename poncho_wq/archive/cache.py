@@ -8,7 +8,7 @@ Layout under the cache root (``$PONCHO_WQ_CACHE``, else ``$XDG_CACHE_HOME/poncho
     locks/<key[:32]>.lock        filelock per key
     tmp/build-<key[:32]>/        scratch of the build in progress (prefix + unfinished tarball)
     builds.log                   one JSON line per completed build (audit trail; tests count builds with it)
-    code/code-<hash>.tar.gz      code layers (:mod:`poncho_wq.layers`), content-named, read-only
+    code/code-<hash>.tar.gz      code layers (:mod:`poncho_wq.assemble.layers`), content-named, read-only
     code/files/<sha>/<name>      content-named copies of the scripts commands name
     interpreters/, bytecode/,    interpreter bases, the pyc cache, downloaded wheels, analysis memos: inputs of
     wheels/, projects/, analyze/ builds (projects/: built project wheels), reported by ``cache list`` and safe to delete when no build runs
@@ -55,10 +55,11 @@ import os
 import shutil
 import time
 
-from .config import settings
-from .errors import BuildError, PonchoError
-from .fsutil import atomic_output, sha256_file
-from .memo import register
+from ..config import settings
+from ..errors import BuildError, PonchoError
+from ..fsutil import atomic_output
+from ..identity import file_identity, sha256_file
+from ..memo import register
 
 log = logging.getLogger(__name__)
 
@@ -72,15 +73,6 @@ INPUT_STORES = ("interpreters", "bytecode", "wheels", "projects", "analyze")
 #: ctime): any write, chmod or rename changes ctime, so a changed file is hashed again.
 _digests: dict = {}
 register(_digests.clear)
-
-
-def file_identity(path):
-    """What changes whenever the file at *path* is written, replaced or chmod'ed; None when it is missing."""
-    try:
-        st = os.stat(path)
-    except OSError:
-        return None
-    return (os.path.abspath(path), st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
 
 
 def content_digest(path):

@@ -1,10 +1,11 @@
-"""Static import scanning of Python source, and the per-file scan cache :mod:`poncho_wq.analysis` walks with.
+"""Static import scanning of Python source, and the per-file scan cache :mod:`poncho_wq.analysis.analyzer` walks with.
 
 One file at a time, from the AST only (the code is never imported or run): :func:`scan_source` returns a
 :class:`FileScan` with every import site (an :class:`ImportRef`, flagged ``OPTIONAL``, ``TYPE_CHECKING``,
 ``DYNAMIC``, ``TOPLEVEL``, and carrying the static conditions of the ``if`` blocks around it), the directories the
 file puts on ``sys.path`` with static expressions, and the qualified names of its functions. Which import forms
-count, and which are optional, is described in :mod:`poncho_wq.analysis`; following local modules, deciding which
+count, and which are optional, is described in :mod:`poncho_wq.analysis.analyzer`; following local modules, deciding
+which
 branches are dead and resolving distributions happen there too.
 
 Why conditions are kept rather than decided here: whether ``if __package__ or "." in __name__:`` (the guard every
@@ -33,8 +34,8 @@ import threading
 import time
 from typing import NamedTuple, Optional, Tuple
 
-from .config import settings
-from .errors import InputMissing, PonchoError, SpecError
+from ..config import settings
+from ..errors import InputMissing, PonchoError, SpecError
 
 log = logging.getLogger(__name__)
 

@@ -2,25 +2,37 @@
 
 Many tasks share one environment, so everything here is memoized per process: analyzing the same scripts
 again (unchanged on disk) returns the same object, and building the same spec again returns the cached tarball
-without touching the builders. A later process gets the build from the on-disk cache (:mod:`poncho_wq.cache`).
+without touching the builders. A later process gets the build from the on-disk cache (:mod:`poncho_wq.archive.cache`).
 """
 
-import hashlib
+import dataclasses
 import os
 import re
 import shlex
 import sys
 import threading
-from typing import TYPE_CHECKING, Any, Dict, Iterable, Mapping, Optional, Tuple, Union
+from typing import TYPE_CHECKING, Any, Dict, Iterable, Mapping, Optional, Sequence, Tuple, Union
+from urllib.parse import quote
 
-from .config import settings
-from .errors import InputMissing, PonchoError, SpecError
-from .memo import register
-from .spec import Spec, as_spec
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
+
+from ..analysis.analyzer import MANAGER_ONLY, analyze, project_hint_files
+from ..analysis.installation import installation
+from ..config import settings
+from ..engines import create, get_engine, with_target
+from ..progress import default_progress
+from ..errors import InputMissing, PonchoError, SpecError
+from ..memo import register
+from ..identity import file_identity, sha256_file, stat_key
+from ..requirements import spec_from_requirements
+from .layers import CodeLayer, distribution_members, local_file_members, local_requirements, merge
+from .project import bin_members, build_project
+from ..spec import Spec, as_spec, parse_spec
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .analysis import Analysis
-    from .engines import BuildResult
+    from ..analysis.analyzer import Analysis
+    from ..engines import BuildResult
 
 _ENV_NAME = re.compile(r"^env-([0-9a-f]{16,64})\.tar\.gz$")
 _lock = threading.RLock()
@@ -44,22 +56,12 @@ def _file_identity(path):
     return (os.path.abspath(path), st.st_size, st.st_mtime_ns)
 
 
-def _stat_key(path):
-    """What changes when *path* is written, replaced or removed (ctime too: a same-size edit within one mtime
-    tick still changes it); None when it is gone."""
-    try:
-        st = os.stat(path)
-    except OSError:
-        return None
-    return (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
-
-
 def _local_identities(paths):
-    return tuple((p, _stat_key(p)) for p in sorted(set(paths)))
+    return tuple((p, stat_key(p)) for p in sorted(set(paths)))
 
 
 def _unchanged(identities):
-    return all(_stat_key(p) == k for p, k in identities)
+    return all(stat_key(p) == k for p, k in identities)
 
 
 def _memo_get(key):
@@ -88,11 +90,7 @@ def tarball_id(path):
     ident = _file_identity(path)
     with _lock:
         if ident not in _hash_memo:
-            h = hashlib.sha256()
-            with open(path, "rb") as f:
-                for block in iter(lambda: f.read(1 << 20), b""):
-                    h.update(block)
-            _hash_memo[ident] = h.hexdigest()[:32]
+            _hash_memo[ident] = sha256_file(path)[:32]
         return _hash_memo[ident]
 
 
@@ -115,8 +113,6 @@ class Environment:
             if spec is None:
                 raise SpecError("target={!r} applies to an environment built from a spec; a prebuilt tarball "
                                 "already has its floor (poncho/floor.json): leave target out".format(target))
-            from .engines import with_target
-
             spec = with_target(spec, target)
         if source not in ("auto", "index", "current"):
             raise SpecError("source={!r} is not valid; expected 'auto', 'index' or 'current'".format(source))
@@ -147,11 +143,12 @@ class Environment:
         self.build_result: Optional["BuildResult"] = None
         self._identity = None  # file_identity() of build_result.path when it was checked
         #: ``(source, name)`` of files every task of this environment gets in its sandbox (a project's
-        #: ``data_files``, see :mod:`poncho_wq.project`; a task's own go to ``files=``, :mod:`poncho_wq.files`).
+        #: ``data_files``, see :mod:`poncho_wq.assemble.project`; a task's own go to
+        #: ``files=``, :mod:`poncho_wq.deliver.files`).
         self.files: Tuple[Tuple[str, str], ...] = ()
         #: ``(arcname, source)`` the code layer carries besides the local files (a project's ``bin/`` scripts).
         self.layer_members: Tuple[Tuple[str, str], ...] = ()
-        #: the :class:`poncho_wq.project.Project` an environment made by :meth:`from_project` was built from.
+        #: the :class:`poncho_wq.assemble.project.Project` an environment made by :meth:`from_project` was built from.
         self.project: Optional[object] = None
 
     # -- constructors -------------------------------------------------------------------------------------
@@ -177,8 +174,6 @@ class Environment:
                           python: Optional[str] = None, target: Optional[str] = None) -> "Environment":
         """From a pip requirements file (pins, markers, ``-r``/``-c`` includes; index options refused, see
         :mod:`poncho_wq.requirements`); *target* as for :meth:`from_spec`."""
-        from .requirements import spec_from_requirements
-
         return cls(spec=spec_from_requirements(os.fspath(path)), engine=engine, python=python, target=target)
 
     @classmethod
@@ -187,9 +182,7 @@ class Environment:
                      build_isolation: Optional[bool] = None) -> "Environment":
         """From a project directory (``setup.py`` / ``pyproject.toml``): its dependencies (and *extras*') in the
         base, the project built as a wheel into the code layer, its ``data_files`` in each task's sandbox (see
-        :mod:`poncho_wq.project`)."""
-        from .project import project_environment
-
+        :mod:`poncho_wq.assemble.project`)."""
         return project_environment(os.fspath(path), tuple(extras), layered=layered, engine=engine, python=python,
                                    build_isolation=build_isolation)
 
@@ -212,9 +205,6 @@ class Environment:
         :mod:`poncho_wq.target`).
         The result is memoized while the scripts and the local files their analysis reached are unchanged.
         """
-        from .analysis import analyze
-        from .wq import MANAGER_ONLY
-
         scripts = tuple(str(s) for s in scripts)
         if engine == "current":
             source = "current"
@@ -224,7 +214,7 @@ class Environment:
                    tuple(sorted((k, repr(v)) for k, v in analyze_options.items())),
                    target or settings().target)
         except FileNotFoundError as e:
-            raise PonchoError("script {} does not exist".format(e.filename), exit_code=2)
+            raise InputMissing("script {} does not exist".format(e.filename))
         env = _memo_get(key)
         if env is None:
             result = analyze(scripts, exclude=exclude, **analyze_options)
@@ -240,8 +230,7 @@ class Environment:
                 env = old  # only local code changed: keep the object (and its build memo) for the base
                 env.analysis = result
                 env.local_files = result.local_files if ship_local else ()
-            from .analysis import project_hint_files  # the project hint reads these: an edit is a new spec
-
+            # the project hint reads these: an edit is a new spec
             _memo_put(key, env, _analysis_paths(result) + project_hint_files(scripts))
         return env
 
@@ -292,27 +281,18 @@ class Environment:
         otherwise :func:`poncho_wq.engines.create` is asked again, which checks the entry's sha256 against the one
         recorded when it was built and rebuilds a damaged entry.
         """
-        from .cache import file_identity
 
         if self._tarball:
             return self._tarball
         if self.build_result is not None and file_identity(self.build_result.path) == self._identity:
             return self.build_result.path  # every task asks again: no spec hashing on that path
-        from .engines import create, get_engine
-
         engine = get_engine(self._spec, self.engine)
         spec, analysis = self._spec, self.analysis
         if self.layered and analysis is not None and analysis.local_distributions:
             # The local distributions ship in the code layer; the base keeps what they require.
-            import dataclasses
-
-            from .layers import local_requirements
-
             spec = _with_requirements(spec, local_requirements(analysis, self.python))
             analysis = dataclasses.replace(analysis, local_distributions={})
         spec = engine.prepare(spec, analysis)  # what this engine builds for the analysis
-        from .engines import with_target
-
         # create() gives a spec without a target $PONCHO_WQ_TARGET's, read now: so does the memo key (issue 19)
         spec = with_target(spec)
         why = analysis.build_why() if analysis is not None else None  # what poncho/lock.json says of each
@@ -321,8 +301,6 @@ class Environment:
             memo = _build_memo.get(key)
             if memo is None or file_identity(memo[0].path) != memo[1]:
                 if progress is None:
-                    from .progress import default_progress
-
                     progress = default_progress()
                 result = create(spec, engine=engine, python=self.python, progress=progress, why=why)
                 memo = _build_memo[key] = (result, file_identity(result.path))
@@ -330,11 +308,9 @@ class Environment:
             return self.build_result.path
 
     def code_layer(self, members: Iterable[Tuple[str, str]] = ()):
-        """The :class:`~poncho_wq.layers.CodeLayer` of this environment plus *members* (``(arcname, source)``),
+        """The :class:`~poncho_wq.assemble.layers.CodeLayer` of this environment plus *members* (``(arcname, source)``),
         or None when there is no code to ship. Layered environments put their local files and local/editable
         distributions there; *members* are a task's own (:func:`task_code`)."""
-        from .layers import CodeLayer, distribution_members, local_file_members, merge
-
         groups = [list(members), local_file_members(self.local_files), list(self.layer_members)]
         if self.layered:
             if self.analysis is not None and self.analysis.local_distributions:
@@ -354,6 +330,39 @@ class Environment:
     def __repr__(self):
         what = self._tarball or (self._spec.summary() if self._spec else "?")
         return "Environment({})".format(what)
+
+
+def project_environment(path, extras: Sequence[str] = (), *, layered: bool = True, engine: Optional[str] = None,
+                        python: Optional[str] = None, build_isolation: Optional[bool] = None,
+                        cache_dir: Optional[str] = None):
+    """The :class:`~poncho_wq.assemble.environment.Environment` of the project at *path* (see the module docstring).
+
+    *layered* (default, what tasks use): the base holds the dependencies, the code layer the wheel's files, and
+    :attr:`~poncho_wq.assemble.environment.Environment.files` its ``data_files`` (attached to each task's sandbox).
+    ``layered=False`` (``poncho_package_create --from-project``): one tarball, the wheel installed into it by the
+    builder (its ``data_files`` then land in the environment's prefix, as ``pip install`` puts them)."""
+
+    if isinstance(extras, str):
+        extras = (extras,)
+    project = build_project(path, python=python, build_isolation=build_isolation, cache_dir=cache_dir)
+    inst = installation(python)
+    pip = project.dependencies(extras, inst.markers)
+    if not layered:
+        pip.append("{}{} @ file://{}".format(project.name, "[{}]".format(",".join(extras)) if extras else "",
+                                             quote(project.wheel)))
+    data: dict = {"python": inst.python_version}
+    if pip:
+        data["pip"] = pip
+    spec = parse_spec(data)
+    if layered:
+        env = Environment(spec=spec, local_files=tuple(project.lib), engine=engine, python=python, layered=True)
+        env.files = tuple(project.data)
+        env.layer_members = bin_members(project)
+    else:
+        env = Environment(spec=spec, engine=engine, python=python)
+        env.files = ()
+    env.project = project
+    return env
 
 
 def _memo_get_any(key):
@@ -379,11 +388,6 @@ def _with_requirements(spec, requirements):
     """*spec* with *requirements* added to its pip list (those it already names by name are left as they are)."""
     if not requirements:
         return spec
-    from packaging.requirements import Requirement
-    from packaging.utils import canonicalize_name
-
-    from .spec import parse_spec
-
     data = spec.to_dict()
     pip = list(data.get("pip", []))
     named = {canonicalize_name(Requirement(r).name) for r in pip}
@@ -426,8 +430,6 @@ def ship_list(scripts):
     """``(source, arcname)`` for command scripts (as the command names them) and the local code they import.
 
     Memoized while the scripts are unchanged: every task of a run names the same few scripts."""
-    from .analysis import analyze
-
     key = ("ship",) + tuple(_file_identity(s) for s in scripts)
     hit = _memo_get(key)
     if hit is not None:
@@ -451,14 +453,11 @@ def task_code(scripts):
     """What a task's command scripts bring: ``(scripts, members, local distributions)``.
 
     *scripts*: ``(source, relative path)`` of the command scripts named by a relative path (they must be in the
-    sandbox under that path; attached as content-named copies, see :func:`poncho_wq.layers.content_copy`);
+    sandbox under that path; attached as content-named copies, see :func:`poncho_wq.assemble.layers.content_copy`);
     *members*: ``(arcname, source)`` for the code layer: the local modules they import under ``lib/`` (relative
     to each script's directory, which is where the script imports them from); *local distributions*: {name:
     source dir} of the local/editable distributions they import (their packages and metadata ship in the code
     layer too). Memoized while the scripts and every local file reached are unchanged."""
-    from .analysis import analyze
-    from .layers import local_file_members
-
     key = ("code",) + tuple(_file_identity(s) for s in scripts)
     hit = _memo_get(key)
     if hit is not None:

@@ -9,18 +9,19 @@ bytes of the files its RECORD lists), the sha256 of its RECORD (which lists the 
 equal files) and why it is there: the import names it provides to the analyzed scripts (``import yaml``), the
 distributions that require it (``required by pandas``), or ``named in the spec``.
 
-Why the import's file and line are not in the tarball (:attr:`poncho_wq.analysis.Analysis.lock` has them, and
+Why the import's file and line are not in the tarball (:attr:`poncho_wq.analysis.analyzer.Analysis.lock` has them, and
 ``poncho_wq inspect job.py`` prints them): the tarball's name is its cache key, and the key would then change with
 every edit that moves an import by one line -- a rebuild of the whole base for a code change, which layered
 environments exist to avoid -- or the same name would stand for different bytes. The import names are part of the
 key (:func:`why_digest`).
 
-The member is the archive's second (after ``poncho/floor``, see :mod:`poncho_wq.pack`), so :func:`read_lock`
+The member is the archive's second (after ``poncho/floor``, see :mod:`poncho_wq.archive.pack`), so :func:`read_lock`
 reads it without decompressing the rest. ``poncho_wq inspect`` prints it as a table, ``poncho_wq diff`` compares two
 (:mod:`poncho_wq.cli.inspect`).
 """
 
 import csv
+import email.parser
 import glob
 import hashlib
 import io
@@ -33,7 +34,7 @@ from packaging.markers import default_environment
 from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import canonicalize_name
 
-from .errors import InputMissing, SpecError
+from ..errors import InputMissing, SpecError
 
 LOCK_MEMBER = "poncho/lock.json"
 FORMAT = 1
@@ -64,8 +65,6 @@ def _record(meta_dir: str) -> Tuple[List[str], Optional[str]]:
 
 def _metadata(meta_dir: str) -> Tuple[str, str, List[str]]:
     """(name, version, Requires-Dist) from a ``.dist-info``'s METADATA (email headers)."""
-    import email.parser
-
     try:
         with open(os.path.join(meta_dir, "METADATA"), encoding="utf-8", errors="replace") as f:
             msg = email.parser.Parser().parse(f, headersonly=True)

@@ -33,7 +33,7 @@ import stat
 import tarfile
 import zlib
 
-from .errors import PonchoError
+from ..errors import BuildError, PonchoError
 
 try:
     from lzma import LZMAError
@@ -49,7 +49,7 @@ _CHUNK = 1 << 20
 
 
 def _fail(name, why):
-    raise PonchoError("refusing to extract archive member {!r}: {}".format(name, why), exit_code=3)
+    raise BuildError("refusing to extract archive member {!r}: {}".format(name, why))
 
 
 def _clean_name(name):
@@ -201,7 +201,7 @@ def safe_extract(source, dest, *, compression=None):
     except PonchoError:
         raise
     except _ARCHIVE_ERRORS as e:
-        raise PonchoError("cannot extract the archive: {}: {}".format(type(e).__name__, e), exit_code=3)
+        raise BuildError("cannot extract the archive: {}: {}".format(type(e).__name__, e))
     finally:
         if own:
             fileobj.close()

@@ -25,14 +25,24 @@ import json
 import logging
 import os
 import re
-import stat
+import tarfile
 import tempfile
 import threading
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
-from .errors import PonchoError
-from .fsutil import TOOL_STATE_DIRS, atomic_output
-from .memo import register
+from packaging.requirements import InvalidRequirement, Requirement
+from packaging.utils import canonicalize_name
+
+from ..analysis.analyzer import MANAGER_ONLY
+from ..analysis.installation import installation
+from ..archive.cache import default_cache_dir
+from ..archive.pack import DEFAULT_COMPRESS_LEVEL, _compress, _DeterministicTar
+from ..engines.current import _editable_entries, _installed_entries, rewrite_shebang
+from ..errors import PonchoError
+from ..fsutil import atomic_output
+from ..identity import file_digest, file_identity, stat_key
+from ..memo import register
+from ..shim import run_in_layer_path
 
 log = logging.getLogger(__name__)
 
@@ -40,48 +50,13 @@ NAME_DIGITS = 32
 CODE_NAME = re.compile(r"^code-([0-9a-f]{32})\.tar\.gz$")
 
 _lock = threading.Lock()
-#: sha256 hex of a file's bytes, by (absolute path, device, inode, size, mtime_ns, ctime_ns): any write to the
-#: file changes mtime/ctime, so an edited file is read again and an unchanged one never.
-_digests: Dict[tuple, str] = {}
 #: Published layers known to be sound, by path: the file identity seen when this process published or checked it.
 _published: Dict[str, tuple] = {}
 #: distribution_members() results by (names, python), with the stat keys of every directory they were listed from
 #: and of each RECORD: a file added to or removed from an editable's tree changes its directory's mtime.
 _dist_members: Dict[tuple, tuple] = {}
-register(_digests.clear)
 register(_published.clear)
 register(_dist_members.clear)
-
-
-def _dir_key(path):
-    try:
-        st = os.stat(path)
-    except OSError:
-        return None
-    return (st.st_ino, st.st_mtime_ns, st.st_ctime_ns)
-
-
-def _identity(st, path):
-    return (path, st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
-
-
-def _digest(path):
-    """``(sha256 hex, executable?)`` of the regular file *path*, read only when its stat changed."""
-    st = os.stat(path)
-    if not stat.S_ISREG(st.st_mode):
-        raise PonchoError("{} is not a regular file: a code layer ships files only".format(path))
-    ident = _identity(st, path)
-    with _lock:
-        known = _digests.get(ident)
-    if known is None:
-        h = hashlib.sha256()
-        with open(path, "rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                h.update(block)
-        known = h.hexdigest()
-        with _lock:
-            _digests[ident] = known
-    return known, bool(st.st_mode & 0o111)
 
 
 class CodeLayer:
@@ -97,7 +72,7 @@ class CodeLayer:
         if self._manifest is None:
             rows = []
             for arc, src in self.members:
-                digest, executable = _digest(src)
+                digest, executable = file_digest(src)
                 rows.append((arc, 0o755 if executable else 0o644, digest))
             self._manifest = tuple(rows)
         return self._manifest
@@ -116,8 +91,6 @@ class CodeLayer:
 
     def build(self, cache_dir: Optional[str] = None) -> str:
         """The path of the packed layer in the cache (``<cache>/code/code-<hash>.tar.gz``), packed if missing."""
-        from .cache import default_cache_dir, file_identity
-
         root = os.path.join(os.path.abspath(cache_dir or default_cache_dir()), "code")
         path = os.path.join(root, self.remote_name)
         ident = file_identity(path)
@@ -146,8 +119,6 @@ def _sound(path):
 
     Layers are small (a few MB at most), so reading one once per process is cheap, and it catches a file
     truncated by a full disk or a crash of something that is not this module."""
-    import tarfile
-
     try:
         if os.stat(path).st_mode & 0o222:
             return False
@@ -160,12 +131,10 @@ def _sound(path):
 
 
 def _write_layer(layer, path):
-    """Pack *layer* to *path* with the reproducible writer of :mod:`poncho_wq.pack`; publish by rename.
+    """Pack *layer* to *path* with the reproducible writer of :mod:`poncho_wq.archive.pack`; publish by rename.
 
     Each file's bytes are read once here and checked against the digest its name was computed from: a file
     edited between planning and packing must not end up under the old name (the shim trusts names)."""
-    from .pack import DEFAULT_COMPRESS_LEVEL, _compress, _DeterministicTar
-
     tar = _DeterministicTar(os.path.dirname(path) + "/.none")
     for (arc, src), (_arc, _mode, digest) in zip(layer.members, layer.manifest()):
         with open(src, "rb") as f:
@@ -191,10 +160,6 @@ def _shippable(names):
     """*names* without the manager-only distributions (poncho_wq, ndcctools, work_queue): the analysis attributes
     a module under an editable project's tree to that project (a manager script importing a helper from a
     poncho_wq checkout reported poncho_wq as a local distribution), and the workers never run those."""
-    from packaging.utils import canonicalize_name
-
-    from .wq import MANAGER_ONLY
-
     manager = {canonicalize_name(n) for n in MANAGER_ONLY}
     return sorted(n for n in names if canonicalize_name(n) not in manager)
 
@@ -203,15 +168,12 @@ def distribution_members(names: Iterable[str], python: Optional[str] = None) -> 
     """The members for the local/editable distributions *names*: their import packages (an editable's from its
     source tree, as it is now), their ``.dist-info`` without the files that name this machine's paths, and their
     console scripts under ``bin/`` (shebang ``#!/usr/bin/env python3``, written to the layer's scratch files)."""
-    from .engines.current import _editable_entries, _installed_entries
-    from .installation import installation
-
     env = installation(python)
     names = _shippable(names)
     key = (tuple(names), python, id(env))
     with _lock:
         hit = _dist_members.get(key)
-    if hit is not None and all(_dir_key(d) == k for d, k in hit[1]):
+    if hit is not None and all(stat_key(d) == k for d, k in hit[1]):
         return list(hit[0])
     members = []
     watched = set()
@@ -244,7 +206,7 @@ def distribution_members(names: Iterable[str], python: Optional[str] = None) -> 
                 members.append((e.target.replace(os.sep, "/"), e.source))
     watched.update(os.path.dirname(src) for _arc, src in members)
     with _lock:
-        _dist_members[key] = (tuple(members), tuple((d, _dir_key(d)) for d in sorted(watched)))
+        _dist_members[key] = (tuple(members), tuple((d, stat_key(d)) for d in sorted(watched)))
     return members
 
 
@@ -255,8 +217,6 @@ def _script_copy(source):
     """A copy of the console script *source* with ``#!/usr/bin/env python3`` as its shebang, stored by content
     in a per-process scratch directory (the base's python3 is first on PATH when the command runs)."""
     global _scripts_dir
-    from .engines.current import rewrite_shebang
-
     with open(source, "rb") as f:
         data = rewrite_shebang(f.read(), "/usr/bin/env python3")
     with _lock:
@@ -279,7 +239,7 @@ def merge(*groups: Iterable[Tuple[str, str]]) -> List[Tuple[str, str]]:
     for group in groups:
         for arc, src in group:
             old = by_arc.setdefault(arc, src)
-            if old != src and _digest(old)[0] != _digest(src)[0]:
+            if old != src and file_digest(old)[0] != file_digest(src)[0]:
                 raise PonchoError("two different files would be {} in the code layer: {} and {}; rename one of the "
                                   "modules".format(arc, old, src))
     return sorted(by_arc.items())
@@ -288,10 +248,6 @@ def merge(*groups: Iterable[Tuple[str, str]]) -> List[Tuple[str, str]]:
 def local_requirements(analysis, python: Optional[str] = None) -> List[str]:
     """The installed requirements (``Requires-Dist``, markers evaluated here, pinned to what is installed) of the
     analysis' local distributions: they leave the base with their code, their dependencies must not."""
-    from packaging.requirements import InvalidRequirement, Requirement
-
-    from .installation import installation
-
     env = installation(python)
     out = []
     for name in _shippable(getattr(analysis, "local_distributions", None) or {}):
@@ -317,16 +273,14 @@ def files_digest(members: Iterable[Tuple[str, str]]) -> str:
     """sha256 of ``members``' arcnames and contents (stat-memoized): for keys of memos over local code."""
     h = hashlib.sha256()
     for arc, src in sorted(members):
-        h.update(arc.encode() + b"\0" + _digest(src)[0].encode() + b"\n")
+        h.update(arc.encode() + b"\0" + file_digest(src)[0].encode() + b"\n")
     return h.hexdigest()
 
 
 def content_copy(source: str, cache_dir: Optional[str] = None) -> str:
     """A read-only copy of *source* at ``<cache>/code/files/<sha256[:32]>/<basename>``: a path that changes when
     the content does (a script attached by its own path would be served stale from Work Queue's cache)."""
-    from .cache import default_cache_dir
-
-    digest, executable = _digest(os.path.abspath(source))
+    digest, executable = file_digest(os.path.abspath(source))
     root = os.path.join(os.path.abspath(cache_dir or default_cache_dir()), "code", "files", digest[:NAME_DIGITS])
     out = os.path.join(root, os.path.basename(source))
     if os.path.isfile(out):
@@ -344,71 +298,16 @@ def content_copy(source: str, cache_dir: Optional[str] = None) -> str:
 
 
 __all__ = ["CodeLayer", "CODE_NAME", "content_copy", "distribution_members", "files_digest", "local_file_members",
-           "local_project_digests", "local_requirements", "merge"]
+           "local_requirements", "merge"]
 
 
 # ------------------------------------------------------------------------------- file:// projects in a spec
 
 #: Directories of a local project that are build outputs or tool state, not its content.
-_PROJECT_SKIP = TOOL_STATE_DIRS | {".venv"}
-_PROJECT_SKIP_TOP = {"build", "dist"}
-
-
-def local_project_digests(spec) -> Dict[str, str]:
-    """{requirement: sha256 of its content} for the spec's pip requirements that name a local path
-    (``name @ file:///dir`` or a wheel/sdist file): the cache key holds these, so an edited project is a new
-    environment and an unchanged one a cache hit (the URL alone named the old build after an edit).
-
-    A directory's digest covers every file's relative path, mode and bytes (stat-memoized: unchanged files are
-    not read again), without version-control and tool directories, ``*.egg-info`` and top-level ``build/`` and
-    ``dist/`` (what building the project writes into it, which would otherwise change the key once per build)."""
-    from urllib.parse import unquote, urlparse
-
-    from packaging.requirements import InvalidRequirement, Requirement
-
-    out = {}
-    for text in getattr(spec, "pip", ()) or ():
-        try:
-            url = Requirement(text).url
-        except InvalidRequirement:
-            continue
-        if not url or not url.startswith("file:"):
-            continue
-        path = unquote(urlparse(url).path)
-        if os.path.isfile(path):
-            out[text] = _digest(path)[0]
-        elif os.path.isdir(path):
-            out[text] = _tree_digest(path)
-        else:
-            raise PonchoError("the spec names {} but {} does not exist".format(text, path))
-    return out
-
-
-def _tree_digest(root):
-    h = hashlib.sha256()
-    for d, dirnames, filenames in os.walk(root):
-        top = os.path.samefile(d, root)
-        dirnames[:] = sorted(n for n in dirnames if n not in _PROJECT_SKIP and not n.endswith(".egg-info")
-                             and not (top and n in _PROJECT_SKIP_TOP))
-        for fn in sorted(filenames):
-            if fn.endswith((".pyc", ".pyo")):
-                continue
-            p = os.path.join(d, fn)
-            rel = os.path.relpath(p, root)
-            if os.path.islink(p):
-                h.update("L{}\0{}\n".format(rel, os.readlink(p)).encode())
-            elif os.path.isfile(p):
-                digest, executable = _digest(p)
-                h.update("{}\0{}\0{}\n".format(rel, int(executable), digest).encode())
-    return h.hexdigest()
-
-
 def vine_layer(layer: Optional[CodeLayer]) -> Optional[CodeLayer]:
     """*layer* for TaskVine: the same members plus ``bin/run_in_env`` (``run_in_layer``), which TaskVine's nested
     environments call to stack the layer on the base (the Work Queue shim does that itself, so its layers do not
     carry it: the name would shadow the base's own ``bin/run_in_env`` on PATH)."""
     if layer is None:
         return None
-    from .shim import run_in_layer_path
-
     return CodeLayer(merge(layer.members, [("bin/run_in_env", run_in_layer_path())]))

@@ -6,8 +6,8 @@ require?") -- and each used to answer them its own way, with its own idea of the
 files, conda-meta and names. They disagreed: inside a ``python -m venv --system-site-packages`` environment the
 analyzer took the base interpreter's site-packages for the standard library (``sysconfig``'s purelib is the
 venv's there) and listed ``yaml`` unpinned, while the current engine shipped PyYAML from the very same directory.
-An :class:`Installation` is the single answer; the analyzer (:mod:`poncho_wq.distributions`) and the current
-engine (:mod:`poncho_wq.engines.current`, :mod:`poncho_wq.engines.closure`) only consume it.
+An :class:`Installation` is the single answer; the analyzer (:mod:`poncho_wq.analysis.pins`) and the current
+engine (:mod:`poncho_wq.engines.current`, :mod:`poncho_wq.analysis.closure`) only consume it.
 
 Where the site directories come from: the interpreter itself. Its ``site`` module already applied every rule
 that decides what is importable -- a venv with or without ``include-system-site-packages``, the user site
@@ -45,16 +45,19 @@ import logging
 import os
 import platform
 import re
+import subprocess
 import sys
 from importlib.machinery import EXTENSION_SUFFIXES
 from typing import Dict, FrozenSet, Iterable, List, Mapping, Optional, Tuple, Union
 from urllib.parse import unquote, urlparse
 
+from packaging.markers import default_environment
 from packaging.utils import canonicalize_name
 
-from .errors import PonchoError
-from .memo import register
-from .fsutil import atomic_output, is_within, mtime_ns
+from ..config import settings
+from ..errors import InputMissing, PonchoError
+from ..memo import register
+from ..fsutil import atomic_output, is_within, mtime_ns
 
 log = logging.getLogger(__name__)
 
@@ -149,8 +152,6 @@ def _run_probe_here() -> dict:
 
 
 def _run_probe(python: str) -> dict:
-    import subprocess
-
     try:
         r = subprocess.run([python, "-c", _PROBE], stdin=subprocess.DEVNULL, capture_output=True, text=True,
                            timeout=60, cwd="/")
@@ -205,8 +206,6 @@ _PROBES: Dict[str, Tuple[Dict[str, Optional[int]], dict]] = {}
 
 
 def _probe_dir() -> str:
-    from .config import settings
-
     return os.path.join(settings().cache_dir, "analyze", "installations")
 
 
@@ -257,8 +256,6 @@ def _static_layout(prefix: str) -> Layout:
                 extra += [os.path.realpath(p) for p in pth_directories(pth, d)]
             except OSError:
                 pass
-    from packaging.markers import default_environment
-
     purelib_rel = os.path.relpath(dirs[0], prefix) if dirs else os.path.join("lib", "site-packages")
     return Layout("", prefix, tuple(dict.fromkeys(dirs + extra)), tuple(dirs), (), os.path.join(prefix, "bin"),
                   purelib_rel, {k: str(v) for k, v in default_environment().items()}, False)
@@ -268,7 +265,7 @@ def _layout(python: Optional[str], prefix: Optional[str]) -> Layout:
     if prefix is not None:
         prefix = os.path.abspath(prefix)
         if not os.path.isdir(prefix):
-            raise PonchoError("environment prefix {} does not exist".format(prefix), exit_code=2)
+            raise InputMissing("environment prefix {} does not exist".format(prefix))
         python = _prefix_interpreter(prefix)
         if python is None:
             return _static_layout(os.path.realpath(prefix))

@@ -1,0 +1,130 @@
+"""What a file or a tree *is*, for memos and cache keys: one home for stat keys, file digests and tree digests.
+
+Why one module: the same questions ("has this file changed since I last looked?", "what are its bytes?", "what
+is this project directory's content?") were answered in five places, each with its own stat tuple and its own
+sha256 loop, and the cache key reached into the code-layer module for a private digest. Here:
+
+* :func:`stat_key` / :func:`file_identity`: what changes whenever a file is written, replaced or chmod'ed (ctime
+  too: a same-size edit within one mtime tick still changes it), or ``None`` when it is gone;
+* :func:`sha256_file`: the bytes' digest, read in 1 MiB blocks;
+* :func:`file_digest`: ``(sha256, executable?)``, memoized by :func:`file_identity`, so an unchanged file is
+  never read twice in a process and an edited one always is (the memo is registered with
+  :func:`poncho_wq.clear_caches`);
+* :func:`tree_digest` and :func:`local_project_digests`: the content of a local project directory (relative
+  paths, modes, bytes, symlink targets), without the directories that building the project writes into it.
+"""
+
+import hashlib
+import os
+import stat
+import threading
+from typing import Dict, Optional, Tuple
+from urllib.parse import unquote, urlparse
+
+from packaging.requirements import InvalidRequirement, Requirement
+
+from .errors import PonchoError
+from .fsutil import TOOL_STATE_DIRS
+from .memo import register
+
+_lock = threading.Lock()
+#: sha256 hex of a file's bytes, by (absolute path, device, inode, size, mtime_ns, ctime_ns): any write to the
+#: file changes mtime/ctime, so an edited file is read again and an unchanged one never.
+_digests: Dict[tuple, str] = {}
+register(_digests.clear)
+
+
+def stat_key(path) -> Optional[tuple]:
+    """What changes when *path* (a file or a directory) is written, replaced or removed; None when it is gone."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+
+
+def _identity(st, path):
+    return (path, st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+
+
+def file_identity(path) -> Optional[tuple]:
+    """What changes whenever the file at *path* is written, replaced or chmod'ed; None when it is missing."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return _identity(st, os.path.abspath(path))
+
+
+def sha256_file(path) -> str:
+    """The sha256 hex digest of the file *path* (read in 1 MiB blocks; ~1 GB/s here)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def file_digest(path) -> Tuple[str, bool]:
+    """``(sha256 hex, executable?)`` of the regular file *path*, read only when its stat changed."""
+    st = os.stat(path)
+    if not stat.S_ISREG(st.st_mode):
+        raise PonchoError("{} is not a regular file: a code layer ships files only".format(path))
+    ident = _identity(st, path)
+    with _lock:
+        known = _digests.get(ident)
+    if known is None:
+        known = sha256_file(path)
+        with _lock:
+            _digests[ident] = known
+    return known, bool(st.st_mode & 0o111)
+
+
+_PROJECT_SKIP = TOOL_STATE_DIRS | {".venv"}
+_PROJECT_SKIP_TOP = {"build", "dist"}
+
+
+def local_project_digests(spec) -> Dict[str, str]:
+    """{requirement: sha256 of its content} for the spec's pip requirements that name a local path
+    (``name @ file:///dir`` or a wheel/sdist file): the cache key holds these, so an edited project is a new
+    environment and an unchanged one a cache hit (the URL alone named the old build after an edit).
+
+    A directory's digest covers every file's relative path, mode and bytes (stat-memoized: unchanged files are
+    not read again), without version-control and tool directories, ``*.egg-info`` and top-level ``build/`` and
+    ``dist/`` (what building the project writes into it, which would otherwise change the key once per build)."""
+    out = {}
+    for text in getattr(spec, "pip", ()) or ():
+        try:
+            url = Requirement(text).url
+        except InvalidRequirement:
+            continue
+        if not url or not url.startswith("file:"):
+            continue
+        path = unquote(urlparse(url).path)
+        if os.path.isfile(path):
+            out[text] = file_digest(path)[0]
+        elif os.path.isdir(path):
+            out[text] = tree_digest(path)
+        else:
+            raise PonchoError("the spec names {} but {} does not exist".format(text, path))
+    return out
+
+
+def tree_digest(root) -> str:
+    """sha256 over a project directory's files (relative path, executable bit, bytes) and symlinks (target)."""
+    h = hashlib.sha256()
+    for d, dirnames, filenames in os.walk(root):
+        top = os.path.samefile(d, root)
+        dirnames[:] = sorted(n for n in dirnames if n not in _PROJECT_SKIP and not n.endswith(".egg-info")
+                             and not (top and n in _PROJECT_SKIP_TOP))
+        for fn in sorted(filenames):
+            if fn.endswith((".pyc", ".pyo")):
+                continue
+            p = os.path.join(d, fn)
+            rel = os.path.relpath(p, root)
+            if os.path.islink(p):
+                h.update("L{}\0{}\n".format(rel, os.readlink(p)).encode())
+            elif os.path.isfile(p):
+                digest, executable = file_digest(p)
+                h.update("{}\0{}\0{}\n".format(rel, int(executable), digest).encode())
+    return h.hexdigest()
