@@ -476,7 +476,7 @@ def _index(layout: Layout, conda_prefix: str) -> _Index:
     conda_by_import: Dict[str, dict] = {}
     conda_by_meta: Dict[str, str] = {}
     if conda_prefix:
-        conda = _conda_records(conda_prefix)
+        conda = conda_records(conda_prefix)
         sp = tuple(os.path.relpath(d, conda_prefix).replace(os.sep, "/") + "/"
                    for d in layout.site_dirs if is_within(d, conda_prefix))
         for name, rec in conda.items():
@@ -495,7 +495,9 @@ def _index(layout: Layout, conda_prefix: str) -> _Index:
     return _Index(by_name, by_import, editable, conda, conda_by_import, conda_by_meta)
 
 
-def _conda_records(prefix: str) -> Dict[str, dict]:
+def conda_records(prefix: str) -> Dict[str, dict]:
+    """The readable ``conda-meta/*.json`` records of the conda prefix *prefix*, by package name (``_path``: the
+    record's file); an unreadable one is skipped with a warning."""
     records = {}
     for path in sorted(glob.glob(os.path.join(glob.escape(prefix), "conda-meta", "*.json"))):
         try:

@@ -34,6 +34,7 @@ from packaging.markers import default_environment
 from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import canonicalize_name
 
+from ..analysis.installation import conda_records
 from ..errors import InputMissing, SpecError
 
 LOCK_MEMBER = "poncho/lock.json"
@@ -77,14 +78,9 @@ def _metadata(meta_dir: str) -> Tuple[str, str, List[str]]:
 
 def _conda_owners(prefix: str) -> Dict[str, dict]:
     """Real path of a ``.dist-info`` -> the conda-meta record that installed it."""
-    out = {}
-    for path in sorted(glob.glob(os.path.join(glob.escape(prefix), "conda-meta", "*.json"))):
-        try:
-            with open(path, encoding="utf-8") as f:
-                rec = json.load(f)
-        except (OSError, ValueError):
-            continue
-        for rel in rec.get("files", ()) if isinstance(rec, dict) else ():
+    out: Dict[str, dict] = {}
+    for rec in conda_records(prefix).values():
+        for rel in rec.get("files", ()):
             parts = rel.split("/")
             for i, part in enumerate(parts):
                 if part.endswith(".dist-info"):
