@@ -103,3 +103,21 @@ def test_relocator_relocates_and_records_twice(tmp_path, how):
     (moved / "bin" / "conda-unpack").write_text("x = 1\n")
     r = subprocess.run(head + [str(moved), "/elsewhere"], stdin=subprocess.DEVNULL, capture_output=True, text=True)
     assert r.returncode == 1 and r.stderr.startswith("poncho_wq relocate: {}: ".format(moved))
+
+
+@pytest.mark.parametrize("with_python", [True, False])
+def test_conda_unpack_header_runs_the_script_with_python_from_sh(tmp_path, with_python):
+    """The header pack.py puts on bin/conda-unpack: sh runs the script with the environment's bin/python (else
+    python3), and Python itself reads the header as a string expression."""
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    script = bindir / "conda-unpack"
+    script.write_bytes(worker.conda_unpack_header() + b"import sys\nprint(sys.executable, sys.argv[1:])\n")
+    script.chmod(0o755)
+    if with_python:
+        os.symlink(sys.executable, bindir / "python")
+    r = subprocess.run([str(script), "a b"], capture_output=True, text=True, stdin=subprocess.DEVNULL)
+    assert r.returncode == 0 and r.stdout.endswith(" ['a b']\n"), r.stderr
+    assert (r.stdout.split()[0] == str(bindir / "python")) == with_python
+    r = subprocess.run([sys.executable, str(script), "x"], capture_output=True, text=True, stdin=subprocess.DEVNULL)
+    assert r.stdout.endswith(" ['x']\n"), r.stderr

@@ -63,6 +63,16 @@ def render(name):
     return shebang + "\n" + _GENERATED.format(template) + rest.replace("@SHARED@\n", shared_code())
 
 
+def conda_unpack_header():
+    """The first lines that replace conda-unpack's ``#!/usr/bin/env python`` in every tarball (bytes, verbatim
+    from conda_unpack_header.sh, no comment possible: it is both sh and Python, pip's trick for long shebangs).
+    sh runs the environment's own bin/python on the script, falling back to python3; Python sees a harmless
+    string expression. Upstream's and Debian's python_package_run execute bin/conda-unpack directly, which fails
+    on a worker without a ``python`` on PATH (Debian has only python3)."""
+    with open(os.path.join(_HERE, "conda_unpack_header.sh"), "rb") as f:
+        return f.read()
+
+
 def generated_path(name):
     """Where the generated script *name* lives (poncho_wq/data/)."""
     return os.path.join(_DATA, name)
