@@ -328,19 +328,6 @@ def test_run_in_env_taskvine_flow(small, tmp_path, shell):
     assert r.returncode == 9
 
 
-def _shared_block(path):
-    with open(path) as f:
-        text = f.read()
-    start = text.index("# >>> shared with run_in_env")
-    return text[start:text.index("# <<< shared with run_in_env <<<", start)]
-
-
-def test_run_in_env_shares_the_shims_code():
-    """run_in_env carries a verbatim copy of the shim's activation/relocation block (it may travel alone)."""
-    assert _shared_block(run_in_env_path()) == _shared_block(shim_path())
-    assert len(_shared_block(shim_path())) > 1000
-
-
 def test_installed_commands_are_the_package_file_and_run_without_poncho_wq(plain, tmp_path):
     scripts = sysconfig.get_path("scripts")
     with open(shim_path(), "rb") as f:

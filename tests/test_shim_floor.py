@@ -18,7 +18,7 @@ import pytest
 from helpers.shimutil import make_prefix, pack, run_shim, shim_env
 from poncho_wq.archive.floor import FLOOR_MEMBER, floor_text, prefix_floor, write_floor
 from poncho_wq.archive.pack import pack_prefix
-from poncho_wq.shim import shim_path
+from poncho_wq.worker import shared_code
 
 pytestmark = pytest.mark.usefixtures("shells")
 
@@ -166,12 +166,9 @@ def test_run_in_env_refuses_before_relocating(tarballs, tmp_path, shell):
 
 
 def _shared_functions(tmp_path):
-    """The shim's shared block (the floor functions are in it) as a file to source."""
-    with open(shim_path()) as f:
-        text = f.read()
-    start = text.index("# >>> shared with run_in_env")
+    """The worker scripts' shared code (the floor functions are in it) as a file to source."""
     path = tmp_path / "shared.sh"
-    path.write_text(text[start:text.index("# <<< shared with run_in_env <<<", start)])
+    path.write_text(shared_code())
     return path
 
 

@@ -18,6 +18,8 @@ PACKAGE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 # The stages in data-flow order. A module belongs to the first stage whose entry matches it: a dotted prefix
 # ending in "." names a folder, anything else one module.
 STAGES = (
+    # What runs on a worker: the relocator and the generator of the worker scripts, standard library only.
+    ("worker", ("poncho_wq.worker", "poncho_wq.worker.")),
     ("core", ("poncho_wq.version", "poncho_wq.errors", "poncho_wq.config", "poncho_wq.memo", "poncho_wq.progress", "poncho_wq.tools",
               "poncho_wq.fsutil", "poncho_wq.identity", "poncho_wq.credentials", "poncho_wq.target",
               "poncho_wq.shim", "poncho_wq.spec", "poncho_wq.requirements")),

@@ -53,6 +53,7 @@ from .lock import LOCK_MEMBER
 from ..fsutil import atomic_output
 from ..progress import as_progress
 from ..tools import check_interrupted, die_with_parent, tail
+from ..worker import conda_unpack_header
 
 log = logging.getLogger(__name__)
 
@@ -76,12 +77,9 @@ def default_threads():
 
 
 # conda-pack writes bin/conda-unpack with `#!/usr/bin/env python`: on a worker without a `python` on PATH (Debian
-# has only python3), upstream's and Debian's python_package_run, which execute it directly, fail. This header is
-# both sh and Python (pip's trick for long shebangs): sh runs the environment's own bin/python on the script,
-# falling back to python3; Python sees a harmless string expression.
-_UNPACK_HEADER = (b"#!/bin/sh\n"
-                  b"'''test' -x \"${0%/*}/python\" && exec \"${0%/*}/python\" \"$0\" \"$@\"; exec python3 \"$0\" \"$@\"\n"
-                  b"' '''\n")
+# has only python3), upstream's and Debian's python_package_run, which execute it directly, fail. The header that
+# replaces that line is worker code, kept in poncho_wq/worker/conda_unpack_header.sh (see conda_unpack_header).
+_UNPACK_HEADER = conda_unpack_header()
 
 
 def _portable_unpack_script(data):
