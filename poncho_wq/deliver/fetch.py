@@ -92,7 +92,7 @@ _FETCH_CORE = (
     "elif [ -z $G ];then n 4 'no curl, wget or busybox wget here to download it';"
     "else { g 2>$t.e||echo $? >$t.x;}|tee $t|$H >$t.h;read -r a b <$t.h;z=$(($(wc -c <$t)));"
     "if [ $z = $s ]&&[ \"$a\" = $h ];then mv -f $t \"$c\";"
-    "elif [ -f $t.x ];then read -r x <$t.x;e=3;case $x in 22|8)e=2;;28|124)set -- \"at most $T s\";;esac;"
+    "elif [ -f $t.x ];then read -r x <$t.x;e=3;case $x in 22|8)e=2;;28|124)set -- \"at most $T s\";;63)set -- \"over the $s bytes published\";;esac;"
     "n $e \"${1:+$1: }$(tail -c 200 $t.e|tr -c ' -~' ' ') (exit $x, $z of $s bytes, not kept)\";"
     "elif [ $z != $s ];then n 3 \"$z bytes, not the $s published (cut short?), not kept\";"
     "else n 3 \"sha256 $a, not the published $h, not kept\";fi;fi;rm -f $t $t.e $t.x $t.h;"
