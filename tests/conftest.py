@@ -10,7 +10,8 @@ from helpers.wqutil import BINDINGS, Cluster
 
 # The fast subset for the inner loop is `bash dev/test.sh -m "not e2e"` (unit-level, under a minute). These
 # modules start real workers, build whole environments or run long process scenarios: marked e2e here, in one place,
-# so a new slow module is added to one list instead of each file carrying its own marker.
+# so a new slow module is added to one list instead of each file carrying its own marker. Named by basename, whatever
+# the folder (tests/<stage>/ mirrors the package; basenames are unique under tests/, see docs/development.md).
 E2E_MODULES = frozenset({
     "test_task_e2e", "test_examples", "test_parsl", "test_interop_pythontask", "test_interop_tarballs",
     "test_shim_concurrency", "test_shim_security", "test_build_current", "test_build_current_conda",

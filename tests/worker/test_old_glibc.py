@@ -22,10 +22,10 @@ import warnings
 
 import pytest
 
+from helpers.paths import REPO as TOP
 from poncho_wq.engines import create
 from poncho_wq.shim import shim_path
 
-TOP = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ROOT_GLIBC = "2.31"
 TARGET = "manylinux_2_31_x86_64"
 

@@ -11,6 +11,7 @@ import tarfile
 import pytest
 
 from helpers.cli import run_cli, run_ok, script
+from helpers.paths import REPO
 from helpers.venvs import child_venv
 from poncho_wq import Environment, analyze
 from poncho_wq.errors import BuildError, InputMissing, SpecError
@@ -452,7 +453,7 @@ def test_klio_job_and_files_on_taskvine(tmp_path, venv):
 def test_the_project_example_runs(tmp_path, venv):
     import subprocess
 
-    examples = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "examples")
+    examples = os.path.join(REPO, "examples")
     env = dict(os.environ, PONCHO_WQ_CACHE=str(tmp_path / "cache"), PONCHO_WQ_SOURCE="index")
     before = _listing(os.path.join(examples, "project_job"))
     r = subprocess.run([venv, os.path.join(examples, "project_tasks.py"), "--tasks", "3"], env=env, cwd=examples,

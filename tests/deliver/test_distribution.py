@@ -18,6 +18,7 @@ import time
 
 import pytest
 
+from helpers.paths import HELPERS
 from helpers.wqutil import start_worker_process, worker_binary
 from poncho_wq.errors import BuildError, PonchoError, SpecError
 from poncho_wq.deliver.publish import Distribution, distribution, publish, serve
@@ -378,7 +379,7 @@ def test_plan_publishes_and_names_per_mode(tmp_path):
 
 
 # -- integrity of fetched environments, on real workers of both bindings (issue 29) ------------------------------
-HOSTILE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "helpers", "hostile_server.py")
+HOSTILE = os.path.join(HELPERS, "hostile_server.py")
 
 
 def _hostile_server(tmp_path, pub, mode):

@@ -12,10 +12,9 @@ import sys
 
 import pytest
 
+from helpers.paths import REPO as TOP
 from poncho_wq.errors import SpecError
 from poncho_wq.target import floor_problem, parse_target
-
-TOP = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 # --- parsing ---------------------------------------------------------------------------------------------------

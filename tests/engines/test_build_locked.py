@@ -23,8 +23,8 @@ import threading
 import pytest
 
 from helpers.cli import run_ok as _run
+from helpers.paths import REPO
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MANAGER = os.path.join(REPO, "tests", "e2e", "locked_manager.py")
 #: The issue's manager, plus the numpy and tzdata pandas 2.1.4 needs (pinned too: the lock is about all of them).
 STACK = {"pandas": "2.1.4", "python-dateutil": "2.8.2", "pytz": "2023.3", "six": "1.16.0", "numpy": "1.26.4",
