@@ -309,10 +309,10 @@ def test_clients_hanging_up_mid_download_do_not_block_the_local_server(tmp_path)
 
 
 # -- end to end on real workers (both bindings): odd URLs and paths through Work Queue itself ----------------------
-import test_distribution  # noqa: E402  (its project and expected results)
+import test_delivery  # noqa: E402  (its project and expected results)
 
-_expected = test_distribution._expected
-project = test_distribution.project  # the fixture, under its own name
+_expected = test_delivery._expected
+project = test_delivery.project  # the fixture, under its own name
 
 
 @pytest.mark.e2e
