@@ -6,7 +6,8 @@ is an error naming it; ``poncho_wq inspect`` / ``diff`` on the real tarballs.
 
 The venv is made from PyPI (pandas 2.1.4, python-dateutil 2.8.2, pytz 2023.3, six 1.16.0, numpy 1.26.4, tzdata
 2023.3: the issue's manager), with poncho_wq installed editable without its dependencies plus the few packages a
-build imports, as tests/test_build_current.py does. Before the lock, such a manager's job got python-dateutil 4.x,
+build imports, as tests/engines/test_build_current.py does. Before the lock, such a manager's job got python-dateutil
+4.x,
 a newer pytz and tzdata and no six from the index, or another engine when a 3-second probe timed out.
 """
 
