@@ -20,7 +20,7 @@ PYTHON=${PYTHON:-python3}
 venv="$top/.venv"
 
 apt_want="coop-computing-tools python3-workqueue pigz busybox dash git tar gzip python3-yaml curl python3-venv"
-# debootstrap: the Debian 11 root of tests/test_old_glibc.py; the rest: ../shared/tools/build-cctools' compiler
+# debootstrap: the Debian 11 root of tests/worker/test_old_glibc.py; the rest: ../shared/tools/build-cctools' compiler
 # (installed here, with the others, so that the CCTools build itself never needs root).
 [ "$purpose" = test ] && apt_want="$apt_want debootstrap build-essential swig m4 zlib1g-dev libssl-dev"
 need=""

@@ -19,7 +19,8 @@ if [ -x "$top/../shared/tools/build-cctools" ]; then
 else
   echo "dev/test.sh: ../shared/tools/build-cctools not found: the TaskVine / ndcctools tests will fail" >&2
 fi
-# The Debian 11 root of tests/test_old_glibc.py (debootstrap + a CPython compiled inside: minutes, once, cached in
+# The Debian 11 root of tests/worker/test_old_glibc.py (debootstrap + a CPython compiled inside: minutes, once, cached
+# in
 # ~/.cache/poncho_wq-dev) starts building now, beside the suite, instead of in the middle of it; the test waits for
 # it under the script's lock. Its output goes to a log the test's own run of the script repeats on failure.
 case " $* " in *"not e2e"*) PONCHO_NO_BACKGROUND_ROOT=1 ;; esac  # the fast subset does not use it

@@ -10,7 +10,8 @@ from helpers.wqutil import BINDINGS, Cluster
 
 # The fast subset for the inner loop is `bash dev/test.sh -m "not e2e"` (unit-level, under a minute). These
 # modules start real workers, build whole environments or run long process scenarios: marked e2e here, in one place,
-# so a new slow module is added to one list instead of each file carrying its own marker.
+# so a new slow module is added to one list instead of each file carrying its own marker. Named by basename, whatever
+# the folder (tests/<stage>/ mirrors the package; basenames are unique under tests/, see docs/development.md).
 E2E_MODULES = frozenset({
     "test_task_e2e", "test_examples", "test_parsl", "test_interop_pythontask", "test_interop_tarballs",
     "test_shim_concurrency", "test_shim_security", "test_build_current", "test_build_current_conda",
@@ -18,7 +19,7 @@ E2E_MODULES = frozenset({
     "test_create_cli", "test_bytecode", "test_taskvine_clients", "test_taskvine_upstream", "test_build_speed",
     "test_progress", "test_floor", "test_package_data",
     "test_layers_e2e", "test_shim_layers", "test_taskvine_layers",
-    "test_old_glibc", "test_unpack_speed", "test_shim_shared_fs", "test_target_review", "test_exit", "test_interrupts",
+    "test_old_glibc", "test_unpack_speed", "test_shim_shared_fs", "test_exit", "test_interrupts",
     "test_build_locked", "test_waiting_e2e", "test_docs_e2e",
 })
 

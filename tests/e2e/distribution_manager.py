@@ -1,4 +1,4 @@
-"""A real manager script for tests/test_distribution.py: submits PonchoTasks under the distribution the settings
+"""A real manager script for tests/deliver/test_delivery.py: submits PonchoTasks under the distribution the settings
 (PONCHO_WQ_DISTRIBUTION, PONCHO_WQ_PUBLISH_DIR, PONCHO_WQ_PUBLISH_URL) choose and writes their results as JSON.
 
     python distribution_manager.py --port-file F --out R --tasks N --command 'python3 job.py {i}'

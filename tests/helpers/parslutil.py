@@ -1,4 +1,5 @@
-"""Helpers of the interop tests (tests/test_parsl.py, tests/test_interop_*.py) and the Parsl driver script.
+"""Helpers of the interop tests (tests/bindings/test_parsl.py, tests/bindings/test_interop_*.py) and the Parsl driver
+script.
 
 Parsl is imported in its own process (it forks submit/collector processes and keeps global DFK state), with the
 PATH the caller chose: both executors look up ``python_package_*`` / ``poncho_package_*`` with ``shutil.which`` when

@@ -86,6 +86,41 @@ def make_prefix(parent, name="prefix", *, python=True, random_mb=0, prefix_text_
     return prefix
 
 
+
+#: The floors (poncho/floor) of the tarballs ``floor_tarballs`` makes, by name (None: the machine's own).
+FLOORS = {
+    "a": None, "b": None,
+    "foreign": "machine=aarch64\n",
+    "long": "# x\n" * 1000 + "machine=aarch64\n",
+    "bigglibc": "libc=glibc\nglibc=99999999999999999999.1\n",
+    "hostile": "machine=$(touch {0}/dollar)`touch {0}/tick`;touch {0}/semi\n",
+}
+
+
+def floor_tarballs(d, names):
+    """Real poncho_wq tarballs (poncho/floor first, packed by poncho_wq's packer) of one small prefix under *d*, one
+    per name of *names* (FLOORS: "a", "b" same content, other names; "foreign" machine=aarch64; "long" 1,000 lines
+    before machine=aarch64; "bigglibc" a 20-digit field; "hostile" shell syntax in its values, touching files in
+    *d* if evaluated); plus "plain": conda-pack's own tarball of it, with bin/run_in_env, "prefix" and "dir"."""
+    from poncho_wq.archive.floor import FLOOR_MEMBER, write_floor
+    from poncho_wq.archive.pack import pack_prefix
+
+    prefix = make_prefix(d, run_in_env=True)
+    out = {"prefix": prefix}
+    for i, (name, floor) in enumerate(FLOORS.items()):
+        if name not in names:
+            continue
+        write_floor(prefix)
+        if floor is not None:
+            with open(os.path.join(prefix, FLOOR_MEMBER), "w") as f:
+                f.write(floor.format(d))
+        out[name] = str(d / "env-{:032x}.tar.gz".format(i + 1))
+        pack_prefix(prefix, out[name], n_threads=1)
+    write_floor(prefix)
+    out["plain"] = pack(prefix, d / "plain.tar.gz")
+    out["dir"] = str(d)
+    return out
+
 def _write(prefix, rel, text, mode=0o644):
     path = os.path.join(prefix, rel)
     os.makedirs(os.path.dirname(path), exist_ok=True)

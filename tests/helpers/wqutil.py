@@ -42,7 +42,7 @@ def manager_env(binding, cache_dir, extra=None):
     env = dict(os.environ)
     env["PONCHO_WQ_BINDING"] = binding
     env["PONCHO_WQ_CACHE"] = cache_dir
-    env["PONCHO_WQ_SOURCE"] = "index"  # tests/test_environment.py covers the automatic choice
+    env["PONCHO_WQ_SOURCE"] = "index"  # tests/assemble/test_environment.py covers the automatic choice
     env["PYTHONUNBUFFERED"] = "1"
     if extra:
         env.update(extra)

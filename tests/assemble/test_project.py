@@ -1,7 +1,13 @@
 """Jobs as projects and requirements files (issue 18): ``Environment.from_project`` / ``--from-project`` (a
 Klio-style setup.py job and a PEP 621 package, built here as real wheels), ``Environment.from_requirements``, bad
 input in one line with its exit code and nothing partial left, the analysis taking a project as a hint, and each
-entry point running as PonchoTasks on real workers with a scrubbed PATH, reading its data."""
+entry point running as PonchoTasks on real workers with a scrubbed PATH, reading its data.
+
+The sections marked "review of issue 18" hold the regressions of a careless-or-hostile-user review (each failed
+before its fix): projects whose cache lies inside them, whose package data is a link to a shared file, whose setup.py
+only *mentions* apt-get, extras that do not exist; requirements with credentials in URLs or a missing ``-r``; the
+analysis hint without ``tomllib``, with a malformed pyproject.toml, and a project edited between two tasks of one
+process. The review's ``files=`` cases are in tests/deliver/test_task_files.py."""
 
 import json
 import os
@@ -11,6 +17,7 @@ import tarfile
 import pytest
 
 from helpers.cli import run_cli, run_ok, script
+from helpers.paths import REPO
 from helpers.venvs import child_venv
 from poncho_wq import Environment, analyze
 from poncho_wq.errors import BuildError, InputMissing, SpecError
@@ -287,6 +294,170 @@ def test_not_a_project(tmp_path):
     assert r.returncode == 1 and "package index" in r.stderr
 
 
+# --------------------------------- bad projects a careless user makes (review of issue 18: each failed before its fix)
+
+def test_os_install_check_reads_code_not_prose(tmp_path):
+    from poncho_wq.assemble.project import check_os_installs
+
+    (tmp_path / "setup.py").write_text(
+        '"""Build notes: on Debian run apt-get install libfoo-dev first."""\n'
+        "from setuptools import setup\n"
+        "setup(name='x', version='1', description='helpers for apt-get users',\n"
+        "      long_description='pip or apt install, then run')\n")
+    (tmp_path / "setup.cfg").write_text("[metadata]\ndescription = wraps apt-get\n")
+    check_os_installs(str(tmp_path))  # prose, a docstring and a declarative setup.cfg are not steps
+    (tmp_path / "setup.py").write_text("import os\nfrom setuptools import setup\n"
+                                       "os.system('sudo apt-get install -y libjpeg62')  # step #1\n")
+    with pytest.raises(SpecError) as e:
+        check_os_installs(str(tmp_path))
+    assert "line 3" in str(e.value) and "apt-get" in str(e.value)
+    (tmp_path / "setup.py").write_text("import subprocess\nsubprocess.check_call(['yum', '-y', 'install', 'gcc'])\n")
+    with pytest.raises(SpecError):
+        check_os_installs(str(tmp_path))
+
+
+def test_build_requires_that_is_not_a_list_is_one_line(tmp_path):
+    from poncho_wq.assemble.project import missing_build_requirements
+
+    (tmp_path / "pyproject.toml").write_text('[build-system]\nrequires = "setuptools"\n')
+    with pytest.raises(SpecError) as e:
+        missing_build_requirements(str(tmp_path))  # was ['s', 'e', 't', 'u', ...]: a build isolation for nothing
+    assert "not a list of strings" in str(e.value)
+
+
+def test_a_console_script_named_like_the_interpreter_is_refused(tmp_path):
+    """A ``python3`` wrapper (``#!/usr/bin/env python3``) first on PATH would exec itself forever."""
+    from poncho_wq.assemble.project import Project, bin_members
+
+    def project(*names):
+        return Project(source="/jobs/p", name="p", version="1", wheel="", requires=(), lib=(), data=(),
+                       bin=tuple(("/c/bin/" + n, n) for n in names))
+
+    assert bin_members(project("pepjob-hello", "python-tool")) == (("bin/pepjob-hello", "/c/bin/pepjob-hello"),
+                                                                  ("bin/python-tool", "/c/bin/python-tool"))
+    for name in ("python3", "python", "python3.11", "run_in_env"):
+        with pytest.raises(SpecError) as e:
+            bin_members(project("ok", name))
+        assert repr(name) in str(e.value) and "shadow" in str(e.value)
+
+
+def test_an_extra_that_does_not_exist_is_refused():
+    from poncho_wq.assemble.project import Project
+
+    p = Project(source="/jobs/pep", name="pep", version="1", wheel="/c/pep.whl",
+                requires=("humanize>=4", 'attrs; extra == "fmt"'), lib=(), data=(), bin=(), extras=("fmt",))
+    assert p.dependencies(["fmt"]) == ["humanize>=4", "attrs"]
+    with pytest.raises(SpecError) as e:
+        p.dependencies(["fnt"])
+    assert "no extra 'fnt'" in str(e.value) and "its extras: fmt" in str(e.value)
+
+
+def test_project_sources_skip_the_cache_inside_and_venvs_follow_outside_links(tmp_path):
+    from poncho_wq.assemble.project import _source_files, _tree_digest
+
+    shared, project = tmp_path / "shared", tmp_path / "job"
+    (project / "pkg").mkdir(parents=True)
+    shared.mkdir()
+    (shared / "model.json").write_text("{}")
+    (project / "setup.py").write_text("")
+    (project / "pkg" / "__init__.py").write_text("")
+    os.symlink("../../shared/model.json", str(project / "pkg" / "model.json"))
+    os.symlink("..", str(project / "pkg" / "loop"))
+    (project / ".cache" / "projects").mkdir(parents=True)
+    (project / ".cache" / "projects" / "x").write_text("a build")
+    (project / "venv" / "lib").mkdir(parents=True)
+    (project / "venv" / "pyvenv.cfg").write_text("home = /usr\n")
+    (project / "venv" / "lib" / "big.py").write_text("")
+    for junk in ("build/lib/pkg/__init__.py", ".git/objects/ab", "dist/job-1.tar.gz", "job.egg-info/PKG-INFO"):
+        (project / junk).parent.mkdir(parents=True, exist_ok=True)
+        (project / junk).write_text("build output or VCS: neither copied nor hashed")
+    dirs, files = _source_files(str(project), skip=[str(project / ".cache")])
+    assert [rel for rel, _ in files] == ["setup.py", "pkg/__init__.py", "pkg/model.json"]
+    assert dirs == ["pkg"]
+    before = _tree_digest(str(project), skip=[str(project / ".cache")])
+    (project / ".cache" / "projects" / "y").write_text("another build")
+    assert _tree_digest(str(project), skip=[str(project / ".cache")]) == before
+    (shared / "model.json").write_text('{"v": 2}')
+    assert _tree_digest(str(project), skip=[str(project / ".cache")]) != before  # the linked file's edit counts
+
+
+@pytest.mark.e2e
+def test_a_project_holding_its_cache_and_linking_shared_data_builds(tmp_path, monkeypatch):
+    """Before: the scratch copy recursed into the cache inside the project until 'File name too long', and the
+    package data linked from outside the project dangled in the copy, so the wheel silently lacked it."""
+    from poncho_wq.assemble.project import build_project
+
+    python = _venv(tmp_path)
+    shared, project = tmp_path / "shared", tmp_path / "job"
+    (project / "pkg").mkdir(parents=True)
+    shared.mkdir()
+    (shared / "model.json").write_text('{"v": 1}')
+    (project / "setup.py").write_text("from setuptools import setup\nsetup(name='linkjob', version='1', "
+                                      "packages=['pkg'], package_data={'pkg': ['*.json']},\n"
+                                      "      extras_require={'fmt': ['attrs']})\n")
+    (project / "pkg" / "__init__.py").write_text("")
+    os.symlink("../../shared/model.json", str(project / "pkg" / "model.json"))
+    for k, v in {"PIP_NO_INDEX": "1", "PIP_INDEX_URL": "http://127.0.0.1:9/simple"}.items():  # offline
+        monkeypatch.setenv(k, v)
+    monkeypatch.chdir(project)
+    p = build_project(".", python=python, cache_dir=".cache")
+    data = dict((arc, src) for src, arc in p.lib)
+    assert open(data["pkg/model.json"]).read() == '{"v": 1}'
+    assert p.extras == ("fmt",) and p.dependencies(["fmt"]) == ["attrs"]
+    assert build_project(".", python=python, cache_dir=".cache").wheel == p.wheel  # the cache is not in the key
+    (shared / "model.json").write_text('{"v": 2}')
+    q = build_project(".", python=python, cache_dir=".cache")
+    assert q.wheel != p.wheel and open(dict((a, s) for s, a in q.lib)["pkg/model.json"]).read() == '{"v": 2}'
+
+
+@pytest.mark.e2e
+def test_a_project_module_edited_after_from_project_is_named_as_such(tmp_path, monkeypatch):
+    """Run from the job directory (``python3 run.py``), the command's analysis reaches the live transforms.py and
+    the wheel holds the built one: after an edit the message said 'rename one of the modules'."""
+    from test_project import klio_project
+
+    from poncho_wq import Environment
+    from poncho_wq.task import task_layers
+
+    project = klio_project(tmp_path / "job")
+    monkeypatch.chdir(project)
+    monkeypatch.setenv("PONCHO_WQ_CACHE", str(tmp_path / "cache"))
+    env = Environment.from_project(".", python=_venv(tmp_path))
+    layer, _scripts = task_layers(env, "python3 run.py 1")  # unchanged: the same bytes twice are fine
+    assert ("lib/transforms.py", str(project / "transforms.py")) in layer.members
+    (project / "transforms.py").write_text("def double(x):\n    return x * 2\n")
+    with pytest.raises(SpecError) as e:
+        task_layers(env, "python3 run.py 1")
+    assert "lib/transforms.py" in str(e.value) and "call Environment.from_project again" in str(e.value)
+    assert "rename" not in str(e.value)
+    fresh = Environment.from_project(".", python=_venv(tmp_path))
+    assert task_layers(fresh, "python3 run.py 1")[0] is not None
+
+
+@pytest.mark.e2e
+def test_a_failed_build_that_only_mentions_apt_get_keeps_its_cause(tmp_path):
+    from poncho_wq.assemble.project import build_project
+
+    project = tmp_path / "pg"
+    project.mkdir()
+    (project / "setup.py").write_text(
+        "import sys\nprint('hint: on Debian, apt-get install libpq-dev', file=sys.stderr)\n"
+        "raise SystemExit('error: pg_config executable not found')\n")
+    with pytest.raises(BuildError) as e:
+        build_project(str(project), python=_venv(tmp_path), cache_dir=str(tmp_path / "cache"))
+    msg = str(e.value)
+    assert "pg_config executable not found" in msg and "mentions apt-get" in msg and "\n" not in msg, msg
+
+
+def _venv(tmp_path):
+    """This interpreter plus ``wheel`` (a venv shared by the module's build tests, made once)."""
+    root = os.path.join(os.path.dirname(str(tmp_path)), "review-venv")
+    python = os.path.join(root, "bin", "python")
+    if not os.path.exists(python):
+        child_venv(root)
+    return python
+
+
 # ---------------------------------------------------------------------------------------------- requirements
 
 
@@ -302,6 +473,51 @@ def test_from_requirements_api_includes_and_markers(tmp_path):
     assert "requirements.txt:1" in str(e.value) and "PIP_INDEX_URL" in str(e.value) and "\n" not in str(e.value)
     with pytest.raises(InputMissing):
         Environment.from_requirements(tmp_path / "nope.txt")
+
+
+# ----------------------------------------------------------------------------------- requirements (review of issue 18)
+@pytest.mark.parametrize("line", ["pkg @ https://user:s3cret@example.org/pkg-1.0-py3-none-any.whl",
+                                  "pkg @ https://${TOKEN}@example.org/pkg-1.0-py3-none-any.whl",
+                                  "pkg @ git+https://user:s3cret@example.org/pkg.git"])
+def test_credentials_in_urls_are_refused_and_not_echoed(tmp_path, monkeypatch, line):
+    from poncho_wq.requirements import read_requirements
+
+    monkeypatch.setenv("TOKEN", "s3cret")
+    (tmp_path / "r.txt").write_text("attrs\n" + line + "\n")
+    with pytest.raises(SpecError) as e:
+        read_requirements(str(tmp_path / "r.txt"))
+    assert "r.txt:2" in str(e.value) and "netrc" in str(e.value) and "s3cret" not in str(e.value)
+    (tmp_path / "r.txt").write_text("pkg @ git+ssh://git@example.org/pkg.git\n")  # a login name, no secret
+    (kept,) = read_requirements(str(tmp_path / "r.txt"))[0]
+    assert kept.endswith("git+ssh://git@example.org/pkg.git")
+
+
+def test_an_index_option_in_an_included_file_is_refused_naming_that_file(tmp_path):
+    from poncho_wq.requirements import read_requirements
+
+    (tmp_path / "base.txt").write_text("six\n--extra-index-url https://example.org/simple\n")
+    (tmp_path / "r.txt").write_text("-r base.txt\nattrs\n")
+    with pytest.raises(SpecError) as e:
+        read_requirements(str(tmp_path / "r.txt"))
+    assert "base.txt:2" in str(e.value) and "PIP_INDEX_URL" in str(e.value)
+    (tmp_path / "base.txt").write_text("six\n-r r.txt\n")  # an include loop is read once, as pip does
+    assert read_requirements(str(tmp_path / "r.txt"))[0] == ["six", "attrs"]
+
+
+def test_a_requirements_file_with_a_byte_order_mark(tmp_path):
+    from poncho_wq.requirements import read_requirements
+
+    (tmp_path / "r.txt").write_bytes(b"\xef\xbb\xbfattrs>=21\r\nsix\r\n")  # saved by a Windows editor; pip reads it
+    assert read_requirements(str(tmp_path / "r.txt"))[0] == ["attrs>=21", "six"]
+
+
+def test_a_missing_include_names_the_line_that_includes_it(tmp_path):
+    from poncho_wq.requirements import read_requirements
+
+    (tmp_path / "r.txt").write_text("attrs\n-r sub/base.txt\n")
+    with pytest.raises(InputMissing) as e:
+        read_requirements(str(tmp_path / "r.txt"))
+    assert "r.txt:2" in str(e.value) and "sub/base.txt" in str(e.value) and "fix the path" in str(e.value)
 
 
 # --------------------------------------------------------------------------------------- analysis hint
@@ -342,6 +558,62 @@ def test_a_project_constrains_the_analyzed_versions(tmp_path):
     (repo / "jobs" / "setup.cfg").write_text("[options]\ninstall_requires =\n    attrs<1\n    humanize\n")
     e = analyze([str(repo / "jobs" / "job.py")], use_cache=False)
     assert "attrs<1" in list(e.direct_spec.pip)
+
+
+# ---------------------------------------------------------------------------------- analysis hint (review of issue 18)
+def _hint_job(tmp_path, pyproject):
+    job = tmp_path / "job"
+    job.mkdir()
+    (job / "pyproject.toml").write_text(pyproject)
+    (job / "job.py").write_text("import attr\n")
+    return job
+
+
+@pytest.mark.parametrize("pyproject", ['project = "x"\n', '[project]\nname = "j"\ndependencies = "attrs<1"\n',
+                                       '[project]\nname = "j"\ndynamic = ["dependencies"]\n', "not [toml\n"])
+def test_a_malformed_or_dynamic_pyproject_is_no_hint_and_no_crash(tmp_path, pyproject):
+    import importlib.metadata
+
+    from poncho_wq import analyze
+
+    job = _hint_job(tmp_path, pyproject)
+    a = analyze([str(job / "job.py")], use_cache=False)
+    assert "attrs=={}".format(importlib.metadata.version("attrs")) in list(a.spec.pip)
+
+
+def test_a_setup_py_computing_its_requirements_is_not_run(tmp_path):
+    from poncho_wq.analysis.analyzer import declared_dependencies
+
+    (tmp_path / "setup.py").write_text("open('RAN', 'w').close()\nfrom setuptools import setup\n"
+                                       "setup(name='j', install_requires=open('requirements.txt').read().split())\n")
+    assert declared_dependencies(str(tmp_path)) == [] and not (tmp_path / "RAN").exists()
+
+
+def test_the_hint_without_tomllib(tmp_path, monkeypatch):
+    """Python 3.9 and 3.10 (setup.cfg: python_requires >= 3.9) have no tomllib: the analysis of any script next to
+    a pyproject.toml raised ImportError."""
+    from poncho_wq import analyze
+
+    job = _hint_job(tmp_path, '[project]\nname = "j"\nversion = "1"\ndependencies = ["attrs<1"]\n')
+    monkeypatch.setitem(sys.modules, "tomllib", None)
+    monkeypatch.setitem(sys.modules, "tomli", None)
+    a = analyze([str(job / "job.py")], use_cache=False)
+    assert "attrs<1" in list(a.direct_spec.pip)  # read by the TOML reader pip vendors
+
+
+def test_an_edited_project_reaches_the_next_task_of_the_process(tmp_path):
+    """Environment.from_script is memoized on the files its result depends on: the project's too."""
+    import importlib.metadata
+
+    from poncho_wq import Environment
+
+    job = _hint_job(tmp_path, '[project]\nname = "j"\nversion = "1"\ndependencies = ["attrs<1"]\n')
+    # source="index": the spec the hint changes (the lock of auto/current keeps what is installed, issue 24)
+    first = Environment.from_script(str(job / "job.py"), source="index")
+    assert "attrs<1" in list(first.spec.pip)
+    (job / "pyproject.toml").write_text('[project]\nname = "j"\nversion = "1"\ndependencies = []\n')
+    second = Environment.from_script(str(job / "job.py"), source="index")
+    assert "attrs=={}".format(importlib.metadata.version("attrs")) in list(second.spec.pip)
 
 
 # ----------------------------------------------------------------------------------------- on real workers
@@ -452,7 +724,7 @@ def test_klio_job_and_files_on_taskvine(tmp_path, venv):
 def test_the_project_example_runs(tmp_path, venv):
     import subprocess
 
-    examples = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "examples")
+    examples = os.path.join(REPO, "examples")
     env = dict(os.environ, PONCHO_WQ_CACHE=str(tmp_path / "cache"), PONCHO_WQ_SOURCE="index")
     before = _listing(os.path.join(examples, "project_job"))
     r = subprocess.run([venv, os.path.join(examples, "project_tasks.py"), "--tasks", "3"], env=env, cwd=examples,

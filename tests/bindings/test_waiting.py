@@ -1,7 +1,7 @@
 """A manager that waits says why (issue 25): tasks waiting and no worker connected for PONCHO_WQ_NO_WORKER_NOTICE
 seconds give one warning on the ``poncho_wq`` logger with the queue's real port and the worker command of the
 binding in use; the usual logging configuration silences it. Real queues of Debian's work_queue,
-ndcctools.work_queue and TaskVine, no worker (the cases with a worker are tests/test_waiting_e2e.py)."""
+ndcctools.work_queue and TaskVine, no worker (the cases with a worker are tests/bindings/test_waiting_e2e.py)."""
 
 import os
 import re

@@ -325,7 +325,7 @@ def test_python_m_poncho_wq_analyze(tmp_path, installed, env):
 def test_manager_only_modules_are_left_out_as_by_the_api(tmp_path, installed, env):
     """Issue 24: the CLI listed poncho_wq's own dependencies (conda-pack, py-rattler, ...) for a manager script
     importing poncho_wq; the API left them out. Both share one analysis now. (This test used poncho_wq, installed
-    editable, to show editable distributions travelling as code: tests/test_build_current.py covers that with a
+    editable, to show editable distributions travelling as code: tests/engines/test_build_current.py covers that with a
     real editable project.)"""
     write(tmp_path, {"job.py": "import poncho_wq.spec\nimport work_queue\nimport ndcctools.taskvine\nimport yaml\n"})
     spec, err = analyze("--local-files", tmp_path / "job.py", env=env)

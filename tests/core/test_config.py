@@ -6,10 +6,10 @@ import re
 
 import pytest
 
+from helpers.paths import REPO as ROOT
 from poncho_wq.config import SETTINGS, Settings, settings_markdown
 from poncho_wq.errors import SpecError
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SETTINGS_MD = os.path.join(ROOT, "docs", "settings.md")
 
 

@@ -1,6 +1,10 @@
 """Explicit task files (issue 18): ``PonchoTask(..., files=[...])`` ships data the code reads by path, under its
 relative name in the sandbox; bad entries fail in one line before anything is built; and on real workers the job
-reads them (and an edited file travels: each is attached as a content-named copy)."""
+reads them (and an edited file travels: each is attached as a content-named copy).
+
+The last section holds the regressions of the review of issue 18 (each failed before its fix): names poncho_wq uses
+itself, names that are a file and a directory at once, symbolic link loops, empty directories, non-UTF-8 names, a
+file gone between resolve and attach."""
 
 import json
 import os
@@ -218,3 +222,155 @@ def test_a_source_file_name_too_long_for_the_worker_cache_is_refused(tree):
         sandbox_inputs(resolve_files([(str(long), "model.h5")]))
     assert "too long for the workers' caches" in str(e.value)
     assert sandbox_inputs(resolve_files([("model.h5", "a b/c-d_e.h5")]))  # blanks and punctuation are fine
+
+
+# ---------------------- bad entries a careless or hostile user passes (review of issue 18: each failed before its fix)
+
+@pytest.fixture
+def small_tree(tmp_path, monkeypatch):
+    (tmp_path / "data" / "sub").mkdir(parents=True)
+    (tmp_path / "data" / "a.csv").write_text("a\n")
+    (tmp_path / "cfg.yaml").write_text("x: 1\n")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("PONCHO_WQ_CACHE", str(tmp_path / "cache"))
+    return tmp_path
+
+
+
+
+@pytest.mark.parametrize("name", ["poncho_package_run", "env-0123456789abcdef.tar.gz", "code-" + "a" * 32 + ".tar.gz"])
+def test_files_may_not_take_the_names_poncho_wq_attaches(small_tree, name):
+    """Work Queue keeps the first input of a name (the shim, the environment) and drops the user's with a line on
+    stderr only: the task would run without the file."""
+    with pytest.raises(SpecError) as e:
+        resolve_files([("cfg.yaml", name)])
+    assert name in str(e.value) and "another name" in str(e.value)
+    assert resolve_files([("cfg.yaml", "sub/" + name)])  # below the top it is only a name
+
+
+def test_a_name_that_is_a_file_and_a_directory_is_refused(small_tree):
+    with pytest.raises(SpecError) as e:
+        resolve_files([("cfg.yaml", "data"), "data"])
+    assert "data would be a file" in str(e.value) and "data/a.csv" in str(e.value)
+    # against a command script's directory too (the scripts are attached by the task itself)
+    (small_tree / "jobs").mkdir()
+    (small_tree / "jobs" / "run.py").write_text("print(1)\n")
+    with pytest.raises(SpecError):
+        sandbox_inputs(resolve_files([("cfg.yaml", "jobs")]), scripts=[(str(small_tree / "jobs" / "run.py"), "jobs/run.py")])
+
+
+def test_a_symbolic_link_loop_in_a_directory_is_refused_not_walked_forty_deep(small_tree):
+    os.symlink("..", str(small_tree / "data" / "sub" / "up"))
+    with pytest.raises(SpecError) as e:
+        resolve_files(["data"])
+    assert "data/sub/up is a symbolic link" in str(e.value) and "loop" in str(e.value)
+    os.unlink(str(small_tree / "data" / "sub" / "up"))
+    elsewhere = small_tree / "elsewhere"
+    (elsewhere / "d").mkdir(parents=True)
+    (elsewhere / "d" / "w.bin").write_text("w")
+    os.symlink(str(elsewhere / "d"), str(small_tree / "data" / "weights"))  # a link to a data set elsewhere still ships
+    assert [a for _s, a in resolve_files(["data"])] == ["data/a.csv", "data/weights/w.bin"]
+
+
+def test_an_empty_directory_is_refused_rather_than_shipping_nothing(small_tree):
+    (small_tree / "out").mkdir()
+    (small_tree / "out" / "__pycache__").mkdir()
+    with pytest.raises(SpecError) as e:
+        resolve_files(["out"])
+    assert "holds no file to ship" in str(e.value)
+
+
+def test_the_current_directory_itself_gets_a_true_message(small_tree):
+    with pytest.raises(SpecError) as e:
+        resolve_files(["."])
+    assert "is the current directory itself" in str(e.value) and "outside" not in str(e.value)
+
+
+def test_a_dict_is_refused_instead_of_dropping_its_names(small_tree):
+    with pytest.raises(SpecError) as e:
+        resolve_files({"cfg.yaml": "conf/cfg.yaml"})
+    assert "a dict is not valid" in str(e.value) and "('cfg.yaml', 'conf/cfg.yaml')" in str(e.value)
+
+
+def test_non_utf8_names_are_refused_before_anything_is_built(small_tree):
+    """The bindings take C strings: specify_input_file / add_input raised a TypeError after the build."""
+    name = os.fsdecode(b"caf\xe9.txt")
+    with open(os.fsencode(str(small_tree)) + b"/caf\xe9.txt", "w") as f:
+        f.write("x")
+    for files in ([name], [(name, "cafe.txt")], [("cfg.yaml", name)]):
+        with pytest.raises(SpecError) as e:
+            resolve_files(files)
+        assert "not a UTF-8 name" in str(e.value)
+
+
+def test_unreadable_files_and_directories_are_input_missing_before_anything_is_built():
+    """Run as a user who cannot read them (root reads everything: the check then runs in a child as nobody)."""
+    import shutil
+    import tempfile
+
+    top = tempfile.mkdtemp(prefix="poncho-unreadable-")
+    try:
+        os.chmod(top, 0o755)
+        os.makedirs(os.path.join(top, "data", "locked"))
+        for rel in ("data/a.csv", "data/locked/b.csv", "secret.csv"):
+            with open(os.path.join(top, rel), "w") as f:
+                f.write("x\n")
+        os.chmod(os.path.join(top, "data"), 0o755)
+        os.chmod(os.path.join(top, "data", "a.csv"), 0o644)
+        os.chmod(os.path.join(top, "data", "locked"), 0o700)
+        os.chmod(os.path.join(top, "secret.csv"), 0o600)
+        r, w = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover - the child reports through the pipe
+            try:
+                os.close(r)
+                if os.geteuid() == 0:
+                    os.setgroups([])
+                    os.setgid(65534)
+                    os.setuid(65534)
+                os.chdir(top)
+                said = []
+                for entry in ("data", "secret.csv"):
+                    try:
+                        resolve_files([entry])
+                        said.append("resolved")
+                    except InputMissing as e:
+                        said.append(str(e))
+                os.write(w, "\n".join(said).encode())
+            finally:
+                os._exit(0)
+        os.close(w)
+        with os.fdopen(r) as f:
+            said = f.read().splitlines()
+        os.waitpid(pid, 0)
+    finally:
+        for d, _dirs, _names in os.walk(top):
+            os.chmod(d, 0o755)
+        shutil.rmtree(top)
+    assert len(said) == 2 and all("cannot read" in line for line in said), said
+    assert "data/locked" in said[0] and "secret.csv" in said[1]
+
+
+def test_a_file_removed_between_resolve_and_attach_is_input_missing(small_tree):
+    resolved = resolve_files(["cfg.yaml"])
+    os.unlink("cfg.yaml")
+    with pytest.raises(InputMissing) as e:
+        sandbox_inputs(resolved)
+    assert "cfg.yaml" in str(e.value) and "submit the task again" in str(e.value)
+
+
+def test_a_project_data_file_named_like_the_shim_is_refused(small_tree):
+    class Env:
+        files = ((str(small_tree / "cfg.yaml"), "poncho_package_run"),)
+
+    with pytest.raises(SpecError):
+        sandbox_inputs((), Env())
+
+
+def test_ponchotask_refuses_a_reserved_name_before_building(small_tree):
+    import poncho_wq
+
+    (small_tree / "job.py").write_text("import six\n")
+    with pytest.raises(SpecError):
+        poncho_wq.PonchoTask("python3 job.py", files=[("cfg.yaml", "poncho_package_run")])
+    assert not (small_tree / "cache").exists()

@@ -24,6 +24,7 @@ from pathlib import Path
 import pytest
 
 from poncho_wq.shim import shim_path
+from helpers.paths import HELPERS
 from helpers.shimutil import (SHELLS, as_user, leftovers, make_prefix, pack, run_shim, second_user, shim_cmd, shim_env,
                       unpack_count)
 
@@ -520,7 +521,7 @@ def test_mkdir_lock_waiting_on_a_lock_without_pid_prints_nothing(tarball, tmp_pa
 
 # --- issue 29: races on shared directories --------------------------------------------------------------------
 
-RACER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "helpers", "racer.py")
+RACER = os.path.join(HELPERS, "racer.py")
 
 
 class Racer:

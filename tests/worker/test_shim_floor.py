@@ -5,7 +5,10 @@ build for it, before anything is unpacked; run_in_env (TaskVine) does the same b
 The tarballs are real poncho_wq archives (poncho_wq.archive.pack.pack_prefix, which writes ``poncho/floor`` first) of a
 small conda prefix holding a real ELF file (a copy of /bin/true), whose floor is computed by poncho_wq.archive.floor and
 then edited for the mismatches: ``machine=aarch64``, ``glibc=9.99``.
-"""
+
+The last section holds the regressions of a hostile review of the worker scripts (each failed before its fix):
+a poncho/floor read whole (quadratic: 64 KiB of short lines took 7 s under dash, 47 s under bash), a 20-digit glibc
+field printing the shell's errors, hostile floor values, a big-endian ppc64 binary called ppc64le."""
 
 import os
 import shutil
@@ -15,7 +18,7 @@ import zlib
 
 import pytest
 
-from helpers.shimutil import make_prefix, pack, run_shim, shim_env
+from helpers.shimutil import floor_tarballs, make_prefix, pack, run_shim, shim_env
 from poncho_wq.archive.floor import FLOOR_MEMBER, floor_text, prefix_floor, write_floor
 from poncho_wq.archive.pack import pack_prefix
 from poncho_wq.worker import shared_code
@@ -240,3 +243,61 @@ def test_floor_text_with_escape_sequences_is_not_printed_raw(tmp_path, shell):
         assert r.returncode == 1, r.stderr
         assert "\x1b" not in r.stderr and "\x07" not in r.stderr, repr(r.stderr)
         assert r.stderr.startswith("prog: env.tar.gz ") and "(unprintable)" in r.stderr, r.stderr
+
+
+# ============================================== review of the worker scripts: floor check (each failed before its fix)
+
+@pytest.fixture(scope="module")
+def envs(tmp_path_factory):
+    """Tarballs of helpers.shimutil.floor_tarballs with a long, an overlong and a hostile floor."""
+    return floor_tarballs(tmp_path_factory.mktemp("review"), ("long", "bigglibc", "hostile"))
+
+
+def _run(envs, args, root, shell, **extra):
+    return run_shim(args, shell=SHELLS[shell], env=shim_env(root, **extra))
+
+
+
+def test_a_big_endian_ppc64_binary_is_not_called_ppc64le(tmp_path):
+    """ELF machine 21 is PPC64 in both byte orders: a big-endian environment was recorded as ppc64le, so the shim
+    refused it on the very ppc64 workers it was built for (and would have let it through on ppc64le ones)."""
+    import struct
+    from poncho_wq.archive.floor import elf_needs
+
+    for order, data, expected in ((">", 2, "ppc64"), ("<", 1, "ppc64le")):
+        path = tmp_path / "elf-{}".format(expected)
+        header = b"\x7fELF" + bytes([2, data, 1, 0]) + bytes(8) + struct.pack(order + "HH", 2, 21)
+        path.write_bytes(header + bytes(64 - len(header)))
+        assert elf_needs(str(path))["machine"] == expected
+
+
+@pytest.mark.parametrize("shell", sorted(SHELLS))
+def test_a_floor_is_read_for_its_first_lines_only(envs, tmp_path, shell):
+    """poncho/floor comes from the archive: a long one was parsed whole, in quadratic time (64 KiB of short lines:
+    7 s under dash, 20 s under busybox, 47 s under bash).  Only the first 64 lines count, in a tarball and in an
+    unpacked directory (-e DIR) alike."""
+    r = _run(envs, ["-e", envs["long"], "echo", "ran"], tmp_path / "root", shell)
+    assert (r.returncode, r.stdout) == (0, "ran\n"), r.stderr
+    d = tmp_path / "unpacked"
+    d.mkdir()
+    subprocess.run(["tar", "-xzf", envs["long"], "-C", str(d)], check=True)
+    r = _run(envs, ["-e", d, "echo", "ran"], tmp_path / "root2", shell)
+    assert (r.returncode, r.stdout) == (0, "ran\n"), r.stderr
+
+
+@pytest.mark.parametrize("shell", sorted(SHELLS))
+def test_a_glibc_field_too_long_to_compare_is_not_checked(envs, tmp_path, shell):
+    """glibc=99999999999999999999.1: [ -eq ] cannot compare it, and the shell's own error lines came before ours.
+    A value that cannot be told passes, like every other unknown."""
+    r = _run(envs, ["-e", envs["bigglibc"], "echo", "ran"], tmp_path / "root", shell)
+    assert (r.returncode, r.stdout, r.stderr) == (0, "ran\n", "")
+
+
+@pytest.mark.parametrize("shell", sorted(SHELLS))
+def test_hostile_floor_values_are_never_evaluated(envs, tmp_path, shell):
+    """$(...), `...` and ; in poncho/floor are text: printed in the one line, never run."""
+    r = _run(envs, ["-e", envs["hostile"], "true"], tmp_path / "root", shell)
+    assert r.returncode == 4, r.stderr
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and "was built for $(touch" in lines[0], r.stderr
+    assert not [n for n in ("dollar", "tick", "semi") if os.path.exists(os.path.join(envs["dir"], n))]

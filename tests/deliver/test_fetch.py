@@ -1,7 +1,7 @@
 """The worker-side fetch of url mode (poncho_wq/deliver/fetch.py), run with sh as a Work Queue worker runs it, with the real
 curl (wget, busybox) against real local servers: checked bytes are kept, anything else is a failure note (an
 HTTP error: 2; a cut, other bytes, a stall: 3; no downloader or hash tool: 4) naming the URL with its secrets
-masked, and nothing unchecked is left. End-to-end tests on real workers: tests/test_distribution.py."""
+masked, and nothing unchecked is left. End-to-end tests on real workers: tests/deliver/test_delivery.py."""
 
 import hashlib
 import http.server

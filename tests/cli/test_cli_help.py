@@ -2,7 +2,7 @@
 units of a size or an age), each --help ends with an EXAMPLES section, every command answers --version, the
 usage names ``poncho_wq`` (not ``python -m poncho_wq``) and agrees with the argument list below it, ``--cache-dir``
 works after the ``cache`` subcommand too, ``cache list`` has a header and a total and ``cache prune --dry-run``
-removes nothing. The upstream drop-in options and exit codes stay as tests/test_*_cli.py check them."""
+removes nothing. The upstream drop-in options and exit codes stay as tests/cli/test_*_cli.py check them."""
 
 import argparse
 import os

@@ -20,9 +20,9 @@ import pytest
 
 from helpers.condachannel import PLACEHOLDER, install_prefix, make_channel, make_python_standin
 from helpers.cli import script
+from helpers.paths import REPO
 from test_build_current import _no_net_prefix, _offline_env, _run
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PY = "python{}.{}".format(*sys.version_info[:2])
 SITE = "lib/{}/site-packages".format(PY)
 #: What `python -m poncho_wq create` imports in the prefix (never shipped unless the spec names them).

@@ -1,6 +1,11 @@
 """The per-worker byte budget for unpacked environments and code layers (PONCHO_ENV_BUDGET_MB, issue 16):
 least recently used first, never one in use, sizes recorded once at unpack time.  Real shim runs, several at once,
-holding their environments in use while others unpack."""
+holding their environments in use while others unpack.
+
+The last section holds the regressions of a hostile review of the worker scripts (each failed before its fix):
+sh arithmetic that died on a number (PONCHO_ENV_BUDGET_MB=08, a 20-digit .size), a refused environment counted as
+one of PONCHO_ENV_KEEP's, a planted ``.<name>.used`` making the shim delete a directory that is no cache entry,
+leftovers of a killed eviction kept forever outside the budget."""
 
 import os
 import shutil
@@ -9,7 +14,7 @@ import time
 
 import pytest
 
-from helpers.shimutil import leftovers, make_prefix, pack, run_shim, shim_env
+from helpers.shimutil import floor_tarballs, leftovers, make_prefix, pack, run_shim, shim_env
 from poncho_wq.shim import shim_path
 
 pytestmark = pytest.mark.usefixtures("shells")
@@ -271,3 +276,185 @@ def test_the_default_root_keeps_a_budget_unless_it_is_off(tarballs, tmp_path, sh
     (mine / _present_id(mine, "a") / ".poncho_size").write_text("{}\n".format(10240 * 1024 + 1))
     assert run_shim(["-e", tarballs["c"], "true"], shell=SHELLS[shell], env=shim_env(mine)).returncode == 0
     assert _present(mine) == (["a", "b", "c"], [])
+
+
+# ========================================== review of the worker scripts: budget eviction (each failed before its fix)
+
+@pytest.fixture(scope="module")
+def envs(tmp_path_factory):
+    """Tarballs of helpers.shimutil.floor_tarballs: "a", "b" (same content), "foreign" (refused here)."""
+    return floor_tarballs(tmp_path_factory.mktemp("review"), ("a", "b", "foreign"))
+
+
+def _run(envs, args, root, shell, **extra):
+    return run_shim(args, shell=SHELLS[shell], env=shim_env(root, **extra))
+
+
+def _age(path, seconds):
+    t = os.stat(path).st_mtime - seconds
+    os.utime(path, (t, t))
+
+
+
+@pytest.mark.parametrize("shell", sorted(SHELLS))
+def test_budget_and_size_values_never_end_the_shell(envs, tmp_path, shell):
+    """PONCHO_ENV_BUDGET_MB=08 (sh arithmetic: invalid octal) and a .size of 20 digits (past 64 bits) made dash
+    exit 2 after the unpack, without running the command; 010 meant 8 MiB."""
+    root = tmp_path / "root"
+    r = _run(envs, ["-e", envs["a"], "echo", "ran"], root, shell, PONCHO_ENV_BUDGET_MB="08")
+    assert (r.returncode, r.stdout) == (0, "ran\n"), r.stderr
+    # An idle entry whose recorded size is garbage of digits: measured again, the command runs.
+    entry = root / "other"
+    entry.mkdir()
+    (entry / ".poncho_ready").write_text(str(entry) + "\n")
+    (entry / ".poncho_used").touch()
+    (entry / ".poncho_size").write_text("9" * 20 + "\n")
+    r = _run(envs, ["-e", envs["b"], "echo", "ran"], root, shell, PONCHO_ENV_BUDGET_MB="100")
+    assert (r.returncode, r.stdout) == (0, "ran\n"), r.stderr
+    size = (entry / ".poncho_size").read_text()
+    assert size.strip().isdigit() and len(size) < 9, size
+    r = _run(envs, ["-e", envs["b"], "true"], root, shell, PONCHO_ENV_BUDGET_MB="1" + "0" * 9)
+    assert r.returncode == 1 and "at most 9 digits" in r.stderr, r.stderr
+
+
+@pytest.mark.parametrize("shell", sorted(SHELLS))
+def test_a_refused_environment_is_not_counted_by_keep(envs, tmp_path, shell):
+    """A run refused before unpacking (here by the floor check) left <root>/.<id>.used without a directory; it
+    counted as one of PONCHO_ENV_KEEP's environments and pushed a real one out.  Records now live inside their
+    entry (a refused run has none); what it leaves, its lock file, goes with the next eviction pass."""
+    root = tmp_path / "root"
+    keep = {"PONCHO_ENV_KEEP": "2"}
+    assert _run(envs, ["-e", envs["a"], "true"], root, shell, **keep).returncode == 0
+    id_a, id_f = (os.path.basename(envs[n])[:-7] for n in ("a", "foreign"))
+    _age(root / id_a / ".poncho_used", 20)
+    r = _run(envs, ["-e", envs["foreign"], "true"], root, shell, **keep)
+    assert r.returncode == 4 and "built for aarch64" in r.stderr, r.stderr
+    assert (root / ".{}.lock".format(id_f)).exists()  # what the refused run leaves (its use lock)
+    assert _run(envs, ["-e", envs["b"], "true"], root, shell, **keep).returncode == 0
+    id_b = os.path.basename(envs["b"])[:-7]
+    assert (root / id_a).is_dir() and (root / id_b).is_dir(), sorted(os.listdir(root))
+    assert not (root / ".{}.lock".format(id_f)).exists()  # the stale lock file is cleaned up
+
+
+@pytest.mark.parametrize("shell", sorted(SHELLS))
+def test_planted_used_files_never_remove_what_is_no_cache_entry(envs, tmp_path, shell):
+    """A shared PONCHO_ENV_DIR: another user plants ".data.used" and ".x data.used" (the list of .used files is
+    word-split) next to a directory "data" that is not a cache entry; a run with a budget of 0 deleted it.  The
+    same with the records inside directories (where they live now): "data/.poncho_used", "x data/.poncho_used",
+    "*/.poncho_used" (the word "*" must not be globbed)."""
+    root = tmp_path / "root"
+    data = root / "data"
+    data.mkdir(parents=True)
+    (data / "results.txt").write_text("precious\n")
+    (root / ".data.used").touch()
+    (root / ".x data.used").touch()
+    for name in ("data", "x data", "*"):
+        (root / name).mkdir(exist_ok=True)
+        (root / name / ".poncho_used").touch()
+    r = _run(envs, ["-e", envs["a"], "true"], root, shell, PONCHO_ENV_BUDGET_MB="0")
+    assert r.returncode == 0, r.stderr
+    assert (data / "results.txt").read_text() == "precious\n"
+
+
+@pytest.mark.parametrize("shell", sorted(SHELLS))
+def test_leftovers_of_a_killed_eviction_are_swept(envs, tmp_path, shell):
+    """A shim killed while it removed an evicted entry (.<id>.tmp.evict<pid>) or unpacked one (.<id>.tmp.<pid>)
+    left a tree counted in no budget and removed only when that id was unpacked again; now the next eviction
+    sweeps those of dead pids (and spares a live one's)."""
+    root = tmp_path / "root"
+    root.mkdir()
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    live = os.getpid()
+    names = {"gone1": ".old-env.tmp.evict{}".format(dead.pid), "gone2": ".other-env.tmp.{}".format(dead.pid),
+             "live": ".third-env.tmp.{}".format(live)}
+    for name in names.values():
+        (root / name / "lib").mkdir(parents=True)
+        (root / name / "lib" / "blob").write_bytes(b"x" * 4096)
+    r = _run(envs, ["-e", envs["a"], "true"], root, shell, PONCHO_ENV_BUDGET_MB="100")
+    assert r.returncode == 0, r.stderr
+    assert not (root / names["gone1"]).exists() and not (root / names["gone2"]).exists()
+    assert (root / names["live"] / "lib" / "blob").exists()
+
+
+@pytest.mark.parametrize("shell", sorted(SHELLS))
+def test_an_evicted_environment_linked_from_the_shared_sandbox_comes_back(envs, tmp_path, shell):
+    """Work Queue's specify_environment route: --unpack-to "$WORK_QUEUE_SANDBOX"/ENV-env, a sandbox its tasks
+    share, becomes a link into the per-worker cache.  Once PONCHO_ENV_KEEP evicted the entry, the dangling link
+    made every later task of that environment on the worker fail (exit 4, "a symbolic link made by another
+    user")."""
+    root, sandbox = tmp_path / "root", tmp_path / "workspace"
+    sandbox.mkdir()
+    link = sandbox / "a-env"
+    env = shim_env(root, WORK_QUEUE_SANDBOX=sandbox)
+    r = run_shim(["-e", envs["a"], "--unpack-to", link, "true"], shell=SHELLS[shell], env=env)
+    assert r.returncode == 0 and link.is_symlink(), r.stderr
+    # Unpacked without a setting: adopted by the next eviction with its directory's mtime (busybox ls -t sorts
+    # by whole seconds, so make the order plain).
+    _age(root / os.path.basename(envs["a"])[:-7], 20)
+    r = run_shim(["-e", envs["b"], "true"], shell=SHELLS[shell], env=dict(env, PONCHO_ENV_KEEP="1"))
+    assert r.returncode == 0 and not link.exists(), r.stderr  # evicted: the link dangles
+    r = run_shim(["-e", envs["a"], "--unpack-to", link, "hello"], shell=SHELLS[shell], env=env)
+    entry = root / os.path.basename(envs["a"])[:-7]
+    assert (r.returncode, r.stdout) == (0, "prefix={}\n".format(entry)), r.stderr
+    assert os.readlink(str(link)) == str(entry)
+
+
+def _hold(shell, args, env, tmp_path, tag, script=""):
+    """Start a shim run whose command (after *script*) signals it runs, then waits for a release file."""
+    ready, release = tmp_path / (tag + ".ready"), tmp_path / (tag + ".release")
+    proc = subprocess.Popen(
+        list(SHELLS[shell]) + [shim_path()] + [str(a) for a in args] + [
+            "sh", "-c", script + 'touch "$0"; while [ ! -e "$1" ]; do sleep 0.05; done; '
+            'cat "$CONDA_PREFIX/share/where.txt"', str(ready), str(release)],
+        env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    for _ in range(1200):
+        if ready.exists() or proc.poll() is not None:
+            break
+        time.sleep(0.05)
+    if not ready.exists():
+        proc.kill()
+        raise AssertionError(proc.communicate()[1])
+    return proc, release
+
+
+def _release(proc, release):
+    release.touch()
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0 and out.strip(), err  # its environment was still there at the end
+
+
+@pytest.mark.parametrize("shell", sorted(SHELLS))
+def test_a_run_through_the_sandbox_link_holds_the_use_lock(envs, tmp_path, shell):
+    """Work Queue's specify_environment route: the worker's later tasks reach the cache entry through the link
+    the first one made in the shared sandbox.  They ran without its use lock, so another task's eviction
+    removed the environment under their command."""
+    root, sandbox = tmp_path / "root", tmp_path / "workspace"
+    sandbox.mkdir()
+    link = sandbox / "a-env"
+    env = shim_env(root, WORK_QUEUE_SANDBOX=sandbox, PONCHO_ENV_BUDGET_MB="0")
+    assert run_shim(["-e", envs["a"], "--unpack-to", link, "true"], shell=SHELLS[shell], env=env).returncode == 0
+    assert link.is_symlink()
+    proc, release = _hold(shell, ["-e", envs["a"], "--unpack-to", link], env, tmp_path, "held")
+    try:
+        r = run_shim(["-e", envs["b"], "true"], shell=SHELLS[shell], env=env)  # evicts every idle entry
+        assert r.returncode == 0, r.stderr
+    finally:
+        _release(proc, release)
+    assert (root / os.path.basename(envs["a"])[:-7]).is_dir()
+
+
+@pytest.mark.parametrize("shell", sorted(SHELLS))
+def test_a_command_reusing_fd_9_keeps_its_environment_in_use(envs, tmp_path, shell):
+    """The use lock is fd 9 (base) and 8 (code layer) of the command; a command taking fd 9 for a lock of its own
+    (`exec 9>mylock; flock 9`, flock(1)'s idiom) dropped it, and another task's eviction removed the environment
+    under the running command.  The lock now has a second descriptor."""
+    root = tmp_path / "root"
+    env = shim_env(root, PONCHO_ENV_BUDGET_MB="0")
+    proc, release = _hold(shell, ["-e", envs["a"]], env, tmp_path, "held", script='exec 9>"$0.lock" 8>&-; ')
+    try:
+        r = run_shim(["-e", envs["b"], "true"], shell=SHELLS[shell], env=env)  # evicts every idle entry
+        assert r.returncode == 0, r.stderr
+    finally:
+        _release(proc, release)
+    assert (root / os.path.basename(envs["a"])[:-7]).is_dir()

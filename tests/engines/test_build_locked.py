@@ -6,7 +6,8 @@ is an error naming it; ``poncho_wq inspect`` / ``diff`` on the real tarballs.
 
 The venv is made from PyPI (pandas 2.1.4, python-dateutil 2.8.2, pytz 2023.3, six 1.16.0, numpy 1.26.4, tzdata
 2023.3: the issue's manager), with poncho_wq installed editable without its dependencies plus the few packages a
-build imports, as tests/test_build_current.py does. Before the lock, such a manager's job got python-dateutil 4.x,
+build imports, as tests/engines/test_build_current.py does. Before the lock, such a manager's job got python-dateutil
+4.x,
 a newer pytz and tzdata and no six from the index, or another engine when a 3-second probe timed out.
 """
 
@@ -23,8 +24,8 @@ import threading
 import pytest
 
 from helpers.cli import run_ok as _run
+from helpers.paths import REPO
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MANAGER = os.path.join(REPO, "tests", "e2e", "locked_manager.py")
 #: The issue's manager, plus the numpy and tzdata pandas 2.1.4 needs (pinned too: the lock is about all of them).
 STACK = {"pandas": "2.1.4", "python-dateutil": "2.8.2", "pytz": "2023.3", "six": "1.16.0", "numpy": "1.26.4",

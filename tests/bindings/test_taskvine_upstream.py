@@ -177,7 +177,7 @@ def run_driver(tmp_path, source, spec, cache, worker, timeout=600):
 def test_upstream_poncho_test_on_work_queue(tmp_path, cache, data_sources):
     # poncho/src/test.json, with offline inputs: its conda list (defaults::python=3.9, conda-forge::numpy, pip,
     # ndcctools) becomes the manager's Python + pip numpy and cloudpickle (Work Queue's PythonTask pickler); the
-    # list form itself is parsed in tests/test_spec.py.
+    # list form itself is parsed in tests/core/test_spec.py.
     spec = {
         "python": "{}.{}.{}".format(*sys.version_info[:3]),
         "pip": [pip_pin("numpy"), pip_pin("cloudpickle"), "dill"],

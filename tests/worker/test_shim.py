@@ -1,9 +1,13 @@
-"""The sh run shim and run_in_env on real conda-pack tarballs, run as real processes under several shells."""
+"""The sh run shim and run_in_env on real conda-pack tarballs, run as real processes under several shells.
+
+The last section (from a hostile review of the worker scripts) counts the external commands of the warm paths of
+the shim and run_in_env under dash and busybox sh: none."""
 
 import json
 import os
 import shutil
 import signal
+import stat
 import subprocess
 import sysconfig
 import time
@@ -11,7 +15,8 @@ import time
 import pytest
 
 from poncho_wq.shim import run_in_env_path, shim_path
-from helpers.shimutil import SHELLS, leftovers, make_prefix, missing_members, pack, run_shim, shim_env, unpack_count
+from helpers.shimutil import (SHELLS, floor_tarballs, leftovers, make_prefix, missing_members, pack, run_shim, shim_env,
+                              unpack_count)
 
 ENV_ID = "env-" + "0123456789abcdef" * 4
 SHELL_IDS = sorted(SHELLS)
@@ -494,3 +499,68 @@ def test_an_environment_with_nothing_to_relocate_starts_no_python(tmp_path, shel
     r = run_shim(["-e", recorded, "hello"], shell=SHELLS[shell], env=shim_env(root))
     assert r.stdout == "prefix={}\n".format(root / ("env-" + "b" * 32)), r.stderr
     assert log.read_text().count("\n") == 1
+
+
+# ================================================ review of the worker scripts: the warm path runs no external command
+
+REVIEW_SHELLS = {"dash": ("dash",), "busybox": ("busybox", "sh")}  # the review ran its cases under these two
+
+
+@pytest.fixture(scope="module")
+def envs(tmp_path_factory):
+    """Tarballs of helpers.shimutil.floor_tarballs: "a" and "plain"."""
+    return floor_tarballs(tmp_path_factory.mktemp("review"), ("a",))
+
+
+
+TOOLS = ("id", "stat", "date", "mkdir", "mv", "rm", "tar", "gzip", "head", "tail", "find", "flock", "du", "ls",
+         "touch", "uname", "getconf", "ldd", "cksum", "sleep", "cat", "python3", "python")
+
+
+def _logging_path(tmp_path):
+    """A PATH of wrappers that log their name, then run the real tool: what the scripts start, fork by fork."""
+    wrap = tmp_path / "wrap"
+    wrap.mkdir()
+    log = tmp_path / "exec.log"
+    for tool in TOOLS:
+        real = shutil.which(tool)
+        if real:
+            path = wrap / tool
+            path.write_text('#!/bin/sh\necho {0} >>"{1}"\nexec {2} "$@"\n'.format(tool, log, real))
+            path.chmod(path.stat().st_mode | stat.S_IXUSR)
+    return str(wrap), log
+
+
+def _execs(log):
+    return log.read_text().split() if log.exists() else []
+
+
+@pytest.mark.parametrize("shell", sorted(REVIEW_SHELLS))
+def test_warm_paths_start_no_external_command(envs, tmp_path, shell):
+    wrap, log = _logging_path(tmp_path)
+    root = tmp_path / "root"
+    for extra, expected in (({}, []), ({"PONCHO_ENV_BUDGET_MB": "100"}, ["flock"])):
+        env = shim_env(root, PATH=wrap + ":" + os.environ["PATH"], **extra)
+        assert run_shim(["-e", envs["a"], "true"], shell=REVIEW_SHELLS[shell], env=env).returncode == 0  # cold
+        log.unlink()
+        r = run_shim(["-e", envs["a"], "/bin/true"], shell=REVIEW_SHELLS[shell], env=env)
+        assert r.returncode == 0 and _execs(log) == expected, (extra, r.stderr, _execs(log))
+    # The default root (no PONCHO_ENV_DIR, no WORKER_TMPDIR) names itself with one `id -u`, and holds the use lock
+    # of its default budget (issue 27) with one flock, unless the budget is off.
+    os.mkdir(str(tmp_path / "tmp"))
+    for extra, expected in (({}, ["id", "flock"]), ({"PONCHO_ENV_BUDGET_MB": "off"}, ["id"])):
+        env = shim_env(None, PATH=wrap + ":" + os.environ["PATH"], TMPDIR=str(tmp_path / "tmp"), **extra)
+        assert run_shim(["-e", envs["a"], "true"], shell=REVIEW_SHELLS[shell], env=env).returncode == 0
+        log.unlink()
+        assert run_shim(["-e", envs["a"], "/bin/true"], shell=REVIEW_SHELLS[shell], env=env).returncode == 0
+        assert _execs(log) == expected, extra
+    # run_in_env, warm (relocated for its place): nothing but the command.
+    d = tmp_path / "env"
+    d.mkdir()
+    subprocess.run(["tar", "-xzf", envs["plain"], "-C", str(d)], check=True)
+    env = shim_env(None, PATH=wrap + ":" + os.environ["PATH"])
+    argv = list(REVIEW_SHELLS[shell]) + [str(d / "bin" / "run_in_env"), "/bin/true"]
+    assert subprocess.run(argv, env=env, stdin=subprocess.DEVNULL).returncode == 0
+    log.unlink()
+    assert subprocess.run(argv, env=env, stdin=subprocess.DEVNULL).returncode == 0
+    assert _execs(log) == []

@@ -1,4 +1,5 @@
-"""A manager that waits says why, with real workers (issue 25; the cases without a worker are tests/test_waiting.py):
+"""A manager that waits says why, with real workers (issue 25; the cases without a worker are
+tests/bindings/test_waiting.py):
 
 * an endless ``q.wait()`` with no worker gives the notice (the wait is cut into slices: the bindings hold the GIL
   in ``wait``), and the worker command it prints, run as printed, completes the task;

@@ -22,10 +22,10 @@ import warnings
 
 import pytest
 
+from helpers.paths import REPO as TOP
 from poncho_wq.engines import create
 from poncho_wq.shim import shim_path
 
-TOP = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ROOT_GLIBC = "2.31"
 TARGET = "manylinux_2_31_x86_64"
 
@@ -37,7 +37,7 @@ pytestmark = pytest.mark.skipif(os.uname().machine != "x86_64" or not sys.platfo
 def root():
     """The Debian 11 root's path (built by dev/debian11-root.sh when missing or outdated)."""
     if os.geteuid() != 0:
-        pytest.fail("tests/test_old_glibc.py needs root (debootstrap, chroot); run the suite as root as CI does")
+        pytest.fail("tests/worker/test_old_glibc.py needs root (debootstrap, chroot); run the suite as root as CI does")
     r = subprocess.run(["bash", os.path.join(TOP, "dev", "debian11-root.sh")], stdin=subprocess.DEVNULL,
                        capture_output=True, text=True, timeout=1800)
     if r.returncode == 75:

@@ -11,6 +11,7 @@ import sys
 import pytest
 
 from helpers.drivers import run_driver
+from helpers.paths import HELPERS
 
 pytestmark = pytest.mark.e2e
 
@@ -159,7 +160,7 @@ for _ in range(2 if mode == "cut-once" else 1):  # cut-once: the first fetch is 
 server.kill() if hasattr(server, "kill") else server.stop()
 json.dump({"rounds": rounds, "url": url, "name": os.path.basename(tarball)}, open(out, "w"))
 """
-HOSTILE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "helpers", "hostile_server.py")
+HOSTILE = os.path.join(HELPERS, "hostile_server.py")
 
 
 def _path_without(tmp_path, *tools):
