@@ -1,0 +1,104 @@
+"""The forward pipeline (issue 26): a build request is resolved once, at the entry, and handed down.
+
+Counted, not timed: how often the target is applied (``with_target``), the engine chosen (``get_engine``) and the
+settings read (``Settings`` objects made) per ``create()``, per ``Environment.build()`` and per cache hit. Before the
+request object a ``create()`` applied the target 2 times and chose the engine 3 times (create, cache_key,
+build_prefix), and ``Environment.build()`` 3 and 4 times. The engine below is a real :class:`Engine` whose prefix
+holds no interpreter (what a data-only spec builds): the rest of the pipeline (lock, floor, conda-pack, the cache)
+runs for real.
+"""
+
+import collections
+import os
+
+import pytest
+
+import poncho_wq.assemble.environment as environment_module
+import poncho_wq.config as config
+import poncho_wq.engines as engines
+from poncho_wq.assemble.environment import Environment
+from poncho_wq.request import BuildRequest
+from poncho_wq.spec import parse_spec
+
+
+class EmptyEngine(engines.Engine):
+    """Populates a prefix with nothing (data only): the pipeline around it is what is counted."""
+
+    name = "empty-for-counting"
+
+    def populate(self, request, prefix, progress):
+        os.makedirs(os.path.join(prefix, "conda-meta"), exist_ok=True)
+        return {}
+
+
+@pytest.fixture
+def counts(monkeypatch):
+    seen = collections.Counter()
+
+    def counting(module, name):
+        real = getattr(module, name)
+
+        def wrapper(*args, **kwargs):
+            seen[name] += 1
+            return real(*args, **kwargs)
+        monkeypatch.setattr(module, name, wrapper)
+
+    for module in (engines, environment_module):
+        for name in ("with_target", "get_engine"):
+            if hasattr(module, name):
+                counting(module, name)
+    real_init = config.Settings.__init__
+
+    def settings_init(self, *args, **kwargs):
+        seen["settings"] += 1
+        real_init(self, *args, **kwargs)
+    monkeypatch.setattr(config.Settings, "__init__", settings_init)
+    return seen
+
+
+@pytest.fixture
+def cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("PONCHO_WQ_CACHE", str(tmp_path / "cache"))
+    monkeypatch.delenv("PONCHO_WQ_TARGET", raising=False)
+    return tmp_path / "cache"
+
+
+def spec():
+    return parse_spec({"pip": ["nothing-installed-here==1"]})
+
+
+def test_create_resolves_target_and_engine_once(cache, counts):
+    engine = EmptyEngine()
+    result = engines.create(spec(), engine=engine)
+    assert not result.cache_hit and os.path.isfile(result.path)
+    assert counts["with_target"] == 1 and counts["get_engine"] == 1, counts
+    counts.clear()
+    again = engines.create(spec(), engine=engine)
+    assert again.cache_hit and again.path == result.path
+    assert counts["with_target"] == 1 and counts["get_engine"] == 1, counts
+
+
+def test_environment_build_resolves_once_per_request(cache, counts):
+    env = Environment.from_spec(spec(), engine=EmptyEngine())
+    counts.clear()  # the entry (Environment) resolved the user's target; the build resolves its request once
+    env.build(progress=False)
+    assert counts["with_target"] == 1 and counts["get_engine"] == 1, counts
+    counts.clear()
+    env.build(progress=False)  # the memo: nothing resolved again
+    assert counts["with_target"] == 0 and counts["get_engine"] == 0 and counts["settings"] == 0, counts
+
+
+def test_the_request_carries_the_settings_of_the_key(cache, monkeypatch):
+    monkeypatch.setenv("PONCHO_WQ_KEEP_TESTS", "1")
+    monkeypatch.setenv("PONCHO_WQ_TARGET", "manylinux_2_28_x86_64")
+    request = engines.build_request(spec(), engine=EmptyEngine())
+    monkeypatch.delenv("PONCHO_WQ_KEEP_TESTS")
+    monkeypatch.delenv("PONCHO_WQ_TARGET")
+    assert isinstance(request, BuildRequest)
+    assert request.keep_tests and request.spec.target == "manylinux_2_28_x86_64"
+    # settings changed after the entry do not change this request's key (they were read once, at the entry)
+    assert engines.request_key(request) != engines.cache_key(request.spec, engine=request.engine)
+    monkeypatch.setenv("PONCHO_WQ_KEEP_TESTS", "1")
+    assert engines.request_key(request) == engines.cache_key(request.spec, engine=request.engine)
+    with pytest.raises(AttributeError):
+        request.keep_tests = False  # frozen
