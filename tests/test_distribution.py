@@ -24,6 +24,17 @@ from poncho_wq.deliver.publish import Distribution, distribution, publish, serve
 from poncho_wq.task import wrap_command
 
 
+# -- names ----------------------------------------------------------------------------------------------------
+def test_the_delivery_mode_is_a_delivery_and_its_old_name_still_imports():
+    import poncho_wq
+    from poncho_wq.analysis.installation import Distribution as InstalledDistribution
+    from poncho_wq.deliver.publish import Delivery
+
+    assert poncho_wq.Delivery is Delivery is Distribution is poncho_wq.Distribution  # user API kept (issue 26)
+    assert isinstance(poncho_wq.distribution("direct"), poncho_wq.Delivery)
+    assert InstalledDistribution is not Delivery  # "Distribution" in the analysis is an installed package
+
+
 # -- settings -------------------------------------------------------------------------------------------------
 def test_default_is_direct_and_publish_dir_means_url(tmp_path):
     assert distribution(environ={}).mode == "direct"

@@ -24,7 +24,7 @@ import pytest
 from poncho_wq.errors import BuildError, SpecError
 import hashlib
 
-from poncho_wq.deliver.fetch import Fetch, fetch_command, fetch_failure, probe
+from poncho_wq.deliver.fetch import Fetch, fetch_command, fetch_failure, probe_url
 from poncho_wq.deliver.publish import Distribution, distribution, publish, serve
 from poncho_wq.task import wrap_command
 
@@ -207,7 +207,7 @@ def test_the_failure_probe_is_bounded_and_asks_a_hung_server_once(tmp_path):
     threading.Thread(target=accept, daemon=True).start()
     url = "http://127.0.0.1:{}/env-5.tar.gz".format(listener.getsockname()[1])
     try:
-        first = probe(url, timeout=1)
+        first = probe_url(url, timeout=1)
         assert "timed out" in first or "no answer" in first, first
         messages = [fetch_failure(_Task(), {"env-5.tar.gz": url}, {7}) for _ in range(20)]
     finally:
@@ -235,8 +235,8 @@ def test_the_failure_probe_names_a_403_and_follows_a_redirect(tmp_path):
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
         base = "http://127.0.0.1:{}/".format(server.server_address[1])
-        assert probe(base + "forbidden/env-6.tar.gz") == "HTTP 403 Forbidden"
-        assert probe(base + "moved/env-6.tar.gz") == "HTTP 403 Forbidden"
+        assert probe_url(base + "forbidden/env-6.tar.gz") == "HTTP 403 Forbidden"
+        assert probe_url(base + "moved/env-6.tar.gz") == "HTTP 403 Forbidden"
     finally:
         server.shutdown()
         server.server_close()

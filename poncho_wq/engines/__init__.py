@@ -17,6 +17,11 @@ machine, libc) and the builder's identity (engine, poncho_wq version, pack forma
 string; for the current and locked engines also a hash of the copied files' identities) and, for an analyzed
 environment, the digest of its lock's "why" (import names and requiring distributions, :mod:`poncho_wq.archive.lock`).
 The cached tarball is named ``env-<key[:32]>.tar.gz`` (see :mod:`poncho_wq.archive.cache`).
+
+One build is one :class:`~poncho_wq.request.BuildRequest`, made once by :func:`build_request` at the entry
+(:func:`create`, :meth:`poncho_wq.assemble.environment.Environment.build`, the upstream drop-ins): the target
+applied, the engine chosen and checked, the settings of the key read. :func:`request_key`, :func:`populate_prefix`,
+:meth:`Engine.populate` and the packer take it (or its values) and read no setting of their own.
 """
 
 import dataclasses
