@@ -102,3 +102,28 @@ def test_the_request_carries_the_settings_of_the_key(cache, monkeypatch):
     assert engines.request_key(request) == engines.cache_key(request.spec, engine=request.engine)
     with pytest.raises(AttributeError):
         request.keep_tests = False  # frozen
+
+
+@pytest.mark.parametrize("call", ["dict_to_env", "pack_env_from_dict"])
+def test_upstream_conda_executable_travels_in_the_request_not_in_os_environ(tmp_path, monkeypatch, call):
+    """upstream.py set $PONCHO_CONDA_EXE around the build (seen by every thread and by the tool's own
+    environment); the request carries it now. The installer is a real executable that records its environment
+    and fails, so nothing is built."""
+    from poncho_wq import upstream
+    from poncho_wq.errors import BuildError
+
+    monkeypatch.delenv("PONCHO_CONDA_EXE", raising=False)
+    monkeypatch.setenv("PONCHO_WQ_CACHE", str(tmp_path / "cache"))
+    record = tmp_path / "environ.txt"
+    tool = tmp_path / "micromamba"
+    tool.write_text("#!/bin/sh\nenv > '{}'\necho 'no channel here' >&2\nexit 1\n".format(record))
+    tool.chmod(0o755)
+    spec = {"conda": {"channels": ["conda-forge"], "packages": ["python=3.11"]}}
+    with pytest.raises(BuildError, match="no channel here"):
+        if call == "dict_to_env":
+            upstream.dict_to_env(spec, conda_executable=str(tool), cache=False)
+        else:
+            upstream.pack_env_from_dict(spec, str(tmp_path / "env.tar.gz"), conda_executable=str(tool))
+    assert record.exists()  # the named installer ran
+    assert "PONCHO_CONDA_EXE=" not in record.read_text()
+    assert "PONCHO_CONDA_EXE" not in os.environ
