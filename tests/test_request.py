@@ -2,8 +2,9 @@
 
 Counted, not timed: how often the target is applied (``with_target``), the engine chosen (``get_engine``) and the
 settings read (``Settings`` objects made) per ``create()``, per ``Environment.build()`` and per cache hit. Before the
-request object a ``create()`` applied the target 2 times and chose the engine 3 times (create, cache_key,
-build_prefix), and ``Environment.build()`` 3 and 4 times. The engine below is a real :class:`Engine` whose prefix
+request object a ``create()`` that built applied the target 2 times and chose the engine 3 times (create, cache_key,
+build_prefix), reading the settings 6 times, and a task's first ``Environment.build()`` 3 and 4 times (with the
+Environment's own, 4 and 4, as issue 26 counted). The engine below is a real :class:`Engine` whose prefix
 holds no interpreter (what a data-only spec builds): the rest of the pipeline (lock, floor, conda-pack, the cache)
 runs for real.
 """
@@ -16,7 +17,9 @@ import pytest
 import poncho_wq.assemble.environment as environment_module
 import poncho_wq.config as config
 import poncho_wq.engines as engines
+from poncho_wq import upstream
 from poncho_wq.assemble.environment import Environment
+from poncho_wq.errors import BuildError
 from poncho_wq.request import BuildRequest
 from poncho_wq.spec import parse_spec
 
@@ -64,6 +67,7 @@ def cache(tmp_path, monkeypatch):
 
 
 def spec():
+    """A spec nothing is installed from: EmptyEngine builds an empty prefix whatever it says."""
     return parse_spec({"pip": ["nothing-installed-here==1"]})
 
 
@@ -109,9 +113,6 @@ def test_upstream_conda_executable_travels_in_the_request_not_in_os_environ(tmp_
     """upstream.py set $PONCHO_CONDA_EXE around the build (seen by every thread and by the tool's own
     environment); the request carries it now. The installer is a real executable that records its environment
     and fails, so nothing is built."""
-    from poncho_wq import upstream
-    from poncho_wq.errors import BuildError
-
     monkeypatch.delenv("PONCHO_CONDA_EXE", raising=False)
     monkeypatch.setenv("PONCHO_WQ_CACHE", str(tmp_path / "cache"))
     record = tmp_path / "environ.txt"
@@ -127,3 +128,10 @@ def test_upstream_conda_executable_travels_in_the_request_not_in_os_environ(tmp_
     assert record.exists()  # the named installer ran
     assert "PONCHO_CONDA_EXE=" not in record.read_text()
     assert "PONCHO_CONDA_EXE" not in os.environ
+
+
+def test_create_takes_a_request_and_refuses_arguments_the_request_already_holds(cache):
+    request = engines.build_request(spec(), engine=EmptyEngine())
+    with pytest.raises(engines.SpecError, match="already holds"):
+        engines.create(request, engine="portable")
+    assert engines.create(request).key == engines.request_key(request)
