@@ -358,10 +358,10 @@ def create(spec, output=None, *, engine=None, python=None, use_cache=True, cache
     python, target and why: those arguments must be left out then). *output*: where the tarball should also appear
     (None: leave it in the cache). With ``use_cache=False`` the tarball is built straight into *output* (required
     then), via a temporary directory next to it and an atomic rename. *progress*: None (silent), True (stderr), a
-    callable that gets each :class:`poncho_wq.progress.ProgressEvent`, or a :class:`poncho_wq.progress.Progress`. *target*: the oldest
-    worker the environment must run on (``manylinux_2_28_x86_64``, see :mod:`poncho_wq.target`), overriding the
-    spec's ``target``. *why*: canonical distribution name -> reasons, for ``poncho/lock.json`` (an analysis'
-    :meth:`~poncho_wq.analysis.analyzer.Analysis.build_why`; part of the key).
+    callable that gets each :class:`poncho_wq.progress.ProgressEvent`, or a :class:`poncho_wq.progress.Progress`.
+    *target*: the oldest worker the environment must run on (``manylinux_2_28_x86_64``, see
+    :mod:`poncho_wq.target`), overriding the spec's ``target``. *why*: canonical distribution name -> reasons, for
+    ``poncho/lock.json`` (an analysis' :meth:`~poncho_wq.analysis.analyzer.Analysis.build_why`; part of the key).
     """
     if isinstance(spec, BuildRequest):
         if engine is not None or python is not None or target is not None or why is not None:
