@@ -17,6 +17,7 @@ _LAZY = {
     "Spec": ("spec", "Spec"),
     "load_spec": ("spec", "load_spec"),
     "parse_spec": ("spec", "parse_spec"),
+    "Delivery": ("deliver.publish", "Delivery"),
     "Distribution": ("deliver.publish", "Distribution"),
     "distribution": ("deliver.publish", "distribution"),
     "serve": ("deliver.publish", "serve"),
@@ -25,6 +26,7 @@ _LAZY = {
 __all__ = [
     "ActivationError",
     "BuildError",
+    "Delivery",
     "Distribution",
     "Environment",
     "InputMissing",

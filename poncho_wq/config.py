@@ -269,7 +269,7 @@ class Settings:
 
     @property
     def publish_url(self) -> Optional[str]:
-        """``PONCHO_WQ_PUBLISH_URL``, or None (checked by :class:`poncho_wq.deliver.publish.Distribution`)."""
+        """``PONCHO_WQ_PUBLISH_URL``, or None (checked by :class:`poncho_wq.deliver.publish.Delivery`)."""
         value = self.raw("PONCHO_WQ_PUBLISH_URL")
         return value.strip() if value and value.strip() else None
 

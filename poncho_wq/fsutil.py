@@ -44,14 +44,14 @@ def atomic_output(path, mode="w", file_mode=None):
             yield f
             f.flush()
             os.fsync(f.fileno())
-        publish(tmp, path, file_mode)
+        rename_into_place(tmp, path, file_mode)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
 
 
-def publish(tmp, path, file_mode=None):
+def rename_into_place(tmp, path, file_mode=None):
     """Rename *tmp* onto *path* with *file_mode*, by default the permissions a newly created file would get
     (mkstemp uses 0600)."""
     if file_mode is None:
@@ -167,7 +167,7 @@ def place_copy(src, output):
             os.fsync(fd)
         finally:
             os.close(fd)
-        publish(tmp, output)
+        rename_into_place(tmp, output)
         return how
     except BaseException as e:
         if tmp is not None:

@@ -113,8 +113,8 @@ def task_layers(environment, command=None):
 #: shim is given (absolute shared paths in ``shared`` mode), ``env_dir`` its PONCHO_ENV_DIR (``shared``), ``urls``
 #: remote name -> URL and ``fetches`` remote name -> :class:`~poncho_wq.deliver.publish.Fetch` (``url``), ``files`` remote
 #: name -> local path (``direct``).
-DistributionPlan = collections.namedtuple("DistributionPlan", "mode env code env_dir urls files fetches",
-                                          defaults=({},))
+DeliveryPlan = collections.namedtuple("DeliveryPlan", "mode env code env_dir urls files fetches",
+                                      defaults=({},))
 
 
 def plan_distribution(environment, layer=None, distribution=None, progress=None):
@@ -128,15 +128,15 @@ def plan_distribution(environment, layer=None, distribution=None, progress=None)
         files[layer.remote_name] = layer.build()
     code = layer.remote_name if layer is not None else None
     if dist.mode == "direct":
-        return DistributionPlan("direct", environment.remote_name, code, None, {}, files)
+        return DeliveryPlan("direct", environment.remote_name, code, None, {}, files)
     if dist.mode == "url":
         fetches = {name: fetch_for(path, dist.publish_dir, dist, name) for name, path in files.items()}
-        return DistributionPlan("url", environment.remote_name, code, None,
+        return DeliveryPlan("url", environment.remote_name, code, None,
                                 {name: f.url for name, f in fetches.items()}, {}, fetches)
     for name, path in files.items():
         publish(path, dist.publish_dir, name)
     shared = {name: posixpath.join(dist.worker_dir, name) for name in files}
-    return DistributionPlan("shared", shared[environment.remote_name], shared.get(code), dist.shared_env_dir, {}, {})
+    return DeliveryPlan("shared", shared[environment.remote_name], shared.get(code), dist.shared_env_dir, {}, {})
 
 
 def _attach_environment(task, environment, layer=None, scripts=(), plan=None):

@@ -107,7 +107,7 @@ def declare_environment(manager, environment=None, command=None, *, distribution
     *command*'s scripts and ``__main__``). Declared once per manager and tarball: many tasks share the same
     worker-side copy, which TaskVine unpacks once per worker.
 
-    Where the tarball comes from (issue 16): *distribution* (a mode name or :class:`poncho_wq.deliver.publish.Distribution`;
+    Where the tarball comes from (issue 16): *distribution* (a mode name or :class:`poncho_wq.deliver.publish.Delivery`;
     default from ``PONCHO_WQ_DISTRIBUTION`` / ``PONCHO_WQ_PUBLISH_DIR`` / ``PONCHO_WQ_PUBLISH_URL``): ``direct``
     sends it from the manager; ``url`` publishes it and each worker fetches it itself (:func:`_source_file`).
     *seed* (seconds; default ``PONCHO_WQ_VINE_SEED``, 0 = off): let one worker get the tarball first, then every

@@ -18,35 +18,24 @@ accepted for compatibility and have no effect (no conda executable is needed; lo
 spec).
 """
 
-import contextlib
 import os
 import tempfile
 
-from .engines import create
+from .engines import build_request, create_request
 from .errors import InputMissing, SpecError
 from .spec import as_spec, loads
 
 
-@contextlib.contextmanager
 def _conda_exe(conda_executable, who):
-    """Upstream's ``conda_executable=`` for the duration of one build, through ``PONCHO_CONDA_EXE`` (the one setting
-    the conda engine reads), restored afterwards."""
+    """Upstream's ``conda_executable=``, checked; the build request carries it to the conda engine (it used to
+    travel through ``$PONCHO_CONDA_EXE``, set and restored around the build: visible to every thread)."""
     if conda_executable is None:
-        yield
-        return
+        return None
     if not (isinstance(conda_executable, str) and os.path.isfile(conda_executable)
             and os.access(conda_executable, os.X_OK)):
         raise InputMissing("{} conda_executable: {!r} is not an executable file; pass the path of conda, mamba or "
                            "micromamba, or leave it out (py-rattler is used)".format(who, conda_executable))
-    old = os.environ.get("PONCHO_CONDA_EXE")
-    os.environ["PONCHO_CONDA_EXE"] = conda_executable
-    try:
-        yield
-    finally:
-        if old is None:
-            os.environ.pop("PONCHO_CONDA_EXE", None)
-        else:
-            os.environ["PONCHO_CONDA_EXE"] = old
+    return conda_executable
 
 
 def dict_to_env(spec, conda_executable=None, download_micromamba=False, ignore_editable_packages=False, cache=True,
@@ -58,12 +47,12 @@ def dict_to_env(spec, conda_executable=None, download_micromamba=False, ignore_e
     elif isinstance(spec, bytes):
         raise SpecError("dict_to_env spec: bytes are not valid; expected a dict, a JSON string or a spec file path")
     spec = as_spec(spec)
-    with _conda_exe(conda_executable, "dict_to_env"):
-        if cache and not force:
-            return create(spec, cache_dir=cache_path).path
-        out_dir = tempfile.mkdtemp(prefix="poncho-env-")
-        output = os.path.join(out_dir, "env-{}.tar.gz".format(spec.digest()[:32]))
-        return create(spec, output, use_cache=False).path
+    request = build_request(spec, conda_exe=_conda_exe(conda_executable, "dict_to_env"))
+    if cache and not force:
+        return create_request(request, cache_dir=cache_path).path
+    out_dir = tempfile.mkdtemp(prefix="poncho-env-")
+    output = os.path.join(out_dir, "env-{}.tar.gz".format(spec.digest()[:32]))
+    return create_request(request, output, use_cache=False).path
 
 
 def pack_env_from_dict(spec, output, conda_executable=None, download_micromamba=False,
@@ -71,6 +60,5 @@ def pack_env_from_dict(spec, output, conda_executable=None, download_micromamba=
     """Upstream's ``pack_env_from_dict(spec, output)``: build *spec* into the tarball *output* (through the build
     cache; the file at *output* is a copy, so changing it never touches the cache); returns *output*'s absolute
     path."""
-    with _conda_exe(conda_executable, "pack_env_from_dict"):
-        create(as_spec(spec), output)
+    create_request(build_request(as_spec(spec), conda_exe=_conda_exe(conda_executable, "pack_env_from_dict")), output)
     return os.path.abspath(output)

@@ -22,7 +22,7 @@ STAGES = (
     ("worker", ("poncho_wq.worker", "poncho_wq.worker.")),
     ("core", ("poncho_wq.version", "poncho_wq.errors", "poncho_wq.config", "poncho_wq.memo", "poncho_wq.progress", "poncho_wq.tools",
               "poncho_wq.fsutil", "poncho_wq.identity", "poncho_wq.credentials", "poncho_wq.target",
-              "poncho_wq.shim", "poncho_wq.spec", "poncho_wq.requirements")),
+              "poncho_wq.shim", "poncho_wq.spec", "poncho_wq.requirements", "poncho_wq.request")),
     ("analysis", ("poncho_wq.analysis", "poncho_wq.analysis.")),
     ("archive", ("poncho_wq.archive", "poncho_wq.archive.")),
     ("engines", ("poncho_wq.engines", "poncho_wq.engines.")),
@@ -61,6 +61,53 @@ LAZY_INTERNAL = {
     "poncho_wq.cli.create": "parses its arguments before it loads the engines",
     "poncho_wq.cli.cache": "parses its arguments before it loads the cache",
 }
+
+
+# Where settings (poncho_wq/config.py) are read: (module, setting) -> why there. The settings a build's cache key or
+# bytes depend on (target, keep_tests, source, conda_exe) are read at the entries (build_request, Environment) and
+# handed down in a poncho_wq.request.BuildRequest; the others are runtime knobs of the module that uses them (a
+# timeout, a cache location, a log level), not inputs of any key. A new read is a new hidden input: add it here
+# with its reason, or pass the value down from the entry. "*": the Settings object itself is kept.
+SETTINGS_READERS = {
+    ("poncho_wq.engines", "*"): "build_request(): the entry of a build reads target, keep_tests, conda_exe once",
+    ("poncho_wq.engines", "keep_tests"): "cache_key(spec, ...): public helper for callers without a request",
+    ("poncho_wq.assemble.environment", "target"): "Environment and from_script's memo: the user's entry",
+    ("poncho_wq.assemble.environment", "source"): "resolve_source(): Environment.from_script's entry",
+    ("poncho_wq.archive.pack", "keep_tests"): "pack_prefix() called directly; a build passes its request's value",
+    ("poncho_wq.engines.conda", "conda_exe"): "conda_tool() called directly; a build passes its request's value",
+    ("poncho_wq.archive.pack", "source_date_epoch"): "the archive members' mtime (reproducible-builds convention)",
+    ("poncho_wq.archive.cache", "cache_dir"): "where the build cache lives, not what is in it",
+    ("poncho_wq.analysis.installation", "cache_dir"): "where the installation memo lives",
+    ("poncho_wq.analysis.scan", "cache_dir"): "where the scan cache lives",
+    ("poncho_wq.analysis.scan", "analyze_serial"): "how a scan runs (processes or not), not what it finds",
+    ("poncho_wq.analysis.analyzer", "exclude_patterns"): "what the analysis leaves out: the analysis is the entry",
+    ("poncho_wq.analysis.analyzer", "data_warn_bytes"): "when to warn about large data files",
+    ("poncho_wq.engines.conda", "conda_pkgs_dir"): "conda's package download cache",
+    ("poncho_wq.engines.data", "git_timeout"): "a timeout",
+    ("poncho_wq.engines.data", "http_timeout"): "a timeout",
+    ("poncho_wq.engines.pip", "http_timeout"): "a timeout",
+    ("poncho_wq.deliver.fetch", "fetch_timeout"): "a timeout",
+    ("poncho_wq.deliver.publish", "*"): "distribution(): the entry of the delivery mode (PONCHO_WQ_DISTRIBUTION...)",
+    ("poncho_wq.taskvine", "vine_seed"): "the TaskVine binding's entry",
+    ("poncho_wq.taskvine", "fetch_timeout"): "the TaskVine binding's entry",
+    ("poncho_wq.waiting", "no_worker_notice"): "when the waiting manager prints its notice",
+    ("poncho_wq.wq", "binding"): "which Work Queue binding to import: the bindings' entry",
+    ("poncho_wq.progress", "progress"): "how progress is shown",
+    ("poncho_wq.cli.common", "debug"): "tracebacks on the command line",
+    ("poncho_wq.cli.create", "debug"): "the command line's progress rendering",
+}
+
+
+def _settings_reads(module):
+    """(setting or "*", line) for every ``settings(...)`` / ``Settings(...)`` call in *module*."""
+    tree = ast.parse(open(MODULES[module]).read(), MODULES[module])
+    parents = {child: node for node in ast.walk(tree) for child in ast.iter_child_nodes(node)}
+    reads = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in ("settings", "Settings"):
+            parent = parents[node]
+            reads.append((parent.attr if isinstance(parent, ast.Attribute) else "*", node.lineno))
+    return reads
 
 
 def _modules():
@@ -220,3 +267,24 @@ def test_errors_are_raised_by_kind_not_with_an_exit_code():
 ])
 def test_the_cycle_finder_finds_cycles(graph, expected):
     assert find_cycles(graph) == expected
+
+
+def test_settings_are_read_only_where_named():
+    found, unnamed = set(), []
+    for module in sorted(MODULES):
+        if module == "poncho_wq.config":
+            continue
+        for setting, line in _settings_reads(module):
+            found.add((module, setting))
+            if (module, setting) not in SETTINGS_READERS:
+                unnamed.append("{}:{} reads settings().{}".format(module, line, setting))
+    assert unnamed == [], "pass the value down from the entry (a BuildRequest), or name the read in SETTINGS_READERS"
+    assert sorted(set(SETTINGS_READERS) - found) == [], "SETTINGS_READERS names reads that are gone: remove them"
+
+
+def test_the_key_settings_are_read_only_at_the_entries():
+    key_settings = {"target", "keep_tests", "source", "conda_exe"}
+    entries = {"poncho_wq.engines", "poncho_wq.assemble.environment", "poncho_wq.archive.pack",
+               "poncho_wq.engines.conda"}
+    readers = {m for (m, setting) in SETTINGS_READERS if setting in key_settings}
+    assert readers <= entries

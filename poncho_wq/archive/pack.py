@@ -180,7 +180,7 @@ class _Counted:
         return data
 
 
-def _load_env(prefix):
+def _load_env(prefix, keep_tests=None):
     from conda_pack import CondaEnv
     from conda_pack.core import CondaPackException, File
 
@@ -198,7 +198,7 @@ def _load_env(prefix):
                     f = File(f.source, f.target, is_conda=False, file_mode=None)
         files.append(f)
     files.sort(key=lambda f: f.target)
-    files, dropped = prune_tests(files)
+    files, dropped = prune_tests(files, keep_tests)
     return env, files, dropped
 
 
@@ -403,12 +403,14 @@ def ensure_history(prefix, engine, notes=()):
         os.chmod(history, 0o644)
 
 
-def pack_prefix(prefix, output, *, n_threads=None, compress_level=None, progress=None, use_pigz=None):
+def pack_prefix(prefix, output, *, n_threads=None, compress_level=None, progress=None, use_pigz=None,
+                keep_tests=None):
     """Pack *prefix* into the gzip'd tarball *output* (published atomically); return its size in bytes.
 
     The archive unpacks with plain ``tar -xzf`` into any directory; ``<dir>/bin/python <dir>/bin/conda-unpack``
     then rewrites the remaining prefix references. ``n_threads`` defaults to all usable cores; ``use_pigz=False``
-    forces the in-process compressor.
+    forces the in-process compressor. *keep_tests*: pack packages' test directories (None: ``$PONCHO_WQ_KEEP_TESTS``;
+    a build passes its request's).
     """
     from conda_pack.core import Packer
 
@@ -423,7 +425,7 @@ def pack_prefix(prefix, output, *, n_threads=None, compress_level=None, progress
     os.makedirs(out_dir, exist_ok=True)
     with progress.phase("pack", "{} threads, level {}".format(n_threads, level), unit="B") as phase:
         phase.status("listing the files of {}".format(prefix))
-        env, files, dropped = _load_env(prefix)
+        env, files, dropped = _load_env(prefix, keep_tests)
         if dropped:
             phase.note("left out {} files of packages' test directories ({:.1f} MB; PONCHO_WQ_KEEP_TESTS=1 keeps "
                        "them)".format(len(dropped), sum(os.path.getsize(f.source) for f in dropped

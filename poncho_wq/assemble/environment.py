@@ -20,7 +20,7 @@ from packaging.utils import canonicalize_name
 from ..analysis.analyzer import MANAGER_ONLY, analyze, project_hint_files
 from ..analysis.installation import installation
 from ..config import settings
-from ..engines import create, get_engine, with_target
+from ..engines import build_request, create_request, with_target
 from ..progress import default_progress
 from ..errors import InputMissing, PonchoError, SpecError
 from ..memo import register
@@ -113,7 +113,7 @@ class Environment:
             if spec is None:
                 raise SpecError("target={!r} applies to an environment built from a spec; a prebuilt tarball "
                                 "already has its floor (poncho/floor.json): leave target out".format(target))
-            spec = with_target(spec, target)
+            spec = with_target(spec, target, settings().target)
         if source not in ("auto", "index", "current"):
             raise SpecError("source={!r} is not valid; expected 'auto', 'index' or 'current'".format(source))
         # "current" is an engine: source="current" and engine="current" say the same thing, and any other engine
@@ -286,23 +286,23 @@ class Environment:
             return self._tarball
         if self.build_result is not None and file_identity(self.build_result.path) == self._identity:
             return self.build_result.path  # every task asks again: no spec hashing on that path
-        engine = get_engine(self._spec, self.engine)
         spec, analysis = self._spec, self.analysis
         if self.layered and analysis is not None and analysis.local_distributions:
             # The local distributions ship in the code layer; the base keeps what they require.
             spec = _with_requirements(spec, local_requirements(analysis, self.python))
             analysis = dataclasses.replace(analysis, local_distributions={})
-        spec = engine.prepare(spec, analysis)  # what this engine builds for the analysis
-        # create() gives a spec without a target $PONCHO_WQ_TARGET's, read now: so does the memo key (issue 19)
-        spec = with_target(spec)
         why = analysis.build_why() if analysis is not None else None  # what poncho/lock.json says of each
-        key = (spec.digest(), engine.name, self.python, tuple(sorted((why or {}).items())))
+        # One request: the engine chosen and checked, $PONCHO_WQ_TARGET applied (read now, as create() did: issue
+        # 19) and the settings of the key read, once; the memo key and the build both come from it.
+        request = build_request(spec, engine=self.engine, python=self.python, why=why, prepare=True,
+                                analysis=analysis)
+        key = (request.spec.digest(), request.engine.name, self.python, tuple(sorted((why or {}).items())))
         with _lock:
             memo = _build_memo.get(key)
             if memo is None or file_identity(memo[0].path) != memo[1]:
                 if progress is None:
                     progress = default_progress()
-                result = create(spec, engine=engine, python=self.python, progress=progress, why=why)
+                result = create_request(request, progress=progress)
                 memo = _build_memo[key] = (result, file_identity(result.path))
             self.build_result, self._identity = memo
             return self.build_result.path

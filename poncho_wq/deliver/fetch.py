@@ -173,7 +173,7 @@ _probes: dict = {}  # url -> (time, answer): many tasks failing on one URL ask t
 PROBE_MEMO_SECONDS = 30
 
 
-def probe(url, timeout=5.0):
+def probe_url(url, timeout=5.0):
     """What a request for *url* from the manager gets now: ``"HTTP 404 Not Found"``, ``"connection refused"``,
     ``"HTTP 200, N bytes"``... (a HEAD request; for file:// the file's state).
 
@@ -240,6 +240,6 @@ def fetch_failure(task, urls, failed_results):
         return None
     parts = []
     for name, url in sorted(urls.items(), key=lambda item: (not item[0].startswith("env-"), item[0])):
-        parts.append("{} from {} (the manager's own request now: {})".format(name, mask(url), probe(url)))
+        parts.append("{} from {} (the manager's own request now: {})".format(name, mask(url), probe_url(url)))
     return ("the worker could not put in place " + "; ".join(parts) + " (the task did not run; the worker's disk "
             "may be full or read-only: the cause is in its debug log)")

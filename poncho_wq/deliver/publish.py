@@ -1,4 +1,5 @@
-"""Distribution modes: how a task's environment tarball and code layer reach the workers.
+"""Delivery modes (``distribution=``, a :class:`Delivery`): how a task's environment tarball and code layer reach
+the workers.
 
 Why: in the default ``direct`` mode the manager sends every worker its own copy of the tarball, serially and
 blocking (measured with a 73 MB environment on 1-16 workers: manager egress = N x tarball, 1.000-1.003; at 1,000
@@ -59,7 +60,7 @@ _published: dict = {}  # (source identity, destination) -> destination identity
 
 
 @dataclasses.dataclass(frozen=True)
-class Distribution:
+class Delivery:
     """How tasks get their tarball and code layer: ``mode`` (``direct``, ``url`` or ``shared``), ``publish_dir``
     (where the manager copies them), ``publish_url`` (the base URL the workers use: ``http(s)://``, ``ftp://`` or
     ``file://``). ``shared`` uses the path of a ``file://`` publish_url as the workers' view of the directory, else
@@ -117,6 +118,11 @@ class Distribution:
         return os.path.join(self.worker_dir, SHARED_ENVS)
 
 
+#: The name before issue 26 (kept: ``poncho_wq.Distribution`` is public API). "Distribution" also names an installed
+#: package (:class:`poncho_wq.analysis.installation.Distribution`); the delivery mode is a :class:`Delivery`.
+Distribution = Delivery
+
+
 def check_url(url):
     parts = urllib.parse.urlsplit(url)
     if parts.scheme not in URL_SCHEMES or (parts.scheme != "file" and not parts.netloc) or \
@@ -168,7 +174,7 @@ def _normalize_url(url):
 
 
 def distribution(mode=None, publish_dir=None, publish_url=None, environ=None):
-    """A :class:`Distribution` from arguments, completed by the settings: ``PONCHO_WQ_DISTRIBUTION``,
+    """A :class:`Delivery` from arguments, completed by the settings: ``PONCHO_WQ_DISTRIBUTION``,
     ``PONCHO_WQ_PUBLISH_DIR``, ``PONCHO_WQ_PUBLISH_URL``. Default mode: ``url`` when a publish directory is set,
     else ``direct``."""
     s = settings(environ)
@@ -181,14 +187,14 @@ def distribution(mode=None, publish_dir=None, publish_url=None, environ=None):
         raise SpecError("PONCHO_WQ_PUBLISH_URL={!r} is set but PONCHO_WQ_PUBLISH_DIR is not: set "
                         "PONCHO_WQ_PUBLISH_DIR to the directory that URL serves (or PONCHO_WQ_DISTRIBUTION=direct "
                         "to send tarballs from the manager)".format(mask(publish_url)))
-    return Distribution(mode, publish_dir, publish_url)
+    return Delivery(mode, publish_dir, publish_url)
 
 
 def as_distribution(value):
-    """``None`` (the settings), a mode name, or a :class:`Distribution`."""
+    """``None`` (the settings), a mode name, or a :class:`Delivery`."""
     if value is None or isinstance(value, str):
         return distribution(value)
-    if isinstance(value, Distribution):
+    if isinstance(value, Delivery):
         return value
     raise SpecError("distribution={!r} is not valid: expected None, one of {} or poncho_wq.distribution(...)".format(
         value, ", ".join(MODES)))

@@ -17,6 +17,11 @@ machine, libc) and the builder's identity (engine, poncho_wq version, pack forma
 string; for the current and locked engines also a hash of the copied files' identities) and, for an analyzed
 environment, the digest of its lock's "why" (import names and requiring distributions, :mod:`poncho_wq.archive.lock`).
 The cached tarball is named ``env-<key[:32]>.tar.gz`` (see :mod:`poncho_wq.archive.cache`).
+
+One build is one :class:`~poncho_wq.request.BuildRequest`, made once by :func:`build_request` at the entry
+(:func:`create`, :meth:`poncho_wq.assemble.environment.Environment.build`, the upstream drop-ins): the target
+applied, the engine chosen and checked, the settings of the key read. :func:`request_key`, :func:`populate_prefix`,
+:meth:`Engine.populate` and the packer take it (or its values) and read no setting of their own.
 """
 
 import dataclasses
@@ -38,6 +43,7 @@ from ..errors import BuildError, PonchoError, SpecError
 from ..fsutil import build_scratch, check_output_path, place_copy, write_error
 from ..identity import local_project_digests
 from ..progress import as_progress
+from ..request import BuildRequest
 from ..shim import run_in_env_path
 from ..spec import as_spec
 from ..target import file_owner, floor_problem, parse_target
@@ -80,8 +86,9 @@ class Engine:
       cache key): an engine that copies an interpreter names it, one that copies installed files names them;
     * :meth:`prepare` turns an analysis' spec into the spec this engine builds (the current engine also ships
       local distributions and leaves out what is not installed);
-    * :meth:`populate` fills an empty prefix and may return where each distribution came from (canonical name ->
-      source, for ``poncho/lock.json``); :func:`build_prefix` adds what every environment carries.
+    * :meth:`populate` fills an empty prefix for a :class:`~poncho_wq.request.BuildRequest` (its spec, python and
+      installer) and may return where each distribution came from (canonical name -> source, for
+      ``poncho/lock.json``); :func:`build_prefix` adds what every environment carries.
     """
 
     name = ""
@@ -100,7 +107,7 @@ class Engine:
     def prepare(self, spec, analysis=None):
         return spec
 
-    def populate(self, spec, prefix: str, python: Optional[str], progress) -> Optional[Dict[str, dict]]:
+    def populate(self, request: BuildRequest, prefix: str, progress) -> Optional[Dict[str, dict]]:
         raise NotImplementedError
 
     def __repr__(self):
@@ -124,8 +131,8 @@ class CondaEngine(Engine):
             raise SpecError("the conda engine needs a spec with conda packages; use --engine portable (or auto) "
                             "for a spec with only pip packages")
 
-    def populate(self, spec, prefix, python, progress):
-        build_conda_prefix(spec, prefix, progress)
+    def populate(self, request, prefix, progress):
+        build_conda_prefix(request.spec, prefix, progress, conda_exe=request.conda_exe)
 
 
 class PortableEngine(Engine):
@@ -144,8 +151,8 @@ class PortableEngine(Engine):
     def identity(self, spec, python):
         return {"python": _interpreter_identity(python)}
 
-    def populate(self, spec, prefix, python, progress):
-        build_portable_prefix(spec, prefix, python, progress)
+    def populate(self, request, prefix, progress):
+        build_portable_prefix(request.spec, prefix, request.python, progress)
 
 
 class CurrentEngine(Engine):
@@ -166,8 +173,8 @@ class CurrentEngine(Engine):
     def prepare(self, spec, analysis=None):
         return spec_with_local(spec, analysis)
 
-    def populate(self, spec, prefix, python, progress):
-        return dict(build_current_prefix(spec, prefix, python, progress).sources)
+    def populate(self, request, prefix, progress):
+        return dict(build_current_prefix(request.spec, prefix, request.python, progress).sources)
 
 
 class LockedEngine(CurrentEngine):
@@ -185,8 +192,8 @@ class LockedEngine(CurrentEngine):
     def prepare(self, spec, analysis=None):
         return spec_with_local(spec, analysis, keep_unresolved=True)
 
-    def populate(self, spec, prefix, python, progress):
-        return build_locked_prefix(spec, prefix, python, progress)
+    def populate(self, request, prefix, progress):
+        return build_locked_prefix(request.spec, prefix, request.python, progress)
 
 
 #: The engines by name.
@@ -211,19 +218,45 @@ def platform_tag():
     return {"platform": sys.platform, "machine": platform.machine(), "libc": "{} {}".format(libc, libc_version)}
 
 
+def build_request(spec, *, engine=None, python=None, target=None, why=None, conda_exe=None, prepare=False,
+                  analysis=None, config=None) -> BuildRequest:
+    """The :class:`~poncho_wq.request.BuildRequest` of building *spec* (a Spec, dict or path): the build target
+    applied (*target*, else the spec's, else ``$PONCHO_WQ_TARGET``), the engine chosen (:func:`get_engine`) and
+    checked against *python*, and the settings the key and the bytes depend on read, all once, here (*config*: a
+    :class:`poncho_wq.config.Settings`, default the process environment's). *prepare*: the spec is an analysis'
+    (or an Environment's), turned into what the chosen engine builds (:meth:`Engine.prepare` with *analysis*)
+    before ``$PONCHO_WQ_TARGET`` applies, as :meth:`poncho_wq.assemble.environment.Environment.build` needs."""
+    config = config or settings()
+    spec = as_spec(spec)
+    eng = get_engine(spec, engine)  # "auto" looks at the conda section only, which no target changes
+    if prepare:
+        spec = eng.prepare(spec, analysis)
+    spec = with_target(spec, target, config.target)
+    eng.check(spec, python)
+    return BuildRequest(spec=spec, engine=eng, python=python, why=dict(why) if why else None,
+                        keep_tests=config.keep_tests, conda_exe=conda_exe or config.conda_exe)
+
+
 def cache_key(spec, *, engine, python=None, why=None):
+    """The cache key of building *spec* with *engine* (see :func:`request_key`); the settings are read now."""
+    spec = as_spec(spec)
+    eng = get_engine(spec, engine)
+    return request_key(BuildRequest(spec=spec, engine=eng, python=python, why=why,
+                                    keep_tests=settings().keep_tests))
+
+
+def request_key(request: BuildRequest) -> str:
     """The content key of the environment *spec* built by *engine* on this platform (sha256 hex): the spec's
     canonical JSON, the platform, and the builder (engine, poncho_wq version, pack format, the engine's
     :meth:`Engine.identity`); plus the content digests of local ``file://`` projects the spec names, and the digest
     of *why* (what ``poncho/lock.json`` says of each distribution, :func:`poncho_wq.archive.lock.why_digest`) when
-    given."""
-    spec = as_spec(spec)
-    eng = get_engine(spec, engine)
+    given. Everything comes from *request*: no setting is read here."""
+    spec, eng, why = request.spec, request.engine, request.why
     builder = {"engine": eng.name, "poncho_wq": __version__, "pack_format": PACK_FORMAT}
     # PONCHO_WQ_KEEP_TESTS changes what is packed (poncho_wq.archive.pack); other keys unchanged
-    if settings().keep_tests:
+    if request.keep_tests:
         builder["keep_tests"] = True
-    builder.update(eng.identity(spec, python))
+    builder.update(eng.identity(spec, request.python))
     doc = {"spec": spec.canonical(), "platform": platform_tag(), "builder": builder}
     local = local_project_digests(spec)
     if local:  # `name @ file:///dir`: the project's content, not only its URL (issue 13); other keys unchanged
@@ -241,15 +274,15 @@ def _write(path, text, mode=0o644):
     os.chmod(path, mode)
 
 
-def with_target(spec, target=None):
+def with_target(spec, target=None, default=None):
     """*spec* with its build target replaced by *target* (a manylinux tag, see :mod:`poncho_wq.target`) when one is
-    given, else with ``$PONCHO_WQ_TARGET`` when the spec names none: the target is part of the spec, so of its
-    digest and of the cache key."""
+    given, else with *default* (the entry's ``$PONCHO_WQ_TARGET``, ``Settings.target``) when the spec names none:
+    the target is part of the spec, so of its digest and of the cache key. No setting is read here."""
     spec = as_spec(spec)
     if target is None:
         if spec.target:
             return spec
-        target = settings().target
+        target = default
         if target is None:
             return spec
     return dataclasses.replace(spec, target=parse_target(target, "target").tag)
@@ -260,14 +293,17 @@ def build_prefix(spec, prefix, *, engine=None, python=None, progress=None, targe
     (:func:`poncho_wq.archive.floor.prefix_floor`), also written to ``poncho/floor.json``. A build target (*target*, or
     the spec's) that the floor is above is a BuildError naming the file that needs more. ``poncho/lock.json``
     records what the prefix holds, with *why* (canonical name -> reasons) from an analysis."""
-    spec = with_target(spec, target)
-    eng = get_engine(spec, engine)
-    eng.check(spec, python)
-    progress = as_progress(progress)
+    request = build_request(spec, engine=engine, python=python, target=target, why=why)
+    return populate_prefix(request, prefix, as_progress(progress))
+
+
+def populate_prefix(request: BuildRequest, prefix, progress):
+    """:func:`build_prefix` of a resolved *request* (*progress*: a Progress)."""
+    spec, eng, python, why = request.spec, request.engine, request.python, request.why
     if os.path.isdir(prefix) and os.listdir(prefix):
         raise BuildError("build prefix {} is not empty".format(prefix))
     os.makedirs(prefix, exist_ok=True)
-    sources = eng.populate(spec, prefix, python, progress)
+    sources = eng.populate(request, prefix, progress)
     target = parse_target(spec.target) if spec.target else None
     if target is None or not target.is_cross():
         # by the environment's own interpreter: not for another architecture
@@ -295,14 +331,14 @@ def build_prefix(spec, prefix, *, engine=None, python=None, progress=None, targe
     return floor
 
 
-def _build_and_pack(spec, engine, python, progress, output, why=None):
+def _build_and_pack(request, progress, output):
     """Build a prefix next to *output* (scratch dir) and pack it to *output*; the scratch is removed. Returns the
     environment's floor."""
     scratch = os.path.dirname(output)
     prefix = os.path.join(scratch, "prefix")
     try:
-        floor = build_prefix(spec, prefix, engine=engine, python=python, progress=progress, why=why)
-        pack_prefix(prefix, output, progress=progress)
+        floor = populate_prefix(request, prefix, progress)
+        pack_prefix(prefix, output, progress=progress, keep_tests=request.keep_tests)
         return floor
     except PonchoError:
         raise
@@ -318,20 +354,31 @@ def create(spec, output=None, *, engine=None, python=None, use_cache=True, cache
            target=None, why=None):
     """Build (or find in the cache) the packed environment for *spec*; return a :class:`BuildResult`.
 
-    *spec*: Spec, dict or path. *output*: where the tarball should also appear (None: leave it in the cache).
-    With ``use_cache=False`` the tarball is built straight into *output* (required then), via a temporary
-    directory next to it and an atomic rename. *progress*: None (silent), True (stderr), a callable that gets each
-    :class:`poncho_wq.progress.ProgressEvent`, or a :class:`poncho_wq.progress.Progress`. *target*: the oldest
-    worker the environment must run on (``manylinux_2_28_x86_64``, see :mod:`poncho_wq.target`), overriding the
-    spec's ``target``. *why*: canonical distribution name -> reasons, for ``poncho/lock.json`` (an analysis'
-    :meth:`~poncho_wq.analysis.analyzer.Analysis.build_why`; part of the key).
+    *spec*: Spec, dict or path (or a :class:`~poncho_wq.request.BuildRequest`, which already holds the engine,
+    python, target and why: those arguments must be left out then). *output*: where the tarball should also appear
+    (None: leave it in the cache). With ``use_cache=False`` the tarball is built straight into *output* (required
+    then), via a temporary directory next to it and an atomic rename. *progress*: None (silent), True (stderr), a
+    callable that gets each :class:`poncho_wq.progress.ProgressEvent`, or a :class:`poncho_wq.progress.Progress`.
+    *target*: the oldest worker the environment must run on (``manylinux_2_28_x86_64``, see
+    :mod:`poncho_wq.target`), overriding the spec's ``target``. *why*: canonical distribution name -> reasons, for
+    ``poncho/lock.json`` (an analysis' :meth:`~poncho_wq.analysis.analyzer.Analysis.build_why`; part of the key).
     """
-    spec = with_target(spec, target)
-    engine = get_engine(spec, engine)
-    engine.check(spec, python)
+    if isinstance(spec, BuildRequest):
+        if engine is not None or python is not None or target is not None or why is not None:
+            raise SpecError("create(request, ...): the request already holds engine, python, target and why; pass "
+                            "them to build_request() instead")
+        request = spec
+    else:
+        request = build_request(spec, engine=engine, python=python, target=target, why=why)
+    return create_request(request, output, use_cache=use_cache, cache_dir=cache_dir, progress=progress)
+
+
+def create_request(request: BuildRequest, output=None, *, use_cache=True, cache_dir=None, progress=None):
+    """:func:`create` of a resolved *request* (:func:`build_request`): nothing is resolved or read again."""
+    spec, engine = request.spec, request.engine
     progress = as_progress(progress)
     start = time.monotonic()
-    key = cache_key(spec, engine=engine, python=python, why=why)
+    key = request_key(request)
     if output:
         check_output_path(output)  # before minutes of building, not after
     if not use_cache:
@@ -342,7 +389,7 @@ def create(spec, output=None, *, engine=None, python=None, use_cache=True, cache
             os.makedirs(out_dir, exist_ok=True)
             with build_scratch(out_dir) as scratch:
                 tmp_output = os.path.join(scratch, "env.tar.gz")
-                floor = _build_and_pack(spec, engine, python, progress, tmp_output, why)
+                floor = _build_and_pack(request, progress, tmp_output)
                 os.replace(tmp_output, output)
         except OSError as e:
             raise write_error(output, e) from e
@@ -359,9 +406,8 @@ def create(spec, output=None, *, engine=None, python=None, use_cache=True, cache
         # interpreter under this cache (issue 17); --no-cache builds prepare it in their own prefix.
         with interpreter_bases(cache.root):
             # The builder also records the floor in the entry's metadata (read after it returns).
-            path, hit = cache.build(key, lambda tmp: meta.update(floor=_build_and_pack(spec, engine, python,
-                                                                                       progress, tmp, why)), meta,
-                                    verify_digest=True)
+            path, hit = cache.build(key, lambda tmp: meta.update(floor=_build_and_pack(request, progress, tmp)),
+                                    meta, verify_digest=True)
     except OSError as e:
         raise BuildError("cannot use the build cache {}: {}; set PONCHO_WQ_CACHE or --cache-dir to a writable "
                          "directory".format(cache.root, e.strerror or e)) from e

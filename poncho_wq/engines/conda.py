@@ -56,10 +56,11 @@ EMBEDDED = ("rattler", "py-rattler", "embedded")
 DEFAULT_CHANNELS = ("conda-forge",)
 
 
-def conda_tool(environ=None):
-    """The external installer to use (an absolute path), or None for the embedded py-rattler engine."""
+def conda_tool(environ=None, chosen=None):
+    """The external installer to use (an absolute path), or None for the embedded py-rattler engine. *chosen*: the
+    installer a build request names (else ``$PONCHO_CONDA_EXE`` of *environ*, for direct callers)."""
     environ = os.environ if environ is None else environ
-    chosen = Settings(environ).conda_exe
+    chosen = chosen or Settings(environ).conda_exe
     if chosen:
         if chosen.lower() in EMBEDDED:
             return None
@@ -95,11 +96,11 @@ def spec_target(spec):
     return parse_target(spec.target)
 
 
-def build_conda_prefix(spec, prefix, progress=None):
+def build_conda_prefix(spec, prefix, progress=None, conda_exe=None):
     """Install the spec's conda packages into *prefix* (new or empty), then its pip requirements.
 
     Progress phases: "solve" and "install" (one "install" phase for an external tool, which solves and installs
-    in one run), then "pip".
+    in one run), then "pip". *conda_exe*: the installer the request names (see :func:`conda_tool`).
     """
     progress = as_progress(progress)
     if not spec.conda or not spec.conda.packages:
@@ -110,7 +111,7 @@ def build_conda_prefix(spec, prefix, progress=None):
                         "runs the environment's own python); put the packages in conda.packages instead (most are "
                         "on conda-forge), or build on a {} machine".format(
                             " ".join(spec.pip), target.tag, _host(), target.machine))
-    tool = conda_tool()
+    tool = conda_tool(chosen=conda_exe)
     if tool:
         progress.info("conda engine: %s", tool)
         _install_with_tool(tool, spec, prefix, progress)

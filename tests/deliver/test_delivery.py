@@ -32,9 +32,20 @@ import pytest
 from helpers.paths import HELPERS
 from helpers.wqutil import start_worker_process, worker_binary
 from poncho_wq.errors import BuildError, PonchoError, SpecError
-from poncho_wq.deliver.fetch import Fetch, fetch_command, fetch_failure, probe
+from poncho_wq.deliver.fetch import Fetch, fetch_command, fetch_failure, probe_url
 from poncho_wq.deliver.publish import Distribution, distribution, publish, serve
 from poncho_wq.task import wrap_command
+
+
+# -- names ----------------------------------------------------------------------------------------------------
+def test_the_delivery_mode_is_a_delivery_and_its_old_name_still_imports():
+    import poncho_wq
+    from poncho_wq.analysis.installation import Distribution as InstalledDistribution
+    from poncho_wq.deliver.publish import Delivery
+
+    assert poncho_wq.Delivery is Delivery is Distribution is poncho_wq.Distribution  # user API kept (issue 26)
+    assert isinstance(poncho_wq.distribution("direct"), poncho_wq.Delivery)
+    assert InstalledDistribution is not Delivery  # "Distribution" in the analysis is an installed package
 
 
 # -- settings -------------------------------------------------------------------------------------------------
@@ -727,7 +738,7 @@ def test_the_failure_probe_is_bounded_and_asks_a_hung_server_once(tmp_path):
     threading.Thread(target=accept, daemon=True).start()
     url = "http://127.0.0.1:{}/env-5.tar.gz".format(listener.getsockname()[1])
     try:
-        first = probe(url, timeout=1)
+        first = probe_url(url, timeout=1)
         assert "timed out" in first or "no answer" in first, first
         messages = [fetch_failure(_Task(), {"env-5.tar.gz": url}, {7}) for _ in range(20)]
     finally:
@@ -755,8 +766,8 @@ def test_the_failure_probe_names_a_403_and_follows_a_redirect(tmp_path):
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
         base = "http://127.0.0.1:{}/".format(server.server_address[1])
-        assert probe(base + "forbidden/env-6.tar.gz") == "HTTP 403 Forbidden"
-        assert probe(base + "moved/env-6.tar.gz") == "HTTP 403 Forbidden"
+        assert probe_url(base + "forbidden/env-6.tar.gz") == "HTTP 403 Forbidden"
+        assert probe_url(base + "moved/env-6.tar.gz") == "HTTP 403 Forbidden"
     finally:
         server.shutdown()
         server.server_close()

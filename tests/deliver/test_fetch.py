@@ -12,7 +12,7 @@ import threading
 
 import pytest
 
-from poncho_wq.deliver.fetch import Fetch, fetch_command, probe
+from poncho_wq.deliver.fetch import Fetch, fetch_command, probe_url
 from poncho_wq.deliver.publish import serve
 
 
@@ -78,7 +78,7 @@ def test_fetch_command_checks_size_and_sha256_and_keeps_only_checked_bytes(tmp_p
         code, message = _note(str(cache / "d"))
         assert code == 3 and "4000 bytes, not the 4001 published" in message, message
         assert other.returncode == longer.returncode == 0
-        assert probe(server.url + "env-2.tar.gz") == "HTTP 404 File not found"
+        assert probe_url(server.url + "env-2.tar.gz") == "HTTP 404 File not found"
     assert _kept(cache) == [".poncho-" + hashlib.sha256(good).hexdigest()]  # no temp files, nothing unchecked
     lines = log.read_text().splitlines()
     assert [ln.split()[2:] for ln in lines][:2] == [["GET", "/env-1.tar.gz", "200"], ["GET", "/env-2.tar.gz", "404"]]
@@ -93,7 +93,7 @@ def test_fetch_command_checks_size_and_sha256_and_keeps_only_checked_bytes(tmp_p
         cut.server_close()
     assert r.returncode == 0 and _note(str(cache / "e"))[0] == 3
     assert len(_kept(cache)) == 1
-    assert "refused" in probe("http://127.0.0.1:{}/env-3.tar.gz".format(cut.server_address[1]))
+    assert "refused" in probe_url("http://127.0.0.1:{}/env-3.tar.gz".format(cut.server_address[1]))
 
     # file:// (url mode over a shared file system): the same checks, read with cat.
     files = tmp_path / "cache2"
@@ -102,7 +102,7 @@ def test_fetch_command_checks_size_and_sha256_and_keeps_only_checked_bytes(tmp_p
     assert (files / "f").read_bytes() == good
     assert _run_fetch("file://" + str(served / "env-9.tar.gz"), str(files / "g"), data=b"nine").returncode == 0
     assert _note(str(files / "g"))[0] == 3 and "No such file" in _note(str(files / "g"))[1]
-    assert "No such file" in probe("file://" + str(served / "env-9.tar.gz"))
+    assert "No such file" in probe_url("file://" + str(served / "env-9.tar.gz"))
 
 
 class _CloseDelimited(http.server.BaseHTTPRequestHandler):
