@@ -41,6 +41,7 @@ from urllib.parse import quote
 
 from ..archive.cache import default_cache_dir
 from ..errors import BuildError, InputMissing
+from ..identity import file_digest
 
 PACKAGE = "ndcctools"
 # Zip members get this fixed timestamp (the earliest zip can store): identical content gives identical bytes.
@@ -103,14 +104,12 @@ def _version(files):
 
 
 def _content_hash(files):
+    """One hash of the files' names, executable bits and contents (each file's digest from :mod:`poncho_wq.identity`,
+    read again only when its stat changed)."""
     h = hashlib.sha256()
     for rel, path in files:
-        st = os.stat(path)
-        h.update(rel.encode() + b"\0" + (b"x" if st.st_mode & 0o111 else b"-") + b"\0")
-        with open(path, "rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                h.update(block)
-        h.update(b"\0")
+        digest, executable = file_digest(path)
+        h.update(rel.encode() + b"\0" + (b"x" if executable else b"-") + b"\0" + digest.encode() + b"\0")
     return h.hexdigest()
 
 
