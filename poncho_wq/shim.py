@@ -7,6 +7,7 @@ or the relocation it runs) cannot provide the environment, it exits 1-4 with a l
 """
 
 import collections
+import functools
 import os
 import re
 
@@ -27,9 +28,14 @@ def shim_error_from(exit_code, output, tools=SHIM):
     else None: a failing command is not mistaken for a broken environment."""
     if exit_code not in (1, 2, 3, 4) or not output:
         return None
-    line = re.compile(r"^(?:{}): (.*)$".format("|".join(re.escape(t) for t in tools)), re.M)
-    lines = line.findall(output)
+    lines = _failure_line(tuple(tools)).findall(output)
     return ShimError(exit_code, lines[-1]) if lines else None
+
+
+@functools.lru_cache(maxsize=None)
+def _failure_line(tools):
+    """The pattern of a failure line of one of *tools* (compiled once per tool set: read for every finished task)."""
+    return re.compile(r"^(?:{}): (.*)$".format("|".join(re.escape(t) for t in tools)), re.M)
 
 
 def shim_path():
