@@ -147,7 +147,10 @@ try:
 except OSError:
     pass
 if code < 0:  # die the tool's death, so that the manager sees the signal (check_interrupted)
-    signal.signal(-code, signal.SIG_DFL)
+    try:
+        signal.signal(-code, signal.SIG_DFL)
+    except (OSError, ValueError):  # SIGKILL, SIGSTOP: no handler to reset, their default is what we want
+        pass
     os.kill(os.getpid(), -code)
 sys.exit(code if code >= 0 else 128 - code)
 """
