@@ -48,9 +48,13 @@ __all__ = [
 
 def analyze(*args, **kwargs):
     """Analyze scripts into an :class:`~poncho_wq.analysis.analyzer.Analysis` (see
-    :func:`poncho_wq.analysis.analyzer.analyze`)."""
+    :func:`poncho_wq.analysis.analyzer.analyze`); ``package_data`` defaults to what ``$PONCHO_WQ_EXCLUDE`` and
+    ``$PONCHO_WQ_DATA_WARN_MB`` say, read now."""
     from .analysis.analyzer import analyze as _analyze
+    from .config import settings
+    from .request import PackageData
 
+    kwargs.setdefault("package_data", PackageData.from_settings(settings()))
     return _analyze(*args, **kwargs)
 
 

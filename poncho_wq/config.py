@@ -28,6 +28,10 @@ BINDINGS = ("ndcctools.work_queue", "work_queue", "debian")
 DISTRIBUTIONS = ("direct", "url", "shared")
 #: Values of ``PONCHO_WQ_PROGRESS``.
 PROGRESS = ("auto", "on", "off")
+#: PONCHO_WQ_FETCH_TIMEOUT's default, in seconds
+FETCH_TIMEOUT = 300.0
+#: PONCHO_WQ_DATA_WARN_MB's default (100 MB), in bytes
+DATA_WARN_BYTES = 100 * 10 ** 6
 _DEFAULT_MTIME = 946684800  # 2000-01-01T00:00:00Z
 
 
@@ -176,7 +180,7 @@ class Settings:
         """``PONCHO_WQ_DATA_WARN_MB`` in bytes: above this, shipping local package data is warned about."""
         value = self.raw("PONCHO_WQ_DATA_WARN_MB")
         if value is None:
-            return 100 * 10 ** 6
+            return DATA_WARN_BYTES
         try:
             mb = float(value)
         except ValueError:
@@ -276,7 +280,7 @@ class Settings:
     @property
     def fetch_timeout(self) -> float:
         """``PONCHO_WQ_FETCH_TIMEOUT``: seconds a worker's whole fetch of a published file may take (default 300)."""
-        return self._seconds("PONCHO_WQ_FETCH_TIMEOUT", 300.0)
+        return self._seconds("PONCHO_WQ_FETCH_TIMEOUT", FETCH_TIMEOUT)
 
     @property
     def source_date_epoch(self) -> int:

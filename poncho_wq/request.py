@@ -10,12 +10,15 @@ line, the upstream drop-ins) now makes one :class:`BuildRequest` from the user's
 the stages below (key, populate, pack, cache) take it and return values.
 
 A request is made by :func:`poncho_wq.engines.build_request` (the engines are a later stage than this module);
-this module only says what a request holds.
+this module only says what a request holds. :class:`PackageData` is the analysis' part of the same idea: which
+data files of local packages ship, read from the settings once by the entry (``Environment.from_script``, the
+command line, ``poncho_wq.analyze``) and handed to :func:`poncho_wq.analysis.analyzer.analyze`.
 """
 
 import dataclasses
-from typing import Any, Mapping, Optional
+from typing import Any, Mapping, Optional, Tuple
 
+from .config import DATA_WARN_BYTES, Settings
 from .spec import Spec
 
 
@@ -36,3 +39,20 @@ class BuildRequest:
     why: Optional[Mapping[str, Any]] = None
     keep_tests: bool = False
     conda_exe: Optional[str] = None
+
+
+@dataclasses.dataclass(frozen=True)
+class PackageData:
+    """Which data files of the local packages an analysis ships, and when it warns about their size.
+
+    ``exclude``: glob patterns of files not to ship (``$PONCHO_WQ_EXCLUDE``); ``warn_bytes``: above this total a
+    warning names the largest (``$PONCHO_WQ_DATA_WARN_MB``). Part of an analyzed environment's memo key: another
+    value is another list of shipped files."""
+
+    exclude: Tuple[str, ...] = ()
+    warn_bytes: int = DATA_WARN_BYTES
+
+    @classmethod
+    def from_settings(cls, config: Settings) -> "PackageData":
+        """The value the settings *config* give (each read once, here)."""
+        return cls(exclude=config.exclude_patterns, warn_bytes=config.data_warn_bytes)

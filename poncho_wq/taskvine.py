@@ -225,7 +225,7 @@ def _source_file(manager, path, distribution=None):
                         "expected direct or url, or set PONCHO_WQ_PUBLISH_URL (file:// for a shared file "
                         "system)".format(dist.mode))
     fetch = fetch_for(path, dist.publish_dir, dist, os.path.basename(path))
-    command = fetch_task_command(fetch, settings().fetch_timeout)
+    command = fetch_task_command(fetch, fetch.seconds)
     return manager.declare_minitask(_vine().Task(command), fetch.name, cache=True)
 
 

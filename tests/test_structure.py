@@ -63,35 +63,35 @@ LAZY_INTERNAL = {
 }
 
 
-# Where settings (poncho_wq/config.py) are read: (module, setting) -> why there. The settings a build's cache key or
-# bytes depend on (target, keep_tests, source, conda_exe) are read at the entries (build_request, Environment) and
-# handed down in a poncho_wq.request.BuildRequest; the others are runtime knobs of the module that uses them (a
-# timeout, a cache location, a log level), not inputs of any key. A new read is a new hidden input: add it here
-# with its reason, or pass the value down from the entry. "*": the Settings object itself is kept.
+# Where settings (poncho_wq/config.py) are read: (module, setting) -> why there. "*": a Settings object is kept.
+# A new read is a new hidden input: pass the value down from the entry, or add it here with its reason.
 SETTINGS_READERS = {
-    ("poncho_wq.engines", "*"): "build_request(): the entry of a build reads target, keep_tests, conda_exe once",
-    ("poncho_wq.engines", "keep_tests"): "cache_key(spec, ...): public helper for callers without a request",
-    ("poncho_wq.assemble.environment", "target"): "Environment and from_script's memo: the user's entry",
-    ("poncho_wq.assemble.environment", "source"): "resolve_source(): Environment.from_script's entry",
-    ("poncho_wq.archive.pack", "keep_tests"): "pack_prefix() called directly; a build passes its request's value",
-    ("poncho_wq.engines.conda", "conda_exe"): "conda_tool() called directly; a build passes its request's value",
-    ("poncho_wq.archive.pack", "source_date_epoch"): "the archive members' mtime (reproducible-builds convention)",
-    ("poncho_wq.archive.cache", "cache_dir"): "where the build cache lives, not what is in it",
-    ("poncho_wq.analysis.installation", "cache_dir"): "where the installation memo lives",
-    ("poncho_wq.analysis.scan", "cache_dir"): "where the scan cache lives",
-    ("poncho_wq.analysis.scan", "analyze_serial"): "how a scan runs (processes or not), not what it finds",
-    ("poncho_wq.analysis.analyzer", "exclude_patterns"): "what the analysis leaves out: the analysis is the entry",
-    ("poncho_wq.analysis.analyzer", "data_warn_bytes"): "when to warn about large data files",
+    # 1. The entries. What a build's cache key, an analyzed environment or a delivery depends on is read once, here,
+    #    and handed down as a value (poncho_wq.request.BuildRequest / PackageData, deliver.publish.Delivery).
+    ("poncho_wq.engines", "*"): "build_request(): a build's target, keep_tests, conda_exe",
+    ("poncho_wq.assemble.environment", "target"): "Environment(spec=...) called directly: the spec's default target",
+    ("poncho_wq.assemble.environment", "*"): "from_script, ship_list, task_code: target, source, package data, "
+                                             "all in their memo keys",
+    ("poncho_wq", "*"): "poncho_wq.analyze(): the package data settings",
+    ("poncho_wq.cli.analyze", "*"): "the command line: the package data settings",
+    ("poncho_wq.deliver.publish", "*"): "distribution(): the delivery mode, publish dir and URL, fetch timeout",
+    ("poncho_wq.taskvine", "vine_seed"): "declare_environment(): the TaskVine binding's entry",
+    ("poncho_wq.wq", "binding"): "which Work Queue binding to import: the bindings' entry",
+    # 2. Public helpers called without a request: a build passes its request's value instead.
+    ("poncho_wq.archive.pack", "keep_tests"): "pack_prefix() called directly",
+    ("poncho_wq.engines.conda", "conda_exe"): "conda_tool() called directly",
+    # 3. Where caches live: not what is in them.
+    ("poncho_wq.archive.cache", "cache_dir"): "the build cache",
+    ("poncho_wq.analysis.installation", "cache_dir"): "the installation memo",
+    ("poncho_wq.analysis.scan", "cache_dir"): "the scan cache",
     ("poncho_wq.engines.conda", "conda_pkgs_dir"): "conda's package download cache",
+    # 4. Runtime knobs: how a step runs or talks, never what it produces.
+    ("poncho_wq.archive.pack", "source_date_epoch"): "the archive members' mtime (reproducible-builds convention)",
+    ("poncho_wq.analysis.scan", "analyze_serial"): "how a scan runs (processes or not), not what it finds",
     ("poncho_wq.engines.data", "git_timeout"): "a timeout",
     ("poncho_wq.engines.data", "http_timeout"): "a timeout",
     ("poncho_wq.engines.pip", "http_timeout"): "a timeout",
-    ("poncho_wq.deliver.fetch", "fetch_timeout"): "a timeout",
-    ("poncho_wq.deliver.publish", "*"): "distribution(): the entry of the delivery mode (PONCHO_WQ_DISTRIBUTION...)",
-    ("poncho_wq.taskvine", "vine_seed"): "the TaskVine binding's entry",
-    ("poncho_wq.taskvine", "fetch_timeout"): "the TaskVine binding's entry",
     ("poncho_wq.waiting", "no_worker_notice"): "when the waiting manager prints its notice",
-    ("poncho_wq.wq", "binding"): "which Work Queue binding to import: the bindings' entry",
     ("poncho_wq.progress", "progress"): "how progress is shown",
     ("poncho_wq.cli.common", "debug"): "tracebacks on the command line",
     ("poncho_wq.cli.create", "debug"): "the command line's progress rendering",

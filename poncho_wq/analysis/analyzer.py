@@ -68,7 +68,7 @@ from packaging.utils import canonicalize_name
 
 from . import pins as distributions
 from . import closure as _closure
-from ..config import settings
+from ..request import PackageData
 from ..errors import InputMissing, PonchoError, SpecError
 from ..fsutil import TOOL_STATE_DIRS, is_within, read_toml
 from ..spec import Spec, parse_spec
@@ -550,7 +550,8 @@ def _installed_as_sources(scripts, sources, inst):
 
 
 def analyze(scripts, *, toplevel=False, function=None, pkg_mapping=None, extra_pkgs=(), exclude=None,
-            python_version=None, sources=None, use_cache=True, prefix=None, allow_unresolved=(), strict=True):
+            python_version=None, sources=None, use_cache=True, prefix=None, allow_unresolved=(), strict=True,
+            package_data=PackageData()):
     """Analyze *scripts* (paths; a directory means every ``*.py`` under it) and *sources* ({display name:
     source text}, e.g. ``{"<stdin>": text}``) and return an :class:`Analysis` whose spec is the lock.
 
@@ -566,7 +567,9 @@ def analyze(scripts, *, toplevel=False, function=None, pkg_mapping=None, extra_p
     installed distribution provides but that the package index may (listed unpinned); any other required import
     that resolves to nothing raises a :class:`~poncho_wq.errors.SpecError` naming file, line and module, unless
     ``strict=False`` (then they are only listed in :attr:`Analysis.unresolved`: for callers that need the local
-    files alone).
+    files alone). ``package_data``: a :class:`~poncho_wq.request.PackageData`, which data files of local packages
+    ship (the entries read it from ``$PONCHO_WQ_EXCLUDE`` / ``$PONCHO_WQ_DATA_WARN_MB``; default: all of them, a
+    warning above 100 MB); no setting is read here.
     """
     if toplevel and function:
         raise PonchoError("--toplevel and --function cannot be used together")
@@ -658,7 +661,7 @@ def analyze(scripts, *, toplevel=False, function=None, pkg_mapping=None, extra_p
     spec = _build_spec(env, [p for _e, p in lock])
     direct_spec = _build_spec(env, list(direct.values()))
     local = dict(walk.local)
-    local.update(_package_data(walk.local, warnings))
+    local.update(_package_data(walk.local, warnings, package_data))
     return Analysis(
         spec=spec,
         imports=frozenset(walk.third_party),
@@ -822,14 +825,14 @@ _DEBRIS_SUFFIXES = (".py", ".pyc", ".pyo", ".egg-info", ".dist-info", "~", ".swp
 _DEBRIS_FILES = frozenset({".DS_Store", "Thumbs.db", ".gitignore", ".gitattributes"})
 
 
-def _package_data(local, warnings):
+def _package_data(local, warnings, package_data):
     """``{path: arcname}`` of the data files of the local packages in *local* (``{path: arcname}`` of the code
     shipped): every other file in a shipped package's directory and in its subdirectories that are not packages
     themselves (``templates/``, ``data/``), so that code reading a file next to its ``__init__.py`` finds it on the
     worker. Python sources are left to the import analysis (only what is imported ships); caches, VCS and build
-    debris and ``PONCHO_WQ_EXCLUDE`` patterns are left out; above ``PONCHO_WQ_DATA_WARN_MB`` a warning names the
+    debris and *package_data*'s ``exclude`` patterns are left out; above its ``warn_bytes`` a warning names the
     largest files."""
-    patterns = settings().exclude_patterns
+    patterns = package_data.exclude
     out, sizes = {}, []
     for path, arcname in local.items():
         if os.path.basename(path) != "__init__.py":
@@ -851,7 +854,7 @@ def _package_data(local, warnings):
                 out[source] = arc
                 sizes.append((os.path.getsize(source), arc))
     total = sum(s for s, _ in sizes)
-    limit = settings().data_warn_bytes
+    limit = package_data.warn_bytes
     if total > limit:
         largest = ", ".join("{} ({:.0f} MB)".format(a, s / 1e6) for s, a in sorted(sizes, reverse=True)[:3])
         warnings.append("the local packages' data files add up to {:.0f} MB (largest: {}); leave some out with "

@@ -24,6 +24,7 @@ from ..engines import build_request, create_request, with_target
 from ..progress import default_progress
 from ..errors import InputMissing, PonchoError, SpecError
 from ..memo import register
+from ..request import PackageData
 from ..identity import file_identity, sha256_file, stat_key
 from ..requirements import spec_from_requirements
 from .layers import CodeLayer, distribution_members, local_file_members, local_requirements, merge
@@ -34,16 +35,19 @@ if TYPE_CHECKING:  # pragma: no cover
     from ..analysis.analyzer import Analysis
     from ..engines import BuildResult
 
+#: Environment()'s default_target when the caller read no settings: $PONCHO_WQ_TARGET is read then.
+_READ_NOW = object()
 _ENV_NAME = re.compile(r"^env-([0-9a-f]{16,64})\.tar\.gz$")
 _lock = threading.RLock()
 #: Environments by (the scripts' file identities, exclude, source, engine, python, ship_local, layered, analyze
-#: options), and ship lists / task code by ("ship" or "code", the scripts' file identities). Each value is stored
+#: options, and the settings read at the entry: target, PONCHO_WQ_SOURCE, package data), and ship lists / task
+#: code by ("ship" or "code", the package data settings, the scripts' file identities). Each value is stored
 #: with the identities of the local files its analysis reached and is used only while they are unchanged (one
 #: ``stat`` each): an edited local module or editable source is analyzed again (fast: the scan cache re-reads only
 #: the edited file), so a new import in it reaches the spec, and its new bytes reach the code layer.
 _script_memo: Dict[Any, Any] = {}
-#: (BuildResult, file identity of its tarball) by (prepared spec digest, engine name, python); trusted only while
-#: the tarball's identity is unchanged.
+#: (BuildResult, file identity of its tarball) by (prepared spec digest, engine name, python, why, keep_tests: the
+#: request's inputs of the cache key); trusted only while the tarball's identity is unchanged.
 _build_memo: Dict[Any, Any] = {}
 #: sha256[:32] of tarballs not named env-<hash>, by (path, size, mtime_ns).
 _hash_memo: Dict[Any, str] = {}
@@ -104,7 +108,7 @@ class Environment:
     def __init__(self, spec: Optional[Spec] = None, tarball: Optional[str] = None,
                  local_files: Iterable[Tuple[str, str]] = (), analysis: Optional["Analysis"] = None,
                  engine: Optional[str] = None, python: Optional[str] = None, source: str = "index",
-                 layered: bool = False, target: Optional[str] = None):
+                 layered: bool = False, target: Optional[str] = None, default_target: Any = _READ_NOW):
         if (spec is None) == (tarball is None):
             raise SpecError("an Environment needs exactly one of a spec or a tarball")
         if spec is not None or target is not None:
@@ -113,7 +117,8 @@ class Environment:
             if spec is None:
                 raise SpecError("target={!r} applies to an environment built from a spec; a prebuilt tarball "
                                 "already has its floor (poncho/floor.json): leave target out".format(target))
-            spec = with_target(spec, target, settings().target)
+            # default_target: $PONCHO_WQ_TARGET as the entry (from_script) read it; read here otherwise.
+            spec = with_target(spec, target, settings().target if default_target is _READ_NOW else default_target)
         if source not in ("auto", "index", "current"):
             raise SpecError("source={!r} is not valid; expected 'auto', 'index' or 'current'".format(source))
         # "current" is an engine: source="current" and engine="current" say the same thing, and any other engine
@@ -209,22 +214,25 @@ class Environment:
         if engine == "current":
             source = "current"
         exclude = tuple(MANAGER_ONLY if exclude is None else exclude)
+        # The settings the result depends on, read once, here: all of them in the memo key.
+        default_target, default_source, package_data = _entry_settings()
+        source = resolve_source(source, default_source)
         try:
             key = (tuple(_file_identity(s) for s in scripts), exclude, source, engine, python, ship_local, layered,
                    tuple(sorted((k, repr(v)) for k, v in analyze_options.items())),
-                   target or settings().target)
+                   target or default_target, package_data)
         except FileNotFoundError as e:
             raise InputMissing("script {} does not exist".format(e.filename))
         env = _memo_get(key)
         if env is None:
-            result = analyze(scripts, exclude=exclude, **analyze_options)
-            source = resolve_source(source)
+            result = analyze(scripts, exclude=exclude, package_data=package_data, **analyze_options)
             if result.unresolved:
                 print("poncho_wq: warning: allowed unresolved, left to the package index unpinned: "
                       + ", ".join(result.unresolved), file=sys.stderr)
             spec = result.direct_spec if source == "index" else result.spec
             env = cls(spec=spec, local_files=result.local_files if ship_local else (), analysis=result,
-                      engine=engine, python=python, source=source, layered=layered, target=target)
+                      engine=engine, python=python, source=source, layered=layered, target=target,
+                      default_target=default_target)
             old = _memo_get_any(key)
             if old is not None and _same_environment(old, env):
                 env = old  # only local code changed: keep the object (and its build memo) for the base
@@ -296,7 +304,8 @@ class Environment:
         # 19) and the settings of the key read, once; the memo key and the build both come from it.
         request = build_request(spec, engine=self.engine, python=self.python, why=why, prepare=True,
                                 analysis=analysis)
-        key = (request.spec.digest(), request.engine.name, self.python, tuple(sorted((why or {}).items())))
+        key = (request.spec.digest(), request.engine.name, self.python, tuple(sorted((why or {}).items())),
+               request.keep_tests)
         with _lock:
             memo = _build_memo.get(key)
             if memo is None or file_identity(memo[0].path) != memo[1]:
@@ -396,13 +405,25 @@ def _with_requirements(spec, requirements):
     return parse_spec(data)
 
 
-def resolve_source(source="auto"):
-    """``"auto"``, ``"index"`` or ``"current"`` for *source*; ``$PONCHO_WQ_SOURCE`` replaces an ``auto``.
+def _entry_settings():
+    """What an analyzed environment depends on besides its arguments, read from the settings once at its entry:
+    ``(PONCHO_WQ_TARGET, PONCHO_WQ_SOURCE, PackageData)``."""
+    config = settings()
+    return config.target, config.source, PackageData.from_settings(config)
+
+
+def _package_data():
+    return PackageData.from_settings(settings())
+
+
+def resolve_source(source, default):
+    """``"auto"``, ``"index"`` or ``"current"`` for *source*; *default* (``$PONCHO_WQ_SOURCE`` as the entry read
+    it) replaces an ``auto``.
 
     No reachability check decides it (one once did, with a 3 s timeout: under load the same script got the other
     engine and another environment): ``auto`` is the lock, built from the installed files."""
     if source in (None, "auto"):
-        return settings().source
+        return default
     if source not in ("index", "current"):
         raise SpecError("source={!r} is not valid; expected 'auto', 'index' or 'current'".format(source))
     return source
@@ -430,7 +451,8 @@ def ship_list(scripts):
     """``(source, arcname)`` for command scripts (as the command names them) and the local code they import.
 
     Memoized while the scripts are unchanged: every task of a run names the same few scripts."""
-    key = ("ship",) + tuple(_file_identity(s) for s in scripts)
+    package_data = _package_data()
+    key = ("ship", package_data) + tuple(_file_identity(s) for s in scripts)
     hit = _memo_get(key)
     if hit is not None:
         return hit
@@ -442,7 +464,7 @@ def ship_list(scripts):
         files[rel] = os.path.abspath(script)
         where = os.path.dirname(rel)
         # strict=False: only the local files count here; unresolved imports are the environment's business
-        for source, arcname in analyze([script], strict=False).local_files:
+        for source, arcname in analyze([script], strict=False, package_data=package_data).local_files:
             files.setdefault(os.path.normpath(os.path.join(where, arcname)), source)
     result = tuple(sorted((src, arc) for arc, src in files.items()))
     _memo_put(key, result, [src for src, _arc in result])
@@ -458,7 +480,8 @@ def task_code(scripts):
     to each script's directory, which is where the script imports them from); *local distributions*: {name:
     source dir} of the local/editable distributions they import (their packages and metadata ship in the code
     layer too). Memoized while the scripts and every local file reached are unchanged."""
-    key = ("code",) + tuple(_file_identity(s) for s in scripts)
+    package_data = _package_data()
+    key = ("code", package_data) + tuple(_file_identity(s) for s in scripts)
     hit = _memo_get(key)
     if hit is not None:
         return hit
@@ -468,7 +491,7 @@ def task_code(scripts):
         if os.path.isabs(rel) or rel.startswith(".."):
             continue  # the command names it by a path that exists on the worker too
         named[rel] = os.path.abspath(script)
-        result = analyze([script], strict=False)  # the local code only (see ship_list)
+        result = analyze([script], strict=False, package_data=package_data)  # the local code only (ship_list)
         members += local_file_members(result.local_files)
         dists.update(result.local_distributions)
         reached += [src for src, _arc in result.local_files]

@@ -94,15 +94,17 @@ def _analyze(argv, prog):
         sources["<stdin>"] = sys.stdin.read()
         scripts = [s for s in scripts if s != "-"]
 
-    from ..analysis.analyzer import analyze
+    from ..analysis.analyzer import MANAGER_ONLY, analyze
+    from ..config import settings
     from ..fsutil import atomic_output
-    from ..analysis.analyzer import MANAGER_ONLY
+    from ..request import PackageData
 
     # The same analysis as the API's (Environment.from_script): manager-only modules left out here too.
     result = analyze(scripts, toplevel=args.toplevel, function=args.function, pkg_mapping=mapping,
                      extra_pkgs=args.extra_pkg, exclude=tuple(MANAGER_ONLY) + tuple(args.exclude),
                      python_version=args.python_version, sources=sources, use_cache=not args.no_cache,
-                     prefix=args.prefix, allow_unresolved=args.allow_unresolved)
+                     prefix=args.prefix, allow_unresolved=args.allow_unresolved,
+                     package_data=PackageData.from_settings(settings()))
     spec = result.direct_spec if args.unlocked else result.spec
     if not args.quiet:
         for w in result.warnings:

@@ -84,7 +84,7 @@ def _create(argv, prog=PROG):
     args = parser(prog).parse_args(argv)
     setup_logging(args.quiet)
     from ..config import settings
-    from ..engines import create
+    from ..engines import build_request, create
     from ..fsutil import refuse_output_onto_input
     from ..progress import Progress
     from ..spec import load_spec
@@ -117,8 +117,9 @@ def _create(argv, prog=PROG):
     # A live progress line on a terminal, one line per phase otherwise, nothing with -q; with PONCHO_DEBUG the
     # debug log lines would tear a live line apart, so phases are plain lines then.
     progress = Progress(args.quiet, tty=False if settings().debug else None)
-    result = create(spec, args.output, engine=args.engine, python=args.python, use_cache=not args.no_cache,
-                    cache_dir=args.cache_dir, progress=progress, target=args.target)
+    # The request, resolved once here (target applied, engine chosen and checked, the key's settings read).
+    request = build_request(spec, engine=args.engine, python=args.python, target=args.target)
+    result = create(request, args.output, use_cache=not args.no_cache, cache_dir=args.cache_dir, progress=progress)
     if not args.quiet:
         print("{}: {} ({:.1f} MB, {}, key {}) in {:.1f} s".format(
             prog, args.output, result.size / 1e6, "cache hit" if result.cache_hit else "built",

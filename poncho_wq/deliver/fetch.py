@@ -34,7 +34,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 
-from ..config import settings
+from ..config import FETCH_TIMEOUT
 from ..credentials import mask
 from ..errors import BuildError
 
@@ -45,12 +45,14 @@ _lock = threading.Lock()
 class Fetch:
     """One published file as a worker fetches it: the remote *name* (``env-<hash>.tar.gz``), its *url*, and the
     *size* and *sha256* of the bytes published, which the worker checks before anything is unpacked (the name is
-    a cache key, not the content's hash: :func:`poncho_wq.deliver.publish.fetch_for`)."""
+    a cache key, not the content's hash: :func:`poncho_wq.deliver.publish.fetch_for`); *seconds*: how long the
+    worker's whole fetch may take (the delivery's ``fetch_timeout``, ``$PONCHO_WQ_FETCH_TIMEOUT``)."""
 
     name: str
     url: str
     size: int
     sha256: str
+    seconds: float = FETCH_TIMEOUT
 
     @property
     def shown_url(self):
@@ -138,7 +140,7 @@ def fetch_command(fetch, seconds=None, stall_seconds=STALL_SECONDS):
     fetches again. One GET per worker for as long as the worker keeps its workspace (it empties it when it
     leaves a manager)."""
     if seconds is None:
-        seconds = settings().fetch_timeout
+        seconds = fetch.seconds
     # $t in Work Queue's cache directory, whose path has no blanks (the worker's workspace/cache).
     where = 'p="%%";c="${p%/*}/.poncho-$h";t=$c.$$;'
     return (fetch_script(fetch, seconds, where, stall_seconds) +

@@ -42,7 +42,7 @@ from typing import Optional
 
 from ..archive.cache import content_digest
 from ..identity import file_identity
-from ..config import DISTRIBUTIONS as MODES, settings  # modes: direct, url, shared (PONCHO_WQ_DISTRIBUTION)
+from ..config import DISTRIBUTIONS as MODES, FETCH_TIMEOUT, settings  # modes: direct, url, shared (PONCHO_WQ_DISTRIBUTION)
 from ..credentials import mask
 from ..errors import BuildError, PonchoError, SpecError
 from .fetch import Fetch, fetch_command
@@ -64,11 +64,13 @@ class Delivery:
     """How tasks get their tarball and code layer: ``mode`` (``direct``, ``url`` or ``shared``), ``publish_dir``
     (where the manager copies them), ``publish_url`` (the base URL the workers use: ``http(s)://``, ``ftp://`` or
     ``file://``). ``shared`` uses the path of a ``file://`` publish_url as the workers' view of the directory, else
-    publish_dir itself (the same path on every machine). Build one with :func:`distribution`."""
+    publish_dir itself (the same path on every machine); ``fetch_timeout``: the seconds a worker's fetch of a
+    published file may take (``url`` mode). Build one with :func:`distribution`."""
 
     mode: str = "direct"
     publish_dir: Optional[str] = None
     publish_url: Optional[str] = None
+    fetch_timeout: float = FETCH_TIMEOUT
 
     def __post_init__(self):
         if self.mode not in MODES:
@@ -175,7 +177,7 @@ def _normalize_url(url):
 
 def distribution(mode=None, publish_dir=None, publish_url=None, environ=None):
     """A :class:`Delivery` from arguments, completed by the settings: ``PONCHO_WQ_DISTRIBUTION``,
-    ``PONCHO_WQ_PUBLISH_DIR``, ``PONCHO_WQ_PUBLISH_URL``. Default mode: ``url`` when a publish directory is set,
+    ``PONCHO_WQ_PUBLISH_DIR``, ``PONCHO_WQ_PUBLISH_URL``, ``PONCHO_WQ_FETCH_TIMEOUT``. Default mode: ``url`` when a publish directory is set,
     else ``direct``."""
     s = settings(environ)
     mode_given = mode is not None
@@ -187,7 +189,7 @@ def distribution(mode=None, publish_dir=None, publish_url=None, environ=None):
         raise SpecError("PONCHO_WQ_PUBLISH_URL={!r} is set but PONCHO_WQ_PUBLISH_DIR is not: set "
                         "PONCHO_WQ_PUBLISH_DIR to the directory that URL serves (or PONCHO_WQ_DISTRIBUTION=direct "
                         "to send tarballs from the manager)".format(mask(publish_url)))
-    return Delivery(mode, publish_dir, publish_url)
+    return Delivery(mode, publish_dir, publish_url, s.fetch_timeout)
 
 
 def as_distribution(value):
@@ -372,7 +374,7 @@ def fetch_for(path, publish_dir, dist, name):
     The digest is *path*'s (publish() made the published file from it, or found it byte for byte equal): for a
     cache entry it is read from the entry's metadata, so a 500 MB environment is not hashed again."""
     publish(path, publish_dir, name)
-    return Fetch(name, dist.url_for(name), os.path.getsize(path), content_digest(path))
+    return Fetch(name, dist.url_for(name), os.path.getsize(path), content_digest(path), dist.fetch_timeout)
 
 
 # -- a plain local HTTP server --------------------------------------------------------------------------------

@@ -237,12 +237,10 @@ def build_request(spec, *, engine=None, python=None, target=None, why=None, cond
                         keep_tests=config.keep_tests, conda_exe=conda_exe or config.conda_exe)
 
 
-def cache_key(spec, *, engine, python=None, why=None):
-    """The cache key of building *spec* with *engine* (see :func:`request_key`); the settings are read now."""
-    spec = as_spec(spec)
-    eng = get_engine(spec, engine)
-    return request_key(BuildRequest(spec=spec, engine=eng, python=python, why=why,
-                                    keep_tests=settings().keep_tests))
+def cache_key(spec, *, engine, python=None, why=None, target=None):
+    """The cache key a build of *spec* with *engine* gets (see :func:`request_key`): made through
+    :func:`build_request` like a build's, so ``$PONCHO_WQ_TARGET`` and ``$PONCHO_WQ_KEEP_TESTS`` count the same."""
+    return request_key(build_request(spec, engine=engine, python=python, why=why, target=target))
 
 
 def request_key(request: BuildRequest) -> str:

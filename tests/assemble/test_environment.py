@@ -62,3 +62,40 @@ def test_clear_caches_drops_the_memos(tmp_path, monkeypatch):
     assert {arc for _, arc in ship_list(["job.py"])} == {"job.py", "helper_b.py"}
     poncho_wq.clear_caches()
     assert {arc for _, arc in ship_list(["job.py"])} == {"job.py", "helper_b.py"}
+
+
+def test_from_script_memo_follows_the_settings_it_depends_on(tmp_path, monkeypatch):
+    """Environment.from_script's memo is keyed by the settings its result depends on, read once at the entry:
+    PONCHO_WQ_EXCLUDE (which package data ships), PONCHO_WQ_TARGET (the spec's target) and PONCHO_WQ_SOURCE (what
+    is built) changed between two calls in one process give another environment, not the first one again."""
+    import platform
+
+    import poncho_wq
+    from poncho_wq.assemble.environment import Environment
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("PONCHO_WQ_CACHE", str(tmp_path / "cache"))
+    for name in ("PONCHO_WQ_EXCLUDE", "PONCHO_WQ_TARGET", "PONCHO_WQ_SOURCE"):
+        monkeypatch.delenv(name, raising=False)
+    (tmp_path / "mylib").mkdir()
+    (tmp_path / "mylib" / "__init__.py").write_text("")
+    (tmp_path / "mylib" / "table.json").write_text("{}")
+    (tmp_path / "job.py").write_text("import mylib\n")
+    poncho_wq.clear_caches()
+
+    def arcs(env):
+        return {arc for _, arc in env.local_files}
+
+    first = Environment.from_script("job.py")
+    assert "mylib/table.json" in arcs(first) and first.spec.target is None and first.source == "auto"
+    monkeypatch.setenv("PONCHO_WQ_EXCLUDE", "*.json")
+    excluded = Environment.from_script("job.py")
+    assert "mylib/table.json" not in arcs(excluded)
+    tag = "manylinux_2_17_" + platform.machine()
+    monkeypatch.setenv("PONCHO_WQ_TARGET", tag)
+    assert Environment.from_script("job.py").spec.target == tag
+    monkeypatch.setenv("PONCHO_WQ_SOURCE", "index")
+    assert Environment.from_script("job.py").source == "index"
+    for name in ("PONCHO_WQ_EXCLUDE", "PONCHO_WQ_TARGET", "PONCHO_WQ_SOURCE"):
+        monkeypatch.delenv(name)
+    assert Environment.from_script("job.py") is first  # the same settings again: the memo

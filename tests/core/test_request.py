@@ -108,6 +108,18 @@ def test_the_request_carries_the_settings_of_the_key(cache, monkeypatch):
         request.keep_tests = False  # frozen
 
 
+def test_public_cache_key_applies_the_target_like_a_build(cache, monkeypatch):
+    """cache_key() goes through build_request(): $PONCHO_WQ_TARGET is part of its key as it is of a build's (it
+    made a request of its own, without the target: the key of another build than create() would make)."""
+    untargeted = engines.cache_key(spec(), engine=EmptyEngine())
+    monkeypatch.setenv("PONCHO_WQ_TARGET", "manylinux_2_28_x86_64")
+    targeted = engines.cache_key(spec(), engine=EmptyEngine())
+    assert targeted != untargeted
+    assert targeted == engines.request_key(engines.build_request(spec(), engine=EmptyEngine()))
+    monkeypatch.delenv("PONCHO_WQ_TARGET")
+    assert engines.cache_key(spec(), engine=EmptyEngine(), target="manylinux_2_28_x86_64") == targeted
+
+
 @pytest.mark.parametrize("call", ["dict_to_env", "pack_env_from_dict"])
 def test_upstream_conda_executable_travels_in_the_request_not_in_os_environ(tmp_path, monkeypatch, call):
     """upstream.py set $PONCHO_CONDA_EXE around the build (seen by every thread and by the tool's own

@@ -13,7 +13,7 @@ import threading
 import pytest
 
 from poncho_wq.deliver.fetch import Fetch, fetch_command, probe_url
-from poncho_wq.deliver.publish import serve
+from poncho_wq.deliver.publish import distribution, fetch_for, serve
 
 
 class _CutHandler(http.server.BaseHTTPRequestHandler):
@@ -201,3 +201,16 @@ def test_the_fetch_and_the_note_check_run_in_every_worker_shell(tmp_path, shells
             r = subprocess.run(argv + ["-c", note_check(["env-1.tar.gz"]) + "echo RAN"], cwd=str(box),
                                capture_output=True, text=True)
             assert r.returncode == 0 and r.stdout == "RAN\n", (argv, r.stderr)
+
+
+def test_the_fetch_timeout_travels_from_the_delivery(tmp_path, monkeypatch):
+    """PONCHO_WQ_FETCH_TIMEOUT is read once, by distribution() (the delivery's entry), and reaches the worker's
+    command through the Delivery and its Fetch; a setting changed afterwards does not change that command."""
+    monkeypatch.setenv("PONCHO_WQ_FETCH_TIMEOUT", "8")
+    delivery = distribution("url", str(tmp_path / "pub"), "http://127.0.0.1:1/")
+    monkeypatch.setenv("PONCHO_WQ_FETCH_TIMEOUT", "9")
+    source = tmp_path / "env.tar.gz"
+    source.write_bytes(b"bytes")
+    fetch = fetch_for(str(source), delivery.publish_dir, delivery, "env-" + "0" * 32 + ".tar.gz")
+    assert delivery.fetch_timeout == 8 and fetch.seconds == 8
+    assert " T=8;" in fetch_command(fetch)
