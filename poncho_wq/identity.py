@@ -10,15 +10,16 @@ sha256 loop, and the cache key reached into the code-layer module for a private 
 * :func:`file_digest`: ``(sha256, executable?)``, memoized by :func:`file_identity`, so an unchanged file is
   never read twice in a process and an edited one always is (the memo is registered with
   :func:`poncho_wq.clear_caches`);
-* :func:`tree_digest` and :func:`local_project_digests`: the content of a local project directory (relative
-  paths, modes, bytes, symlink targets), without the directories that building the project writes into it.
+* :func:`tree_digest`: the content of a directory tree (relative paths, modes, bytes, symlink targets), without
+  the directories that building a project writes into it; the one tree digest (a project's build key, a local
+  ``file://`` requirement's part of the cache key); :func:`local_project_digests` uses it.
 """
 
 import hashlib
 import os
 import stat
 import threading
-from typing import Dict, Optional, Tuple
+from typing import Dict, Iterable, Optional, Tuple
 from urllib.parse import unquote, urlparse
 
 from packaging.requirements import InvalidRequirement, Requirement
@@ -110,21 +111,48 @@ def local_project_digests(spec) -> Dict[str, str]:
     return out
 
 
-def tree_digest(root) -> str:
-    """sha256 over a project directory's files (relative path, executable bit, bytes) and symlinks (target)."""
+def tree_digest(root, files: Optional[Iterable[Tuple[str, str]]] = None, follow_links: bool = False) -> str:
+    """sha256 over a directory tree's files: each one's relative path, executable bit and bytes (the bytes'
+    digest from :func:`file_digest`, so an unchanged file is not read again), in walk order.
+
+    *files*: ``(relative path, file)`` pairs to digest (in the order given), when the caller has already chosen the tree's files (a
+    project's sources: the list that is copied and the list that is keyed must be one); *root* is then only named.
+    Otherwise the tree under *root* is walked, without version-control and tool directories, ``.venv``,
+    ``*.egg-info``, top-level ``build/`` and ``dist/`` and bytecode. *follow_links*: a symbolic link counts as
+    what it points to (a directory link is walked, once: a link back to a parent is left out); by default a link
+    counts as its target's text, and dangling links too."""
     h = hashlib.sha256()
-    for d, dirnames, filenames in os.walk(root):
+    for rel, path, link in (_listed(files) if files is not None else _walk(root, follow_links)):
+        if link is not None:
+            h.update("L{}\0{}\n".format(rel, link).encode())
+        else:
+            digest, executable = file_digest(path)
+            h.update("{}\0{}\0{}\n".format(rel, int(executable), digest).encode())
+    return h.hexdigest()
+
+
+def _listed(files):
+    for rel, path in files:
+        yield rel, path, None
+
+
+def _walk(root, follow_links):
+    """``(relative path, path, link target or None)`` of the files under *root*, in :func:`tree_digest`'s order."""
+    chains = {root: frozenset([os.path.realpath(root)])}
+    for d, dirnames, filenames in os.walk(root, followlinks=follow_links):
         top = os.path.samefile(d, root)
+        chain = chains.pop(d, frozenset())
         dirnames[:] = sorted(n for n in dirnames if n not in _PROJECT_SKIP and not n.endswith(".egg-info")
-                             and not (top and n in _PROJECT_SKIP_TOP))
+                             and not (top and n in _PROJECT_SKIP_TOP)
+                             and not (follow_links and os.path.realpath(os.path.join(d, n)) in chain))
+        for n in dirnames:
+            chains[os.path.join(d, n)] = chain | {os.path.realpath(os.path.join(d, n))}
         for fn in sorted(filenames):
             if fn.endswith((".pyc", ".pyo")):
                 continue
             p = os.path.join(d, fn)
             rel = os.path.relpath(p, root)
-            if os.path.islink(p):
-                h.update("L{}\0{}\n".format(rel, os.readlink(p)).encode())
+            if os.path.islink(p) and not follow_links:
+                yield rel, p, os.readlink(p)
             elif os.path.isfile(p):
-                digest, executable = file_digest(p)
-                h.update("{}\0{}\0{}\n".format(rel, int(executable), digest).encode())
-    return h.hexdigest()
+                yield rel, p, None

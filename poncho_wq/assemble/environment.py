@@ -25,7 +25,7 @@ from ..progress import default_progress
 from ..errors import InputMissing, PonchoError, SpecError
 from ..memo import register
 from ..request import PackageData
-from ..identity import file_identity, sha256_file, stat_key
+from ..identity import file_digest, file_identity, stat_key
 from ..requirements import spec_from_requirements
 from .layers import CodeLayer, distribution_members, local_file_members, local_requirements, merge
 from .project import bin_members, build_project
@@ -49,15 +49,17 @@ _script_memo: Dict[Any, Any] = {}
 #: (BuildResult, file identity of its tarball) by (prepared spec digest, engine name, python, why, keep_tests: the
 #: request's inputs of the cache key); trusted only while the tarball's identity is unchanged.
 _build_memo: Dict[Any, Any] = {}
-#: sha256[:32] of tarballs not named env-<hash>, by (path, size, mtime_ns).
-_hash_memo: Dict[Any, str] = {}
-for _memo in (_script_memo, _build_memo, _hash_memo):
+for _memo in (_script_memo, _build_memo):
     register(_memo.clear)
 
 
-def _file_identity(path):
-    st = os.stat(path)
-    return (os.path.abspath(path), st.st_size, st.st_mtime_ns)
+def _script_identities(scripts):
+    """The scripts' :func:`~poncho_wq.identity.file_identity` (a memo key's part); InputMissing names a missing one."""
+    identities = tuple(file_identity(s) for s in scripts)
+    for script, ident in zip(scripts, identities):
+        if ident is None:
+            raise InputMissing("script {} does not exist".format(script))
+    return identities
 
 
 def _local_identities(paths):
@@ -91,11 +93,9 @@ def tarball_id(path):
     m = _ENV_NAME.match(os.path.basename(path))
     if m:
         return m.group(1)
-    ident = _file_identity(path)
-    with _lock:
-        if ident not in _hash_memo:
-            _hash_memo[ident] = sha256_file(path)[:32]
-        return _hash_memo[ident]
+    if file_identity(path) is None:
+        raise InputMissing("environment tarball {} does not exist".format(path))
+    return file_digest(path)[0][:32]  # memoized by the file's stat (poncho_wq.identity)
 
 
 class Environment:
@@ -217,12 +217,8 @@ class Environment:
         # The settings the result depends on, read once, here: all of them in the memo key.
         default_target, default_source, package_data = _entry_settings()
         source = resolve_source(source, default_source)
-        try:
-            key = (tuple(_file_identity(s) for s in scripts), exclude, source, engine, python, ship_local, layered,
-                   tuple(sorted((k, repr(v)) for k, v in analyze_options.items())),
-                   target or default_target, package_data)
-        except FileNotFoundError as e:
-            raise InputMissing("script {} does not exist".format(e.filename))
+        key = (_script_identities(scripts), exclude, source, engine, python, ship_local, layered,
+               tuple(sorted((k, repr(v)) for k, v in analyze_options.items())), target or default_target, package_data)
         env = _memo_get(key)
         if env is None:
             result = analyze(scripts, exclude=exclude, package_data=package_data, **analyze_options)
@@ -452,7 +448,7 @@ def ship_list(scripts):
 
     Memoized while the scripts are unchanged: every task of a run names the same few scripts."""
     package_data = _package_data()
-    key = ("ship", package_data) + tuple(_file_identity(s) for s in scripts)
+    key = ("ship", package_data) + _script_identities(scripts)
     hit = _memo_get(key)
     if hit is not None:
         return hit
@@ -481,7 +477,7 @@ def task_code(scripts):
     source dir} of the local/editable distributions they import (their packages and metadata ship in the code
     layer too). Memoized while the scripts and every local file reached are unchanged."""
     package_data = _package_data()
-    key = ("code", package_data) + tuple(_file_identity(s) for s in scripts)
+    key = ("code", package_data) + _script_identities(scripts)
     hit = _memo_get(key)
     if hit is not None:
         return hit

@@ -269,14 +269,6 @@ def local_requirements(analysis, python: Optional[str] = None) -> List[str]:
     return sorted(set(out))
 
 
-def files_digest(members: Iterable[Tuple[str, str]]) -> str:
-    """sha256 of ``members``' arcnames and contents (stat-memoized): for keys of memos over local code."""
-    h = hashlib.sha256()
-    for arc, src in sorted(members):
-        h.update(arc.encode() + b"\0" + file_digest(src)[0].encode() + b"\n")
-    return h.hexdigest()
-
-
 def content_copy(source: str, cache_dir: Optional[str] = None) -> str:
     """A read-only copy of *source* at ``<cache>/code/files/<sha256[:32]>/<basename>``: a path that changes when
     the content does (a script attached by its own path would be served stale from Work Queue's cache)."""
@@ -297,7 +289,7 @@ def content_copy(source: str, cache_dir: Optional[str] = None) -> str:
     return out
 
 
-__all__ = ["CodeLayer", "CODE_NAME", "content_copy", "distribution_members", "files_digest", "local_file_members",
+__all__ = ["CodeLayer", "CODE_NAME", "content_copy", "distribution_members", "local_file_members",
            "local_requirements", "merge"]
 
 

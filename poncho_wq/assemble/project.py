@@ -57,7 +57,7 @@ from ..analysis.installation import installation
 from ..archive.cache import default_cache_dir
 from ..errors import BuildError, InputMissing, SpecError
 from ..fsutil import TOOL_STATE_DIRS, build_scratch, read_toml
-from ..identity import file_digest
+from ..identity import tree_digest
 from ..memo import register
 from ..tools import check_interrupted, run_group
 
@@ -203,14 +203,6 @@ def _source_files(path: str, skip: Iterable[str] = ()) -> Tuple[List[str], List[
     return dirs_out, files
 
 
-def _tree_digest(path: str, skip: Iterable[str] = ()) -> str:
-    h = hashlib.sha256()
-    for rel, full in _source_files(path, skip)[1]:
-        digest, executable = file_digest(full)
-        h.update("{}\0{}\0{}\n".format(rel, int(executable), digest).encode())
-    return h.hexdigest()
-
-
 def _build_requires(path: str) -> Tuple[Tuple[str, ...], str]:
     """(``[build-system] requires``, backend) of the project; pip's defaults without a ``[build-system]``."""
     file = os.path.join(path, "pyproject.toml")
@@ -308,7 +300,7 @@ def build_project(path: str, python: Optional[str] = None, build_isolation: Opti
                  "here: %s; install them to build without network)", path, ", ".join(missing))
     cache = os.path.abspath(cache_dir or default_cache_dir())
     root = os.path.join(cache, "projects")
-    digest = _tree_digest(path, skip=(cache,))
+    digest = tree_digest(path, files=_source_files(path, (cache,))[1])
     # The interpreter's version too: a compiled extension built by an interpreter upgraded in place is stale.
     version = installation(None if python == sys.executable else python).python_version
     key_doc = json.dumps([FORMAT, digest, python, version, isolated], separators=(",", ":"))

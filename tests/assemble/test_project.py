@@ -353,7 +353,8 @@ def test_an_extra_that_does_not_exist_is_refused():
 
 
 def test_project_sources_skip_the_cache_inside_and_venvs_follow_outside_links(tmp_path):
-    from poncho_wq.assemble.project import _source_files, _tree_digest
+    from poncho_wq.assemble.project import _source_files
+    from poncho_wq.identity import tree_digest
 
     shared, project = tmp_path / "shared", tmp_path / "job"
     (project / "pkg").mkdir(parents=True)
@@ -374,11 +375,15 @@ def test_project_sources_skip_the_cache_inside_and_venvs_follow_outside_links(tm
     dirs, files = _source_files(str(project), skip=[str(project / ".cache")])
     assert [rel for rel, _ in files] == ["setup.py", "pkg/__init__.py", "pkg/model.json"]
     assert dirs == ["pkg"]
-    before = _tree_digest(str(project), skip=[str(project / ".cache")])
+
+    def digest():  # what the project's build key holds: the one tree digest over the one list of sources
+        return tree_digest(str(project), files=_source_files(str(project), skip=[str(project / ".cache")])[1])
+
+    before = digest()
     (project / ".cache" / "projects" / "y").write_text("another build")
-    assert _tree_digest(str(project), skip=[str(project / ".cache")]) == before
+    assert digest() == before
     (shared / "model.json").write_text('{"v": 2}')
-    assert _tree_digest(str(project), skip=[str(project / ".cache")]) != before  # the linked file's edit counts
+    assert digest() != before  # the linked file's edit counts
 
 
 @pytest.mark.e2e
