@@ -51,15 +51,12 @@ LAZY_EXTERNAL = {
     "stdlib_list": "only an analysis for another Python version than the running one needs its lists",
 }
 
-# Modules whose functions may import poncho_wq modules: the entry points, so that a command line answers
-# --help and bad arguments without loading the library (0.2 s instead of 0.6 s here), and the lazy public API
-# (PEP 562: the command-line tools import the package on every call).
+# Modules whose functions may import poncho_wq modules: only the lazy public API (PEP 562: the command-line tools
+# import the package on every call). The command line answers --help and bad arguments without loading the
+# library by parsing first (poncho_wq/cli/parsers.py) and importing the command's module afterwards by its name in
+# poncho_wq.cli.main.COMMANDS; tests/cli/test_startup.py counts what --help loads.
 LAZY_INTERNAL = {
     "poncho_wq": "the public API is imported on first use (PEP 562)",
-    "poncho_wq.cli.main": "`poncho_wq <command>` loads only that command's module",
-    "poncho_wq.cli.analyze": "parses its arguments before it loads the analyzer",
-    "poncho_wq.cli.create": "parses its arguments before it loads the engines",
-    "poncho_wq.cli.cache": "parses its arguments before it loads the cache",
 }
 
 

@@ -1,16 +1,15 @@
 """``poncho_wq cache list | rm KEY | prune [--max-size 5G] [--max-age 30d] [--dry-run]``: manage built environments."""
 
-import argparse
 import re
 import sys
 import time
 from fractions import Fraction
 
+from ..archive.cache import Cache
 from ..errors import PonchoError, SpecError
-from .common import HelpFormatter, add_version, examples, run, setup_logging
-from .create import _Parser
+from .common import setup_logging
+from .main import cache_main
 
-PROG = "poncho_wq cache"
 _UNITS = {"": 1, "B": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
 _AGES = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 
@@ -76,57 +75,6 @@ def human_age(seconds):
     return "{:.0f}s".format(seconds)
 
 
-_CACHE_DIR_HELP = ("build cache directory, before or after the subcommand (default: $PONCHO_WQ_CACHE, else "
-                   "$XDG_CACHE_HOME/poncho_wq, else ~/.cache/poncho_wq)")
-
-
-def parser():
-    p = _Parser(prog=PROG, formatter_class=HelpFormatter,
-                description="List, remove or prune cached environment tarballs, code layers and script copies.",
-                epilog=examples(
-                    ("%(prog)s list", "what is cached, with a total"),
-                    ("%(prog)s list --cache-dir /scratch/cache", "another cache (also: --cache-dir before list)"),
-                    ("%(prog)s rm 3f2a9c", "remove one environment by a unique prefix of its hash"),
-                    ("%(prog)s prune --max-age 30d --dry-run", "what an age limit would remove; removes nothing"),
-                    ("%(prog)s prune --max-size 5G", "keep at most 5 GiB, least recently used first")))
-    add_version(p)
-    p.add_argument("--cache-dir", metavar="DIR", help=_CACHE_DIR_HELP)
-    sub = p.add_subparsers(dest="command", metavar="{list,rm,prune}")
-    sub.required = True
-
-    def subcommand(name, help, epilog):
-        s = sub.add_parser(name, help=help, description=help[0].upper() + help[1:] + ".",
-                           formatter_class=HelpFormatter, epilog=examples(*epilog))
-        # A global option after the subcommand too (`cache list --cache-dir X`): SUPPRESS keeps the value given
-        # before the subcommand when it is not repeated after it.
-        s.add_argument("--cache-dir", metavar="DIR", default=argparse.SUPPRESS, help=_CACHE_DIR_HELP)
-        add_version(s)
-        s.error = p.error
-        return s
-
-    subcommand("list", "hash, size, age, floor and spec summary of each environment and code layer, with a header "
-               "and a total; the sizes of the build-input stores on stderr",
-               [("poncho_wq cache list", "the default cache"),
-                ("poncho_wq cache list --cache-dir DIR", "the cache in DIR")])
-    rm = subcommand("rm", "remove one entry (a unique prefix of its hash is enough)",
-                    [("poncho_wq cache rm 3f2a9c", "an environment"),
-                     ("poncho_wq cache rm code-5d1e", "a code layer")])
-    rm.add_argument("key", metavar="HASH", help="the hash (or a unique prefix) `cache list` shows")
-    pr = subcommand("prune", "remove environments and code layers unused for --max-age, then the least recently "
-                    "used beyond --max-size",
-                    [("poncho_wq cache prune --max-age 30d", "unused for 30 days"),
-                     ("poncho_wq cache prune --max-size 5G --dry-run", "what a 5 GiB limit would remove")])
-    pr.add_argument("--max-size", metavar="SIZE",
-                    help="keep at most SIZE in all: bytes, or a number with a binary unit K, M, G or T (KiB, MiB, "
-                    "GiB, TiB; 500M, 5G, 1.5GiB) (default: no size limit)")
-    pr.add_argument("--max-age", metavar="AGE",
-                    help="remove entries unused for longer than AGE: seconds, or a number with a unit s, m, h, d "
-                    "or w (90m, 12h, 30d, 2w) (default: no age limit)")
-    pr.add_argument("-n", "--dry-run", action="store_true",
-                    help="say what would be removed, remove nothing")
-    return p
-
-
 def describe_floor(floor):
     """``x86_64 glibc>=2.35`` for a floor recorded at build time; ``-`` for entries built before floors were."""
     if not floor:
@@ -136,11 +84,9 @@ def describe_floor(floor):
     return "{} {}".format(floor.get("machine") or "any", libc)
 
 
-def _cache(argv):
-    args = parser().parse_args(argv)
+def command(args, parser, prog):
+    """Run ``cache list|rm|prune`` on parsed *args* (*parser*: :func:`poncho_wq.cli.parsers.cache`)."""
     setup_logging(False)
-    from ..archive.cache import Cache
-
     cache = Cache(args.cache_dir)
     if args.command == "list":
         _list(cache)
@@ -183,4 +129,5 @@ def _list(cache):
 
 
 def main(argv=None):
-    return run(PROG, _cache, sys.argv[1:] if argv is None else argv)
+    """``poncho_wq cache``: kept for callers of the module before :mod:`poncho_wq.cli.main` held the commands."""
+    return cache_main(argv)

@@ -9,22 +9,16 @@ changed (``~``: version, source, or files) from A to B (``--json``: a list of ob
 a lock, 2 for a missing file.
 """
 
-import argparse
 import json
 import os
 import sys
 
 from ..analysis.analyzer import analyze
-from ..errors import InputMissing
 from ..analysis.installation import installation
 from ..archive.lock import diff, diff_text, read_lock, table
-from .common import HelpFormatter, add_version, examples, run, setup_logging
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message):
-        self.print_usage(sys.stderr)
-        self.exit(1, "{}: error: {}\n".format(self.prog, message))
+from ..errors import InputMissing
+from .common import setup_logging
+from .main import dispatch
 
 
 def _analysis_lock(paths, allow_unresolved):
@@ -50,29 +44,8 @@ def _installed_size(dist):
     return total
 
 
-def inspect_parser():
-    p = _Parser(prog="poncho_wq inspect", formatter_class=HelpFormatter,
-                description="Show what an environment tarball holds and why (its poncho/lock.json), or the lock an "
-                "analysis of scripts gives.",
-                epilog=examples(("%(prog)s env.tar.gz", "name, version, size and why of each distribution"),
-                                ("%(prog)s --sources env.tar.gz", "also where each came from"),
-                                ("%(prog)s --json env.tar.gz", "the lock document itself"),
-                                ("%(prog)s job.py", "the lock job.py would get, with the import's file:line"))
-                + "\n\nexit codes: 0 ok, 1 bad argument or not a tarball with a lock, 2 a file is missing")
-    add_version(p)
-    p.add_argument("paths", nargs="+", metavar="ENV.tar.gz | SCRIPT",
-                   help="an environment tarball, or Python scripts / directories to analyze")
-    p.add_argument("--json", action="store_true", help="print the lock document as JSON")
-    p.add_argument("--sources", action="store_true", help="add a column saying where each distribution came from")
-    p.add_argument("--allow-unresolved", metavar="NAME", action="append", default=[],
-                   help="for scripts: as poncho_package_analyze --allow-unresolved (repeatable; default: an "
-                   "import nothing installed provides is an error)")
-    return p
-
-
-def inspect_main(argv):
-    p = inspect_parser()
-    args = p.parse_args(argv)
+def inspect_command(args, p, prog):
+    """``poncho_wq inspect`` on parsed *args* (*p*: :func:`poncho_wq.cli.parsers.inspect`)."""
     setup_logging(True)
     tarballs = [x for x in args.paths if x.endswith((".tar.gz", ".tgz", ".tar"))]
     if tarballs and len(args.paths) > 1:
@@ -92,23 +65,8 @@ def inspect_main(argv):
     return 0
 
 
-def diff_parser():
-    p = _Parser(prog="poncho_wq diff", formatter_class=HelpFormatter,
-                description="Show which distributions differ between two environment tarballs (from their "
-                "poncho/lock.json): added (+), removed (-), changed (~).",
-                epilog=examples(("%(prog)s old.tar.gz new.tar.gz", "one line per difference, or 'no differences'"),
-                                ("%(prog)s --json old.tar.gz new.tar.gz", "the changes as a JSON list"))
-                + "\n\nexit codes: 0 (also when they differ), 1 not a tarball with a lock, 2 a file is missing")
-    add_version(p)
-    p.add_argument("a", metavar="A.tar.gz")
-    p.add_argument("b", metavar="B.tar.gz")
-    p.add_argument("--json", action="store_true", help="print the changes as a JSON list")
-    return p
-
-
-def diff_main(argv):
-    p = diff_parser()
-    args = p.parse_args(argv)
+def diff_command(args, p, prog):
+    """``poncho_wq diff`` on parsed *args*."""
     setup_logging(True)
     changes = diff(read_lock(args.a), read_lock(args.b))
     if args.json:
@@ -121,6 +79,5 @@ def diff_main(argv):
 
 
 def main(argv=None, command="inspect"):
-    argv = list(sys.argv[1:] if argv is None else argv)
-    func = inspect_main if command == "inspect" else diff_main
-    return run("poncho_wq " + command, func, argv)
+    """``poncho_wq inspect`` / ``diff``: kept for callers of the module before :mod:`poncho_wq.cli.main`."""
+    return dispatch(command, list(sys.argv[1:] if argv is None else argv))

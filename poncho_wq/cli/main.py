@@ -1,14 +1,21 @@
-"""Dispatcher for the ``poncho_wq`` command (also ``python -m poncho_wq``): one subcommand per job.
+"""The command line's one entry: ``poncho_wq <command>`` (also ``python -m poncho_wq``) and the console scripts.
+
+Every command is parsed here with its parser from :mod:`poncho_wq.cli.parsers`, which loads nothing of the library,
+so ``--help``, ``--version`` and a bad argument are answered at once; only then is the command's module imported
+(by its name in :data:`COMMANDS`, the one place that lists them) and run on the parsed arguments. The console
+scripts ``poncho_package_analyze`` / ``python_package_analyze`` and ``poncho_package_create`` /
+``python_package_create`` are :func:`analyze_main` and :func:`create_main`.
 
 The usage names ``poncho_wq``, the installed command, whatever ran it: ``python -m poncho_wq`` is the same program,
 and a user copying the usage line should get the command they have on PATH.
 """
 
-import argparse
+import importlib
 import sys
 
 from ..version import __version__
-from .common import HelpFormatter, add_version, examples
+from . import parsers
+from .common import examples, prog_name, run
 
 USAGE = """usage: poncho_wq [-h] [--version] <command> [options] ...
        (also: python -m poncho_wq <command> ...; `poncho_wq <command> --help` for a command's options)
@@ -31,22 +38,53 @@ commands:
 
 VERSION = "poncho_wq " + __version__
 
+#: command -> (its parser (prog -> ArgumentParser), the module and function that run it on the parsed arguments:
+#: ``function(args, parser, prog)``), imported only after the arguments parsed.
+COMMANDS = {
+    "analyze": (parsers.analyze, "poncho_wq.cli.analyze", "command"),
+    "create": (parsers.create, "poncho_wq.cli.create", "command"),
+    "cache": (lambda prog: parsers.cache(), "poncho_wq.cli.cache", "command"),
+    "inspect": (lambda prog: parsers.inspect(), "poncho_wq.cli.inspect", "inspect_command"),
+    "diff": (lambda prog: parsers.diff(), "poncho_wq.cli.inspect", "diff_command"),
+    "shim": (lambda prog: parsers.shim(), "poncho_wq.shim", None),
+}
 
-def _shim(argv):
-    p = argparse.ArgumentParser(prog="poncho_wq shim", formatter_class=HelpFormatter,
-                                description="Print the path of the run shim (poncho_package_run, a POSIX sh script "
-                                "that unpacks an environment once per worker and runs a command in it).",
-                                epilog=examples(("%(prog)s", "its path"),
-                                                ('cp "$(%(prog)s)" /shared/bin/', "a copy for workers")))
-    add_version(p)
-    p.parse_args(argv)
-    from ..shim import shim_path
 
-    print(shim_path())
-    return 0
+def dispatch(command, argv, prog=None):
+    """Parse *argv* for *command* (its usage naming *prog*), then import its module and run it; the exit code."""
+    prog = prog or "poncho_wq " + command
+    make_parser, module, function = COMMANDS[command]
+
+    def call(args_list):
+        parser = make_parser(prog)
+        args = parser.parse_args(args_list)
+        if function is None:  # shim: print the path of the run shim
+            print(importlib.import_module(module).shim_path())
+            return 0
+        return getattr(importlib.import_module(module), function)(args, parser, prog)
+
+    return run(prog, call, argv)
+
+
+def analyze_main(argv=None, prog=None):
+    """``poncho_package_analyze`` (also ``python_package_analyze``; *prog*: the name to show, default the name it
+    was called by)."""
+    return dispatch("analyze", list(sys.argv[1:] if argv is None else argv),
+                    prog or prog_name(argv, parsers.ANALYZE))
+
+
+def create_main(argv=None, prog=None):
+    """``poncho_package_create`` (also ``python_package_create``)."""
+    return dispatch("create", list(sys.argv[1:] if argv is None else argv), prog or prog_name(argv, parsers.CREATE))
+
+
+def cache_main(argv=None):
+    """``poncho_wq cache``."""
+    return dispatch("cache", list(sys.argv[1:] if argv is None else argv))
 
 
 def main(argv=None):
+    """``poncho_wq <command> ...``."""
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help"):
         print(USAGE, end="")
@@ -55,25 +93,9 @@ def main(argv=None):
         print(VERSION)
         return 0
     command, rest = argv[0], argv[1:]
-    if command == "analyze":
-        from .analyze import main as analyze_main
-
-        return analyze_main(rest, prog="poncho_wq analyze")
-    elif command == "create":
-        from .create import main as create_main
-
-        return create_main(rest, prog="poncho_wq create")
-    elif command == "cache":
-        from .cache import main as sub
-    elif command in ("inspect", "diff"):
-        from .inspect import main as inspect_main
-
-        return inspect_main(rest, command)
-    elif command == "serve":
-        from ..deliver.publish import serve_main as sub
-    elif command == "shim":
-        sub = _shim
-    else:
+    if command == "serve":  # its parser lives with its server, which runs as its own process
+        return importlib.import_module("poncho_wq.deliver.publish").serve_main(rest)
+    if command not in COMMANDS:
         print("poncho_wq: unknown command {!r}\n{}".format(command, USAGE), file=sys.stderr, end="")
         return 1
-    return sub(rest)
+    return dispatch(command, rest)

@@ -14,7 +14,7 @@ import pytest
 from helpers.cli import run_cli
 from poncho_wq import __version__
 from poncho_wq.archive.cache import Cache
-from poncho_wq.cli import analyze, cache, create, inspect
+from poncho_wq.cli import parsers
 
 #: Every command as a user types it: (console script, arguments before --help).
 COMMANDS = [
@@ -28,11 +28,11 @@ COMMANDS = [
 
 def _parsers():
     """The argparse parsers behind the commands (serve's lives with its server in poncho_wq.deliver.publish)."""
-    top = cache.parser()
+    top = parsers.cache()
     subs = top._subparsers._group_actions[0].choices
-    return {"analyze": analyze._parser("poncho_package_analyze"), "create": create.parser(), "cache": top,
+    return {"analyze": parsers.analyze(), "create": parsers.create(), "cache": top,
             "cache list": subs["list"], "cache rm": subs["rm"], "cache prune": subs["prune"],
-            "inspect": inspect.inspect_parser(), "diff": inspect.diff_parser()}
+            "inspect": parsers.inspect(), "diff": parsers.diff()}
 
 
 @pytest.mark.parametrize("name", ["analyze", "create", "cache", "cache list", "cache rm", "cache prune", "inspect",

@@ -1,0 +1,59 @@
+"""What a command line loads before it answers ``--help``, ``--version`` or a bad argument: the parsers
+(poncho_wq/cli/parsers.py) and nothing of the library; a command's module (the analyzer, the engines) is imported
+only after its arguments parsed (poncho_wq.cli.main.COMMANDS). Counted in a fresh interpreter that runs the
+installed console script, never timed."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from helpers.cli import script
+
+#: What answering --help may load: the package's light top, the command line's entry, parsers and helpers.
+STARTUP = {"poncho_wq", "poncho_wq.cli", "poncho_wq.cli.common", "poncho_wq.cli.main", "poncho_wq.cli.parsers",
+           "poncho_wq.config", "poncho_wq.errors", "poncho_wq.target", "poncho_wq.version"}
+
+_PROBE = r"""
+import json, runpy, sys
+sys.argv = sys.argv[1:]
+try:
+    runpy.run_path(sys.argv[0], run_name="__main__")
+except SystemExit as e:
+    code = e.code
+else:
+    code = 0
+print(json.dumps({"code": code, "modules": sorted(m for m in sys.modules if m.split(".")[0] in
+                  ("poncho_wq", "packaging", "conda_pack", "requests"))}), file=sys.stderr)
+"""
+
+
+def loaded(name, *args, cwd=None):
+    """(exit code, the poncho_wq / heavy third-party modules loaded) of running console script *name*."""
+    r = subprocess.run([sys.executable, "-c", _PROBE, script(name)] + list(args), capture_output=True, text=True,
+                       timeout=120, stdin=subprocess.DEVNULL, cwd=cwd)
+    doc = json.loads(r.stderr.strip().splitlines()[-1])
+    return doc["code"], set(doc["modules"])
+
+
+@pytest.mark.parametrize("name, args", [
+    ("poncho_package_analyze", ["--help"]), ("python_package_analyze", ["--version"]),
+    ("poncho_package_create", ["--help"]), ("python_package_create", ["--no-such-option"]),
+    ("poncho_package_analyze", ["--toplevel", "--function", "f", "job.py", "out.json"]),
+    ("poncho_wq", ["--help"]), ("poncho_wq", ["create", "--help"]), ("poncho_wq", ["cache", "list", "--help"]),
+    ("poncho_wq", ["cache"]), ("poncho_wq", ["inspect", "--help"]), ("poncho_wq", ["diff", "a.tar.gz"]),
+    ("poncho_wq", ["shim", "--help"]),
+])
+def test_help_and_bad_arguments_load_only_the_parsers(name, args):
+    code, modules = loaded(name, *args)
+    assert code in (0, 1, 2, None), code
+    assert modules <= STARTUP, sorted(modules - STARTUP)
+
+
+def test_a_command_loads_its_module_once_its_arguments_parsed(tmp_path):
+    """The counterpart: the same entry point does load the library when there is work to do (a missing spec
+    file is only found by the command itself), so the test above would see a module imported too early."""
+    code, modules = loaded("poncho_package_create", "missing.json", "out.tar.gz", cwd=str(tmp_path))
+    assert code == 2
+    assert {"poncho_wq.cli.create", "poncho_wq.engines", "packaging"} <= modules
