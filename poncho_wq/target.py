@@ -18,11 +18,10 @@ The name is the manylinux tag (PEP 600) because that is what people read on PyPI
 
 import dataclasses
 import glob
-import json
 import os
 import platform
 import re
-from typing import List, Optional, Tuple
+from typing import Iterable, List, Optional, Tuple
 
 from .errors import SpecError
 
@@ -167,16 +166,13 @@ def floor_problem(floor, target: Target) -> Optional[str]:
     return None
 
 
-def file_owner(prefix, relpath) -> Optional[str]:
+def file_owner(prefix, relpath, conda_records: Iterable[dict] = ()) -> Optional[str]:
     """Which installed distribution (``distribution lie 1.0``, from a ``*.dist-info/RECORD``) or conda package
-    (``conda package zlib 1.2.13``, from ``conda-meta/*.json``) ships the file *relpath* of *prefix*; None when no
-    record names it. For messages: the fix is a version of *that* package, which a file path does not say."""
-    for meta in sorted(glob.glob(os.path.join(prefix, "conda-meta", "*.json"))):
-        try:
-            with open(meta, encoding="utf-8") as f:
-                record = json.load(f)
-        except (OSError, ValueError):
-            continue
+    (``conda package zlib 1.2.13``, one of *conda_records*: the prefix's ``conda-meta`` records, as
+    :func:`poncho_wq.analysis.installation.conda_records` reads them) ships the file *relpath* of *prefix*; None
+    when no record names it. For messages: the fix is a version of *that* package, which a file path does not
+    say."""
+    for record in conda_records:
         if relpath in (record.get("files") or ()):
             return "conda package {} {}".format(record.get("name"), record.get("version"))
     for record_file in sorted(glob.glob(os.path.join(prefix, "lib", "python*", "site-packages", "*.dist-info",

@@ -58,6 +58,7 @@ from ..config import settings
 from ..errors import InputMissing, PonchoError
 from ..memo import register
 from ..fsutil import atomic_output, is_within, mtime_ns
+from ..identity import stat_key
 
 log = logging.getLogger(__name__)
 
@@ -451,7 +452,7 @@ class _Index:
     editable: Dict[str, str]  # import name -> path, from setuptools' editable finders
     conda: Dict[str, dict]  # conda package name -> record (plus "_path", its file)
     conda_by_import: Dict[str, dict]
-    conda_by_meta: Dict[str, str]  # real path of a .dist-info/.egg-info -> conda package name
+    conda_by_meta: Dict[str, dict]  # real path of a .dist-info/.egg-info -> its conda record (conda_meta_owners)
 
 
 def _index(layout: Layout, conda_prefix: str) -> _Index:
@@ -474,18 +475,14 @@ def _index(layout: Layout, conda_prefix: str) -> _Index:
                 editable.setdefault(name, path)
     conda: Dict[str, dict] = {}
     conda_by_import: Dict[str, dict] = {}
-    conda_by_meta: Dict[str, str] = {}
+    conda_by_meta: Dict[str, dict] = {}
     if conda_prefix:
         conda = conda_records(conda_prefix)
+        conda_by_meta = conda_meta_owners(conda_prefix)
         sp = tuple(os.path.relpath(d, conda_prefix).replace(os.sep, "/") + "/"
                    for d in layout.site_dirs if is_within(d, conda_prefix))
         for name, rec in conda.items():
             for f in rec.get("files", ()):
-                parts = f.split("/")
-                for i, part in enumerate(parts):
-                    if part.endswith((".dist-info", ".egg-info")):
-                        conda_by_meta.setdefault(os.path.realpath(os.path.join(conda_prefix, *parts[: i + 1])), name)
-                        break
                 for s in sp:
                     if f.startswith(s):
                         module = _module_name(f[len(s):].split("/", 1)[0])
@@ -495,11 +492,33 @@ def _index(layout: Layout, conda_prefix: str) -> _Index:
     return _Index(by_name, by_import, editable, conda, conda_by_import, conda_by_meta)
 
 
+#: prefix -> (the stat keys of its conda-meta/*.json, its records, its metadata-directory owner map): the records
+#: are read again only when one of them is added, removed or rewritten, so an unreadable one is warned about once.
+_conda_meta: Dict[str, Tuple[tuple, Dict[str, dict], Dict[str, dict]]] = {}
+register(_conda_meta.clear)
+
+
 def conda_records(prefix: str) -> Dict[str, dict]:
     """The readable ``conda-meta/*.json`` records of the conda prefix *prefix*, by package name (``_path``: the
-    record's file); an unreadable one is skipped with a warning."""
-    records = {}
-    for path in sorted(glob.glob(os.path.join(glob.escape(prefix), "conda-meta", "*.json"))):
+    record's file); an unreadable one is skipped with a warning (once while it stays as it is)."""
+    return dict(_read_conda_meta(prefix)[0])
+
+
+def conda_meta_owners(prefix: str) -> Dict[str, dict]:
+    """Real path of each ``.dist-info`` / ``.egg-info`` directory a conda record of *prefix* lists -> that record
+    (the first one, in record order): which conda package installed a Python distribution. One map for the
+    analysis (:meth:`Installation.conda_owner`) and the lock (:mod:`poncho_wq.archive.lock`)."""
+    return dict(_read_conda_meta(prefix)[1])
+
+
+def _read_conda_meta(prefix: str) -> Tuple[Dict[str, dict], Dict[str, dict]]:
+    paths = sorted(glob.glob(os.path.join(glob.escape(prefix), "conda-meta", "*.json")))
+    stamp = tuple((p, stat_key(p)) for p in paths)
+    hit = _conda_meta.get(prefix)
+    if hit is not None and hit[0] == stamp:
+        return hit[1], hit[2]
+    records: Dict[str, dict] = {}
+    for path in paths:
         try:
             with open(path, encoding="utf-8") as f:
                 rec = json.load(f)
@@ -509,7 +528,16 @@ def conda_records(prefix: str) -> Dict[str, dict]:
             continue
         rec["_path"] = path
         records[rec["name"]] = rec
-    return records
+    owners: Dict[str, dict] = {}
+    for rec in records.values():
+        for rel in rec.get("files", ()):
+            parts = rel.split("/")
+            for i, part in enumerate(parts):
+                if part.endswith((".dist-info", ".egg-info")):
+                    owners.setdefault(os.path.realpath(os.path.join(prefix, *parts[: i + 1])), rec)
+                    break
+    _conda_meta[prefix] = (stamp, records, owners)
+    return records, owners
 
 
 # ------------------------------------------------------------------------------------------------ installation
@@ -610,8 +638,7 @@ class Installation:
     def conda_owner(self, dist: Distribution) -> Optional[dict]:
         """The conda record that installed *dist* (its ``.dist-info`` is in the record's files), else None."""
         meta = dist.meta_path
-        name = self._index.conda_by_meta.get(meta) if meta else None
-        return self._index.conda[name] if name else None
+        return self._index.conda_by_meta.get(meta) if meta else None
 
 
 _INSTALLATIONS: Dict[tuple, Tuple[tuple, Installation]] = {}
@@ -639,6 +666,7 @@ def clear_cache() -> None:
     """Forget every probed layout and index of this process (the on-disk probe answers re-validate themselves)."""
     _INSTALLATIONS.clear()
     _PROBES.clear()
+    _conda_meta.clear()
 
 
 # ------------------------------------------------------------------------------------------------------ helpers

@@ -34,7 +34,7 @@ from packaging.markers import default_environment
 from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import canonicalize_name
 
-from ..analysis.installation import conda_records
+from ..analysis.installation import conda_meta_owners
 from ..errors import InputMissing, SpecError
 
 LOCK_MEMBER = "poncho/lock.json"
@@ -74,19 +74,6 @@ def _metadata(meta_dir: str) -> Tuple[str, str, List[str]]:
         name, _, version = stem.partition("-")
         return name, version, []
     return msg.get("Name", ""), msg.get("Version", ""), list(msg.get_all("Requires-Dist") or [])
-
-
-def _conda_owners(prefix: str) -> Dict[str, dict]:
-    """Real path of a ``.dist-info`` -> the conda-meta record that installed it."""
-    out: Dict[str, dict] = {}
-    for rec in conda_records(prefix).values():
-        for rel in rec.get("files", ()):
-            parts = rel.split("/")
-            for i, part in enumerate(parts):
-                if part.endswith(".dist-info"):
-                    out.setdefault(os.path.realpath(os.path.join(prefix, *parts[: i + 1])), rec)
-                    break
-    return out
 
 
 def _derived_source(meta_dir: str, conda: Mapping[str, dict]) -> Dict[str, str]:
@@ -132,7 +119,7 @@ def lock_document(prefix: str, spec, engine: str, sources: Optional[Mapping[str,
             named.add(canonicalize_name(Requirement(text).name))
         except InvalidRequirement:
             pass
-    conda = _conda_owners(prefix)
+    conda = conda_meta_owners(prefix)
     dists: Dict[str, Dict[str, Any]] = {}
     requires: Dict[str, List[str]] = {}
     markers: Dict[str, str] = {}

@@ -34,6 +34,7 @@ import sys
 import time
 from typing import Any, Dict, Optional, Union
 
+from ..analysis.installation import conda_records
 from ..archive.cache import Cache
 from ..archive.floor import write_floor
 from ..archive.lock import why_digest, write_lock
@@ -318,7 +319,7 @@ def populate_prefix(request: BuildRequest, prefix, progress):
     if target is not None:
         problem = floor_problem(floor, target)
         if problem:
-            owner = file_owner(prefix, floor.get("glibc_by") or "")
+            owner = file_owner(prefix, floor.get("glibc_by") or "", conda_records(prefix).values())
             if owner:
                 problem += " (" + owner + ")"
             fix = ("pin an older version of the package that ships this file, or build with the conda engine"

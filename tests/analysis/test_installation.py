@@ -25,7 +25,7 @@ from helpers.condachannel import install_prefix, make_channel, make_python_stand
 from helpers.cli import run_cli, run_ok as _run
 
 from poncho_wq.analysis.analyzer import analyze
-from poncho_wq.analysis.installation import clear_cache, installation
+from poncho_wq.analysis.installation import clear_cache, conda_meta_owners, conda_records, installation
 
 #: The interpreter venvs are made from (a venv of a venv is not a thing: its base is the real installation).
 BASE = os.path.realpath(getattr(sys, "_base_executable", None) or sys.executable)
@@ -313,3 +313,24 @@ def test_prefix_whose_interpreter_does_not_run_is_read_from_disk(tmp_path):
     a = analyze([_script(tmp_path, "import six\n")], prefix=str(prefix), use_cache=False)
     assert dict(a.distributions) == {"six": "1.16.0"}
     assert installation(prefix=str(prefix)).site_dirs == (os.path.realpath(str(site)),)
+
+
+def test_conda_meta_is_read_once_into_one_owner_map_and_a_bad_record_warned_once(tmp_path, caplog):
+    """One reader of a prefix's conda-meta (the analysis' conda_owner and the lock use the same owner map): read
+    again only when a record changes, so an unreadable record is warned about once, not once per caller."""
+    meta = tmp_path / "conda-meta"
+    meta.mkdir()
+    files = ["lib/python3.11/site-packages/foo/__init__.py", "lib/python3.11/site-packages/foo-1.0.dist-info/RECORD"]
+    (meta / "foo-1.0-0.json").write_text(json.dumps({"name": "foo", "version": "1.0", "build": "0", "files": files}))
+    (meta / "broken-1-0.json").write_text("{not json")
+    clear_cache()
+    with caplog.at_level("WARNING"):
+        owners = conda_meta_owners(str(tmp_path))
+        assert set(conda_records(str(tmp_path))) == {"foo"}
+        assert conda_meta_owners(str(tmp_path)) == owners
+    dist_info = os.path.realpath(str(tmp_path / "lib/python3.11/site-packages/foo-1.0.dist-info"))
+    assert list(owners) == [dist_info] and owners[dist_info]["name"] == "foo"
+    warned = [r.getMessage() for r in caplog.records if "unreadable conda record" in r.getMessage()]
+    assert len(warned) == 1 and "broken-1-0.json" in warned[0], warned
+    (meta / "broken-1-0.json").write_text(json.dumps({"name": "broken", "version": "1", "build": "0"}))
+    assert set(conda_records(str(tmp_path))) == {"foo", "broken"}  # a rewritten record is read again
