@@ -52,7 +52,7 @@ from .config import settings
 from .deliver.files import resolve_files, sandbox_inputs
 from .deliver.fetch import NOTE_MARK, STALL_SECONDS, fetch_script
 from .deliver.publish import as_distribution, fetch_for
-from .shim import RUN_IN_ENV, ShimError
+from .shim import RUN_IN_ENV, ShimError  # re-exported: PonchoVineTask.shim_error() returns one
 from .shim import shim_error_from as _shim_error_from
 from .spec import parse_spec
 from .task import _short_repr, check_command_argument, check_environment_argument, task_layers

@@ -298,7 +298,7 @@ def build_prefix(spec, prefix, *, engine=None, python=None, progress=None, targe
 
 def populate_prefix(request: BuildRequest, prefix, progress):
     """:func:`build_prefix` of a resolved *request* (*progress*: a Progress)."""
-    spec, eng, python, why = request.spec, request.engine, request.python, request.why
+    spec, eng, why = request.spec, request.engine, request.why
     if os.path.isdir(prefix) and os.listdir(prefix):
         raise BuildError("build prefix {} is not empty".format(prefix))
     os.makedirs(prefix, exist_ok=True)

@@ -8,6 +8,8 @@ import time
 
 import pytest
 
+from helpers.projects import job_project
+
 
 JOB = '''\
 import sys
@@ -28,12 +30,7 @@ def describe(n):
 
 @pytest.fixture
 def project(tmp_path, humanize_installed):
-    d = tmp_path / "project"
-    (d / "mylib").mkdir(parents=True)
-    (d / "job.py").write_text(JOB)
-    (d / "mylib" / "__init__.py").write_text("")
-    (d / "mylib" / "fmt.py").write_text(MYLIB_FMT)
-    return d
+    return job_project(tmp_path / "project", JOB, MYLIB_FMT)
 
 
 def test_plain_task_fails_on_these_workers(cluster, project, e2e_cache):

@@ -11,7 +11,7 @@ import sys
 import pytest
 
 from helpers.drivers import run_driver
-from helpers.paths import HELPERS
+from helpers.paths import HELPERS, path_without
 
 pytestmark = pytest.mark.e2e
 
@@ -163,15 +163,6 @@ json.dump({"rounds": rounds, "url": url, "name": os.path.basename(tarball)}, ope
 HOSTILE = os.path.join(HELPERS, "hostile_server.py")
 
 
-def _path_without(tmp_path, *tools):
-    d = tmp_path / ("bin-without-" + "-".join(tools))
-    d.mkdir()
-    for name in os.listdir("/usr/bin"):
-        if name not in tools:
-            os.symlink(os.path.join("/usr/bin", name), str(d / name))
-    return str(d)
-
-
 def drive_hostile(tmp_path, tarball, mode, worker_path=None):
     env = dict(os.environ)
     for var in ("PONCHO_WQ_PUBLISH_DIR", "PONCHO_WQ_DISTRIBUTION", "PONCHO_WQ_PUBLISH_URL"):
@@ -201,7 +192,7 @@ def test_url_mode_a_cut_fetch_fails_one_task_and_the_next_fetches_again(tmp_path
 
 @pytest.mark.parametrize("missing", [("curl",), ("curl", "wget", "busybox")])
 def test_url_mode_on_a_worker_without_curl(tmp_path, tarball, missing):
-    out = drive_hostile(tmp_path, tarball, "serve", _path_without(tmp_path, *missing))
+    out = drive_hostile(tmp_path, tarball, "serve", path_without(tmp_path, *missing))
     ((code, output, shim_error),) = out["rounds"]
     if missing == ("curl",):
         assert code == 0 and output.strip() == "six", out

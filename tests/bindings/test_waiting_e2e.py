@@ -15,7 +15,7 @@ import threading
 import pytest
 
 from helpers.shimutil import make_prefix, pack
-from helpers.wqutil import WORKER_PATH, manager_env, start_worker_process, stop_worker_process
+from helpers.wqutil import manager_env, start_worker_process, stop_worker_process
 from test_waiting import BINDINGS, worker_for
 
 MANAGER = r'''

@@ -29,7 +29,8 @@ import time
 
 import pytest
 
-from helpers.paths import HELPERS
+from helpers.paths import HELPERS, path_without
+from helpers.projects import job_project
 from helpers.wqutil import start_worker_process, worker_binary
 from poncho_wq.errors import BuildError, PonchoError, SpecError
 from poncho_wq.deliver.fetch import Fetch, fetch_command, fetch_failure, probe_url
@@ -200,12 +201,7 @@ def describe(n):
 
 @pytest.fixture
 def project(tmp_path, humanize_installed):
-    d = tmp_path / "project"
-    (d / "mylib").mkdir(parents=True)
-    (d / "job.py").write_text(JOB)
-    (d / "mylib" / "__init__.py").write_text("")
-    (d / "mylib" / "fmt.py").write_text(MYLIB_FMT)
-    return d
+    return job_project(tmp_path / "project", JOB, MYLIB_FMT)
 
 
 def _expected(i):
@@ -515,16 +511,6 @@ def test_url_mode_a_stalled_server_fails_the_task_within_the_fetch_timeout(clust
     assert _env_gets(server)
 
 
-def _path_without(tmp_path, *tools):
-    """A directory of links to every command in /usr/bin except *tools*: a worker's PATH without them."""
-    d = tmp_path / ("bin-without-" + "-".join(tools))
-    d.mkdir()
-    for name in os.listdir("/usr/bin"):
-        if name not in tools:
-            os.symlink(os.path.join("/usr/bin", name), str(d / name))
-    return str(d)
-
-
 @pytest.mark.e2e
 @pytest.mark.parametrize("missing", [("curl",), ("curl", "wget", "busybox")])
 def test_url_mode_on_a_worker_without_curl(cluster, project, e2e_cache, tmp_path, missing):
@@ -538,7 +524,7 @@ def test_url_mode_on_a_worker_without_curl(cluster, project, e2e_cache, tmp_path
         cluster.start_manager("distribution_manager.py", ["--tasks", "1", "--retries", "0"], project, e2e_cache, env)
         workdir = os.path.join(cluster.tmp, "worker0")
         worker = start_worker_process(worker_binary(cluster.binding), cluster.port, workdir, 1, ["--single-shot"],
-                                      env={"PATH": _path_without(tmp_path, *missing),
+                                      env={"PATH": path_without(tmp_path, *missing),
                                            "PONCHO_ENV_DIR": os.path.join(workdir, "envs")})
         cluster.workers.append(worker)
         out = cluster.wait_results(timeout=300)
