@@ -73,6 +73,20 @@ def conda_unpack_header():
         return f.read()
 
 
+def fetch_sections():
+    """The sections of fetch.sh (``#@ name`` lines) as the one-line sh texts the fetch commands embed: whole comment
+    lines and blank lines dropped, the other lines joined without a separator (each ends where sh allows a
+    newline). One source for Work Queue's fetch command, TaskVine's fetch mini task and the shim's ``--fetch``."""
+    sections, name = {}, None
+    for line in _read("fetch.sh").splitlines():
+        if line.startswith("#@ "):
+            name = line[3:].strip()
+            sections[name] = []
+        elif name is not None and line.strip() and not line.lstrip().startswith("#"):
+            sections[name].append(line)
+    return {key: "".join(lines) for key, lines in sections.items()}
+
+
 def generated_path(name):
     """Where the generated script *name* lives (poncho_wq/data/)."""
     return os.path.join(_DATA, name)
