@@ -37,7 +37,7 @@ import urllib.request
 from ..config import settings
 from ..credentials import mask
 from ..errors import BuildError
-from ..worker import fetch_sections
+from ..worker import STALL_SECONDS, fetch_sections  # noqa: F401 (STALL_SECONDS: imported from here)
 
 _lock = threading.Lock()
 
@@ -59,10 +59,6 @@ class Fetch:
         return mask(self.url)
 
 
-#: A transfer under 1 KB/s for this many seconds fails. Work Queue's workers run a fetch command synchronously:
-#: while it runs they answer no keepalive, and a manager drops a worker that leaves its keepalive check unanswered
-#: for 30 s (CCTools' default), then sends the task again (measured: 561 s, 5 GETs, no result with a hung server).
-STALL_SECONDS = 20
 #: What the first line of a failure note starts with (see :func:`fetch_script`).
 NOTE_MARK = "poncho-fetch-failed"
 

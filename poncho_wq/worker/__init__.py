@@ -60,7 +60,10 @@ def render(name):
     if text.count("@SHARED@\n") != 1:
         raise ValueError("poncho_wq/worker/{}: needs exactly one @SHARED@ line".format(template))
     shebang, rest = text.split("\n", 1)
-    return shebang + "\n" + _GENERATED.format(template) + rest.replace("@SHARED@\n", shared_code())
+    rest = rest.replace("@SHARED@\n", shared_code())
+    if "@FETCH@" in rest:
+        rest = rest.replace("@FETCH@", shim_fetch_code())
+    return shebang + "\n" + _GENERATED.format(template) + rest
 
 
 def conda_unpack_header():
@@ -85,6 +88,21 @@ def fetch_sections():
         elif name is not None and line.strip() and not line.lstrip().startswith("#"):
             sections[name].append(line)
     return {key: "".join(lines) for key, lines in sections.items()}
+
+
+#: A transfer under 1 KB/s for this many seconds fails (fetch.sh's @STALL@). Work Queue's workers run a fetch command
+#: synchronously: while it runs they answer no keepalive, and a manager drops a worker that leaves its keepalive check
+#: unanswered for 30 s (CCTools' default), then sends the task again (measured: 561 s, 5 GETs, no result with a hung
+#: server).
+STALL_SECONDS = 20
+
+
+def shim_fetch_code():
+    """The fetch the shim's ``--fetch`` runs (its ``@FETCH@``): fetch.sh's sections with the downloader chosen on
+    the worker by the URL's scheme (the manager-side commands choose it in Python)."""
+    s = fetch_sections()
+    return (s["shown"] + s["tools"] + 'if [ "${u#file://}" != "$u" ];then l=${u#file://};' + s["file"] + "else " +
+            s["http"].replace("@STALL@", str(STALL_SECONDS)) + "fi;" + s["check"])
 
 
 def generated_path(name):
