@@ -87,6 +87,8 @@ SETTINGS_READERS = {
     ("poncho_wq.engines.data", "http_timeout"): "a timeout",
     ("poncho_wq.engines.pip", "http_timeout"): "a timeout",
     ("poncho_wq.deliver.fetch", "fetch_timeout"): "a timeout",
+    ("poncho_wq.deliver.serve", "fetch_timeout"): "a timeout",
+    ("poncho_wq.deliver.serve", "*"): "cache_server(): the entry of the serve mode's server (address, access log)",
     ("poncho_wq.deliver.publish", "*"): "distribution(): the entry of the delivery mode (PONCHO_WQ_DISTRIBUTION...)",
     ("poncho_wq.taskvine", "vine_seed"): "the TaskVine binding's entry",
     ("poncho_wq.taskvine", "fetch_timeout"): "the TaskVine binding's entry",

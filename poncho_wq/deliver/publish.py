@@ -74,8 +74,8 @@ class Delivery:
         if self.mode not in MODES:
             raise SpecError("distribution mode {!r} is not valid: expected one of {} (PONCHO_WQ_DISTRIBUTION)".format(
                 self.mode, ", ".join(MODES)))
-        if self.mode == "direct":
-            return
+        if self.mode in ("direct", "serve"):
+            return  # serve: the manager's own cache server (poncho_wq.deliver.serve), no publish directory
         if not self.publish_dir:
             raise SpecError("distribution mode {!r} needs a publish directory: set PONCHO_WQ_PUBLISH_DIR (or "
                             "publish_dir=) to a directory the workers can reach through a server or a shared file "
@@ -379,6 +379,9 @@ def fetch_for(path, publish_dir, dist, name):
 class LocalServer:
     """A ``python -m poncho_wq.deliver.publish`` HTTP server process for *directory* (see :func:`serve`)."""
 
+    #: The module whose ``serve`` command is the server process (:mod:`poncho_wq.deliver.serve` runs its own).
+    server_module = "poncho_wq.deliver.publish"
+
     def __init__(self, directory, port=0, bind="127.0.0.1", log_path=None, host=None):
         self.directory = os.path.abspath(directory)
         self.bind = bind
@@ -388,7 +391,7 @@ class LocalServer:
         os.unlink(port_file)
         # --parent-pid: the server exits when this process does, even killed (no stop(), no atexit): a manager
         # that crashed must not leave a server exposing the directory and holding the port.
-        cmd = [sys.executable, "-m", "poncho_wq.deliver.publish", "serve", self.directory, "--port", str(port),
+        cmd = [sys.executable, "-m", self.server_module, "serve", self.directory, "--port", str(port),
                "--bind", bind, "--port-file", port_file, "--parent-pid", str(os.getpid())]
         if log_path:
             cmd += ["--log", log_path]
@@ -523,12 +526,18 @@ def serve_main(argv):
     else:
         print("serving {} at http://{}:{}/ (not a production server)".format(
             args.directory, args.bind, server.server_address[1]), file=sys.stderr)
+    return run_server(server, args.parent_pid)
+
+
+def run_server(server, parent_pid=None):
+    """Serve until SIGTERM, or until the process *parent_pid* is gone (its children are reparented): a manager that
+    crashed must not leave a server exposing its files and holding the port."""
     signal.signal(signal.SIGTERM, lambda *a: sys.exit(0))
-    if args.parent_pid:
+    if parent_pid:
         def watch_parent():
-            while os.getppid() == args.parent_pid:
+            while os.getppid() == parent_pid:
                 time.sleep(1)
-            server.shutdown()  # the parent is gone (its children are reparented)
+            server.shutdown()
 
         threading.Thread(target=watch_parent, daemon=True).start()
     try:
