@@ -379,9 +379,6 @@ def fetch_for(path, publish_dir, dist, name):
 class LocalServer:
     """A ``python -m poncho_wq.deliver.publish`` HTTP server process for *directory* (see :func:`serve`)."""
 
-    #: The module whose ``serve`` command is the server process (:mod:`poncho_wq.deliver.serve` runs its own).
-    server_module = "poncho_wq.deliver.publish"
-
     def __init__(self, directory, port=0, bind="127.0.0.1", log_path=None, host=None):
         self.directory = os.path.abspath(directory)
         self.bind = bind
@@ -391,7 +388,7 @@ class LocalServer:
         os.unlink(port_file)
         # --parent-pid: the server exits when this process does, even killed (no stop(), no atexit): a manager
         # that crashed must not leave a server exposing the directory and holding the port.
-        cmd = [sys.executable, "-m", self.server_module, "serve", self.directory, "--port", str(port),
+        cmd = [sys.executable, "-m", "poncho_wq.deliver.publish", "serve", self.directory, "--port", str(port),
                "--bind", bind, "--port-file", port_file, "--parent-pid", str(os.getpid())]
         if log_path:
             cmd += ["--log", log_path]

@@ -25,11 +25,13 @@ parent is gone, even after a SIGKILL).
 """
 
 import argparse
+import atexit
 import http.server
 import os
 import re
 import shutil
 import socket
+import subprocess
 import sys
 import tempfile
 import threading
@@ -38,7 +40,7 @@ import time
 from ..archive.cache import content_digest
 from ..config import settings
 from .fetch import Fetch
-from .publish import LocalServer, run_server
+from .publish import run_server
 
 #: The only names the server answers (a request path is ``/`` + one of them).
 SERVED_NAME = re.compile(r"env-[0-9a-f]{8,64}\.tar\.gz")
@@ -47,17 +49,32 @@ _lock = threading.Lock()
 _server = None  # the running CacheServer of this process
 
 
-class CacheServer(LocalServer):
-    """The server process of :mod:`poncho_wq.deliver.serve` for a private directory of links (see :func:`serve_file`)."""
+class CacheServer:
+    """The server process of :mod:`poncho_wq.deliver.serve` for a private directory of links (see :func:`serve_file`).
 
-    server_module = "poncho_wq.deliver.serve"
+    The listening socket is made here, so the URL is known at once, and handed to the process, which starts beside
+    the manager: a task's creation does not wait for it (0.21 s when it waited for the process to report its port;
+    a worker connecting meanwhile waits in the socket's queue)."""
 
     def __init__(self, address, log_path=None):
         self.links = tempfile.mkdtemp(prefix="poncho-serve-")  # 0700: only this user can add a name
+        family = socket.AF_INET6 if ":" in address else socket.AF_INET
+        with socket.socket(family, socket.SOCK_STREAM) as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind((address, 0))
+            sock.listen(128)
+            self.port = sock.getsockname()[1]
+            cmd = [sys.executable, "-m", "poncho_wq.deliver.serve", "serve", self.links, "--fd", str(sock.fileno()),
+                   "--parent-pid", str(os.getpid())]
+            if log_path:
+                cmd += ["--log", log_path]
+            # stderr into a file, not a pipe nobody reads (see poncho_wq.deliver.publish.LocalServer).
+            self._stderr = tempfile.TemporaryFile()
+            self.process = subprocess.Popen(cmd, pass_fds=(sock.fileno(),), stdin=subprocess.DEVNULL,
+                                            stdout=subprocess.DEVNULL, stderr=self._stderr)
+        atexit.register(self.stop)
         host = socket.getfqdn() if address in ("0.0.0.0", "::") else address
-        super().__init__(self.links, 0, address, log_path, host)
-        if ":" in host and not host.startswith("["):
-            self.url = "http://[{}]:{}/".format(host, self.port)
+        self.url = "http://{}:{}/".format("[{}]".format(host) if ":" in host else host, self.port)
 
     def add(self, path, name):
         """Serve the file *path* as *name* (a link in the private directory, made atomically)."""
@@ -74,7 +91,15 @@ class CacheServer(LocalServer):
         os.replace(tmp, link)
 
     def stop(self):
-        super().stop()
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self._stderr.close()
+        atexit.unregister(self.stop)
         shutil.rmtree(self.links, ignore_errors=True)
 
 
@@ -159,29 +184,25 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 
 
 def serve_main(argv):
-    """``python -m poncho_wq.deliver.serve serve DIR --bind ADDR --port-file F --parent-pid P [--log F]``: the
-    server process (started by :class:`CacheServer`, not a command for users)."""
+    """``python -m poncho_wq.deliver.serve serve DIR --fd N [--parent-pid P] [--log F]``: the server process on the
+    listening socket *N* its manager made (started by :class:`CacheServer`, not a command for users)."""
     ap = argparse.ArgumentParser(prog="python -m poncho_wq.deliver.serve serve")
     ap.add_argument("directory")
-    ap.add_argument("--port", type=int, default=0)
-    ap.add_argument("--bind", default="127.0.0.1")
-    ap.add_argument("--port-file", required=True)
+    ap.add_argument("--fd", type=int, required=True)
     ap.add_argument("--log")
     ap.add_argument("--parent-pid", type=int)
     args = ap.parse_args(argv)
     handler = type("Handler", (_Handler,), {"directory": args.directory, "log_path": args.log})
-    server_class = http.server.ThreadingHTTPServer
-    if ":" in args.bind:
-        server_class = type("Server6", (server_class,), {"address_family": socket.AF_INET6})
-    server = server_class((args.bind, args.port), handler)
-    with open(args.port_file + ".tmp", "w") as f:
-        f.write(str(server.server_address[1]))
-    os.replace(args.port_file + ".tmp", args.port_file)
+    sock = socket.socket(fileno=args.fd)
+    server_class = type("Server", (http.server.ThreadingHTTPServer,), {"address_family": sock.family})
+    server = server_class(sock.getsockname()[:2], handler, bind_and_activate=False)
+    server.socket.close()
+    server.socket = sock
     return run_server(server, args.parent_pid)
 
 
 if __name__ == "__main__":
     if sys.argv[1:2] == ["serve"]:
         sys.exit(serve_main(sys.argv[2:]))
-    print("usage: python -m poncho_wq.deliver.serve serve DIR --port-file FILE [--bind ADDR]", file=sys.stderr)
+    print("usage: python -m poncho_wq.deliver.serve serve DIR --fd N [--parent-pid PID] [--log FILE]", file=sys.stderr)
     sys.exit(1)
