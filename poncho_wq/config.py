@@ -25,7 +25,7 @@ SOURCES = ("index", "current", "auto")
 #: Values of ``PONCHO_WQ_BINDING``.
 BINDINGS = ("ndcctools.work_queue", "work_queue", "debian")
 #: Values of ``PONCHO_WQ_DISTRIBUTION`` (see :mod:`poncho_wq.deliver.publish`).
-DISTRIBUTIONS = ("direct", "url", "shared")
+DISTRIBUTIONS = ("direct", "url", "shared", "serve")
 #: Values of ``PONCHO_WQ_PROGRESS``.
 PROGRESS = ("auto", "on", "off")
 #: PONCHO_WQ_FETCH_TIMEOUT's default, in seconds
@@ -70,8 +70,16 @@ SETTINGS: Tuple[Setting, ...] = (
     Setting("PONCHO_WQ_KEEP_TESTS", "manager", "`1`: ship the `tests`/`test` directories of installed packages "
             "(left out by default unless the package's own code imports them; part of the cache key)"),
     Setting("PONCHO_WQ_DISTRIBUTION", "manager", "how tasks get their environment: `direct` (the manager sends it "
-            "to each worker), `url` (workers fetch it from `PONCHO_WQ_PUBLISH_URL`) or `shared` (unpacked once on a "
-            "shared file system); default `url` when `PONCHO_WQ_PUBLISH_DIR` is set, else `direct`"),
+            "to each worker), `url` (workers fetch it from `PONCHO_WQ_PUBLISH_URL`), `shared` (unpacked once on a "
+            "shared file system) or `serve` (Work Queue: the manager serves its build cache over HTTP and a worker "
+            "fetches only what its root does not hold ready, so a second workflow sends nothing; see "
+            "`PONCHO_WQ_SERVE_ADDRESS`); default `url` when `PONCHO_WQ_PUBLISH_DIR` is set, else `direct`"),
+    Setting("PONCHO_WQ_SERVE_ADDRESS", "manager", "`serve` mode: the address the manager's cache server listens on "
+            "(a port of its own, chosen free); the workers' URL names it, or this host's name for `0.0.0.0`. "
+            "Default `127.0.0.1`: workers on this machine only; set `0.0.0.0` (or an interface's address) for "
+            "workers elsewhere, whose firewall path must then allow that port"),
+    Setting("PONCHO_WQ_SERVE_LOG", "manager", "`serve` mode: append one line per request of the cache server to this "
+            "file (`<epoch> <client> <method> <path> <status>`; default: no access log)"),
     Setting("PONCHO_WQ_PUBLISH_DIR", "manager", "directory the environment and code layer tarballs are published "
             "into (content-addressed names, atomic) for the `url` and `shared` modes"),
     Setting("PONCHO_WQ_PUBLISH_URL", "manager", "base URL under which workers reach `PONCHO_WQ_PUBLISH_DIR` "
@@ -256,7 +264,7 @@ class Settings:
 
     @property
     def distribution(self) -> Optional[str]:
-        """``PONCHO_WQ_DISTRIBUTION``: ``direct``, ``url`` or ``shared``; None for the default."""
+        """``PONCHO_WQ_DISTRIBUTION``: ``direct``, ``url``, ``shared`` or ``serve``; None for the default."""
         value = self.raw("PONCHO_WQ_DISTRIBUTION")
         if value is None:
             return None
@@ -276,6 +284,24 @@ class Settings:
         """``PONCHO_WQ_PUBLISH_URL``, or None (checked by :class:`poncho_wq.deliver.publish.Delivery`)."""
         value = self.raw("PONCHO_WQ_PUBLISH_URL")
         return value.strip() if value and value.strip() else None
+
+    @property
+    def serve_address(self) -> str:
+        """``PONCHO_WQ_SERVE_ADDRESS``: where the ``serve`` mode's cache server listens (default ``127.0.0.1``)."""
+        value = self.raw("PONCHO_WQ_SERVE_ADDRESS")
+        value = value.strip() if value else ""
+        if not value:
+            return "127.0.0.1"
+        if any(c.isspace() or c in "/?#@[]'\"%" for c in value):
+            raise _bad("PONCHO_WQ_SERVE_ADDRESS", value, "an address or host name to listen on, e.g. 0.0.0.0 or "
+                       "10.0.0.5")
+        return value
+
+    @property
+    def serve_log(self) -> Optional[str]:
+        """``PONCHO_WQ_SERVE_LOG``: the cache server's access log (absolute), or None."""
+        value = self.raw("PONCHO_WQ_SERVE_LOG")
+        return os.path.abspath(os.path.expanduser(value)) if value and value.strip() else None
 
     @property
     def fetch_timeout(self) -> float:

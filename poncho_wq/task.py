@@ -36,6 +36,7 @@ from .errors import SpecError
 from .deliver.files import resolve_files, sandbox_inputs
 from .deliver.fetch import fetch_failure, note_check, specify_fetch
 from .deliver.publish import as_distribution, fetch_for, publish
+from .deliver.serve import serve_file
 from .shim import ShimError, shim_error_from, shim_path
 from .spec import Spec
 from .waiting import install_submit, worker_program
@@ -87,14 +88,19 @@ def _short_repr(value):
     return text if len(text) <= 200 else text[:197] + "..."
 
 
-def wrap_command(command, env_remote_name, code_remote_name=None, env_dir=None, fetched=()):
+def wrap_command(command, env_remote_name, code_remote_name=None, env_dir=None, fetched=(), served=None):
     """The worker-side command line that runs *command* inside the environment (and its code layer). *env_dir*
     (``shared`` distribution) is the shim's ``PONCHO_ENV_DIR``; the names are then absolute shared paths, and a
     worker's own cache limits (PONCHO_ENV_KEEP, PONCHO_ENV_BUDGET_MB) are cleared: they must not evict what other
     machines use from the shared root. *fetched* (``url`` distribution) are the inputs the worker fetched: one
     that holds a failure note instead of a tarball ends the task first with the note's exit code and message
-    (:func:`poncho_wq.deliver.fetch.note_check`)."""
+    (:func:`poncho_wq.deliver.fetch.note_check`). *served* (``serve`` distribution, a
+    :class:`~poncho_wq.deliver.fetch.Fetch`): the base is no input; the shim fetches it from the manager's cache
+    server only when the worker's root does not hold it ready (``--fetch``, :mod:`poncho_wq.deliver.serve`)."""
     code = " --code {}".format(shlex.quote(code_remote_name)) if code_remote_name else ""
+    if served is not None:
+        code = " --fetch {} --sha256 {} --size {} --fetch-timeout {}{}".format(
+            shlex.quote(served.url), served.sha256, int(served.size), int(served.seconds), code)
     root = "PONCHO_ENV_DIR={} PONCHO_ENV_KEEP= PONCHO_ENV_BUDGET_MB= ".format(shlex.quote(env_dir)) if env_dir else ""
     return "{}{}./{} -e {}{} -- /bin/sh -c {}".format(note_check(fetched), root, SHIM_NAME,
                                                      shlex.quote(env_remote_name), code, shlex.quote(command))
@@ -112,9 +118,10 @@ def task_layers(environment, command=None):
 #: How a task's base and code layer travel (see :mod:`poncho_wq.deliver.publish`): ``env``/``code`` are the names the
 #: shim is given (absolute shared paths in ``shared`` mode), ``env_dir`` its PONCHO_ENV_DIR (``shared``), ``urls``
 #: remote name -> URL and ``fetches`` remote name -> :class:`~poncho_wq.deliver.publish.Fetch` (``url``), ``files`` remote
-#: name -> local path (``direct``).
-DeliveryPlan = collections.namedtuple("DeliveryPlan", "mode env code env_dir urls files fetches",
-                                      defaults=({},))
+#: name -> local path (``direct``; ``serve``: the code layer), ``served`` the base's Fetch from the manager's cache
+#: server (``serve``).
+DeliveryPlan = collections.namedtuple("DeliveryPlan", "mode env code env_dir urls files fetches served",
+                                      defaults=({}, None))
 
 
 def plan_distribution(environment, layer=None, distribution=None, progress=None):
@@ -129,6 +136,9 @@ def plan_distribution(environment, layer=None, distribution=None, progress=None)
     code = layer.remote_name if layer is not None else None
     if dist.mode == "direct":
         return DeliveryPlan("direct", environment.remote_name, code, None, {}, files)
+    if dist.mode == "serve":
+        served = serve_file(files.pop(environment.remote_name), environment.remote_name, dist.fetch_timeout)
+        return DeliveryPlan("serve", environment.remote_name, code, None, {}, files, {}, served)
     if dist.mode == "url":
         fetches = {name: fetch_for(path, dist.publish_dir, dist, name) for name, path in files.items()}
         return DeliveryPlan("url", environment.remote_name, code, None,
@@ -189,7 +199,8 @@ def classes_for(binding):
                 self.code_layer, scripts = task_layers(self.environment, command)
                 plan = self.distribution_plan = plan_distribution(self.environment, self.code_layer, distribution,
                                                                   progress)
-                super().__init__(wrap_command(command, plan.env, plan.code, plan.env_dir, tuple(plan.fetches)))
+                super().__init__(wrap_command(command, plan.env, plan.code, plan.env_dir, tuple(plan.fetches),
+                                              plan.served))
                 _attach_environment(self, self.environment, self.code_layer, scripts, plan)
                 for copy, name in sandbox_inputs(explicit, self.environment, scripts):
                     self.specify_input_file(copy, name, cache=True)
@@ -239,7 +250,7 @@ def classes_for(binding):
                 self._env_file = None
                 command = super()._python_function_command()
                 plan = self.distribution_plan
-                return wrap_command(command, plan.env, plan.code, plan.env_dir, tuple(plan.fetches))
+                return wrap_command(command, plan.env, plan.code, plan.env_dir, tuple(plan.fetches), plan.served)
 
             @property
             def shim_error(self):

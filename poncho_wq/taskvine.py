@@ -80,7 +80,7 @@ def _env_cache(distribution):
     """The cache level of an environment: :data:`ENV_CACHE`, except in ``url`` mode, whose fetch mini task stays at
     the workflow level: a failed fetch leaves a stub environment (:data:`_FETCH_STUB`) that must not outlive the
     workflow, and at the "forever" level the lying-server test's fetch stalled (not understood yet)."""
-    return ENV_CACHE if as_distribution(distribution).mode == "direct" else True
+    return ENV_CACHE if as_distribution(distribution).mode in ("direct", "serve") else True
 
 _declared: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()  # manager -> {tarball abspath: File}
 _sources: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()  # manager -> {tarball abspath: source File}
@@ -216,7 +216,9 @@ def _source_file(manager, path, distribution=None):
     runs ``curl -sSL`` without ``-f`` and checks nothing, so a 404 page - or any bytes a server sends - would be
     cached as the tarball for the worker's life (poncho_wq.deliver.publish)."""
     dist = as_distribution(distribution)  # checks the settings: a publish URL without a publish dir is an error
-    if dist.mode == "direct":
+    if dist.mode in ("direct", "serve"):
+        # serve (Work Queue's cache server) is direct here: TaskVine's workers keep a 'forever' file across
+        # managers already (0 bytes sent to a second workflow), so there is no resend to avoid.
         return manager.declare_file(path, cache=ENV_CACHE)
     if dist.mode != "url" and not dist.publish_url:
         # shared: TaskVine moves every unpacked environment into its own cache, so there is no unpacking in place;

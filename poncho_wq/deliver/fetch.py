@@ -37,6 +37,7 @@ import urllib.request
 from ..config import FETCH_TIMEOUT
 from ..credentials import mask
 from ..errors import BuildError
+from ..worker import STALL_SECONDS, fetch_sections  # noqa: F401 (STALL_SECONDS: imported from here)
 
 _lock = threading.Lock()
 
@@ -60,54 +61,20 @@ class Fetch:
         return mask(self.url)
 
 
-#: A transfer under 1 KB/s for this many seconds fails. Work Queue's workers run a fetch command synchronously:
-#: while it runs they answer no keepalive, and a manager drops a worker that leaves its keepalive check unanswered
-#: for 30 s (CCTools' default), then sends the task again (measured: 561 s, 5 GETs, no result with a hung server).
-STALL_SECONDS = 20
 #: What the first line of a failure note starts with (see :func:`fetch_script`).
 NOTE_MARK = "poncho-fetch-failed"
 
-# The worker-side fetch, POSIX sh (dash, bash, busybox ash). It runs in Work Queue's fetch command (synchronously,
-# in the worker's own process tree, its output not shown anywhere useful) and in TaskVine's fetch mini task.
-#  - The downloader is curl, else wget (GNU: one try, its read timeout), else busybox wget; for a file:// URL, cat.
-#    Without curl the whole transfer is bounded with timeout(1) when the worker has it.
-#  - The bytes are hashed while they arrive (tee into the file and into the hash tool: sha256sum, shasum -a 256,
-#    openssl dgst, busybox sha256sum) and counted; the file is kept only when both size and sha256 are the
-#    published ones. No hash tool on the worker is a failure (exit 4), never an unchecked environment.
-#  - On any failure the destination $p receives a *note* instead of a tarball: the mark, the exit code for the
-#    task (2: the downloader failed with an HTTP error, 3: the transfer failed or the bytes are not the published
-#    ones, 4: a tool is missing) and a one-line message naming the file and the URL (masked). The command itself
-#    succeeds: a failing fetch command makes Debian's CCTools drop the worker and requeue the task for ever, and
-#    TaskVine 7.17.1 leave it pending for ever. The task's wrapper (or TaskVine's stub) turns the note into the
-#    task's exit code and a `poncho_package_run:` line.
-# Kept short: Work Queue sends the fetch command url-encoded (blanks, quotes, braces and pipes cost 3 bytes each)
-# on one 4096-byte protocol line, beside the URL. Names: u URL, d URL as shown, N remote name, s size, h sha256,
-# T seconds in all, l local path (file://), t temp file, c kept file, p destination; v: is a command there;
-# n: write the note.
-_FETCH_CORE = (
-    "v(){ command -v $1 >/dev/null;};n(){ printf '" + NOTE_MARK + "\\n%s\\ncould not fetch %s from %s: %s\\n' "
-    "$1 $N \"$d\" \"$2\" >\"$p\";};H=;G=;k=;v timeout&&k=\"timeout $T\";"
-    "if v sha256sum;then H=sha256sum;elif v shasum;then H='shasum -a 256';elif v openssl;then "
-    "H='openssl dgst -sha256 -r';elif busybox sha256sum </dev/null >/dev/null 2>&1;then H='busybox sha256sum';fi;"
-    "@DOWNLOADER@"
-    "if [ -z \"$H\" ];then n 4 'no sha256sum, shasum, openssl or busybox here to check it';"
-    "elif [ -z $G ];then n 4 'no curl, wget or busybox wget here to download it';"
-    "else { g 2>$t.e||echo $? >$t.x;}|tee $t|$H >$t.h;read -r a b <$t.h;z=$(($(wc -c <$t)));"
-    "if [ $z = $s ]&&[ \"$a\" = $h ];then mv -f $t \"$c\";"
-    "elif [ -f $t.x ];then read -r x <$t.x;e=3;case $x in 22|8)e=2;;28|124)set -- \"at most $T s\";;63)set -- \"over the $s bytes published\";;esac;"
-    "n $e \"${1:+$1: }$(tail -c 200 $t.e|tr -c ' -~' ' ') (exit $x, $z of $s bytes, not kept)\";"
-    "elif [ $z != $s ];then n 3 \"$z bytes, not the $s published (cut short?), not kept\";"
-    "else n 3 \"sha256 $a, not the published $h, not kept\";fi;fi;rm -f $t $t.e $t.x $t.h;"
-)
-_CURL = ("if v curl;then G=1;g(){ curl -fsSL --speed-limit 1024 --speed-time @STALL@ --max-time $T "
-         "--max-filesize $((s+1048576)) \"$u\";};elif v wget;then G=1;W=wget;wget -V >/dev/null 2>&1&&"
-         "W='wget -t 1 -T @STALL@';g(){ $k $W -q -O - \"$u\";};elif busybox wget --help >/dev/null 2>&1;then G=1;"
-         "g(){ $k busybox wget -q -O - \"$u\";};fi;")
-_CAT = "G=1;g(){ $k cat -- \"$l\";};"
-# The URL as messages show it when it carries secrets: without its query, and a user:password@ masked. (No "%%"
-# anywhere in the command: Work Queue replaces every one by the cache path, hence the two-step prefix cuts.)
-_SHOWN = ("q=${u#*\\?};d=${u%\"?$q\"};[ \"$d\" = \"$u\" ]||d=\"$d?...\";"
-          "case $d in *//*@*)q=${d#*//};d=${d%\"$q\"}***@${d#*@};;esac;")
+# The worker-side fetch (POSIX sh) lives in poncho_wq/worker/fetch.sh, with the reasons for each of its steps; its
+# sections are read once here and assembled per file: the URL shown ("shown", when the URL carries secrets), the
+# tools, the downloader ("http" or "file"), the check, and for Work Queue the link to the task's input ("wq-link").
+_SECTIONS = fetch_sections()
+if _SECTIONS["tools"].count(NOTE_MARK) != 1:
+    raise ImportError("poncho_wq/worker/fetch.sh: its note mark is not " + NOTE_MARK)
+_FETCH_CORE = _SECTIONS["tools"] + "@DOWNLOADER@" + _SECTIONS["check"]
+_CURL = _SECTIONS["http"]
+_CAT = _SECTIONS["file"]
+_SHOWN = _SECTIONS["shown"]
+_WQ_LINK = _SECTIONS["wq-link"]
 
 
 def fetch_script(fetch, seconds, where, stall_seconds=STALL_SECONDS):
@@ -143,8 +110,7 @@ def fetch_command(fetch, seconds=None, stall_seconds=STALL_SECONDS):
         seconds = fetch.seconds
     # $t in Work Queue's cache directory, whose path has no blanks (the worker's workspace/cache).
     where = 'p="%%";c="${p%/*}/.poncho-$h";t=$c.$$;'
-    return (fetch_script(fetch, seconds, where, stall_seconds) +
-            'if [ -f "$c" ];then ln -f "$c" "$p" 2>/dev/null||cp "$c" "$p";fi;[ -s "$p" ]')
+    return fetch_script(fetch, seconds, where, stall_seconds) + _WQ_LINK
 
 
 def note_check(names):

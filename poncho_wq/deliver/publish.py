@@ -76,8 +76,8 @@ class Delivery:
         if self.mode not in MODES:
             raise SpecError("distribution mode {!r} is not valid: expected one of {} (PONCHO_WQ_DISTRIBUTION)".format(
                 self.mode, ", ".join(MODES)))
-        if self.mode == "direct":
-            return
+        if self.mode in ("direct", "serve"):
+            return  # serve: the manager's own cache server (poncho_wq.deliver.serve), no publish directory
         if not self.publish_dir:
             raise SpecError("distribution mode {!r} needs a publish directory: set PONCHO_WQ_PUBLISH_DIR (or "
                             "publish_dir=) to a directory the workers can reach through a server or a shared file "
@@ -525,12 +525,18 @@ def serve_main(argv):
     else:
         print("serving {} at http://{}:{}/ (not a production server)".format(
             args.directory, args.bind, server.server_address[1]), file=sys.stderr)
+    return run_server(server, args.parent_pid)
+
+
+def run_server(server, parent_pid=None):
+    """Serve until SIGTERM, or until the process *parent_pid* is gone (its children are reparented): a manager that
+    crashed must not leave a server exposing its files and holding the port."""
     signal.signal(signal.SIGTERM, lambda *a: sys.exit(0))
-    if args.parent_pid:
+    if parent_pid:
         def watch_parent():
-            while os.getppid() == args.parent_pid:
+            while os.getppid() == parent_pid:
                 time.sleep(1)
-            server.shutdown()  # the parent is gone (its children are reparented)
+            server.shutdown()
 
         threading.Thread(target=watch_parent, daemon=True).start()
     try:

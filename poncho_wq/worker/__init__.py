@@ -60,7 +60,10 @@ def render(name):
     if text.count("@SHARED@\n") != 1:
         raise ValueError("poncho_wq/worker/{}: needs exactly one @SHARED@ line".format(template))
     shebang, rest = text.split("\n", 1)
-    return shebang + "\n" + _GENERATED.format(template) + rest.replace("@SHARED@\n", shared_code())
+    rest = rest.replace("@SHARED@\n", shared_code())
+    if "@FETCH@" in rest:
+        rest = rest.replace("@FETCH@", shim_fetch_code())
+    return shebang + "\n" + _GENERATED.format(template) + rest
 
 
 def conda_unpack_header():
@@ -71,6 +74,35 @@ def conda_unpack_header():
     on a worker without a ``python`` on PATH (Debian has only python3)."""
     with open(os.path.join(_HERE, "conda_unpack_header.sh"), "rb") as f:
         return f.read()
+
+
+def fetch_sections():
+    """The sections of fetch.sh (``#@ name`` lines) as the one-line sh texts the fetch commands embed: whole comment
+    lines and blank lines dropped, the other lines joined without a separator (each ends where sh allows a
+    newline). One source for Work Queue's fetch command, TaskVine's fetch mini task and the shim's ``--fetch``."""
+    sections, name = {}, None
+    for line in _read("fetch.sh").splitlines():
+        if line.startswith("#@ "):
+            name = line[3:].strip()
+            sections[name] = []
+        elif name is not None and line.strip() and not line.lstrip().startswith("#"):
+            sections[name].append(line)
+    return {key: "".join(lines) for key, lines in sections.items()}
+
+
+#: A transfer under 1 KB/s for this many seconds fails (fetch.sh's @STALL@). Work Queue's workers run a fetch command
+#: synchronously: while it runs they answer no keepalive, and a manager drops a worker that leaves its keepalive check
+#: unanswered for 30 s (CCTools' default), then sends the task again (measured: 561 s, 5 GETs, no result with a hung
+#: server).
+STALL_SECONDS = 20
+
+
+def shim_fetch_code():
+    """The fetch the shim's ``--fetch`` runs (its ``@FETCH@``): fetch.sh's sections with the downloader chosen on
+    the worker by the URL's scheme (the manager-side commands choose it in Python)."""
+    s = fetch_sections()
+    return (s["shown"] + s["tools"] + 'if [ "${u#file://}" != "$u" ];then l=${u#file://};' + s["file"] + "else " +
+            s["http"].replace("@STALL@", str(STALL_SECONDS)) + "fi;" + s["check"])
 
 
 def generated_path(name):

@@ -3,6 +3,7 @@
 #
 #   poncho_package_run [-w SECS] [-d DIR] -e ENV.tar.gz [--code CODE.tar.gz] [--] command [args ...]
 #   poncho_package_run -e UNPACKED_DIR [--] command [args ...]
+#   poncho_package_run --fetch URL --sha256 HEX --size N [--fetch-timeout S] -e env-<hex>.tar.gz [--] command ...
 #
 # Needs only sh, tar, gzip, find and coreutils on the worker (no poncho_wq; the environment's own bin/python to
 # relocate it); tested under dash, bash --posix and busybox sh.  Exit status: 1 bad usage, 2 environment missing,
@@ -20,6 +21,11 @@ Usage: poncho_package_run [options] -e <file> [--] command and args ...
   -e, --environment <path>   Conda environment: a tarball (conda-pack) or an unpacked directory. (Required.)
   -d, -u, --unpack-to <dir>  Unpack into <dir> (created if missing; used as is if not empty). Default: one
                              directory per environment per worker, shared by all tasks (see PONCHO_ENV_DIR).
+      --fetch <url>          Fetch the tarball named by -e (env-<hex>.tar.gz, absent here) from <url> when the
+                             per-worker cache does not hold it ready (one fetch per worker, under the lock),
+                             with --sha256 <hex> and --size <bytes> (checked before it is unpacked) and
+                             --fetch-timeout <secs> (default 300).  Exit 2 an HTTP error, 3 a failed transfer or
+                             other bytes, 4 no curl/wget or sha256 tool.
       --code <file>          A code layer (code-<hash>.tar.gz) stacked on the environment: unpacked once per
                              worker, its lib/ first on PYTHONPATH and its bin/ first on PATH.
   -w, --wait-for-lock <secs> Seconds to wait for another task unpacking the same environment (at most 9
@@ -853,7 +859,9 @@ _pr_extract() {
     _pr_s=$(mktemp -d "$_pr_root/.$2.tmp.$$@$_pr_host~XXXXXX" 2>/dev/null) ||
         _pr_xfail 3 "cannot create a directory in $_pr_root (read-only file system or no write permission?)"
     trap '_pr_rmtree "$_pr_s"; _pr_untrash; exit 143' HUP INT TERM
-    _pr_unpack "$1" "$_pr_s" || _pr_xfail 3 "could not extract $1 into $_pr_s: $_pr_why"
+    _pr_xt=$1
+    [ -z "$_pr_fetch" ] || [ "$2" != "$_pr_id" ] || _pr_fetchinto "$_pr_s"
+    _pr_unpack "$_pr_xt" "$_pr_s" || _pr_xfail 3 "could not extract $1 into $_pr_s: $_pr_why"
     _pr_mark extract
     { command printf '%s\n' "$_pr_s" >"$_pr_s/env/.poncho_staging"; } 2>/dev/null ||
         _pr_xfail 3 "cannot write in $_pr_s (disk full? or moved away by another shim that broke the lock)"
@@ -893,6 +901,63 @@ _pr_extract() {
     trap - HUP INT TERM
 }
 
+# --- --fetch: the base tarball fetched on a miss only (the manager serves its cache; see docs/delivery.md) -------
+# Called by _pr_extract for the base, holding the id's lock, after the ready test failed under it: so of the tasks
+# of one worker (or of the hosts sharing a root) one fetches and the others wait and find the id ready; a ready id
+# is never fetched.  $1 = _pr_extract's staging dir (mktemp -d, 0700, removed with it, a leftover swept as any other):
+# the bytes land there and are kept only when their size and sha256 are the ones given (poncho_wq/worker/fetch.sh,
+# the same code as Work Queue's url inputs); then the floor check, then the unpack of that file (_pr_xt).  On a
+# failure nothing is marked ready and the exit status is the fetch's (2 HTTP error, 3 a failed transfer or other
+# bytes, 4 a missing tool).  The fetch runs in a subshell: its one-letter names and functions stay there.
+_pr_fetch=
+_pr_fsha=
+_pr_fsize=
+_pr_ftime=300
+_pr_fetchinto() {
+    _pr_xt=$1/fetched.tar.gz
+    (
+        u=$_pr_fetch N=${_pr_env##*/} s=$_pr_fsize h=$_pr_fsha T=$_pr_ftime p=$1/fetch-note c=$_pr_xt t=$1/part
+        @FETCH@
+    ) 2>/dev/null
+    _pr_mark fetch
+    if [ ! -f "$_pr_xt" ]; then
+        _pr_fl=
+        _pr_fe=3
+        _pr_fm="could not fetch ${_pr_env##*/} from $_pr_fetch (no note written: disk full?)"
+        { IFS= read -r _pr_fl && IFS= read -r _pr_fe && IFS= read -r _pr_fm; } <"$1/fetch-note" 2>/dev/null || :
+        case $_pr_fe in 2 | 3 | 4) ;; *) _pr_fe=3 ;; esac
+        _pr_xfail "$_pr_fe" "$_pr_fm"
+    fi
+    # The floor of the fetched tarball (the one before the lock had no file to read).
+    _pr_floor_done=
+    ( _pr_floorcheck "$_pr_xt" ) || _pr_xfail 4 "${_pr_env##*/} was fetched but not unpacked: this worker is below its floor (above)"
+}
+
+# After the arguments: --fetch's own (a ready-made local file wins: nothing to fetch).
+_pr_fetchargs() {
+    [ -n "$_pr_fetch" ] || return 0
+    case $_pr_fsha in
+        ????????????????????????????????????????????????????????????????) ;;
+        *) _pr_die 1 "--sha256 needs the 64 hex digits of the tarball's sha256, not '$_pr_fsha'" ;;
+    esac
+    case $_pr_fsha in *[!0-9a-f]*) _pr_die 1 "--sha256 needs 64 lowercase hex digits, not '$_pr_fsha'" ;; esac
+    case $_pr_fsize in '' | *[!0-9]* | ?????????????????*) _pr_die 1 "--size needs the tarball's size in bytes, not '$_pr_fsize'" ;; esac
+    case $_pr_ftime in '' | *[!0-9]* | ??????????*) _pr_die 1 "--fetch-timeout needs a whole number of seconds, not '$_pr_ftime'" ;; esac
+    _pr_fid=${_pr_env##*/}
+    case $_pr_fid in env-?*.tar.gz) ;; *) _pr_fid= ;; esac
+    _pr_fid=${_pr_fid#env-}
+    case ${_pr_fid%.tar.gz} in
+        '' | *[!0-9a-f]*) _pr_die 1 "--fetch needs -e env-<hex>.tar.gz (the id of the tarball), not $_pr_env" ;;
+    esac
+    case $_pr_fetch in
+        http://?* | https://?* | ftp://?*) ;;
+        file:///*) case $_pr_fetch in *%*) _pr_die 1 "--fetch $_pr_fetch: a file:// URL with %-escapes is not supported here: use the path as is" ;; esac ;;
+        *) _pr_die 1 "--fetch needs an http://, https://, ftp:// or file:/// URL, not $_pr_fetch" ;;
+    esac
+    [ -z "$_pr_to" ] || _pr_die 1 "--fetch uses the per-worker cache: it cannot be combined with --unpack-to"
+    if [ -f "$_pr_env" ]; then _pr_fetch=; fi
+}
+
 # --- arguments ----------------------------------------------------------------------------------------
 _pr_env=
 _pr_to=
@@ -909,6 +974,10 @@ while [ $# -gt 0 ]; do
         --code=*) _pr_code=${1#*=}; shift ;;
         -d | -u | --unpack-to) _pr_need $# "$1"; _pr_to=$2; shift 2 ;;
         --unpack-to=*) _pr_to=${1#*=}; shift ;;
+        --fetch) _pr_need $# "$1"; _pr_fetch=$2; shift 2 ;;
+        --sha256) _pr_need $# "$1"; _pr_fsha=$2; shift 2 ;;
+        --size) _pr_need $# "$1"; _pr_fsize=$2; shift 2 ;;
+        --fetch-timeout) _pr_need $# "$1"; _pr_ftime=$2; shift 2 ;;
         -w | --wait-for-lock) _pr_need $# "$1"; _pr_wait=$2; shift 2 ;;
         --wait-for-lock=*) _pr_wait=${1#*=}; shift ;;
         --debug) PONCHO_DEBUG=1; shift ;;
@@ -925,6 +994,7 @@ _pr_wait=${_pr_wait#"${_pr_wait%%[!0]*}"}
 _pr_wait=${_pr_wait:-0}
 case $_pr_wait in ??????????*) _pr_die 1 "--wait-for-lock takes at most 9 digits of seconds, not '$_pr_wait'" ;; esac
 [ -n "$_pr_env" ] || { _pr_usage >&2; _pr_die 1 "a tarball or directory must be given with --environment"; }
+_pr_fetchargs
 _pr_mark start
 
 # --- a code layer: unpacked once per worker before the base (see "Layers" above) ---------------------------
@@ -979,7 +1049,9 @@ if [ -d "$_pr_env" ]; then
     fi
     _pr_exec "$_pr_d" "$@"
 fi
-[ -f "$_pr_env" ] && [ -r "$_pr_env" ] || _pr_die 2 "environment file not found or unreadable: $_pr_env"
+if [ -z "$_pr_fetch" ]; then
+    [ -f "$_pr_env" ] && [ -r "$_pr_env" ] || _pr_die 2 "environment file not found or unreadable: $_pr_env"
+fi
 case $_pr_env in /*) ;; *) _pr_env=$PWD/$_pr_env ;; esac
 
 # --- --unpack-to: upstream semantics, in place ---------------------------------------------------------

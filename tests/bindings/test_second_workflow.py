@@ -91,7 +91,7 @@ def _run_manager(tmp_path, kind, phase, port, tarball, env, workers=None, start_
         return json.load(f), port
 
 
-def _second_workflow(tmp_path, kind, binary, env):
+def _second_workflow(tmp_path, kind, binary, env, serve_logs=None):
     prefix = make_prefix(tmp_path, random_mb=2, run_in_env=True)
     tarball = pack(prefix, tmp_path / "env.tar.gz")
     size = os.path.getsize(tarball)
@@ -101,11 +101,15 @@ def _second_workflow(tmp_path, kind, binary, env):
         # The second manager must listen where the workers look for one: the first one's port. A port of the
         # kernel's ephemeral range (Debian's binding scans up from 1024 for port 0, where other tests' managers
         # take the next free port between our two).
+        if serve_logs:
+            env = dict(env, PONCHO_WQ_SERVE_LOG=str(serve_logs[0]))
         first, port = _run_manager(tmp_path, kind, 1, free_port(), tarball, env,
                                    start_workers=lambda p: workers.start(binary, p, n=1, cores=2))
         assert [r[0] for r in first["results"]] == [0] * 4, first
-        assert first["bytes_sent"] >= size, first
+        assert serve_logs or first["bytes_sent"] >= size, first  # (serve: the base is fetched, not sent)
         assert workers.procs[0].poll() is None, "the worker must outlive the first manager"
+        if serve_logs:
+            env = dict(env, PONCHO_WQ_SERVE_LOG=str(serve_logs[1]))
         second, _ = _run_manager(tmp_path, kind, 2, port, tarball, env)
     finally:
         workers.close()
@@ -128,3 +132,29 @@ def test_work_queue_second_workflow_does_not_unpack_again(tmp_path, binding):
     first, second, size, workers = _second_workflow(tmp_path, "wq", worker_binary(binding), env)
     # One unpack in all, by the first workflow (the shim's unpack.log, beside the worker's workspace).
     assert workers.unpack_counts() == [1], workers.unpack_counts()
+
+
+def _gets(log):
+    """The GETs of the base in a cache server's access log (``<epoch> <client> GET /env-... 200``)."""
+    try:
+        with open(str(log)) as f:
+            return [line.split()[3] for line in f if line.split()[2:3] == ["GET"]]
+    except FileNotFoundError:
+        return []
+
+
+@pytest.mark.parametrize("binding", BINDINGS)
+def test_work_queue_serve_mode_second_workflow_neither_fetches_nor_unpacks(tmp_path, binding):
+    """PONCHO_WQ_DISTRIBUTION=serve: the base is no input; the first workflow's worker fetches it once from that
+    manager's cache server, the second manager's tasks find it ready: 0 GETs at the second server, 0 unpacks, and
+    the second manager sends only what the first sent besides the base (the shim)."""
+    env = manager_env(binding, str(tmp_path / "cache"), client_env(PONCHO_WQ_DISTRIBUTION="serve"))
+    logs = [tmp_path / "serve1.log", tmp_path / "serve2.log"]
+    first, second, size, workers = _second_workflow(tmp_path, "wq", worker_binary(binding), env, logs)
+    gets = _gets(logs[0])
+    assert len(gets) == 1 and gets[0].startswith("/env-"), gets  # one worker, one fetch for 4 tasks
+    assert _gets(logs[1]) == []  # the base is not fetched again ...
+    assert workers.unpack_counts() == [1], workers.unpack_counts()  # ... nor unpacked
+    # ... nor sent by the manager: neither workflow sent it (the shim only, the same bytes each time).
+    assert first["bytes_sent"] < size / 10, (first["bytes_sent"], size)
+    assert second["bytes_sent"] <= first["bytes_sent"], (first, second)

@@ -121,3 +121,31 @@ def test_conda_unpack_header_runs_the_script_with_python_from_sh(tmp_path, with_
     assert (r.stdout.split()[0] == str(bindir / "python")) == with_python
     r = subprocess.run([sys.executable, str(script), "x"], capture_output=True, text=True, stdin=subprocess.DEVNULL)
     assert r.stdout.endswith(" ['x']\n"), r.stderr
+
+
+FETCH_SH = os.path.join(os.path.dirname(worker.__file__), "fetch.sh")
+
+
+@pytest.mark.parametrize("shell", ["dash", "bash-posix", "busybox"])
+def test_fetch_sh_parses_under_every_shell(shells, shell):
+    """fetch.sh as a whole, and each section as the one line the fetch commands embed, are valid sh."""
+    subprocess.run(shells[shell] + ["-n", FETCH_SH], check=True, stdin=subprocess.DEVNULL)
+    for name, text in worker.fetch_sections().items():
+        run = subprocess.run(shells[shell] + ["-n", "-c", text], stdin=subprocess.DEVNULL, capture_output=True,
+                             text=True)
+        assert run.returncode == 0, (name, run.stderr)
+
+
+def test_fetch_sections_are_the_fetch_commands_one_source():
+    """Each section is one line (Work Queue sends the command on one protocol line) with no comment left, and the
+    Work Queue fetch command is made of them (no second copy of the fetch in a Python string)."""
+    from poncho_wq.deliver.fetch import Fetch, fetch_command
+
+    sections = worker.fetch_sections()
+    assert set(sections) == {"shown", "tools", "http", "file", "check", "wq-link"}
+    for text in sections.values():
+        assert "\n" not in text and "# " not in text and text
+    cmd = fetch_command(Fetch("env-" + "a" * 32 + ".tar.gz", "https://u:p@h/e?t=1", 5, "b" * 64), 60)
+    for name in ("shown", "tools", "check", "wq-link"):
+        assert sections[name] in cmd
+    assert sections["http"].replace("@STALL@", "20") in cmd
