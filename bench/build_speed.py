@@ -14,7 +14,10 @@ Each figure is the median of ``--repeat`` runs; ratios are printed, nothing is a
 engine (``--from-current-env`` of installed numpy+scipy, and a conda-forge spec through py-rattler when
 conda-forge is reachable) with its phase times, to show what dominates each.
 
-    python bench/build_speed.py [--repeat 3] [--engines]
+    python bench/build_speed.py [--repeat 3] [--engines] [--specs humanize,pandas] [--managers base]
+
+Issue 27's goals for a new environment with warm build caches: ``{"pip": ["humanize"]}`` <= 2.0x the anchor (the
+interpreter base is packed once, see :mod:`poncho_wq.archive.basemember`), pandas <= 1.2x.
 """
 
 import argparse
@@ -35,6 +38,7 @@ from poncho_wq.engines.interpreter import probe_interpreter  # noqa: E402
 from poncho_wq.archive.pack import default_threads  # noqa: E402
 
 SPECS = [
+    ("humanize", ["humanize"]),
     ("small", ["six", "attrs", "humanize"]),
     ("pandas", ["pandas"]),
     ("numpy+scipy+pandas", ["numpy", "scipy", "pandas"]),
@@ -93,6 +97,9 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--engines", action="store_true", help="also time the current and conda engines")
+    ap.add_argument("--specs", default=",".join(label for label, _ in SPECS),
+                    help="comma-separated labels of the specs to time (default: all)")
+    ap.add_argument("--managers", default="base,venv", help="base, venv or both (default)")
     args = ap.parse_args()
     for tool in ("uv", "pigz", "tar"):
         if not shutil.which(tool):
@@ -105,7 +112,9 @@ def main():
     try:
         venv = os.path.join(work, "manager-venv")
         subprocess.run([base_python, "-m", "venv", "--system-site-packages", "--without-pip", venv], check=True)
-        managers = [("base", base_python), ("venv", os.path.join(venv, "bin", "python"))]
+        managers = [(name, python) for name, python in (("base", base_python),
+                                                          ("venv", os.path.join(venv, "bin", "python")))
+                    if name in args.managers.split(",")]
         cache = os.path.join(work, "cache")
         print("base interpreter {} ({} cores); work dir {}".format(base_python, threads, work))
 
@@ -124,7 +133,7 @@ def main():
         print(header)
         print("-" * len(header))
         details = []
-        for label, reqs in SPECS:
+        for label, reqs in [(label, reqs) for label, reqs in SPECS if label in args.specs.split(",")]:
             spec = os.path.join(work, "spec-{}.json".format(len(details)))
             with open(spec, "w") as f:
                 json.dump({"pip": reqs}, f)
@@ -132,7 +141,7 @@ def main():
             # warm uv's package cache and the interpreter base (not timed)
             uv_anchor(base_python, reqs, work, threads)
             poncho_cold(base_python, spec, cache, out, env=env)
-            anchor, anchor_parts, times, parts = [], None, {"base": [], "venv": []}, {}
+            anchor, anchor_parts, times, parts = [], None, {name: [] for name, _ in managers}, {}
             for _ in range(args.repeat):
                 a, anchor_parts = uv_anchor(base_python, reqs, work, threads)
                 anchor.append(a)
@@ -140,10 +149,11 @@ def main():
                     seconds, ph = poncho_cold(python, spec, cache, out, env=env)
                     times[name].append(seconds)
                     parts[name] = ph
-            a, b, v = median(anchor), median(times["base"]), median(times["venv"])
+            a = median(anchor)
+            b, v = (median(times[name]) if times.get(name) else float("nan") for name in ("base", "venv"))
             print("{:<20} {:>7.2f}s {:>7.2f}s {:>7.2f}s {:>8.2f}x {:>8.2f}x {:>9.2f}x".format(
                 label, a, b, v, b / a, v / a, v / b))
-            details.append((label, anchor_parts, parts["base"], os.path.getsize(out) / 1e6))
+            details.append((label, anchor_parts, parts[managers[0][0]], os.path.getsize(out) / 1e6))
         print()
         print("where the time goes (last run; poncho phases from its own lines):")
         for label, anchor_parts, ph, mb in details:

@@ -9,7 +9,8 @@ packing time. Issue 8 needs "same prefix -> same bytes", so :class:`_Determinist
 conda-pack hands it and writes them sorted by name (``poncho/floor`` first: the run shim reads it before
 unpacking, see :mod:`poncho_wq.archive.floor`), owner 0/0 without names, one fixed mtime
 (``$SOURCE_DATE_EPOCH`` or 2000-01-01), modes normalized to 0755/0644, hard links stored as regular files, and a
-gzip header without name or time. Side effect of the fixed mtime: ``.pyc`` files that record their source's mtime
+gzip header without name or time. A prefix holding an interpreter base packs that base's members once per
+interpreter (:mod:`.basemember`: same members, the base's after the floor and the lock, one gzip member). Side effect of the fixed mtime: ``.pyc`` files that record their source's mtime
 (conda packages ship some) are recompiled on first import on a worker; they are never wrong.
 
 Compression is parallel either way: ``pigz -p N`` when it is on PATH (C, fastest), else conda-pack's
@@ -42,12 +43,16 @@ import re
 import shutil
 import signal
 import stat
+import struct
 import subprocess
 import tarfile
+import zlib
 from typing import Optional
 
 from ..config import settings
 from ..errors import BuildError, Interrupted
+from .basemember import (BytesSink, GZIP_HEADER, TarWriter, base_targets, crc32_combine, load_part, part_key,
+                         raw_deflate, store_part)
 from .floor import FLOOR_MEMBER
 from .lock import LOCK_MEMBER
 from ..fsutil import atomic_output
@@ -127,40 +132,57 @@ class _DeterministicTar:
         return sum(len(data) if data is not None else st.st_size
                    for _source, st, data in self.members.values() if stat.S_ISREG(st.st_mode))
 
+    def order(self, middle=()):
+        """The targets in archive order as three lists: ``poncho/floor`` and ``poncho/lock.json`` (the run shim
+        reads the floor from the start of the stream, floor.py; ``poncho_wq inspect`` the lock, lock.py), then
+        *middle* (the interpreter base's members, see :mod:`.basemember`), then the rest, each sorted by name."""
+        first = [t for t in (FLOOR_MEMBER, LOCK_MEMBER) if t in self.members]
+        middle = sorted(set(middle) - set(first))
+        taken = set(first) | set(middle)
+        return first, middle, sorted(t for t in self.members if t not in taken)
+
     def write(self, stream, mtime, on_bytes=None):
         """Write the sorted members as a tar stream (PAX format) to *stream*; ``on_bytes(n)`` after each *n* bytes
         of content (a large file reports as it is read, so a 1 GB member does not freeze the progress line)."""
-        on_bytes = on_bytes or (lambda n: None)
         with tarfile.open(fileobj=stream, mode="w|", format=tarfile.PAX_FORMAT) as tar:
-            # poncho/floor first: the run shim reads it from the start of the stream before unpacking (floor.py);
-            # poncho/lock.json second: `poncho_wq inspect` reads it without decompressing the rest (lock.py).
-            for target in sorted(self.members, key=lambda t: (t != FLOOR_MEMBER, t != LOCK_MEMBER, t)):
-                source, st, data = self.members[target]
-                info = tarfile.TarInfo(target)
-                info.mtime = mtime
-                info.uid = info.gid = 0
-                info.uname = info.gname = ""
-                if stat.S_ISLNK(st.st_mode):
-                    info.type = tarfile.SYMTYPE
-                    info.linkname = os.readlink(source)
-                    info.mode = 0o777
-                    tar.addfile(info)
-                elif stat.S_ISDIR(st.st_mode):
-                    info.type = tarfile.DIRTYPE
-                    info.mode = 0o755
-                    tar.addfile(info)
-                else:
-                    info.mode = 0o755 if st.st_mode & 0o111 else 0o644
-                    if data is not None:
-                        info.size = len(data)
-                        tar.addfile(info, io.BytesIO(data))
-                        on_bytes(info.size)
-                    else:
-                        with open(source, "rb") as f:
-                            info.size = os.fstat(f.fileno()).st_size
-                            tar.addfile(info, _Counted(f, on_bytes) if info.size > _COUNT_READS_ABOVE else f)
-                        if info.size <= _COUNT_READS_ABOVE:
-                            on_bytes(info.size)
+            for targets in self.order():
+                for target in targets:
+                    self.add_member(tar, target, mtime, on_bytes)
+
+    def add_member(self, tar, target, mtime, on_bytes=None):
+        """Add the member *target* to *tar* (anything with tarfile's ``addfile``), normalized (module docstring)."""
+        on_bytes = on_bytes or (lambda n: None)
+        source, st, data = self.members[target]
+        info = tarfile.TarInfo(target)
+        info.mtime = mtime
+        info.uid = info.gid = 0
+        info.uname = info.gname = ""
+        if stat.S_ISLNK(st.st_mode):
+            info.type = tarfile.SYMTYPE
+            info.linkname = os.readlink(source)
+            info.mode = 0o777
+            tar.addfile(info)
+        elif stat.S_ISDIR(st.st_mode):
+            info.type = tarfile.DIRTYPE
+            info.mode = 0o755
+            tar.addfile(info)
+        else:
+            info.mode = 0o755 if st.st_mode & 0o111 else 0o644
+            if data is not None:
+                info.size = len(data)
+                tar.addfile(info, io.BytesIO(data))
+                on_bytes(info.size)
+            else:
+                with open(source, "rb") as f:
+                    info.size = os.fstat(f.fileno()).st_size
+                    tar.addfile(info, _Counted(f, on_bytes) if info.size > _COUNT_READS_ABOVE else f)
+                if info.size <= _COUNT_READS_ABOVE:
+                    on_bytes(info.size)
+
+    def content_bytes(self, targets):
+        """The bytes of file content of *targets* (for progress)."""
+        return sum(len(data) if data is not None else st.st_size
+                   for source, st, data in (self.members[t] for t in targets) if stat.S_ISREG(st.st_mode))
 
 
 #: Files larger than this report their bytes as they are read (smaller ones once, after being written).
@@ -367,11 +389,18 @@ class _PigzStream:
 
 
 def _compress(tar, out, level, n_threads, use_pigz, on_bytes=None):
+    return _compress_stream(lambda stream: tar.write(stream, fixed_mtime(), on_bytes), out, level, n_threads,
+                            use_pigz)
+
+
+def _compress_stream(write, out, level, n_threads, use_pigz):
+    """One gzip member of what ``write(stream)`` writes, at *out*'s position; returns "pigz" or "zlib"."""
     pigz = shutil.which("pigz") if use_pigz is not False else None
     if pigz:
+        out.flush()  # pigz writes to the same open file, from its current offset
         stream = _PigzStream(pigz, out, level, n_threads)
         try:
-            tar.write(stream, fixed_mtime(), on_bytes)
+            write(stream)
         except BaseException:
             stream.abort()
             raise
@@ -381,10 +410,68 @@ def _compress(tar, out, level, n_threads, use_pigz, on_bytes=None):
 
     writer = ParallelGzipFileWriter(out, compresslevel=level, n_threads=n_threads, mtime=0)
     try:
-        tar.write(writer, fixed_mtime(), on_bytes)
+        write(writer)
     finally:
         writer.close()
     return "zlib"
+
+
+def _compress_spliced(tar, out, level, n_threads, use_pigz, on_bytes, base):
+    """Write *tar* as one gzip member whose interpreter-base part comes precompressed from *base*'s store (see
+    :mod:`.basemember`); returns how the rest was compressed, or None when no member is the base's (the caller
+    then packs as usual)."""
+    mtime = fixed_mtime()
+    first, middle, rest = tar.order(base_targets(base, tar.members))
+    if not middle:
+        return None
+    head = BytesSink()
+    writer = TarWriter(head)
+    for target in first:
+        tar.add_member(writer, target, mtime, on_bytes)
+    head_data = head.getvalue()
+    key = part_key(base, middle, level, mtime)
+    part = load_part(base, key)
+    if part is None:
+        body = BytesSink()
+        writer = TarWriter(body)
+        for target in middle:
+            tar.add_member(writer, target, mtime)
+        data = body.getvalue()
+        part = (raw_deflate(data, level, n_threads), zlib.crc32(data), len(data))
+        store_part(base, key, part[0], part[1], part[2], len(middle))
+        del data, body
+    deflated, crc, mid_len = part
+    on_bytes(tar.content_bytes(middle))
+    prefix_bytes = GZIP_HEADER + raw_deflate(head_data, level) + deflated
+    out.write(prefix_bytes)
+    tar_bytes = len(head_data) + mid_len
+    crc = crc32_combine(zlib.crc32(head_data), crc, mid_len)
+    # The rest is a whole gzip member written over the last bytes written so far: its 10-byte header is replaced
+    # by those bytes again afterwards, its trailer by the whole stream's (nothing is copied twice).
+    splice = out.tell() - len(GZIP_HEADER)
+    out.seek(splice)
+    rest_writer = [None]
+
+    def write(stream):
+        rest_writer[0] = TarWriter(stream, offset=tar_bytes)
+        for target in rest:
+            tar.add_member(rest_writer[0], target, mtime, on_bytes)
+        rest_writer[0].end()
+
+    how = _compress_stream(write, out, level, n_threads, use_pigz)
+    out.flush()
+    fd = out.fileno()
+    end = os.lseek(fd, 0, os.SEEK_END)
+    header, trailer = os.pread(fd, len(GZIP_HEADER), splice), os.pread(fd, 8, end - 8)
+    if header[:4] != GZIP_HEADER[:4] or end - splice < len(GZIP_HEADER) + 8:
+        raise BuildError("{} wrote an unexpected gzip header {!r}; cannot splice the archive".format(how, header))
+    rest_len = rest_writer[0].offset - tar_bytes
+    rest_crc = struct.unpack("<L", trailer[:4])[0]
+    os.pwrite(fd, prefix_bytes[-len(GZIP_HEADER):], splice)
+    os.pwrite(fd, struct.pack("<LL", crc32_combine(crc, rest_crc, rest_len),
+                              (tar_bytes + rest_len) & 0xFFFFFFFF), end - 8)
+    out.seek(end)
+    return how
 
 
 def ensure_history(prefix, engine, notes=()):
@@ -404,13 +491,14 @@ def ensure_history(prefix, engine, notes=()):
 
 
 def pack_prefix(prefix, output, *, n_threads=None, compress_level=None, progress=None, use_pigz=None,
-                keep_tests=None):
+                keep_tests=None, interpreter_base=None):
     """Pack *prefix* into the gzip'd tarball *output* (published atomically); return its size in bytes.
 
     The archive unpacks with plain ``tar -xzf`` into any directory; ``<dir>/bin/python <dir>/bin/conda-unpack``
     then rewrites the remaining prefix references. ``n_threads`` defaults to all usable cores; ``use_pigz=False``
     forces the in-process compressor. *keep_tests*: pack packages' test directories (None: ``$PONCHO_WQ_KEEP_TESTS``;
-    a build passes its request's).
+    a build passes its request's). *interpreter_base*: the :class:`.basemember.InterpreterBase` placed into the
+    prefix, whose members are then packed once per interpreter and reused (same content, one gzip member).
     """
     from conda_pack.core import Packer
 
@@ -449,7 +537,13 @@ def pack_prefix(prefix, output, *, n_threads=None, compress_level=None, progress
         phase.status("writing {} files".format(len(tar.members)))
         phase.update(0, tar.total_bytes())
         with atomic_output(output, "wb") as out:
-            how = _compress(tar, out, level, n_threads, use_pigz, on_bytes)
+            how = None
+            if interpreter_base is not None:
+                how = _compress_spliced(tar, out, level, n_threads, use_pigz, on_bytes, interpreter_base)
+                if how is not None:
+                    how += ", the interpreter's {} precompressed".format(interpreter_base.identity[:12])
+            if how is None:
+                how = _compress(tar, out, level, n_threads, use_pigz, on_bytes)
         size = os.path.getsize(output)
         phase.note("{} files, {:.1f} MB of content into {:.1f} MB ({})".format(
             len(tar.members), done[0] / 1e6, size / 1e6, how))

@@ -54,7 +54,7 @@ from .bytecode import compile_prefix
 from .conda import build_conda_prefix
 from .current import build_current_prefix, installed_identity, spec_with_local
 from .data import fetch_data
-from .interpreter import build_cache_root, interpreter_bases, probe_interpreter
+from .interpreter import build_cache_root, interpreter_bases, placed_base, probe_interpreter
 from .locked import build_locked_prefix
 from .portable import base_python, build_portable_prefix, check_target
 
@@ -337,7 +337,8 @@ def _build_and_pack(request, progress, output):
     prefix = os.path.join(scratch, "prefix")
     try:
         floor = populate_prefix(request, prefix, progress)
-        pack_prefix(prefix, output, progress=progress, keep_tests=request.keep_tests)
+        pack_prefix(prefix, output, progress=progress, keep_tests=request.keep_tests,
+                    interpreter_base=placed_base(prefix))
         return floor
     except PonchoError:
         raise

@@ -60,6 +60,7 @@ import sys
 import sysconfig
 import time
 
+from ..archive.basemember import InterpreterBase
 from ..archive.floor import _version_key, elf_needs
 from ..errors import BuildError, PonchoError, SpecError
 from ..fsutil import copy_contents
@@ -374,6 +375,8 @@ def _status(phase, text):
 # --- the interpreter base cache ----------------------------------------------------------------------------------
 
 _BASES_ROOT = contextvars.ContextVar("poncho_wq_interpreter_bases", default=None)
+# prefix -> the InterpreterBase placed into it, within one interpreter_bases() block (the packer reuses its part)
+_PLACED = contextvars.ContextVar("poncho_wq_placed_bases", default=None)
 
 
 @contextlib.contextmanager
@@ -382,10 +385,18 @@ def interpreter_bases(cache_root):
     (``<cache_root>/interpreters/``); ``None`` turns that off. :func:`poncho_wq.engines.create` sets it to the build
     cache it uses, so the engines' ``populate()`` signature needs no cache argument."""
     token = _BASES_ROOT.set(os.path.abspath(cache_root) if cache_root else None)
+    placed = _PLACED.set({})
     try:
         yield
     finally:
+        _PLACED.reset(placed)
         _BASES_ROOT.reset(token)
+
+
+def placed_base(prefix):
+    """The :class:`~poncho_wq.archive.basemember.InterpreterBase` :func:`copy_interpreter` placed into *prefix*
+    in this :func:`interpreter_bases` block, or None (no base, or prepared in the prefix itself)."""
+    return (_PLACED.get() or {}).get(os.path.abspath(prefix))
 
 
 def build_cache_root():
@@ -587,6 +598,10 @@ def copy_interpreter(base_python, prefix, *, strip=True, cache_root=None, phase=
     base_dir, record, reused = ensure_base(base_python, cache_root, strip=strip, phase=phase)
     _status(phase, "placing the interpreter base {}".format(base_dir))
     placed = place_tree(os.path.join(base_dir, "tree"), prefix)
+    bases = _PLACED.get()
+    if bases is not None:
+        bases[prefix] = InterpreterBase(tree=os.path.join(base_dir, "tree"), store=os.path.join(base_dir, "packed"),
+                                        identity="{}:{}".format(record["key"], record["fingerprint"]))
     if phase is not None:
         copied = ", {} copied ({:.1f} MB)".format(placed["files_copied"], placed["bytes_copied"] / 1e6) \
             if placed["files_copied"] else ""

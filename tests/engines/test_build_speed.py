@@ -113,6 +113,33 @@ def test_interpreter_base_is_reused_across_specs_and_archives_are_unchanged(tmp_
     assert ma == mb
 
 
+def test_a_rebuild_reuses_the_packed_interpreter_and_gives_the_same_bytes(tmp_path):
+    """Issue 27: the interpreter base's members are compressed once (kept in <base>/packed) and a later build of
+    the same spec gives the same bytes; a --no-cache build (no base: one plain pass) holds the same members."""
+    import shutil
+
+    cache = tmp_path / "cache"
+    spec = tmp_path / "spec.json"
+    spec.write_text(json.dumps({"python": SHORT}))
+    _create(sys.executable, cache, spec, tmp_path / "a.tar.gz")
+    (base,) = _bases(cache)
+    assert sorted(n.rsplit(".", 1)[1] for n in os.listdir(base / "packed")) == ["deflate", "json"]
+    shutil.rmtree(cache / "envs")
+    r = _create(sys.executable, cache, spec, tmp_path / "b.tar.gz")
+    assert "precompressed" in r.stderr, r.stderr
+    assert (tmp_path / "a.tar.gz").read_bytes() == (tmp_path / "b.tar.gz").read_bytes()
+    _create(sys.executable, cache, spec, tmp_path / "c.tar.gz", None, "--no-cache")
+
+    def members(path):
+        with tarfile.open(path) as t:
+            return {m.name: (m.size, m.mode, m.type, m.linkname, t.extractfile(m).read() if m.isfile() else None)
+                    for m in t}
+
+    assert members(tmp_path / "b.tar.gz") == members(tmp_path / "c.tar.gz")
+    with tarfile.open(tmp_path / "b.tar.gz") as t:
+        assert t.getnames()[:2] == ["poncho/floor", "poncho/lock.json"]
+
+
 def test_damaged_base_is_prepared_again_and_never_placed(tmp_path, wrappers):
     """A file of the base written through (root ignores the read-only mode; a hard link shares the inode) changes
     its fingerprint: the next build warns, prepares the base again, and ships the original content."""

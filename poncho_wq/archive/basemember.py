@@ -1,0 +1,222 @@
+"""The interpreter base's members, compressed once per interpreter and reused by every build (issue 27).
+
+Why: the portable and current engines hard-link the same interpreter base (~12 MB compressed with its stdlib
+bytecode) into every prefix, and packing compressed it again on every build: most of a small environment's build
+time (``{"pip": ["humanize"]}``: 3.7x ``uv venv`` + ``uv pip install`` + ``tar | pigz``).
+
+How, keeping one ordinary ``.tar.gz``: the tar stream is written in three parts, ``poncho/floor`` and
+``poncho/lock.json`` first (the run shim and ``poncho_wq inspect`` read them from the start of the stream), then
+the members that are the interpreter base's own files (sorted by name), then the rest (sorted by name) with the
+end-of-archive blocks. Each part is compressed on its own into raw deflate data; the first two end with a full
+flush (byte-aligned, not final), the last is pigz's (or the zlib writer's) deflate stream, which ends the stream.
+They are spliced into **one gzip member**: one header, one deflate stream, one CRC-32 (combined from the parts'
+with :func:`crc32_combine`) and one length. One member rather than concatenated gzip members because readers that
+stop after the first member exist and are silent about it: Python's ``tarfile`` in stream mode (``r|gz``) lists
+only the first member's files; so do old bsdtar builds and Rust's single-member ``GzDecoder``.
+
+The middle part depends only on the base (its fingerprint covers every file's size, mtime, inode and mode), the
+names packed, the fixed mtime, the compression level, zlib's version and :data:`FORMAT`; it is kept beside the
+base (``<cache>/interpreters/<hash>/packed/<key>.deflate`` and ``.json``) and its bytes are checked against the
+recorded sha256 before each reuse. A member counts as the base's only when it is the base's file itself (the same
+inode: hard-linked into the prefix, not rewritten by conda-pack), the same symlink or a directory of the base; a
+copied or rewritten file is packed with the rest, so the archive's content never depends on the cache.
+"""
+
+import hashlib
+import json
+import logging
+import os
+import stat
+import tarfile
+import zlib
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+log = logging.getLogger(__name__)
+
+#: Bumped when the bytes of a cached part would change for the same inputs (the part's cache key includes it).
+FORMAT = 1
+
+#: The gzip header of a spliced archive: no name, no time, no flags (pigz -n writes the same 10 bytes).
+GZIP_HEADER = b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\x03"
+
+#: The uncompressed bytes each thread compresses independently (each chunk ends with a full flush).
+_CHUNK = 1 << 20
+
+_NUL = b"\0"
+
+
+@dataclass(frozen=True)
+class InterpreterBase:
+    """The interpreter base placed into a prefix: its *tree*, *identity* (what the tree's content depends on:
+    the base's key and fingerprint) and the directory *store* where its packed parts are kept."""
+
+    tree: str
+    identity: str
+    store: str
+
+
+class TarWriter:
+    """Tar members written exactly as :mod:`tarfile`'s ``w|`` PAX writer writes them, to any object with
+    ``write``, with the end-of-archive blocks written only by :meth:`end` (so a stream can be written in parts).
+    *offset*: the tar bytes written before this part (the end padding rounds the whole stream to a record)."""
+
+    def __init__(self, out, offset=0):
+        self.out = out
+        self.offset = offset
+
+    def addfile(self, info, fileobj=None):
+        """Like :meth:`tarfile.TarFile.addfile`."""
+        buf = info.tobuf(tarfile.PAX_FORMAT, tarfile.ENCODING, "surrogateescape")
+        self.out.write(buf)
+        self.offset += len(buf)
+        if fileobj is not None:
+            tarfile.copyfileobj(fileobj, self.out, info.size)
+            blocks, remainder = divmod(info.size, tarfile.BLOCKSIZE)
+            if remainder:
+                self.out.write(_NUL * (tarfile.BLOCKSIZE - remainder))
+                blocks += 1
+            self.offset += blocks * tarfile.BLOCKSIZE
+
+    def end(self):
+        self.out.write(_NUL * (tarfile.BLOCKSIZE * 2))
+        self.offset += tarfile.BLOCKSIZE * 2
+        remainder = self.offset % tarfile.RECORDSIZE
+        if remainder:
+            self.out.write(_NUL * (tarfile.RECORDSIZE - remainder))
+            self.offset += tarfile.RECORDSIZE - remainder
+
+
+class BytesSink:
+    """A write-only stream kept in memory (a part of the tar stream before it is compressed)."""
+
+    def __init__(self):
+        self.parts = []
+
+    def write(self, data):
+        self.parts.append(bytes(data))
+        return len(data)
+
+    def getvalue(self):
+        return b"".join(self.parts)
+
+
+def _deflate_chunk(level, chunk):
+    c = zlib.compressobj(level, zlib.DEFLATED, -zlib.MAX_WBITS, zlib.DEF_MEM_LEVEL, 0)
+    return c.compress(chunk) + c.flush(zlib.Z_FULL_FLUSH)
+
+
+def raw_deflate(data, level, n_threads=1):
+    """*data* as raw deflate blocks, byte-aligned and not final (a full flush after each 1 MiB chunk, compressed
+    independently in *n_threads* threads: the same bytes for any thread count)."""
+    chunks = [data[i:i + _CHUNK] for i in range(0, len(data), _CHUNK)] or [b""]
+    if n_threads > 1 and len(chunks) > 1:
+        with ThreadPoolExecutor(n_threads) as pool:
+            return b"".join(pool.map(lambda c: _deflate_chunk(level, c), chunks))
+    return b"".join(_deflate_chunk(level, c) for c in chunks)
+
+
+def _gf2_times(mat, vec):
+    total, i = 0, 0
+    while vec:
+        if vec & 1:
+            total ^= mat[i]
+        vec >>= 1
+        i += 1
+    return total
+
+
+def _gf2_square(mat):
+    return [_gf2_times(mat, mat[n]) for n in range(32)]
+
+
+def crc32_combine(crc1, crc2, len2):
+    """The CRC-32 of ``A + B`` from ``crc32(A)``, ``crc32(B)`` and ``len(B)`` (zlib's ``crc32_combine``, which
+    Python's zlib module does not expose)."""
+    if len2 <= 0:
+        return crc1
+    odd = [0xEDB88320] + [1 << (n - 1) for n in range(1, 32)]  # the operator for one zero bit
+    even = _gf2_square(odd)  # two zero bits
+    odd = _gf2_square(even)  # four
+    while True:
+        even = _gf2_square(odd)
+        if len2 & 1:
+            crc1 = _gf2_times(even, crc1)
+        len2 >>= 1
+        if not len2:
+            break
+        odd = _gf2_square(even)
+        if len2 & 1:
+            crc1 = _gf2_times(odd, crc1)
+        len2 >>= 1
+        if not len2:
+            break
+    return (crc1 ^ crc2) & 0xFFFFFFFF
+
+
+def base_targets(base, members):
+    """The targets of *members* (``target -> (source, lstat, data)`` as the packer collects them) that are the
+    interpreter *base*'s own entries (see the module docstring), sorted."""
+    found = []
+    for directory, dirs, files in os.walk(base.tree):
+        rel_dir = os.path.relpath(directory, base.tree)
+        for name in dirs + files:
+            rel = name if rel_dir == "." else rel_dir + "/" + name
+            member = members.get(rel)
+            if member is None:
+                continue
+            source, st, data = member
+            try:
+                ours = os.lstat(os.path.join(directory, name))
+            except OSError:
+                continue
+            if stat.S_ISLNK(ours.st_mode):
+                same = stat.S_ISLNK(st.st_mode) and os.readlink(source) == os.readlink(os.path.join(directory, name))
+            elif stat.S_ISDIR(ours.st_mode):
+                same = stat.S_ISDIR(st.st_mode)
+            else:
+                same = (data is None and stat.S_ISREG(st.st_mode) and st.st_ino == ours.st_ino
+                        and st.st_dev == ours.st_dev)
+            if same:
+                found.append(rel)
+    return sorted(found)
+
+
+def part_key(base, targets, level, mtime):
+    doc = {"format": FORMAT, "base": base.identity, "level": level, "mtime": mtime,
+           "zlib": zlib.ZLIB_RUNTIME_VERSION, "members": hashlib.sha256("\n".join(targets).encode(
+               "utf-8", "surrogateescape")).hexdigest()}
+    return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()
+
+
+def load_part(base, key):
+    """The cached part *key* of *base* as ``(deflate bytes, crc32, tar length)``, or None (missing or damaged)."""
+    path = os.path.join(base.store, key[:32])
+    try:
+        with open(path + ".json", encoding="utf-8") as f:
+            meta = json.load(f)
+        with open(path + ".deflate", "rb") as f:
+            data = f.read()
+    except (OSError, ValueError):
+        return None
+    if meta.get("key") != key or hashlib.sha256(data).hexdigest() != meta.get("sha256"):
+        log.warning("poncho: the packed interpreter part %s does not match its record; packing it again", path)
+        return None
+    return data, meta["crc32"], meta["tar_bytes"]
+
+
+def store_part(base, key, deflated, crc, tar_bytes, count):
+    """Keep a part for the next build (atomically: record first, data renamed last); a read-only cache only
+    loses the saving."""
+    path = os.path.join(base.store, key[:32])
+    meta = {"key": key, "sha256": hashlib.sha256(deflated).hexdigest(), "crc32": crc, "tar_bytes": tar_bytes,
+            "members": count, "deflate_bytes": len(deflated)}
+    try:
+        os.makedirs(base.store, exist_ok=True)
+        for suffix, data in ((".json", json.dumps(meta, sort_keys=True).encode()), (".deflate", deflated)):
+            tmp = "{}{}.tmp-{}".format(path, suffix, os.getpid())
+            with open(tmp, "wb") as f:
+                f.write(data)
+            os.replace(tmp, path + suffix)
+    except OSError as e:
+        log.debug("poncho: cannot keep the packed interpreter part in %s: %s", base.store, e)
