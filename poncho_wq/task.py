@@ -30,9 +30,14 @@ import sys
 import threading
 
 from .analysis.installation import installation
+from .archive.cache import default_cache_dir
+from .archive.parts import cut_parts
 from .assemble.environment import Environment, as_environment, command_scripts, task_code
 from .assemble.layers import content_copy, distribution_members
+from .config import settings
 from .errors import SpecError
+from .identity import file_identity
+from .memo import register
 from .deliver.files import resolve_files, sandbox_inputs
 from .deliver.fetch import fetch_failure, note_check, specify_fetch
 from .deliver.publish import as_distribution, fetch_for, publish
@@ -87,14 +92,16 @@ def _short_repr(value):
     return text if len(text) <= 200 else text[:197] + "..."
 
 
-def wrap_command(command, env_remote_name, code_remote_name=None, env_dir=None, fetched=()):
+def wrap_command(command, env_remote_name, code_remote_name=None, env_dir=None, fetched=(), parts=()):
     """The worker-side command line that runs *command* inside the environment (and its code layer). *env_dir*
     (``shared`` distribution) is the shim's ``PONCHO_ENV_DIR``; the names are then absolute shared paths, and a
     worker's own cache limits (PONCHO_ENV_KEEP, PONCHO_ENV_BUDGET_MB) are cleared: they must not evict what other
     machines use from the shared root. *fetched* (``url`` distribution) are the inputs the worker fetched: one
     that holds a failure note instead of a tarball ends the task first with the note's exit code and message
-    (:func:`poncho_wq.deliver.fetch.note_check`)."""
-    code = " --code {}".format(shlex.quote(code_remote_name)) if code_remote_name else ""
+    (:func:`poncho_wq.deliver.fetch.note_check`). *parts*: the environment's parts (``PONCHO_WQ_PARTS=1``), which
+    the shim assembles into the environment *env_remote_name* names (docs/parts.md)."""
+    code = "".join(" --part {}".format(shlex.quote(p)) for p in parts)
+    code += " --code {}".format(shlex.quote(code_remote_name)) if code_remote_name else ""
     root = "PONCHO_ENV_DIR={} PONCHO_ENV_KEEP= PONCHO_ENV_BUDGET_MB= ".format(shlex.quote(env_dir)) if env_dir else ""
     return "{}{}./{} -e {}{} -- /bin/sh -c {}".format(note_check(fetched), root, SHIM_NAME,
                                                      shlex.quote(env_remote_name), code, shlex.quote(command))
@@ -113,8 +120,9 @@ def task_layers(environment, command=None):
 #: shim is given (absolute shared paths in ``shared`` mode), ``env_dir`` its PONCHO_ENV_DIR (``shared``), ``urls``
 #: remote name -> URL and ``fetches`` remote name -> :class:`~poncho_wq.deliver.publish.Fetch` (``url``), ``files`` remote
 #: name -> local path (``direct``).
-DeliveryPlan = collections.namedtuple("DeliveryPlan", "mode env code env_dir urls files fetches",
-                                      defaults=({},))
+#: ``parts``: the remote names of the environment's parts (``PONCHO_WQ_PARTS=1``, ``direct``), in order.
+DeliveryPlan = collections.namedtuple("DeliveryPlan", "mode env code env_dir urls files fetches parts",
+                                      defaults=({}, ()))
 
 
 def plan_distribution(environment, layer=None, distribution=None, progress=None):
@@ -123,7 +131,16 @@ def plan_distribution(environment, layer=None, distribution=None, progress=None)
     if distribution is None:
         distribution = getattr(environment, "distribution", None)
     dist = as_distribution(distribution)
-    files = {environment.remote_name: environment.build(progress=progress)}
+    tarball = environment.build(progress=progress)
+    if dist.mode == "direct" and settings().parts:
+        parts = _parts_of(environment, tarball)
+        files = {p.name: p.path for p in parts}
+        if layer is not None:
+            files[layer.remote_name] = layer.build()
+        code = layer.remote_name if layer is not None else None
+        return DeliveryPlan("direct", environment.remote_name, code, None, {}, files, {},
+                            tuple(p.name for p in parts))
+    files = {environment.remote_name: tarball}
     if layer is not None:
         files[layer.remote_name] = layer.build()
     code = layer.remote_name if layer is not None else None
@@ -137,6 +154,24 @@ def plan_distribution(environment, layer=None, distribution=None, progress=None)
         publish(path, dist.publish_dir, name)
     shared = {name: posixpath.join(dist.worker_dir, name) for name in files}
     return DeliveryPlan("shared", shared[environment.remote_name], shared.get(code), dist.shared_env_dir, {}, {})
+
+
+#: Parts by (tarball path, its identity): cut once per process, read from the index in the cache afterwards.
+_parts_memo: dict = {}
+register(_parts_memo.clear)
+
+
+def _parts_of(environment, tarball):
+    """The parts of *environment*'s packed *tarball* (cut into the build cache once, see
+    :mod:`poncho_wq.archive.parts`). ``url`` and ``shared`` distribution still send the whole tarball."""
+    key = (tarball, file_identity(tarball))
+    with _classes_lock:
+        hit = _parts_memo.get(key)
+    if hit is None:
+        hit = cut_parts(tarball, default_cache_dir(), settings().part_mb, environment.remote_name[:-len(".tar.gz")])
+        with _classes_lock:
+            _parts_memo[key] = hit
+    return hit
 
 
 def _attach_environment(task, environment, layer=None, scripts=(), plan=None):
@@ -189,7 +224,8 @@ def classes_for(binding):
                 self.code_layer, scripts = task_layers(self.environment, command)
                 plan = self.distribution_plan = plan_distribution(self.environment, self.code_layer, distribution,
                                                                   progress)
-                super().__init__(wrap_command(command, plan.env, plan.code, plan.env_dir, tuple(plan.fetches)))
+                super().__init__(wrap_command(command, plan.env, plan.code, plan.env_dir, tuple(plan.fetches),
+                                              plan.parts))
                 _attach_environment(self, self.environment, self.code_layer, scripts, plan)
                 for copy, name in sandbox_inputs(explicit, self.environment, scripts):
                     self.specify_input_file(copy, name, cache=True)
@@ -239,7 +275,7 @@ def classes_for(binding):
                 self._env_file = None
                 command = super()._python_function_command()
                 plan = self.distribution_plan
-                return wrap_command(command, plan.env, plan.code, plan.env_dir, tuple(plan.fetches))
+                return wrap_command(command, plan.env, plan.code, plan.env_dir, tuple(plan.fetches), plan.parts)
 
             @property
             def shim_error(self):

@@ -88,6 +88,8 @@ SETTINGS_READERS = {
     ("poncho_wq.engines.pip", "http_timeout"): "a timeout",
     ("poncho_wq.deliver.fetch", "fetch_timeout"): "a timeout",
     ("poncho_wq.deliver.publish", "*"): "distribution(): the entry of the delivery mode (PONCHO_WQ_DISTRIBUTION...)",
+    ("poncho_wq.task", "parts"): "PonchoTask's delivery plan: how the environment travels, not what it is",
+    ("poncho_wq.task", "part_mb"): "PonchoTask's delivery plan: how the environment is cut into parts",
     ("poncho_wq.taskvine", "vine_seed"): "the TaskVine binding's entry",
     ("poncho_wq.taskvine", "fetch_timeout"): "the TaskVine binding's entry",
     ("poncho_wq.waiting", "no_worker_notice"): "when the waiting manager prints its notice",
