@@ -20,6 +20,8 @@ Usage: poncho_package_run [options] -e <file> [--] command and args ...
   -e, --environment <path>   Conda environment: a tarball (conda-pack) or an unpacked directory. (Required.)
   -d, -u, --unpack-to <dir>  Unpack into <dir> (created if missing; used as is if not empty). Default: one
                              directory per environment per worker, shared by all tasks (see PONCHO_ENV_DIR).
+      --part <file>          A part of the environment (part-<hash>.tar.gz, repeated, own part first): -e then
+                             names it (env-<hash>), and it is assembled from its parts once per worker.
       --code <file>          A code layer (code-<hash>.tar.gz) stacked on the environment: unpacked once per
                              worker, its lib/ first on PYTHONPATH and its bin/ first on PATH.
   -w, --wait-for-lock <secs> Seconds to wait for another task unpacking the same environment (at most 9

@@ -115,3 +115,30 @@ def test_the_index_lists_parts_in_order_and_is_reused(envs, tmp_path):
     os.unlink(parts[2].path)
     assert load_index(str(tmp_path), env_id) is None
     assert cut_parts(envs["a"], str(tmp_path)) == parts and os.path.isfile(parts[2].path)
+
+
+def test_cache_lists_parts_and_prune_never_removes_a_listed_one(envs, tmp_path):
+    from poncho_wq.archive.cache import Cache
+
+    cache = Cache(str(tmp_path))
+    os.makedirs(cache.envs)
+    owned = {}
+    for k in "ab":
+        entry = os.path.join(cache.envs, os.path.basename(envs[k]))
+        with open(envs[k], "rb") as src, open(entry, "wb") as dst:
+            dst.write(src.read())
+        owned[k] = {p.name[:-len(".tar.gz")] for p in cut_parts(entry, str(tmp_path))}
+    old = 1_000_000_000
+    for p in os.listdir(os.path.join(str(tmp_path), "parts")):
+        os.utime(os.path.join(str(tmp_path), "parts", p), (old, old))  # every part long unused
+    parts = {e.key for e in cache.layer_entries() if e.key.startswith("part-")}
+    assert parts == owned["a"] | owned["b"]
+    assert cache.prune(max_age_seconds=3600, dry_run=True) == []  # old, but listed by live environments
+    a_entry = os.path.join(cache.envs, os.path.basename(envs["a"]))
+    os.utime(a_entry, (old, old))
+    removed = {e.key for e in cache.prune(max_age_seconds=3600)}
+    a_key = os.path.basename(envs["a"])[len("env-"):-len(".tar.gz")]
+    assert removed == {a_key} | (owned["a"] - owned["b"])
+    left = {e.key for e in cache.layer_entries() if e.key.startswith("part-")}
+    assert left == owned["b"]  # the shared ones stay: b's index lists them
+    assert indexed_part_names(str(tmp_path)).keys() == {os.path.basename(envs["b"])[:-len(".tar.gz")]}
