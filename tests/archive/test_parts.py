@@ -142,3 +142,23 @@ def test_cache_lists_parts_and_prune_never_removes_a_listed_one(envs, tmp_path):
     left = {e.key for e in cache.layer_entries() if e.key.startswith("part-")}
     assert left == owned["b"]  # the shared ones stay: b's index lists them
     assert indexed_part_names(str(tmp_path)).keys() == {os.path.basename(envs["b"])[:-len(".tar.gz")]}
+
+
+def test_the_task_plan_sends_parts_in_direct_mode_only(envs, tmp_path, monkeypatch):
+    from poncho_wq.assemble.environment import Environment
+    from poncho_wq.deliver.publish import Distribution
+    from poncho_wq.task import plan_distribution, wrap_command
+
+    monkeypatch.setenv("PONCHO_WQ_CACHE", str(tmp_path / "cache"))
+    env = Environment.from_tarball(envs["a"])
+    name = os.path.basename(envs["a"])
+    assert plan_distribution(env, None, "direct").parts == ()  # off by default: the tarball
+    monkeypatch.setenv("PONCHO_WQ_PARTS", "1")
+    direct = plan_distribution(env, None, "direct")
+    parts = cut_parts(envs["a"], str(tmp_path / "cache"))
+    assert direct.parts == tuple(p.name for p in parts) and direct.env == name
+    assert direct.files == {p.name: p.path for p in parts}
+    cmd = wrap_command("true", direct.env, None, None, (), direct.parts)
+    assert cmd.startswith("./poncho_package_run -e {} --part {}".format(name, parts[0].name))
+    url = plan_distribution(env, None, Distribution("url", str(tmp_path / "pub"), "http://h:1/p"))
+    assert url.parts == () and name in url.urls  # url (and shared) still send the single tarball
