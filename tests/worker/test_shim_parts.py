@@ -180,3 +180,14 @@ def test_part_named_otherwise_is_refused(envs, tmp_path):
     r = run_shim(["-e", os.path.basename(envs["a"][0]), "--part", envs["a"][0], "true"],
                  env=shim_env(tmp_path / "root"))
     assert r.returncode == 1 and "part-<hex>.tar.gz" in r.stderr
+
+
+@pytest.mark.parametrize("shell", ["dash", "busybox"])
+def test_assembly_under_the_mkdir_lock(envs, tmp_path, shell):
+    root = tmp_path / "root"
+    r = run_shim(_args(envs["b"]) + ["sh", "-c", 'cat "$CONDA_PREFIX/' + SITE + 'small/__init__.py"'],
+                 shell=SHELLS[shell], env=shim_env(root, PONCHO_LOCK="mkdir"))
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == "VERSION = '2.1'\n"
+    assert _tree(_env_dir(root, envs["b"])) == set(tar_members(envs["b"][0]))
+    assert leftovers(root) == []
