@@ -132,14 +132,18 @@ def plan_distribution(environment, layer=None, distribution=None, progress=None)
         distribution = getattr(environment, "distribution", None)
     dist = as_distribution(distribution)
     tarball = environment.build(progress=progress)
-    if dist.mode == "direct" and settings().parts:
+    if dist.mode in ("direct", "url") and settings().parts:
         parts = _parts_of(environment, tarball)
         files = {p.name: p.path for p in parts}
         if layer is not None:
             files[layer.remote_name] = layer.build()
         code = layer.remote_name if layer is not None else None
-        return DeliveryPlan("direct", environment.remote_name, code, None, {}, files, {},
-                            tuple(p.name for p in parts))
+        names = tuple(p.name for p in parts)
+        if dist.mode == "direct":
+            return DeliveryPlan("direct", environment.remote_name, code, None, {}, files, {}, names)
+        fetches = {name: fetch_for(path, dist.publish_dir, dist, name) for name, path in files.items()}
+        return DeliveryPlan("url", environment.remote_name, code, None, {name: f.url for name, f in fetches.items()},
+                            {}, fetches, names)
     files = {environment.remote_name: tarball}
     if layer is not None:
         files[layer.remote_name] = layer.build()
@@ -163,7 +167,7 @@ register(_parts_memo.clear)
 
 def _parts_of(environment, tarball):
     """The parts of *environment*'s packed *tarball* (cut into the build cache once, see
-    :mod:`poncho_wq.archive.parts`). ``url`` and ``shared`` distribution still send the whole tarball."""
+    :mod:`poncho_wq.archive.parts`). ``shared`` distribution still uses the whole tarball."""
     key = (tarball, file_identity(tarball))
     with _classes_lock:
         hit = _parts_memo.get(key)

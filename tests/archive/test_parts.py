@@ -144,7 +144,7 @@ def test_cache_lists_parts_and_prune_never_removes_a_listed_one(envs, tmp_path):
     assert indexed_part_names(str(tmp_path)).keys() == {os.path.basename(envs["b"])[:-len(".tar.gz")]}
 
 
-def test_the_task_plan_sends_parts_in_direct_mode_only(envs, tmp_path, monkeypatch):
+def test_the_task_plan_sends_parts_in_direct_and_url_mode(envs, tmp_path, monkeypatch):
     from poncho_wq.assemble.environment import Environment
     from poncho_wq.deliver.publish import Distribution
     from poncho_wq.task import plan_distribution, wrap_command
@@ -161,4 +161,7 @@ def test_the_task_plan_sends_parts_in_direct_mode_only(envs, tmp_path, monkeypat
     cmd = wrap_command("true", direct.env, None, None, (), direct.parts)
     assert cmd.startswith("./poncho_package_run -e {} --part {}".format(name, parts[0].name))
     url = plan_distribution(env, None, Distribution("url", str(tmp_path / "pub"), "http://h:1/p"))
-    assert url.parts == () and name in url.urls  # url (and shared) still send the single tarball
+    assert url.parts == direct.parts and set(url.urls) == set(direct.files) and url.files == {}
+    assert sorted(os.listdir(tmp_path / "pub")) == sorted(direct.files)  # each part published by its name
+    shared = plan_distribution(env, None, Distribution("shared", str(tmp_path / "shared"), "file:///mnt/s"))
+    assert shared.parts == () and shared.env == "/mnt/s/" + name  # shared still unpacks the single tarball
