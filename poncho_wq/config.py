@@ -69,6 +69,11 @@ SETTINGS: Tuple[Setting, ...] = (
             "large cold trees)"),
     Setting("PONCHO_WQ_KEEP_TESTS", "manager", "`1`: ship the `tests`/`test` directories of installed packages "
             "(left out by default unless the package's own code imports them; part of the cache key)"),
+    Setting("PONCHO_WQ_PARTS", "manager", "`1`: `PonchoTask` ships its environment as content-addressed parts "
+            "(interpreter, each large distribution, the small ones, the environment's own files) so that a change "
+            "sends only the parts that changed (`direct` and `url` distribution; see docs/parts.md); default off"),
+    Setting("PONCHO_WQ_PART_MB", "manager", "with `PONCHO_WQ_PARTS=1`: a distribution of at least this many MB "
+            "(unpacked) is a part of its own, smaller ones share one group part (default 4)"),
     Setting("PONCHO_WQ_DISTRIBUTION", "manager", "how tasks get their environment: `direct` (the manager sends it "
             "to each worker), `url` (workers fetch it from `PONCHO_WQ_PUBLISH_URL`), `shared` (unpacked once on a "
             "shared file system) or `serve` (Work Queue: the manager serves its build cache over HTTP and a worker "
@@ -210,6 +215,25 @@ class Settings:
         """``PONCHO_WQ_KEEP_TESTS``: ship installed packages' ``tests``/``test`` directories
         (:mod:`poncho_wq.archive.pack`)."""
         return self._flag("PONCHO_WQ_KEEP_TESTS")
+
+    @property
+    def parts(self) -> bool:
+        """``PONCHO_WQ_PARTS``: ship environments as content-addressed parts (:mod:`poncho_wq.archive.parts`)."""
+        return self._flag("PONCHO_WQ_PARTS")
+
+    @property
+    def part_mb(self) -> float:
+        """``PONCHO_WQ_PART_MB``: the size (MB, unpacked) from which a distribution is a part of its own."""
+        value = self.raw("PONCHO_WQ_PART_MB")
+        if value is None:
+            return 4.0
+        try:
+            mb = float(value)
+        except ValueError:
+            raise _bad("PONCHO_WQ_PART_MB", value, "a number of MB") from None
+        if not 0 < mb < 1e9:
+            raise _bad("PONCHO_WQ_PART_MB", value, "a positive number of MB")
+        return mb
 
     @property
     def vine_seed(self) -> float:

@@ -30,9 +30,14 @@ import sys
 import threading
 
 from .analysis.installation import installation
+from .archive.cache import default_cache_dir
+from .archive.parts import cut_parts
 from .assemble.environment import Environment, as_environment, command_scripts, task_code
 from .assemble.layers import content_copy, distribution_members
+from .config import settings
 from .errors import SpecError
+from .identity import file_identity
+from .memo import register
 from .deliver.files import resolve_files, sandbox_inputs
 from .deliver.fetch import fetch_failure, note_check, specify_fetch
 from .deliver.publish import as_distribution, fetch_for, publish
@@ -88,7 +93,8 @@ def _short_repr(value):
     return text if len(text) <= 200 else text[:197] + "..."
 
 
-def wrap_command(command, env_remote_name, code_remote_name=None, env_dir=None, fetched=(), served=None):
+def wrap_command(command, env_remote_name, code_remote_name=None, env_dir=None, fetched=(), served=None,
+                 parts=()):
     """The worker-side command line that runs *command* inside the environment (and its code layer). *env_dir*
     (``shared`` distribution) is the shim's ``PONCHO_ENV_DIR``; the names are then absolute shared paths, and a
     worker's own cache limits (PONCHO_ENV_KEEP, PONCHO_ENV_BUDGET_MB) are cleared: they must not evict what other
@@ -96,8 +102,11 @@ def wrap_command(command, env_remote_name, code_remote_name=None, env_dir=None, 
     that holds a failure note instead of a tarball ends the task first with the note's exit code and message
     (:func:`poncho_wq.deliver.fetch.note_check`). *served* (``serve`` distribution, a
     :class:`~poncho_wq.deliver.fetch.Fetch`): the base is no input; the shim fetches it from the manager's cache
-    server only when the worker's root does not hold it ready (``--fetch``, :mod:`poncho_wq.deliver.serve`)."""
-    code = " --code {}".format(shlex.quote(code_remote_name)) if code_remote_name else ""
+    server only when the worker's root does not hold it ready (``--fetch``, :mod:`poncho_wq.deliver.serve`).
+    *parts*: the environment's parts (``PONCHO_WQ_PARTS=1``), which the shim assembles into the environment
+    *env_remote_name* names (docs/parts.md)."""
+    code = "".join(" --part {}".format(shlex.quote(p)) for p in parts)
+    code += " --code {}".format(shlex.quote(code_remote_name)) if code_remote_name else ""
     if served is not None:
         code = " --fetch {} --sha256 {} --size {} --fetch-timeout {}{}".format(
             shlex.quote(served.url), served.sha256, int(served.size), int(served.seconds), code)
@@ -119,9 +128,10 @@ def task_layers(environment, command=None):
 #: shim is given (absolute shared paths in ``shared`` mode), ``env_dir`` its PONCHO_ENV_DIR (``shared``), ``urls``
 #: remote name -> URL and ``fetches`` remote name -> :class:`~poncho_wq.deliver.publish.Fetch` (``url``), ``files`` remote
 #: name -> local path (``direct``; ``serve``: the code layer), ``served`` the base's Fetch from the manager's cache
-#: server (``serve``).
-DeliveryPlan = collections.namedtuple("DeliveryPlan", "mode env code env_dir urls files fetches served",
-                                      defaults=({}, None))
+#: server (``serve``), ``parts`` the remote names of the environment's parts (``PONCHO_WQ_PARTS=1``, ``direct``
+#: and ``url``), in order.
+DeliveryPlan = collections.namedtuple("DeliveryPlan", "mode env code env_dir urls files fetches served parts",
+                                      defaults=({}, None, ()))
 
 
 def plan_distribution(environment, layer=None, distribution=None, progress=None):
@@ -130,7 +140,20 @@ def plan_distribution(environment, layer=None, distribution=None, progress=None)
     if distribution is None:
         distribution = getattr(environment, "distribution", None)
     dist = as_distribution(distribution)
-    files = {environment.remote_name: environment.build(progress=progress)}
+    tarball = environment.build(progress=progress)
+    if dist.mode in ("direct", "url") and settings().parts:
+        parts = _parts_of(environment, tarball)
+        files = {p.name: p.path for p in parts}
+        if layer is not None:
+            files[layer.remote_name] = layer.build()
+        code = layer.remote_name if layer is not None else None
+        names = tuple(p.name for p in parts)
+        if dist.mode == "direct":
+            return DeliveryPlan("direct", environment.remote_name, code, None, {}, files, {}, parts=names)
+        fetches = {name: fetch_for(path, dist.publish_dir, dist, name) for name, path in files.items()}
+        return DeliveryPlan("url", environment.remote_name, code, None, {name: f.url for name, f in fetches.items()},
+                            {}, fetches, parts=names)
+    files = {environment.remote_name: tarball}
     if layer is not None:
         files[layer.remote_name] = layer.build()
     code = layer.remote_name if layer is not None else None
@@ -147,6 +170,24 @@ def plan_distribution(environment, layer=None, distribution=None, progress=None)
         publish(path, dist.publish_dir, name)
     shared = {name: posixpath.join(dist.worker_dir, name) for name in files}
     return DeliveryPlan("shared", shared[environment.remote_name], shared.get(code), dist.shared_env_dir, {}, {})
+
+
+#: Parts by (tarball path, its identity): cut once per process, read from the index in the cache afterwards.
+_parts_memo: dict = {}
+register(_parts_memo.clear)
+
+
+def _parts_of(environment, tarball):
+    """The parts of *environment*'s packed *tarball* (cut into the build cache once, see
+    :mod:`poncho_wq.archive.parts`). ``shared`` distribution still uses the whole tarball."""
+    key = (tarball, file_identity(tarball))
+    with _classes_lock:
+        hit = _parts_memo.get(key)
+    if hit is None:
+        hit = cut_parts(tarball, default_cache_dir(), settings().part_mb, environment.remote_name[:-len(".tar.gz")])
+        with _classes_lock:
+            _parts_memo[key] = hit
+    return hit
 
 
 def _attach_environment(task, environment, layer=None, scripts=(), plan=None):
@@ -200,7 +241,7 @@ def classes_for(binding):
                 plan = self.distribution_plan = plan_distribution(self.environment, self.code_layer, distribution,
                                                                   progress)
                 super().__init__(wrap_command(command, plan.env, plan.code, plan.env_dir, tuple(plan.fetches),
-                                              plan.served))
+                                              plan.served, plan.parts))
                 _attach_environment(self, self.environment, self.code_layer, scripts, plan)
                 for copy, name in sandbox_inputs(explicit, self.environment, scripts):
                     self.specify_input_file(copy, name, cache=True)
@@ -250,7 +291,8 @@ def classes_for(binding):
                 self._env_file = None
                 command = super()._python_function_command()
                 plan = self.distribution_plan
-                return wrap_command(command, plan.env, plan.code, plan.env_dir, tuple(plan.fetches), plan.served)
+                return wrap_command(command, plan.env, plan.code, plan.env_dir, tuple(plan.fetches),
+                                    plan.served, plan.parts)
 
             @property
             def shim_error(self):

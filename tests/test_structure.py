@@ -89,6 +89,8 @@ SETTINGS_READERS = {
     ("poncho_wq.engines.data", "http_timeout"): "a timeout",
     ("poncho_wq.engines.pip", "http_timeout"): "a timeout",
     ("poncho_wq.deliver.serve", "*"): "cache_server(): the serve mode's server (address, access log)",
+    ("poncho_wq.task", "parts"): "PonchoTask's delivery plan: how the environment travels, not what it is",
+    ("poncho_wq.task", "part_mb"): "PonchoTask's delivery plan: how the environment is cut into parts",
     ("poncho_wq.waiting", "no_worker_notice"): "when the waiting manager prints its notice",
     ("poncho_wq.progress", "progress"): "how progress is shown",
     ("poncho_wq.cli.common", "debug"): "tracebacks on the command line",

@@ -10,6 +10,8 @@ Layout under the cache root (``$PONCHO_WQ_CACHE``, else ``$XDG_CACHE_HOME/poncho
     builds.log                   one JSON line per completed build (audit trail; tests count builds with it)
     code/code-<hash>.tar.gz      code layers (:mod:`poncho_wq.assemble.layers`), content-named, read-only
     code/files/<sha>/<name>      content-named copies of the scripts commands name
+    parts/part-<hash>.tar.gz     environment parts (PONCHO_WQ_PARTS, :mod:`poncho_wq.archive.parts`), read-only
+    parts/env-<id>.parts.json    per environment: its parts in order (a part an index lists is never pruned)
     interpreters/, bytecode/,    interpreter bases, the pyc cache, downloaded wheels, analysis memos: inputs of
     wheels/, projects/, analyze/ builds (projects/: built project wheels), reported by ``cache list`` and safe to delete when no build runs
 
@@ -60,6 +62,7 @@ from ..errors import BuildError, PonchoError
 from ..fsutil import atomic_output
 from ..identity import file_identity, sha256_file
 from ..memo import register
+from .parts import PART_NAME, index_path, indexed_part_names, parts_dir
 
 log = logging.getLogger(__name__)
 
@@ -274,7 +277,8 @@ class Cache:
         return out
 
     def layer_entries(self):
-        """Code layers (key ``code-<hash>``) and script copies (key ``file-<sha>``), least recently used first."""
+        """Code layers (key ``code-<hash>``), script copies (key ``file-<sha>``) and environment parts (key
+        ``part-<hash>``, :mod:`poncho_wq.archive.parts`), least recently used first."""
         out = []
         for name in _listdir(self.code):
             path = os.path.join(self.code, name)
@@ -289,6 +293,18 @@ class Cache:
                 st = _stat(os.path.join(folder, name))
                 if st is not None:
                     out.append(Entry("file-" + digest, folder, st.st_size, _last_use(st), "script copy " + name, None))
+        counts: dict = {}
+        for names in indexed_part_names(self.root).values():
+            for name in names:
+                counts[name] = counts.get(name, 0) + 1
+        for name in _listdir(parts_dir(self.root)):
+            if PART_NAME.match(name):
+                st = _stat(os.path.join(parts_dir(self.root), name))
+                if st is not None:
+                    n = counts.get(name, 0)
+                    out.append(Entry(name[:-len(".tar.gz")], os.path.join(parts_dir(self.root), name), st.st_size,
+                                     _last_use(st), "part of {} environment{}".format(n, "" if n == 1 else "s"),
+                                     None))
         out.sort(key=lambda e: e.mtime)
         return out
 
@@ -311,7 +327,7 @@ class Cache:
 
     def find(self, key_prefix):
         """The one entry whose key starts with *key_prefix*; PonchoError when none or several match."""
-        layer = key_prefix.startswith(("code-", "file-"))
+        layer = key_prefix.startswith(("code-", "file-", "part-"))
         matches = [e for e in (self.layer_entries() if layer else self.entries())
                    if e.key.startswith(key_prefix.lower())]
         if not matches:
@@ -357,7 +373,14 @@ class Cache:
         until the rest fits *max_bytes*."""
         now = time.time()
         chosen, kept = [], []
-        for e in sorted(self.entries() + self.layer_entries(), key=lambda e: e.mtime):
+        # A part an index lists is never a candidate: it goes only with the last environment that lists it.
+        listed = indexed_part_names(self.root)
+        in_use = {name for names in listed.values() for name in names}
+        entries = self.entries() + self.layer_entries()
+        parts = [e for e in entries if e.key.startswith("part-")]
+        candidates = [e for e in entries if not e.key.startswith("part-")]
+        candidates += [e for e in parts if e.key + ".tar.gz" not in in_use]
+        for e in sorted(candidates, key=lambda e: e.mtime):
             (chosen if max_age_seconds is not None and now - e.mtime > max_age_seconds else kept).append(e)
         if max_bytes is not None:
             total = sum(e.size for e in kept)
@@ -366,16 +389,20 @@ class Cache:
                     break
                 chosen.append(e)
                 total -= e.size
+        gone = {"env-" + e.key[:NAME_DIGITS] for e in chosen if not e.key.startswith(("code-", "file-", "part-"))}
+        still = {name for env_id, names in listed.items() if env_id not in gone for name in names}
+        chosen += [e for e in parts if e.key + ".tar.gz" in in_use and e.key + ".tar.gz" not in still]
         return chosen
 
     def _remove_entry(self, entry):
-        if entry.key.startswith("code-"):
+        if entry.key.startswith(("code-", "part-")):
             _unlink(entry.path)
         elif entry.key.startswith("file-"):
             shutil.rmtree(entry.path, onerror=_missing_is_removed)
         else:
             with self._lock(entry.key):
                 self._unlink_entry(entry.key)
+            _unlink(index_path(self.root, "env-" + entry.key[:NAME_DIGITS]))
         return entry
 
     def _remove_dead_scratch(self):

@@ -26,6 +26,8 @@ Usage: poncho_package_run [options] -e <file> [--] command and args ...
                              with --sha256 <hex> and --size <bytes> (checked before it is unpacked) and
                              --fetch-timeout <secs> (default 300).  Exit 2 an HTTP error, 3 a failed transfer or
                              other bytes, 4 no curl/wget or sha256 tool.
+      --part <file>          A part of the environment (part-<hash>.tar.gz, repeated, own part first): -e then
+                             names it (env-<hash>), and it is assembled from its parts once per worker.
       --code <file>          A code layer (code-<hash>.tar.gz) stacked on the environment: unpacked once per
                              worker, its lib/ first on PYTHONPATH and its bin/ first on PATH.
   -w, --wait-for-lock <secs> Seconds to wait for another task unpacking the same environment (at most 9
@@ -529,6 +531,7 @@ _pr_evict_needed=
 # lock (fd 7) and temp dir end with it.
 _pr_evict1() (
     _pr_trashd=
+    case $2 in part-*) ! _pr_partbusy "$1" "$2" || exit 1 ;; esac
     _pr_openlock 7 "$1/.$2.lock" || exit 1
     flock -xn 7 || exit 1
     [ ! -e /dev/fd/7 ] || [ "$1/.$2.lock" -ef /dev/fd/7 ] || exit 1
@@ -617,7 +620,7 @@ _pr_evict() { # $1 root
         _id=${_u%/.poncho_used}
         _pr_isentry "$1" "$_id" || continue
         case $_id in
-            code-*) ;;
+            code-* | part-*) ;;
             *)  _k=$((_k + 1))
                 if [ -n "$_pr_keep" ] && [ "$_k" -gt "$_pr_keep" ] && _pr_evict1 "$1" "$_id"; then continue; fi ;;
         esac
@@ -861,7 +864,7 @@ _pr_extract() {
     trap '_pr_rmtree "$_pr_s"; _pr_untrash; exit 143' HUP INT TERM
     _pr_xt=$1
     [ -z "$_pr_fetch" ] || [ "$2" != "$_pr_id" ] || _pr_fetchinto "$_pr_s"
-    _pr_unpack "$_pr_xt" "$_pr_s" || _pr_xfail 3 "could not extract $1 into $_pr_s: $_pr_why"
+    ${_pr_unpacker:-_pr_unpack} "$_pr_xt" "$_pr_s" || _pr_xfail 3 "could not extract $1 into $_pr_s: $_pr_why"
     _pr_mark extract
     { command printf '%s\n' "$_pr_s" >"$_pr_s/env/.poncho_staging"; } 2>/dev/null ||
         _pr_xfail 3 "cannot write in $_pr_s (disk full? or moved away by another shim that broke the lock)"
@@ -955,7 +958,156 @@ _pr_fetchargs() {
         *) _pr_die 1 "--fetch needs an http://, https://, ftp:// or file:/// URL, not $_pr_fetch" ;;
     esac
     [ -z "$_pr_to" ] || _pr_die 1 "--fetch uses the per-worker cache: it cannot be combined with --unpack-to"
+    [ -z "$_pr_parts" ] || _pr_die 1 "--fetch fetches one tarball: it cannot be combined with --part"
     if [ -f "$_pr_env" ]; then _pr_fetch=; fi
+}
+
+# --- Parts (issue 28, docs/parts.md): an environment assembled from content-addressed parts ---------------
+# `--part FILE` (repeated, own part first) with `-e env-<hex>[.tar.gz]` (a name, not a file): each part-<hex>.tar.gz
+# is unpacked once per worker into <root>/part-<hex> by _pr_extract (its lock, private temp dir, rename, marker:
+# the rules of any entry), then the environment is assembled into <root>/env-<hex> by the same _pr_extract with
+# _pr_assemble in place of tar: hard links (cp -al) from every part into one private temp dir, so that imports
+# see one site-packages; relocated there (the relocator replaces a file, never writes into a linked one, so the
+# parts stay as unpacked), marked ready, renamed.  The env lists its parts in .poncho_parts.  Budget: an env's
+# .poncho_size is what it adds to its parts (du counts a hard-linked file once per run), the parts are entries of
+# their own; a part is evicted only when no env lists it and no assembly runs (_pr_partbusy: assemblies hold
+# <root>/.parts.lock shared on fd 4 from before they look at their parts until their env is ready).
+_pr_parts=
+_pr_addpart() {
+    case $1 in /*) _pr_parts=$_pr_parts$1$_pr_nl ;; *) _pr_parts=$_pr_parts$PWD/$1$_pr_nl ;; esac
+}
+
+# The id (part-<hex>) of part file $1 in _pr_pid; content-named only (the unpacked copy is trusted by its name).
+_pr_partid() {
+    _pr_pid=${1##*/}
+    _pr_pid=${_pr_pid%.tar.gz}
+    case ${_pr_pid#part-} in '' | *[!0-9a-f]* | "$_pr_pid") _pr_die 1 "--part takes a part named part-<hex>.tar.gz (named by its content), not $1" ;; esac
+}
+
+# Status 0 when part $2 of root $1 must stay: an env lists it, an assembly is running (or the lock cannot be
+# had).  Runs inside _pr_evict1's subshell: fd 3 keeps the exclusive lock until that subshell has removed it.
+_pr_partbusy() {
+    # _pr_evict lists entries under set -f; this runs in _pr_evict1's subshell, so globbing back on stays here.
+    set +f
+    _pr_openlock 3 "$1/.parts.lock" || return 0
+    flock -xn 3 || return 0
+    for _pr_pf in "$1"/env-*/.poncho_parts; do
+        [ -f "$_pr_pf" ] || continue
+        while IFS= read -r _pr_pl; do [ "$_pr_pl" != "$2" ] || return 0; done <"$_pr_pf"
+    done
+    return 1
+}
+
+# _pr_extract's unpacker for an assembly: $1 is unused (the parts are in _pr_parts), $2 the staging dir.
+_pr_assemble() {
+    _pr_why=
+    _pr_ae=$2/env
+    mkdir -- "$_pr_ae" 2>/dev/null || { _pr_why="cannot create $_pr_ae (read-only file system or no write permission?)"; return 1; }
+    _pr_ifs=$IFS
+    IFS=$_pr_nl
+    set -f
+    for _pr_p in $_pr_parts; do
+        IFS=$_pr_ifs
+        set +f
+        _pr_partid "$_pr_p"
+        _pr_pd=$_pr_root/$_pr_pid
+        [ -f "$_pr_pd/.poncho_ready" ] || { _pr_why="part $_pr_pid is not unpacked"; return 1; }
+        set --
+        for _f in "$_pr_pd"/* "$_pr_pd"/.[!.]* "$_pr_pd"/..?*; do
+            case ${_f##*/} in .poncho_*) continue ;; esac
+            if [ -e "$_f" ] || [ -L "$_f" ]; then set -- "$@" "$_f"; fi
+        done
+        if [ "$#" -gt 0 ] && ! cp -al -- "$@" "$_pr_ae/" 2>/dev/null; then
+            _pr_why="could not link the files of part $_pr_pid (another file system? disk full?)"
+            return 1
+        fi
+        { command printf '%s\n' "$_pr_pid" >>"$_pr_ae/.poncho_parts"; } 2>/dev/null ||
+            { _pr_why="cannot write in $_pr_ae"; return 1; }
+    done
+    IFS=$_pr_ifs
+    set +f
+}
+
+# Record in the assembled env's .poncho_size what it adds to its parts (du counts each hard-linked file once per
+# run: its last line).  A function of its own: `set --` here must not touch the command's arguments.
+_pr_envsize() {
+    set --
+    _pr_ifs=$IFS
+    IFS=$_pr_nl
+    set -f
+    for _pr_p in $_pr_parts; do IFS=$_pr_ifs; _pr_partid "$_pr_p"; set -- "$@" "$_pr_root/$_pr_pid"; done
+    IFS=$_pr_ifs
+    set +f
+    _pr_kb=$(du -sk -- "$@" "$_pr_d" 2>/dev/null | tail -n 1) || :
+    { command printf '%s\n' "${_pr_kb%%[!0-9]*}" >"$_pr_d/.poncho_size"; } 2>/dev/null || :
+}
+
+_pr_parts_run() {
+    [ -z "$_pr_to" ] || _pr_die 1 "--part cannot be used with --unpack-to (parts are assembled in the per-worker cache)"
+    _pr_id=${_pr_env##*/}
+    _pr_id=${_pr_id%.tar.gz}
+    case ${_pr_id#env-} in '' | *[!0-9a-f]* | "$_pr_id") _pr_die 1 "with --part, -e takes the environment's name env-<hex>, not $_pr_env" ;; esac
+    _pr_setroot
+    _pr_d=$_pr_root/$_pr_id
+    _pr_trustdir "$_pr_d"
+    if [ -n "$_pr_managed" ] && [ -d "$_pr_root" ]; then _pr_uselock 9 "$_pr_id"; fi
+    if [ -f "$_pr_d/.poncho_ready" ]; then
+        [ -z "$_pr_evict_needed" ] || _pr_evict "$_pr_root"
+        _pr_exec "$_pr_d" "$@"
+    fi
+    exec 9>&-
+    # Every part is there and named by its content before anything is unpacked; the own part (first) holds
+    # poncho/floor as its first member.
+    _pr_ifs=$IFS
+    IFS=$_pr_nl
+    set -f
+    for _pr_p in $_pr_parts; do
+        IFS=$_pr_ifs
+        _pr_partid "$_pr_p"
+        [ -f "$_pr_p" ] && [ -r "$_pr_p" ] || _pr_die 2 "part not found or unreadable: $_pr_p"
+        _pr_floorcheck "$_pr_p"
+    done
+    IFS=$_pr_ifs
+    set +f
+    _pr_mkroot
+    _pr_n=0
+    while :; do
+        if [ -n "$_pr_managed" ]; then
+            _pr_openlock 4 "$_pr_root/.parts.lock" || _pr_die 3 "cannot open $_pr_root/.parts.lock"
+            flock -s -w "$_pr_wait" 4 || _pr_die 4 "timed out after $_pr_wait s waiting for $_pr_root/.parts.lock (an eviction?)"
+        fi
+        IFS=$_pr_nl
+        set -f
+        for _pr_p in $_pr_parts; do
+            IFS=$_pr_ifs
+            set +f
+            _pr_partid "$_pr_p"
+            _pr_trustdir "$_pr_root/$_pr_pid"
+            if [ ! -f "$_pr_root/$_pr_pid/.poncho_ready" ]; then
+                _pr_extract "$_pr_p" "$_pr_pid" norelocate
+                _pr_unlock
+            fi
+            { command : >"$_pr_root/$_pr_pid/.poncho_used"; } 2>/dev/null || :
+        done
+        IFS=$_pr_ifs
+        set +f
+        _pr_unpacker=_pr_assemble
+        _pr_extract - "$_pr_id"
+        _pr_unpacker=
+        if [ -n "$_pr_managed" ] && [ "$_pr_lockmode" = flock ]; then
+            _pr_envsize
+        fi
+        exec 4>&-
+        if [ -z "$_pr_managed" ] || [ "$_pr_lockmode" != flock ]; then _pr_unlock; break; fi
+        ! _pr_keepuse 9 "$_pr_id" || break
+        exec 9>&-
+        _pr_n=$((_pr_n + 1))
+        [ "$_pr_n" -lt 3 ] || _pr_die 4 "$_pr_d was evicted three times while it was being assembled: raise PONCHO_ENV_BUDGET_MB"
+    done
+    # Twice: a part is older than the environments that list it, so a pass that evicts an environment has gone
+    # past its parts already; the second pass (a no-op within the budget) takes those no environment lists now.
+    if [ -n "$_pr_evict_needed" ]; then _pr_evict "$_pr_root"; _pr_evict "$_pr_root"; fi
+    _pr_exec "$_pr_d" "$@"
 }
 
 # --- arguments ----------------------------------------------------------------------------------------
@@ -970,6 +1122,8 @@ while [ $# -gt 0 ]; do
     case $1 in
         -e | --environment) _pr_need $# "$1"; _pr_env=$2; shift 2 ;;
         --environment=*) _pr_env=${1#*=}; shift ;;
+        --part) _pr_need $# "$1"; _pr_addpart "$2"; shift 2 ;;
+        --part=*) _pr_addpart "${1#*=}"; shift ;;
         --code) _pr_need $# "$1"; _pr_code=$2; shift 2 ;;
         --code=*) _pr_code=${1#*=}; shift ;;
         -d | -u | --unpack-to) _pr_need $# "$1"; _pr_to=$2; shift 2 ;;
@@ -1026,6 +1180,9 @@ if [ -n "$_pr_code" ]; then
     fi
     _pr_mark code
 fi
+
+# --- an environment assembled from parts (see "Parts" above) -------------------------------------------
+if [ -n "$_pr_parts" ]; then _pr_parts_run "$@"; fi
 
 # --- an unpacked directory: use it in place ------------------------------------------------------------
 if [ -d "$_pr_env" ]; then

@@ -1,0 +1,193 @@
+"""The run shim assembling an environment from content-addressed parts (``--part``, issue 28): the same tree as
+the tarball's unpack, parts unpacked once per worker and shared by hard links, untouched by relocation, atomic
+under SIGKILL, concurrent assemblies, and a budget that never removes a part an environment or an assembly uses.
+Real shim runs under dash, bash --posix and busybox sh, on environments packed by poncho_wq's packer."""
+
+import fcntl
+import os
+import signal
+import subprocess
+import time
+
+import pytest
+
+from helpers.partenv import make_env
+from helpers.shimutil import SHELLS, leftovers, run_shim, shim_env, start_shim, tar_members, unpack_count
+from poncho_wq.archive.parts import cut_parts
+
+pytestmark = pytest.mark.usefixtures("shells")
+
+BIG = 5_000_000
+SITE = "lib/python3.11/site-packages/"
+
+
+@pytest.fixture(scope="module")
+def envs(tmp_path_factory):
+    """Environments a and b share bigpkg 1.0 (a part of its own) and differ in a small distribution; their parts."""
+    d = tmp_path_factory.mktemp("partenvs")
+    out = {}
+    for name, key, dists in (("a", "a1", {"bigpkg": ("1.0", BIG), "small": ("2.0", 1000)}),
+                             ("b", "b2", {"bigpkg": ("1.0", BIG), "small": ("2.1", 1000)})):
+        tarball = make_env(d, key, dists)
+        out[name] = (tarball, cut_parts(tarball, str(d)))
+    return out
+
+
+def _args(env):
+    tarball, parts = env
+    args = ["-e", os.path.basename(tarball)]
+    for p in parts:
+        args += ["--part", p.path]
+    return args
+
+
+def _tree(d):
+    out = set()
+    for top, dirs, files in os.walk(d):
+        for n in files + [x for x in dirs if os.path.islink(os.path.join(top, x))]:
+            rel = os.path.relpath(os.path.join(top, n), d)
+            if not rel.startswith(".poncho_"):
+                out.add(rel)
+    return out
+
+
+def _env_dir(root, env):
+    return os.path.join(str(root), os.path.basename(env[0])[:-len(".tar.gz")])
+
+
+def _part_dir(root, env, role):
+    (p,) = [p for p in env[1] if p.role == role]
+    return os.path.join(str(root), p.name[:-len(".tar.gz")])
+
+
+@pytest.mark.parametrize("shell", sorted(SHELLS))
+def test_assembled_env_is_the_tarball_relocated_and_parts_stay_untouched(envs, tmp_path, shell):
+    root = tmp_path / "root"
+    r = run_shim(_args(envs["a"]) + ["sh", "-c", 'cat "$CONDA_PREFIX/' + SITE + 'bigpkg/where.txt"'],
+                 shell=SHELLS[shell], env=shim_env(root))
+    assert r.returncode == 0, r.stderr
+    d = _env_dir(root, envs["a"])
+    assert r.stdout.strip() == d  # relocated: the placeholder replaced by the final prefix
+    assert _tree(d) == set(tar_members(envs["a"][0]))
+    big = _part_dir(root, envs["a"], "dist:bigpkg")
+    with open(os.path.join(big, SITE, "bigpkg/where.txt")) as f:
+        assert "poncho_wq_part_prefix" in f.read()  # the part kept its placeholder
+    # One inode for the unchanged files (hard links), another for the relocated one.
+    assert os.stat(os.path.join(d, SITE, "bigpkg/blob.bin")).st_ino == \
+        os.stat(os.path.join(big, SITE, "bigpkg/blob.bin")).st_ino
+    assert os.stat(os.path.join(d, SITE, "bigpkg/where.txt")).st_ino != \
+        os.stat(os.path.join(big, SITE, "bigpkg/where.txt")).st_ino
+    # Warm: nothing unpacked again.
+    assert run_shim(_args(envs["a"]) + ["true"], shell=SHELLS[shell], env=shim_env(root)).returncode == 0
+    assert unpack_count(root / "unpack.log") == len(envs["a"][1]) + 1
+
+
+def test_a_shared_part_is_unpacked_once_for_two_environments(envs, tmp_path):
+    root = tmp_path / "root"
+    for name in "ab":
+        r = run_shim(_args(envs[name]) + ["true"], env=shim_env(root))
+        assert r.returncode == 0, r.stderr
+    with open(root / "unpack.log") as f:
+        ids = [line.split()[2] for line in f]
+    big = os.path.basename(_part_dir(root, envs["a"], "dist:bigpkg"))
+    assert ids.count(big) == 1 and ids.count(os.path.basename(_part_dir(root, envs["a"], "interpreter"))) == 1
+    assert os.stat(os.path.join(_env_dir(root, envs["a"]), SITE, "bigpkg/blob.bin")).st_ino == \
+        os.stat(os.path.join(_env_dir(root, envs["b"]), SITE, "bigpkg/blob.bin")).st_ino
+
+
+def _slow_cp(tmp_path):
+    """A PATH directory whose cp, for a hard-link copy, touches <dir>/linking and sleeps 30 s first."""
+    d = tmp_path / "slowcp"
+    d.mkdir()
+    (d / "cp").write_text('#!/bin/sh\ncase "$1" in -al) touch "{0}/linking"; sleep 30 ;; esac\nexec /bin/cp "$@"\n'
+                          .format(d))
+    (d / "cp").chmod(0o755)
+    return d
+
+
+def _wait_for(path, proc):
+    for _ in range(600):
+        if os.path.exists(path):
+            return
+        assert proc.poll() is None, proc.stderr.read()
+        time.sleep(0.05)
+    raise AssertionError("{} never appeared".format(path))
+
+
+def test_sigkill_mid_assembly_leaves_no_ready_environment(envs, tmp_path):
+    root = tmp_path / "root"
+    slow = _slow_cp(tmp_path)
+    env = shim_env(root)
+    env["PATH"] = "{}:{}".format(slow, env["PATH"])
+    proc = start_shim(_args(envs["a"]) + ["true"], env=env)
+    _wait_for(slow / "linking", proc)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    d = _env_dir(root, envs["a"])
+    assert not os.path.exists(os.path.join(d, ".poncho_ready"))
+    r = run_shim(_args(envs["a"]) + ["sh", "-c", 'cat "$CONDA_PREFIX/' + SITE + 'small/__init__.py"'],
+                 env=shim_env(root))
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == "VERSION = '2.0'\n"
+    assert _tree(d) == set(tar_members(envs["a"][0]))
+    assert leftovers(root) == []
+
+
+def test_two_environments_assembled_concurrently(envs, tmp_path):
+    root = tmp_path / "root"
+    procs = [start_shim(_args(envs[n]) + ["sh", "-c", 'cat "$CONDA_PREFIX/' + SITE + 'small/__init__.py"'],
+                        env=shim_env(root)) for n in "abab"]
+    outs = [p.communicate(timeout=120) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0, 0, 0], [o[1] for o in outs]
+    assert [o[0] for o in outs] == ["VERSION = '2.0'\n", "VERSION = '2.1'\n"] * 2
+    with open(root / "unpack.log") as f:
+        ids = [line.split()[2] for line in f]
+    assert len(ids) == len(set(ids))  # every part and environment once
+    for n in "ab":
+        assert _tree(_env_dir(root, envs[n])) == set(tar_members(envs[n][0]))
+    assert leftovers(root) == []
+
+
+def test_budget_never_removes_a_part_in_use(envs, tmp_path):
+    root = tmp_path / "root"
+    env = shim_env(root, PONCHO_ENV_BUDGET_MB=1)  # bigpkg alone is 5 MB: always over budget
+    assert run_shim(_args(envs["a"]) + ["true"], env=env).returncode == 0
+    big = _part_dir(root, envs["a"], "dist:bigpkg")
+    a_small = _part_dir(root, envs["a"], "group")
+    # a is idle once b runs: a goes, and so do a's parts no environment lists, but not the parts b links...
+    # ...as long as no assembly holds the parts lock (shared, as an assembling shim holds it).
+    with open(root / ".parts.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_SH)
+        r = run_shim(_args(envs["b"]) + ["true"], env=env)
+        assert r.returncode == 0, r.stderr
+        assert not os.path.exists(_env_dir(root, envs["a"]))
+        assert os.path.isdir(big) and os.path.isdir(a_small)  # an assembly is running: no part goes
+    # a again (cold: it was evicted; its parts were kept, so it is only assembled): b is idle and goes, and with
+    # no assembly running, so does b's small part, which no environment lists any more.
+    b_small = _part_dir(root, envs["b"], "group")
+    r = run_shim(_args(envs["a"]) + ["true"], env=env)
+    assert r.returncode == 0, r.stderr
+    assert not os.path.exists(_env_dir(root, envs["b"])) and not os.path.exists(b_small)
+    assert os.path.isdir(a_small) and os.path.isfile(os.path.join(big, ".poncho_ready"))  # a lists them
+    assert os.path.isfile(os.path.join(_env_dir(root, envs["a"]), ".poncho_ready"))
+    # The environment's recorded size is what it adds to its parts (hard links counted once).
+    with open(os.path.join(_env_dir(root, envs["a"]), ".poncho_size")) as f:
+        assert int(f.read()) < 1000
+    assert leftovers(root) == []
+
+
+def test_part_named_otherwise_is_refused(envs, tmp_path):
+    r = run_shim(["-e", os.path.basename(envs["a"][0]), "--part", envs["a"][0], "true"],
+                 env=shim_env(tmp_path / "root"))
+    assert r.returncode == 1 and "part-<hex>.tar.gz" in r.stderr
+
+
+@pytest.mark.parametrize("shell", ["dash", "busybox"])
+def test_assembly_under_the_mkdir_lock(envs, tmp_path, shell):
+    root = tmp_path / "root"
+    r = run_shim(_args(envs["b"]) + ["sh", "-c", 'cat "$CONDA_PREFIX/' + SITE + 'small/__init__.py"'],
+                 shell=SHELLS[shell], env=shim_env(root, PONCHO_LOCK="mkdir"))
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == "VERSION = '2.1'\n"
+    assert _tree(_env_dir(root, envs["b"])) == set(tar_members(envs["b"][0]))
+    assert leftovers(root) == []
