@@ -378,6 +378,17 @@ def fetch_for(path, publish_dir, dist, name):
 
 
 # -- a plain local HTTP server --------------------------------------------------------------------------------
+def end_process(process, seconds=10):
+    """Terminate a server *process* and wait for it; killed when it has not ended within *seconds*."""
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(seconds)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
 class LocalServer:
     """A ``python -m poncho_wq.deliver.publish`` HTTP server process for *directory* (see :func:`serve`)."""
 
@@ -417,13 +428,7 @@ class LocalServer:
         self.url = "http://{}:{}/".format(self.host, self.port)
 
     def stop(self):
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        end_process(self.process)
         self._stderr.close()
         atexit.unregister(self.stop)
 

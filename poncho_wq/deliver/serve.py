@@ -40,7 +40,7 @@ import time
 from ..archive.cache import content_digest
 from ..config import settings
 from .fetch import Fetch
-from .publish import run_server
+from .publish import end_process, run_server
 
 #: The only names the server answers (a request path is ``/`` + one of them).
 SERVED_NAME = re.compile(r"env-[0-9a-f]{8,64}\.tar\.gz")
@@ -91,13 +91,7 @@ class CacheServer:
         os.replace(tmp, link)
 
     def stop(self):
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        end_process(self.process)
         self._stderr.close()
         atexit.unregister(self.stop)
         shutil.rmtree(self.links, ignore_errors=True)
