@@ -20,7 +20,7 @@ E2E_MODULES = frozenset({
     "test_progress", "test_floor", "test_package_data",
     "test_layers_e2e", "test_shim_layers", "test_taskvine_layers",
     "test_old_glibc", "test_unpack_speed", "test_shim_shared_fs", "test_exit", "test_interrupts",
-    "test_build_locked", "test_waiting_e2e", "test_docs_e2e", "test_parts_e2e",
+    "test_build_locked", "test_waiting", "test_waiting_e2e", "test_docs_e2e", "test_parts_e2e",
 })
 
 

@@ -64,8 +64,10 @@ ACCEPTED = 'a tarball path (.tar.gz, .tgz, .tar), a spec (a path to a JSON/YAML 
            'Environment, "auto" or None'
 
 
-@pytest.fixture(params=BINDINGS)
-def outcome(request, tmp_path):
+@pytest.fixture(params=BINDINGS, scope="module")
+def outcome(request, tmp_path_factory):
+    """One run of SCRIPT per binding (every case is one call in it), shared by the module's tests."""
+    tmp_path = tmp_path_factory.mktemp("task-args")
     tarball = tmp_path / "env.tar.gz"
     with tarfile.open(str(tarball), "w:gz"):
         pass  # a real (empty) tarball: enough to construct a task, which is all this test does

@@ -17,10 +17,12 @@ pytestmark = pytest.mark.usefixtures("shells")
 
 
 class _Server:
-    """A local HTTP server for one directory that counts the GETs per path and can answer slowly."""
+    """A local HTTP server for one directory that counts the GETs per path and answers after *delay* seconds (an
+    attribute: a test that needs two shims to overlap sets it)."""
 
     def __init__(self, directory, delay=0.0):
         self.gets = []
+        self.delay = delay
         outer = self
 
         class Handler(http.server.SimpleHTTPRequestHandler):
@@ -29,7 +31,7 @@ class _Server:
 
             def do_GET(self):
                 outer.gets.append(self.path)
-                time.sleep(delay)
+                time.sleep(outer.delay)
                 super().do_GET()
 
             def log_message(self, *a):
@@ -52,7 +54,7 @@ def served(tmp_path):
     tarball = pack_plain(tmp_path, d / (ENV_ID + ".tar.gz"), random_mb=2, files=4)
     with open(tarball, "rb") as f:
         sha = hashlib.sha256(f.read()).hexdigest()
-    server = _Server(d, delay=1.0)
+    server = _Server(d)
     yield server, tarball, sha
     server.close()
 
@@ -65,6 +67,7 @@ def _args(server, tarball, sha, size=None):
 @pytest.mark.parametrize("shell", sorted(SHELLS))
 def test_two_concurrent_shims_fetch_once_and_a_ready_id_fetches_nothing(served, tmp_path, shell):
     server, tarball, sha = served
+    server.delay = 1.0  # the first GET is still answering when the second shim starts: it must wait, not fetch
     root = tmp_path / "root"
     cwd = tmp_path / "sandbox"  # the tarball is not in the task's directory: only the URL is
     cwd.mkdir()
