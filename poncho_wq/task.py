@@ -141,31 +141,23 @@ def plan_distribution(environment, layer=None, distribution=None, progress=None)
         distribution = getattr(environment, "distribution", None)
     dist = as_distribution(distribution)
     tarball = environment.build(progress=progress)
-    if dist.mode in ("direct", "url") and settings().parts:
-        parts = _parts_of(environment, tarball)
-        files = {p.name: p.path for p in parts}
-        if layer is not None:
-            files[layer.remote_name] = layer.build()
-        code = layer.remote_name if layer is not None else None
-        names = tuple(p.name for p in parts)
-        if dist.mode == "direct":
-            return DeliveryPlan("direct", environment.remote_name, code, None, {}, files, {}, parts=names)
-        fetches = {name: fetch_for(path, dist.publish_dir, dist, name) for name, path in files.items()}
-        return DeliveryPlan("url", environment.remote_name, code, None, {name: f.url for name, f in fetches.items()},
-                            {}, fetches, parts=names)
-    files = {environment.remote_name: tarball}
+    # With PONCHO_WQ_PARTS=1 the base travels as its parts in direct and url mode (docs/parts.md); the shim is
+    # still given the environment's name (-e), and the parts' names in order (--part).
+    parts = _parts_of(environment, tarball) if dist.mode in ("direct", "url") and settings().parts else ()
+    files = {p.name: p.path for p in parts} if parts else {environment.remote_name: tarball}
+    names = tuple(p.name for p in parts)
     if layer is not None:
         files[layer.remote_name] = layer.build()
     code = layer.remote_name if layer is not None else None
     if dist.mode == "direct":
-        return DeliveryPlan("direct", environment.remote_name, code, None, {}, files)
+        return DeliveryPlan("direct", environment.remote_name, code, None, {}, files, parts=names)
     if dist.mode == "serve":
         served = serve_file(files.pop(environment.remote_name), environment.remote_name, dist.fetch_timeout)
         return DeliveryPlan("serve", environment.remote_name, code, None, {}, files, {}, served)
     if dist.mode == "url":
         fetches = {name: fetch_for(path, dist.publish_dir, dist, name) for name, path in files.items()}
         return DeliveryPlan("url", environment.remote_name, code, None,
-                                {name: f.url for name, f in fetches.items()}, {}, fetches)
+                                {name: f.url for name, f in fetches.items()}, {}, fetches, parts=names)
     for name, path in files.items():
         publish(path, dist.publish_dir, name)
     shared = {name: posixpath.join(dist.worker_dir, name) for name in files}
