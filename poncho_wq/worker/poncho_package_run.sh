@@ -31,7 +31,8 @@ Usage: poncho_package_run [options] -e <file> [--] command and args ...
       --code <file>          A code layer (code-<hash>.tar.gz) stacked on the environment: unpacked once per
                              worker, its lib/ first on PYTHONPATH and its bin/ first on PATH.
   -w, --wait-for-lock <secs> Seconds to wait for another task unpacking the same environment (at most 9
-                             digits). Default 300.
+                             digits). Default 300. With --fetch, the fetch timeout is added (a waiter
+                             outlasts the holder's fetch).
       --debug                Print the timing of each phase on stderr (same as PONCHO_DEBUG=1).
   -h, --help                 Show this help.
   command and args           Command run (exec'd, as argv) inside the environment; its exit status is returned.
@@ -959,7 +960,12 @@ _pr_fetchargs() {
     esac
     [ -z "$_pr_to" ] || _pr_die 1 "--fetch uses the per-worker cache: it cannot be combined with --unpack-to"
     [ -z "$_pr_parts" ] || _pr_die 1 "--fetch fetches one tarball: it cannot be combined with --part"
-    if [ -f "$_pr_env" ]; then _pr_fetch=; fi
+    if [ -f "$_pr_env" ]; then _pr_fetch=; return 0; fi
+    # A task waiting for the id's lock waits out the holder's whole fetch, then the lock wait proper (the unpack):
+    # with equal defaults (300 s each) the tasks queued behind a slow fetch timed out on the lock while the fetch
+    # still went well.  At most 9 digits, as --wait-for-lock.
+    _pr_wait=$((_pr_wait + _pr_ftime))
+    case $_pr_wait in ??????????*) _pr_wait=999999999 ;; esac
 }
 
 # --- Parts (issue 28, docs/parts.md): an environment assembled from content-addressed parts ---------------

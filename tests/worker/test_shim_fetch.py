@@ -84,6 +84,24 @@ def test_two_concurrent_shims_fetch_once_and_a_ready_id_fetches_nothing(served, 
     assert len(server.gets) == 1 and unpack_count(root / "unpack.log") == 1
 
 
+def test_a_task_waiting_for_the_lock_outlasts_the_holders_fetch(served, tmp_path):
+    """The lock wait (-w) counts after the fetch timeout: a waiter behind a fetch slower than -w (but within
+    --fetch-timeout) gets the ready environment instead of a lock timeout (exit 4)."""
+    server, tarball, sha = served
+    server.delay = 2.5
+    root = tmp_path / "root"
+    args = ["-w", "1", "--fetch-timeout", "30"] + _args(server, tarball, sha)
+    first = start_shim(args, env=shim_env(root), cwd=tmp_path)
+    deadline = time.monotonic() + 30
+    while not server.gets and time.monotonic() < deadline:  # the first shim holds the lock and is fetching
+        time.sleep(0.05)
+    second = run_shim(args, env=shim_env(root), cwd=tmp_path)
+    out, err = first.communicate(timeout=60)
+    assert (first.returncode, out) == (0, "prefix={}\n".format(root / ENV_ID)), err
+    assert (second.returncode, second.stdout) == (0, "prefix={}\n".format(root / ENV_ID)), second.stderr
+    assert server.gets == ["/" + ENV_ID + ".tar.gz"] and unpack_count(root / "unpack.log") == 1
+
+
 @pytest.mark.parametrize("shell", sorted(SHELLS))
 def test_other_bytes_exit_3_and_nothing_is_ready(served, tmp_path, shell):
     server, tarball, sha = served
