@@ -23,6 +23,7 @@ import pytest
 
 from helpers.condachannel import install_prefix, make_channel, make_python_standin
 from helpers.cli import run_cli, run_ok as _run
+from helpers.venvs import tools_last
 
 from poncho_wq.analysis.analyzer import analyze
 from poncho_wq.analysis.installation import clear_cache, conda_meta_owners, conda_records, installation
@@ -65,10 +66,13 @@ def _project(root, name, version="0.1"):
 
 
 def _env(tmp, **extra):
+    """The environment of a command run by another interpreter: its own layout first, then (last, see
+    :func:`helpers.venvs.tools_last`) poncho_wq and its dependencies; *extra* (``PYTHONPATH`` among them) added."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PONCHO_WQ_", "PYTHONUSERBASE", "PYTHONPATH",
                                                                     "VIRTUAL_ENV"))}
     env["PONCHO_WQ_CACHE"] = str(os.path.join(str(tmp), "cache"))
     env.update({k: str(v) for k, v in extra.items()})
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (env.get("PYTHONPATH"), tools_last(tmp)) if p)
     return env
 
 
@@ -164,7 +168,7 @@ def test_system_site_packages_venv_pins_base_packages_by_distribution_name(base,
     a = analyze([script], prefix=str(tmp_path / "venv"), use_cache=False)
     assert dict(a.distributions) == pins and a.unresolved == ()
     env = _env(tmp_path)
-    spec = _cli_analyze(py, script, env)  # base has poncho_wq: the venv sees it through the system site
+    spec = _cli_analyze(py, script, env)  # poncho_wq comes last (_env), after the venv's and the base's
     assert _pins(spec) == pins and len(spec["pip"]) == 3
     inst = installation(py)
     assert base.site_packages[0] in inst.site_dirs and inst.prefix == os.path.realpath(str(tmp_path / "venv"))

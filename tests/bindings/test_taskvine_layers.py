@@ -13,6 +13,7 @@ from helpers.cli import run_ok as _run
 
 from helpers import drivers
 from helpers.parslutil import client_env
+from helpers.venvs import child_venv
 
 DRIVER = '''
 import json, os, sys, tempfile
@@ -62,8 +63,7 @@ def venv(tmp_path_factory):
     _run([sys.executable, "-m", "pip", "install", "-q", "humanize"])
     root = tmp_path_factory.mktemp("vine-layers")
     v = root / "venv"
-    _run([sys.executable, "-m", "venv", "--system-site-packages", v])
-    py = v / "bin" / "python"
+    py = child_venv(v)  # not `venv --system-site-packages`: that venv sees the base python's site, not this one's
     _run([py, "-m", "pip", "install", "-q", "--disable-pip-version-check", "wheel"])
     ed = root / "edpkg"
     (ed / "edpkg").mkdir(parents=True)

@@ -10,6 +10,7 @@ import tarfile
 
 import pytest
 
+from helpers.venvs import tools_last
 from poncho_wq.engines.interpreter import copy_interpreter, probe_interpreter
 
 SHORT = "{}.{}".format(*sys.version_info[:2])
@@ -50,6 +51,8 @@ def wrappers(tmp_path):
         (d / name).chmod(0o755)
     env = dict(os.environ, PATH="{}:{}".format(d, os.environ.get("PATH", "")))
     env.pop("PONCHO_WQ_CACHE", None)
+    # the base interpreter and a venv over it run `python -m poncho_wq`: poncho_wq and its dependencies come last
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (os.environ.get("PYTHONPATH"), tools_last(tmp_path)) if p)
     return env, log
 
 

@@ -5,6 +5,11 @@ built from setup.cfg's declared dependencies), and a venv made by a venv's pytho
 site-packages as its system site, not the test venv's: poncho_wq (an editable install), humanize and the other test
 dependencies would be missing. :func:`child_venv` adds the running interpreter's site directories with
 ``site.addsitedir`` from a ``.pth`` line, so their own ``.pth`` files (the editable install's among them) are read too.
+
+:func:`tools_last` is for the tests that run ``python -m poncho_wq`` with *another* interpreter (the machine's base
+python, a venv over it) whose own layout is what the test studies: poncho_wq and its dependencies must be importable
+there without becoming part of that layout. A fresh machine's base python has neither (the suite passed on machines
+where an earlier ``pip install`` had put them into the base, and failed on a fresh one).
 """
 
 import os
@@ -27,3 +32,17 @@ def child_venv(path, with_pip=True):
     with open(os.path.join(purelib, "_poncho_tests_parent_site.pth"), "w") as f:
         f.write("import site; " + "; ".join("site.addsitedir({!r})".format(d) for d in parents) + "\n")
     return python
+
+
+def tools_last(directory):
+    """A directory to put on ``PYTHONPATH`` (returned as a str) whose only file is a ``sitecustomize.py`` that adds the
+    running interpreter's site directories (poncho_wq's editable install, its declared dependencies) at the *end* of
+    ``sys.path``, after the interpreter's own site-packages, user site and ``PYTHONPATH``: another interpreter of the
+    same version then runs ``python -m poncho_wq`` while every distribution the test installed in its own layout still
+    comes first. ``sitecustomize`` runs after ``site`` has added all the interpreter's own directories."""
+    d = os.path.join(str(directory), "poncho-tools-last")
+    os.makedirs(d, exist_ok=True)
+    parents = [p for p in site.getsitepackages() if os.path.isdir(p)]
+    with open(os.path.join(d, "sitecustomize.py"), "w") as f:
+        f.write("import site\n" + "".join("site.addsitedir({!r})\n".format(p) for p in parents))
+    return d
