@@ -4,6 +4,7 @@
 #   poncho_package_run [-w SECS] [-d DIR] -e ENV.tar.gz [--code CODE.tar.gz] [--] command [args ...]
 #   poncho_package_run -e UNPACKED_DIR [--] command [args ...]
 #   poncho_package_run --fetch URL --sha256 HEX --size N [--fetch-timeout S] -e env-<hex>.tar.gz [--] command ...
+#   poncho_package_run --extract-to NEWDIR -e ENV.tar.gz           # only extract (TaskVine's unpack mini task)
 #
 # Needs only sh, tar, gzip, find and coreutils on the worker (no poncho_wq; the environment's own bin/python to
 # relocate it); tested under dash, bash --posix and busybox sh.  Exit status: 1 bad usage, 2 environment missing,
@@ -28,6 +29,9 @@ Usage: poncho_package_run [options] -e <file> [--] command and args ...
                              other bytes, 4 no curl/wget or sha256 tool.
       --part <file>          A part of the environment (part-<hash>.tar.gz, repeated, own part first): -e then
                              names it (env-<hash>), and it is assembled from its parts once per worker.
+      --extract-to <newdir>  Only extract the tarball -e names into <newdir> (which must not exist), with the
+                             same checks, and exit 0: no cache, no lock, no relocation, no command (TaskVine's
+                             unpack mini task: bin/run_in_env relocates where the directory ends up).
       --code <file>          A code layer (code-<hash>.tar.gz) stacked on the environment: unpacked once per
                              worker, its lib/ first on PYTHONPATH and its bin/ first on PATH.
   -w, --wait-for-lock <secs> Seconds to wait for another task unpacking the same environment (at most 9
@@ -1114,6 +1118,7 @@ _pr_parts_run() {
 _pr_env=
 _pr_to=
 _pr_code=
+_pr_xto=
 _pr_cd=
 _pr_root=
 _pr_wait=300
@@ -1124,6 +1129,7 @@ while [ $# -gt 0 ]; do
         --environment=*) _pr_env=${1#*=}; shift ;;
         --part) _pr_need $# "$1"; _pr_addpart "$2"; shift 2 ;;
         --part=*) _pr_addpart "${1#*=}"; shift ;;
+        --extract-to) _pr_need $# "$1"; _pr_xto=$2; shift 2 ;;
         --code) _pr_need $# "$1"; _pr_code=$2; shift 2 ;;
         --code=*) _pr_code=${1#*=}; shift ;;
         -d | -u | --unpack-to) _pr_need $# "$1"; _pr_to=$2; shift 2 ;;
@@ -1150,6 +1156,29 @@ case $_pr_wait in ??????????*) _pr_die 1 "--wait-for-lock takes at most 9 digits
 [ -n "$_pr_env" ] || { _pr_usage >&2; _pr_die 1 "a tarball or directory must be given with --environment"; }
 _pr_fetchargs
 _pr_mark start
+
+# --- --extract-to: extract only (TaskVine's unpack mini task, poncho_wq/taskvine.py) ----------------------------
+# The tarball is extracted with _pr_unpack (pigz when present, the same refusals as every other path) into a 0700
+# staging dir beside NEWDIR, whose env/ is then renamed to NEWDIR: NEWDIR exists only complete.  Nothing else:
+# TaskVine moves NEWDIR into its cache, and bin/run_in_env checks the floor and relocates there, in the first task
+# (whose output then says why when it cannot).
+if [ -n "$_pr_xto" ]; then
+    [ -z "$_pr_fetch$_pr_parts$_pr_code$_pr_to" ] && [ "$#" -eq 0 ] ||
+        _pr_die 1 "--extract-to takes only -e ENV.tar.gz (no command, --fetch, --part, --code or --unpack-to)"
+    [ -f "$_pr_env" ] && [ -r "$_pr_env" ] || _pr_die 2 "environment file not found or unreadable: $_pr_env"
+    [ ! -e "$_pr_xto" ] && [ ! -L "$_pr_xto" ] || _pr_die 1 "--extract-to $_pr_xto exists: it takes a new directory"
+    case $_pr_xto in */*) _pr_xp=${_pr_xto%/*} ;; *) _pr_xp=. ;; esac
+    _pr_s=$(mktemp -d "${_pr_xp:-/}/.poncho_extract.$$.XXXXXX" 2>/dev/null) ||
+        _pr_die 3 "cannot create a directory in ${_pr_xp:-/} (read-only file system or no write permission?)"
+    if ! _pr_unpack "$_pr_env" "$_pr_s"; then
+        _pr_rmtree "$_pr_s"
+        _pr_die 3 "could not extract $_pr_env into $_pr_xto: $_pr_why"
+    fi
+    mv -T -- "$_pr_s/env" "$_pr_xto" || { _pr_rmtree "$_pr_s"; _pr_die 3 "could not rename $_pr_s/env to $_pr_xto"; }
+    _pr_rmtree "$_pr_s"
+    _pr_mark extract
+    exit 0
+fi
 
 # --- a code layer: unpacked once per worker before the base (see "Layers" above) ---------------------------
 if [ -n "$_pr_code" ]; then
