@@ -57,7 +57,7 @@ from .shim import RUN_IN_ENV, ShimError  # re-exported: PonchoVineTask.shim_erro
 from .shim import shim_path
 from .shim import shim_error_from as _shim_error_from
 from .spec import parse_spec
-from .task import _short_repr, check_command_argument, check_environment_argument, task_layers
+from .task import _parts_of, _short_repr, check_command_argument, check_environment_argument, task_layers
 from .waiting import watch, worker_program
 from .worker import fetch_sections
 from .wq import quiet_at_exit
@@ -115,12 +115,16 @@ def declare_environment(manager, environment=None, command=None, *, distribution
     sends it from the manager; ``url`` publishes it and each worker fetches it itself (:func:`_source_file`).
     *seed* (seconds; default ``PONCHO_WQ_VINE_SEED``, 0 = off): let one worker get the tarball first, then every
     other worker from its peers (:func:`_seeded`); this call then waits, at most that long, for the first copy.
+    With ``PONCHO_WQ_PARTS=1`` in ``direct`` mode, the environment is declared as its content-addressed parts
+    instead (:func:`_assembled`; no seed then).
     """
     check_environment_argument(environment, "declare_environment")
     env = as_environment(environment, command)
     path = os.path.abspath(env.build())
     with _declared_lock:
         files = _declared.setdefault(manager, {})
+        if path not in files and settings().parts and as_distribution(distribution).mode in ("direct", "serve"):
+            files[path] = _assembled(manager, env, path)
         if path not in files:
             tarball = _source_file(manager, path, distribution)
             cache = _env_cache(distribution)
@@ -149,14 +153,39 @@ def _unpacked(manager, tarball, cache):
     5.3 s cold start on a 57 MB environment, 1.34x Work Queue's (issue 27); and its extraction is not the shim's.
     The shim travels as a second input, declared once per manager ("forever" and so named by content: each
     worker gets it once). Called holding ``_declared_lock``."""
+    task = _vine().Task(UNPACK_COMMAND)
+    task.add_input(tarball, "package.tar.gz")
+    task.add_input(_shim_file(manager), "poncho_package_run")
+    return manager.declare_minitask(task, "output", cache=cache)
+
+
+def _shim_file(manager):
+    """The run shim as a File, declared once per manager (called holding ``_declared_lock``)."""
     files = _declared.setdefault(manager, {})
     shim = shim_path()
     if shim not in files:
         files[shim] = manager.declare_file(shim, cache=ENV_CACHE)
-    task = _vine().Task(UNPACK_COMMAND)
-    task.add_input(tarball, "package.tar.gz")
-    task.add_input(files[shim], "poncho_package_run")
-    return manager.declare_minitask(task, "output", cache=cache)
+    return files[shim]
+
+
+def _assembled(manager, env, path):
+    """With ``PONCHO_WQ_PARTS=1`` (issue 28, docs/parts.md): the environment made on a worker from the parts of its
+    tarball *path*, each part a File of its own at :data:`ENV_CACHE` (declared once per manager, named by content
+    by TaskVine: a worker receives each part once, across environments and workflows, and peers spread them like
+    any cached file), assembled by the unpack mini task with the shim's ``--part``: each part unpacked once per
+    worker in the shim's per-worker root, the environment hard-linked from them. Called holding
+    ``_declared_lock``."""
+    files = _declared.setdefault(manager, {})
+    parts = _parts_of(env, path)
+    command = "sh poncho_package_run --extract-to output -e {}{} && output/bin/run_in_env".format(
+        env.remote_name[:-len(".tar.gz")], "".join(" --part " + p.name for p in parts))
+    task = _vine().Task(command)
+    for p in parts:
+        if p.path not in files:
+            files[p.path] = manager.declare_file(p.path, cache=ENV_CACHE)
+        task.add_input(files[p.path], p.name)
+    task.add_input(_shim_file(manager), "poncho_package_run")
+    return manager.declare_minitask(task, "output", cache=ENV_CACHE)
 
 
 def forget_environment(manager, environment, declared=None):
