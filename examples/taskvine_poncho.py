@@ -2,9 +2,10 @@
 
     python3 taskvine_poncho.py          # starts one local vine_worker itself
 
-TaskVine's declare_poncho unpacks the tarball once per worker with a mini task and runs each task through the
-tarball's bin/run_in_env, which every poncho_wq tarball carries (it relocates the environment lazily where
-TaskVine moved it, then activates it).
+poncho_wq.taskvine unpacks the tarball once per worker with a mini task (the run shim's --extract-to: pigz when
+the worker has it; in place of declare_poncho's tar xf) and TaskVine runs each task through the tarball's
+bin/run_in_env, which every poncho_wq tarball carries (it relocates the environment lazily where TaskVine moved
+it, then activates it).
 """
 
 import json

@@ -69,7 +69,7 @@ SETTINGS: Tuple[Setting, ...] = (
             "large cold trees)"),
     Setting("PONCHO_WQ_KEEP_TESTS", "manager", "`1`: ship the `tests`/`test` directories of installed packages "
             "(left out by default unless the package's own code imports them; part of the cache key)"),
-    Setting("PONCHO_WQ_PARTS", "manager", "`1`: `PonchoTask` ships its environment as content-addressed parts "
+    Setting("PONCHO_WQ_PARTS", "manager", "`1`: `PonchoTask` (and TaskVine's `declare_environment`) ships its environment as content-addressed parts "
             "(interpreter, each large distribution, the small ones, the environment's own files) so that a change "
             "sends only the parts that changed (`direct` and `url` distribution; see docs/parts.md); default off"),
     Setting("PONCHO_WQ_PART_MB", "manager", "with `PONCHO_WQ_PARTS=1`: a distribution of at least this many MB "

@@ -1,9 +1,10 @@
 """TaskVine adapter: poncho_wq environments on TaskVine's own execution-context protocol, for tasks, serverless
 libraries and DaskVine.
 
-TaskVine unpacks a poncho package once per worker with a mini task
-(``mkdir output && tar xf package.tar.gz -C output && output/bin/run_in_env``), moves ``output`` into the
-worker cache as ``__vine_env_<id>`` and runs each task as ``__vine_env_<id>/bin/run_in_env <command>``.
+TaskVine unpacks an environment once per worker with a mini task (ours, :data:`UNPACK_COMMAND`: the run shim's
+``--extract-to``, with pigz when the worker has it, instead of ``declare_poncho``'s single ``tar xf``), moves
+``output`` into the worker cache as ``__vine_env_<id>`` and runs each task as
+``__vine_env_<id>/bin/run_in_env <command>``.
 Every poncho_wq tarball carries ``bin/run_in_env`` (POSIX sh), which relocates the environment lazily at its
 final location (once, under a lock: upstream never runs ``conda-unpack`` on this path) and then activates it.
 
@@ -53,10 +54,12 @@ from .deliver.files import resolve_files, sandbox_inputs
 from .deliver.fetch import NOTE_MARK, STALL_SECONDS, fetch_script
 from .deliver.publish import as_distribution, fetch_for
 from .shim import RUN_IN_ENV, ShimError  # re-exported: PonchoVineTask.shim_error() returns one
+from .shim import shim_path
 from .shim import shim_error_from as _shim_error_from
 from .spec import parse_spec
-from .task import _short_repr, check_command_argument, check_environment_argument, task_layers
+from .task import _parts_of, _short_repr, check_command_argument, check_environment_argument, task_layers
 from .waiting import watch, worker_program
+from .worker import fetch_sections
 from .wq import quiet_at_exit
 
 #: What TaskVine's serverless library runtime imports on the worker besides the functions' own needs
@@ -112,12 +115,16 @@ def declare_environment(manager, environment=None, command=None, *, distribution
     sends it from the manager; ``url`` publishes it and each worker fetches it itself (:func:`_source_file`).
     *seed* (seconds; default ``PONCHO_WQ_VINE_SEED``, 0 = off): let one worker get the tarball first, then every
     other worker from its peers (:func:`_seeded`); this call then waits, at most that long, for the first copy.
+    With ``PONCHO_WQ_PARTS=1`` in ``direct`` mode, the environment is declared as its content-addressed parts
+    instead (:func:`_assembled`; no seed then).
     """
     check_environment_argument(environment, "declare_environment")
     env = as_environment(environment, command)
     path = os.path.abspath(env.build())
     with _declared_lock:
         files = _declared.setdefault(manager, {})
+        if path not in files and settings().parts and as_distribution(distribution).mode in ("direct", "serve"):
+            files[path] = _assembled(manager, env, path)
         if path not in files:
             tarball = _source_file(manager, path, distribution)
             cache = _env_cache(distribution)
@@ -128,9 +135,57 @@ def declare_environment(manager, environment=None, command=None, *, distribution
                     # A temp file has a random name: a "forever" environment made from it would never be found
                     # again, only pile up in the worker's cache, one per workflow.
                     tarball, cache = seeded, True
-            files[path] = manager.declare_poncho(tarball, cache=cache)
+            files[path] = _unpacked(manager, tarball, cache)
             _sources.setdefault(manager, {})[path] = tarball
         return files[path]
+
+
+#: The command of the unpack mini task (:func:`_unpacked`): poncho_package_run's ``--extract-to`` (pigz when the
+#: worker has it, gzip otherwise; the shim's refusals: members with ``..``, links leading out, device nodes, setuid
+#: bits), then ``output/bin/run_in_env`` as TaskVine's ``declare_poncho`` calls it (a no-op, see run_in_env.sh).
+UNPACK_COMMAND = "sh poncho_package_run --extract-to output -e package.tar.gz && output/bin/run_in_env"
+
+
+def _unpacked(manager, tarball, cache):
+    """The environment directory a worker makes from *tarball* (a File) with our unpack mini task
+    (:data:`UNPACK_COMMAND`), cached at *cache*. Why not ``declare_poncho``: TaskVine 7.17.1's mini task is
+    ``mkdir output && tar xf package.tar.gz -C output && output/bin/run_in_env``, one tar+gzip process: 4.5 s of a
+    5.3 s cold start on a 57 MB environment, 1.34x Work Queue's (issue 27); and its extraction is not the shim's.
+    The shim travels as a second input, declared once per manager ("forever" and so named by content: each
+    worker gets it once). Called holding ``_declared_lock``."""
+    task = _vine().Task(UNPACK_COMMAND)
+    task.add_input(tarball, "package.tar.gz")
+    task.add_input(_shim_file(manager), "poncho_package_run")
+    return manager.declare_minitask(task, "output", cache=cache)
+
+
+def _shim_file(manager):
+    """The run shim as a File, declared once per manager (called holding ``_declared_lock``)."""
+    files = _declared.setdefault(manager, {})
+    shim = shim_path()
+    if shim not in files:
+        files[shim] = manager.declare_file(shim, cache=ENV_CACHE)
+    return files[shim]
+
+
+def _assembled(manager, env, path):
+    """With ``PONCHO_WQ_PARTS=1`` (issue 28, docs/parts.md): the environment made on a worker from the parts of its
+    tarball *path*, each part a File of its own at :data:`ENV_CACHE` (declared once per manager, named by content
+    by TaskVine: a worker receives each part once, across environments and workflows, and peers spread them like
+    any cached file), assembled by the unpack mini task with the shim's ``--part``: each part unpacked once per
+    worker in the shim's per-worker root, the environment hard-linked from them. Called holding
+    ``_declared_lock``."""
+    files = _declared.setdefault(manager, {})
+    parts = _parts_of(env, path)
+    command = "sh poncho_package_run --extract-to output -e {}{} && output/bin/run_in_env".format(
+        env.remote_name[:-len(".tar.gz")], "".join(" --part " + p.name for p in parts))
+    task = _vine().Task(command)
+    for p in parts:
+        if p.path not in files:
+            files[p.path] = manager.declare_file(p.path, cache=ENV_CACHE)
+        task.add_input(files[p.path], p.name)
+    task.add_input(_shim_file(manager), "poncho_package_run")
+    return manager.declare_minitask(task, "output", cache=ENV_CACHE)
 
 
 def forget_environment(manager, environment, declared=None):
@@ -236,31 +291,14 @@ def fetch_task_command(fetch, seconds, stall_seconds=STALL_SECONDS):
     or a stub environment failing every task with the failure's code and message (:data:`_FETCH_STUB`), as
     ``fetch.name`` in its sandbox."""
     where = "p={};c=$p;t=$p.part;".format(fetch.name)
-    return fetch_script(fetch, seconds, where, stall_seconds) + _FETCH_STUB.format(mark=NOTE_MARK)
+    return fetch_script(fetch, seconds, where, stall_seconds) + _FETCH_STUB
 
 
-# The fetch mini task's end (after poncho_wq.deliver.fetch.fetch_script). Why a failed fetch still "succeeds": in TaskVine
-# 7.17.1 a mini task (or URL) input that fails to materialize only invalidates the replica (cache-invalid): the task
-# waiting for it is neither failed nor returned, and the workflow hangs (measured: a 404 kept a task pending for
-# good). So when the fetch wrote a failure note instead of the checked tarball, the "tarball" becomes a stub
-# environment whose bin/run_in_env prepares nothing (the poncho mini task succeeds) and makes every command exit
-# with the note's code (2 HTTP error, 3 failed transfer or bytes that are not the published ones, 4 no downloader
-# or sha256 tool on the worker) and its one `run_in_env:` line naming the URL, which PonchoVineTask.shim_error
-# reports. Bytes that failed the check are never unpacked. The stub stays in that worker's cache for the workflow,
-# like any environment (TaskVine gives no way to fail only the tasks at hand): fix the server and start a new
-# manager, or see docs/security.md (Manager).
-_FETCH_STUB = r"""{{ read -r l;read -r e;read -r m;}} 2>/dev/null <"$p";if [ "$l" = {mark} ];then
-rm -rf stub;mkdir -p stub/bin stub/poncho&&printf '%s
-' "$e" >stub/poncho/fetch-code&&printf '%s
-' "$m" >stub/poncho/fetch-error
-cat >stub/bin/run_in_env <<'END_OF_STUB'
-#!/bin/sh
-[ "$#" -gt 0 ] || exit 0
-printf 'run_in_env: %s
-' "$(cat "${{0%/*}}/../poncho/fetch-error")" >&2
-exit "$(cat "${{0%/*}}/../poncho/fetch-code")"
-END_OF_STUB
-chmod 755 stub/bin/run_in_env&&rm -f "$p"&&tar -czf "$p" -C stub .;fi"""
+# The fetch mini task's end (after poncho_wq.deliver.fetch.fetch_script): fetch.sh's "vine-stub" section, which says
+# why a failed fetch leaves a stub environment instead of failing the mini task.
+_FETCH_STUB = fetch_sections()["vine-stub"]
+if _FETCH_STUB.count(NOTE_MARK) != 1:
+    raise ImportError("poncho_wq/worker/fetch.sh: the vine-stub section's note mark is not " + NOTE_MARK)
 
 
 def declare_code_layer(manager, layer):
@@ -273,7 +311,7 @@ def declare_code_layer(manager, layer):
     with _declared_lock:
         files = _declared.setdefault(manager, {})
         if path not in files:
-            files[path] = manager.declare_poncho(manager.declare_file(path, cache=ENV_CACHE), cache=ENV_CACHE)
+            files[path] = _unpacked(manager, manager.declare_file(path, cache=ENV_CACHE), ENV_CACHE)
         return files[path]
 
 

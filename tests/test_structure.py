@@ -73,6 +73,7 @@ SETTINGS_READERS = {
     ("poncho_wq.cli.analyze", "*"): "the command line: the package data settings",
     ("poncho_wq.deliver.publish", "*"): "distribution(): the delivery mode, publish dir and URL, fetch timeout",
     ("poncho_wq.taskvine", "vine_seed"): "declare_environment(): the TaskVine binding's entry",
+    ("poncho_wq.taskvine", "parts"): "declare_environment(): the TaskVine binding's entry (PONCHO_WQ_PARTS)",
     ("poncho_wq.wq", "binding"): "which Work Queue binding to import: the bindings' entry",
     # 2. Public helpers called without a request: a build passes its request's value instead.
     ("poncho_wq.archive.pack", "keep_tests"): "pack_prefix() called directly",

@@ -4,7 +4,8 @@
 # sections below ("#@ name" lines) by poncho_wq.worker.fetch_section, each section's lines joined WITHOUT a
 # separator (so every line ends where sh allows a newline, after a ";") and whole comment lines dropped; that
 # one-line text is what Work Queue's fetch command (poncho_wq.deliver.fetch), TaskVine's fetch mini task and the
-# run shim's --fetch (poncho_package_run, generated with it) run.  `sh -n fetch.sh` checks the whole file.
+# run shim's --fetch (poncho_package_run, generated with it) run; "vine-stub" ends TaskVine's fetch mini task only.
+# `sh -n fetch.sh` checks the whole file.
 #
 # It runs in Work Queue's fetch command (synchronously, in the worker's own process tree, its output not shown
 # anywhere useful), in TaskVine's fetch mini task, and in the shim (in a subshell, under the environment's lock).
@@ -59,3 +60,18 @@ else n 3 "sha256 $a, not the published $h, not kept";fi;fi;rm -f $t $t.e $t.x $t
 #@ wq-link
 # Work Queue: the checked file (kept beside its cache) linked, else copied, to the task's input %%.
 if [ -f "$c" ];then ln -f "$c" "$p" 2>/dev/null||cp "$c" "$p";fi;[ -s "$p" ]
+
+#@ vine-stub
+# TaskVine: the end of the fetch mini task (poncho_wq.taskvine.fetch_task_command).  Why a failed fetch still
+# "succeeds" there: in TaskVine 7.17.1 a mini task (or URL) input that fails to materialize only invalidates the
+# replica (cache-invalid): the task waiting for it is neither failed nor returned, and the workflow hangs (measured:
+# a 404 kept a task pending for good).  So when the fetch wrote a note instead of the checked tarball, the
+# "tarball" $p becomes a stub environment whose bin/run_in_env prepares nothing (the unpack mini task succeeds) and
+# makes every command exit with the note's code and its one `run_in_env:` line naming the URL, which
+# PonchoVineTask.shim_error reports.  Bytes that failed the check are never unpacked.  The stub stays in that
+# worker's cache for the workflow, like any environment (TaskVine gives no way to fail only the tasks at hand):
+# fix the server and start a new manager, or see docs/security.md (Manager).
+{ read -r l;read -r e;read -r m;} 2>/dev/null <"$p";if [ "$l" = poncho-fetch-failed ];then rm -rf stub;
+mkdir -p stub/bin stub/poncho&&printf '%s\n' "$e" >stub/poncho/fetch-code&&printf '%s\n' "$m" >stub/poncho/fetch-error&&
+printf '%s\n' '#!/bin/sh' '[ "$#" -gt 0 ]||exit 0' 'd=${0%/*}/../poncho' 'printf "run_in_env: %s\n" "$(cat "$d/fetch-error")" >&2' 'exit "$(cat "$d/fetch-code")"' >stub/bin/run_in_env&&
+chmod 755 stub/bin/run_in_env&&rm -f "$p"&&tar -czf "$p" -C stub .;fi

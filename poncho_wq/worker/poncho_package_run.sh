@@ -4,6 +4,8 @@
 #   poncho_package_run [-w SECS] [-d DIR] -e ENV.tar.gz [--code CODE.tar.gz] [--] command [args ...]
 #   poncho_package_run -e UNPACKED_DIR [--] command [args ...]
 #   poncho_package_run --fetch URL --sha256 HEX --size N [--fetch-timeout S] -e env-<hex>.tar.gz [--] command ...
+#   poncho_package_run --extract-to NEWDIR -e ENV.tar.gz           # only extract (TaskVine's unpack mini task)
+#   poncho_package_run --extract-to NEWDIR -e env-<hex> --part PART.tar.gz ...   # the same, from parts
 #
 # Needs only sh, tar, gzip, find and coreutils on the worker (no poncho_wq; the environment's own bin/python to
 # relocate it); tested under dash, bash --posix and busybox sh.  Exit status: 1 bad usage, 2 environment missing,
@@ -28,6 +30,10 @@ Usage: poncho_package_run [options] -e <file> [--] command and args ...
                              other bytes, 4 no curl/wget or sha256 tool.
       --part <file>          A part of the environment (part-<hash>.tar.gz, repeated, own part first): -e then
                              names it (env-<hash>), and it is assembled from its parts once per worker.
+      --extract-to <newdir>  Only extract the tarball -e names into <newdir> (which must not exist), with the
+                             same checks, and exit 0: no cache, no lock, no relocation, no command (TaskVine's
+                             unpack mini task: bin/run_in_env relocates where the directory ends up).  With
+                             --part, -e names env-<hex>: parts unpacked once per worker, <newdir> linked.
       --code <file>          A code layer (code-<hash>.tar.gz) stacked on the environment: unpacked once per
                              worker, its lib/ first on PYTHONPATH and its bin/ first on PATH.
   -w, --wait-for-lock <secs> Seconds to wait for another task unpacking the same environment (at most 9
@@ -1120,6 +1126,7 @@ _pr_parts_run() {
 _pr_env=
 _pr_to=
 _pr_code=
+_pr_xto=
 _pr_cd=
 _pr_root=
 _pr_wait=300
@@ -1130,6 +1137,7 @@ while [ $# -gt 0 ]; do
         --environment=*) _pr_env=${1#*=}; shift ;;
         --part) _pr_need $# "$1"; _pr_addpart "$2"; shift 2 ;;
         --part=*) _pr_addpart "${1#*=}"; shift ;;
+        --extract-to) _pr_need $# "$1"; _pr_xto=$2; shift 2 ;;
         --code) _pr_need $# "$1"; _pr_code=$2; shift 2 ;;
         --code=*) _pr_code=${1#*=}; shift ;;
         -d | -u | --unpack-to) _pr_need $# "$1"; _pr_to=$2; shift 2 ;;
@@ -1156,6 +1164,66 @@ case $_pr_wait in ??????????*) _pr_die 1 "--wait-for-lock takes at most 9 digits
 [ -n "$_pr_env" ] || { _pr_usage >&2; _pr_die 1 "a tarball or directory must be given with --environment"; }
 _pr_fetchargs
 _pr_mark start
+
+# --- --extract-to: extract only (TaskVine's unpack mini task, poncho_wq/taskvine.py) ----------------------------
+# The tarball is extracted with _pr_unpack (pigz when present, the same refusals as every other path) into a 0700
+# staging dir beside NEWDIR, whose env/ is then renamed to NEWDIR: NEWDIR exists only complete.  Nothing else:
+# TaskVine moves NEWDIR into its cache, and bin/run_in_env checks the floor and relocates there, in the first task
+# (whose output then says why when it cannot).  With --part (-e then names env-<hex>): each part is unpacked once
+# per worker into the per-worker root, as for a task (its lock, trust checks, the unpack log), and NEWDIR is
+# assembled from them by _pr_assemble (hard links: NEWDIR and the root must share a file system), holding
+# <root>/.parts.lock shared meanwhile so that no eviction removes a part being linked.  The relocator replaces a
+# file, never writes into a linked one, so the parts stay as unpacked.
+_pr_xparts() {
+    _pr_id=${_pr_env##*/}
+    _pr_id=${_pr_id%.tar.gz}
+    case ${_pr_id#env-} in '' | *[!0-9a-f]* | "$_pr_id") _pr_die 1 "with --part, -e takes the environment's name env-<hex>, not $_pr_env" ;; esac
+    _pr_setroot
+    _pr_mkroot
+    if [ -n "$_pr_managed" ]; then
+        _pr_openlock 4 "$_pr_root/.parts.lock" || _pr_die 3 "cannot open $_pr_root/.parts.lock"
+        flock -s -w "$_pr_wait" 4 || _pr_die 4 "timed out after $_pr_wait s waiting for $_pr_root/.parts.lock (an eviction?)"
+    fi
+    _pr_ifs=$IFS
+    IFS=$_pr_nl
+    set -f
+    for _pr_p in $_pr_parts; do
+        IFS=$_pr_ifs
+        set +f
+        _pr_partid "$_pr_p"
+        [ -f "$_pr_p" ] && [ -r "$_pr_p" ] || _pr_die 2 "part not found or unreadable: $_pr_p"
+        _pr_trustdir "$_pr_root/$_pr_pid"
+        if [ ! -f "$_pr_root/$_pr_pid/.poncho_ready" ]; then
+            _pr_extract "$_pr_p" "$_pr_pid" norelocate
+            _pr_unlock
+        fi
+        { command : >"$_pr_root/$_pr_pid/.poncho_used"; } 2>/dev/null || :
+    done
+    IFS=$_pr_ifs
+    set +f
+}
+if [ -n "$_pr_xto" ]; then
+    [ -z "$_pr_fetch$_pr_code$_pr_to" ] && [ "$#" -eq 0 ] ||
+        _pr_die 1 "--extract-to takes only -e ENV.tar.gz, or -e env-<hex> and --part (no command, --fetch, --code or --unpack-to)"
+    if [ -z "$_pr_parts" ]; then
+        [ -f "$_pr_env" ] && [ -r "$_pr_env" ] || _pr_die 2 "environment file not found or unreadable: $_pr_env"
+    fi
+    [ ! -e "$_pr_xto" ] && [ ! -L "$_pr_xto" ] || _pr_die 1 "--extract-to $_pr_xto exists: it takes a new directory"
+    case $_pr_xto in */*) _pr_xp=${_pr_xto%/*} ;; *) _pr_xp=. ;; esac
+    [ -z "$_pr_parts" ] || _pr_xparts
+    _pr_xs=$(mktemp -d "${_pr_xp:-/}/.poncho_extract.$$.XXXXXX" 2>/dev/null) ||
+        _pr_die 3 "cannot create a directory in ${_pr_xp:-/} (read-only file system or no write permission?)"
+    if [ -n "$_pr_parts" ]; then _pr_xun=_pr_assemble; else _pr_xun=_pr_unpack; fi
+    if ! $_pr_xun "$_pr_env" "$_pr_xs"; then
+        _pr_rmtree "$_pr_xs"
+        _pr_die 3 "could not extract $_pr_env into $_pr_xto: $_pr_why"
+    fi
+    exec 4>&-
+    mv -T -- "$_pr_xs/env" "$_pr_xto" || { _pr_rmtree "$_pr_xs"; _pr_die 3 "could not rename $_pr_xs/env to $_pr_xto"; }
+    _pr_rmtree "$_pr_xs"
+    _pr_mark extract
+    exit 0
+fi
 
 # --- a code layer: unpacked once per worker before the base (see "Layers" above) ---------------------------
 if [ -n "$_pr_code" ]; then

@@ -1,5 +1,6 @@
 """Tarballs cross over, on real workers: upstream's -> our shim; ours -> Debian's python_package_run; ours ->
-TaskVine's declare_poncho (through poncho_wq.taskvine).
+TaskVine through poncho_wq.taskvine (its own unpack mini task; TaskVine's declare_poncho of our tarballs is
+tests/bindings/test_taskvine_upstream.py's).
 
 The managers run in this process with the source-built ``ndcctools`` bindings (dev/test.sh puts them on
 PYTHONPATH); workers run with PATH=/usr/bin:/bin (Debian's python3, without humanize).
@@ -106,8 +107,8 @@ def test_our_tarball_runs_under_debian_python_package_run(tmp_path, humanize_env
         assert line[2] != "/usr/bin/python3" and line[2].endswith("/bin/python3")
 
 
-def test_our_tarball_under_taskvine_declare_poncho(tmp_path, humanize_env):
-    """poncho_wq.taskvine.declare_environment -> Manager.declare_poncho: TaskVine unpacks it with a mini task
+def test_our_tarball_under_taskvine_declare_environment(tmp_path, humanize_env):
+    """poncho_wq.taskvine.declare_environment: TaskVine unpacks it with our mini task (the shim's --extract-to)
     once per worker and runs each task through the tarball's bin/run_in_env (relocated lazily)."""
     from ndcctools import taskvine as vine
 

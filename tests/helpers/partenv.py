@@ -25,9 +25,10 @@ def _record_row(rel, data):
     return "{},sha256={},{}".format(rel, digest, len(data))
 
 
-def make_env(parent, key, dists, *, extra_file=None):
+def make_env(parent, key, dists, *, extra_file=None, run_in_env=False):
     """Build and pack an environment; *dists* = ``{name: (version, bytes)}``; returns the tarball path
-    ``<parent>/env-<key[:32]>.tar.gz``. *extra_file*: ``(relative path, text)`` of one more unowned file."""
+    ``<parent>/env-<key[:32]>.tar.gz``. *extra_file*: ``(relative path, text)`` of one more unowned file.
+    *run_in_env*: poncho_wq's ``bin/run_in_env`` too, as the builders add it (TaskVine runs tasks through it)."""
     from poncho_wq.archive.floor import write_floor
     from poncho_wq.archive.pack import ensure_history, pack_prefix
 
@@ -65,6 +66,11 @@ def make_env(parent, key, dists, *, extra_file=None):
         write(os.path.join("lib/python3.11/site-packages", info, "RECORD"), "\n".join(rows) + "\n")
     if extra_file:
         write(extra_file[0], extra_file[1])
+    if run_in_env:
+        from poncho_wq.shim import run_in_env_path
+
+        with open(run_in_env_path(), "rb") as f:
+            write("bin/run_in_env", f.read(), 0o755)
     ensure_history(prefix, "test")
     write_floor(prefix)
     out = os.path.join(str(parent), "env-{}.tar.gz".format(key))

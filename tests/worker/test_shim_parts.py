@@ -191,3 +191,31 @@ def test_assembly_under_the_mkdir_lock(envs, tmp_path, shell):
     assert r.stdout == "VERSION = '2.1'\n"
     assert _tree(_env_dir(root, envs["b"])) == set(tar_members(envs["b"][0]))
     assert leftovers(root) == []
+
+
+def test_extract_to_assembles_from_parts_unpacked_once_per_worker(envs, tmp_path):
+    """TaskVine's unpack mini task with parts (--extract-to NEWDIR -e env-<hex> --part ...): each part unpacked once
+    in the per-worker root for both environments, NEWDIR hard-linked from them (the tarball's members, not
+    relocated); relocating NEWDIR where it is (run_in_env's, or the shim's -e DIR) leaves the parts as unpacked."""
+    root = tmp_path / "root"
+    for name in "ab":
+        r = run_shim(["--extract-to", tmp_path / name] + _args(envs[name]), env=shim_env(root))
+        assert (r.returncode, r.stdout) == (0, ""), r.stderr
+        assert _tree(str(tmp_path / name)) == set(tar_members(envs[name][0]))
+        assert not (tmp_path / name / ".poncho_ready").exists()
+    with open(root / "unpack.log") as f:
+        ids = [line.split()[2] for line in f]
+    names = {p.name[:-len(".tar.gz")] for name in "ab" for p in envs[name][1]}
+    assert sorted(ids) == sorted(names)  # each part once, shared ones included; no environment in the root
+    big = _part_dir(root, envs["a"], "dist:bigpkg")
+    for name in "ab":
+        assert os.stat(os.path.join(str(tmp_path / name), SITE, "bigpkg/blob.bin")).st_ino == \
+            os.stat(os.path.join(big, SITE, "bigpkg/blob.bin")).st_ino
+    r = run_shim(["-e", tmp_path / "a", "sh", "-c", 'cat "$CONDA_PREFIX/' + SITE + 'bigpkg/where.txt"'],
+                 env=shim_env(root))
+    assert (r.returncode, r.stdout.strip()) == (0, str(tmp_path / "a")), r.stderr
+    with open(os.path.join(big, SITE, "bigpkg/where.txt")) as f:
+        assert "poncho_wq_part_prefix" in f.read()
+    r = run_shim(["--extract-to", tmp_path / "c", "-e", "env-" + "c" * 32, "--part", envs["a"][1][0].path, "true"],
+                 env=shim_env(root))
+    assert r.returncode == 1 and "--extract-to takes only" in r.stderr

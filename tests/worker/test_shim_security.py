@@ -294,15 +294,24 @@ def _walk(top):
 
 
 def _run_where(where, args, tmp_path, env):
-    """Run the shim into the per-worker cache or --unpack-to; return (result, directory of the environment)."""
+    """Run the shim into the per-worker cache, --unpack-to or --extract-to (TaskVine's unpack mini task, then the
+    command through the tree's bin/run_in_env as TaskVine's tasks run it); return (result, directory of the
+    environment)."""
     if where == "cache":
         root = tmp_path / "root"
         return run_shim(["-e"] + args, env=dict(env, PONCHO_ENV_DIR=str(root))), root / ENV_ID
+    if where == "extract-to":
+        target = tmp_path / "extracted"
+        r = run_shim(["--extract-to", target, "-e", args[0]], env=env)
+        if r.returncode == 0 and args[1:]:
+            r = subprocess.run(["sh", str(target / "bin" / "run_in_env")] + [str(a) for a in args[1:]], env=env,
+                               capture_output=True, text=True, stdin=subprocess.DEVNULL)
+        return r, target
     target = tmp_path / "to"
     return run_shim(["-d", target, "-e"] + args, env=env), target
 
 
-@pytest.mark.parametrize("where", ["cache", "unpack-to"])
+@pytest.mark.parametrize("where", ["cache", "unpack-to", "extract-to"])
 def test_archive_owners_modes_and_setuid_bits_are_not_kept(tarball, tmp_path, tar_flavour, where):
     hostile = _rewrite(tarball, tmp_path / (ENV_ID + ".tar.gz"), [
         _member("bin/suid", tarfile.REGTYPE, 0o4755),
@@ -326,7 +335,7 @@ def test_archive_owners_modes_and_setuid_bits_are_not_kept(tarball, tmp_path, ta
 
 
 @needs_root
-@pytest.mark.parametrize("where", ["cache", "unpack-to"])
+@pytest.mark.parametrize("where", ["cache", "unpack-to", "extract-to"])
 @pytest.mark.parametrize("kind", ["chr", "blk", "fifo"])
 def test_archive_with_a_device_node_or_fifo_is_refused(tarball, tmp_path, tar_flavour, where, kind):
     """Conda environments never hold these; as root tar would create them (a world-readable disk device...).
@@ -341,11 +350,13 @@ def test_archive_with_a_device_node_or_fifo_is_refused(tarball, tmp_path, tar_fl
     assert last.startswith("poncho_package_run: could not extract") and member.name in last, r.stderr
     assert "device node, FIFO or socket" in last
     assert not (d / ".poncho_ready").exists()
-    top = d.parent if where == "cache" else d
+    top = d.parent if where != "unpack-to" else d
     for path, st in _walk(str(top)):
         assert not stat.S_ISCHR(st.st_mode) and not stat.S_ISBLK(st.st_mode) and not stat.S_ISFIFO(st.st_mode), path
     if where == "cache":
         assert not d.exists() and leftovers(top) == []
+    elif where == "extract-to":
+        assert not d.exists() and not list(tmp_path.glob(".poncho_extract.*"))
     else:
         assert not list(d.glob(".poncho_tmp.*"))
 
@@ -706,7 +717,7 @@ def test_member_names_with_dot_dot_are_refused_by_either_tar(tarball, tmp_path, 
     """GNU tar refuses a member named ../x (exit 3 here); busybox tar cut it to x, said so once and succeeded, so
     the same archive gave a tree that differs from it.  Refused with either tar, nothing outside, nothing left."""
     hostile = _rewrite(tarball, tmp_path / (ENV_ID + ".tar.gz"), [_member("../escaped", tarfile.REGTYPE, 0o644)])
-    for where in ("cache", "unpack-to"):
+    for where in ("cache", "unpack-to", "extract-to"):
         r, d = _run_where(where, [hostile, "hello"], tmp_path, shim_env(PATH=tar_flavour))
         assert (r.returncode, r.stdout) == (3, ""), (where, r.stderr)
         last = r.stderr.splitlines()[-1]
@@ -714,6 +725,26 @@ def test_member_names_with_dot_dot_are_refused_by_either_tar(tarball, tmp_path, 
         assert not (d / ".poncho_ready").exists()
         assert not (d / "escaped").exists() and not (d.parent / "escaped").exists()
     assert leftovers(tmp_path / "root") == []
+    assert not (tmp_path / "extracted").exists() and not list(tmp_path.glob(".poncho_extract.*"))
+
+
+def test_files_written_through_a_link_leading_out_are_refused_by_either_tar(tarball, tmp_path, tar_flavour):
+    """A symbolic link member leading out of the tree, then a member under it: neither tar writes through the
+    link (GNU tar makes it a placeholder until the end; busybox tar will not make it over the directory), so
+    the archive is refused, on every path the shim extracts by (TaskVine's --extract-to included)."""
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    link = _member("share/out", tarfile.SYMTYPE, 0o777)
+    link.linkname = str(outside)
+    hostile = _rewrite(tarball, tmp_path / (ENV_ID + ".tar.gz"), [link, _member("share/out/owned", tarfile.REGTYPE,
+                                                                                0o644)])
+    for where in ("cache", "unpack-to", "extract-to"):
+        r, d = _run_where(where, [hostile, "hello"], tmp_path, shim_env(PATH=tar_flavour))
+        assert (r.returncode, r.stdout) == (3, ""), (where, r.stderr)
+        assert r.stderr.splitlines()[-1].startswith("poncho_package_run: could not extract"), (where, r.stderr)
+        assert list(outside.iterdir()) == [], where
+        assert not (d / ".poncho_ready").exists()
+    assert not (tmp_path / "extracted").exists() and not list(tmp_path.glob(".poncho_extract.*"))
 
 
 def _closed_dirs_tarball(tarball, out, mode):

@@ -142,7 +142,7 @@ def test_fetch_sections_are_the_fetch_commands_one_source():
     from poncho_wq.deliver.fetch import Fetch, fetch_command
 
     sections = worker.fetch_sections()
-    assert set(sections) == {"shown", "tools", "http", "file", "check", "wq-link"}
+    assert set(sections) == {"shown", "tools", "http", "file", "check", "wq-link", "vine-stub"}
     for text in sections.values():
         assert "\n" not in text and "# " not in text and text
     cmd = fetch_command(Fetch("env-" + "a" * 32 + ".tar.gz", "https://u:p@h/e?t=1", 5, "b" * 64), 60)
