@@ -28,12 +28,15 @@ def worker_binary(module, name="work_queue_worker"):
 
 
 def count_unpacks(directory):
-    """How many times the run shim unpacked an environment below *directory* (lines of its unpack.log)."""
+    """How many times the run shim made an environment (or a code layer) ready below *directory*: the lines of its
+    unpack.log (``<epoch> <pid> <id>``), except those of parts (``part-<hash>``): with ``PONCHO_WQ_PARTS=1`` an
+    environment is assembled from parts, each unpacked once per worker and shared by environments, and its own
+    line is the assembly's."""
     n = 0
     for root, _dirs, files in os.walk(directory):
         if "unpack.log" in files:
             with open(os.path.join(root, "unpack.log")) as f:
-                n += sum(1 for line in f if line.strip())
+                n += sum(1 for line in f if line.strip() and not line.split()[-1].startswith("part-"))
     return n
 
 
