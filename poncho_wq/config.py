@@ -32,7 +32,7 @@ PROGRESS = ("auto", "on", "off")
 FETCH_TIMEOUT = 300.0
 #: PONCHO_WQ_DATA_WARN_MB's default (100 MB), in bytes
 DATA_WARN_BYTES = 100 * 10 ** 6
-_DEFAULT_MTIME = 946684800  # 2000-01-01T00:00:00Z
+DEFAULT_MTIME = 946684800  # 2000-01-01T00:00:00Z: SOURCE_DATE_EPOCH's default
 
 
 @dataclass(frozen=True)
@@ -103,7 +103,8 @@ SETTINGS: Tuple[Setting, ...] = (
     Setting("PONCHO_WQ_TARGET", "manager", "the oldest worker environments must run on, as a manylinux tag such as "
             "`manylinux_2_28_x86_64` (RHEL 8) when neither `--target`, `target=` nor the spec names one (see "
             "[targets.md](targets.md))"),
-    Setting("SOURCE_DATE_EPOCH", "manager", "the mtime written into archives (default 2000-01-01)"),
+    Setting("SOURCE_DATE_EPOCH", "manager", "the mtime written into archives (default 2000-01-01; another value is "
+            "another cache key)"),
     Setting("PONCHO_DEBUG", "both", "tracebacks in the CLIs; phase timings in the shim"),
     Setting("PONCHO_ENV_DIR", "worker", "root of the unpacked environments (see [caches.md](caches.md))"),
     Setting("PONCHO_LOCK", "worker", "`mkdir`: force the `mkdir` lock instead of `flock` (also on shared file systems "
@@ -337,7 +338,7 @@ class Settings:
         """``SOURCE_DATE_EPOCH``: the mtime of every archive member (default 2000-01-01T00:00:00Z)."""
         value = self.raw("SOURCE_DATE_EPOCH")
         if value is None:
-            return _DEFAULT_MTIME
+            return DEFAULT_MTIME
         try:
             epoch = int(value)
         except ValueError:

@@ -18,7 +18,7 @@ command line, ``poncho_wq.analyze``) and handed to :func:`poncho_wq.analysis.ana
 import dataclasses
 from typing import Any, Mapping, Optional, Tuple
 
-from .config import DATA_WARN_BYTES, Settings
+from .config import DATA_WARN_BYTES, DEFAULT_MTIME, Settings
 from .spec import Spec
 
 
@@ -31,7 +31,9 @@ class BuildRequest:
     current engines); ``why``: canonical name -> reasons for ``poncho/lock.json`` (part of the key), or None;
     ``keep_tests``: ``$PONCHO_WQ_KEEP_TESTS`` as read at the entry (packages' test directories are packed);
     ``conda_exe``: the conda installer named by the caller (upstream's ``conda_executable=``), None: the
-    conda engine's own choice (``$PONCHO_CONDA_EXE``, else what is on PATH, else py-rattler)."""
+    conda engine's own choice (``$PONCHO_CONDA_EXE``, else what is on PATH, else py-rattler);
+    ``source_date_epoch``: ``$SOURCE_DATE_EPOCH`` as read at the entry, the mtime of every archive member (another
+    value gives other bytes, so another key)."""
 
     spec: Spec
     engine: Any
@@ -39,6 +41,7 @@ class BuildRequest:
     why: Optional[Mapping[str, Any]] = None
     keep_tests: bool = False
     conda_exe: Optional[str] = None
+    source_date_epoch: int = DEFAULT_MTIME
 
 
 @dataclasses.dataclass(frozen=True)

@@ -388,9 +388,8 @@ class _PigzStream:
         self.proc.wait()
 
 
-def _compress(tar, out, level, n_threads, use_pigz, on_bytes=None):
-    return _compress_stream(lambda stream: tar.write(stream, fixed_mtime(), on_bytes), out, level, n_threads,
-                            use_pigz)
+def _compress(tar, out, level, n_threads, use_pigz, on_bytes, mtime):
+    return _compress_stream(lambda stream: tar.write(stream, mtime, on_bytes), out, level, n_threads, use_pigz)
 
 
 def _compress_stream(write, out, level, n_threads, use_pigz):
@@ -416,11 +415,10 @@ def _compress_stream(write, out, level, n_threads, use_pigz):
     return "zlib"
 
 
-def _compress_spliced(tar, out, level, n_threads, use_pigz, on_bytes, base):
+def _compress_spliced(tar, out, level, n_threads, use_pigz, on_bytes, base, mtime):
     """Write *tar* as one gzip member whose interpreter-base part comes precompressed from *base*'s store (see
     :mod:`.basemember`); returns how the rest was compressed, or None when no member is the base's (the caller
     then packs as usual)."""
-    mtime = fixed_mtime()
     first, middle, rest = tar.order(base_targets(base, tar.members))
     if not middle:
         return None
@@ -491,7 +489,7 @@ def ensure_history(prefix, engine, notes=()):
 
 
 def pack_prefix(prefix, output, *, n_threads=None, compress_level=None, progress=None, use_pigz=None,
-                keep_tests=None, interpreter_base=None):
+                keep_tests=None, interpreter_base=None, mtime=None):
     """Pack *prefix* into the gzip'd tarball *output* (published atomically); return its size in bytes.
 
     The archive unpacks with plain ``tar -xzf`` into any directory; ``<dir>/bin/python <dir>/bin/conda-unpack``
@@ -499,6 +497,7 @@ def pack_prefix(prefix, output, *, n_threads=None, compress_level=None, progress
     forces the in-process compressor. *keep_tests*: pack packages' test directories (None: ``$PONCHO_WQ_KEEP_TESTS``;
     a build passes its request's). *interpreter_base*: the :class:`.basemember.InterpreterBase` placed into the
     prefix, whose members are then packed once per interpreter and reused (same content, one gzip member).
+    *mtime*: every member's (None: ``$SOURCE_DATE_EPOCH``; a build passes its request's).
     """
     from conda_pack.core import Packer
 
@@ -506,6 +505,7 @@ def pack_prefix(prefix, output, *, n_threads=None, compress_level=None, progress
     prefix = os.path.abspath(prefix)
     n_threads = n_threads or default_threads()
     level = DEFAULT_COMPRESS_LEVEL if compress_level is None else int(compress_level)
+    mtime = fixed_mtime() if mtime is None else mtime
     if not os.path.exists(os.path.join(prefix, "conda-meta", "history")):
         # conda-pack 0.9.2 fails with "mtime may not be None" without it.
         raise BuildError("{} has no conda-meta/history; conda-pack cannot pack it".format(prefix))
@@ -539,11 +539,11 @@ def pack_prefix(prefix, output, *, n_threads=None, compress_level=None, progress
         with atomic_output(output, "wb") as out:
             how = None
             if interpreter_base is not None:
-                how = _compress_spliced(tar, out, level, n_threads, use_pigz, on_bytes, interpreter_base)
+                how = _compress_spliced(tar, out, level, n_threads, use_pigz, on_bytes, interpreter_base, mtime)
                 if how is not None:
                     how += ", the interpreter's {} precompressed".format(interpreter_base.identity[:12])
             if how is None:
-                how = _compress(tar, out, level, n_threads, use_pigz, on_bytes)
+                how = _compress(tar, out, level, n_threads, use_pigz, on_bytes, mtime)
         size = os.path.getsize(output)
         phase.note("{} files, {:.1f} MB of content into {:.1f} MB ({})".format(
             len(tar.members), done[0] / 1e6, size / 1e6, how))

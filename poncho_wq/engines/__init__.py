@@ -39,7 +39,7 @@ from ..archive.cache import Cache
 from ..archive.floor import write_floor
 from ..archive.lock import why_digest, write_lock
 from ..archive.pack import ensure_history, pack_prefix
-from ..config import settings
+from ..config import DEFAULT_MTIME, settings
 from ..errors import BuildError, PonchoError, SpecError
 from ..fsutil import build_scratch, check_output_path, place_copy, write_error
 from ..identity import local_project_digests
@@ -235,7 +235,8 @@ def build_request(spec, *, engine=None, python=None, target=None, why=None, cond
     spec = with_target(spec, target, config.target)
     eng.check(spec, python)
     return BuildRequest(spec=spec, engine=eng, python=python, why=dict(why) if why else None,
-                        keep_tests=config.keep_tests, conda_exe=conda_exe or config.conda_exe)
+                        keep_tests=config.keep_tests, conda_exe=conda_exe or config.conda_exe,
+                        source_date_epoch=config.source_date_epoch)
 
 
 def cache_key(spec, *, engine, python=None, why=None, target=None):
@@ -255,6 +256,9 @@ def request_key(request: BuildRequest) -> str:
     # PONCHO_WQ_KEEP_TESTS changes what is packed (poncho_wq.archive.pack); other keys unchanged
     if request.keep_tests:
         builder["keep_tests"] = True
+    # SOURCE_DATE_EPOCH changes every member's mtime, so the bytes; the default's keys are unchanged
+    if request.source_date_epoch != DEFAULT_MTIME:
+        builder["source_date_epoch"] = request.source_date_epoch
     builder.update(eng.identity(spec, request.python))
     doc = {"spec": spec.canonical(), "platform": platform_tag(), "builder": builder}
     local = local_project_digests(spec)
@@ -337,7 +341,7 @@ def _build_and_pack(request, progress, output):
     prefix = os.path.join(scratch, "prefix")
     try:
         floor = populate_prefix(request, prefix, progress)
-        pack_prefix(prefix, output, progress=progress, keep_tests=request.keep_tests,
+        pack_prefix(prefix, output, progress=progress, keep_tests=request.keep_tests, mtime=request.source_date_epoch,
                     interpreter_base=placed_base(prefix))
         return floor
     except PonchoError:

@@ -11,6 +11,7 @@ runs for real.
 
 import collections
 import os
+import tarfile
 
 import pytest
 
@@ -118,6 +119,21 @@ def test_public_cache_key_applies_the_target_like_a_build(cache, monkeypatch):
     assert targeted == engines.request_key(engines.build_request(spec(), engine=EmptyEngine()))
     monkeypatch.delenv("PONCHO_WQ_TARGET")
     assert engines.cache_key(spec(), engine=EmptyEngine(), target="manylinux_2_28_x86_64") == targeted
+
+
+def test_source_date_epoch_is_in_the_key_of_the_bytes_it_changes(cache, monkeypatch):
+    """$SOURCE_DATE_EPOCH sets every member's mtime: a build under another value is another entry (it used to be a
+    cache hit returning the other value's bytes); its default, set or not, keeps today's keys."""
+    first = engines.create(spec(), engine=EmptyEngine())
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", str(config.DEFAULT_MTIME))
+    assert engines.cache_key(spec(), engine=EmptyEngine()) == first.key
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", "1234567890")
+    other = engines.create(spec(), engine=EmptyEngine())
+    assert not other.cache_hit and other.key != first.key and other.path != first.path
+    with tarfile.open(other.path) as t:
+        assert {m.mtime for m in t.getmembers()} == {1234567890}
+    with tarfile.open(first.path) as t:
+        assert {m.mtime for m in t.getmembers()} == {config.DEFAULT_MTIME}
 
 
 @pytest.mark.parametrize("call", ["dict_to_env", "pack_env_from_dict"])
