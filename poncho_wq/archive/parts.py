@@ -34,12 +34,14 @@ import json
 import os
 import posixpath
 import re
+import shutil
 import tarfile
 import tempfile
 from typing import Dict, List, NamedTuple, Optional
 
 from ..errors import BuildError
 from ..fsutil import atomic_output
+from ..tools import PigzStream
 from .pack import DEFAULT_COMPRESS_LEVEL
 
 NAME_DIGITS = 32
@@ -119,9 +121,16 @@ def indexed_part_names(cache_dir: str) -> Dict[str, List[str]]:
     return out
 
 
-def cut_parts(tarball: str, cache_dir: str, part_mb: float = 4.0, env_id: Optional[str] = None) -> List[Part]:
+def cut_parts(tarball: str, cache_dir: str, part_mb: float = 4.0, env_id: Optional[str] = None,
+              use_pigz: Optional[bool] = None) -> List[Part]:
     """Cut the packed environment *tarball* into parts in ``<cache_dir>/parts/`` and write its index; return the
-    parts in order (own part first). Reuses the index when it and its parts are there already."""
+    parts in order (own part first). Reuses the index when it and its parts are there already.
+
+    Each part is compressed by a ``pigz -n -m`` of its own when pigz is on PATH (``use_pigz=False``: never), so the
+    parts compress in parallel, beside this process reading the tarball: 7.9 s -> see docs/parts.md for a 100 MB
+    environment. Same bytes for the same content either way (pigz's output does not depend on its thread count,
+    zlib's is fixed by the level); pigz's bytes differ from zlib's, which only matters if one cache is filled from
+    machines with and without pigz (a part's name is the hash of its uncompressed tar: the same)."""
     if env_id is None:
         env_id = os.path.basename(tarball)
         env_id = env_id[:-len(".tar.gz")] if env_id.endswith(".tar.gz") else env_id
@@ -141,6 +150,8 @@ def cut_parts(tarball: str, cache_dir: str, part_mb: float = 4.0, env_id: Option
             role_of[name] = role
     out_dir = parts_dir(cache_dir)
     os.makedirs(out_dir, exist_ok=True)
+    pigz = shutil.which("pigz") if use_pigz is not False else None
+    n_threads = max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
     writers: Dict[str, _PartWriter] = {}
     try:
         with tarfile.open(tarball, "r:gz") as tar:
@@ -148,7 +159,7 @@ def cut_parts(tarball: str, cache_dir: str, part_mb: float = 4.0, env_id: Option
                 role = role_of.get(info.name, "env")
                 w = writers.get(role)
                 if w is None:
-                    w = writers[role] = _PartWriter(out_dir)
+                    w = writers[role] = _PartWriter(out_dir, pigz, n_threads)
                 data = None
                 if info.isreg():
                     data = tar.extractfile(info).read()
@@ -162,6 +173,10 @@ def cut_parts(tarball: str, cache_dir: str, part_mb: float = 4.0, env_id: Option
         for w in writers.values():
             w.abort()
         raise BuildError("cannot cut {} into parts: {}".format(tarball, e))
+    except BaseException:  # a failed pigz, an interruption: no compressor left running, no temp file left behind
+        for w in writers.values():
+            w.abort()
+        raise
     order = {"env": 0, "interpreter": 1, "group": 3}
     parts.sort(key=lambda p: (order.get(p.role, 2), p.role))
     doc = {"format": INDEX_FORMAT, "env": env_id, "source": os.path.basename(tarball),
@@ -280,14 +295,18 @@ class _Hashing:
 
 class _PartWriter:
     """One part being written: a tar stream (members in the source tarball's order, their headers as they were)
-    into a reproducible gzip file (no name, mtime 0) in a temp file, renamed to its content name at the end."""
+    into a reproducible gzip file (no name, mtime 0) in a temp file, renamed to its content name at the end.
+    With *pigz* (its path), a ``pigz -c -n -m`` process compresses it, else Python's zlib."""
 
-    def __init__(self, out_dir):
+    def __init__(self, out_dir, pigz=None, n_threads=1):
         self.out_dir = out_dir
         fd, self.tmp = tempfile.mkstemp(prefix=".part-", suffix=".tmp", dir=out_dir)
         self.raw = os.fdopen(fd, "wb")
-        self.gz = gzip.GzipFile(filename="", mode="wb", fileobj=self.raw, compresslevel=DEFAULT_COMPRESS_LEVEL,
-                                mtime=0)
+        if pigz:
+            self.gz = PigzStream(pigz, self.raw, DEFAULT_COMPRESS_LEVEL, n_threads)
+        else:
+            self.gz = gzip.GzipFile(filename="", mode="wb", fileobj=self.raw, compresslevel=DEFAULT_COMPRESS_LEVEL,
+                                    mtime=0)
         self.hashing = _Hashing(self.gz)
         self.tar = tarfile.open(fileobj=self.hashing, mode="w|", format=tarfile.PAX_FORMAT)
         self.bytes = 0
@@ -317,6 +336,8 @@ class _PartWriter:
         return Part(name, role, path, self.bytes, self.members)
 
     def abort(self):
+        if isinstance(self.gz, PigzStream):
+            self.gz.abort()
         for f in (self.tar, self.gz, self.raw):
             try:
                 f.close()

@@ -6,6 +6,7 @@ import base64
 import hashlib
 import json
 import os
+import shutil
 import tarfile
 
 import pytest
@@ -61,11 +62,29 @@ def _tar_sha(path):
         return hashlib.sha256(f.read()).hexdigest()
 
 
-def test_cutting_is_reproducible(envs, tmp_path):
-    one = cut_parts(envs["a"], str(tmp_path / "one"))
-    two = cut_parts(envs["a"], str(tmp_path / "two"))
+@pytest.mark.parametrize("use_pigz", [None, False])
+def test_cutting_is_reproducible(envs, tmp_path, use_pigz, monkeypatch):
+    one = cut_parts(envs["a"], str(tmp_path / "one"), use_pigz=use_pigz)
+    if hasattr(os, "sched_getaffinity"):  # pigz's bytes must not depend on its thread count either
+        monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0})
+    two = cut_parts(envs["a"], str(tmp_path / "two"), use_pigz=use_pigz)
     assert [p.name for p in one] == [p.name for p in two]
     assert [_sha(p.path) for p in one] == [_sha(p.path) for p in two]
+    for p in one:  # a plain gzip file: no name, no time (a stored time would make the bytes depend on the clock)
+        with open(p.path, "rb") as f:
+            header = f.read(10)
+        assert header[:3] == b"\x1f\x8b\x08" and header[3] == 0 and header[4:8] == b"\0\0\0\0", header
+
+
+@pytest.mark.skipif(not shutil.which("pigz"), reason="pigz not installed")
+def test_parts_are_compressed_by_pigz_when_present(envs, tmp_path):
+    """pigz and zlib give different bytes for the same tar: the parts are pigz's, named by the same content."""
+    fast = cut_parts(envs["a"], str(tmp_path / "pigz"))
+    slow = cut_parts(envs["a"], str(tmp_path / "zlib"), use_pigz=False)
+    assert [p.name for p in fast] == [p.name for p in slow]
+    assert [_sha(p.path) for p in fast] != [_sha(p.path) for p in slow]
+    for p in fast:
+        assert _tar_sha(p.path)[:32] == p.name[len("part-"):][:32]
 
 
 def test_the_same_distribution_in_two_environments_is_the_same_part(envs, tmp_path):
