@@ -126,17 +126,19 @@ def cut_parts(tarball: str, cache_dir: str, part_mb: float = 4.0, env_id: Option
     """Cut the packed environment *tarball* into parts in ``<cache_dir>/parts/`` and write its index; return the
     parts in order (own part first). Reuses the index when it and its parts are there already.
 
-    Each part is compressed by a ``pigz -n -m`` of its own when pigz is on PATH (``use_pigz=False``: never), so the
-    parts compress in parallel, beside this process reading the tarball: 7.9 s -> see docs/parts.md for a 100 MB
-    environment. Same bytes for the same content either way (pigz's output does not depend on its thread count,
-    zlib's is fixed by the level); pigz's bytes differ from zlib's, which only matters if one cache is filled from
-    machines with and without pigz (a part's name is the hash of its uncompressed tar: the same)."""
+    Each part's tar is written uncompressed to a temp file first and hashed: only a part not in the cache yet is
+    then compressed (a bumped pin compresses the bumped distribution and the own part, not numpy again), by
+    ``pigz -n -m`` when it is on PATH (``use_pigz=False``: never; threads of its own), else zlib. Same bytes for
+    the same content either way (pigz's output does not depend on its thread count, zlib's is fixed by the
+    level); pigz's bytes differ from zlib's, which only matters if one cache is filled from machines with and
+    without pigz (a part's name is the hash of its uncompressed tar: the same)."""
     if env_id is None:
         env_id = os.path.basename(tarball)
         env_id = env_id[:-len(".tar.gz")] if env_id.endswith(".tar.gz") else env_id
     found = load_index(cache_dir, env_id)
     if found is not None:
         return found
+    pigz = shutil.which("pigz") if use_pigz is not False else None
     owners, records, prefixes, rehash = _survey(tarball)
     sizes: Dict[str, int] = {}
     for name, (role, size) in owners.items():
@@ -150,7 +152,6 @@ def cut_parts(tarball: str, cache_dir: str, part_mb: float = 4.0, env_id: Option
             role_of[name] = role
     out_dir = parts_dir(cache_dir)
     os.makedirs(out_dir, exist_ok=True)
-    pigz = shutil.which("pigz") if use_pigz is not False else None
     n_threads = max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
     writers: Dict[str, _PartWriter] = {}
     try:
@@ -168,7 +169,8 @@ def cut_parts(tarball: str, cache_dir: str, part_mb: float = 4.0, env_id: Option
                     elif info.name.endswith(".dist-info/RECORD") and _SITE.match(info.name):
                         data = _rehash_record(info.name, data, rehash)
                 w.add(info, data)
-        parts = [w.finish(role) for role, w in writers.items()]
+        names = {role: w.close_tar() for role, w in writers.items()}
+        parts = [w.finish(role, names[role]) for role, w in writers.items()]
     except (OSError, tarfile.TarError, EOFError) as e:
         for w in writers.values():
             w.abort()
@@ -281,7 +283,7 @@ def _prefix_records(script):
 
 
 class _Hashing:
-    """A write-only stream that hashes what tarfile writes and passes it on to gzip."""
+    """A write-only stream that hashes what tarfile writes and passes it on."""
 
     def __init__(self, out):
         self.out = out
@@ -294,20 +296,21 @@ class _Hashing:
 
 
 class _PartWriter:
-    """One part being written: a tar stream (members in the source tarball's order, their headers as they were)
-    into a reproducible gzip file (no name, mtime 0) in a temp file, renamed to its content name at the end.
-    With *pigz* (its path), a ``pigz -c -n -m`` process compresses it, else Python's zlib."""
+    """One part being written: a plain tar stream (members in the source tarball's order, their headers as they
+    were) into a temp file, hashed on the way; at the end it is compressed into a reproducible gzip file (no name,
+    no time) renamed to its content name, unless a part of that name is there already. So a part that another
+    environment has (the unchanged numpy of a bumped pin) costs a write of its tar and no compression, the bulk of
+    the cut's time. Compression: ``pigz -c -n -m`` (threads of its own) with *pigz* (its path), else zlib."""
 
     def __init__(self, out_dir, pigz=None, n_threads=1):
         self.out_dir = out_dir
-        fd, self.tmp = tempfile.mkstemp(prefix=".part-", suffix=".tmp", dir=out_dir)
+        self.pigz = pigz
+        self.n_threads = n_threads
+        self.gz_tmp = None
+        self.gz = None
+        fd, self.tmp = tempfile.mkstemp(prefix=".part-", suffix=".tar.tmp", dir=out_dir)
         self.raw = os.fdopen(fd, "wb")
-        if pigz:
-            self.gz = PigzStream(pigz, self.raw, DEFAULT_COMPRESS_LEVEL, n_threads)
-        else:
-            self.gz = gzip.GzipFile(filename="", mode="wb", fileobj=self.raw, compresslevel=DEFAULT_COMPRESS_LEVEL,
-                                    mtime=0)
-        self.hashing = _Hashing(self.gz)
+        self.hashing = _Hashing(self.raw)
         self.tar = tarfile.open(fileobj=self.hashing, mode="w|", format=tarfile.PAX_FORMAT)
         self.bytes = 0
         self.members = 0
@@ -322,31 +325,50 @@ class _PartWriter:
             self.tar.addfile(info)
         self.members += 1
 
-    def finish(self, role):
+    def close_tar(self):
+        """Close the tar stream and return the part's name (its content's)."""
         self.tar.close()
-        self.gz.close()
         self.raw.close()
-        name = "part-{}.tar.gz".format(self.hashing.sha.hexdigest()[:NAME_DIGITS])
+        return "part-{}.tar.gz".format(self.hashing.sha.hexdigest()[:NAME_DIGITS])
+
+    def finish(self, role, name):
         path = os.path.join(self.out_dir, name)
-        if os.path.isfile(path):
-            os.unlink(self.tmp)  # the same content, published before (by this or another environment)
-        else:
-            os.chmod(self.tmp, 0o444)
-            os.replace(self.tmp, path)
+        if not os.path.isfile(path):  # else the same content, published before (by this or another environment)
+            fd, self.gz_tmp = tempfile.mkstemp(prefix=".part-", suffix=".tmp", dir=self.out_dir)
+            with os.fdopen(fd, "wb") as raw:
+                if self.pigz:
+                    self.gz = PigzStream(self.pigz, raw, DEFAULT_COMPRESS_LEVEL, self.n_threads)
+                else:
+                    self.gz = gzip.GzipFile(filename="", mode="wb", fileobj=raw,
+                                            compresslevel=DEFAULT_COMPRESS_LEVEL, mtime=0)
+                with open(self.tmp, "rb") as src:
+                    while True:
+                        chunk = src.read(1 << 20)
+                        if not chunk:
+                            break
+                        self.gz.write(chunk)
+                self.gz.close()
+            os.chmod(self.gz_tmp, 0o444)
+            os.replace(self.gz_tmp, path)
+            self.gz_tmp = None
+        os.unlink(self.tmp)
         return Part(name, role, path, self.bytes, self.members)
 
     def abort(self):
         if isinstance(self.gz, PigzStream):
             self.gz.abort()
-        for f in (self.tar, self.gz, self.raw):
+        for f in (self.tar, self.raw, self.gz):
             try:
-                f.close()
+                if f is not None:
+                    f.close()
             except Exception:  # noqa: BLE001 - cleaning up after the real error
                 pass
-        try:
-            os.unlink(self.tmp)
-        except OSError:
-            pass
+        for tmp in (self.tmp, self.gz_tmp):
+            try:
+                if tmp:
+                    os.unlink(tmp)
+            except OSError:
+                pass
 
 
 def _copy_info(info):

@@ -98,6 +98,27 @@ def test_the_same_distribution_in_two_environments_is_the_same_part(envs, tmp_pa
     assert name["a"]["env"] != name["b"]["env"]
 
 
+def test_a_part_already_in_the_cache_is_not_compressed_again(envs, tmp_path, monkeypatch):
+    """b shares a's bigpkg part (5 MB, the bulk): cutting b after a compresses b's other parts only."""
+    import gzip
+
+    from poncho_wq.archive import parts as parts_mod
+
+    cut_parts(envs["a"], str(tmp_path), use_pigz=False)
+    compressed = []
+
+    class Counting(gzip.GzipFile):
+        def write(self, data):
+            compressed.append(len(data))
+            return super().write(data)
+
+    monkeypatch.setattr(parts_mod.gzip, "GzipFile", Counting)
+    b = cut_parts(envs["b"], str(tmp_path), use_pigz=False)
+    assert 0 < sum(compressed) < BIG // 2
+    assert sum(p.bytes for p in b) > BIG
+    assert not [n for n in os.listdir(parts_mod.parts_dir(str(tmp_path))) if n.endswith(".tmp")]
+
+
 def test_the_build_prefix_becomes_a_placeholder_of_its_length(envs, tmp_path):
     parts = {p.role: p for p in cut_parts(envs["a"], str(tmp_path))}
     with tarfile.open(envs["a"]) as tf:
