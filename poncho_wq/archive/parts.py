@@ -7,12 +7,14 @@ its uncompressed tar, so that two environments holding the very same distributio
 which a worker's cache (Work Queue caches inputs by local path) receives and the run shim unpacks once:
 
 * the environment's own part (first): ``poncho/`` metadata, ``bin/`` scripts, ``conda-meta/`` and anything no
-  distribution owns: small, and different for every environment;
+  distribution or conda package owns: small, and different for every environment;
 * the interpreter part: ``bin/python*``, ``lib/libpython*``, ``lib/pythonX.Y/`` but its ``site-packages``,
   ``include/pythonX.Y/``;
 * one part per distribution whose files (its ``RECORD``; files under a top-level directory it owns, such as
-  ``__pycache__`` entries written later, go with it) add up to at least ``PONCHO_WQ_PART_MB`` MB (default 4);
-* one group part for all the smaller distributions.
+  ``__pycache__`` entries written later, go with it; the other files of the conda package that installed it)
+  add up to at least ``PONCHO_WQ_PART_MB`` MB (default 4); one per such conda package that installs no Python
+  distribution (the files its ``conda-meta`` record lists: ``lib/libopenblas.so``);
+* one group part for all the smaller distributions and conda packages.
 
 Parts must not differ between environments for the same distribution, but conda-pack's archives keep the build
 prefix (``<cache>/tmp/build-<key>/...``, different per environment) in the files its ``conda-unpack`` records
@@ -53,6 +55,8 @@ _SITE = re.compile(r"^lib/python\d+\.\d+/site-packages/")
 _INTERPRETER = re.compile(r"^(bin/python[0-9.]*$|lib/libpython|lib/python\d+\.\d+/|include/python\d+\.\d+/)")
 _BUILD_PREFIX = re.compile(r"/build-[0-9a-f]{32}(/|$)")
 _PLACEHOLDER_STEM = "/poncho_wq_part_prefix"
+_CONDA_RECORD = re.compile(r"^conda-meta/[^/]+\.json$")
+_OWN_PREFIXES = ("conda-meta/", "poncho/", "bin/conda-unpack", "bin/activate", "bin/deactivate")
 
 
 class Part(NamedTuple):
@@ -194,6 +198,7 @@ def _survey(tarball):
     members = {}
     record_rows = {}
     unpack = None
+    conda: Dict[str, List[str]] = {}  # conda package name -> the files its conda-meta record lists
     kept = {}  # console scripts and files that may hold the build prefix: their RECORD rows are re-hashed
     with tarfile.open(tarball, "r:gz") as tar:
         for info in tar:
@@ -204,6 +209,12 @@ def _survey(tarball):
                 record_rows[info.name] = tar.extractfile(info).read().decode("utf-8", "replace")
             elif info.isreg() and info.name == "bin/conda-unpack":
                 unpack = tar.extractfile(info).read()
+            elif info.isreg() and _CONDA_RECORD.match(info.name):
+                try:
+                    rec = json.loads(tar.extractfile(info).read().decode("utf-8"))
+                    conda[str(rec["name"])] = [str(f) for f in rec.get("files", ())]
+                except (ValueError, KeyError, TypeError):
+                    pass  # not a conda record we can read: its files stay in the own part
             elif info.isreg():
                 data = tar.extractfile(info).read()
                 if info.name.startswith("bin/") or b"/build-" in data:
@@ -224,6 +235,7 @@ def _survey(tarball):
             if path in members and path not in owner:
                 owner[path] = dist
                 tops.setdefault(site + path[len(site):].split("/", 1)[0], set()).add(dist)
+    conda_owner = _conda_owners(conda, owner, members)
     roles = {}
     for name, size in members.items():
         role = owner.get(name)
@@ -235,6 +247,8 @@ def _survey(tarball):
                     role = next(iter(top))
             elif _INTERPRETER.match(name):
                 role = "interpreter"
+        if role is None:
+            role = conda_owner.get(name)
         roles[name] = (role or "env", size)
     records, prefixes = set(), set()
     if unpack is not None:
@@ -246,6 +260,28 @@ def _survey(tarball):
     rehash = {name: _replace(data, prefixes) for name, data in kept.items()
               if name in records or not _SITE.match(name)}
     return roles, records, prefixes, rehash
+
+
+def _conda_owners(conda, owner, members):
+    """``{member: role}`` for the files conda packages own (their ``conda-meta/*.json`` records' ``files``) that
+    no ``RECORD`` does: a conda environment's shared libraries outside ``site-packages`` (``lib/libopenblas.so``),
+    its headers, its tools. A package that installs a Python distribution (its files include that distribution's
+    files) puts them in that distribution's part (conda's ``numpy`` and its ``lib/`` files go together; conda's
+    name may differ from pip's); ``python`` in the interpreter part; any other package in a part of its own
+    (``dist:<name>``: one per large package, the group part for the small ones). The environment's own metadata
+    (``conda-meta/``, ``poncho/``, conda-pack's ``bin/conda-unpack`` and activation scripts) stays in the own part."""
+    out: Dict[str, str] = {}
+    for name in sorted(conda):
+        files = [posixpath.normpath(f) for f in conda[name]]
+        if name == "python":
+            role = "interpreter"
+        else:
+            dists = sorted({owner[f] for f in files if f in owner})
+            role = dists[0] if len(dists) == 1 else "dist:" + name.lower().replace("_", "-")
+        for f in files:
+            if f in members and f not in owner and f not in out and not f.startswith(_OWN_PREFIXES):
+                out[f] = role
+    return out
 
 
 def _replace(data, prefixes):

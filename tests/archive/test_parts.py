@@ -119,6 +119,29 @@ def test_a_part_already_in_the_cache_is_not_compressed_again(envs, tmp_path, mon
     assert not [n for n in os.listdir(parts_mod.parts_dir(str(tmp_path))) if n.endswith(".tmp")]
 
 
+def test_files_of_conda_packages_go_to_their_package_s_part_not_the_own_part(tmp_path):
+    """conda's shared libraries outside site-packages: a large package's in a part of its own, a small one's in
+    the group part, those of a package that installs a Python distribution in that distribution's part, python's
+    in the interpreter part; the conda-meta records themselves stay in the own part."""
+    site = "lib/python3.11/site-packages/"
+    tarball = make_env(tmp_path, "d4", {"bigpkg": ("1.0", BIG), "small": ("2.0", 1000)}, conda={
+        "libbig": {"lib/libbig.so.1": BIG, "include/big.h": 100},
+        "libsmall": {"lib/libsmall.so": 1000},
+        "bigpkg": {site + "bigpkg/__init__.py": None, "lib/libbigpkg_helper.so": 2000},
+        "python": {"bin/python": None, "share/man/man1/python3.1": 50},
+    })
+    parts = cut_parts(tarball, str(tmp_path / "cache"))
+    where = {m: p.role for p in parts for m in _members(p.path)}
+    assert where["lib/libbig.so.1"] == where["include/big.h"] == "dist:libbig"
+    assert where["lib/libsmall.so"] == "group"
+    assert where["lib/libbigpkg_helper.so"] == where[site + "bigpkg/blob.bin"] == "dist:bigpkg"
+    assert where["share/man/man1/python3.1"] == where["bin/python"] == "interpreter"
+    assert {where[m] for m in where if m.startswith("conda-meta/")} == {"env"}
+    assert where["bin/conda-unpack"] == "env"
+    own = next(p for p in parts if p.role == "env")
+    assert own.bytes < 100_000  # the 5 MB library is not in it
+
+
 def test_the_build_prefix_becomes_a_placeholder_of_its_length(envs, tmp_path):
     parts = {p.role: p for p in cut_parts(envs["a"], str(tmp_path))}
     with tarfile.open(envs["a"]) as tf:
