@@ -5,6 +5,7 @@ are unpacked once, each environment is assembled once, the tasks see their own v
 import os
 
 from helpers.partenv import make_env
+from helpers.projects import job_project
 from poncho_wq.archive.parts import load_index
 from poncho_wq.deliver.publish import serve
 
@@ -63,3 +64,22 @@ def test_url_mode_workers_fetch_each_part_once(cluster, tmp_path):
     assert not [g for g in gets if g.startswith("env-")]
     (sent,) = cluster.transfers()
     assert not [name for name in sent if "part-" in name or "env-" in name]  # the manager sent none
+
+
+def test_python_task_runs_in_an_environment_assembled_from_parts(cluster, tmp_path, e2e_cache, humanize_installed):
+    """PonchoPythonTask (a function call, the analyzed environment of tests/e2e/manager.py's function: humanize)
+    with PONCHO_WQ_PARTS=1: the function runs in the environment assembled from its parts, and the manager sends
+    parts, never the environment's tarball."""
+    project = job_project(tmp_path / "project", "import humanize\n", "import humanize\n")
+    cluster.start_manager("manager.py", ["--tasks", "2", "--python-task", "--retries", "0"], project, e2e_cache,
+                          env={"PONCHO_WQ_PARTS": "1"})
+    cluster.start_worker(cores=1)
+    out = cluster.wait_results()["results"]
+    assert [(r["return_status"], r["shim_error"], r.get("value")) for r in out] == [(0, None, "0"), (0, None, "1")], out
+    env_id = out[0]["env"][:-len(".tar.gz")]
+    (sent,) = cluster.transfers()
+    parts = [n for n in sent if "part-" in n]
+    assert parts and all(sent[n] == 1 for n in parts), sent
+    assert not [n for n in sent if n.endswith(out[0]["env"])], sent  # the tarball itself never travels
+    (unpacked,) = cluster.unpacked_ids()
+    assert env_id in unpacked and len([i for i in unpacked if i.startswith("part-")]) == len(parts), unpacked
