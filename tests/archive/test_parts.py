@@ -227,4 +227,12 @@ def test_the_task_plan_sends_parts_in_direct_and_url_mode(envs, tmp_path, monkey
     assert url.parts == direct.parts and set(url.urls) == set(direct.files) and url.files == {}
     assert sorted(os.listdir(tmp_path / "pub")) == sorted(direct.files)  # each part published by its name
     shared = plan_distribution(env, None, Distribution("shared", str(tmp_path / "shared"), "file:///mnt/s"))
-    assert shared.parts == () and shared.env == "/mnt/s/" + name  # shared still unpacks the single tarball
+    # shared: each part published by its name; the shim gets their shared paths and assembles in the shared root
+    assert shared.env == name and shared.parts == tuple("/mnt/s/" + p for p in direct.parts)
+    assert shared.env_dir == "/mnt/s/envs" and shared.files == {} and shared.urls == {}
+    assert sorted(os.listdir(tmp_path / "shared")) == sorted(direct.files)
+    cmd = wrap_command("true", shared.env, None, shared.env_dir, (), parts=shared.parts)
+    assert "PONCHO_ENV_DIR=/mnt/s/envs " in cmd and " -e {} --part /mnt/s/{}".format(name, parts[0].name) in cmd
+    monkeypatch.delenv("PONCHO_WQ_PARTS")
+    whole = plan_distribution(env, None, Distribution("shared", str(tmp_path / "shared2"), "file:///mnt/s"))
+    assert whole.parts == () and whole.env == "/mnt/s/" + name  # off: the single tarball
