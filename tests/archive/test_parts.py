@@ -142,6 +142,44 @@ def test_files_of_conda_packages_go_to_their_package_s_part_not_the_own_part(tmp
     assert own.bytes < 100_000  # the 5 MB library is not in it
 
 
+@pytest.mark.parametrize("use_pigz", [None, False])
+def test_a_failed_cut_leaves_no_temp_file_and_no_compressor(envs, tmp_path, monkeypatch, use_pigz):
+    """A write failing half-way through the second pass (a full disk, say): BuildError, and no part, temp tar
+    or temp gzip left in the cache, no index."""
+    from poncho_wq.archive import parts as parts_mod
+    from poncho_wq.errors import BuildError
+
+    real, calls = parts_mod._copy_info, []
+
+    def failing(info):
+        calls.append(info.name)
+        if len(calls) == 12:
+            raise OSError(28, "No space left on device")
+        return real(info)
+
+    monkeypatch.setattr(parts_mod, "_copy_info", failing)
+    with pytest.raises(BuildError, match="No space left"):
+        cut_parts(envs["a"], str(tmp_path), use_pigz=use_pigz)
+    assert os.listdir(parts_mod.parts_dir(str(tmp_path))) == []
+
+
+def test_a_failing_pigz_fails_the_cut_cleanly(envs, tmp_path, monkeypatch):
+    """A pigz that fails (here: a broken pigz first on PATH, a real process) is a BuildError naming it, with its
+    message; no temp file is left (neither the parts' tars nor the gzip being written), no index written."""
+    from poncho_wq.archive import parts as parts_mod
+    from poncho_wq.errors import BuildError
+
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    fake = bindir / "pigz"
+    fake.write_text("#!/bin/sh\ncat >/dev/null\necho 'pigz: write error (No space left on device)' >&2\nexit 1\n")
+    fake.chmod(0o755)
+    monkeypatch.setenv("PATH", "{}:{}".format(bindir, os.environ["PATH"]))
+    with pytest.raises(BuildError, match="pigz failed: pigz: write error"):
+        cut_parts(envs["a"], str(tmp_path / "cache"))
+    assert os.listdir(parts_mod.parts_dir(str(tmp_path / "cache"))) == []
+
+
 def test_the_build_prefix_becomes_a_placeholder_of_its_length(envs, tmp_path):
     parts = {p.role: p for p in cut_parts(envs["a"], str(tmp_path))}
     with tarfile.open(envs["a"]) as tf:
