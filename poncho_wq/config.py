@@ -71,7 +71,8 @@ SETTINGS: Tuple[Setting, ...] = (
             "(left out by default unless the package's own code imports them; part of the cache key)"),
     Setting("PONCHO_WQ_PARTS", "manager", "`1`: `PonchoTask` (and TaskVine's `declare_environment`) ships its environment as content-addressed parts "
             "(interpreter, each large distribution, the small ones, the environment's own files) so that a change "
-            "sends only the parts that changed (`direct` and `url` distribution; see docs/parts.md); default off"),
+            "sends only the parts that changed (`direct`, `url` and `shared` distribution; see docs/parts.md); "
+            "default off"),
     Setting("PONCHO_WQ_PART_MB", "manager", "with `PONCHO_WQ_PARTS=1`: a distribution of at least this many MB "
             "(unpacked) is a part of its own, smaller ones share one group part (default 4)"),
     Setting("PONCHO_WQ_DISTRIBUTION", "manager", "how tasks get their environment: `direct` (the manager sends it "

@@ -129,7 +129,7 @@ def task_layers(environment, command=None):
 #: remote name -> URL and ``fetches`` remote name -> :class:`~poncho_wq.deliver.publish.Fetch` (``url``), ``files`` remote
 #: name -> local path (``direct``; ``serve``: the code layer), ``served`` the base's Fetch from the manager's cache
 #: server (``serve``), ``parts`` the remote names of the environment's parts (``PONCHO_WQ_PARTS=1``, ``direct``
-#: and ``url``), in order.
+#: and ``url``; ``shared``: their absolute shared paths, and ``env`` the environment's name), in order.
 DeliveryPlan = collections.namedtuple("DeliveryPlan", "mode env code env_dir urls files fetches served parts",
                                       defaults=({}, None, ()))
 
@@ -141,9 +141,10 @@ def plan_distribution(environment, layer=None, distribution=None, progress=None)
         distribution = getattr(environment, "distribution", None)
     dist = as_distribution(distribution)
     tarball = environment.build(progress=progress)
-    # With PONCHO_WQ_PARTS=1 the base travels as its parts in direct and url mode (docs/parts.md); the shim is
-    # still given the environment's name (-e), and the parts' names in order (--part).
-    parts = _parts_of(environment, tarball) if dist.mode in ("direct", "url") and settings().parts else ()
+    # With PONCHO_WQ_PARTS=1 the base travels as its parts in direct, url and shared mode (docs/parts.md); the
+    # shim is still given the environment's name (-e), and the parts' names in order (--part: in shared mode their
+    # absolute shared paths, assembled in the shared root).
+    parts = _parts_of(environment, tarball) if dist.mode in ("direct", "url", "shared") and settings().parts else ()
     files = {p.name: p.path for p in parts} if parts else {environment.remote_name: tarball}
     names = tuple(p.name for p in parts)
     if layer is not None:
@@ -161,6 +162,9 @@ def plan_distribution(environment, layer=None, distribution=None, progress=None)
     for name, path in files.items():
         publish(path, dist.publish_dir, name)
     shared = {name: posixpath.join(dist.worker_dir, name) for name in files}
+    if parts:
+        return DeliveryPlan("shared", environment.remote_name, shared.get(code), dist.shared_env_dir, {}, {},
+                            parts=tuple(shared[name] for name in names))
     return DeliveryPlan("shared", shared[environment.remote_name], shared.get(code), dist.shared_env_dir, {}, {})
 
 
@@ -171,7 +175,7 @@ register(_parts_memo.clear)
 
 def _parts_of(environment, tarball):
     """The parts of *environment*'s packed *tarball* (cut into the build cache once, see
-    :mod:`poncho_wq.archive.parts`). ``shared`` distribution still uses the whole tarball."""
+    :mod:`poncho_wq.archive.parts`). ``serve`` distribution still uses the whole tarball."""
     key = (tarball, file_identity(tarball))
     with _classes_lock:
         hit = _parts_memo.get(key)

@@ -189,3 +189,55 @@ def run_group(cmd: List[str], *, env: Optional[Mapping[str, str]] = None, cwd: O
             p.wait()
         raise
     return subprocess.CompletedProcess(p.args, p.returncode, out, None)
+
+
+#: pigz catches SIGINT/SIGTERM, removes its output and exits with EINTR (4) instead of dying of the signal.
+PIGZ_INTERRUPTED = 4
+
+
+def check_pigz_interrupted(returncode):
+    if returncode == PIGZ_INTERRUPTED:
+        raise Interrupted(signal.SIGINT)
+    check_interrupted(returncode, grace=True)
+
+
+class PigzStream:
+    """A write-only stream into ``pigz -c`` whose stdout is the archive file."""
+
+    def __init__(self, pigz, out, level, n_threads):
+        self.proc = subprocess.Popen([pigz, "-c", "-n", "-m", "-{}".format(level), "-p", str(n_threads)],
+                                     stdin=subprocess.PIPE, stdout=out, stderr=subprocess.PIPE,
+                                     preexec_fn=die_with_parent)
+        self.failed: Optional[BaseException] = None
+
+    def write(self, data):
+        if self.failed is not None:
+            # tarfile's stream flushes its buffer again on the way out: the first failure (an Interrupted above all)
+            # must stay the one that propagates, not turn into a broken pipe
+            raise self.failed
+        try:
+            self.proc.stdin.write(data)
+        except BrokenPipeError:
+            # pigz is gone: most likely it died of the Ctrl-C that reached the whole process group
+            try:
+                check_pigz_interrupted(self.proc.wait())
+                self.failed = BuildError("pigz exited (code {}) while the archive was being written".format(
+                    self.proc.returncode))
+            except KeyboardInterrupt as e:
+                self.failed = e
+            raise self.failed from None
+        return len(data)
+
+    def close(self):
+        try:
+            self.proc.stdin.close()
+        except BrokenPipeError:
+            pass  # pigz is gone: its exit status says why
+        err = self.proc.stderr.read()
+        check_pigz_interrupted(self.proc.wait())
+        if self.proc.returncode != 0:
+            raise BuildError("pigz failed: {}".format(tail(err.decode(errors="replace"))))
+
+    def abort(self):
+        self.proc.kill()
+        self.proc.wait()

@@ -41,23 +41,20 @@ import logging
 import os
 import re
 import shutil
-import signal
 import stat
 import struct
-import subprocess
 import tarfile
 import zlib
-from typing import Optional
 
 from ..config import settings
-from ..errors import BuildError, Interrupted
+from ..errors import BuildError
 from .basemember import (BytesSink, GZIP_HEADER, TarWriter, base_targets, crc32_combine, load_part, part_key,
                          raw_deflate, store_part)
 from .floor import FLOOR_MEMBER
 from .lock import LOCK_MEMBER
 from ..fsutil import atomic_output
 from ..progress import as_progress
-from ..tools import check_interrupted, die_with_parent, tail
+from ..tools import PigzStream
 from ..worker import conda_unpack_header
 
 log = logging.getLogger(__name__)
@@ -336,58 +333,6 @@ def prune_tests(files, keep_tests=None):
     return out, dropped
 
 
-#: pigz catches SIGINT/SIGTERM, removes its output and exits with EINTR (4) instead of dying of the signal.
-_PIGZ_INTERRUPTED = 4
-
-
-def _check_pigz_interrupted(returncode):
-    if returncode == _PIGZ_INTERRUPTED:
-        raise Interrupted(signal.SIGINT)
-    check_interrupted(returncode, grace=True)
-
-
-class _PigzStream:
-    """A write-only stream into ``pigz -c`` whose stdout is the archive file."""
-
-    def __init__(self, pigz, out, level, n_threads):
-        self.proc = subprocess.Popen([pigz, "-c", "-n", "-m", "-{}".format(level), "-p", str(n_threads)],
-                                     stdin=subprocess.PIPE, stdout=out, stderr=subprocess.PIPE,
-                                     preexec_fn=die_with_parent)
-        self.failed: Optional[BaseException] = None
-
-    def write(self, data):
-        if self.failed is not None:
-            # tarfile's stream flushes its buffer again on the way out: the first failure (an Interrupted above all)
-            # must stay the one that propagates, not turn into a broken pipe
-            raise self.failed
-        try:
-            self.proc.stdin.write(data)
-        except BrokenPipeError:
-            # pigz is gone: most likely it died of the Ctrl-C that reached the whole process group
-            try:
-                _check_pigz_interrupted(self.proc.wait())
-                self.failed = BuildError("pigz exited (code {}) while the archive was being written".format(
-                    self.proc.returncode))
-            except KeyboardInterrupt as e:
-                self.failed = e
-            raise self.failed from None
-        return len(data)
-
-    def close(self):
-        try:
-            self.proc.stdin.close()
-        except BrokenPipeError:
-            pass  # pigz is gone: its exit status says why
-        err = self.proc.stderr.read()
-        _check_pigz_interrupted(self.proc.wait())
-        if self.proc.returncode != 0:
-            raise BuildError("pigz failed: {}".format(tail(err.decode(errors="replace"))))
-
-    def abort(self):
-        self.proc.kill()
-        self.proc.wait()
-
-
 def _compress(tar, out, level, n_threads, use_pigz, on_bytes, mtime):
     return _compress_stream(lambda stream: tar.write(stream, mtime, on_bytes), out, level, n_threads, use_pigz)
 
@@ -397,7 +342,7 @@ def _compress_stream(write, out, level, n_threads, use_pigz):
     pigz = shutil.which("pigz") if use_pigz is not False else None
     if pigz:
         out.flush()  # pigz writes to the same open file, from its current offset
-        stream = _PigzStream(pigz, out, level, n_threads)
+        stream = PigzStream(pigz, out, level, n_threads)
         try:
             write(stream)
         except BaseException:

@@ -7,12 +7,14 @@ its uncompressed tar, so that two environments holding the very same distributio
 which a worker's cache (Work Queue caches inputs by local path) receives and the run shim unpacks once:
 
 * the environment's own part (first): ``poncho/`` metadata, ``bin/`` scripts, ``conda-meta/`` and anything no
-  distribution owns: small, and different for every environment;
+  distribution or conda package owns: small, and different for every environment;
 * the interpreter part: ``bin/python*``, ``lib/libpython*``, ``lib/pythonX.Y/`` but its ``site-packages``,
   ``include/pythonX.Y/``;
 * one part per distribution whose files (its ``RECORD``; files under a top-level directory it owns, such as
-  ``__pycache__`` entries written later, go with it) add up to at least ``PONCHO_WQ_PART_MB`` MB (default 4);
-* one group part for all the smaller distributions.
+  ``__pycache__`` entries written later, go with it; the other files of the conda package that installed it)
+  add up to at least ``PONCHO_WQ_PART_MB`` MB (default 4); one per such conda package that installs no Python
+  distribution (the files its ``conda-meta`` record lists: ``lib/libopenblas.so``);
+* one group part for all the smaller distributions and conda packages.
 
 Parts must not differ between environments for the same distribution, but conda-pack's archives keep the build
 prefix (``<cache>/tmp/build-<key>/...``, different per environment) in the files its ``conda-unpack`` records
@@ -34,12 +36,14 @@ import json
 import os
 import posixpath
 import re
+import shutil
 import tarfile
 import tempfile
 from typing import Dict, List, NamedTuple, Optional
 
 from ..errors import BuildError
 from ..fsutil import atomic_output
+from ..tools import PigzStream
 from .pack import DEFAULT_COMPRESS_LEVEL
 
 NAME_DIGITS = 32
@@ -51,6 +55,8 @@ _SITE = re.compile(r"^lib/python\d+\.\d+/site-packages/")
 _INTERPRETER = re.compile(r"^(bin/python[0-9.]*$|lib/libpython|lib/python\d+\.\d+/|include/python\d+\.\d+/)")
 _BUILD_PREFIX = re.compile(r"/build-[0-9a-f]{32}(/|$)")
 _PLACEHOLDER_STEM = "/poncho_wq_part_prefix"
+_CONDA_RECORD = re.compile(r"^conda-meta/[^/]+\.json$")
+_OWN_PREFIXES = ("conda-meta/", "poncho/", "bin/conda-unpack", "bin/activate", "bin/deactivate")
 
 
 class Part(NamedTuple):
@@ -119,15 +125,24 @@ def indexed_part_names(cache_dir: str) -> Dict[str, List[str]]:
     return out
 
 
-def cut_parts(tarball: str, cache_dir: str, part_mb: float = 4.0, env_id: Optional[str] = None) -> List[Part]:
+def cut_parts(tarball: str, cache_dir: str, part_mb: float = 4.0, env_id: Optional[str] = None,
+              use_pigz: Optional[bool] = None) -> List[Part]:
     """Cut the packed environment *tarball* into parts in ``<cache_dir>/parts/`` and write its index; return the
-    parts in order (own part first). Reuses the index when it and its parts are there already."""
+    parts in order (own part first). Reuses the index when it and its parts are there already.
+
+    Each part's tar is written uncompressed to a temp file first and hashed: only a part not in the cache yet is
+    then compressed (a bumped pin compresses the bumped distribution and the own part, not numpy again), by
+    ``pigz -n -m`` when it is on PATH (``use_pigz=False``: never; threads of its own), else zlib. Same bytes for
+    the same content either way (pigz's output does not depend on its thread count, zlib's is fixed by the
+    level); pigz's bytes differ from zlib's, which only matters if one cache is filled from machines with and
+    without pigz (a part's name is the hash of its uncompressed tar: the same)."""
     if env_id is None:
         env_id = os.path.basename(tarball)
         env_id = env_id[:-len(".tar.gz")] if env_id.endswith(".tar.gz") else env_id
     found = load_index(cache_dir, env_id)
     if found is not None:
         return found
+    pigz = shutil.which("pigz") if use_pigz is not False else None
     owners, records, prefixes, rehash = _survey(tarball)
     sizes: Dict[str, int] = {}
     for name, (role, size) in owners.items():
@@ -141,6 +156,7 @@ def cut_parts(tarball: str, cache_dir: str, part_mb: float = 4.0, env_id: Option
             role_of[name] = role
     out_dir = parts_dir(cache_dir)
     os.makedirs(out_dir, exist_ok=True)
+    n_threads = max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
     writers: Dict[str, _PartWriter] = {}
     try:
         with tarfile.open(tarball, "r:gz") as tar:
@@ -148,7 +164,7 @@ def cut_parts(tarball: str, cache_dir: str, part_mb: float = 4.0, env_id: Option
                 role = role_of.get(info.name, "env")
                 w = writers.get(role)
                 if w is None:
-                    w = writers[role] = _PartWriter(out_dir)
+                    w = writers[role] = _PartWriter(out_dir, pigz, n_threads)
                 data = None
                 if info.isreg():
                     data = tar.extractfile(info).read()
@@ -157,11 +173,16 @@ def cut_parts(tarball: str, cache_dir: str, part_mb: float = 4.0, env_id: Option
                     elif info.name.endswith(".dist-info/RECORD") and _SITE.match(info.name):
                         data = _rehash_record(info.name, data, rehash)
                 w.add(info, data)
-        parts = [w.finish(role) for role, w in writers.items()]
+        names = {role: w.close_tar() for role, w in writers.items()}
+        parts = [w.finish(role, names[role]) for role, w in writers.items()]
     except (OSError, tarfile.TarError, EOFError) as e:
         for w in writers.values():
             w.abort()
         raise BuildError("cannot cut {} into parts: {}".format(tarball, e))
+    except BaseException:  # a failed pigz, an interruption: no compressor left running, no temp file left behind
+        for w in writers.values():
+            w.abort()
+        raise
     order = {"env": 0, "interpreter": 1, "group": 3}
     parts.sort(key=lambda p: (order.get(p.role, 2), p.role))
     doc = {"format": INDEX_FORMAT, "env": env_id, "source": os.path.basename(tarball),
@@ -177,6 +198,7 @@ def _survey(tarball):
     members = {}
     record_rows = {}
     unpack = None
+    conda: Dict[str, List[str]] = {}  # conda package name -> the files its conda-meta record lists
     kept = {}  # console scripts and files that may hold the build prefix: their RECORD rows are re-hashed
     with tarfile.open(tarball, "r:gz") as tar:
         for info in tar:
@@ -187,6 +209,12 @@ def _survey(tarball):
                 record_rows[info.name] = tar.extractfile(info).read().decode("utf-8", "replace")
             elif info.isreg() and info.name == "bin/conda-unpack":
                 unpack = tar.extractfile(info).read()
+            elif info.isreg() and _CONDA_RECORD.match(info.name):
+                try:
+                    rec = json.loads(tar.extractfile(info).read().decode("utf-8"))
+                    conda[str(rec["name"])] = [str(f) for f in rec.get("files", ())]
+                except (ValueError, KeyError, TypeError):
+                    pass  # not a conda record we can read: its files stay in the own part
             elif info.isreg():
                 data = tar.extractfile(info).read()
                 if info.name.startswith("bin/") or b"/build-" in data:
@@ -207,6 +235,7 @@ def _survey(tarball):
             if path in members and path not in owner:
                 owner[path] = dist
                 tops.setdefault(site + path[len(site):].split("/", 1)[0], set()).add(dist)
+    conda_owner = _conda_owners(conda, owner, members)
     roles = {}
     for name, size in members.items():
         role = owner.get(name)
@@ -218,6 +247,8 @@ def _survey(tarball):
                     role = next(iter(top))
             elif _INTERPRETER.match(name):
                 role = "interpreter"
+        if role is None:
+            role = conda_owner.get(name)
         roles[name] = (role or "env", size)
     records, prefixes = set(), set()
     if unpack is not None:
@@ -229,6 +260,28 @@ def _survey(tarball):
     rehash = {name: _replace(data, prefixes) for name, data in kept.items()
               if name in records or not _SITE.match(name)}
     return roles, records, prefixes, rehash
+
+
+def _conda_owners(conda, owner, members):
+    """``{member: role}`` for the files conda packages own (their ``conda-meta/*.json`` records' ``files``) that
+    no ``RECORD`` does: a conda environment's shared libraries outside ``site-packages`` (``lib/libopenblas.so``),
+    its headers, its tools. A package that installs a Python distribution (its files include that distribution's
+    files) puts them in that distribution's part (conda's ``numpy`` and its ``lib/`` files go together; conda's
+    name may differ from pip's); ``python`` in the interpreter part; any other package in a part of its own
+    (``dist:<name>``: one per large package, the group part for the small ones). The environment's own metadata
+    (``conda-meta/``, ``poncho/``, conda-pack's ``bin/conda-unpack`` and activation scripts) stays in the own part."""
+    out: Dict[str, str] = {}
+    for name in sorted(conda):
+        files = [posixpath.normpath(f) for f in conda[name]]
+        if name == "python":
+            role = "interpreter"
+        else:
+            dists = sorted({owner[f] for f in files if f in owner})
+            role = dists[0] if len(dists) == 1 else "dist:" + name.lower().replace("_", "-")
+        for f in files:
+            if f in members and f not in owner and f not in out and not f.startswith(_OWN_PREFIXES):
+                out[f] = role
+    return out
 
 
 def _replace(data, prefixes):
@@ -266,7 +319,7 @@ def _prefix_records(script):
 
 
 class _Hashing:
-    """A write-only stream that hashes what tarfile writes and passes it on to gzip."""
+    """A write-only stream that hashes what tarfile writes and passes it on."""
 
     def __init__(self, out):
         self.out = out
@@ -279,16 +332,21 @@ class _Hashing:
 
 
 class _PartWriter:
-    """One part being written: a tar stream (members in the source tarball's order, their headers as they were)
-    into a reproducible gzip file (no name, mtime 0) in a temp file, renamed to its content name at the end."""
+    """One part being written: a plain tar stream (members in the source tarball's order, their headers as they
+    were) into a temp file, hashed on the way; at the end it is compressed into a reproducible gzip file (no name,
+    no time) renamed to its content name, unless a part of that name is there already. So a part that another
+    environment has (the unchanged numpy of a bumped pin) costs a write of its tar and no compression, the bulk of
+    the cut's time. Compression: ``pigz -c -n -m`` (threads of its own) with *pigz* (its path), else zlib."""
 
-    def __init__(self, out_dir):
+    def __init__(self, out_dir, pigz=None, n_threads=1):
         self.out_dir = out_dir
-        fd, self.tmp = tempfile.mkstemp(prefix=".part-", suffix=".tmp", dir=out_dir)
+        self.pigz = pigz
+        self.n_threads = n_threads
+        self.gz_tmp = None
+        self.gz = None
+        fd, self.tmp = tempfile.mkstemp(prefix=".part-", suffix=".tar.tmp", dir=out_dir)
         self.raw = os.fdopen(fd, "wb")
-        self.gz = gzip.GzipFile(filename="", mode="wb", fileobj=self.raw, compresslevel=DEFAULT_COMPRESS_LEVEL,
-                                mtime=0)
-        self.hashing = _Hashing(self.gz)
+        self.hashing = _Hashing(self.raw)
         self.tar = tarfile.open(fileobj=self.hashing, mode="w|", format=tarfile.PAX_FORMAT)
         self.bytes = 0
         self.members = 0
@@ -303,29 +361,50 @@ class _PartWriter:
             self.tar.addfile(info)
         self.members += 1
 
-    def finish(self, role):
+    def close_tar(self):
+        """Close the tar stream and return the part's name (its content's)."""
         self.tar.close()
-        self.gz.close()
         self.raw.close()
-        name = "part-{}.tar.gz".format(self.hashing.sha.hexdigest()[:NAME_DIGITS])
+        return "part-{}.tar.gz".format(self.hashing.sha.hexdigest()[:NAME_DIGITS])
+
+    def finish(self, role, name):
         path = os.path.join(self.out_dir, name)
-        if os.path.isfile(path):
-            os.unlink(self.tmp)  # the same content, published before (by this or another environment)
-        else:
-            os.chmod(self.tmp, 0o444)
-            os.replace(self.tmp, path)
+        if not os.path.isfile(path):  # else the same content, published before (by this or another environment)
+            fd, self.gz_tmp = tempfile.mkstemp(prefix=".part-", suffix=".tmp", dir=self.out_dir)
+            with os.fdopen(fd, "wb") as raw:
+                if self.pigz:
+                    self.gz = PigzStream(self.pigz, raw, DEFAULT_COMPRESS_LEVEL, self.n_threads)
+                else:
+                    self.gz = gzip.GzipFile(filename="", mode="wb", fileobj=raw,
+                                            compresslevel=DEFAULT_COMPRESS_LEVEL, mtime=0)
+                with open(self.tmp, "rb") as src:
+                    while True:
+                        chunk = src.read(1 << 20)
+                        if not chunk:
+                            break
+                        self.gz.write(chunk)
+                self.gz.close()
+            os.chmod(self.gz_tmp, 0o444)
+            os.replace(self.gz_tmp, path)
+            self.gz_tmp = None
+        os.unlink(self.tmp)
         return Part(name, role, path, self.bytes, self.members)
 
     def abort(self):
-        for f in (self.tar, self.gz, self.raw):
+        if isinstance(self.gz, PigzStream):
+            self.gz.abort()
+        for f in (self.tar, self.raw, self.gz):
             try:
-                f.close()
+                if f is not None:
+                    f.close()
             except Exception:  # noqa: BLE001 - cleaning up after the real error
                 pass
-        try:
-            os.unlink(self.tmp)
-        except OSError:
-            pass
+        for tmp in (self.tmp, self.gz_tmp):
+            try:
+                if tmp:
+                    os.unlink(tmp)
+            except OSError:
+                pass
 
 
 def _copy_info(info):

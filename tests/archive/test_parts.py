@@ -6,6 +6,7 @@ import base64
 import hashlib
 import json
 import os
+import shutil
 import tarfile
 
 import pytest
@@ -61,11 +62,29 @@ def _tar_sha(path):
         return hashlib.sha256(f.read()).hexdigest()
 
 
-def test_cutting_is_reproducible(envs, tmp_path):
-    one = cut_parts(envs["a"], str(tmp_path / "one"))
-    two = cut_parts(envs["a"], str(tmp_path / "two"))
+@pytest.mark.parametrize("use_pigz", [None, False])
+def test_cutting_is_reproducible(envs, tmp_path, use_pigz, monkeypatch):
+    one = cut_parts(envs["a"], str(tmp_path / "one"), use_pigz=use_pigz)
+    if hasattr(os, "sched_getaffinity"):  # pigz's bytes must not depend on its thread count either
+        monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0})
+    two = cut_parts(envs["a"], str(tmp_path / "two"), use_pigz=use_pigz)
     assert [p.name for p in one] == [p.name for p in two]
     assert [_sha(p.path) for p in one] == [_sha(p.path) for p in two]
+    for p in one:  # a plain gzip file: no name, no time (a stored time would make the bytes depend on the clock)
+        with open(p.path, "rb") as f:
+            header = f.read(10)
+        assert header[:3] == b"\x1f\x8b\x08" and header[3] == 0 and header[4:8] == b"\0\0\0\0", header
+
+
+@pytest.mark.skipif(not shutil.which("pigz"), reason="pigz not installed")
+def test_parts_are_compressed_by_pigz_when_present(envs, tmp_path):
+    """pigz and zlib give different bytes for the same tar: the parts are pigz's, named by the same content."""
+    fast = cut_parts(envs["a"], str(tmp_path / "pigz"))
+    slow = cut_parts(envs["a"], str(tmp_path / "zlib"), use_pigz=False)
+    assert [p.name for p in fast] == [p.name for p in slow]
+    assert [_sha(p.path) for p in fast] != [_sha(p.path) for p in slow]
+    for p in fast:
+        assert _tar_sha(p.path)[:32] == p.name[len("part-"):][:32]
 
 
 def test_the_same_distribution_in_two_environments_is_the_same_part(envs, tmp_path):
@@ -77,6 +96,88 @@ def test_the_same_distribution_in_two_environments_is_the_same_part(envs, tmp_pa
     # The own part holds the console scripts and conda-unpack's records: b has no tiny, so its own part differs
     # (a and c list the same files: theirs may well be one part, content-addressed like any other).
     assert name["a"]["env"] != name["b"]["env"]
+
+
+def test_a_part_already_in_the_cache_is_not_compressed_again(envs, tmp_path, monkeypatch):
+    """b shares a's bigpkg part (5 MB, the bulk): cutting b after a compresses b's other parts only."""
+    import gzip
+
+    from poncho_wq.archive import parts as parts_mod
+
+    cut_parts(envs["a"], str(tmp_path), use_pigz=False)
+    compressed = []
+
+    class Counting(gzip.GzipFile):
+        def write(self, data):
+            compressed.append(len(data))
+            return super().write(data)
+
+    monkeypatch.setattr(parts_mod.gzip, "GzipFile", Counting)
+    b = cut_parts(envs["b"], str(tmp_path), use_pigz=False)
+    assert 0 < sum(compressed) < BIG // 2
+    assert sum(p.bytes for p in b) > BIG
+    assert not [n for n in os.listdir(parts_mod.parts_dir(str(tmp_path))) if n.endswith(".tmp")]
+
+
+def test_files_of_conda_packages_go_to_their_package_s_part_not_the_own_part(tmp_path):
+    """conda's shared libraries outside site-packages: a large package's in a part of its own, a small one's in
+    the group part, those of a package that installs a Python distribution in that distribution's part, python's
+    in the interpreter part; the conda-meta records themselves stay in the own part."""
+    site = "lib/python3.11/site-packages/"
+    tarball = make_env(tmp_path, "d4", {"bigpkg": ("1.0", BIG), "small": ("2.0", 1000)}, conda={
+        "libbig": {"lib/libbig.so.1": BIG, "include/big.h": 100},
+        "libsmall": {"lib/libsmall.so": 1000},
+        "bigpkg": {site + "bigpkg/__init__.py": None, "lib/libbigpkg_helper.so": 2000},
+        "python": {"bin/python": None, "share/man/man1/python3.1": 50},
+    })
+    parts = cut_parts(tarball, str(tmp_path / "cache"))
+    where = {m: p.role for p in parts for m in _members(p.path)}
+    assert where["lib/libbig.so.1"] == where["include/big.h"] == "dist:libbig"
+    assert where["lib/libsmall.so"] == "group"
+    assert where["lib/libbigpkg_helper.so"] == where[site + "bigpkg/blob.bin"] == "dist:bigpkg"
+    assert where["share/man/man1/python3.1"] == where["bin/python"] == "interpreter"
+    assert {where[m] for m in where if m.startswith("conda-meta/")} == {"env"}
+    assert where["bin/conda-unpack"] == "env"
+    own = next(p for p in parts if p.role == "env")
+    assert own.bytes < 100_000  # the 5 MB library is not in it
+
+
+@pytest.mark.parametrize("use_pigz", [None, False])
+def test_a_failed_cut_leaves_no_temp_file_and_no_compressor(envs, tmp_path, monkeypatch, use_pigz):
+    """A write failing half-way through the second pass (a full disk, say): BuildError, and no part, temp tar
+    or temp gzip left in the cache, no index."""
+    from poncho_wq.archive import parts as parts_mod
+    from poncho_wq.errors import BuildError
+
+    real, calls = parts_mod._copy_info, []
+
+    def failing(info):
+        calls.append(info.name)
+        if len(calls) == 12:
+            raise OSError(28, "No space left on device")
+        return real(info)
+
+    monkeypatch.setattr(parts_mod, "_copy_info", failing)
+    with pytest.raises(BuildError, match="No space left"):
+        cut_parts(envs["a"], str(tmp_path), use_pigz=use_pigz)
+    assert os.listdir(parts_mod.parts_dir(str(tmp_path))) == []
+
+
+def test_a_failing_pigz_fails_the_cut_cleanly(envs, tmp_path, monkeypatch):
+    """A pigz that fails (here: a broken pigz first on PATH, a real process) is a BuildError naming it, with its
+    message; no temp file is left (neither the parts' tars nor the gzip being written), no index written."""
+    from poncho_wq.archive import parts as parts_mod
+    from poncho_wq.errors import BuildError
+
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    fake = bindir / "pigz"
+    fake.write_text("#!/bin/sh\ncat >/dev/null\necho 'pigz: write error (No space left on device)' >&2\nexit 1\n")
+    fake.chmod(0o755)
+    monkeypatch.setenv("PATH", "{}:{}".format(bindir, os.environ["PATH"]))
+    with pytest.raises(BuildError, match="pigz failed: pigz: write error"):
+        cut_parts(envs["a"], str(tmp_path / "cache"))
+    assert os.listdir(parts_mod.parts_dir(str(tmp_path / "cache"))) == []
 
 
 def test_the_build_prefix_becomes_a_placeholder_of_its_length(envs, tmp_path):
@@ -164,4 +265,12 @@ def test_the_task_plan_sends_parts_in_direct_and_url_mode(envs, tmp_path, monkey
     assert url.parts == direct.parts and set(url.urls) == set(direct.files) and url.files == {}
     assert sorted(os.listdir(tmp_path / "pub")) == sorted(direct.files)  # each part published by its name
     shared = plan_distribution(env, None, Distribution("shared", str(tmp_path / "shared"), "file:///mnt/s"))
-    assert shared.parts == () and shared.env == "/mnt/s/" + name  # shared still unpacks the single tarball
+    # shared: each part published by its name; the shim gets their shared paths and assembles in the shared root
+    assert shared.env == name and shared.parts == tuple("/mnt/s/" + p for p in direct.parts)
+    assert shared.env_dir == "/mnt/s/envs" and shared.files == {} and shared.urls == {}
+    assert sorted(os.listdir(tmp_path / "shared")) == sorted(direct.files)
+    cmd = wrap_command("true", shared.env, None, shared.env_dir, (), parts=shared.parts)
+    assert "PONCHO_ENV_DIR=/mnt/s/envs " in cmd and " -e {} --part /mnt/s/{}".format(name, parts[0].name) in cmd
+    monkeypatch.delenv("PONCHO_WQ_PARTS")
+    whole = plan_distribution(env, None, Distribution("shared", str(tmp_path / "shared2"), "file:///mnt/s"))
+    assert whole.parts == () and whole.env == "/mnt/s/" + name  # off: the single tarball

@@ -9,6 +9,7 @@ deterministic bytes), its ``.dist-info`` with METADATA and RECORD, and a console
 
 import base64
 import hashlib
+import json
 import os
 import random
 
@@ -25,10 +26,13 @@ def _record_row(rel, data):
     return "{},sha256={},{}".format(rel, digest, len(data))
 
 
-def make_env(parent, key, dists, *, extra_file=None, run_in_env=False):
+def make_env(parent, key, dists, *, extra_file=None, run_in_env=False, conda=None):
     """Build and pack an environment; *dists* = ``{name: (version, bytes)}``; returns the tarball path
     ``<parent>/env-<key[:32]>.tar.gz``. *extra_file*: ``(relative path, text)`` of one more unowned file.
-    *run_in_env*: poncho_wq's ``bin/run_in_env`` too, as the builders add it (TaskVine runs tasks through it)."""
+    *run_in_env*: poncho_wq's ``bin/run_in_env`` too, as the builders add it (TaskVine runs tasks through it).
+    *conda*: ``{package: {relative path: bytes or None}}``: conda packages, each a ``conda-meta/<package>-1.0-0.json``
+    record (not in a package cache: conda-pack treats them as it treats any uncached record) listing those files,
+    written with that many deterministic bytes (``None``: a file written already, listed only)."""
     from poncho_wq.archive.floor import write_floor
     from poncho_wq.archive.pack import ensure_history, pack_prefix
 
@@ -71,6 +75,14 @@ def make_env(parent, key, dists, *, extra_file=None, run_in_env=False):
 
         with open(run_in_env_path(), "rb") as f:
             write("bin/run_in_env", f.read(), 0o755)
+    for package, files in sorted((conda or {}).items()):
+        for rel, size in sorted(files.items()):
+            if size is not None:
+                write(rel, _blob(package + rel, "1.0", size)[:size])
+        record = {"name": package, "version": "1.0", "build": "0", "build_number": 0, "channel": "test",
+                  "url": "https://example.invalid/{}-1.0-0.conda".format(package),
+                  "files": sorted(files), "link": {"source": "", "type": 1}}
+        write("conda-meta/{}-1.0-0.json".format(package), json.dumps(record, indent=1, sort_keys=True))
     ensure_history(prefix, "test")
     write_floor(prefix)
     out = os.path.join(str(parent), "env-{}.tar.gz".format(key))

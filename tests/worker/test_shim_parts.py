@@ -6,7 +6,6 @@ Real shim runs under dash, bash --posix and busybox sh, on environments packed b
 import fcntl
 import os
 import signal
-import subprocess
 import time
 
 import pytest
