@@ -333,7 +333,9 @@ def prune_tests(files, keep_tests=None):
     return out, dropped
 
 
-def _compress(tar, out, level, n_threads, use_pigz, on_bytes, mtime):
+def _compress(tar, out, level, n_threads, use_pigz, on_bytes=None, mtime=None):
+    """One gzip member of *tar* with every member's mtime *mtime* (None: ``$SOURCE_DATE_EPOCH``)."""
+    mtime = fixed_mtime() if mtime is None else mtime
     return _compress_stream(lambda stream: tar.write(stream, mtime, on_bytes), out, level, n_threads, use_pigz)
 
 
