@@ -115,16 +115,16 @@ def declare_environment(manager, environment=None, command=None, *, distribution
     sends it from the manager; ``url`` publishes it and each worker fetches it itself (:func:`_source_file`).
     *seed* (seconds; default ``PONCHO_WQ_VINE_SEED``, 0 = off): let one worker get the tarball first, then every
     other worker from its peers (:func:`_seeded`); this call then waits, at most that long, for the first copy.
-    With ``PONCHO_WQ_PARTS=1`` in ``direct`` mode, the environment is declared as its content-addressed parts
-    instead (:func:`_assembled`; no seed then).
+    With ``PONCHO_WQ_PARTS=1`` in ``direct`` or ``url`` mode, the environment is declared as its content-addressed
+    parts instead (:func:`_assembled`; no seed then).
     """
     check_environment_argument(environment, "declare_environment")
     env = as_environment(environment, command)
     path = os.path.abspath(env.build())
     with _declared_lock:
         files = _declared.setdefault(manager, {})
-        if path not in files and settings().parts and as_distribution(distribution).mode in ("direct", "serve"):
-            files[path] = _assembled(manager, env, path)
+        if path not in files and settings().parts and as_distribution(distribution).mode in ("direct", "serve", "url"):
+            files[path] = _assembled(manager, env, path, distribution)
         if path not in files:
             tarball = _source_file(manager, path, distribution)
             cache = _env_cache(distribution)
@@ -168,27 +168,46 @@ def _shim_file(manager):
     return files[shim]
 
 
-def _assembled(manager, env, path):
+def _assembled(manager, env, path, distribution=None):
     """With ``PONCHO_WQ_PARTS=1`` (issue 28, docs/parts.md): the environment made on a worker from the parts of its
     tarball *path*, each part a File of its own at :data:`ENV_CACHE` (declared once per manager, named by content
     by TaskVine: a worker receives each part once, across environments and workflows, and peers spread them like
     any cached file), assembled by the unpack mini task with the shim's ``--part``: each part unpacked once per
     worker in the shim's per-worker root, the environment hard-linked from them. Called holding
-    ``_declared_lock``."""
+    ``_declared_lock``.
+
+    In ``url`` mode each part is published and fetched by a fetch mini task of its own (:func:`_part_fetch`), and
+    the environment stays at the workflow level, as :func:`_env_cache` says: a failed fetch leaves a failure note
+    as the part, and the shim then makes ``output`` a stub environment (fetch.sh's vine-stub, same exit code and
+    message) without unpacking anything into its per-worker root."""
     files = _declared.setdefault(manager, {})
     parts = _parts_of(env, path)
+    url = as_distribution(distribution).mode == "url"
     command = "sh poncho_package_run --extract-to output -e {}{} && output/bin/run_in_env".format(
         env.remote_name[:-len(".tar.gz")], "".join(" --part " + p.name for p in parts))
     task = _vine().Task(command)
     for p in parts:
-        if p.path not in files:
-            files[p.path] = manager.declare_file(p.path, cache=ENV_CACHE)
-        task.add_input(files[p.path], p.name)
+        key = ("fetch", p.name) if url else p.path
+        if key not in files:
+            files[key] = _part_fetch(manager, p, distribution) if url else manager.declare_file(p.path, cache=ENV_CACHE)
+        task.add_input(files[key], p.name)
     task.add_input(_shim_file(manager), "poncho_package_run")
-    return manager.declare_minitask(task, "output", cache=ENV_CACHE)
+    return manager.declare_minitask(task, "output", cache=_env_cache(distribution))
 
 
-def forget_environment(manager, environment, declared=None):
+def _part_fetch(manager, part, distribution):
+    """The fetch mini task of *part* in ``url`` mode: *part* published (as Work Queue's url mode with parts does),
+    fetched and checked by fetch.sh, at the workflow level (:func:`_env_cache`). Without the vine-stub: a failed
+    fetch leaves its note (first line :data:`~poncho_wq.deliver.fetch.NOTE_MARK`, then the exit code and the
+    message) as the part, which the shim's ``--extract-to`` turns into a stub environment instead of unpacking it
+    into its per-worker root (where a stub named ``part-<hex>`` would outlive the workflow)."""
+    dist = as_distribution(distribution)
+    fetch = fetch_for(part.path, dist.publish_dir, dist, part.name)
+    where = "p={};c=$p;t=$p.part;".format(fetch.name)
+    return manager.declare_minitask(_vine().Task(fetch_script(fetch, fetch.seconds, where)), fetch.name, cache=True)
+
+
+def forget_environment(manager, environment, declared=None, message=None):
     """Undeclare the environment declared for *environment* (an Environment or tarball path) on *manager*: the
     workers drop their copies, and the next :func:`declare_environment` of it declares it afresh. With *declared*
     (the File a task was given), only when that is still the current declaration: many tasks that met one failed
@@ -197,15 +216,19 @@ def forget_environment(manager, environment, declared=None):
     Why: in ``url`` mode a fetch that failed on a worker leaves there a stub environment that fails every task
     (TaskVine 7.17.1 hangs the tasks of a mini task that fails, see :data:`_FETCH_STUB`). :attr:`PonchoVineTask.
     shim_error` calls this when it reports such a failure, so that later tasks fetch again instead of meeting the
-    stub for the rest of the workflow."""
+    stub for the rest of the workflow. With parts (:func:`_assembled`), *message* (the shim error's) names the part
+    whose fetch failed: its fetch is undeclared too (the other parts stay), so the next declaration fetches it
+    again."""
     path = os.path.abspath(environment.build() if isinstance(environment, Environment) else str(environment))
+    failed = re.match(r"could not fetch (part-[0-9a-f]+\.tar\.gz) from ", message or "")
     with _declared_lock:
         current = _declared.get(manager, {}).get(path)
         if current is None or (declared is not None and current is not declared):
             return
         poncho = _declared[manager].pop(path)
         source = _sources.get(manager, {}).pop(path, None)
-    for f in (poncho, source):
+        part = _declared[manager].pop(("fetch", failed.group(1)), None) if failed else None
+    for f in (poncho, source, part):
         if f is not None:
             manager.undeclare_file(f)
 
@@ -498,7 +521,8 @@ def _make_vine_task(vine):
             if err is not None and err.message.startswith("could not fetch ") and \
                     not self.__dict__.get("_forgotten") and getattr(self, "manager", None) is not None:
                 self.__dict__["_forgotten"] = True
-                forget_environment(self.manager, self.environment, self.__dict__.get("_environment_file"))
+                forget_environment(self.manager, self.environment, self.__dict__.get("_environment_file"),
+                                   err.message)
             return err
 
     quiet_at_exit(PonchoVineTask)

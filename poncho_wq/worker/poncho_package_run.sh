@@ -1202,6 +1202,44 @@ _pr_xparts() {
     IFS=$_pr_ifs
     set +f
 }
+# A part whose fetch failed (TaskVine's url mode, poncho_wq/taskvine.py _part_fetch) is the fetch's note (fetch.sh:
+# poncho-fetch-failed, the exit code, the message), not a gzip.  Every part is checked (one `read` of its first
+# line, no fork) before anything is unpacked; on a note NEWDIR becomes a stub environment whose bin/run_in_env
+# fails every command with the note's code and message, as fetch.sh's vine-stub does for a whole tarball (so
+# PonchoVineTask.shim_error reports it), and the shim exits 0 without touching the per-worker root: a part-<hex>
+# made from a note would be taken for that part by every later environment, beyond the workflow.
+_pr_xnote() {
+    _pr_ifs=$IFS
+    IFS=$_pr_nl
+    set -f
+    for _pr_p in $_pr_parts; do
+        IFS=$_pr_ifs
+        set +f
+        _pr_partid "$_pr_p"
+        [ -f "$_pr_p" ] && [ -r "$_pr_p" ] || _pr_die 2 "part not found or unreadable: $_pr_p"
+        _pr_fl= _pr_fe= _pr_fm=
+        { IFS= read -r _pr_fl && IFS= read -r _pr_fe && IFS= read -r _pr_fm; } <"$_pr_p" 2>/dev/null || :
+        [ "$_pr_fl" = poncho-fetch-failed ] || continue
+        case $_pr_fe in [1-9] | [1-9][0-9] | 1[0-9][0-9]) ;; *) _pr_fe=3 ;; esac
+        [ -n "$_pr_fm" ] || _pr_fm="could not fetch ${_pr_p##*/} (its failure note says no more)"
+        _pr_xs=$(mktemp -d "${_pr_xp:-/}/.poncho_extract.$$.XXXXXX" 2>/dev/null) ||
+            _pr_die 3 "cannot create a directory in ${_pr_xp:-/} (read-only file system or no write permission?)"
+        if mkdir -p "$_pr_xs/env/bin" "$_pr_xs/env/poncho" &&
+            printf '%s\n' "$_pr_fe" >"$_pr_xs/env/poncho/fetch-code" &&
+            printf '%s\n' "$_pr_fm" >"$_pr_xs/env/poncho/fetch-error" &&
+            printf '%s\n' '#!/bin/sh' '[ "$#" -gt 0 ]||exit 0' 'd=${0%/*}/../poncho' \
+                'printf "run_in_env: %s\n" "$(cat "$d/fetch-error")" >&2' 'exit "$(cat "$d/fetch-code")"' \
+                >"$_pr_xs/env/bin/run_in_env" &&
+            chmod 755 "$_pr_xs/env/bin/run_in_env" && mv -T -- "$_pr_xs/env" "$_pr_xto"; then
+            _pr_rmtree "$_pr_xs"
+            exit 0
+        fi
+        _pr_rmtree "$_pr_xs"
+        _pr_die 3 "could not write the stub environment $_pr_xto for a part whose fetch failed ($_pr_fm)"
+    done
+    IFS=$_pr_ifs
+    set +f
+}
 if [ -n "$_pr_xto" ]; then
     [ -z "$_pr_fetch$_pr_code$_pr_to" ] && [ "$#" -eq 0 ] ||
         _pr_die 1 "--extract-to takes only -e ENV.tar.gz, or -e env-<hex> and --part (no command, --fetch, --code or --unpack-to)"
@@ -1210,6 +1248,7 @@ if [ -n "$_pr_xto" ]; then
     fi
     [ ! -e "$_pr_xto" ] && [ ! -L "$_pr_xto" ] || _pr_die 1 "--extract-to $_pr_xto exists: it takes a new directory"
     case $_pr_xto in */*) _pr_xp=${_pr_xto%/*} ;; *) _pr_xp=. ;; esac
+    [ -z "$_pr_parts" ] || _pr_xnote
     [ -z "$_pr_parts" ] || _pr_xparts
     _pr_xs=$(mktemp -d "${_pr_xp:-/}/.poncho_extract.$$.XXXXXX" 2>/dev/null) ||
         _pr_die 3 "cannot create a directory in ${_pr_xp:-/} (read-only file system or no write permission?)"

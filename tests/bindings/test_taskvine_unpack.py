@@ -144,3 +144,77 @@ def test_parts_travel_once_and_each_environment_is_assembled_from_them(tmp_path)
         ids = sorted(line.split()[2] for line in f)
     assert ids == sorted(p[:-len(".tar.gz")] for p in set(parts_a) | set(parts_b))
     assert sum(workers.debug_lines("via mini task")) == 2
+
+
+URL_PARTS_DRIVER = """
+import json, os, sys
+from ndcctools import taskvine as vine
+from poncho_wq.archive.parts import load_index
+from poncho_wq.assemble.environment import as_environment
+from poncho_wq.config import settings
+from poncho_wq.deliver.publish import Distribution, serve
+from poncho_wq.taskvine import declare_environment, forget_environment, shim_error_from
+
+out, port_file, a, b = sys.argv[1:5]
+m = vine.Manager(port=0, run_info_path=os.path.abspath("runinfo"))
+with open(port_file + ".tmp", "w") as f:
+    f.write(str(m.port))
+os.rename(port_file + ".tmp", port_file)
+os.makedirs("pub")
+server = serve("pub", log_path=os.path.abspath("access.log"))
+dist = Distribution("url", os.path.abspath("pub"), server.url)
+site = "$CONDA_PREFIX/lib/python3.11/site-packages"
+parts, results, env = {}, [], None
+for tarball in (a, b, b):
+    if env is not None and results[-1][2]:  # what PonchoVineTask.shim_error does (declaring publishes the part again)
+        forget_environment(m, tarball, env, results[-1][2][1])
+    env = declare_environment(m, tarball, distribution=dist)
+    parts[tarball] = [p.name for p in load_index(settings().cache_dir, as_environment(tarball).remote_name[:-7])]
+    if tarball == b and len(results) == 1:  # b's own small part: published, then gone (every GET of it a 404)
+        gone = [p for p in parts[b] if p not in parts[a]][-1]
+        os.unlink(os.path.join("pub", gone))
+    t = vine.Task("sh -c 'cat {0}/small/__init__.py {0}/bigpkg/where.txt'".format(site))
+    t.add_environment(env)
+    m.submit(t)
+    while not m.empty():
+        t = m.wait(5)
+        if t:
+            results.append([t.exit_code, t.std_output, shim_error_from(t.exit_code, t.std_output)])
+    if len(results) == 2:
+        unpacked = sorted(n for n in os.listdir(os.environ["ROOT"]) if n.startswith("part-"))
+server.stop()
+with open("access.log") as f:
+    gets = [line.split()[2:5] for line in f]
+with open(out, "w") as f:
+    json.dump({"results": results, "parts": [parts[a], parts[b]], "gone": gone, "gets": gets,
+               "egress": m.stats.bytes_sent, "unpacked": unpacked}, f)
+"""
+
+
+@pytest.mark.e2e
+def test_url_mode_parts_are_fetched_once_and_a_failed_fetch_is_a_stub_not_a_part(tmp_path):
+    """PONCHO_WQ_PARTS=1 in url mode on TaskVine: each part published and fetched by its own mini task, once
+    (shared parts too); a part that 404s fails the environment's task with the shim error (exit 2, the part's name
+    and URL) and is never unpacked into the shim's per-worker root (no part-<hex> made of a failure note); once the
+    environment is forgotten (as PonchoVineTask.shim_error does) and the part published again, the next task
+    fetches that part only, and succeeds."""
+    d = tmp_path / "envs"
+    a = make_env(d, "a1", {"bigpkg": ("1.0", 3_000_000), "small": ("2.0", 1000)}, run_in_env=True)
+    b = make_env(d, "b2", {"bigpkg": ("1.0", 3_000_000), "small": ("2.1", 1000)}, run_in_env=True)
+    root = tmp_path / "root"
+    env = client_env(PONCHO_WQ_CACHE=str(tmp_path / "cache"), PONCHO_WQ_PARTS="1", ROOT=str(root))
+    # timeout: a mini task that fails (the old shim unpacking a note) leaves the task pending for good
+    out, _workers = drivers.run_driver(tmp_path, URL_PARTS_DRIVER, env, args=[a, b], n_workers=1, timeout=120,
+                                       worker_env={"PONCHO_ENV_DIR": str(root)})
+    (code_a, output_a, _), (code_b, _, error_b), (code_c, output_c, _) = out["results"]
+    assert code_a == 0 and output_a.startswith("VERSION = '2.0'"), out
+    gone = out["gone"]
+    assert code_b == 2 and error_b is not None, out
+    assert error_b[1].startswith("could not fetch {} from http://".format(gone)) and "404" in error_b[1], error_b
+    parts_a, parts_b = out["parts"]
+    assert sorted(out["unpacked"]) == sorted(p[:-len(".tar.gz")] for p in parts_a)  # b's good parts: not even those
+    assert code_c == 0 and output_c.startswith("VERSION = '2.1'"), out
+    assert sorted(g[1][1:] for g in out["gets"] if g[2] == "200") == sorted(set(parts_a) | set(parts_b)), \
+        out["gets"]  # once each: the other parts were not fetched again
+    assert [g[1][1:] for g in out["gets"] if g[2] == "404"] == [gone], out["gets"]
+    assert out["egress"] < 1_000_000, out  # the manager sent the shim and the tasks, never a part

@@ -13,6 +13,7 @@ import pytest
 from helpers.partenv import make_env
 from helpers.shimutil import SHELLS, leftovers, run_shim, shim_env, start_shim, tar_members, unpack_count
 from poncho_wq.archive.parts import cut_parts
+from poncho_wq.shim import RUN_IN_ENV, shim_error_from
 
 pytestmark = pytest.mark.usefixtures("shells")
 
@@ -218,3 +219,31 @@ def test_extract_to_assembles_from_parts_unpacked_once_per_worker(envs, tmp_path
     r = run_shim(["--extract-to", tmp_path / "c", "-e", "env-" + "c" * 32, "--part", envs["a"][1][0].path, "true"],
                  env=shim_env(root))
     assert r.returncode == 1 and "--extract-to takes only" in r.stderr
+
+
+@pytest.mark.parametrize("shell", sorted(SHELLS))
+def test_extract_to_makes_a_stub_of_a_failed_fetch_note_and_unpacks_no_part(envs, tmp_path, shell):
+    """TaskVine's url mode with parts (poncho_wq.taskvine._part_fetch): a part whose fetch failed is the fetch's
+    note. The unpack mini task then gives a stub environment whose run_in_env fails every command with the note's
+    code and message (what PonchoVineTask.shim_error reports), and exits 0 with the per-worker root untouched:
+    not even the good parts before the note are unpacked, and no part-<hex> is made of the note."""
+    root = tmp_path / "root"
+    tarball, parts = envs["a"]
+    note = tmp_path / "fetched" / parts[-1].name
+    note.parent.mkdir()
+    message = "could not fetch {} from http://127.0.0.1:1/x: curl: (22) error: 404 (exit 22)".format(note.name)
+    note.write_text("poncho-fetch-failed\n2\n" + message + "\n")
+    args = ["-e", os.path.basename(tarball)]
+    for p in parts[:-1]:
+        args += ["--part", p.path]
+    out = tmp_path / "output"
+    r = run_shim(["--extract-to", out] + args + ["--part", note], shell=SHELLS[shell], env=shim_env(root))
+    assert (r.returncode, r.stdout, r.stderr) == (0, "", "")
+    assert not root.exists()
+    assert sorted(os.listdir(str(out))) == ["bin", "poncho"]
+    assert [n for n in os.listdir(str(tmp_path)) if n.startswith(".poncho_extract")] == []
+    stub = str(out / "bin" / "run_in_env")
+    assert subprocess.run([stub], capture_output=True).returncode == 0  # as the mini task calls it: no command
+    r = subprocess.run([stub, "sh", "-c", "echo ran"], capture_output=True, text=True)
+    assert (r.returncode, r.stdout) == (2, "")
+    assert shim_error_from(r.returncode, r.stderr, RUN_IN_ENV) == (2, message)  # as PonchoVineTask.shim_error
