@@ -6,6 +6,7 @@ Real shim runs under dash, bash --posix and busybox sh, on environments packed b
 import fcntl
 import os
 import signal
+import subprocess
 import time
 
 import pytest
