@@ -38,13 +38,32 @@ _COMPILE = r"""
 import concurrent.futures, hashlib, importlib.util, os, py_compile, sys
 prefix, recorded, store = sys.argv[1], sys.argv[2], sys.argv[3]
 needle = prefix.encode()
+magic = importlib.util.MAGIC_NUMBER
 dirs = []
 for d in sys.path:
     d = os.path.abspath(d)
     if os.path.isdir(d) and (d + os.sep).startswith(prefix + os.sep) and d not in dirs:
         dirs.append(d)
 roots = [d for d in dirs if not any(d != o and (d + os.sep).startswith(o + os.sep) for o in dirs)]
-todo = []
+made = set()
+def place(src, dst):
+    # A pyc of the cache is the same bytes whoever made it: hard-linked (one system call, no copy), copied where
+    # a link cannot be made (another file system); never written in place (a new inode: a linked file stays).
+    d = os.path.dirname(dst)
+    if d not in made:
+        os.makedirs(d, exist_ok=True)
+        made.add(d)
+    tmp = "{}.tmp-{}".format(dst, os.getpid())
+    try:
+        os.link(src, tmp)
+    except OSError:
+        with open(src, "rb") as fi, open(tmp, "wb") as fo:
+            fo.write(fi.read())
+    os.replace(tmp, dst)
+# One pass reads each source once: the pyc already in place (the interpreter base's stdlib, hard-linked into the
+# prefix, is kept), else the pyc cache's by the key of the source's bytes (linked here, no process started), else
+# it is compiled below.
+todo, cached = [], 0
 for d in roots:
     for root, subdirs, files in os.walk(d):
         subdirs[:] = sorted(s for s in subdirs if s != "__pycache__")
@@ -59,33 +78,28 @@ for d in roots:
                 continue
             if needle in data:
                 continue
+            cfile = importlib.util.cache_from_source(p)
             try:
-                with open(importlib.util.cache_from_source(p), "rb") as fh:
+                with open(cfile, "rb") as fh:
                     head = fh.read(16)
-                if head == importlib.util.MAGIC_NUMBER + b"\x03\0\0\0" + importlib.util.source_hash(data):
+                if head == magic + b"\x03\0\0\0" + importlib.util.source_hash(data):
                     continue
             except (OSError, ValueError):
                 pass
-            todo.append(p)
-def put(src, dst):
-    tmp = "{}.tmp-{}".format(dst, os.getpid())
-    with open(src, "rb") as fi, open(tmp, "wb") as fo:
-        fo.write(fi.read())
-    os.replace(tmp, dst)
-def one(p):
-    dfile = recorded + p[len(prefix):]
-    cfile = importlib.util.cache_from_source(p)
-    kept = None
-    if store:
-        with open(p, "rb") as fh:
-            key = hashlib.sha256(importlib.util.MAGIC_NUMBER + dfile.encode() + b"\0" + fh.read()).hexdigest()
-        kept = os.path.join(store, key[:2], key + ".pyc")
-        try:
-            os.makedirs(os.path.dirname(cfile), exist_ok=True)
-            put(kept, cfile)
-            return 1
-        except OSError:
-            pass
+            dfile = recorded + p[len(prefix):]
+            kept = None
+            if store:
+                key = hashlib.sha256(magic + dfile.encode() + b"\0" + data).hexdigest()
+                kept = os.path.join(store, key[:2], key + ".pyc")
+                try:
+                    place(kept, cfile)
+                    cached += 1
+                    continue
+                except OSError:
+                    pass
+            todo.append((p, cfile, dfile, kept))
+def one(job):
+    p, cfile, dfile, kept = job
     try:
         py_compile.compile(p, cfile=cfile, dfile=dfile, doraise=True,
                            invalidation_mode=py_compile.PycInvalidationMode.CHECKED_HASH)
@@ -93,17 +107,16 @@ def one(p):
         return 0  # not Python 3 (some packages ship Python 2 leftovers or templates): pip skips them too
     if kept:
         try:
-            os.makedirs(os.path.dirname(kept), exist_ok=True)
-            put(cfile, kept)
+            place(cfile, kept)
         except OSError:
             pass  # a full or read-only cache only costs the next build a compile
-    return 0
+    return 1
 if len(todo) > 64 and (os.cpu_count() or 1) > 1:
     with concurrent.futures.ProcessPoolExecutor() as pool:
-        cached = sum(pool.map(one, todo, chunksize=32))
+        sum(pool.map(one, todo, chunksize=32))
 else:
-    cached = sum(one(p) for p in todo)
-print(len(todo) - cached, cached)
+    sum(one(job) for job in todo)
+print(len(todo), cached)
 """
 
 
