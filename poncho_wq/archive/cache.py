@@ -60,7 +60,7 @@ import time
 
 from ..config import settings
 from ..errors import BuildError, PonchoError
-from ..fsutil import atomic_output
+from ..fsutil import atomic_output, remove_later, remove_old_trash
 from ..identity import file_digest, file_identity, sha256_file
 from ..memo import register
 
@@ -234,6 +234,7 @@ class Cache:
             os.makedirs(scratch)
             os.makedirs(self.envs, exist_ok=True)
             start = time.monotonic()
+            built = False
             try:
                 tmp_output = os.path.join(scratch, tarball_name(key))
                 builder(tmp_output)
@@ -252,8 +253,14 @@ class Cache:
                 path = self.path_for(key)
                 os.replace(tmp_output, path)
                 self._log_build(record)
+                built = True
             finally:
-                shutil.rmtree(scratch, ignore_errors=True)
+                # The entry is published: the scratch (the build's prefix, thousands of files) goes in the
+                # background. A failed build's goes now: nothing of it is left when the error is reported.
+                if built:
+                    remove_later(scratch)
+                else:
+                    shutil.rmtree(scratch, ignore_errors=True)
             return path, False
 
     def _unlink_entry(self, key):
@@ -442,6 +449,7 @@ class Cache:
 
         if not os.path.isdir(self.tmp):
             return
+        remove_old_trash(self.tmp)
         for name in os.listdir(self.tmp):
             if not name.startswith("build-"):
                 continue

@@ -331,8 +331,9 @@ def populate_prefix(request: BuildRequest, prefix, progress):
 
 
 def _build_and_pack(request, progress, output):
-    """Build a prefix next to *output* (scratch dir) and pack it to *output*; the scratch is removed. Returns the
-    environment's floor."""
+    """Build a prefix next to *output* (in the scratch dir, which the caller removes with the prefix: in the
+    background once the cache entry is published, see :func:`poncho_wq.fsutil.remove_later`) and pack it to
+    *output*. Returns the environment's floor."""
     scratch = os.path.dirname(output)
     prefix = os.path.join(scratch, "prefix")
     try:
@@ -346,8 +347,6 @@ def _build_and_pack(request, progress, output):
         raise BuildError("build failed: {}".format(describe_os_error(e))) from e
     except (ValueError, RuntimeError) as e:
         raise BuildError("build failed: {}".format(tail("{}: {}".format(type(e).__name__, e)))) from e
-    finally:
-        shutil.rmtree(prefix, ignore_errors=True)
 
 
 def create(spec, output=None, *, engine=None, python=None, use_cache=True, cache_dir=None, progress=None,
