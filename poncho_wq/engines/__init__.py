@@ -306,7 +306,8 @@ def populate_prefix(request: BuildRequest, prefix, progress):
     target = parse_target(spec.target) if spec.target else None
     if target is None or not target.is_cross():
         # by the environment's own interpreter: not for another architecture
-        compile_prefix(prefix, progress, build_cache_root())
+        base = placed_base(prefix)
+        compile_prefix(prefix, progress, build_cache_root(), base.tree if base is not None else None)
     if spec.git or spec.http:
         fetch_data(spec, prefix, progress)
     os.makedirs(os.path.join(prefix, "bin"), exist_ok=True)
