@@ -71,6 +71,10 @@ LAZY_INTERNAL = {
     "poncho_wq.task": (("poncho_wq.analysis.installation", "poncho_wq.archive.parts", "poncho_wq.assemble.layers"),
                        _LIGHT_TASK),
     "poncho_wq.archive.cache": (("poncho_wq.archive.parts",), _LIGHT_TASK + " (parts load the packer)"),
+    # 3. A build loads the engine it uses (issue 27): the conda engine (asyncio, py-rattler's glue), the current and
+    #    locked engines and the data fetcher were a fifth of a small build's imports, on every poncho_package_create.
+    "poncho_wq.engines": (("poncho_wq.engines.conda", "poncho_wq.engines.current", "poncho_wq.engines.locked",
+                           "poncho_wq.engines.data"), "issue 27: a build imports only the engine it runs"),
 }
 
 

@@ -51,11 +51,7 @@ from ..target import file_owner, floor_problem, parse_target
 from ..tools import describe_os_error, tail
 from ..version import __version__
 from .bytecode import compile_prefix
-from .conda import build_conda_prefix
-from .current import build_current_prefix, installed_identity, spec_with_local
-from .data import fetch_data
 from .interpreter import build_cache_root, interpreter_bases, placed_base, probe_interpreter
-from .locked import build_locked_prefix
 from .portable import base_python, build_portable_prefix, check_target
 
 #: Bumped whenever the archive layout or packing changes, so old cache entries are not reused.
@@ -133,6 +129,8 @@ class CondaEngine(Engine):
                             "for a spec with only pip packages")
 
     def populate(self, request, prefix, progress):
+        from .conda import build_conda_prefix
+
         build_conda_prefix(request.spec, prefix, progress, conda_exe=request.conda_exe)
 
 
@@ -168,13 +166,19 @@ class CurrentEngine(Engine):
         check_target(spec, python, "current")
 
     def identity(self, spec, python):
+        from .current import installed_identity
+
         # the files copied, not only their names
         return {"python": _interpreter_identity(python), "installed": installed_identity(spec, python)}
 
     def prepare(self, spec, analysis=None):
+        from .current import spec_with_local
+
         return spec_with_local(spec, analysis)
 
     def populate(self, request, prefix, progress):
+        from .current import build_current_prefix
+
         return dict(build_current_prefix(request.spec, prefix, request.python, progress).sources)
 
 
@@ -187,13 +191,19 @@ class LockedEngine(CurrentEngine):
     name = "locked"
 
     def identity(self, spec, python):
+        from .current import installed_identity
+
         return {"python": _interpreter_identity(python),
                 "installed": installed_identity(spec, python, index_fallback=True)}
 
     def prepare(self, spec, analysis=None):
+        from .current import spec_with_local
+
         return spec_with_local(spec, analysis, keep_unresolved=True)
 
     def populate(self, request, prefix, progress):
+        from .locked import build_locked_prefix
+
         return build_locked_prefix(request.spec, prefix, request.python, progress)
 
 
@@ -309,6 +319,8 @@ def populate_prefix(request: BuildRequest, prefix, progress):
         base = placed_base(prefix)
         compile_prefix(prefix, progress, build_cache_root(), base.tree if base is not None else None)
     if spec.git or spec.http:
+        from .data import fetch_data
+
         fetch_data(spec, prefix, progress)
     os.makedirs(os.path.join(prefix, "bin"), exist_ok=True)
     shutil.copyfile(run_in_env_path(), os.path.join(prefix, "bin", "run_in_env"))
