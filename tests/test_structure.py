@@ -46,7 +46,10 @@ LAZY_EXTERNAL = {
     "yaml": "only YAML spec files need it",
     "filelock": "only the cache and the interpreter bases take locks",
     "multiprocessing": "only a large scan starts processes",
-    "http": "only the local publishing server uses http.server",
+    "http": "only the server processes (publishing, the serve mode's cache server) use http.server",
+    "urllib": "urllib.request (http.client, email, ssl: 30 modules) only for url mode's HEAD probe of a failed "
+              "fetch; a task submission does not load it (issue 27)",
+    "argparse": "only the server processes' command lines; the manager that starts them does not load it",
     "ctypes": "only die_with_parent's prctl call needs it",
     "stdlib_list": "only an analysis for another Python version than the running one needs its lists",
 }
