@@ -11,6 +11,7 @@ import fcntl
 import os
 import shutil
 import stat
+import subprocess
 import sys
 import tempfile
 import time
@@ -208,6 +209,51 @@ def refuse_output_onto_input(output, inputs, option="output"):
 
 
 #: Name prefix of the scratch directory a ``--no-cache`` build makes next to its output.
+#: What :func:`remove_later` renames a directory to (beside where it was).
+TRASH_PREFIX = "trash-"
+
+
+def remove_later(path):
+    """Remove the directory *path* without waiting for it: renamed at once (beside itself, ``trash-<name>-<pid>``:
+    nothing looks it up by its old name any more) and removed by a detached ``rm -rf``, which outlives this
+    process. A build's prefix is thousands of files: removing it took 0.1 s of a small environment's 1.2 s build
+    (0.3 s with pandas) after the result was ready. What a remover killed with the machine leaves is removed by
+    :func:`remove_old_trash`. Removed here and now when it cannot be renamed or no process can be started."""
+    parent, name = os.path.split(os.path.abspath(path))
+    trash = os.path.join(parent, "{}{}-{}-{}".format(TRASH_PREFIX, name, os.getpid(), time.monotonic_ns()))
+    try:
+        os.rename(path, trash)
+    except FileNotFoundError:
+        return
+    except OSError:
+        shutil.rmtree(path, ignore_errors=True)
+        return
+    try:
+        # sh starts rm in the background and exits at once: rm is no child of ours to wait for, and in a session of
+        # its own no signal to our process group (Ctrl-C) stops it half-way.
+        subprocess.run(["/bin/sh", "-c", 'rm -rf -- "$1" </dev/null >/dev/null 2>&1 &', "sh", trash],
+                       stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                       start_new_session=True, check=True, timeout=60)
+    except (OSError, subprocess.SubprocessError):
+        shutil.rmtree(trash, ignore_errors=True)
+
+
+def remove_old_trash(directory, seconds=600):
+    """Remove what :func:`remove_later` left in *directory* more than *seconds* ago (its remover died)."""
+    try:
+        names = [n for n in os.listdir(directory) if n.startswith(TRASH_PREFIX)]
+    except OSError:
+        return
+    now = time.time()
+    for name in names:
+        path = os.path.join(directory, name)
+        try:
+            if now - os.lstat(path).st_ctime > seconds:  # the rename set its ctime
+                shutil.rmtree(path, ignore_errors=True)
+        except OSError:
+            pass
+
+
 SCRATCH_PREFIX = ".poncho-build-"
 #: A scratch directory without its lock file is taken for dead only when older than this (seconds): its builder
 #: may be between creating the directory and the lock file.

@@ -29,11 +29,8 @@ import shlex
 import sys
 import threading
 
-from .analysis.installation import installation
-from .archive.cache import default_cache_dir
-from .archive.parts import cut_parts
+from .archive.cache import content_copy, default_cache_dir
 from .assemble.environment import Environment, as_environment, command_scripts, task_code
-from .assemble.layers import content_copy, distribution_members
 from .config import settings
 from .errors import SpecError
 from .identity import file_identity
@@ -48,6 +45,11 @@ from .waiting import install_submit, worker_program
 from .wq import quiet_at_exit, serializer_for
 
 SHIM_NAME = "poncho_package_run"
+
+# What a task of a prebuilt or already built environment needs is imported above; the analysis, the builders, the
+# code layers and the parts cutter are imported where a task first needs them (here and in
+# poncho_wq.assemble.environment; tests/test_structure.py, LAZY_INTERNAL). A second manager process' first task
+# loaded 291 modules (0.15 s) before it could be submitted (issue 27); tests/bindings/test_task_import.py counts them.
 
 _classes: dict = {}
 _classes_lock = threading.Lock()
@@ -120,6 +122,8 @@ def task_layers(environment, command=None):
     the environment's code and the local code of the scripts the command names (see :func:`task_code`)."""
     scripts, members, dists = task_code(command_scripts(command)) if command else ((), (), {})
     if dists:
+        from .assemble.layers import distribution_members
+
         members = tuple(members) + tuple(distribution_members(dists, environment.python))
     return environment.code_layer(members), scripts
 
@@ -180,6 +184,8 @@ def _parts_of(environment, tarball):
     with _classes_lock:
         hit = _parts_memo.get(key)
     if hit is None:
+        from .archive.parts import cut_parts
+
         hit = cut_parts(tarball, default_cache_dir(), settings().part_mb, environment.remote_name[:-len(".tar.gz")])
         with _classes_lock:
             _parts_memo[key] = hit
@@ -335,6 +341,8 @@ def _function_module_members(func):
         return ()
     if module == "__main__" or not source or not os.path.isfile(source):
         return ()
+    from .analysis.installation import installation
+
     if installation().is_installed_file(os.path.abspath(source)) or \
             os.path.abspath(source).startswith(os.path.abspath(sys.base_prefix) + os.sep):
         return ()  # installed or standard library: the base has it

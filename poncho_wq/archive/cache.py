@@ -51,6 +51,7 @@ still goes wrong (root writing into the cache, a full disk truncating a copy, a 
 
 import collections
 import contextlib
+import hashlib
 import json
 import logging
 import os
@@ -59,10 +60,13 @@ import time
 
 from ..config import settings
 from ..errors import BuildError, PonchoError
-from ..fsutil import atomic_output
-from ..identity import file_identity, sha256_file
+from ..fsutil import atomic_output, remove_later, remove_old_trash
+from ..identity import file_digest, file_identity, sha256_file
 from ..memo import register
-from .parts import PART_NAME, index_path, indexed_part_names, parts_dir
+
+# poncho_wq.archive.parts (which loads the packer, poncho_wq.archive.pack) is imported by the methods that list or
+# prune parts (tests/test_structure.py, LAZY_INTERNAL): a task submission reads this module's content_digest,
+# default_cache_dir and content_copy, and must not load the packer for them (issue 27).
 
 log = logging.getLogger(__name__)
 
@@ -108,6 +112,26 @@ def default_cache_dir():
     """``$PONCHO_WQ_CACHE``, else ``$XDG_CACHE_HOME/poncho_wq``, else ``~/.cache/poncho_wq`` (see
     :attr:`poncho_wq.config.Settings.cache_dir`)."""
     return settings().cache_dir
+
+
+def content_copy(source, cache_dir=None):
+    """A read-only copy of *source* at ``<cache>/code/files/<sha256[:32]>/<basename>``: a path that changes when
+    the content does (a script attached by its own path would be served stale from Work Queue's cache)."""
+    digest, executable = file_digest(os.path.abspath(source))
+    root = os.path.join(os.path.abspath(cache_dir or default_cache_dir()), "code", "files", digest[:NAME_DIGITS])
+    out = os.path.join(root, os.path.basename(source))
+    if os.path.isfile(out):
+        return out
+    os.makedirs(root, exist_ok=True)
+    # Streamed, not read whole: files= and a project's data_files can be models of hundreds of MB.
+    h = hashlib.sha256()
+    with open(source, "rb") as f, atomic_output(out, "wb", file_mode=0o555 if executable else 0o444) as o:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+            o.write(block)
+        if h.hexdigest() != digest:
+            raise PonchoError("{} changed while it was being copied; submit the task again".format(source))
+    return out
 
 
 def tarball_name(key):
@@ -210,6 +234,7 @@ class Cache:
             os.makedirs(scratch)
             os.makedirs(self.envs, exist_ok=True)
             start = time.monotonic()
+            built = False
             try:
                 tmp_output = os.path.join(scratch, tarball_name(key))
                 builder(tmp_output)
@@ -228,8 +253,14 @@ class Cache:
                 path = self.path_for(key)
                 os.replace(tmp_output, path)
                 self._log_build(record)
+                built = True
             finally:
-                shutil.rmtree(scratch, ignore_errors=True)
+                # The entry is published: the scratch (the build's prefix, thousands of files) goes in the
+                # background. A failed build's goes now: nothing of it is left when the error is reported.
+                if built:
+                    remove_later(scratch)
+                else:
+                    shutil.rmtree(scratch, ignore_errors=True)
             return path, False
 
     def _unlink_entry(self, key):
@@ -279,6 +310,8 @@ class Cache:
     def layer_entries(self):
         """Code layers (key ``code-<hash>``), script copies (key ``file-<sha>``) and environment parts (key
         ``part-<hash>``, :mod:`poncho_wq.archive.parts`), least recently used first."""
+        from .parts import PART_NAME, indexed_part_names, parts_dir
+
         out = []
         for name in _listdir(self.code):
             path = os.path.join(self.code, name)
@@ -371,6 +404,8 @@ class Cache:
     def _to_prune(self, max_bytes, max_age_seconds):
         """The entries a prune removes, in the order it removes them: too old ones, then the least recently used
         until the rest fits *max_bytes*."""
+        from .parts import indexed_part_names
+
         now = time.time()
         chosen, kept = [], []
         # A part an index lists is never a candidate: it goes only with the last environment that lists it.
@@ -395,6 +430,8 @@ class Cache:
         return chosen
 
     def _remove_entry(self, entry):
+        from .parts import index_path
+
         if entry.key.startswith(("code-", "part-")):
             _unlink(entry.path)
         elif entry.key.startswith("file-"):
@@ -412,6 +449,7 @@ class Cache:
 
         if not os.path.isdir(self.tmp):
             return
+        remove_old_trash(self.tmp)
         for name in os.listdir(self.tmp):
             if not name.startswith("build-"):
                 continue

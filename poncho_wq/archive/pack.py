@@ -199,7 +199,10 @@ class _Counted:
         return data
 
 
-def _load_env(prefix, keep_tests=None):
+def _load_env(prefix, keep_tests=None, base_tree=None):
+    """conda-pack's view of *prefix*, each file it cannot place marked as holding the prefix or not (read once);
+    a file that is still the interpreter base's own (*base_tree*, hard-linked: the same inode) is not read: the
+    base was prepared elsewhere and holds no build prefix (the stdlib: 35 MB read on every build)."""
     from conda_pack import CondaEnv
     from conda_pack.core import CondaPackException, File
 
@@ -212,13 +215,23 @@ def _load_env(prefix, keep_tests=None):
     for f in env.files:
         if f.file_mode == "unknown" and not f.is_conda and os.path.isfile(f.source) \
                 and not os.path.islink(f.source):
-            with open(f.source, "rb") as fh:
-                if needle not in fh.read():
-                    f = File(f.source, f.target, is_conda=False, file_mode=None)
+            if base_tree is not None and _same_file(f.source, os.path.join(base_tree, f.target)):
+                f = File(f.source, f.target, is_conda=False, file_mode=None)
+            else:
+                with open(f.source, "rb") as fh:
+                    if needle not in fh.read():
+                        f = File(f.source, f.target, is_conda=False, file_mode=None)
         files.append(f)
     files.sort(key=lambda f: f.target)
     files, dropped = prune_tests(files, keep_tests)
     return env, files, dropped
+
+
+def _same_file(a, b):
+    try:
+        return os.path.samestat(os.lstat(a), os.lstat(b))
+    except OSError:
+        return False
 
 
 _SITE = re.compile(r"^lib/python\d+\.\d+/site-packages/")
@@ -460,7 +473,8 @@ def pack_prefix(prefix, output, *, n_threads=None, compress_level=None, progress
     os.makedirs(out_dir, exist_ok=True)
     with progress.phase("pack", "{} threads, level {}".format(n_threads, level), unit="B") as phase:
         phase.status("listing the files of {}".format(prefix))
-        env, files, dropped = _load_env(prefix, keep_tests)
+        env, files, dropped = _load_env(prefix, keep_tests,
+                                        interpreter_base.tree if interpreter_base is not None else None)
         if dropped:
             phase.note("left out {} files of packages' test directories ({:.1f} MB; PONCHO_WQ_KEEP_TESTS=1 keeps "
                        "them)".format(len(dropped), sum(os.path.getsize(f.source) for f in dropped

@@ -17,23 +17,23 @@ from urllib.parse import quote
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
-from ..analysis.analyzer import MANAGER_ONLY, analyze, project_hint_files
-from ..analysis.installation import installation
 from ..config import settings
-from ..engines import build_request, create_request, with_target
 from ..progress import default_progress
 from ..errors import InputMissing, PonchoError, SpecError
 from ..memo import register
 from ..request import PackageData
 from ..identity import file_digest, file_identity, stat_key
 from ..requirements import spec_from_requirements
-from .layers import CodeLayer, distribution_members, local_file_members, local_requirements, merge
-from .project import bin_members, build_project
 from ..spec import Spec, as_spec, parse_spec
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..analysis.analyzer import Analysis
     from ..engines import BuildResult
+
+# The analysis (poncho_wq.analysis), the builders (poncho_wq.engines), the code layers and the project builder are
+# imported where an environment is first analyzed, built or given code (tests/test_structure.py, LAZY_INTERNAL): a
+# task of a prebuilt tarball, or of a build found in this process' memo, loads none of them. A second manager
+# process' first PonchoTask spent 0.15 s importing them before its first submit (issue 27).
 
 #: Environment()'s default_target when the caller read no settings: $PONCHO_WQ_TARGET is read then.
 _READ_NOW = object()
@@ -118,6 +118,8 @@ class Environment:
                 raise SpecError("target={!r} applies to an environment built from a spec; a prebuilt tarball "
                                 "already has its floor (poncho/floor.json): leave target out".format(target))
             # default_target: $PONCHO_WQ_TARGET as the entry (from_script) read it; read here otherwise.
+            from ..engines import with_target
+
             spec = with_target(spec, target, settings().target if default_target is _READ_NOW else default_target)
         if source not in ("auto", "index", "current"):
             raise SpecError("source={!r} is not valid; expected 'auto', 'index' or 'current'".format(source))
@@ -210,6 +212,8 @@ class Environment:
         :mod:`poncho_wq.target`).
         The result is memoized while the scripts and the local files their analysis reached are unchanged.
         """
+        from ..analysis.analyzer import MANAGER_ONLY, analyze, project_hint_files
+
         scripts = tuple(str(s) for s in scripts)
         if engine == "current":
             source = "current"
@@ -290,6 +294,9 @@ class Environment:
             return self._tarball
         if self.build_result is not None and file_identity(self.build_result.path) == self._identity:
             return self.build_result.path  # every task asks again: no spec hashing on that path
+        from ..engines import build_request, create_request
+        from .layers import local_requirements
+
         spec, analysis = self._spec, self.analysis
         if self.layered and analysis is not None and analysis.local_distributions:
             # The local distributions ship in the code layer; the base keeps what they require.
@@ -316,6 +323,11 @@ class Environment:
         """The :class:`~poncho_wq.assemble.layers.CodeLayer` of this environment plus *members* (``(arcname, source)``),
         or None when there is no code to ship. Layered environments put their local files and local/editable
         distributions there; *members* are a task's own (:func:`task_code`)."""
+        if not (members or self.local_files or self.layer_members or (
+                self.layered and self.analysis is not None and self.analysis.local_distributions)):
+            return None  # nothing to ship: no code layer, and no need to load poncho_wq.assemble.layers
+        from .layers import CodeLayer, distribution_members, local_file_members, merge
+
         groups = [list(members), local_file_members(self.local_files), list(self.layer_members)]
         if self.layered:
             if self.analysis is not None and self.analysis.local_distributions:
@@ -346,6 +358,9 @@ def project_environment(path, extras: Sequence[str] = (), *, layered: bool = Tru
     :attr:`~poncho_wq.assemble.environment.Environment.files` its ``data_files`` (attached to each task's sandbox).
     ``layered=False`` (``poncho_package_create --from-project``): one tarball, the wheel installed into it by the
     builder (its ``data_files`` then land in the environment's prefix, as ``pip install`` puts them)."""
+
+    from ..analysis.installation import installation
+    from .project import bin_members, build_project
 
     if isinstance(extras, str):
         extras = (extras,)
@@ -447,6 +462,8 @@ def ship_list(scripts):
     """``(source, arcname)`` for command scripts (as the command names them) and the local code they import.
 
     Memoized while the scripts are unchanged: every task of a run names the same few scripts."""
+    from ..analysis.analyzer import analyze
+
     package_data = _package_data()
     key = ("ship", package_data) + _script_identities(scripts)
     hit = _memo_get(key)
@@ -476,6 +493,11 @@ def task_code(scripts):
     to each script's directory, which is where the script imports them from); *local distributions*: {name:
     source dir} of the local/editable distributions they import (their packages and metadata ship in the code
     layer too). Memoized while the scripts and every local file reached are unchanged."""
+    if not scripts:
+        return (), (), {}
+    from ..analysis.analyzer import analyze
+    from .layers import local_file_members
+
     package_data = _package_data()
     key = ("code", package_data) + _script_identities(scripts)
     hit = _memo_get(key)

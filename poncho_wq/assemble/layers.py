@@ -35,7 +35,7 @@ from packaging.utils import canonicalize_name
 
 from ..analysis.analyzer import MANAGER_ONLY
 from ..analysis.installation import installation
-from ..archive.cache import default_cache_dir
+from ..archive.cache import content_copy, default_cache_dir  # content_copy: re-exported
 from ..archive.pack import DEFAULT_COMPRESS_LEVEL, _compress, _DeterministicTar
 from ..engines.current import _editable_entries, _installed_entries, rewrite_shebang
 from ..errors import PonchoError
@@ -267,26 +267,6 @@ def local_requirements(analysis, python: Optional[str] = None) -> List[str]:
             elif dep is None:
                 out.append(str(Requirement(text)).split(";")[0].strip())
     return sorted(set(out))
-
-
-def content_copy(source: str, cache_dir: Optional[str] = None) -> str:
-    """A read-only copy of *source* at ``<cache>/code/files/<sha256[:32]>/<basename>``: a path that changes when
-    the content does (a script attached by its own path would be served stale from Work Queue's cache)."""
-    digest, executable = file_digest(os.path.abspath(source))
-    root = os.path.join(os.path.abspath(cache_dir or default_cache_dir()), "code", "files", digest[:NAME_DIGITS])
-    out = os.path.join(root, os.path.basename(source))
-    if os.path.isfile(out):
-        return out
-    os.makedirs(root, exist_ok=True)
-    # Streamed, not read whole: files= and a project's data_files can be models of hundreds of MB.
-    h = hashlib.sha256()
-    with open(source, "rb") as f, atomic_output(out, "wb", file_mode=0o555 if executable else 0o444) as o:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-            o.write(block)
-        if h.hexdigest() != digest:
-            raise PonchoError("{} changed while it was being copied; submit the task again".format(source))
-    return out
 
 
 __all__ = ["CodeLayer", "CODE_NAME", "content_copy", "distribution_members", "local_file_members",

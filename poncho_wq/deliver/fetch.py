@@ -30,9 +30,7 @@ import re
 import shlex
 import threading
 import time
-import urllib.error
 import urllib.parse
-import urllib.request
 
 from ..config import FETCH_TIMEOUT
 from ..credentials import mask
@@ -163,16 +161,6 @@ def probe_url(url, timeout=5.0):
     return answer
 
 
-class _KeepHead(urllib.request.HTTPRedirectHandler):
-    """Follows a redirect with HEAD again: urllib's own handler turns it into a GET (the whole tarball)."""
-
-    def redirect_request(self, req, fp, code, msg, headers, newurl):
-        new = super().redirect_request(req, fp, code, msg, headers, newurl)
-        if new is not None and req.get_method() == "HEAD":
-            new.method = "HEAD"
-        return new
-
-
 def _probe(url, timeout):
     parts = urllib.parse.urlsplit(url)
     if parts.scheme == "file":
@@ -181,13 +169,26 @@ def _probe(url, timeout):
             return "{} bytes".format(os.path.getsize(path))
         except OSError as e:
             return "{} on the manager: {}".format(path, e.strerror)
-    req = urllib.request.Request(url, method="HEAD")
+    # Imported here (tests/test_structure.py, LAZY_EXTERNAL): urllib.request loads http.client, email and ssl,
+    # and only a failed url fetch asks the server; a task submission does not need them (issue 27).
+    from urllib import error as url_error, request as url_request
+
+    class KeepHead(url_request.HTTPRedirectHandler):
+        """Follows a redirect with HEAD again: urllib's own handler turns it into a GET (the whole tarball)."""
+
+        def redirect_request(self, req, fp, code, msg, headers, newurl):
+            new = super().redirect_request(req, fp, code, msg, headers, newurl)
+            if new is not None and req.get_method() == "HEAD":
+                new.method = "HEAD"
+            return new
+
+    req = url_request.Request(url, method="HEAD")
     try:
-        with urllib.request.build_opener(_KeepHead).open(req, timeout=timeout) as r:
+        with url_request.build_opener(KeepHead).open(req, timeout=timeout) as r:
             return "HTTP {}, {} bytes".format(r.status, r.headers.get("Content-Length", "?"))
-    except urllib.error.HTTPError as e:
+    except url_error.HTTPError as e:
         return "HTTP {} {}".format(e.code, e.reason)
-    except urllib.error.URLError as e:
+    except url_error.URLError as e:
         reason = e.reason
         return str(getattr(reason, "strerror", None) or reason).lower()
     except (OSError, ValueError) as e:

@@ -34,7 +34,7 @@ import os
 import re
 from typing import Any, Iterable, List, Tuple
 
-from ..assemble.layers import content_copy
+from ..archive.cache import content_copy
 from ..errors import InputMissing, SpecError
 from ..fsutil import TOOL_STATE_DIRS
 from ..identity import file_digest

@@ -19,7 +19,6 @@ process (a server thread inside the manager stalls while the binding's ``wait()`
 log to count GETs. It is not a production server: use nginx, a squid cache or object storage at scale.
 """
 
-import argparse
 import atexit
 import contextlib
 import dataclasses
@@ -448,6 +447,7 @@ def serve(directory, port=0, bind="127.0.0.1", log_path=None, host=None):
 
 
 def serve_main(argv):
+    import argparse  # the server's command line only (tests/test_structure.py, LAZY_EXTERNAL)
     import http.server
 
     # The same --help shape as the poncho_wq commands in poncho_wq/cli/ (defaults, examples, --version), written

@@ -24,9 +24,7 @@ started by the first task that needs it and ends with the manager's process (``a
 parent is gone, even after a SIGKILL).
 """
 
-import argparse
 import atexit
-import http.server
 import os
 import re
 import shutil
@@ -127,62 +125,66 @@ def stop():
             _server = None
 
 
-class _Handler(http.server.BaseHTTPRequestHandler):
-    """GET and HEAD of ``/<served name>`` only; 404 for anything else, 501 for other methods."""
-
-    directory = ""
-    log_path = None
-    log_lock = threading.Lock()
-
-    def do_HEAD(self):
-        self._answer(body=False)
-
-    def do_GET(self):
-        self._answer(body=True)
-
-    def _answer(self, body):
-        name = self.path[1:] if self.path.startswith("/") else ""
-        f = None
-        if SERVED_NAME.fullmatch(name):
-            try:
-                f = open(os.path.join(self.directory, name), "rb")
-            except OSError:
-                f = None
-        if f is None:
-            self.send_error(404, "Not Found")
-            return
-        with f:
-            size = os.fstat(f.fileno()).st_size
-            self.send_response(200)
-            self.send_header("Content-Type", "application/gzip")
-            self.send_header("Content-Length", str(size))
-            self.end_headers()
-            if body:
-                try:
-                    shutil.copyfileobj(f, self.wfile, 1 << 20)
-                except (BrokenPipeError, ConnectionResetError):
-                    pass
-
-    def log_request(self, code="-", size="-"):
-        if self.log_path:
-            with self.log_lock, open(self.log_path, "a") as log:
-                log.write("{:.3f} {} {} {} {}\n".format(time.time(), self.client_address[0], self.command,
-                                                        self.path, code))
-
-    def log_message(self, fmt, *a):
-        pass
-
-
 def serve_main(argv):
     """``python -m poncho_wq.deliver.serve serve DIR --fd N [--parent-pid P] [--log F]``: the server process on the
-    listening socket *N* its manager made (started by :class:`CacheServer`, not a command for users)."""
+    listening socket *N* its manager made (started by :class:`CacheServer`, not a command for users). The server's
+    modules (http.server, argparse) are imported here, in the server process: the manager that starts it does not
+    load them (tests/test_structure.py, LAZY_EXTERNAL; issue 27)."""
+    import argparse
+    import http.server
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        """GET and HEAD of ``/<served name>`` only; 404 for anything else, 501 for other methods."""
+
+        directory = ""
+        log_path = None
+        log_lock = threading.Lock()
+
+        def do_HEAD(self):
+            self._answer(body=False)
+
+        def do_GET(self):
+            self._answer(body=True)
+
+        def _answer(self, body):
+            name = self.path[1:] if self.path.startswith("/") else ""
+            f = None
+            if SERVED_NAME.fullmatch(name):
+                try:
+                    f = open(os.path.join(self.directory, name), "rb")
+                except OSError:
+                    f = None
+            if f is None:
+                self.send_error(404, "Not Found")
+                return
+            with f:
+                size = os.fstat(f.fileno()).st_size
+                self.send_response(200)
+                self.send_header("Content-Type", "application/gzip")
+                self.send_header("Content-Length", str(size))
+                self.end_headers()
+                if body:
+                    try:
+                        shutil.copyfileobj(f, self.wfile, 1 << 20)
+                    except (BrokenPipeError, ConnectionResetError):
+                        pass
+
+        def log_request(self, code="-", size="-"):
+            if self.log_path:
+                with self.log_lock, open(self.log_path, "a") as log:
+                    log.write("{:.3f} {} {} {} {}\n".format(time.time(), self.client_address[0], self.command,
+                                                            self.path, code))
+
+        def log_message(self, fmt, *a):
+            pass
+
     ap = argparse.ArgumentParser(prog="python -m poncho_wq.deliver.serve serve")
     ap.add_argument("directory")
     ap.add_argument("--fd", type=int, required=True)
     ap.add_argument("--log")
     ap.add_argument("--parent-pid", type=int)
     args = ap.parse_args(argv)
-    handler = type("Handler", (_Handler,), {"directory": args.directory, "log_path": args.log})
+    handler = type("Handler", (Handler,), {"directory": args.directory, "log_path": args.log})
     sock = socket.socket(fileno=args.fd)
     server_class = type("Server", (http.server.ThreadingHTTPServer,), {"address_family": sock.family})
     server = server_class(sock.getsockname()[:2], handler, bind_and_activate=False)

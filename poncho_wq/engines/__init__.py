@@ -51,11 +51,7 @@ from ..target import file_owner, floor_problem, parse_target
 from ..tools import describe_os_error, tail
 from ..version import __version__
 from .bytecode import compile_prefix
-from .conda import build_conda_prefix
-from .current import build_current_prefix, installed_identity, spec_with_local
-from .data import fetch_data
 from .interpreter import build_cache_root, interpreter_bases, placed_base, probe_interpreter
-from .locked import build_locked_prefix
 from .portable import base_python, build_portable_prefix, check_target
 
 #: Bumped whenever the archive layout or packing changes, so old cache entries are not reused.
@@ -133,6 +129,8 @@ class CondaEngine(Engine):
                             "for a spec with only pip packages")
 
     def populate(self, request, prefix, progress):
+        from .conda import build_conda_prefix
+
         build_conda_prefix(request.spec, prefix, progress, conda_exe=request.conda_exe)
 
 
@@ -168,13 +166,19 @@ class CurrentEngine(Engine):
         check_target(spec, python, "current")
 
     def identity(self, spec, python):
+        from .current import installed_identity
+
         # the files copied, not only their names
         return {"python": _interpreter_identity(python), "installed": installed_identity(spec, python)}
 
     def prepare(self, spec, analysis=None):
+        from .current import spec_with_local
+
         return spec_with_local(spec, analysis)
 
     def populate(self, request, prefix, progress):
+        from .current import build_current_prefix
+
         return dict(build_current_prefix(request.spec, prefix, request.python, progress).sources)
 
 
@@ -187,13 +191,19 @@ class LockedEngine(CurrentEngine):
     name = "locked"
 
     def identity(self, spec, python):
+        from .current import installed_identity
+
         return {"python": _interpreter_identity(python),
                 "installed": installed_identity(spec, python, index_fallback=True)}
 
     def prepare(self, spec, analysis=None):
+        from .current import spec_with_local
+
         return spec_with_local(spec, analysis, keep_unresolved=True)
 
     def populate(self, request, prefix, progress):
+        from .locked import build_locked_prefix
+
         return build_locked_prefix(request.spec, prefix, request.python, progress)
 
 
@@ -310,8 +320,11 @@ def populate_prefix(request: BuildRequest, prefix, progress):
     target = parse_target(spec.target) if spec.target else None
     if target is None or not target.is_cross():
         # by the environment's own interpreter: not for another architecture
-        compile_prefix(prefix, progress, build_cache_root())
+        base = placed_base(prefix)
+        compile_prefix(prefix, progress, build_cache_root(), base.tree if base is not None else None)
     if spec.git or spec.http:
+        from .data import fetch_data
+
         fetch_data(spec, prefix, progress)
     os.makedirs(os.path.join(prefix, "bin"), exist_ok=True)
     shutil.copyfile(run_in_env_path(), os.path.join(prefix, "bin", "run_in_env"))
@@ -335,8 +348,9 @@ def populate_prefix(request: BuildRequest, prefix, progress):
 
 
 def _build_and_pack(request, progress, output):
-    """Build a prefix next to *output* (scratch dir) and pack it to *output*; the scratch is removed. Returns the
-    environment's floor."""
+    """Build a prefix next to *output* (in the scratch dir, which the caller removes with the prefix: in the
+    background once the cache entry is published, see :func:`poncho_wq.fsutil.remove_later`) and pack it to
+    *output*. Returns the environment's floor."""
     scratch = os.path.dirname(output)
     prefix = os.path.join(scratch, "prefix")
     try:
@@ -350,8 +364,6 @@ def _build_and_pack(request, progress, output):
         raise BuildError("build failed: {}".format(describe_os_error(e))) from e
     except (ValueError, RuntimeError) as e:
         raise BuildError("build failed: {}".format(tail("{}: {}".format(type(e).__name__, e)))) from e
-    finally:
-        shutil.rmtree(prefix, ignore_errors=True)
 
 
 def create(spec, output=None, *, engine=None, python=None, use_cache=True, cache_dir=None, progress=None,

@@ -36,22 +36,58 @@ RECORDED_PREFIX = "/poncho-env"
 # hard-linked into the prefix) is kept: no work, and no write near a file shared with the base.
 _COMPILE = r"""
 import concurrent.futures, hashlib, importlib.util, os, py_compile, sys
-prefix, recorded, store = sys.argv[1], sys.argv[2], sys.argv[3]
+prefix, recorded, store, base = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4]
 needle = prefix.encode()
+magic = importlib.util.MAGIC_NUMBER
 dirs = []
 for d in sys.path:
     d = os.path.abspath(d)
     if os.path.isdir(d) and (d + os.sep).startswith(prefix + os.sep) and d not in dirs:
         dirs.append(d)
 roots = [d for d in dirs if not any(d != o and (d + os.sep).startswith(o + os.sep) for o in dirs)]
-todo = []
+made = set()
+def inodes(d):
+    try:
+        with os.scandir(d) as it:
+            return {e.name: e.inode() for e in it}
+    except OSError:
+        return {}
+def place(src, dst):
+    # A pyc of the cache is the same bytes whoever made it: hard-linked (one system call, no copy), copied where
+    # a link cannot be made (another file system); never written in place (a new inode: a linked file stays).
+    d = os.path.dirname(dst)
+    if d not in made:
+        os.makedirs(d, exist_ok=True)
+        made.add(d)
+    tmp = "{}.tmp-{}".format(dst, os.getpid())
+    try:
+        os.link(src, tmp)
+    except OSError:
+        with open(src, "rb") as fi, open(tmp, "wb") as fo:
+            fo.write(fi.read())
+    os.replace(tmp, dst)
+# One pass reads each source once: the pyc already in place (the interpreter base's stdlib, hard-linked into the
+# prefix, is kept), else the pyc cache's by the key of the source's bytes (linked here, no process started), else
+# it is compiled below.
+todo, cached = [], 0
 for d in roots:
     for root, subdirs, files in os.walk(d):
         subdirs[:] = sorted(s for s in subdirs if s != "__pycache__")
+        # A source and its pyc that are still the interpreter base's own files (hard links: the same inodes as in
+        # the base's tree) were compiled with the base: neither is read again (the stdlib: 700 files).
+        same = same_pyc = set()
+        if base:
+            there = base + root[len(prefix):]
+            here_i, there_i = inodes(root), inodes(there)
+            pyc_here, pyc_there = inodes(os.path.join(root, "__pycache__")), inodes(os.path.join(there, "__pycache__"))
+            same = {n for n, i in here_i.items() if there_i.get(n) == i}
+            same_pyc = {n for n, i in pyc_here.items() if pyc_there.get(n) == i}
         for f in sorted(files):
             if not f.endswith(".py"):
                 continue
             p = os.path.join(root, f)
+            if f in same and os.path.basename(importlib.util.cache_from_source(p)) in same_pyc:
+                continue
             try:
                 with open(p, "rb") as fh:
                     data = fh.read()
@@ -59,33 +95,28 @@ for d in roots:
                 continue
             if needle in data:
                 continue
+            cfile = importlib.util.cache_from_source(p)
             try:
-                with open(importlib.util.cache_from_source(p), "rb") as fh:
+                with open(cfile, "rb") as fh:
                     head = fh.read(16)
-                if head == importlib.util.MAGIC_NUMBER + b"\x03\0\0\0" + importlib.util.source_hash(data):
+                if head == magic + b"\x03\0\0\0" + importlib.util.source_hash(data):
                     continue
             except (OSError, ValueError):
                 pass
-            todo.append(p)
-def put(src, dst):
-    tmp = "{}.tmp-{}".format(dst, os.getpid())
-    with open(src, "rb") as fi, open(tmp, "wb") as fo:
-        fo.write(fi.read())
-    os.replace(tmp, dst)
-def one(p):
-    dfile = recorded + p[len(prefix):]
-    cfile = importlib.util.cache_from_source(p)
-    kept = None
-    if store:
-        with open(p, "rb") as fh:
-            key = hashlib.sha256(importlib.util.MAGIC_NUMBER + dfile.encode() + b"\0" + fh.read()).hexdigest()
-        kept = os.path.join(store, key[:2], key + ".pyc")
-        try:
-            os.makedirs(os.path.dirname(cfile), exist_ok=True)
-            put(kept, cfile)
-            return 1
-        except OSError:
-            pass
+            dfile = recorded + p[len(prefix):]
+            kept = None
+            if store:
+                key = hashlib.sha256(magic + dfile.encode() + b"\0" + data).hexdigest()
+                kept = os.path.join(store, key[:2], key + ".pyc")
+                try:
+                    place(kept, cfile)
+                    cached += 1
+                    continue
+                except OSError:
+                    pass
+            todo.append((p, cfile, dfile, kept))
+def one(job):
+    p, cfile, dfile, kept = job
     try:
         py_compile.compile(p, cfile=cfile, dfile=dfile, doraise=True,
                            invalidation_mode=py_compile.PycInvalidationMode.CHECKED_HASH)
@@ -93,21 +124,20 @@ def one(p):
         return 0  # not Python 3 (some packages ship Python 2 leftovers or templates): pip skips them too
     if kept:
         try:
-            os.makedirs(os.path.dirname(kept), exist_ok=True)
-            put(cfile, kept)
+            place(cfile, kept)
         except OSError:
             pass  # a full or read-only cache only costs the next build a compile
-    return 0
+    return 1
 if len(todo) > 64 and (os.cpu_count() or 1) > 1:
     with concurrent.futures.ProcessPoolExecutor() as pool:
-        cached = sum(pool.map(one, todo, chunksize=32))
+        sum(pool.map(one, todo, chunksize=32))
 else:
-    cached = sum(one(p) for p in todo)
-print(len(todo) - cached, cached)
+    sum(one(job) for job in todo)
+print(len(todo), cached)
 """
 
 
-def compile_tree(prefix, store=None):
+def compile_tree(prefix, store=None, base_tree=None):
     """Compile the ``.py`` files on the ``sys.path`` of *prefix*'s interpreter, inside *prefix*, to checked-hash
     pycs, taking those already in the pyc cache *store* (a directory; None: no cache) from there; returns how many
     were compiled and how many taken from the cache (None: no interpreter, e.g. a data-only spec). Files that do not compile (Python 2 leftovers in
@@ -120,16 +150,18 @@ def compile_tree(prefix, store=None):
     else:
         return None
     env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LC_ALL": "C.UTF-8"}
-    r = run_tool([python, "-I", "-c", _COMPILE, prefix, RECORDED_PREFIX, store or ""],
+    r = run_tool([python, "-I", "-c", _COMPILE, prefix, RECORDED_PREFIX, store or "",
+                  os.path.abspath(base_tree) if base_tree else ""],
                  "compiling the environment's bytecode with {}".format(python), env=env)
     compiled, cached = (int(x) for x in r.stdout.split())
     return compiled, cached
 
 
-def compile_prefix(prefix, progress, root):
+def compile_prefix(prefix, progress, root, base_tree=None):
     """:func:`compile_tree` as the build's "bytecode" phase, with the pyc cache under the build cache *root*
-    (None: ``--no-cache`` builds write nothing to a cache)."""
+    (None: ``--no-cache`` builds write nothing to a cache); *base_tree*: the interpreter base's tree placed into
+    *prefix* by hard links (its files still linked are already compiled)."""
     with progress.phase("bytecode") as phase:
-        n = compile_tree(prefix, os.path.join(root, "bytecode") if root else None)
+        n = compile_tree(prefix, os.path.join(root, "bytecode") if root else None, base_tree)
         if phase is not None and n is not None:
             phase.note("{} module(s) compiled, {} from the pyc cache".format(*n))

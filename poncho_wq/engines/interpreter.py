@@ -539,20 +539,28 @@ def ensure_base(base_python, cache_root, *, strip=True, phase=None):
 
 def place_tree(tree, prefix):
     """Recreate *tree* inside *prefix*: directories made, symlinks recreated, files hard-linked (reflinked or
-    copied where a link is impossible). Returns counts: ``files_linked``, ``files_copied``, ``bytes_copied``."""
+    copied where a link is impossible). Returns counts: ``files_linked``, ``files_copied``, ``bytes_copied``.
+    One ``scandir`` per directory tells files, directories and links apart (no ``lstat`` per entry: the base is
+    1500 files placed on every build)."""
     counts = {"files_linked": 0, "files_copied": 0, "bytes_copied": 0}
     can_link = True
-    for directory, dirs, files in os.walk(tree):
-        rel = os.path.relpath(directory, tree)
-        target_dir = prefix if rel == "." else os.path.join(prefix, rel)
-        os.makedirs(target_dir, exist_ok=True)
-        for name in dirs:
-            if os.path.islink(os.path.join(directory, name)):
-                os.symlink(os.readlink(os.path.join(directory, name)), os.path.join(target_dir, name))
-        for name in files:
-            src, dst = os.path.join(directory, name), os.path.join(target_dir, name)
-            if os.path.islink(src):
+    work = [(tree, prefix)]
+    os.makedirs(prefix, exist_ok=True)
+    while work:
+        directory, target_dir = work.pop()
+        with os.scandir(directory) as it:
+            entries = sorted(it, key=lambda e: e.name)
+        for entry in entries:
+            src, dst = entry.path, os.path.join(target_dir, entry.name)
+            if entry.is_symlink():
                 os.symlink(os.readlink(src), dst)
+                continue
+            if entry.is_dir(follow_symlinks=False):
+                try:
+                    os.mkdir(dst)
+                except FileExistsError:
+                    pass
+                work.append((src, dst))
                 continue
             if can_link:
                 try:
