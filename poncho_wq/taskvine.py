@@ -39,6 +39,7 @@ import sysconfig
 import threading
 import time
 import weakref
+from typing import Optional
 
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
@@ -53,7 +54,7 @@ from .config import settings
 from .deliver.files import resolve_files, sandbox_inputs
 from .deliver.fetch import NOTE_MARK, STALL_SECONDS, fetch_script
 from .deliver.publish import as_distribution, fetch_for
-from .shim import RUN_IN_ENV, ShimError  # re-exported: PonchoVineTask.shim_error() returns one
+from .shim import RUN_IN_ENV, ShimError  # also for users: PonchoVineTask.shim_error() returns one
 from .shim import shim_path
 from .shim import shim_error_from as _shim_error_from
 from .spec import parse_spec
@@ -455,7 +456,7 @@ def local_inputs(manager, task, files):
         task.add_input(manager.declare_file(source, cache=True), arcname)
 
 
-def shim_error_from(exit_code, output):
+def shim_error_from(exit_code, output) -> Optional[ShimError]:
     """``ShimError(exit_code, message)`` when *output* shows that the environment could not be used (bin/run_in_env
     failed with exit 1-4 and said why), else None (:func:`poncho_wq.shim.shim_error_from` for TaskVine's tools)."""
     return _shim_error_from(exit_code, output, RUN_IN_ENV)
@@ -511,7 +512,7 @@ def _make_vine_task(vine):
             watch(self.manager, worker_program(vine, "vine_worker"))  # says why it waits: poncho_wq.waiting
 
         @property
-        def shim_error(self):
+        def shim_error(self) -> Optional[ShimError]:
             """After completion: ``ShimError(exit_code, message)`` when the environment could not be set up on the
             worker (the command never ran), else None. In ``url`` mode that includes a failed fetch (exit 2: an
             HTTP error; 3: the transfer failed or the bytes were not the published ones; 4: the worker lacks
