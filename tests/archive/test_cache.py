@@ -9,6 +9,7 @@ import time
 import pytest
 
 from helpers.cli import run_cli, script, SCRIPTS
+from helpers.paths import settled_listdir
 from poncho_wq.engines import build_prefix, cache_key, create
 from poncho_wq.archive.cache import Cache, default_cache_dir, tarball_name
 from poncho_wq.errors import PonchoError
@@ -69,11 +70,7 @@ def test_api_hit_does_not_run_the_builder(tmp_path):
     assert entry.key == key and entry.size == os.path.getsize(path) and entry.summary == "six"
     # The scratch is renamed away at once after publishing and removed in the background (fsutil.remove_later).
     assert [n for n in os.listdir(cache.tmp) if not n.startswith("trash-build-")] == []
-    for _ in range(600):
-        if os.listdir(cache.tmp) == []:
-            break
-        time.sleep(0.1)
-    assert os.listdir(cache.tmp) == []
+    assert settled_listdir(cache.tmp) == []
 
 
 def test_concurrent_requests_build_once(tmp_path, spec_file):
