@@ -69,7 +69,8 @@ LIBRARY_RUNTIME = ("cloudpickle", "threadpoolctl", "packaging")
 DASK_RUNTIME = LIBRARY_RUNTIME + ("dask",)
 
 
-#: TaskVine's cache level for environments, code layers and the tarballs they come from (issue 27), so that the next
+#: TaskVine's cache level for environments, code layers and the tarballs they come from (those named by content
+#: excepted: :func:`_tarball_cache`) (issue 27), so that the next
 #: manager's tasks on a worker find them ready (no transfer, no unpack): levels above "workflow" (``cache=True``,
 #: deleted when the manager disconnects) name files by content. Not "worker": TaskVine 7.17.1's worker loads its cache
 #: directory anew at every manager connection and deletes there whatever is below "forever" (vine_cache_load), so a
