@@ -4,10 +4,18 @@
 
 One local worker (not ``--single-shot``) serves two manager processes in turn on one port. Manager 1 runs a first
 task on the fresh worker (the cold start), then, in the same process, a second task (the *warm rerun*: the
-baseline). Manager 2, a new process, runs one task on the same worker (the *second workflow*). Printed per
-binding (each timed after a plain task without environment came back: worker attach latency excluded): first result of the second workflow / warm rerun (best of ``--runs``, same run of this script), what
-manager 2 sent (manager stats ``bytes_sent``) as a fraction of the tarball, and the unpacks it caused (Work Queue:
-lines of the shim's unpack.log; TaskVine: whether the environment still holds a mark the first workflow left).
+baseline). Manager 2, a new process, runs one task on the same worker (the *second workflow*), then a warm rerun of
+its own. Each driver imports the task class at its top, before its queue exists, as a user's script does (the
+import is printed apart), and times its tasks after a plain task without environment came back: the worker's
+re-attach is excluded (work_queue_worker and vine_worker sleep ``--min-backoff``, 1 s by default, after a manager
+disconnects, doubling up to ``--max-backoff``, 60 s, while no manager answers; printed as "attach").
+
+Printed per binding: first result of the second workflow / warm rerun (best of ``--runs`` each, same run of this
+script); per run, manager 2's first result / its own warm rerun (paired: same process, same load; the median);
+where the second workflow's first result went (making the task, the worker's run of the command as Work Queue
+reports it, the rest: dispatch, transfers, the result's return); what manager 2 sent (manager stats
+``bytes_sent``) as a fraction of the tarball, and the unpacks it caused (Work Queue: lines of the shim's
+unpack.log; TaskVine: whether the environment still holds a mark the first workflow left).
 Work Queue ``direct`` mode sends the tarball again (the worker forgot its inputs with its workspace) but does not
 unpack it; TaskVine sends nothing. ``wq-serve`` is Work Queue with ``PONCHO_WQ_DISTRIBUTION=serve``: the base is no
 input, the shim fetches it from the manager's cache server on a miss only; what the worker got for manager 2 is
@@ -35,51 +43,66 @@ import json, os, sys, tempfile, time
 kind, out, port, tarball, phase = sys.argv[1:6]
 command = ('python3 -c "import humanize"; m="$CONDA_PREFIX/.bench_mark"; [ {} = 1 ] && : >"$m"; '
            '[ -e "$m" ] && echo MARK; true').format(phase)
-timings = []
 def port_file(port):
     with open(out + ".port.tmp", "w") as f:
         f.write(str(port))
     os.rename(out + ".port.tmp", out + ".port")
+# As a user's script: the task class is imported at the top, before the queue exists (timed apart: "import").
+t0 = time.time()
 if kind == "vine":
     from ndcctools import taskvine as vine
     from poncho_wq.taskvine import PonchoVineTask
+else:
+    from poncho_wq import wq, PonchoTask
+    b = wq.load()
+imported = time.time() - t0
+if kind == "vine":
     m = vine.Manager(port=int(port), run_info_path=tempfile.mkdtemp(dir=os.path.dirname(out)))
     port_file(m.port)
-    def one():
-        start = time.time()
-        m.submit(PonchoVineTask(m, command, environment=tarball, cores=1))
-        while True:
-            t = m.wait(5)
-            if t:
-                assert t.exit_code == 0, t.std_output
-                return time.time() - start, t.std_output
+    make = lambda: PonchoVineTask(m, command, environment=tarball, cores=1)
+    q, plain, ok = m, vine.Task("true"), lambda t: t.exit_code == 0
+    execution = lambda t: None
     stats = lambda: m.stats.bytes_sent
 else:
-    import poncho_wq
-    from poncho_wq import wq
-    b = wq.load()
     q = b.WorkQueue(port=int(port))
     port_file(q.port)
-    def one():
-        start = time.time()
-        task = poncho_wq.PonchoTask(command, environment=tarball)
-        made = time.time() - start
-        q.submit(task)
-        while True:
-            t = q.wait(5)
-            if t:
-                assert t.return_status == 0, t.std_output
-                return time.time() - start, t.std_output, made
+    make = lambda: PonchoTask(command, environment=tarball)
+    plain, ok = b.Task("true"), lambda t: t.return_status == 0
+    # The command's run time on the worker (shim and python3), as the worker measured it.
+    execution = lambda t: getattr(t, "cmd_execution_time", 0) / 1e6 or None
     stats = lambda: q.stats.bytes_sent
+def one():
+    # [first result, of which making the task, of which the worker's run of the command, output]
+    start = time.time()
+    task = make()
+    made = time.time() - start
+    q.submit(task)
+    while True:
+        t = q.wait(5)
+        if t:
+            assert ok(t), t.std_output
+            return [time.time() - start, made, execution(t), t.std_output]
 # Timed after a plain task (no environment) came back: a worker re-attaches to a new manager after a back-off of
-# its own and reports its resources before it gets tasks (about a second), which is not what this measures.
-plain = vine.Task("true") if kind == "vine" else b.Task("true")
-(m if kind == "vine" else q).submit(plain)
-while not (m if kind == "vine" else q).wait(5):
+# its own (work_queue_worker and vine_worker sleep --min-backoff, 1 s, after a manager disconnects, doubling up
+# to --max-backoff, 60 s, while no manager answers) and reports its resources before it gets tasks: not what this
+# measures, but printed ("attach": the new queue's creation to the plain task's result).
+t1 = time.time()
+q.submit(plain)
+while not q.wait(5):
     pass
+attach = time.time() - t1
 first = one()
-rerun = one() if phase == "1" else None
-json.dump({"first": first, "rerun": rerun, "bytes_sent": stats()}, open(out, "w"))
+rerun = one()
+json.dump({"first": first, "rerun": rerun, "bytes_sent": stats(), "import": imported, "attach": attach},
+          open(out, "w"))
+# Free the manager before exit, so that it releases its workers: a TaskVine Task keeps its manager (a cycle through
+# the manager's task table), and a manager freed only in the interpreter's shutdown may never be, then vine_worker
+# sleeps 5 s after the dropped connection (vine_worker.c's disconnect_manager) before it looks for the next one.
+import gc
+del q, plain, make, stats
+if kind == "vine":
+    del m
+gc.collect()
 '''
 
 
@@ -148,7 +171,7 @@ def once(kind, tarball):
         one = manager(tmp, kind, 1, port, tarball, start)
         unpacks = count_unpacks(workdir)
         two = manager(tmp, kind, 2, port, tarball)
-        unpacks = count_unpacks(workdir) - unpacks if kind != "vine" else (0 if "MARK" in two["first"][1] else 1)
+        unpacks = count_unpacks(workdir) - unpacks if kind != "vine" else (0 if "MARK" in two["first"][3] else 1)
     finally:
         for p in procs:
             try:
@@ -181,18 +204,29 @@ def main():
         unpacks = max(r[2] for r in rows)
         # Per worker (one worker here): what manager 2 sent (all inputs: the shim, a code layer; in direct mode
         # the base too) plus what its cache server sent (serve mode), as a fraction of the tarball.
-        if kind != "vine":
-            # The manager's side of the first result: making the task in a fresh process (memos, the cache entry's
-            # check, the serve mode's server) vs in the warm one.
-            made2 = min(r[1]["first"][2] for r in rows)
-            made_rerun = min(r[0]["rerun"][2] for r in rows)
-            print("{:8} of which making the PonchoTask: second workflow {:.3f} s, warm rerun {:.3f} s; without it "
-                  "{:.2f}x".format(kind, made2, made_rerun, (second - made2) / (rerun - made_rerun)))
-        print("{:8} cold first {:.2f} s | warm rerun {:.2f} s | second workflow {:.2f} s = {:.2f}x the warm rerun | "
+        print("{:8} cold first {:.2f} s | warm rerun {:.3f} s | second workflow {:.3f} s = {:.2f}x the warm rerun | "
               "worker got from manager 2: {:.1%} of the tarball (sent {:.1%}, served {:.1%}) | unpacks by "
               "manager 2: {}".format(kind, cold, rerun, second, second / rerun, (sent + served) / size, sent / size,
                                      served / size, unpacks))
-
+        # Paired, per run: manager 2's first result vs manager 2's own warm rerun (same process, same moment of
+        # the machine's load): the median of the runs' ratios, less sensitive to load than two separate minima.
+        paired = sorted(r[1]["first"][0] / r[1]["rerun"][0] for r in rows)
+        print("{:8} per run, manager 2's first result / its own warm rerun: median {:.2f}x (runs: {})".format(
+            kind, paired[len(paired) // 2], ", ".join("{:.2f}".format(x) for x in paired)))
+        # Where the first result's time went (best of the runs each): making the task in the new process (the
+        # import of the task class is before the queue, as in a user's script, printed apart), the worker's run of
+        # the command (Work Queue reports it), the rest (dispatch, transfers, the result's return).
+        made2 = min(r[1]["first"][1] for r in rows)
+        line = "{:8} second workflow: making the task {:.3f} s".format(kind, made2)
+        if kind != "vine":
+            ex2 = min(r[1]["first"][2] for r in rows)
+            ex1 = min(r[0]["rerun"][2] for r in rows)
+            rest2 = min(r[1]["first"][0] - r[1]["first"][1] - r[1]["first"][2] for r in rows)
+            rest1 = min(r[0]["rerun"][0] - r[0]["rerun"][1] - r[0]["rerun"][2] for r in rows)
+            line += (", the worker's run of the command {:.3f} s (warm rerun {:.3f} s), dispatch and return "
+                     "{:.3f} s (warm rerun {:.3f} s)".format(ex2, ex1, rest2, rest1))
+        print(line + "; before it, importing the task class {:.3f} s, the worker's attach {:.2f} s".format(
+            min(r[1]["import"] for r in rows), min(r[1]["attach"] for r in rows)))
 
 if __name__ == "__main__":
     main()

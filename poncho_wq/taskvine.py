@@ -70,7 +70,8 @@ LIBRARY_RUNTIME = ("cloudpickle", "threadpoolctl", "packaging")
 DASK_RUNTIME = LIBRARY_RUNTIME + ("dask",)
 
 
-#: TaskVine's cache level for environments, code layers and the tarballs they come from (issue 27), so that the next
+#: TaskVine's cache level for environments, code layers and the tarballs they come from (those named by content
+#: excepted: :func:`_tarball_cache`) (issue 27), so that the next
 #: manager's tasks on a worker find them ready (no transfer, no unpack): levels above "workflow" (``cache=True``,
 #: deleted when the manager disconnects) name files by content. Not "worker": TaskVine 7.17.1's worker loads its cache
 #: directory anew at every manager connection and deletes there whatever is below "forever" (vine_cache_load), so a
@@ -78,6 +79,23 @@ DASK_RUNTIME = LIBRARY_RUNTIME + ("dask",)
 #: "forever" files stay in the worker's workspace, which the worker removes when it exits (unless it runs with
 #: ``--keep-workspace``): in effect the worker's lifetime.
 ENV_CACHE = "forever"
+
+
+#: A tarball named by its content: the build cache's ``env-<hex>.tar.gz``, a code layer's ``code-<hex>.tar.gz``.
+_CONTENT_NAMED = re.compile(r"(env|code)-[0-9a-f]{16,}\.tar\.gz\Z")
+
+
+def _tarball_cache(path):
+    """The cache level to declare the tarball *path* at, whose unpacked output (the unpack mini task's) is at
+    :data:`ENV_CACHE`. TaskVine 7.17.1 names a file at the "worker" or "forever" level by an md5 of its content,
+    read in full in every new manager process (vine_cached_name: 0.03-0.04 s of a second workflow's first task on
+    an 11.9 MB tarball, about 3 ms per MB), and a file below them by its path, size and mtime (vine_meta_name: a
+    stat). A tarball named by its content needs no second digest, so it is declared at the workflow level: what the
+    next manager reuses is the mini task's output, still "forever", whose name (an md5 of the mini task's
+    definition, its inputs' names included) is the same in every manager process for the same file, and the
+    tarball itself no longer stays on the worker beside its unpacked copy. Any other tarball stays at "forever"
+    (named by content: it may be rewritten under the same name)."""
+    return True if _CONTENT_NAMED.match(os.path.basename(path)) else ENV_CACHE
 
 
 def _env_cache(distribution):
@@ -298,7 +316,7 @@ def _source_file(manager, path, distribution=None):
     if dist.mode in ("direct", "serve"):
         # serve (Work Queue's cache server) is direct here: TaskVine's workers keep a 'forever' file across
         # managers already (0 bytes sent to a second workflow), so there is no resend to avoid.
-        return manager.declare_file(path, cache=ENV_CACHE)
+        return manager.declare_file(path, cache=_tarball_cache(path))
     if dist.mode != "url" and not dist.publish_url:
         # shared: TaskVine moves every unpacked environment into its own cache, so there is no unpacking in place;
         # with a file:// PONCHO_WQ_PUBLISH_URL it is fetched from the shared file system like a url.
@@ -335,7 +353,7 @@ def declare_code_layer(manager, layer):
     with _declared_lock:
         files = _declared.setdefault(manager, {})
         if path not in files:
-            files[path] = _unpacked(manager, manager.declare_file(path, cache=ENV_CACHE), ENV_CACHE)
+            files[path] = _unpacked(manager, manager.declare_file(path, cache=_tarball_cache(path)), ENV_CACHE)
         return files[path]
 
 

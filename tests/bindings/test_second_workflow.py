@@ -7,6 +7,7 @@ processes, one after the other on the same port, run tasks of one environment on
 ``--single-shot``): the second must not unpack again, and TaskVine must not send the base again.
 """
 
+import hashlib
 import json
 import os
 import subprocess
@@ -91,9 +92,15 @@ def _run_manager(tmp_path, kind, phase, port, tarball, env, workers=None, start_
         return json.load(f), port
 
 
-def _second_workflow(tmp_path, kind, binary, env, serve_logs=None):
+def _second_workflow(tmp_path, kind, binary, env, serve_logs=None, content_named=False):
     prefix = make_prefix(tmp_path, random_mb=2, run_in_env=True)
     tarball = pack(prefix, tmp_path / "env.tar.gz")
+    if content_named:
+        # Named by its content, as the build cache names it (env-<hex>.tar.gz).
+        with open(tarball, "rb") as f:
+            named = str(tmp_path / "env-{}.tar.gz".format(hashlib.md5(f.read()).hexdigest()))
+        os.rename(tarball, named)
+        tarball = named
     size = os.path.getsize(tarball)
     (tmp_path / "driver.py").write_text(DRIVER)
     workers = Workers(tmp_path / "workers")
@@ -120,8 +127,12 @@ def _second_workflow(tmp_path, kind, binary, env, serve_logs=None):
 
 
 def test_taskvine_second_workflow_neither_sends_nor_unpacks_the_base(tmp_path):
+    """A tarball named by its content, as the build cache's, is declared at the workflow level
+    (poncho_wq.taskvine._tarball_cache: no md5 of it in each manager process): the second manager finds the
+    unpacked output by the unpack mini task's name, which must then be the same in both manager processes."""
     first, second, size, _ = _second_workflow(tmp_path, "vine", cctools_bin("vine_worker"),
-                                              client_env(PONCHO_WQ_CACHE=str(tmp_path / "cache")))
+                                              client_env(PONCHO_WQ_CACHE=str(tmp_path / "cache")),
+                                              content_named=True)
     # The base is not sent again: what the second manager sent is at most 1% of the tarball.
     assert second["bytes_sent"] <= size / 100, (second["bytes_sent"], size)
 

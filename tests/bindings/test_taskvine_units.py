@@ -135,6 +135,19 @@ def test_declarations_are_per_manager_and_do_not_keep_managers_alive(tmp_path):
     assert len(ptv._declared) == 0
 
 
+def test_only_content_named_tarballs_are_declared_below_forever():
+    """A tarball named by its content (env-<hex>, code-<hex>) is declared at the workflow level (TaskVine then names
+    it by path, size and mtime instead of reading it for an md5 in every manager process); any other name may be
+    rewritten in place, so it keeps "forever" and TaskVine's content digest."""
+    from poncho_wq.taskvine import ENV_CACHE, _tarball_cache
+
+    assert _tarball_cache("/c/envs/env-5b23cffe11851d3fd79979519356c618.tar.gz") is True
+    assert _tarball_cache("/c/code/code-0123456789abcdef0123.tar.gz") is True
+    for other in ("/data/env.tar.gz", "/data/my-env.tar.gz", "/c/env-5B23CFFE11851D3F.tar.gz",
+                  "/c/env-5b23cffe11851d3f.tar.gz.bak", "/c/env-0.tar.gz"):
+        assert _tarball_cache(other) == ENV_CACHE, other
+
+
 def test_poncho_vine_task_is_a_task_and_refuses_bad_arguments(tmp_path):
     from ndcctools import taskvine as vine
 
