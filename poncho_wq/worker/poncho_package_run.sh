@@ -204,7 +204,10 @@ _pr_brokeowner=
 # where flock is recorded, or that has no flock(1) there, is refused (exit 4) rather than locking differently.
 # Where nothing can be recorded (a read-only root), this task's mode; its lock then fails with exit 3 anyway.
 # Forks: cold path only.
+_pr_lrdir=
 _pr_lockrec() {
+    # Once per directory and run (a record, once made, stays: it is removed only while no task runs there).
+    [ "$_pr_lrdir" != "$1" ] || return 0
     _pr_lmode=flock
     if [ "${PONCHO_LOCK:-}" = mkdir ] || ! command -v flock >/dev/null 2>&1; then _pr_lmode=mkdir; fi
     if ! _pr_lr=$(readlink -- "$1/.poncho_lockmode" 2>/dev/null); then
@@ -227,6 +230,7 @@ _pr_lockrec() {
             _pr_die 4 "$1 is locked with flock (recorded in $1/.poncho_lockmode by the first task that locked there), and this host has no flock(1): install util-linux, or use another directory" ;;
         *) _pr_die 4 "$1/.poncho_lockmode is not a lock mode record of this shim: remove it while no task runs there" ;;
     esac
+    _pr_lrdir=$1
 }
 
 # Open file $2 of the root on fd $1 (a digit), appending (read-only where it cannot be written: a shared flock, or
@@ -382,11 +386,18 @@ _pr_lockfail() {
 # kept in memory, not in a file: the full disk is exactly when that file could not be written.
 _pr_nl='
 '
+_pr_tarkind=
 _pr_unpack() {
     _pr_why=
     mkdir -- "$2/env" 2>/dev/null || { _pr_why="cannot create $2/env (read-only file system or no write permission?)"; return 1; }
-    case $(tar --version 2>/dev/null) in
-        *'GNU tar'*)
+    # Which tar: asked once per run (an environment from parts unpacks several archives).
+    [ -n "$_pr_tarkind" ] || case $(tar --version 2>/dev/null) in
+        *'GNU tar'*) _pr_tarkind=gnu ;;
+        *bsdtar*) _pr_tarkind=bsd ;;
+        *) _pr_tarkind=other ;;
+    esac
+    case $_pr_tarkind in
+        gnu)
             _pr_tarflags='--no-same-owner --no-same-permissions'
             # pigz, when the worker has it, decompresses beside tar in threads of its own: 0.79x the wall time of
             # tar -xzf on a 127 MB environment (bench/cold_start.py --codecs).  Only for a file that starts with
@@ -396,7 +407,7 @@ _pr_unpack() {
                     *1f*8b*) _pr_tarflags="$_pr_tarflags --use-compress-program=pigz" ;;
                 esac
             fi ;;
-        *bsdtar*) _pr_tarflags='--no-same-owner --no-same-permissions' ;;
+        bsd) _pr_tarflags='--no-same-owner --no-same-permissions' ;;
         *)  case $1 in
                 *.tar) _pr_tarflags='-o --no-same-permissions' ;;
                 *.tar.bz2 | *.tbz2 | *.tbz) _pr_tarflags='-j -o --no-same-permissions' ;;
@@ -474,16 +485,22 @@ _pr_moveup() {
 # Append "<epoch> <pid> <id $2>" to log $1 (<root>/unpack.log, DIR/.poncho_unpack.log), opened as a lock file
 # is (never through a link: _pr_openlock).  One line per unpack; past 1 MiB it is moved to $1.1 (replacing the
 # one before), so that it stays bounded.  Cold path.
-_pr_log() {
-    _pr_openlock 5 "$1" || return 0
+# The size check and the date: once per run (_pr_logprep, which an assembly calls before it unpacks its parts
+# side by side), not once per line.
+_pr_logt=
+_pr_logprep() {
+    [ -z "$_pr_logt" ] || return 0
+    _pr_logt=$(date +%s)
     _pr_lsz=$(stat -c %s -- "$1" 2>/dev/null) || _pr_lsz=0
     case $_pr_lsz in '' | *[!0-9]* | ????????????*) _pr_lsz=0 ;; esac
-    if [ "$_pr_lsz" -gt 1048576 ]; then
-        exec 5>&-
-        mv -f -T -- "$1" "$1.1" 2>/dev/null || :
-        _pr_openlock 5 "$1" || return 0
-    fi
-    { printf '%s %s %s\n' "$(date +%s)" $$ "$2" >&5; } 2>/dev/null || :
+    [ "$_pr_lsz" -gt 1048576 ] || return 0
+    [ -f "$1" ] && [ ! -L "$1" ] && { [ -z "$_pr_mine" ] || [ -O "$1" ]; } || return 0
+    mv -f -T -- "$1" "$1.1" 2>/dev/null || :
+}
+_pr_log() {
+    _pr_logprep "$1"
+    _pr_openlock 5 "$1" || return 0
+    { printf '%s %s %s\n' "$_pr_logt" $$ "$2" >&5; } 2>/dev/null || :
     exec 5>&-
 }
 
@@ -1010,6 +1027,89 @@ _pr_partbusy() {
     return 1
 }
 
+# Every part unpacked into the root (those not ready yet), each marked used.  Under flock, on a worker with more
+# than one core, two or more missing parts are unpacked side by side: one background subshell per part, each
+# _pr_extract as it would run alone (its own lock on its own fd 9, its own temp dir, its own trap); the shim
+# waits for all of them and then exits with the status of the first (in part order) that failed, whose message
+# that subshell printed.  A signal to the shim meanwhile is passed on to the subshells.  Under the mkdir lock,
+# one at a time: a subshell's $$ is the shim's, so its lock would name a pid that is not the unpacker's.
+_pr_getparts() {
+    _pr_miss=
+    _pr_nmiss=0
+    _pr_ifs=$IFS
+    IFS=$_pr_nl
+    set -f
+    for _pr_p in $_pr_parts; do
+        IFS=$_pr_ifs
+        set +f
+        _pr_partid "$_pr_p"
+        _pr_trustdir "$_pr_root/$_pr_pid"
+        if [ ! -f "$_pr_root/$_pr_pid/.poncho_ready" ]; then
+            _pr_miss=$_pr_miss$_pr_p$_pr_nl
+            _pr_nmiss=$((_pr_nmiss + 1))
+        fi
+    done
+    IFS=$_pr_ifs
+    set +f
+    _pr_side=
+    if [ "$_pr_nmiss" -gt 1 ]; then
+        _pr_lockrec "$_pr_root"
+        if [ "$_pr_lmode" = flock ]; then
+            _pr_ncpu=$(getconf _NPROCESSORS_ONLN 2>/dev/null) || _pr_ncpu=1
+            case $_pr_ncpu in '' | *[!0-9]* | 0 | 1) ;; *) _pr_side=1 ;; esac
+        fi
+    fi
+    _pr_jobs=
+    if [ -n "$_pr_side" ]; then
+        # What every subshell would otherwise ask again: once, here.
+        [ -n "$_pr_tarkind" ] || case $(tar --version 2>/dev/null) in
+            *'GNU tar'*) _pr_tarkind=gnu ;;
+            *bsdtar*) _pr_tarkind=bsd ;;
+            *) _pr_tarkind=other ;;
+        esac
+        _pr_gethost
+        _pr_logprep "$_pr_root/unpack.log"
+        # shellcheck disable=SC2086 # a list of pids
+        trap '[ -z "$_pr_jobs" ] || kill $_pr_jobs 2>/dev/null; exit 143' HUP INT TERM
+    fi
+    _pr_pst=0
+    IFS=$_pr_nl
+    set -f
+    for _pr_p in $_pr_miss; do
+        IFS=$_pr_ifs
+        set +f
+        _pr_partid "$_pr_p"
+        if [ -n "$_pr_side" ]; then
+            ( _pr_extract "$_pr_p" "$_pr_pid" norelocate; _pr_unlock ) &
+            _pr_jobs="$_pr_jobs $!"
+        else
+            _pr_extract "$_pr_p" "$_pr_pid" norelocate
+            _pr_unlock
+        fi
+    done
+    IFS=$_pr_ifs
+    set +f
+    for _pr_j in $_pr_jobs; do
+        wait "$_pr_j" || { _pr_js=$?; [ "$_pr_pst" != 0 ] || _pr_pst=$_pr_js; }
+    done
+    if [ -n "$_pr_side" ]; then
+        _pr_jobs=
+        trap - HUP INT TERM
+        [ "$_pr_pst" = 0 ] || exit "$_pr_pst"
+        _pr_mark "parts side by side"
+    fi
+    IFS=$_pr_nl
+    set -f
+    for _pr_p in $_pr_parts; do
+        IFS=$_pr_ifs
+        set +f
+        _pr_partid "$_pr_p"
+        { command : >"$_pr_root/$_pr_pid/.poncho_used"; } 2>/dev/null || :
+    done
+    IFS=$_pr_ifs
+    set +f
+}
+
 # _pr_extract's unpacker for an assembly: $1 is unused (the parts are in _pr_parts), $2 the staging dir.
 _pr_assemble() {
     _pr_why=
@@ -1088,21 +1188,7 @@ _pr_parts_run() {
             _pr_openlock 4 "$_pr_root/.parts.lock" || _pr_die 3 "cannot open $_pr_root/.parts.lock"
             flock -s -w "$_pr_wait" 4 || _pr_die 4 "timed out after $_pr_wait s waiting for $_pr_root/.parts.lock (an eviction?)"
         fi
-        IFS=$_pr_nl
-        set -f
-        for _pr_p in $_pr_parts; do
-            IFS=$_pr_ifs
-            set +f
-            _pr_partid "$_pr_p"
-            _pr_trustdir "$_pr_root/$_pr_pid"
-            if [ ! -f "$_pr_root/$_pr_pid/.poncho_ready" ]; then
-                _pr_extract "$_pr_p" "$_pr_pid" norelocate
-                _pr_unlock
-            fi
-            { command : >"$_pr_root/$_pr_pid/.poncho_used"; } 2>/dev/null || :
-        done
-        IFS=$_pr_ifs
-        set +f
+        _pr_getparts
         _pr_unpacker=_pr_assemble
         _pr_extract - "$_pr_id"
         _pr_unpacker=
@@ -1190,17 +1276,11 @@ _pr_xparts() {
     for _pr_p in $_pr_parts; do
         IFS=$_pr_ifs
         set +f
-        _pr_partid "$_pr_p"
         [ -f "$_pr_p" ] && [ -r "$_pr_p" ] || _pr_die 2 "part not found or unreadable: $_pr_p"
-        _pr_trustdir "$_pr_root/$_pr_pid"
-        if [ ! -f "$_pr_root/$_pr_pid/.poncho_ready" ]; then
-            _pr_extract "$_pr_p" "$_pr_pid" norelocate
-            _pr_unlock
-        fi
-        { command : >"$_pr_root/$_pr_pid/.poncho_used"; } 2>/dev/null || :
     done
     IFS=$_pr_ifs
     set +f
+    _pr_getparts
 }
 # A part whose fetch failed (TaskVine's url mode, poncho_wq/taskvine.py _part_fetch) is the fetch's note (fetch.sh:
 # poncho-fetch-failed, the exit code, the message), not a gzip.  Every part is checked (one `read` of its first
