@@ -901,7 +901,7 @@ _pr_extract() {
         _pr_xfail 3 "cannot write in $_pr_s (disk full?)"
     fi
     _pr_mark relocate
-    if [ -n "$_pr_managed" ]; then
+    if [ -n "$_pr_managed" ] && [ -z "$_pr_nosize" ]; then
         # Its size, once, while the tree is fresh in the page cache (see _pr_evict).
         _pr_kb=$(du -sk -- "$_pr_s/env" 2>/dev/null) || :
         { command printf '%s\n' "${_pr_kb%%[!0-9]*}" >"$_pr_s/env/.poncho_size"; } 2>/dev/null || :
@@ -1002,6 +1002,7 @@ _pr_fetchargs() {
 # their own; a part is evicted only when no env lists it and no assembly runs (_pr_partbusy: assemblies hold
 # <root>/.parts.lock shared on fd 4 from before they look at their parts until their env is ready).
 _pr_parts=
+_pr_nosize=
 _pr_addpart() {
     case $1 in /*) _pr_parts=$_pr_parts$1$_pr_nl ;; *) _pr_parts=$_pr_parts$PWD/$1$_pr_nl ;; esac
 }
@@ -1069,6 +1070,9 @@ _pr_getparts() {
         esac
         _pr_gethost
         _pr_logprep "$_pr_root/unpack.log"
+        # The log made here if it is not there yet: its creator's descriptor does not append (noclobber), so a
+        # subshell creating it would write its line over one another subshell appended meanwhile.
+        if _pr_openlock 5 "$_pr_root/unpack.log"; then exec 5>&-; fi
         # shellcheck disable=SC2086 # a list of pids
         trap '[ -z "$_pr_jobs" ] || kill $_pr_jobs 2>/dev/null; exit 143' HUP INT TERM
     fi
@@ -1150,8 +1154,23 @@ _pr_envsize() {
     for _pr_p in $_pr_parts; do IFS=$_pr_ifs; _pr_partid "$_pr_p"; set -- "$@" "$_pr_root/$_pr_pid"; done
     IFS=$_pr_ifs
     set +f
-    _pr_kb=$(du -sk -- "$@" "$_pr_d" 2>/dev/null | tail -n 1) || :
+    _pr_dus=$(du -sk -- "$@" "$_pr_d" 2>/dev/null) || :
+    _pr_kb=${_pr_dus##*"$_pr_nl"}
+    case $_pr_kb in *"$_pr_d") ;; *) _pr_kb= ;; esac
     { command printf '%s\n' "${_pr_kb%%[!0-9]*}" >"$_pr_d/.poncho_size"; } 2>/dev/null || :
+    # The same run's line of each part (one line per argument, each file counted where it is met first: the
+    # parts share none) is its size: recorded for the parts that have none (those this run unpacked, with
+    # _pr_nosize, and any unpacked while no budget was on), so that no part is walked twice.
+    while IFS= read -r _pr_dl && [ "$#" -gt 0 ]; do
+        case $_pr_dl in
+            [0-9]*"$1")
+                [ -f "$1/.poncho_size" ] ||
+                    { command printf '%s\n' "${_pr_dl%%[!0-9]*}" >"$1/.poncho_size"; } 2>/dev/null || : ;;
+        esac
+        shift
+    done <<EOF
+$_pr_dus
+EOF
 }
 
 _pr_parts_run() {
@@ -1188,10 +1207,15 @@ _pr_parts_run() {
             _pr_openlock 4 "$_pr_root/.parts.lock" || _pr_die 3 "cannot open $_pr_root/.parts.lock"
             flock -s -w "$_pr_wait" 4 || _pr_die 4 "timed out after $_pr_wait s waiting for $_pr_root/.parts.lock (an eviction?)"
         fi
+        # Under flock with a budget, the parts this run unpacks and the environment are measured by one du
+        # after the assembly (_pr_envsize), not each by its own.
+        if [ -n "$_pr_managed" ]; then _pr_lockrec "$_pr_root"; fi
+        if [ -n "$_pr_managed" ] && [ "$_pr_lmode" = flock ]; then _pr_nosize=1; fi
         _pr_getparts
         _pr_unpacker=_pr_assemble
         _pr_extract - "$_pr_id"
         _pr_unpacker=
+        _pr_nosize=
         if [ -n "$_pr_managed" ] && [ "$_pr_lockmode" = flock ]; then
             _pr_envsize
         fi

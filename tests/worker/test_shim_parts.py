@@ -281,9 +281,19 @@ def test_parts_unpacked_side_by_side_and_a_bad_one_fails_the_run(envs, tmp_path,
     assert _tree(_env_dir(root, envs["a"])) == set(tar_members(tarball))
     # In a fresh root every part is missing.
     root2 = tmp_path / "root2"
-    r = run_shim(_args(envs["a"]) + ["true"], shell=SHELLS[shell], env=shim_env(root2, PONCHO_DEBUG="1"))
+    r = run_shim(_args(envs["a"]) + ["true"], shell=SHELLS[shell],
+                 env=shim_env(root2, PONCHO_DEBUG="1", PONCHO_ENV_BUDGET_MB="10240"))
     assert r.returncode == 0, r.stderr
     assert ("parts side by side" in r.stderr) == (os.cpu_count() > 1 and len(parts) > 1)
     assert unpack_count(root2 / "unpack.log") == len(parts) + 1
     assert _tree(_env_dir(root2, envs["a"])) == set(tar_members(tarball))
     assert leftovers(root2) == []
+    # The budget's size records: each part's from the one du after the assembly, the environment's what it adds.
+    for p in parts:
+        d = os.path.join(root2, p.name[:-len(".tar.gz")])
+        with open(os.path.join(d, ".poncho_size")) as f:
+            kb = int(f.read())
+        du = int(subprocess.run(["du", "-sk", d], capture_output=True, text=True, check=True).stdout.split()[0])
+        assert abs(kb - du) <= 8, (p.name, kb, du)
+    with open(os.path.join(_env_dir(root2, envs["a"]), ".poncho_size")) as f:
+        assert int(f.read()) < 1000
