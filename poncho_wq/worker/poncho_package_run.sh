@@ -387,15 +387,19 @@ _pr_lockfail() {
 _pr_nl='
 '
 _pr_tarkind=
-_pr_unpack() {
-    _pr_why=
-    mkdir -- "$2/env" 2>/dev/null || { _pr_why="cannot create $2/env (read-only file system or no write permission?)"; return 1; }
-    # Which tar: asked once per run (an environment from parts unpacks several archives).
-    [ -n "$_pr_tarkind" ] || case $(tar --version 2>/dev/null) in
+# Which tar, in _pr_tarkind: asked once per run (an environment from parts unpacks several archives).
+_pr_tarprobe() {
+    [ -z "$_pr_tarkind" ] || return 0
+    case $(tar --version 2>/dev/null) in
         *'GNU tar'*) _pr_tarkind=gnu ;;
         *bsdtar*) _pr_tarkind=bsd ;;
         *) _pr_tarkind=other ;;
     esac
+}
+_pr_unpack() {
+    _pr_why=
+    mkdir -- "$2/env" 2>/dev/null || { _pr_why="cannot create $2/env (read-only file system or no write permission?)"; return 1; }
+    _pr_tarprobe
     case $_pr_tarkind in
         gnu)
             _pr_tarflags='--no-same-owner --no-same-permissions'
@@ -1063,11 +1067,7 @@ _pr_getparts() {
     _pr_jobs=
     if [ -n "$_pr_side" ]; then
         # What every subshell would otherwise ask again: once, here.
-        [ -n "$_pr_tarkind" ] || case $(tar --version 2>/dev/null) in
-            *'GNU tar'*) _pr_tarkind=gnu ;;
-            *bsdtar*) _pr_tarkind=bsd ;;
-            *) _pr_tarkind=other ;;
-        esac
+        _pr_tarprobe
         _pr_gethost
         _pr_logprep "$_pr_root/unpack.log"
         # The log made here if it is not there yet: its creator's descriptor does not append (noclobber), so a
