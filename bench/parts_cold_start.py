@@ -8,7 +8,9 @@ at most 1.05x the single-tarball one.  The manager, the transfer and the worker 
 `poncho_package_run` into a fresh root (PONCHO_ENV_DIR), `-e env-<hex>.tar.gz` or `-e env-<hex> --part ...`,
 running `python -c pass` inside the environment, so what is measured is the unpack (and, for parts, the
 unpacks of every part and the assembly), the relocation and one interpreter start.  Runs are interleaved
-(tarball, parts, for each shim given, then again) so that the machine's load hits all alike; best of --runs.
+(tarball, parts, for each shim given, then again) so that the machine's load hits all alike; best and median
+of --runs wall time, and the median CPU time (user + system of the shim and everything it ran: what a loaded
+machine's wall time swings with least).
 PONCHO_ENV_BUDGET_MB is set (default 10240, the shim's default on a root of its own), so the budget's size
 records are made as on a real worker.  --shim NAME=PATH compares shims (e.g. the one of HEAD with the working
 tree's); --execve counts process starts of one extra run each under `strace -f -c -e trace=execve`.
@@ -21,7 +23,9 @@ import argparse
 import json
 import os
 import re
+import resource
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -71,7 +75,7 @@ def main():
     else:
         env.pop("PONCHO_ENV_BUDGET_MB", None)
     tmp = tempfile.mkdtemp(prefix="parts-cold-", dir=os.path.dirname(os.path.abspath(a.cache)))
-    best = {}
+    best, walls, cpus = {}, {}, {}
     try:
         for run in range(a.runs):
             for name, shim in shims:
@@ -80,13 +84,18 @@ def main():
                     shutil.rmtree(root, ignore_errors=True)
                     os.mkdir(root)
                     e = dict(env, PONCHO_ENV_DIR=root)
+                    r0 = resource.getrusage(resource.RUSAGE_CHILDREN)
                     t = time.perf_counter()
                     subprocess.run(["sh", shim] + argv_of[mode] + ["--", "python", "-c", "pass"], env=e,
                                    stdin=subprocess.DEVNULL, check=True)
                     dt = time.perf_counter() - t
+                    r1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+                    cpu = (r1.ru_utime - r0.ru_utime) + (r1.ru_stime - r0.ru_stime)
                     key = (name, mode)
                     best[key] = min(best.get(key, dt), dt)
-                    print(f"run {run + 1} {name:>10} {mode:>7}: {dt:.2f} s", flush=True)
+                    walls.setdefault(key, []).append(dt)
+                    cpus.setdefault(key, []).append(cpu)
+                    print(f"run {run + 1} {name:>10} {mode:>7}: {dt:.2f} s (cpu {cpu:.2f} s)", flush=True)
         if a.execve:
             for name, shim in shims:
                 for mode in ("tarball", "parts"):
@@ -105,7 +114,10 @@ def main():
           f"interleaved, load {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
     for name, _ in shims:
         tb, pt = best[(name, "tarball")], best[(name, "parts")]
-        line = f"{name:>10}: tarball {tb:.2f} s, parts {pt:.2f} s, parts/tarball {pt / tb:.2f}x"
+        mt, mp = statistics.median(walls[(name, "tarball")]), statistics.median(walls[(name, "parts")])
+        ct, cp = statistics.median(cpus[(name, "tarball")]), statistics.median(cpus[(name, "parts")])
+        line = (f"{name:>10}: best tarball {tb:.2f} s, parts {pt:.2f} s, {pt / tb:.2f}x; median {mt:.2f} s, "
+                f"{mp:.2f} s, {mp / mt:.2f}x; median cpu {ct:.2f} s, {cp:.2f} s, {cp / ct:.2f}x")
         if a.execve:
             line += f"; execve tarball {best[(name, 'tarball', 'execve')]}, parts {best[(name, 'parts', 'execve')]}"
         print(line)
