@@ -204,7 +204,10 @@ _pr_brokeowner=
 # where flock is recorded, or that has no flock(1) there, is refused (exit 4) rather than locking differently.
 # Where nothing can be recorded (a read-only root), this task's mode; its lock then fails with exit 3 anyway.
 # Forks: cold path only.
+_pr_lrdir=
 _pr_lockrec() {
+    # Once per directory and run (a record, once made, stays: it is removed only while no task runs there).
+    [ "$_pr_lrdir" != "$1" ] || return 0
     _pr_lmode=flock
     if [ "${PONCHO_LOCK:-}" = mkdir ] || ! command -v flock >/dev/null 2>&1; then _pr_lmode=mkdir; fi
     if ! _pr_lr=$(readlink -- "$1/.poncho_lockmode" 2>/dev/null); then
@@ -227,6 +230,7 @@ _pr_lockrec() {
             _pr_die 4 "$1 is locked with flock (recorded in $1/.poncho_lockmode by the first task that locked there), and this host has no flock(1): install util-linux, or use another directory" ;;
         *) _pr_die 4 "$1/.poncho_lockmode is not a lock mode record of this shim: remove it while no task runs there" ;;
     esac
+    _pr_lrdir=$1
 }
 
 # Open file $2 of the root on fd $1 (a digit), appending (read-only where it cannot be written: a shared flock, or
@@ -382,11 +386,22 @@ _pr_lockfail() {
 # kept in memory, not in a file: the full disk is exactly when that file could not be written.
 _pr_nl='
 '
+_pr_tarkind=
+# Which tar, in _pr_tarkind: asked once per run (an environment from parts unpacks several archives).
+_pr_tarprobe() {
+    [ -z "$_pr_tarkind" ] || return 0
+    case $(tar --version 2>/dev/null) in
+        *'GNU tar'*) _pr_tarkind=gnu ;;
+        *bsdtar*) _pr_tarkind=bsd ;;
+        *) _pr_tarkind=other ;;
+    esac
+}
 _pr_unpack() {
     _pr_why=
     mkdir -- "$2/env" 2>/dev/null || { _pr_why="cannot create $2/env (read-only file system or no write permission?)"; return 1; }
-    case $(tar --version 2>/dev/null) in
-        *'GNU tar'*)
+    _pr_tarprobe
+    case $_pr_tarkind in
+        gnu)
             _pr_tarflags='--no-same-owner --no-same-permissions'
             # pigz, when the worker has it, decompresses beside tar in threads of its own: 0.79x the wall time of
             # tar -xzf on a 127 MB environment (bench/cold_start.py --codecs).  Only for a file that starts with
@@ -396,7 +411,7 @@ _pr_unpack() {
                     *1f*8b*) _pr_tarflags="$_pr_tarflags --use-compress-program=pigz" ;;
                 esac
             fi ;;
-        *bsdtar*) _pr_tarflags='--no-same-owner --no-same-permissions' ;;
+        bsd) _pr_tarflags='--no-same-owner --no-same-permissions' ;;
         *)  case $1 in
                 *.tar) _pr_tarflags='-o --no-same-permissions' ;;
                 *.tar.bz2 | *.tbz2 | *.tbz) _pr_tarflags='-j -o --no-same-permissions' ;;
@@ -474,16 +489,22 @@ _pr_moveup() {
 # Append "<epoch> <pid> <id $2>" to log $1 (<root>/unpack.log, DIR/.poncho_unpack.log), opened as a lock file
 # is (never through a link: _pr_openlock).  One line per unpack; past 1 MiB it is moved to $1.1 (replacing the
 # one before), so that it stays bounded.  Cold path.
-_pr_log() {
-    _pr_openlock 5 "$1" || return 0
+# The size check and the date: once per run (_pr_logprep, which an assembly calls before it unpacks its parts
+# side by side), not once per line.
+_pr_logt=
+_pr_logprep() {
+    [ -z "$_pr_logt" ] || return 0
+    _pr_logt=$(date +%s)
     _pr_lsz=$(stat -c %s -- "$1" 2>/dev/null) || _pr_lsz=0
     case $_pr_lsz in '' | *[!0-9]* | ????????????*) _pr_lsz=0 ;; esac
-    if [ "$_pr_lsz" -gt 1048576 ]; then
-        exec 5>&-
-        mv -f -T -- "$1" "$1.1" 2>/dev/null || :
-        _pr_openlock 5 "$1" || return 0
-    fi
-    { printf '%s %s %s\n' "$(date +%s)" $$ "$2" >&5; } 2>/dev/null || :
+    [ "$_pr_lsz" -gt 1048576 ] || return 0
+    [ -f "$1" ] && [ ! -L "$1" ] && { [ -z "$_pr_mine" ] || [ -O "$1" ]; } || return 0
+    mv -f -T -- "$1" "$1.1" 2>/dev/null || :
+}
+_pr_log() {
+    _pr_logprep "$1"
+    _pr_openlock 5 "$1" || return 0
+    { printf '%s %s %s\n' "$_pr_logt" $$ "$2" >&5; } 2>/dev/null || :
     exec 5>&-
 }
 
@@ -884,7 +905,7 @@ _pr_extract() {
         _pr_xfail 3 "cannot write in $_pr_s (disk full?)"
     fi
     _pr_mark relocate
-    if [ -n "$_pr_managed" ]; then
+    if [ -n "$_pr_managed" ] && [ -z "$_pr_nosize" ]; then
         # Its size, once, while the tree is fresh in the page cache (see _pr_evict).
         _pr_kb=$(du -sk -- "$_pr_s/env" 2>/dev/null) || :
         { command printf '%s\n' "${_pr_kb%%[!0-9]*}" >"$_pr_s/env/.poncho_size"; } 2>/dev/null || :
@@ -985,6 +1006,7 @@ _pr_fetchargs() {
 # their own; a part is evicted only when no env lists it and no assembly runs (_pr_partbusy: assemblies hold
 # <root>/.parts.lock shared on fd 4 from before they look at their parts until their env is ready).
 _pr_parts=
+_pr_nosize=
 _pr_addpart() {
     case $1 in /*) _pr_parts=$_pr_parts$1$_pr_nl ;; *) _pr_parts=$_pr_parts$PWD/$1$_pr_nl ;; esac
 }
@@ -1008,6 +1030,88 @@ _pr_partbusy() {
         while IFS= read -r _pr_pl; do [ "$_pr_pl" != "$2" ] || return 0; done <"$_pr_pf"
     done
     return 1
+}
+
+# Every part unpacked into the root (those not ready yet), each marked used.  Under flock, on a worker with more
+# than one core, two or more missing parts are unpacked side by side: one background subshell per part, each
+# _pr_extract as it would run alone (its own lock on its own fd 9, its own temp dir, its own trap); the shim
+# waits for all of them and then exits with the status of the first (in part order) that failed, whose message
+# that subshell printed.  A signal to the shim meanwhile is passed on to the subshells.  Under the mkdir lock,
+# one at a time: a subshell's $$ is the shim's, so its lock would name a pid that is not the unpacker's.
+_pr_getparts() {
+    _pr_miss=
+    _pr_nmiss=0
+    _pr_ifs=$IFS
+    IFS=$_pr_nl
+    set -f
+    for _pr_p in $_pr_parts; do
+        IFS=$_pr_ifs
+        set +f
+        _pr_partid "$_pr_p"
+        _pr_trustdir "$_pr_root/$_pr_pid"
+        if [ ! -f "$_pr_root/$_pr_pid/.poncho_ready" ]; then
+            _pr_miss=$_pr_miss$_pr_p$_pr_nl
+            _pr_nmiss=$((_pr_nmiss + 1))
+        fi
+    done
+    IFS=$_pr_ifs
+    set +f
+    _pr_side=
+    if [ "$_pr_nmiss" -gt 1 ]; then
+        _pr_lockrec "$_pr_root"
+        if [ "$_pr_lmode" = flock ]; then
+            _pr_ncpu=$(getconf _NPROCESSORS_ONLN 2>/dev/null) || _pr_ncpu=1
+            case $_pr_ncpu in '' | *[!0-9]* | 0 | 1) ;; *) _pr_side=1 ;; esac
+        fi
+    fi
+    _pr_jobs=
+    if [ -n "$_pr_side" ]; then
+        # What every subshell would otherwise ask again: once, here.
+        _pr_tarprobe
+        _pr_gethost
+        _pr_logprep "$_pr_root/unpack.log"
+        # The log made here if it is not there yet: its creator's descriptor does not append (noclobber), so a
+        # subshell creating it would write its line over one another subshell appended meanwhile.
+        if _pr_openlock 5 "$_pr_root/unpack.log"; then exec 5>&-; fi
+        # shellcheck disable=SC2086 # a list of pids
+        trap '[ -z "$_pr_jobs" ] || kill $_pr_jobs 2>/dev/null; exit 143' HUP INT TERM
+    fi
+    _pr_pst=0
+    IFS=$_pr_nl
+    set -f
+    for _pr_p in $_pr_miss; do
+        IFS=$_pr_ifs
+        set +f
+        _pr_partid "$_pr_p"
+        if [ -n "$_pr_side" ]; then
+            ( _pr_extract "$_pr_p" "$_pr_pid" norelocate; _pr_unlock ) &
+            _pr_jobs="$_pr_jobs $!"
+        else
+            _pr_extract "$_pr_p" "$_pr_pid" norelocate
+            _pr_unlock
+        fi
+    done
+    IFS=$_pr_ifs
+    set +f
+    for _pr_j in $_pr_jobs; do
+        wait "$_pr_j" || { _pr_js=$?; [ "$_pr_pst" != 0 ] || _pr_pst=$_pr_js; }
+    done
+    if [ -n "$_pr_side" ]; then
+        _pr_jobs=
+        trap - HUP INT TERM
+        [ "$_pr_pst" = 0 ] || exit "$_pr_pst"
+        _pr_mark "parts side by side"
+    fi
+    IFS=$_pr_nl
+    set -f
+    for _pr_p in $_pr_parts; do
+        IFS=$_pr_ifs
+        set +f
+        _pr_partid "$_pr_p"
+        { command : >"$_pr_root/$_pr_pid/.poncho_used"; } 2>/dev/null || :
+    done
+    IFS=$_pr_ifs
+    set +f
 }
 
 # _pr_extract's unpacker for an assembly: $1 is unused (the parts are in _pr_parts), $2 the staging dir.
@@ -1050,8 +1154,23 @@ _pr_envsize() {
     for _pr_p in $_pr_parts; do IFS=$_pr_ifs; _pr_partid "$_pr_p"; set -- "$@" "$_pr_root/$_pr_pid"; done
     IFS=$_pr_ifs
     set +f
-    _pr_kb=$(du -sk -- "$@" "$_pr_d" 2>/dev/null | tail -n 1) || :
+    _pr_dus=$(du -sk -- "$@" "$_pr_d" 2>/dev/null) || :
+    _pr_kb=${_pr_dus##*"$_pr_nl"}
+    case $_pr_kb in *"$_pr_d") ;; *) _pr_kb= ;; esac
     { command printf '%s\n' "${_pr_kb%%[!0-9]*}" >"$_pr_d/.poncho_size"; } 2>/dev/null || :
+    # The same run's line of each part (one line per argument, each file counted where it is met first: the
+    # parts share none) is its size: recorded for the parts that have none (those this run unpacked, with
+    # _pr_nosize, and any unpacked while no budget was on), so that no part is walked twice.
+    while IFS= read -r _pr_dl && [ "$#" -gt 0 ]; do
+        case $_pr_dl in
+            [0-9]*"$1")
+                [ -f "$1/.poncho_size" ] ||
+                    { command printf '%s\n' "${_pr_dl%%[!0-9]*}" >"$1/.poncho_size"; } 2>/dev/null || : ;;
+        esac
+        shift
+    done <<EOF
+$_pr_dus
+EOF
 }
 
 _pr_parts_run() {
@@ -1088,24 +1207,15 @@ _pr_parts_run() {
             _pr_openlock 4 "$_pr_root/.parts.lock" || _pr_die 3 "cannot open $_pr_root/.parts.lock"
             flock -s -w "$_pr_wait" 4 || _pr_die 4 "timed out after $_pr_wait s waiting for $_pr_root/.parts.lock (an eviction?)"
         fi
-        IFS=$_pr_nl
-        set -f
-        for _pr_p in $_pr_parts; do
-            IFS=$_pr_ifs
-            set +f
-            _pr_partid "$_pr_p"
-            _pr_trustdir "$_pr_root/$_pr_pid"
-            if [ ! -f "$_pr_root/$_pr_pid/.poncho_ready" ]; then
-                _pr_extract "$_pr_p" "$_pr_pid" norelocate
-                _pr_unlock
-            fi
-            { command : >"$_pr_root/$_pr_pid/.poncho_used"; } 2>/dev/null || :
-        done
-        IFS=$_pr_ifs
-        set +f
+        # Under flock with a budget, the parts this run unpacks and the environment are measured by one du
+        # after the assembly (_pr_envsize), not each by its own.
+        if [ -n "$_pr_managed" ]; then _pr_lockrec "$_pr_root"; fi
+        if [ -n "$_pr_managed" ] && [ "$_pr_lmode" = flock ]; then _pr_nosize=1; fi
+        _pr_getparts
         _pr_unpacker=_pr_assemble
         _pr_extract - "$_pr_id"
         _pr_unpacker=
+        _pr_nosize=
         if [ -n "$_pr_managed" ] && [ "$_pr_lockmode" = flock ]; then
             _pr_envsize
         fi
@@ -1190,17 +1300,11 @@ _pr_xparts() {
     for _pr_p in $_pr_parts; do
         IFS=$_pr_ifs
         set +f
-        _pr_partid "$_pr_p"
         [ -f "$_pr_p" ] && [ -r "$_pr_p" ] || _pr_die 2 "part not found or unreadable: $_pr_p"
-        _pr_trustdir "$_pr_root/$_pr_pid"
-        if [ ! -f "$_pr_root/$_pr_pid/.poncho_ready" ]; then
-            _pr_extract "$_pr_p" "$_pr_pid" norelocate
-            _pr_unlock
-        fi
-        { command : >"$_pr_root/$_pr_pid/.poncho_used"; } 2>/dev/null || :
     done
     IFS=$_pr_ifs
     set +f
+    _pr_getparts
 }
 # A part whose fetch failed (TaskVine's url mode, poncho_wq/taskvine.py _part_fetch) is the fetch's note (fetch.sh:
 # poncho-fetch-failed, the exit code, the message), not a gzip.  Every part is checked (one `read` of its first

@@ -248,3 +248,52 @@ def test_extract_to_makes_a_stub_of_a_failed_fetch_note_and_unpacks_no_part(envs
     r = subprocess.run([stub, "sh", "-c", "echo ran"], capture_output=True, text=True)
     assert (r.returncode, r.stdout) == (2, "")
     assert shim_error_from(r.returncode, r.stderr, RUN_IN_ENV) == (2, message)  # as PonchoVineTask.shim_error
+
+
+@pytest.mark.parametrize("shell", sorted(SHELLS))
+def test_parts_unpacked_side_by_side_and_a_bad_one_fails_the_run(envs, tmp_path, shell):
+    """Missing parts are unpacked side by side on a worker with more than one core (PONCHO_DEBUG names the phase);
+    one that cannot be unpacked fails the run with tar's exit status 3 and its message, leaves no environment and
+    no temp dir, and the parts unpacked beside it are ready for the next run."""
+    tarball, parts = envs["a"]
+    bad = tmp_path / "bad" / os.path.basename(parts[-1].path)
+    bad.parent.mkdir()
+    with open(parts[-1].path, "rb") as f:
+        bad.write_bytes(f.read()[:200])  # a gzip cut short
+    args = ["-e", os.path.basename(tarball)]
+    for p in parts[:-1]:
+        args += ["--part", p.path]
+    root = tmp_path / "root"
+    r = run_shim(args + ["--part", str(bad), "true"], shell=SHELLS[shell], env=shim_env(root, PONCHO_DEBUG="1"))
+    assert r.returncode == 3, r.stderr
+    assert "could not extract " + str(bad) in r.stderr
+    if os.cpu_count() > 1:
+        assert "parts side by side" not in r.stderr  # it failed: the phase is never reached
+    assert not os.path.exists(_env_dir(root, envs["a"]))
+    for p in parts[:-1]:
+        assert os.path.isfile(os.path.join(root, p.name[:-len(".tar.gz")], ".poncho_ready"))
+    assert leftovers(root) == []
+    # With the good part: only it is unpacked now, then the environment is assembled.
+    n = unpack_count(root / "unpack.log")
+    r = run_shim(_args(envs["a"]) + ["true"], shell=SHELLS[shell], env=shim_env(root))
+    assert r.returncode == 0, r.stderr
+    assert unpack_count(root / "unpack.log") == n + 2
+    assert _tree(_env_dir(root, envs["a"])) == set(tar_members(tarball))
+    # In a fresh root every part is missing.
+    root2 = tmp_path / "root2"
+    r = run_shim(_args(envs["a"]) + ["true"], shell=SHELLS[shell],
+                 env=shim_env(root2, PONCHO_DEBUG="1", PONCHO_ENV_BUDGET_MB="10240"))
+    assert r.returncode == 0, r.stderr
+    assert ("parts side by side" in r.stderr) == (os.cpu_count() > 1 and len(parts) > 1)
+    assert unpack_count(root2 / "unpack.log") == len(parts) + 1
+    assert _tree(_env_dir(root2, envs["a"])) == set(tar_members(tarball))
+    assert leftovers(root2) == []
+    # The budget's size records: each part's from the one du after the assembly, the environment's what it adds.
+    for p in parts:
+        d = os.path.join(root2, p.name[:-len(".tar.gz")])
+        with open(os.path.join(d, ".poncho_size")) as f:
+            kb = int(f.read())
+        du = int(subprocess.run(["du", "-sk", d], capture_output=True, text=True, check=True).stdout.split()[0])
+        assert abs(kb - du) <= 8, (p.name, kb, du)
+    with open(os.path.join(_env_dir(root2, envs["a"]), ".poncho_size")) as f:
+        assert int(f.read()) < 1000
