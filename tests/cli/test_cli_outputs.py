@@ -54,6 +54,8 @@ def built(tmp_path_factory):
     spec.write_text(json.dumps(SPEC))
     r = run_cli("poncho_package_create", "-q", "--cache-dir", d / "cache", spec, d / "first.tar.gz")
     assert r.returncode == 0, r.stderr
+    # copied by the tests: not while the build's scratch is still being removed in the background
+    assert settled_listdir(d / "cache" / "tmp") == []
     return spec, d / "cache"
 
 
@@ -160,6 +162,7 @@ def test_published_entry_skips_hashing_until_it_changes(tmp_path):
     assert cache.verify(key, digest=True) == (path, None)  # trusted: same inode, size and mtime
     assert "sha256" in cache.verify(key, force_digest=True)[1]
     copy = tmp_path / "copy"
+    assert settled_listdir(cache.tmp) == []  # the build's scratch, removed in the background, is gone
     shutil.copytree(cache.root, copy)  # copy2: same mode, size and mtime, another inode
     assert "sha256" in Cache(str(copy)).verify(key, digest=True)[1]
     assert Cache(str(copy)).verify(key)[0] is not None  # the cheap checks alone cannot see it
