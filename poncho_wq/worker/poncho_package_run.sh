@@ -1018,6 +1018,20 @@ _pr_partid() {
     case ${_pr_pid#part-} in '' | *[!0-9a-f]* | "$_pr_pid") _pr_die 1 "--part takes a part named part-<hex>.tar.gz (named by its content), not $1" ;; esac
 }
 
+# The id of the environment assembled from parts (-e env-<hex>[.tar.gz]: a name, not a file) in _pr_id.
+_pr_envid() {
+    _pr_id=${_pr_env##*/}
+    _pr_id=${_pr_id%.tar.gz}
+    case ${_pr_id#env-} in '' | *[!0-9a-f]* | "$_pr_id") _pr_die 1 "with --part, -e takes the environment's name env-<hex>, not $_pr_env" ;; esac
+}
+
+# An assembly's hold on <root>/.parts.lock, shared, on fd 4 (managed roots): no eviction removes a part meanwhile.
+_pr_partslock() {
+    [ -n "$_pr_managed" ] || return 0
+    _pr_openlock 4 "$_pr_root/.parts.lock" || _pr_die 3 "cannot open $_pr_root/.parts.lock"
+    flock -s -w "$_pr_wait" 4 || _pr_die 4 "timed out after $_pr_wait s waiting for $_pr_root/.parts.lock (an eviction?)"
+}
+
 # Status 0 when part $2 of root $1 must stay: an env lists it, an assembly is running (or the lock cannot be
 # had).  Runs inside _pr_evict1's subshell: fd 3 keeps the exclusive lock until that subshell has removed it.
 _pr_partbusy() {
@@ -1175,9 +1189,7 @@ EOF
 
 _pr_parts_run() {
     [ -z "$_pr_to" ] || _pr_die 1 "--part cannot be used with --unpack-to (parts are assembled in the per-worker cache)"
-    _pr_id=${_pr_env##*/}
-    _pr_id=${_pr_id%.tar.gz}
-    case ${_pr_id#env-} in '' | *[!0-9a-f]* | "$_pr_id") _pr_die 1 "with --part, -e takes the environment's name env-<hex>, not $_pr_env" ;; esac
+    _pr_envid
     _pr_setroot
     _pr_d=$_pr_root/$_pr_id
     _pr_trustdir "$_pr_d"
@@ -1203,10 +1215,7 @@ _pr_parts_run() {
     _pr_mkroot
     _pr_n=0
     while :; do
-        if [ -n "$_pr_managed" ]; then
-            _pr_openlock 4 "$_pr_root/.parts.lock" || _pr_die 3 "cannot open $_pr_root/.parts.lock"
-            flock -s -w "$_pr_wait" 4 || _pr_die 4 "timed out after $_pr_wait s waiting for $_pr_root/.parts.lock (an eviction?)"
-        fi
+        _pr_partslock
         # Under flock with a budget, the parts this run unpacks and the environment are measured by one du
         # after the assembly (_pr_envsize), not each by its own.
         if [ -n "$_pr_managed" ]; then _pr_lockrec "$_pr_root"; fi
@@ -1285,26 +1294,11 @@ _pr_mark start
 # <root>/.parts.lock shared meanwhile so that no eviction removes a part being linked.  The relocator replaces a
 # file, never writes into a linked one, so the parts stay as unpacked.
 _pr_xparts() {
-    _pr_id=${_pr_env##*/}
-    _pr_id=${_pr_id%.tar.gz}
-    case ${_pr_id#env-} in '' | *[!0-9a-f]* | "$_pr_id") _pr_die 1 "with --part, -e takes the environment's name env-<hex>, not $_pr_env" ;; esac
+    _pr_envid
     _pr_setroot
     _pr_mkroot
-    if [ -n "$_pr_managed" ]; then
-        _pr_openlock 4 "$_pr_root/.parts.lock" || _pr_die 3 "cannot open $_pr_root/.parts.lock"
-        flock -s -w "$_pr_wait" 4 || _pr_die 4 "timed out after $_pr_wait s waiting for $_pr_root/.parts.lock (an eviction?)"
-    fi
-    _pr_ifs=$IFS
-    IFS=$_pr_nl
-    set -f
-    for _pr_p in $_pr_parts; do
-        IFS=$_pr_ifs
-        set +f
-        [ -f "$_pr_p" ] && [ -r "$_pr_p" ] || _pr_die 2 "part not found or unreadable: $_pr_p"
-    done
-    IFS=$_pr_ifs
-    set +f
-    _pr_getparts
+    _pr_partslock
+    _pr_getparts  # every part is there and readable: _pr_xnote, which runs first, checked
 }
 # A part whose fetch failed (TaskVine's url mode, poncho_wq/taskvine.py _part_fetch) is the fetch's note (fetch.sh:
 # poncho-fetch-failed, the exit code, the message), not a gzip.  Every part is checked (one `read` of its first
