@@ -75,15 +75,20 @@ def main():
     else:
         env.pop("PONCHO_ENV_BUDGET_MB", None)
     tmp = tempfile.mkdtemp(prefix="parts-cold-", dir=os.path.dirname(os.path.abspath(a.cache)))
+
+    def fresh_root():
+        """The shim's environment with an empty per-worker root (a fresh worker)."""
+        root = os.path.join(tmp, "root")
+        shutil.rmtree(root, ignore_errors=True)
+        os.mkdir(root)
+        return dict(env, PONCHO_ENV_DIR=root)
+
     best, walls, cpus = {}, {}, {}
     try:
         for run in range(a.runs):
             for name, shim in shims:
                 for mode in ("tarball", "parts"):
-                    root = os.path.join(tmp, "root")
-                    shutil.rmtree(root, ignore_errors=True)
-                    os.mkdir(root)
-                    e = dict(env, PONCHO_ENV_DIR=root)
+                    e = fresh_root()
                     r0 = resource.getrusage(resource.RUSAGE_CHILDREN)
                     t = time.perf_counter()
                     subprocess.run(["sh", shim] + argv_of[mode] + ["--", "python", "-c", "pass"], env=e,
@@ -99,10 +104,7 @@ def main():
         if a.execve:
             for name, shim in shims:
                 for mode in ("tarball", "parts"):
-                    root = os.path.join(tmp, "root")
-                    shutil.rmtree(root, ignore_errors=True)
-                    os.mkdir(root)
-                    e = dict(env, PONCHO_ENV_DIR=root)
+                    e = fresh_root()
                     out = subprocess.run(["strace", "-f", "-c", "-e", "trace=execve", "sh", shim] + argv_of[mode]
                                          + ["--", "python", "-c", "pass"], env=e, stdin=subprocess.DEVNULL,
                                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True).stderr
