@@ -31,6 +31,7 @@ import tarfile
 import zlib
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import Dict, Mapping, NamedTuple, Optional, Tuple
 
 log = logging.getLogger(__name__)
 
@@ -46,14 +47,74 @@ _CHUNK = 1 << 20
 _NUL = b"\0"
 
 
+class BaseEntry(NamedTuple):
+    """One entry of an interpreter base's tree, as one ``lstat`` saw it: ``kind`` is "F" (file), "L" (symlink,
+    ``linkname`` its target) or "D" (directory)."""
+
+    kind: str
+    size: int
+    mtime_ns: int
+    ino: int
+    dev: int
+    mode: int
+    linkname: str = ""
+
+
+def walk_base(tree: str) -> Tuple[Dict[str, BaseEntry], str]:
+    """Every entry of *tree* (relative path -> :class:`BaseEntry`, the tree itself left out) and the text the
+    base's fingerprint hashes (engines.interpreter), made in the same one walk: checking the fingerprint yields the
+    listing that the packer and the floor then use without another ``lstat`` of the base's files."""
+    entries: Dict[str, BaseEntry] = {}
+    lines = []
+    for directory, dirs, files in os.walk(tree):
+        dirs.sort()
+        rel_dir = os.path.relpath(directory, tree)
+        for name in sorted(files + [d for d in dirs if os.path.islink(os.path.join(directory, d))]):
+            path = os.path.join(directory, name)
+            rel = name if rel_dir == "." else rel_dir + "/" + name
+            st = os.lstat(path)
+            if stat.S_ISLNK(st.st_mode):
+                link = os.readlink(path)
+                lines.append("L {} {}".format(os.path.join(rel_dir, name), link))
+                entries[rel] = BaseEntry("L", st.st_size, st.st_mtime_ns, st.st_ino, st.st_dev, st.st_mode, link)
+            else:
+                lines.append("F {} {} {} {} {:o}".format(os.path.join(rel_dir, name), st.st_size, st.st_mtime_ns,
+                                                       st.st_ino, st.st_mode & 0o7777))
+                entries[rel] = BaseEntry("F", st.st_size, st.st_mtime_ns, st.st_ino, st.st_dev, st.st_mode)
+        lines.append("D {}".format(rel_dir))
+        if rel_dir != ".":
+            entries[rel_dir] = BaseEntry("D", 0, 0, 0, 0, stat.S_IFDIR | 0o755)
+    return entries, "".join(line + "\n" for line in lines)
+
+
 @dataclass(frozen=True)
 class InterpreterBase:
     """The interpreter base placed into a prefix: its *tree*, *identity* (what the tree's content depends on:
-    the base's key and fingerprint) and the directory *store* where its packed parts are kept."""
+    the base's key and fingerprint) and the directory *store* where its packed parts are kept. *entries*: the
+    tree's :func:`walk_base` listing when the caller has it (the walk that checked the fingerprint), else it is
+    walked when first needed."""
 
     tree: str
     identity: str
     store: str
+    entries: Optional[Mapping[str, BaseEntry]] = None
+
+    def listing(self) -> Mapping[str, BaseEntry]:
+        if self.entries is None:
+            object.__setattr__(self, "entries", walk_base(self.tree)[0])
+        return self.entries  # type: ignore[return-value]
+
+    def owns(self, target: str, st: os.stat_result) -> bool:
+        """Whether the prefix file *target* whose ``lstat`` is *st* is still this base's own file (the same
+        inode: hard-linked, never rewritten), or the same symlink or a directory of the base."""
+        entry = self.listing().get(target)
+        if entry is None:
+            return False
+        if entry.kind == "F":
+            return stat.S_ISREG(st.st_mode) and st.st_ino == entry.ino and st.st_dev == entry.dev
+        if entry.kind == "D":
+            return stat.S_ISDIR(st.st_mode)
+        return stat.S_ISLNK(st.st_mode)
 
 
 class TarWriter:
@@ -156,29 +217,16 @@ def crc32_combine(crc1, crc2, len2):
 
 def base_targets(base, members):
     """The targets of *members* (``target -> (source, lstat, data)`` as the packer collects them) that are the
-    interpreter *base*'s own entries (see the module docstring), sorted."""
+    interpreter *base*'s own entries (see the module docstring: :meth:`InterpreterBase.owns`, and for a symlink the
+    same target), sorted."""
+    listing = base.listing()
     found = []
-    for directory, dirs, files in os.walk(base.tree):
-        rel_dir = os.path.relpath(directory, base.tree)
-        for name in dirs + files:
-            rel = name if rel_dir == "." else rel_dir + "/" + name
-            member = members.get(rel)
-            if member is None:
-                continue
-            source, st, data = member
-            try:
-                ours = os.lstat(os.path.join(directory, name))
-            except OSError:
-                continue
-            if stat.S_ISLNK(ours.st_mode):
-                same = stat.S_ISLNK(st.st_mode) and os.readlink(source) == os.readlink(os.path.join(directory, name))
-            elif stat.S_ISDIR(ours.st_mode):
-                same = stat.S_ISDIR(st.st_mode)
-            else:
-                same = (data is None and stat.S_ISREG(st.st_mode) and st.st_ino == ours.st_ino
-                        and st.st_dev == ours.st_dev)
-            if same:
-                found.append(rel)
+    for target, (source, st, data) in members.items():
+        if data is not None or not base.owns(target, st):
+            continue
+        if stat.S_ISLNK(st.st_mode) and os.readlink(source) != listing[target].linkname:
+            continue
+        found.append(target)
     return sorted(found)
 
 

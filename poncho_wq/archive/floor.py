@@ -21,7 +21,10 @@ import json
 import mmap
 import os
 import struct
-from typing import Dict, Iterator, Optional, Tuple
+from typing import TYPE_CHECKING, Dict, Iterator, Optional, Tuple
+
+if TYPE_CHECKING:
+    from .basemember import InterpreterBase
 
 #: e_machine values and the names ``uname -m`` prints for them.
 MACHINES = {3: "i686", 40: "arm", 62: "x86_64", 183: "aarch64", 243: "riscv64", 21: "ppc64le", 22: "s390x"}
@@ -104,28 +107,50 @@ def _parse(data: "mmap.mmap") -> Dict[str, object]:
             "glibc": best}
 
 
-def _elf_files(prefix: str) -> Iterator[str]:
-    for directory, dirs, files in os.walk(prefix):
-        dirs[:] = [d for d in dirs if d != "__pycache__"]
-        for name in files:
-            path = os.path.join(directory, name)
-            if not os.path.islink(path) and (name.endswith(".so") or ".so." in name or os.access(path, os.X_OK)):
-                yield path
+def _elf_files(prefix: str, base: "Optional[InterpreterBase]" = None) -> Iterator[Tuple[str, bool]]:
+    """``(path, owned)`` for the files of *prefix* that may be ELF (shared objects, executables); *owned*: the file
+    is still the interpreter *base*'s own (the same inode, which one ``scandir`` tells without a ``stat``)."""
+    listing = base.listing() if base is not None else {}
+    if listing and {e.dev for e in listing.values() if e.kind == "F"} != {os.stat(prefix).st_dev}:
+        listing = {}  # placed by copying (another file system): nothing is the base's own
+    work = [(prefix, "")]
+    while work:
+        directory, rel_dir = work.pop()
+        try:
+            with os.scandir(directory) as it:
+                entries = list(it)
+        except OSError:
+            continue
+        for entry in entries:
+            if entry.is_symlink():
+                continue
+            if entry.is_dir():
+                if entry.name != "__pycache__":
+                    work.append((entry.path, rel_dir + entry.name + "/"))
+                continue
+            known = listing.get(rel_dir + entry.name)
+            owned = known is not None and known.kind == "F" and known.ino == entry.inode()
+            name = entry.name
+            if name.endswith(".so") or ".so." in name or (known.mode & 0o111 if owned else os.access(entry.path, os.X_OK)):
+                yield entry.path, owned
 
 
-def prefix_floor(prefix: str) -> Dict[str, object]:
+def prefix_floor(prefix: str, base: "Optional[InterpreterBase]" = None) -> Dict[str, object]:
     """The floor of the environment in *prefix*: ``{"machine", "libc", "glibc", "glibc_by"}``.
 
     ``machine``: the ELF machine of its binaries (None for a pure-data or pure-Python prefix without an
     interpreter); ``libc``: "glibc", "musl" or None; ``glibc``: the highest glibc symbol version any binary
     requires (None: no glibc requirement) and ``glibc_by``: the first file (relative path) that requires it.
+    *base*: the interpreter base (:class:`.basemember.InterpreterBase`) placed into *prefix*: what its own files
+    need is read once per base (:func:`base_needs`), not from each prefix.
     """
     machines: set = set()
     libc: Optional[str] = None
     best: Optional[str] = None
     by: Optional[str] = None
-    for path in sorted(_elf_files(prefix)):
-        needs = elf_needs(path)
+    known = base_needs(base) if base is not None else {}
+    for path, owned in sorted(_elf_files(prefix, base)):
+        needs = known.get(os.path.relpath(path, prefix)) if owned else elf_needs(path)
         if needs is None:
             continue
         machines.add(str(needs["machine"]))
@@ -141,6 +166,34 @@ def prefix_floor(prefix: str) -> Dict[str, object]:
         libc = "glibc"
     machine = sorted(machines)[0] if len(machines) == 1 else (",".join(sorted(machines)) or None)
     return {"machine": machine, "libc": libc, "glibc": best, "glibc_by": by}
+
+
+def base_needs(base: "InterpreterBase") -> Dict[str, Dict[str, object]]:
+    """:func:`elf_needs` of each ELF file of the interpreter *base* (relative path -> needs), read once per base and
+    kept beside its packed parts (``<store>/elf-needs.json``, for the base's identity; a read-only cache only costs
+    reading them again)."""
+    path = os.path.join(base.store, "elf-needs.json")
+    try:
+        with open(path, encoding="utf-8") as f:
+            doc = json.load(f)
+        if doc.get("identity") == base.identity and isinstance(doc.get("needs"), dict):
+            return doc["needs"]
+    except (OSError, ValueError):
+        pass
+    needs = {}
+    for file, _owned in _elf_files(base.tree):
+        found = elf_needs(file)
+        if found is not None:
+            needs[os.path.relpath(file, base.tree)] = found
+    try:
+        os.makedirs(base.store, exist_ok=True)
+        tmp = "{}.tmp-{}".format(path, os.getpid())
+        with open(tmp, "w", encoding="utf-8") as f:
+            json.dump({"identity": base.identity, "needs": needs}, f, sort_keys=True)
+        os.replace(tmp, path)
+    except OSError:
+        pass
+    return needs
 
 
 #: The sh-readable floor inside an environment (and the first member of its tarball: see :mod:`poncho_wq.archive.pack`).
@@ -161,10 +214,10 @@ def floor_text(floor: Dict[str, object]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_floor(prefix: str) -> Dict[str, object]:
-    """Compute the floor of *prefix* and store it inside it as ``poncho/floor.json`` and :data:`FLOOR_MEMBER`
-    (for workers); return it."""
-    floor = prefix_floor(prefix)
+def write_floor(prefix: str, base: "Optional[InterpreterBase]" = None) -> Dict[str, object]:
+    """Compute the floor of *prefix* (*base*: see :func:`prefix_floor`) and store it inside it as
+    ``poncho/floor.json`` and :data:`FLOOR_MEMBER` (for workers); return it."""
+    floor = prefix_floor(prefix, base)
     path = os.path.join(prefix, "poncho", "floor.json")
     os.makedirs(os.path.dirname(path), exist_ok=True)
     with open(path, "w", encoding="utf-8") as f:

@@ -199,10 +199,12 @@ class _Counted:
         return data
 
 
-def _load_env(prefix, keep_tests=None, base_tree=None):
+def _load_env(prefix, keep_tests=None, base=None):
     """conda-pack's view of *prefix*, each file it cannot place marked as holding the prefix or not (read once);
-    a file that is still the interpreter base's own (*base_tree*, hard-linked: the same inode) is not read: the
-    base was prepared elsewhere and holds no build prefix (the stdlib: 35 MB read on every build)."""
+    returns ``(env, files, dropped, owned)``. A file that is still the interpreter *base*'s own (an
+    :class:`.basemember.InterpreterBase`; hard-linked: the same inode) is not read: the base was prepared elsewhere
+    and holds no build prefix (the stdlib: 35 MB read on every build). *owned* maps those files' targets to
+    their ``lstat``: the packer adds them as they are (one ``lstat`` each in the whole build)."""
     from conda_pack import CondaEnv
     from conda_pack.core import CondaPackException, File
 
@@ -211,27 +213,22 @@ def _load_env(prefix, keep_tests=None, base_tree=None):
     except CondaPackException as e:
         raise BuildError("conda-pack cannot pack {}: {}".format(prefix, str(e).strip()))
     needle = os.path.abspath(prefix).encode()
-    files = []
+    files, owned = [], {}
     for f in env.files:
-        if f.file_mode == "unknown" and not f.is_conda and os.path.isfile(f.source) \
-                and not os.path.islink(f.source):
-            if base_tree is not None and _same_file(f.source, os.path.join(base_tree, f.target)):
-                f = File(f.source, f.target, is_conda=False, file_mode=None)
-            else:
-                with open(f.source, "rb") as fh:
-                    if needle not in fh.read():
-                        f = File(f.source, f.target, is_conda=False, file_mode=None)
+        if f.file_mode == "unknown" and not f.is_conda:
+            st = os.lstat(f.source)
+            if stat.S_ISREG(st.st_mode):
+                if base is not None and base.owns(f.target, st):
+                    owned[f.target] = st
+                    f = File(f.source, f.target, is_conda=False, file_mode=None)
+                else:
+                    with open(f.source, "rb") as fh:
+                        if needle not in fh.read():
+                            f = File(f.source, f.target, is_conda=False, file_mode=None)
         files.append(f)
     files.sort(key=lambda f: f.target)
     files, dropped = prune_tests(files, keep_tests)
-    return env, files, dropped
-
-
-def _same_file(a, b):
-    try:
-        return os.path.samestat(os.lstat(a), os.lstat(b))
-    except OSError:
-        return False
+    return env, files, dropped, owned
 
 
 _SITE = re.compile(r"^lib/python\d+\.\d+/site-packages/")
@@ -473,8 +470,7 @@ def pack_prefix(prefix, output, *, n_threads=None, compress_level=None, progress
     os.makedirs(out_dir, exist_ok=True)
     with progress.phase("pack", "{} threads, level {}".format(n_threads, level), unit="B") as phase:
         phase.status("listing the files of {}".format(prefix))
-        env, files, dropped = _load_env(prefix, keep_tests,
-                                        interpreter_base.tree if interpreter_base is not None else None)
+        env, files, dropped, owned = _load_env(prefix, keep_tests, interpreter_base)
         if dropped:
             phase.note("left out {} files of packages' test directories ({:.1f} MB; PONCHO_WQ_KEEP_TESTS=1 keeps "
                        "them)".format(len(dropped), sum(os.path.getsize(f.source) for f in dropped
@@ -482,7 +478,11 @@ def pack_prefix(prefix, output, *, n_threads=None, compress_level=None, progress
         tar = _DeterministicTar(prefix)
         packer = Packer(prefix, tar)
         for f in files:
-            packer.add(f)
+            st = owned.get(f.target)
+            if st is not None:
+                tar.members[f.target] = (f.source, st, None)  # what Packer.add does with such a file, minus an lstat
+            else:
+                packer.add(f)
         packer.finish()
         if not packer.prefixes:
             # Nothing for conda-unpack to rewrite (the portable and current engines' usual case): the shim and

@@ -318,9 +318,9 @@ def populate_prefix(request: BuildRequest, prefix, progress):
     os.makedirs(prefix, exist_ok=True)
     sources = eng.populate(request, prefix, progress)
     target = parse_target(spec.target) if spec.target else None
+    base = placed_base(prefix)
     if target is None or not target.is_cross():
         # by the environment's own interpreter: not for another architecture
-        base = placed_base(prefix)
         compile_prefix(prefix, progress, build_cache_root(), base.tree if base is not None else None)
     if spec.git or spec.http:
         from .data import fetch_data
@@ -332,7 +332,7 @@ def populate_prefix(request: BuildRequest, prefix, progress):
     _write(os.path.join(prefix, "poncho", "spec.json"), spec.dumps())
     write_lock(prefix, spec, eng.name, sources, why)
     ensure_history(prefix, eng.name)
-    floor = write_floor(prefix)
+    floor = write_floor(prefix, base)
     if target is not None:
         problem = floor_problem(floor, target)
         if problem:

@@ -53,14 +53,13 @@ import json
 import logging
 import os
 import shutil
-import stat
 import struct
 import subprocess
 import sys
 import sysconfig
 import time
 
-from ..archive.basemember import InterpreterBase
+from ..archive.basemember import InterpreterBase, walk_base
 from ..archive.floor import _version_key, elf_needs
 from ..errors import BuildError, PonchoError, SpecError
 from ..fsutil import copy_contents
@@ -426,26 +425,14 @@ def base_key(base_python, strip=True):
 
 
 def _fingerprint(tree):
-    """sha256 over every entry of *tree*: path, type, size, mtime, inode, mode (files), target (links).
+    """``(sha256, listing)``: the sha256 over every entry of *tree* (path, type, size, mtime, inode, mode for files;
+    target for links) and the :func:`~poncho_wq.archive.basemember.walk_base` listing it was made from.
 
     Any write to a file changes its mtime, any replacement its inode, a chmod its mode, an added ``__pycache__``
     the list; a hard link from a build prefix changes none of them (only the ctime, which is left out for that
     reason)."""
-    h = hashlib.sha256()
-    for directory, dirs, files in os.walk(tree):
-        dirs.sort()
-        rel_dir = os.path.relpath(directory, tree)
-        for name in sorted(files + [d for d in dirs if os.path.islink(os.path.join(directory, d))]):
-            path = os.path.join(directory, name)
-            st = os.lstat(path)
-            if stat.S_ISLNK(st.st_mode):
-                line = "L {} {}".format(os.path.join(rel_dir, name), os.readlink(path))
-            else:
-                line = "F {} {} {} {} {:o}".format(os.path.join(rel_dir, name), st.st_size, st.st_mtime_ns,
-                                                  st.st_ino, st.st_mode & 0o7777)
-            h.update(line.encode("utf-8", "surrogateescape") + b"\n")
-        h.update("D {}\n".format(rel_dir).encode("utf-8", "surrogateescape"))
-    return h.hexdigest()
+    listing, text = walk_base(tree)
+    return hashlib.sha256(text.encode("utf-8", "surrogateescape")).hexdigest(), listing
 
 
 def _read_only(tree):
@@ -478,14 +465,16 @@ def _read_record(base_dir):
 
 
 def _sound(base_dir, key):
-    """The base's record when *base_dir* is a complete, unchanged base for *key*, else None."""
+    """The base's record when *base_dir* is a complete, unchanged base for *key*, else None. The record's
+    ``"listing"`` (not stored) is the tree as the check walked it."""
     record = _read_record(base_dir)
     if not record or record.get("key") != key or not record.get("fingerprint"):
         return None
-    if _fingerprint(os.path.join(base_dir, "tree")) != record["fingerprint"]:
+    digest, listing = _fingerprint(os.path.join(base_dir, "tree"))
+    if digest != record["fingerprint"]:
         log.warning("poncho: interpreter base %s was changed after it was prepared; preparing it again", base_dir)
         return None
-    return record
+    return dict(record, listing=listing)
 
 
 def ensure_base(base_python, cache_root, *, strip=True, phase=None):
@@ -525,7 +514,7 @@ def ensure_base(base_python, cache_root, *, strip=True, phase=None):
             record["compiled"] = compile_tree(os.path.join(tmp, "tree"))[0]
             _read_only(os.path.join(tmp, "tree"))
             record.update(key=key, identity=interpreter_identity(base_python, strip), created=time.time(),
-                          pid=os.getpid(), fingerprint=_fingerprint(os.path.join(tmp, "tree")))
+                          pid=os.getpid(), fingerprint=_fingerprint(os.path.join(tmp, "tree"))[0])
             with open(os.path.join(tmp, "base.json"), "w", encoding="utf-8") as f:
                 json.dump(record, f, indent=1, sort_keys=True)
                 f.flush()
@@ -609,7 +598,8 @@ def copy_interpreter(base_python, prefix, *, strip=True, cache_root=None, phase=
     bases = _PLACED.get()
     if bases is not None:
         bases[prefix] = InterpreterBase(tree=os.path.join(base_dir, "tree"), store=os.path.join(base_dir, "packed"),
-                                        identity="{}:{}".format(record["key"], record["fingerprint"]))
+                                        identity="{}:{}".format(record["key"], record["fingerprint"]),
+                                        entries=record.get("listing"))
     if phase is not None:
         copied = ", {} copied ({:.1f} MB)".format(placed["files_copied"], placed["bytes_copied"] / 1e6) \
             if placed["files_copied"] else ""

@@ -81,3 +81,44 @@ def test_a_build_records_its_floor_in_the_tarball_and_the_cache(tmp_path):
 
     hit = create(str(spec), cache_dir=str(tmp_path / "cache"))
     assert hit.cache_hit and hit.floor == floor
+
+
+def test_a_prefix_with_an_interpreter_base_has_the_floor_of_its_files(tmp_path):
+    """Issue 27: the files still the interpreter base's own (hard links) are not read again for each build; what they
+    need comes from the base's elf-needs.json, read once. The floor is the one a full scan gives, also when a
+    base file was replaced in the prefix (another inode: read as any other file)."""
+    from poncho_wq.archive.basemember import InterpreterBase
+
+    tree, prefix = tmp_path / "tree", tmp_path / "prefix"
+    dynload = os.path.join(sys.base_prefix, "lib", "python{}.{}".format(*sys.version_info[:2]), "lib-dynload")
+    (tree / "bin").mkdir(parents=True)
+    (tree / "lib").mkdir()
+    with open(os.path.realpath(sys.executable), "rb") as f:
+        python = f.read()
+    (tree / "bin" / "python3").write_bytes(python)
+    os.chmod(tree / "bin" / "python3", 0o755)
+    for name in sorted(os.listdir(dynload))[:8]:
+        with open(os.path.join(dynload, name), "rb") as f:
+            (tree / "lib" / name).write_bytes(f.read())
+    for directory, _dirs, files in os.walk(str(tree)):
+        os.makedirs(os.path.join(str(prefix), os.path.relpath(directory, str(tree))), exist_ok=True)
+        for name in files:
+            src = os.path.join(directory, name)
+            os.link(src, os.path.join(str(prefix), os.path.relpath(src, str(tree))))
+    base = InterpreterBase(tree=str(tree), identity="floor-test", store=str(tmp_path / "store"))
+    full = prefix_floor(str(prefix))
+    assert full["glibc"] and full["machine"] == os.uname().machine
+    assert prefix_floor(str(prefix), base) == full
+    with open(tmp_path / "store" / "elf-needs.json") as f:
+        kept = json.load(f)
+    assert kept["identity"] == "floor-test" and "bin/python3" in kept["needs"]
+    # a base file replaced in the prefix by another machine's binary: read, not taken from the base's needs
+    os.unlink(prefix / "bin" / "python3")
+    data = bytearray(python)
+    data[18:20] = (183).to_bytes(2, "little")
+    (prefix / "bin" / "python3").write_bytes(bytes(data))
+    os.chmod(prefix / "bin" / "python3", 0o755)
+    mixed = prefix_floor(str(prefix))
+    assert "aarch64" in mixed["machine"]
+    assert prefix_floor(str(prefix), InterpreterBase(tree=str(tree), identity="floor-test",
+                                                     store=str(tmp_path / "store"))) == mixed
