@@ -35,7 +35,7 @@ RECORDED_PREFIX = "/poncho-env"
 # already the checked-hash pyc of its very source (the interpreter base's stdlib, compiled once per interpreter and
 # hard-linked into the prefix) is kept: no work, and no write near a file shared with the base.
 _COMPILE = r"""
-import concurrent.futures, hashlib, importlib.util, os, py_compile, sys
+import hashlib, importlib.util, os, py_compile, sys
 prefix, recorded, store, base = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4]
 needle = prefix.encode()
 magic = importlib.util.MAGIC_NUMBER
@@ -129,6 +129,7 @@ def one(job):
             pass  # a full or read-only cache only costs the next build a compile
     return 1
 if len(todo) > 64 and (os.cpu_count() or 1) > 1:
+    import concurrent.futures  # only here: most builds take everything from the pyc cache
     with concurrent.futures.ProcessPoolExecutor() as pool:
         sum(pool.map(one, todo, chunksize=32))
 else:
