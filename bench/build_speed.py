@@ -33,9 +33,11 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
+sys.path.insert(1, os.path.join(os.path.dirname(HERE), "tests"))
 
 from poncho_wq.engines.interpreter import probe_interpreter  # noqa: E402
 from poncho_wq.archive.pack import default_threads  # noqa: E402
+from helpers.venvs import tools_last  # noqa: E402
 
 SPECS = [
     ("humanize", ["humanize"]),
@@ -109,6 +111,10 @@ def main():
     work = tempfile.mkdtemp(prefix="poncho-bench-speed-")
     env = dict(os.environ)
     env.pop("PONCHO_WQ_CACHE", None)
+    if subprocess.run([base_python, "-c", "import filelock, conda_pack"], capture_output=True).returncode:
+        # poncho_wq and its dependencies are installed in this venv, not in the base: both managers find them after
+        # their own site dirs (what a fresh machine has: `pip install -e .` went into .venv only).
+        env["PYTHONPATH"] = tools_last(work)
     try:
         venv = os.path.join(work, "manager-venv")
         subprocess.run([base_python, "-m", "venv", "--system-site-packages", "--without-pip", venv], check=True)
