@@ -1028,7 +1028,12 @@ _pr_envid() {
 # An assembly's hold on <root>/.parts.lock, shared, on fd 4 (managed roots): no eviction removes a part meanwhile.
 _pr_partslock() {
     [ -n "$_pr_managed" ] || return 0
-    _pr_openlock 4 "$_pr_root/.parts.lock" || _pr_die 3 "cannot open $_pr_root/.parts.lock"
+    # A name another user made first in a shared root (a link, their file: they would hold its flock) is refused
+    # as a planted use lock is (_pr_uselock); only a root that cannot be written is exit 3.
+    _pr_openlock 4 "$_pr_root/.parts.lock" || case $? in
+        3) _pr_die 4 "the parts lock $_pr_root/.parts.lock is a symbolic link, not a regular file, or another user's: not trusted (remove it, or set PONCHO_ENV_DIR to a directory of yours)" ;;
+        *) _pr_die 3 "cannot open the parts lock $_pr_root/.parts.lock: read-only file system or no write permission (set PONCHO_ENV_DIR to a writable directory)" ;;
+    esac
     flock -s -w "$_pr_wait" 4 || _pr_die 4 "timed out after $_pr_wait s waiting for $_pr_root/.parts.lock (an eviction?)"
 }
 

@@ -141,3 +141,45 @@ def test_a_local_file_wins_and_bad_fetch_arguments_exit_1(served, tmp_path):
         run = run_shim(args, env=shim_env(tmp_path / "r2"), cwd=tmp_path)
         assert run.returncode == 1 and word in run.stderr, (bad, run.stderr)
     assert server.gets == []
+
+
+def _busybox_path(tmp_path, without):
+    """A PATH directory where every command is busybox (each applet a link named after it, and ``busybox``
+    itself), but for the names in *without*: a worker whose only tools are busybox's (no curl, no GNU wget, no
+    coreutils' sha256sum, no flock: the shim locks with mkdir directories there)."""
+    import shutil
+    import subprocess
+
+    real = shutil.which("busybox")
+    d = tmp_path / ("busybox-bin-without-" + "-".join(without))
+    d.mkdir()
+    applets = subprocess.run([real, "--list"], capture_output=True, text=True, check=True).stdout.split()
+    for name in applets + ["busybox"]:
+        if name not in without:
+            os.symlink(real, d / name)
+    return d
+
+
+@pytest.mark.parametrize("without, status, missing", [
+    (("wget", "sha256sum"), 0, None),
+    (("wget", "busybox"), 4, "no curl, wget or busybox wget here to download it"),
+    (("sha256sum", "busybox"), 4, "no sha256sum, shasum, openssl or busybox here to check it"),
+], ids=["busybox-wget-and-sha256sum", "no-downloader", "no-hash-tool"])
+def test_fetch_on_a_worker_with_only_busybox(served, tmp_path, without, status, missing):
+    """A worker whose PATH holds busybox and nothing else: the tarball is fetched by `busybox wget` and checked by
+    `busybox sha256sum` (neither is on PATH under its own name), once, and the environment runs.  With no
+    downloader at all, or no hash tool, the run ends with exit 4 and one line naming the file, the URL and what the
+    worker lacks, before any GET; nothing is marked ready, nothing is left."""
+    server, tarball, sha = served
+    bb = _busybox_path(tmp_path, without)
+    root = tmp_path / "root"
+    r = run_shim(_args(server, tarball, sha), shell=[str(bb / "sh")], env=shim_env(root, PATH=str(bb)), cwd=tmp_path)
+    if status == 0:
+        assert (r.returncode, r.stdout) == (0, "prefix={}\n".format(root / ENV_ID)), r.stderr
+        assert server.gets == ["/" + ENV_ID + ".tar.gz"] and unpack_count(root / "unpack.log") == 1
+    else:
+        assert (r.returncode, r.stdout) == (status, ""), r.stderr
+        assert r.stderr == "poncho_package_run: could not fetch {0}.tar.gz from {1}{0}.tar.gz: {2}\n".format(
+            ENV_ID, server.url, missing), r.stderr
+        assert server.gets == [] and not (root / ENV_ID).exists() and unpack_count(root / "unpack.log") == 0
+    assert leftovers(root) == []

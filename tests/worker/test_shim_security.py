@@ -711,6 +711,94 @@ def test_entries_of_another_user_in_a_shared_root_are_refused(tarball, attacker,
     assert_refused(r, proof, str(root / ENV_ID), "not made by this user")
 
 
+# --- parts (issue 28) against the other user: the same trust rules for every part-<hex> and the parts lock ------
+
+@pytest.fixture(scope="module")
+def parts_env(tmp_path_factory):
+    """An environment cut into parts (own part, interpreter, one part per distribution): (-e name, part paths)."""
+    from helpers.partenv import make_env
+    from poncho_wq.archive.parts import cut_parts
+
+    d = tmp_path_factory.mktemp("secparts")
+    tarball = make_env(d, "5ec0a1", {"bigpkg": ("1.0", 20000), "small": ("2.0", 1000)})
+    parts = cut_parts(tarball, str(d), part_mb=0.01)
+    assert len(parts) >= 3 and parts[0].role == "env", parts
+    return os.path.basename(tarball)[:-len(".tar.gz")], [p.path for p in parts]
+
+
+def _parts_args(parts_env):
+    name, parts = parts_env
+    args = ["-e", name]
+    for p in parts:
+        args += ["--part", p]
+    return args
+
+
+def _part_id(path):
+    return os.path.basename(path)[:-len(".tar.gz")]
+
+
+@needs_root
+@pytest.mark.parametrize("root_kind, planted, how", [
+    ("shared", "part", "run"), ("shared", "env", "run"), ("shared", "part", "extract-to"),
+    ("private, mode 777", "part", "run"), ("private, mode 777", "env", "run"),
+])
+def test_a_part_or_assembled_env_planted_by_another_user_is_refused(parts_env, attacker, shared_tmp, root_kind,
+                                                                    planted, how):
+    """What a planted env-<hex>/ gets (tests above), for parts: a ready-looking part-<hex>/ (a distribution's part,
+    which another environment would link in too) or assembled env-<hex>/ the other user made first, in a sticky
+    shared PONCHO_ENV_DIR or in our own private root left at mode 777, is refused (exit 4) before anything is
+    unpacked or linked: its activation script never runs, for a task or for TaskVine's --extract-to."""
+    name, parts = parts_env
+    proof = shared_tmp / "PROOF"
+    if root_kind == "shared":
+        root = _shared_root(shared_tmp)
+        env = shim_env(root)
+    else:
+        root = shared_tmp / "poncho-{}".format(os.getuid())
+        root.mkdir()
+        os.chmod(root, 0o777)
+        env = shim_env(TMPDIR=shared_tmp)
+    target = root / (name if planted == "env" else _part_id(parts[-1]))
+    plant(attacker, target, proof)
+    if how == "run":
+        r = run_victim(_parts_args(parts_env), env)
+    else:
+        r = run_shim(["--extract-to", shared_tmp / "newdir"] + _parts_args(parts_env), env=env)
+        assert not (shared_tmp / "newdir").exists()
+    words = (str(root), "mode 777") if (root_kind, planted) == ("private, mode 777", "part") else \
+        (str(target), "not made by this user")
+    assert_refused(r, proof, *words)
+    assert unpack_count(root / "unpack.log") == 0  # no part of the victim's unpacked, nothing assembled
+    assert sorted(n for n in os.listdir(root) if n.startswith(("part-", "env-"))) == [target.name]
+
+
+@needs_root
+@pytest.mark.parametrize("lock", ["a link to a file of the victim's", "a file of the other user's"])
+def test_a_parts_lock_planted_in_a_shared_root_is_refused(parts_env, attacker, shared_tmp, lock):
+    """With a budget, an assembly holds <root>/.parts.lock (shared) so that no eviction removes a part it links.
+    In a sticky shared root the other user makes that name first: as a link to a file of the victim's (opened
+    through it, the victim's file would be created or appended to) or as a regular file of theirs (whose flock
+    they control).  Refused as a planted use lock is: exit 4 naming it, nothing written through it, nothing
+    unpacked."""
+    root = _shared_root(shared_tmp)
+    mine = shared_tmp / "victims"
+    mine.mkdir()
+    os.chmod(mine, 0o755)
+    (mine / "notes").write_text("precious\n")
+    if lock.startswith("a link"):
+        attacker_ln(attacker, mine / "notes", root / ".parts.lock")
+    else:
+        assert as_user(attacker, ["touch", root / ".parts.lock"]).returncode == 0
+    r = run_victim(_parts_args(parts_env), shim_env(root, PONCHO_ENV_BUDGET_MB=100))
+    assert (r.returncode, r.stdout) == (4, ""), r.stderr
+    assert r.stderr.startswith("poncho_package_run: ") and "not trusted" in r.stderr, r.stderr
+    assert str(root / ".parts.lock") in r.stderr, r.stderr
+    assert (mine / "notes").read_text() == "precious\n"
+    assert unpack_count(root / "unpack.log") == 0
+    assert [n for n in os.listdir(root) if n.startswith(("part-", "env-"))] == []
+
+
 # --- issue 29, low: archives busybox tar treats differently, closed directories, -e DIR of another user ---------
 
 def test_member_names_with_dot_dot_are_refused_by_either_tar(tarball, tmp_path, tar_flavour):
