@@ -108,12 +108,13 @@ def check_interrupted(returncode: Optional[int], grace: bool = False) -> None:
 
 
 def run_tool(cmd: List[str], what: str, *, env: Optional[Mapping[str, str]] = None, cwd: Optional[str] = None,
-             both_streams: bool = False) -> "subprocess.CompletedProcess[str]":
-    """Run *cmd* (stdin closed, output captured as text, killed with us); raise :class:`BuildError` saying *what*
-    failed, with the exit code and the end of its stderr (*both_streams*: of stdout and stderr, for tools such as
-    conda that print solver conflicts on stdout) when it exits non-zero."""
+             both_streams: bool = False, input: Optional[str] = None) -> "subprocess.CompletedProcess[str]":
+    """Run *cmd* (stdin closed, or given *input*; output captured as text, killed with us); raise
+    :class:`BuildError` saying *what* failed, with the exit code and the end of its stderr (*both_streams*: of
+    stdout and stderr, for tools such as conda that print solver conflicts on stdout) when it exits non-zero."""
     log.debug("running %s", cmd)
-    r = subprocess.run(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env,
+    r = subprocess.run(cmd, stdin=subprocess.DEVNULL if input is None else None, input=input,
+                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env,
                        cwd=cwd, text=True, errors="replace", preexec_fn=preexec())
     check_interrupted(r.returncode)
     if r.returncode != 0:

@@ -36,6 +36,7 @@ at unpack time. We hand conda-pack only the unmanaged files that actually contai
 the others are stored verbatim, which is what conda-unpack would have done to them anyway.
 """
 
+import glob
 import io
 import logging
 import os
@@ -45,6 +46,7 @@ import stat
 import struct
 import tarfile
 import zlib
+from typing import NamedTuple
 
 from ..config import settings
 from ..errors import BuildError
@@ -213,21 +215,20 @@ def _load_env(prefix, keep_tests=None, base=None):
     except CondaPackException as e:
         raise BuildError("conda-pack cannot pack {}: {}".format(prefix, str(e).strip()))
     needle = os.path.abspath(prefix).encode()
-    files, owned = [], {}
-    for f in env.files:
+    # Test directories first: the files left out are not read (pandas: 57 MB).
+    files, dropped = prune_tests(sorted(env.files, key=lambda f: f.target), keep_tests)
+    owned = {}
+    for i, f in enumerate(files):
         if f.file_mode == "unknown" and not f.is_conda:
             st = os.lstat(f.source)
             if stat.S_ISREG(st.st_mode):
                 if base is not None and base.owns(f.target, st):
                     owned[f.target] = st
-                    f = File(f.source, f.target, is_conda=False, file_mode=None)
+                    files[i] = File(f.source, f.target, is_conda=False, file_mode=None)
                 else:
                     with open(f.source, "rb") as fh:
                         if needle not in fh.read():
-                            f = File(f.source, f.target, is_conda=False, file_mode=None)
-        files.append(f)
-    files.sort(key=lambda f: f.target)
-    files, dropped = prune_tests(files, keep_tests)
+                            files[i] = File(f.source, f.target, is_conda=False, file_mode=None)
     return env, files, dropped, owned
 
 
@@ -248,12 +249,31 @@ def _test_dir(rel):
     return None
 
 
+def _imports(data):
+    """The matches of :data:`_IMPORT` in *data*, the same as ``_IMPORT.finditer(data)`` gives, found faster: every
+    match starts at a line start and holds the word ``import`` on that line, so the pattern is tried only at the
+    lines where ``bytes.find`` sees that word (finditer tries it at every byte: 0.17 s of a pandas build)."""
+    end, tried = 0, -1
+    pos = data.find(b"import")
+    while pos != -1:
+        start = data.rfind(b"\n", 0, pos) + 1
+        if start >= end and start != tried:
+            tried = start
+            m = _IMPORT.match(data, start)
+            if m:
+                yield m
+                end = m.end()
+        pos = data.find(b"import", max(pos + 6, end))
+
+
 def _referenced_test_dirs(site, rel, data, is_dir):
     """The test directories (site-relative) the imports in *data*, the source of the module at site-relative
     *rel*, name: ``import a.tests.b``, ``from .tests import x``, ``from . import tests``."""
     package = rel.split("/")[:-1]
     found = set()
-    for m in _IMPORT.finditer(data):
+    for m in _imports(data):
+        if b"test" not in m.group(0):
+            continue  # no name in it can be a test directory
         source, names, plain = m.groups()
         if plain is not None:
             modules = [n.split()[0] for n in plain.decode("utf-8", "replace").split(",") if n.split()]
@@ -341,6 +361,30 @@ def prune_tests(files, keep_tests=None):
                 continue
         out.append(f)
     return out, dropped
+
+
+class _Listed(NamedTuple):
+    source: str
+    target: str
+
+
+def dropped_test_dirs(prefix, keep_tests=None):
+    """The test directories (relative to *prefix*) that :func:`prune_tests` leaves out of *prefix*'s archive, decided
+    before the bytecode step so that it does not compile them (pandas: 1500 modules, half its bytecode time). The
+    decision reads only ``.py`` sources and the list of files, which compiling does not change."""
+    prefix = os.path.abspath(prefix)
+    listed = []
+    for site in sorted(glob.glob(os.path.join(prefix, "lib", "python*", "site-packages"))):
+        for directory, dirs, files in os.walk(site):
+            dirs[:] = [d for d in dirs if d != "__pycache__"]
+            rel_dir = os.path.relpath(directory, prefix)
+            listed += [_Listed(os.path.join(directory, n), rel_dir + "/" + n) for n in files]
+    _kept, dropped = prune_tests(listed, keep_tests)
+    out = set()
+    for f in dropped:
+        m = _SITE.match(f.target)
+        out.add(m.group(0) + _test_dir(f.target[m.end():]))
+    return out
 
 
 def _compress(tar, out, level, n_threads, use_pigz, on_bytes=None, mtime=None):

@@ -34,11 +34,10 @@ import sys
 import time
 from typing import Any, Dict, Optional, Union
 
-from ..analysis.installation import conda_records
 from ..archive.cache import Cache
 from ..archive.floor import write_floor
 from ..archive.lock import why_digest, write_lock
-from ..archive.pack import ensure_history, pack_prefix
+from ..archive.pack import dropped_test_dirs, ensure_history, pack_prefix
 from ..config import DEFAULT_MTIME, settings
 from ..errors import BuildError, PonchoError, SpecError
 from ..fsutil import build_scratch, check_output_path, place_copy, write_error
@@ -321,7 +320,8 @@ def populate_prefix(request: BuildRequest, prefix, progress):
     base = placed_base(prefix)
     if target is None or not target.is_cross():
         # by the environment's own interpreter: not for another architecture
-        compile_prefix(prefix, progress, build_cache_root(), base.tree if base is not None else None)
+        compile_prefix(prefix, progress, build_cache_root(), base.tree if base is not None else None,
+                       dropped_test_dirs(prefix, request.keep_tests))
     if spec.git or spec.http:
         from .data import fetch_data
 
@@ -336,6 +336,8 @@ def populate_prefix(request: BuildRequest, prefix, progress):
     if target is not None:
         problem = floor_problem(floor, target)
         if problem:
+            from ..analysis.installation import conda_records  # only here: importlib.metadata, 20 ms of every build
+
             owner = file_owner(prefix, floor.get("glibc_by") or "", conda_records(prefix).values())
             if owner:
                 problem += " (" + owner + ")"

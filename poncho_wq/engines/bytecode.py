@@ -37,6 +37,7 @@ RECORDED_PREFIX = "/poncho-env"
 _COMPILE = r"""
 import hashlib, importlib.util, os, py_compile, sys
 prefix, recorded, store, base = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4]
+skip = set(line for line in sys.stdin.read().splitlines() if line)  # directories not compiled (left out of the archive)
 needle = prefix.encode()
 magic = importlib.util.MAGIC_NUMBER
 dirs = []
@@ -72,7 +73,7 @@ def place(src, dst):
 todo, cached = [], 0
 for d in roots:
     for root, subdirs, files in os.walk(d):
-        subdirs[:] = sorted(s for s in subdirs if s != "__pycache__")
+        subdirs[:] = sorted(s for s in subdirs if s != "__pycache__" and os.path.join(root, s) not in skip)
         # A source and its pyc that are still the interpreter base's own files (hard links: the same inodes as in
         # the base's tree) were compiled with the base: neither is read again (the stdlib: 700 files).
         same = same_pyc = set()
@@ -138,11 +139,12 @@ print(len(todo), cached)
 """
 
 
-def compile_tree(prefix, store=None, base_tree=None):
+def compile_tree(prefix, store=None, base_tree=None, skip=()):
     """Compile the ``.py`` files on the ``sys.path`` of *prefix*'s interpreter, inside *prefix*, to checked-hash
     pycs, taking those already in the pyc cache *store* (a directory; None: no cache) from there; returns how many
-    were compiled and how many taken from the cache (None: no interpreter, e.g. a data-only spec). Files that do not compile (Python 2 leftovers in
-    some packages, templates) are skipped, as pip does."""
+    were compiled and how many taken from the cache (None: no interpreter, e.g. a data-only spec). Files that do
+    not compile (Python 2 leftovers in some packages, templates) are skipped, as pip does. *skip*: directories
+    (relative to *prefix*) left alone, with all below them: the packer leaves them out (packages' tests)."""
     prefix = os.path.abspath(prefix)
     for name in ("python3", "python"):
         python = os.path.join(prefix, "bin", name)
@@ -153,16 +155,17 @@ def compile_tree(prefix, store=None, base_tree=None):
     env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LC_ALL": "C.UTF-8"}
     r = run_tool([python, "-I", "-c", _COMPILE, prefix, RECORDED_PREFIX, store or "",
                   os.path.abspath(base_tree) if base_tree else ""],
-                 "compiling the environment's bytecode with {}".format(python), env=env)
+                 "compiling the environment's bytecode with {}".format(python), env=env,
+                 input="".join(os.path.join(prefix, d) + "\n" for d in sorted(skip)))
     compiled, cached = (int(x) for x in r.stdout.split())
     return compiled, cached
 
 
-def compile_prefix(prefix, progress, root, base_tree=None):
+def compile_prefix(prefix, progress, root, base_tree=None, skip=()):
     """:func:`compile_tree` as the build's "bytecode" phase, with the pyc cache under the build cache *root*
     (None: ``--no-cache`` builds write nothing to a cache); *base_tree*: the interpreter base's tree placed into
-    *prefix* by hard links (its files still linked are already compiled)."""
+    *prefix* by hard links (its files still linked are already compiled); *skip*: see :func:`compile_tree`."""
     with progress.phase("bytecode") as phase:
-        n = compile_tree(prefix, os.path.join(root, "bytecode") if root else None, base_tree)
+        n = compile_tree(prefix, os.path.join(root, "bytecode") if root else None, base_tree, skip)
         if phase is not None and n is not None:
             phase.note("{} module(s) compiled, {} from the pyc cache".format(*n))

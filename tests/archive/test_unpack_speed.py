@@ -100,3 +100,21 @@ def test_keep_tests_setting_keeps_everything_and_changes_the_cache_key(prefix, t
     assert members(full) - members(pruned) == {
         site + p for p in ("plain/tests/__init__.py", "plain/tests/test_value.py", "plain/sub/test/test_sub.py",
                            "uses/other/tests/test_o.py")}
+
+
+def test_the_bytecode_step_leaves_the_dropped_test_dirs_alone(prefix, monkeypatch):
+    """Issue 27: the test directories the packer leaves out are decided before the bytecode step, which does not
+    compile them (pandas: half its bytecode time); the kept ones (imported by code) are compiled."""
+    from poncho_wq.archive.pack import dropped_test_dirs
+    from poncho_wq.engines.bytecode import compile_tree
+
+    monkeypatch.delenv("PONCHO_WQ_KEEP_TESTS", raising=False)
+    site = "lib/{}/site-packages/".format(PY)
+    dropped = dropped_test_dirs(str(prefix))
+    assert dropped == {site + d for d in ("plain/tests", "plain/sub/test", "uses/other/tests")}
+    assert dropped_test_dirs(str(prefix), keep_tests=True) == set()
+    compile_tree(str(prefix), skip=dropped)
+    for d in dropped:
+        assert not os.path.exists(os.path.join(str(prefix), d, "__pycache__")), d
+    for d in ("uses/tests", "uses/sub/tests", "plain"):
+        assert os.listdir(os.path.join(str(prefix), site, d, "__pycache__")), d
