@@ -77,9 +77,7 @@ LAZY_INTERNAL = {
     # 3. A build loads the engine it uses (issue 27): the conda engine (asyncio, py-rattler's glue), the current and
     #    locked engines and the data fetcher were a fifth of a small build's imports, on every poncho_package_create.
     "poncho_wq.engines": (("poncho_wq.engines.conda", "poncho_wq.engines.current", "poncho_wq.engines.locked",
-                           "poncho_wq.engines.data", "poncho_wq.analysis.installation"),
-                          "issue 27: a build imports only the engine it runs (and the installation reader, with "
-                          "importlib.metadata, only to name the package of a file above a target)"),
+                           "poncho_wq.engines.data"), "issue 27: a build imports only the engine it runs"),
 }
 
 

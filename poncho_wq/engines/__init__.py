@@ -34,6 +34,7 @@ import sys
 import time
 from typing import Any, Dict, Optional, Union
 
+from ..analysis.installation import conda_records
 from ..archive.cache import Cache
 from ..archive.floor import write_floor
 from ..archive.lock import why_digest, write_lock
@@ -336,8 +337,6 @@ def populate_prefix(request: BuildRequest, prefix, progress):
     if target is not None:
         problem = floor_problem(floor, target)
         if problem:
-            from ..analysis.installation import conda_records  # only here: importlib.metadata, 20 ms of every build
-
             owner = file_owner(prefix, floor.get("glibc_by") or "", conda_records(prefix).values())
             if owner:
                 problem += " (" + owner + ")"
