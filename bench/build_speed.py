@@ -111,6 +111,9 @@ def main():
     work = tempfile.mkdtemp(prefix="poncho-bench-speed-")
     env = dict(os.environ)
     env.pop("PONCHO_WQ_CACHE", None)
+    # An installed poncho_wq has its bytecode (pip compiles it); PYTHONDONTWRITEBYTECODE=1 (set on some machines)
+    # would make every timed build compile poncho_wq's own modules again (0.1 s).
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
     if subprocess.run([base_python, "-c", "import filelock, conda_pack"], capture_output=True).returncode:
         # poncho_wq and its dependencies are installed in this venv, not in the base: both managers find them after
         # their own site dirs (what a fresh machine has: `pip install -e .` went into .venv only).
