@@ -201,12 +201,13 @@ class _Counted:
         return data
 
 
-def _load_env(prefix, keep_tests=None, base=None):
+def _load_env(prefix, keep_tests=None, base=None, dropped_tests=None):
     """conda-pack's view of *prefix*, each file it cannot place marked as holding the prefix or not (read once);
     returns ``(env, files, dropped, owned)``. A file that is still the interpreter *base*'s own (an
     :class:`.basemember.InterpreterBase`; hard-linked: the same inode) is not read: the base was prepared elsewhere
     and holds no build prefix (the stdlib: 35 MB read on every build). *owned* maps those files' targets to
-    their ``lstat``: the packer adds them as they are (one ``lstat`` each in the whole build)."""
+    their ``lstat``: the packer adds them as they are (one ``lstat`` each in the whole build). *dropped_tests*: the
+    test directories :func:`dropped_test_dirs` chose for this prefix (None: :func:`prune_tests` decides)."""
     from conda_pack import CondaEnv
     from conda_pack.core import CondaPackException, File
 
@@ -216,7 +217,11 @@ def _load_env(prefix, keep_tests=None, base=None):
         raise BuildError("conda-pack cannot pack {}: {}".format(prefix, str(e).strip()))
     needle = os.path.abspath(prefix).encode()
     # Test directories first: the files left out are not read (pandas: 57 MB).
-    files, dropped = prune_tests(sorted(env.files, key=lambda f: f.target), keep_tests)
+    files = sorted(env.files, key=lambda f: f.target)
+    if dropped_tests is None:
+        files, dropped = prune_tests(files, keep_tests)
+    else:
+        files, dropped = _without(files, dropped_tests)
     owned = {}
     for i, f in enumerate(files):
         if f.file_mode == "unknown" and not f.is_conda:
@@ -363,6 +368,17 @@ def prune_tests(files, keep_tests=None):
     return out, dropped
 
 
+def _without(files, test_dirs):
+    """``(kept, dropped)``: *files* split by whether their test directory (:func:`_test_dir`) is one of *test_dirs*
+    (prefix-relative), as :func:`prune_tests` splits them when it decided on those directories."""
+    kept, dropped = [], []
+    for f in files:
+        m = _SITE.match(f.target)
+        test_dir = _test_dir(f.target[m.end():]) if m else None
+        (dropped if test_dir is not None and m.group(0) + test_dir in test_dirs else kept).append(f)
+    return kept, dropped
+
+
 class _Listed(NamedTuple):
     source: str
     target: str
@@ -490,7 +506,7 @@ def ensure_history(prefix, engine, notes=()):
 
 
 def pack_prefix(prefix, output, *, n_threads=None, compress_level=None, progress=None, use_pigz=None,
-                keep_tests=None, interpreter_base=None, mtime=None):
+                keep_tests=None, interpreter_base=None, mtime=None, dropped_tests=None):
     """Pack *prefix* into the gzip'd tarball *output* (published atomically); return its size in bytes.
 
     The archive unpacks with plain ``tar -xzf`` into any directory; ``<dir>/bin/python <dir>/bin/conda-unpack``
@@ -498,7 +514,8 @@ def pack_prefix(prefix, output, *, n_threads=None, compress_level=None, progress
     forces the in-process compressor. *keep_tests*: pack packages' test directories (None: ``$PONCHO_WQ_KEEP_TESTS``;
     a build passes its request's). *interpreter_base*: the :class:`.basemember.InterpreterBase` placed into the
     prefix, whose members are then packed once per interpreter and reused (same content, one gzip member).
-    *mtime*: every member's (None: ``$SOURCE_DATE_EPOCH``; a build passes its request's).
+    *mtime*: every member's (None: ``$SOURCE_DATE_EPOCH``; a build passes its request's). *dropped_tests*: the
+    test directories to leave out when the caller decided them with :func:`dropped_test_dirs` (None: decided here).
     """
     from conda_pack.core import Packer
 
@@ -514,7 +531,7 @@ def pack_prefix(prefix, output, *, n_threads=None, compress_level=None, progress
     os.makedirs(out_dir, exist_ok=True)
     with progress.phase("pack", "{} threads, level {}".format(n_threads, level), unit="B") as phase:
         phase.status("listing the files of {}".format(prefix))
-        env, files, dropped, owned = _load_env(prefix, keep_tests, interpreter_base)
+        env, files, dropped, owned = _load_env(prefix, keep_tests, interpreter_base, dropped_tests)
         if dropped:
             phase.note("left out {} files of packages' test directories ({:.1f} MB; PONCHO_WQ_KEEP_TESTS=1 keeps "
                        "them)".format(len(dropped), sum(os.path.getsize(f.source) for f in dropped

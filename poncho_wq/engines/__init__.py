@@ -312,6 +312,13 @@ def build_prefix(spec, prefix, *, engine=None, python=None, progress=None, targe
 
 def populate_prefix(request: BuildRequest, prefix, progress):
     """:func:`build_prefix` of a resolved *request* (*progress*: a Progress)."""
+    return _populate(request, prefix, progress)[0]
+
+
+def _populate(request: BuildRequest, prefix, progress):
+    """:func:`populate_prefix`, returning ``(floor, dropped)``: *dropped* is the set of test directories the
+    packer leaves out (:func:`~poncho_wq.archive.pack.dropped_test_dirs`, decided before the bytecode step; None
+    when not decided here), so that the packer need not decide again."""
     spec, eng, why = request.spec, request.engine, request.why
     if os.path.isdir(prefix) and os.listdir(prefix):
         raise BuildError("build prefix {} is not empty".format(prefix))
@@ -319,14 +326,16 @@ def populate_prefix(request: BuildRequest, prefix, progress):
     sources = eng.populate(request, prefix, progress)
     target = parse_target(spec.target) if spec.target else None
     base = placed_base(prefix)
+    dropped = None
     if target is None or not target.is_cross():
         # by the environment's own interpreter: not for another architecture
-        compile_prefix(prefix, progress, build_cache_root(), base.tree if base is not None else None,
-                       dropped_test_dirs(prefix, request.keep_tests))
+        dropped = dropped_test_dirs(prefix, request.keep_tests)
+        compile_prefix(prefix, progress, build_cache_root(), base.tree if base is not None else None, dropped)
     if spec.git or spec.http:
         from .data import fetch_data
 
         fetch_data(spec, prefix, progress)
+        dropped = None  # the packer decides again over what the data sections added
     os.makedirs(os.path.join(prefix, "bin"), exist_ok=True)
     shutil.copyfile(run_in_env_path(), os.path.join(prefix, "bin", "run_in_env"))
     os.chmod(os.path.join(prefix, "bin", "run_in_env"), 0o755)
@@ -345,7 +354,7 @@ def populate_prefix(request: BuildRequest, prefix, progress):
                    "the index (--engine portable), which takes only wheels for the target, or install a version "
                    "of that package built for it")
             raise BuildError("the environment cannot run on its target {}: {}; {}".format(target.tag, problem, fix))
-    return floor
+    return floor, dropped
 
 
 def _build_and_pack(request, progress, output):
@@ -355,9 +364,9 @@ def _build_and_pack(request, progress, output):
     scratch = os.path.dirname(output)
     prefix = os.path.join(scratch, "prefix")
     try:
-        floor = populate_prefix(request, prefix, progress)
+        floor, dropped = _populate(request, prefix, progress)
         pack_prefix(prefix, output, progress=progress, keep_tests=request.keep_tests, mtime=request.source_date_epoch,
-                    interpreter_base=placed_base(prefix))
+                    interpreter_base=placed_base(prefix), dropped_tests=dropped)
         return floor
     except PonchoError:
         raise

@@ -102,7 +102,7 @@ def test_keep_tests_setting_keeps_everything_and_changes_the_cache_key(prefix, t
                            "uses/other/tests/test_o.py")}
 
 
-def test_the_bytecode_step_leaves_the_dropped_test_dirs_alone(prefix, monkeypatch):
+def test_the_bytecode_step_leaves_the_dropped_test_dirs_alone(prefix, tmp_path, monkeypatch):
     """Issue 27: the test directories the packer leaves out are decided before the bytecode step, which does not
     compile them (pandas: half its bytecode time); the kept ones (imported by code) are compiled."""
     from poncho_wq.archive.pack import dropped_test_dirs
@@ -118,3 +118,8 @@ def test_the_bytecode_step_leaves_the_dropped_test_dirs_alone(prefix, monkeypatc
         assert not os.path.exists(os.path.join(str(prefix), d, "__pycache__")), d
     for d in ("uses/tests", "uses/sub/tests", "plain"):
         assert os.listdir(os.path.join(str(prefix), site, d, "__pycache__")), d
+    # the packer handed that decision leaves out what it would have decided itself: the same bytes
+    decided, given = tmp_path / "decided.tar.gz", tmp_path / "given.tar.gz"
+    pack_prefix(str(prefix), str(decided))
+    pack_prefix(str(prefix), str(given), dropped_tests=dropped)
+    assert decided.read_bytes() == given.read_bytes()
