@@ -36,7 +36,6 @@ at unpack time. We hand conda-pack only the unmanaged files that actually contai
 the others are stored verbatim, which is what conda-unpack would have done to them anyway.
 """
 
-import glob
 import io
 import logging
 import os
@@ -363,6 +362,22 @@ def prune_tests(files, keep_tests=None):
     return out, dropped
 
 
+def _site_dirs(prefix):
+    """The ``lib/python*/site-packages`` directories of *prefix* whose files conda-pack lists: it follows no symlink
+    below the prefix (a linked site-packages is one member to it, its files are packed, tests and all, from where
+    they are). Not a glob: the prefix's path may hold glob characters."""
+    lib = os.path.join(prefix, "lib")
+    if os.path.islink(lib) or not os.path.isdir(lib):
+        return []
+    sites = []
+    for name in sorted(os.listdir(lib)):
+        site = os.path.join(lib, name, "site-packages")
+        if name.startswith("python") and not os.path.islink(os.path.join(lib, name)) and not os.path.islink(site) \
+                and os.path.isdir(site):
+            sites.append(site)
+    return sites
+
+
 class _Listed(NamedTuple):
     source: str
     target: str
@@ -374,7 +389,7 @@ def dropped_test_dirs(prefix, keep_tests=None):
     decision reads only ``.py`` sources and the list of files, which compiling does not change."""
     prefix = os.path.abspath(prefix)
     listed = []
-    for site in sorted(glob.glob(os.path.join(prefix, "lib", "python*", "site-packages"))):
+    for site in _site_dirs(prefix):
         for directory, dirs, files in os.walk(site):
             dirs[:] = [d for d in dirs if d != "__pycache__"]
             rel_dir = os.path.relpath(directory, prefix)

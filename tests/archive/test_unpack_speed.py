@@ -118,3 +118,25 @@ def test_the_bytecode_step_leaves_the_dropped_test_dirs_alone(prefix, monkeypatc
         assert not os.path.exists(os.path.join(str(prefix), d, "__pycache__")), d
     for d in ("uses/tests", "uses/sub/tests", "plain"):
         assert os.listdir(os.path.join(str(prefix), site, d, "__pycache__")), d
+
+
+@pytest.mark.parametrize("where", ["site-packages linked", "glob [characters]"])
+def test_the_test_dirs_the_bytecode_step_skips_are_those_the_packer_drops(tmp_path, where, monkeypatch):
+    """dropped_test_dirs decides on the files conda-pack lists, which follows no symlink below the prefix: a
+    site-packages that is a symlink is one member to the packer, whose real files (here inside the prefix) are packed
+    with their tests, so these must be compiled as before. A prefix path holding glob characters is a path."""
+    from conda_pack.core import load_files
+
+    from poncho_wq.archive.pack import _Listed, dropped_test_dirs, prune_tests
+
+    monkeypatch.delenv("PONCHO_WQ_KEEP_TESTS", raising=False)
+    root = tmp_path / ("a[1]" if where.startswith("glob") else "p") / "prefix"
+    real = "lib/{}/site-packages/".format(PY) if where.startswith("glob") else "real/site/"
+    write(root, real + "pkg/__init__.py", "X = 1\n")
+    write(root, real + "pkg/tests/test_x.py", "import pkg\n")
+    if not where.startswith("glob"):
+        os.makedirs(str(root / "lib" / PY))
+        os.symlink("../../real/site", str(root / "lib" / PY / "site-packages"))
+    listed = [_Listed(os.path.join(str(root), t), t) for t in sorted(load_files(str(root)))]
+    packer_drops = {os.path.dirname(f.target) for f in prune_tests(listed)[1]}
+    assert dropped_test_dirs(str(root)) == packer_drops
