@@ -150,7 +150,9 @@ def prefix_floor(prefix: str, base: "Optional[InterpreterBase]" = None) -> Dict[
     by: Optional[str] = None
     known = base_needs(base) if base is not None else {}
     for path, owned in sorted(_elf_files(prefix, base)):
-        needs = known.get(os.path.relpath(path, prefix)) if owned else elf_needs(path)
+        rel = os.path.relpath(path, prefix)
+        # what the base could not tell (its tree gone or unreadable when read) is read here, as any other file
+        needs = known[rel] if owned and rel in known else elf_needs(path)
         if needs is None:
             continue
         machines.add(str(needs["machine"]))
@@ -168,23 +170,22 @@ def prefix_floor(prefix: str, base: "Optional[InterpreterBase]" = None) -> Dict[
     return {"machine": machine, "libc": libc, "glibc": best, "glibc_by": by}
 
 
-def base_needs(base: "InterpreterBase") -> Dict[str, Dict[str, object]]:
-    """:func:`elf_needs` of each ELF file of the interpreter *base* (relative path -> needs), read once per base and
-    kept beside its packed parts (``<store>/elf-needs.json``, for the base's identity; a read-only cache only costs
-    reading them again)."""
+def base_needs(base: "InterpreterBase") -> Dict[str, Optional[Dict[str, object]]]:
+    """:func:`elf_needs` of each file of the interpreter *base* that may be ELF (relative path -> needs, or None: not
+    ELF), read once per base and kept beside its packed parts (``<store>/elf-needs.json``, for the base's identity;
+    a read-only cache only costs reading them again)."""
     path = os.path.join(base.store, "elf-needs.json")
     try:
         with open(path, encoding="utf-8") as f:
             doc = json.load(f)
-        if doc.get("identity") == base.identity and isinstance(doc.get("needs"), dict):
+        if isinstance(doc, dict) and doc.get("identity") == base.identity and isinstance(doc.get("needs"), dict):
             return doc["needs"]
     except (OSError, ValueError):
         pass
-    needs = {}
-    for file, _owned in _elf_files(base.tree):
-        found = elf_needs(file)
-        if found is not None:
-            needs[os.path.relpath(file, base.tree)] = found
+    if not os.path.isdir(base.tree):
+        return {}  # removed meanwhile: nothing to tell, and nothing written where the base was
+    # every file that may be ELF, None for those that are not: a file missing here is read from the prefix
+    needs = {os.path.relpath(file, base.tree): elf_needs(file) for file, _owned in _elf_files(base.tree)}
     try:
         os.makedirs(base.store, exist_ok=True)
         tmp = "{}.tmp-{}".format(path, os.getpid())

@@ -36,7 +36,6 @@ at unpack time. We hand conda-pack only the unmanaged files that actually contai
 the others are stored verbatim, which is what conda-unpack would have done to them anyway.
 """
 
-import glob
 import io
 import logging
 import os
@@ -257,18 +256,22 @@ def _test_dir(rel):
 def _imports(data):
     """The matches of :data:`_IMPORT` in *data*, the same as ``_IMPORT.finditer(data)`` gives, found faster: every
     match starts at a line start and holds the word ``import`` on that line, so the pattern is tried only at the
-    lines where ``bytes.find`` sees that word (finditer tries it at every byte: 0.17 s of a pandas build)."""
-    end, tried = 0, -1
+    lines where ``bytes.find`` sees that word (finditer tries it at every byte: 0.17 s of a pandas build). Each line
+    is looked at once: after a line, the search goes on from the next one (a long line holding the word many times,
+    e.g. a bundled script in a string, would otherwise be scanned back once per time: quadratic)."""
+    end = 0
     pos = data.find(b"import")
     while pos != -1:
         start = data.rfind(b"\n", 0, pos) + 1
-        if start >= end and start != tried:
-            tried = start
+        if start >= end:
             m = _IMPORT.match(data, start)
             if m:
                 yield m
                 end = m.end()
-        pos = data.find(b"import", max(pos + 6, end))
+        eol = data.find(b"\n", max(pos, end))
+        if eol == -1:
+            return
+        pos = data.find(b"import", eol + 1)
 
 
 def _referenced_test_dirs(site, rel, data, is_dir):
@@ -379,6 +382,22 @@ def _without(files, test_dirs):
     return kept, dropped
 
 
+def _site_dirs(prefix):
+    """The ``lib/python*/site-packages`` directories of *prefix* whose files conda-pack lists: it follows no symlink
+    below the prefix (a linked site-packages is one member to it, its files are packed, tests and all, from where
+    they are). Not a glob: the prefix's path may hold glob characters."""
+    lib = os.path.join(prefix, "lib")
+    if os.path.islink(lib) or not os.path.isdir(lib):
+        return []
+    sites = []
+    for name in sorted(os.listdir(lib)):
+        site = os.path.join(lib, name, "site-packages")
+        if name.startswith("python") and not os.path.islink(os.path.join(lib, name)) and not os.path.islink(site) \
+                and os.path.isdir(site):
+            sites.append(site)
+    return sites
+
+
 class _Listed(NamedTuple):
     source: str
     target: str
@@ -390,7 +409,7 @@ def dropped_test_dirs(prefix, keep_tests=None):
     decision reads only ``.py`` sources and the list of files, which compiling does not change."""
     prefix = os.path.abspath(prefix)
     listed = []
-    for site in sorted(glob.glob(os.path.join(prefix, "lib", "python*", "site-packages"))):
+    for site in _site_dirs(prefix):
         for directory, dirs, files in os.walk(site):
             dirs[:] = [d for d in dirs if d != "__pycache__"]
             rel_dir = os.path.relpath(directory, prefix)

@@ -37,7 +37,7 @@ RECORDED_PREFIX = "/poncho-env"
 _COMPILE = r"""
 import hashlib, importlib.util, os, py_compile, sys
 prefix, recorded, store, base = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4]
-skip = set(line for line in sys.stdin.read().splitlines() if line)  # directories not compiled (left out of the archive)
+skip = set(p for p in sys.stdin.read().split("\0") if p)  # dirs left out of the archive (NUL-separated)
 needle = prefix.encode()
 magic = importlib.util.MAGIC_NUMBER
 dirs = []
@@ -156,7 +156,7 @@ def compile_tree(prefix, store=None, base_tree=None, skip=()):
     r = run_tool([python, "-I", "-c", _COMPILE, prefix, RECORDED_PREFIX, store or "",
                   os.path.abspath(base_tree) if base_tree else ""],
                  "compiling the environment's bytecode with {}".format(python), env=env,
-                 input="".join(os.path.join(prefix, d) + "\n" for d in sorted(skip)))
+                 input="".join(os.path.join(prefix, d) + "\0" for d in sorted(skip)))
     compiled, cached = (int(x) for x in r.stdout.split())
     return compiled, cached
 

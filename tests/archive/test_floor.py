@@ -122,3 +122,27 @@ def test_a_prefix_with_an_interpreter_base_has_the_floor_of_its_files(tmp_path):
     assert "aarch64" in mixed["machine"]
     assert prefix_floor(str(prefix), InterpreterBase(tree=str(tree), identity="floor-test",
                                                      store=str(tmp_path / "store"))) == mixed
+
+
+def test_the_floor_of_base_files_is_read_from_the_prefix_when_the_base_cannot_tell(tmp_path):
+    """The listing of the base comes from the build's fingerprint check; when the base's tree is gone by the time
+    the floor is taken (another build found it damaged and removed it: renamed away, then deleted) its own files
+    are still in the prefix (hard links) and give the floor; nothing is written where the base was (a base_dir
+    made again would stop the other build from renaming its new base into place)."""
+    from poncho_wq.archive.basemember import InterpreterBase, walk_base
+
+    base_dir = tmp_path / "base"
+    tree, prefix = base_dir / "tree", tmp_path / "prefix"
+    (tree / "bin").mkdir(parents=True)
+    (prefix / "bin").mkdir(parents=True)
+    with open(os.path.realpath(sys.executable), "rb") as f:
+        (tree / "bin" / "python3").write_bytes(f.read())
+    os.chmod(tree / "bin" / "python3", 0o755)
+    os.link(tree / "bin" / "python3", prefix / "bin" / "python3")
+    base = InterpreterBase(tree=str(tree), identity="gone-test", store=str(base_dir / "packed"),
+                           entries=walk_base(str(tree))[0])
+    full = prefix_floor(str(prefix))
+    assert full["glibc"]
+    os.rename(base_dir, tmp_path / "base.trash-1")
+    assert prefix_floor(str(prefix), base) == full
+    assert not os.path.exists(base_dir)

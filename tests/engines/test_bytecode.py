@@ -109,3 +109,25 @@ def _member(path, name):
 
     with tarfile.open(str(path)) as tar:
         return tar.extractfile(name).read()
+
+
+def test_the_skip_list_names_whole_paths_whatever_characters_they_hold(tmp_path):
+    """compile_tree's skip list (the dropped test directories) reaches the compile script intact: a directory name
+    holding a character str.splitlines splits at (U+2028 here, also \\x0b \\x0c \\x1c-\\x1e \\x85 \\r) must not turn
+    into a skip of another directory (here the package 'pkg', which would be packed without its bytecode)."""
+    import subprocess
+    import sys
+
+    from poncho_wq.engines.bytecode import compile_tree
+
+    prefix = tmp_path / "prefix"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(prefix)], check=True)
+    site = "lib/python{}.{}/site-packages".format(*sys.version_info[:2])
+    for rel in ("pkg/__init__.py", "pkg\u2028x/__init__.py", "pkg\u2028x/tests/test_a.py"):
+        path = prefix / site / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("X = 1\n")
+    compile_tree(str(prefix), skip={site + "/pkg\u2028x/tests"})
+    assert os.listdir(str(prefix / site / "pkg" / "__pycache__"))
+    assert os.listdir(str(prefix / site / "pkg\u2028x" / "__pycache__"))
+    assert not os.path.exists(str(prefix / site / "pkg\u2028x" / "tests" / "__pycache__"))
