@@ -170,6 +170,10 @@ def prefix_floor(prefix: str, base: "Optional[InterpreterBase]" = None) -> Dict[
     return {"machine": machine, "libc": libc, "glibc": best, "glibc_by": by}
 
 
+#: Bumped when what :func:`elf_needs` reports changes: a base's ``elf-needs.json`` of another format is read again.
+NEEDS_FORMAT = 1
+
+
 def base_needs(base: "InterpreterBase") -> Dict[str, Optional[Dict[str, object]]]:
     """:func:`elf_needs` of each file of the interpreter *base* that may be ELF (relative path -> needs, or None: not
     ELF), read once per base and kept beside its packed parts (``<store>/elf-needs.json``, for the base's identity;
@@ -178,7 +182,8 @@ def base_needs(base: "InterpreterBase") -> Dict[str, Optional[Dict[str, object]]
     try:
         with open(path, encoding="utf-8") as f:
             doc = json.load(f)
-        if isinstance(doc, dict) and doc.get("identity") == base.identity and isinstance(doc.get("needs"), dict):
+        if isinstance(doc, dict) and doc.get("format") == NEEDS_FORMAT and doc.get("identity") == base.identity \
+                and isinstance(doc.get("needs"), dict):
             return doc["needs"]
     except (OSError, ValueError):
         pass
@@ -190,7 +195,7 @@ def base_needs(base: "InterpreterBase") -> Dict[str, Optional[Dict[str, object]]
         os.makedirs(base.store, exist_ok=True)
         tmp = "{}.tmp-{}".format(path, os.getpid())
         with open(tmp, "w", encoding="utf-8") as f:
-            json.dump({"identity": base.identity, "needs": needs}, f, sort_keys=True)
+            json.dump({"format": NEEDS_FORMAT, "identity": base.identity, "needs": needs}, f, sort_keys=True)
         os.replace(tmp, path)
     except OSError:
         pass

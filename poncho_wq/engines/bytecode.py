@@ -130,8 +130,11 @@ def one(job):
             pass  # a full or read-only cache only costs the next build a compile
     return 1
 if len(todo) > 64 and (os.cpu_count() or 1) > 1:
-    import concurrent.futures  # only here: most builds take everything from the pyc cache
-    with concurrent.futures.ProcessPoolExecutor() as pool:
+    import concurrent.futures, multiprocessing  # only here: most builds take everything from the pyc cache
+    # fork: the workers run one() of this -c script, which a spawned or forkserver child (Python 3.14's default on
+    # Linux) cannot import
+    fork = multiprocessing.get_context("fork") if "fork" in multiprocessing.get_all_start_methods() else None
+    with concurrent.futures.ProcessPoolExecutor(mp_context=fork) as pool:
         sum(pool.map(one, todo, chunksize=32))
 else:
     sum(one(job) for job in todo)
