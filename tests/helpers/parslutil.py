@@ -20,7 +20,8 @@ import subprocess
 import sysconfig
 import time
 
-from helpers.wqutil import count_debug_lines, count_unpacks, start_worker_process, stop_worker_process
+from helpers.wqutil import (count_debug_lines, count_unpacks, fixed_disk_args, start_worker_process,
+                            stop_worker_process)
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 SCRIPTS = sysconfig.get_path("scripts")
@@ -53,7 +54,9 @@ class Workers:
     def start(self, binary, port, n=2, cores=2, extra=(), env=None):
         for _ in range(n):
             workdir = os.path.join(self.tmp, "worker{}".format(len(self.procs)))
-            self.procs.append(start_worker_process(binary, port, workdir, cores, extra, env,
+            # a fixed disk: see wqutil.fixed_disk_args (Debian's worker forsook queued Parsl tasks under load)
+            self.procs.append(start_worker_process(binary, port, workdir, cores,
+                                                   list(extra) + fixed_disk_args(self.tmp), env,
                                                    workspace=os.path.join(workdir, "ws"), timeout=180))
         return self
 

@@ -94,6 +94,19 @@ def stop_worker_process(p):
     p.wait()
 
 
+def fixed_disk_args(path):
+    """Worker options reporting a fixed disk (1 GB, or half the free space of *path*'s file system if less): a
+    worker that reports the file system's free space measures it again while it runs, and a task that asked for
+    no disk (given all the worker reported) no longer fits once other work on the machine has written meanwhile:
+    the worker forsakes it, the manager sends it again, and after a few times gives up ("unable to complete after
+    specified number of retries": a Parsl run on a loaded CI machine)."""
+    path = os.path.abspath(str(path))
+    while not os.path.exists(path):
+        path = os.path.dirname(path)  # not made yet: its file system is its nearest parent's
+    free_mb = shutil.disk_usage(path).free >> 20
+    return ["--disk", str(min(1024, free_mb // 2))]
+
+
 class Cluster:
     """A manager script process plus local workers, cleaned up by :meth:`close`."""
 
@@ -137,8 +150,7 @@ class Cluster:
         env = {"PONCHO_ENV_DIR": os.path.join(workdir, "envs")} if keep_envs else None
         extra = ["--single-shot"]
         if fixed_disk:
-            free_mb = shutil.disk_usage(self.tmp).free >> 20
-            extra += ["--disk", str(min(1024, free_mb // 2))]
+            extra += fixed_disk_args(self.tmp)
         p = start_worker_process(worker_binary(self.binding), self.port, workdir, cores, extra, env)
         self.workers.append(p)
         return p
