@@ -9,7 +9,8 @@ caches: uv's cache and the interpreter base are warmed first) is timed from two 
 
 against the anchor a user compares with: ``uv venv`` + ``uv pip install`` of the same requirements into a fresh
 venv, then ``tar -cf - | pigz -p <cores>`` of it (not relocatable, but the same work: install + archive).
-Each figure is the median of ``--repeat`` runs; ratios are printed, nothing is asserted (goal in the issue: poncho
+Each figure is the median of ``--repeat`` runs, with the CPU time of all the processes of each side (steadier
+than wall time on a loaded machine); ratios are printed, nothing is asserted (goal in the issue: poncho
 <= 1.5x the anchor, venv manager within 10% of the base manager). ``--engines`` adds one cold build per other
 engine (``--from-current-env`` of installed numpy+scipy, and a conda-forge spec through py-rattler when
 conda-forge is reachable) with its phase times, to show what dominates each.
@@ -24,6 +25,7 @@ import argparse
 import json
 import os
 import re
+import resource
 import shutil
 import statistics
 import subprocess
@@ -91,6 +93,20 @@ def uv_anchor(base_python, reqs, work, threads):
     return t1 + t2 + t3, {"venv": t1, "install": t2, "tar|pigz": t3, "MB": os.path.getsize(out) / 1e6}
 
 
+def children_cpu():
+    """CPU seconds (user + system) of this process's finished children so far."""
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
+
+
+def with_cpu(fn, *args, **kw):
+    """``(fn's result, CPU seconds its child processes used)``: on a loaded machine CPU time varies far less than
+    wall time (uv, pigz and the build's own processes all count; for poncho, its Python too)."""
+    before = children_cpu()
+    result = fn(*args, **kw)
+    return result, children_cpu() - before
+
+
 def median(xs):
     return statistics.median(xs)
 
@@ -151,25 +167,32 @@ def main():
             uv_anchor(base_python, reqs, work, threads)
             poncho_cold(base_python, spec, cache, out, env=env)
             anchor, anchor_parts, times, parts = [], None, {name: [] for name, _ in managers}, {}
+            cpu = {"anchor": [], **{name: [] for name, _ in managers}}
             for _ in range(args.repeat):
-                a, anchor_parts = uv_anchor(base_python, reqs, work, threads)
+                (a, anchor_parts), c = with_cpu(uv_anchor, base_python, reqs, work, threads)
                 anchor.append(a)
+                cpu["anchor"].append(c)
                 for name, python in managers:
-                    seconds, ph = poncho_cold(python, spec, cache, out, env=env)
+                    (seconds, ph), c = with_cpu(poncho_cold, python, spec, cache, out, env=env)
                     times[name].append(seconds)
+                    cpu[name].append(c)
                     parts[name] = ph
             a = median(anchor)
             b, v = (median(times[name]) if times.get(name) else float("nan") for name in ("base", "venv"))
             print("{:<20} {:>7.2f}s {:>7.2f}s {:>7.2f}s {:>8.2f}x {:>8.2f}x {:>9.2f}x".format(
                 label, a, b, v, b / a, v / a, v / b))
-            details.append((label, anchor_parts, parts[managers[0][0]], os.path.getsize(out) / 1e6))
+            details.append((label, anchor_parts, parts[managers[0][0]], os.path.getsize(out) / 1e6,
+                            {k: median(v) for k, v in cpu.items() if v}))
         print()
         print("where the time goes (last run; poncho phases from its own lines):")
-        for label, anchor_parts, ph, mb in details:
+        for label, anchor_parts, ph, mb, cpu_median in details:
             print("  {:<20} uv: venv {venv:.2f} + install {install:.2f} + tar|pigz {tar|pigz:.2f} s ({MB:.1f} MB)"
                   .format(label, **anchor_parts))
             print("  {:<20} poncho: {} ({:.1f} MB)".format(
                 "", " + ".join("{} {:.2f}".format(k, v) for k, v in ph.items()), mb))
+            print("  {:<20} CPU of all processes (median): uv+tar {:.2f} s; {}".format(
+                "", cpu_median["anchor"], ", ".join("{} {:.2f} s ({:.2f}x)".format(k, v, v / cpu_median["anchor"])
+                                                     for k, v in cpu_median.items() if k != "anchor")))
         if args.engines:
             print()
             engines(work, env, base_python)
