@@ -131,7 +131,8 @@ def _elf_files(prefix: str, base: "Optional[InterpreterBase]" = None) -> Iterato
             known = listing.get(rel_dir + entry.name)
             owned = known is not None and known.kind == "F" and known.ino == entry.inode()
             name = entry.name
-            if name.endswith(".so") or ".so." in name or (known.mode & 0o111 if owned else os.access(entry.path, os.X_OK)):
+            if name.endswith(".so") or ".so." in name or (
+                    known.mode & 0o111 if owned else os.access(entry.path, os.X_OK)):
                 yield entry.path, owned
 
 
