@@ -116,12 +116,54 @@ def run_tool(cmd: List[str], what: str, *, env: Optional[Mapping[str, str]] = No
     r = subprocess.run(cmd, stdin=subprocess.DEVNULL if input is None else None, input=input,
                        stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env,
                        cwd=cwd, text=True, errors="replace", preexec_fn=preexec())
+    return _checked(r, what, both_streams)
+
+
+def _checked(r, what, both_streams=False):
     check_interrupted(r.returncode)
     if r.returncode != 0:
         out = "\n".join(x for x in (r.stdout.strip(), r.stderr.strip()) if x) if both_streams else (
             r.stderr.strip() or r.stdout.strip())
         raise BuildError("{} (exit code {}):\n{}".format(what, r.returncode, tail(out)))
     return r
+
+
+class StartedTool:
+    """A tool started ahead of its input: :func:`run_tool` in two steps.
+
+    Why: a tool that is an interpreter spends its first tens of milliseconds starting (more on a loaded machine).
+    Started while another tool runs (the bytecode compiler while uv installs), that time is hidden. It waits for
+    its input on stdin; :meth:`finish` writes it and collects the result with :func:`run_tool`'s checks, and
+    :meth:`abort` kills it when the input never comes (the build failed before)."""
+
+    def __init__(self, cmd: List[str], what: str, *, env: Optional[Mapping[str, str]] = None):
+        log.debug("starting %s", cmd)
+        self.what = what
+        self.proc: "Optional[subprocess.Popen[bytes]]" = subprocess.Popen(
+            cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env,
+            preexec_fn=preexec())
+
+    def finish(self, input: bytes) -> "subprocess.CompletedProcess[str]":
+        """Write *input* (bytes: paths go as the file system has them), wait, and return the result with its
+        output as text; raise BuildError as :func:`run_tool` does."""
+        proc, self.proc = self.proc, None
+        if proc is None:
+            raise RuntimeError("{}: finish() called twice or after abort()".format(self.what))
+        try:
+            out, err = proc.communicate(input)
+        except BaseException:
+            proc.kill()
+            proc.wait()
+            raise
+        return _checked(subprocess.CompletedProcess(proc.args, proc.returncode, out.decode(errors="replace"),
+                                                    err.decode(errors="replace")), self.what)
+
+    def abort(self) -> None:
+        """Kill the tool if it is still waiting (nothing happens after :meth:`finish`)."""
+        proc, self.proc = self.proc, None
+        if proc is not None:
+            proc.kill()
+            proc.communicate()
 
 
 # The supervisor of run_group(): started with PR_SET_PDEATHSIG = SIGTERM, it runs the tool in a new process group

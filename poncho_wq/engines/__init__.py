@@ -50,7 +50,7 @@ from ..spec import as_spec
 from ..target import file_owner, floor_problem, parse_target
 from ..tools import describe_os_error, tail
 from ..version import __version__
-from .bytecode import compile_prefix
+from .bytecode import compile_prefix, early_compilers
 from .interpreter import build_cache_root, interpreter_bases, placed_base, probe_interpreter
 from .portable import base_python, build_portable_prefix, check_target
 
@@ -323,14 +323,16 @@ def _populate(request: BuildRequest, prefix, progress):
     if os.path.isdir(prefix) and os.listdir(prefix):
         raise BuildError("build prefix {} is not empty".format(prefix))
     os.makedirs(prefix, exist_ok=True)
-    sources = eng.populate(request, prefix, progress)
     target = parse_target(spec.target) if spec.target else None
-    base = placed_base(prefix)
-    dropped = None
-    if target is None or not target.is_cross():
-        # by the environment's own interpreter: not for another architecture
-        dropped = dropped_test_dirs(prefix, request.keep_tests)
-        compile_prefix(prefix, progress, build_cache_root(), base.tree if base is not None else None, dropped)
+    # by the environment's own interpreter: not for another architecture
+    compiles = target is None or not target.is_cross()
+    with early_compilers(compiles):  # an engine may start the compiler while it installs (start_early)
+        sources = eng.populate(request, prefix, progress)
+        base = placed_base(prefix)
+        dropped = None
+        if compiles:
+            dropped = dropped_test_dirs(prefix, request.keep_tests)
+            compile_prefix(prefix, progress, build_cache_root(), base.tree if base is not None else None, dropped)
     if spec.git or spec.http:
         from .data import fetch_data
 

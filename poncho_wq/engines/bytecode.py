@@ -22,11 +22,16 @@ How, and why each choice:
   recorded path and the source bytes: compiling is most of a build's time for large packages (pandas: 3.7 s of
   8 s), and a rebuild after adding one dependency would otherwise compile every other package again. A pyc is
   a pure function of that key, so a cached one is the same bytes a compile would give.
+* **Started early** (:func:`start_early`): the portable engine starts the compile script as soon as the
+  interpreter is in the prefix, and uv installs meanwhile; the script reads the site directories when its input
+  comes. A small environment's build no longer waits for an interpreter to start after uv (issue 27).
 """
 
+import contextlib
+import contextvars
 import os
 
-from ..tools import run_tool
+from ..tools import StartedTool
 
 #: What the recorded source paths start with instead of the build prefix.
 RECORDED_PREFIX = "/poncho-env"
@@ -36,8 +41,17 @@ RECORDED_PREFIX = "/poncho-env"
 # hard-linked into the prefix) is kept: no work, and no write near a file shared with the base.
 _COMPILE = r"""
 import hashlib, importlib.util, os, py_compile, sys
-prefix, recorded, store, base = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4]
-skip = set(p for p in sys.stdin.read().split("\0") if p)  # dirs left out of the archive (NUL-separated)
+# Input on stdin, NUL-separated (paths as the file system has them): prefix, recorded prefix, pyc cache, base
+# tree, then the directories left out of the archive. It may come long after this process started (see
+# start_early): it started with -S, and reads the site directories only now that the installer is done with them.
+# site.main() is the documented way to do here what a start without -S does (.pth files, sitecustomize).
+fields = [os.fsdecode(f) for f in sys.stdin.buffer.read().split(b"\0")]
+if len(fields) < 4:
+    sys.exit("no input: the build that started this compiler stopped before its packages were installed")
+prefix, recorded, store, base = fields[:4]
+skip = set(p for p in fields[4:] if p)
+import site
+site.main()
 needle = prefix.encode()
 magic = importlib.util.MAGIC_NUMBER
 dirs = []
@@ -142,33 +156,86 @@ print(len(todo), cached)
 """
 
 
-def compile_tree(prefix, store=None, base_tree=None, skip=()):
+def _python(prefix):
+    for name in ("python3", "python"):
+        python = os.path.join(prefix, "bin", name)
+        if os.path.exists(python):
+            return python
+    return None
+
+
+def _start(prefix):
+    """The compile script started under *prefix*'s interpreter, waiting for its input; None without one."""
+    python = _python(prefix)
+    if python is None:
+        return None
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LC_ALL": "C.UTF-8"}
+    return StartedTool([python, "-I", "-S", "-c", _COMPILE],
+                       "compiling the environment's bytecode with {}".format(python), env=env)
+
+
+def compile_tree(prefix, store=None, base_tree=None, skip=(), started=None):
     """Compile the ``.py`` files on the ``sys.path`` of *prefix*'s interpreter, inside *prefix*, to checked-hash
     pycs, taking those already in the pyc cache *store* (a directory; None: no cache) from there; returns how many
     were compiled and how many taken from the cache (None: no interpreter, e.g. a data-only spec). Files that do
     not compile (Python 2 leftovers in some packages, templates) are skipped, as pip does. *skip*: directories
-    (relative to *prefix*) left alone, with all below them: the packer leaves them out (packages' tests)."""
+    (relative to *prefix*) left alone, with all below them: the packer leaves them out (packages' tests).
+    *started*: the script already started for *prefix* (:func:`start_early`), else it is started now."""
     prefix = os.path.abspath(prefix)
-    for name in ("python3", "python"):
-        python = os.path.join(prefix, "bin", name)
-        if os.path.exists(python):
-            break
-    else:
+    tool = started or _start(prefix)
+    if tool is None:
         return None
-    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LC_ALL": "C.UTF-8"}
-    r = run_tool([python, "-I", "-c", _COMPILE, prefix, RECORDED_PREFIX, store or "",
-                  os.path.abspath(base_tree) if base_tree else ""],
-                 "compiling the environment's bytecode with {}".format(python), env=env,
-                 input="".join(os.path.join(prefix, d) + "\0" for d in sorted(skip)))
+    fields = [prefix, RECORDED_PREFIX, store or "", os.path.abspath(base_tree) if base_tree else ""]
+    fields += [os.path.join(prefix, d) for d in sorted(skip)]
+    r = tool.finish(b"\0".join(os.fsencode(f) for f in fields))
     compiled, cached = (int(x) for x in r.stdout.split())
     return compiled, cached
+
+
+# prefix -> the compile script started ahead for it, within one early_compilers() block
+_EARLY = contextvars.ContextVar("poncho_wq_early_compilers", default=None)
+
+
+@contextlib.contextmanager
+def early_compilers(enabled=True):
+    """Within the block, :func:`start_early` starts a prefix's compile script ahead of its use, and
+    :func:`compile_prefix` takes it; one that was never used (the build failed first) is killed on the way out.
+    *enabled*: False when the block's build compiles nothing (a cross-architecture target)."""
+    started = {}
+    token = _EARLY.set(started if enabled else None)
+    try:
+        yield
+    finally:
+        _EARLY.reset(token)
+        for tool in started.values():
+            tool.abort()
+
+
+def start_early(prefix):
+    """Start *prefix*'s compile script now, for :func:`compile_prefix` to use later in the same
+    :func:`early_compilers` block (a no-op outside one).
+
+    Why: the script is an interpreter start and a few imports, 30-70 ms of a small build (more on a loaded
+    machine). Started once the interpreter is in the prefix and before the installer runs, it starts while the
+    installer waits on the network; it reads its input (and the site directories) only when it gets it."""
+    started = _EARLY.get()
+    prefix = os.path.abspath(prefix)
+    if started is not None and prefix not in started:
+        tool = _start(prefix)
+        if tool is not None:
+            started[prefix] = tool
 
 
 def compile_prefix(prefix, progress, root, base_tree=None, skip=()):
     """:func:`compile_tree` as the build's "bytecode" phase, with the pyc cache under the build cache *root*
     (None: ``--no-cache`` builds write nothing to a cache); *base_tree*: the interpreter base's tree placed into
     *prefix* by hard links (its files still linked are already compiled); *skip*: see :func:`compile_tree`."""
+    started = (_EARLY.get() or {}).pop(os.path.abspath(prefix), None)
     with progress.phase("bytecode") as phase:
-        n = compile_tree(prefix, os.path.join(root, "bytecode") if root else None, base_tree, skip)
+        try:
+            n = compile_tree(prefix, os.path.join(root, "bytecode") if root else None, base_tree, skip, started)
+        finally:
+            if started is not None:
+                started.abort()  # a no-op once finished
         if phase is not None and n is not None:
             phase.note("{} module(s) compiled, {} from the pyc cache".format(*n))

@@ -21,6 +21,7 @@ import sys
 from ..errors import PonchoError
 from ..progress import as_progress
 from ..target import parse_target
+from .bytecode import start_early
 from .interpreter import check_interpreter_target, copy_interpreter, probe_interpreter
 from .pip import pip_install
 
@@ -59,5 +60,6 @@ def build_portable_prefix(spec, prefix, python=None, progress=None):
     with progress.phase("install", "python {} from {}".format(info["version"], python)) as phase:
         # Inside create(): placed from the interpreter base cached once per interpreter (see .interpreter).
         exe = copy_interpreter(python, prefix, phase=phase)
+    start_early(prefix)  # the bytecode step's interpreter starts while uv installs
     pip_install(exe, spec.pip, progress, target=spec.target)
     return exe

@@ -131,3 +131,70 @@ def test_the_skip_list_names_whole_paths_whatever_characters_they_hold(tmp_path)
     assert os.listdir(str(prefix / site / "pkg" / "__pycache__"))
     assert os.listdir(str(prefix / site / "pkg\u2028x" / "__pycache__"))
     assert not os.path.exists(str(prefix / site / "pkg\u2028x" / "tests" / "__pycache__"))
+
+
+def _venv(tmp_path):
+    import subprocess
+    import sys
+
+    prefix = tmp_path / "prefix"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(prefix)], check=True)
+    return prefix, prefix / "lib/python{}.{}/site-packages".format(*sys.version_info[:2])
+
+
+def _waiting_for_input(pid, seconds=20):
+    """Whether process *pid* is blocked reading its stdin pipe (its start is over), within *seconds*."""
+    import time
+
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            with open("/proc/{}/wchan".format(pid)) as f:
+                if "pipe" in f.read():
+                    return True
+        except OSError:
+            return False
+        time.sleep(0.02)
+    return False
+
+
+def test_a_compiler_started_before_the_install_sees_what_the_install_wrote(tmp_path):
+    """start_early starts the compile script before the installer writes site-packages (issue 27: the start is
+    hidden behind uv). What the installer writes afterwards is still seen: a package, and a directory that only a
+    .pth file written after the start puts on sys.path. The script reads the site directories when its input
+    comes (started with -S; site.main() then), not at its start."""
+    from poncho_wq.engines import bytecode
+    from poncho_wq.progress import as_progress
+
+    prefix, site = _venv(tmp_path)
+    with bytecode.early_compilers():
+        bytecode.start_early(str(prefix))
+        tool = bytecode._EARLY.get()[str(prefix)]
+        assert _waiting_for_input(tool.proc.pid), "the compile script did not start and wait for its input"
+        (site / "pkg").mkdir()
+        (site / "pkg" / "__init__.py").write_text("X = 1\n")
+        (prefix / "extra").mkdir()
+        (prefix / "extra" / "mod.py").write_text("Y = 2\n")
+        (site / "extra.pth").write_text(str(prefix / "extra") + "\n")
+        bytecode.compile_prefix(str(prefix), as_progress(None), None)
+        assert tool.proc is None  # taken and finished
+    assert os.listdir(str(site / "pkg" / "__pycache__"))
+    assert os.listdir(str(prefix / "extra" / "__pycache__"))
+
+
+def test_a_compiler_started_for_a_build_that_fails_is_stopped(tmp_path):
+    """A build that fails after start_early (uv could not install) leaves no compile script waiting."""
+    from poncho_wq.engines import bytecode
+
+    prefix, _ = _venv(tmp_path)
+    with pytest.raises(RuntimeError):
+        with bytecode.early_compilers():
+            bytecode.start_early(str(prefix))
+            tool = bytecode._EARLY.get()[str(prefix)]
+            proc = tool.proc
+            raise RuntimeError("the installer failed")
+    assert proc.returncode is not None  # killed and reaped
+    assert tool.proc is None
+    with bytecode.early_compilers(enabled=False):  # a cross-architecture build compiles nothing: nothing starts
+        bytecode.start_early(str(prefix))
+        assert bytecode._EARLY.get() is None
