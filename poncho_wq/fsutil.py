@@ -121,6 +121,34 @@ def copy_contents(src_fd, dst_fd):
             view = view[os.write(dst_fd, view):]
 
 
+def append_contents(src_fd, dst_fd, size):
+    """Append the first *size* bytes of *src_fd* (from its start) at *dst_fd*'s current offset, which moves past
+    them; return how ("copy_file_range" or "copy"). The kernel copies when it can (no pass through user space),
+    as in :func:`copy_contents`."""
+    copied = 0
+    if hasattr(os, "copy_file_range"):
+        try:
+            while copied < size:
+                n = os.copy_file_range(src_fd, dst_fd, size - copied, copied)
+                if n == 0:
+                    break
+                copied += n
+            if copied == size:
+                return "copy_file_range"
+        except OSError as e:
+            if e.errno not in (errno.EXDEV, errno.ENOSYS, errno.EOPNOTSUPP, errno.EINVAL, errno.EBADF):
+                raise
+    while copied < size:
+        block = os.pread(src_fd, min(1 << 20, size - copied), copied)
+        if not block:
+            raise OSError(errno.EIO, "file shorter than expected ({} of {} bytes)".format(copied, size))
+        view = memoryview(block)
+        while view:
+            view = view[os.write(dst_fd, view):]
+        copied += len(block)
+    return "copy"
+
+
 def write_error(path, error):
     """A :class:`~poncho_wq.errors.BuildError` (exit 3) for an OSError met while writing the output *path*.
 

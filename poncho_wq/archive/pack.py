@@ -49,7 +49,7 @@ from typing import NamedTuple
 
 from ..config import settings
 from ..errors import BuildError
-from .basemember import (BytesSink, GZIP_HEADER, TarWriter, base_targets, crc32_combine, load_part, part_key,
+from .basemember import (BytesSink, GZIP_HEADER, Part, TarWriter, base_targets, crc32_combine, load_part, part_key,
                          raw_deflate, store_part)
 from .floor import FLOOR_MEMBER
 from .lock import LOCK_MEMBER
@@ -471,18 +471,20 @@ def _compress_spliced(tar, out, level, n_threads, use_pigz, on_bytes, base, mtim
         for target in middle:
             tar.add_member(writer, target, mtime)
         data = body.getvalue()
-        part = (raw_deflate(data, level, n_threads), zlib.crc32(data), len(data))
-        store_part(base, key, part[0], part[1], part[2], len(middle))
-        del data, body
-    deflated, crc, mid_len = part
+        deflated = raw_deflate(data, level, n_threads)
+        part = Part(zlib.crc32(data), len(data), len(deflated), data=deflated)
+        store_part(base, key, deflated, part.crc, part.tar_bytes, len(middle))
+        del data, body, deflated
     on_bytes(tar.content_bytes(middle))
-    prefix_bytes = GZIP_HEADER + raw_deflate(head_data, level) + deflated
-    out.write(prefix_bytes)
-    tar_bytes = len(head_data) + mid_len
-    crc = crc32_combine(zlib.crc32(head_data), crc, mid_len)
+    out.write(GZIP_HEADER + raw_deflate(head_data, level))
+    part.write_to(out)
+    tar_bytes = len(head_data) + part.tar_bytes
+    crc = crc32_combine(zlib.crc32(head_data), part.crc, part.tar_bytes)
     # The rest is a whole gzip member written over the last bytes written so far: its 10-byte header is replaced
     # by those bytes again afterwards, its trailer by the whole stream's (nothing is copied twice).
+    out.flush()
     splice = out.tell() - len(GZIP_HEADER)
+    covered = os.pread(out.fileno(), len(GZIP_HEADER), splice)
     out.seek(splice)
     rest_writer = [None]
 
@@ -501,7 +503,7 @@ def _compress_spliced(tar, out, level, n_threads, use_pigz, on_bytes, base, mtim
         raise BuildError("{} wrote an unexpected gzip header {!r}; cannot splice the archive".format(how, header))
     rest_len = rest_writer[0].offset - tar_bytes
     rest_crc = struct.unpack("<L", trailer[:4])[0]
-    os.pwrite(fd, prefix_bytes[-len(GZIP_HEADER):], splice)
+    os.pwrite(fd, covered, splice)
     os.pwrite(fd, struct.pack("<LL", crc32_combine(crc, rest_crc, rest_len),
                               (tar_bytes + rest_len) & 0xFFFFFFFF), end - 8)
     out.seek(end)
