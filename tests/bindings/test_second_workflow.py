@@ -130,11 +130,27 @@ def test_taskvine_second_workflow_neither_sends_nor_unpacks_the_base(tmp_path):
     """A tarball named by its content, as the build cache's, is declared at the workflow level
     (poncho_wq.taskvine._tarball_cache: no md5 of it in each manager process): the second manager finds the
     unpacked output by the unpack mini task's name, which must then be the same in both manager processes."""
-    first, second, size, _ = _second_workflow(tmp_path, "vine", cctools_bin("vine_worker"),
+    first, second, size, workers = _second_workflow(tmp_path, "vine", cctools_bin("vine_worker"),
                                               client_env(PONCHO_WQ_CACHE=str(tmp_path / "cache")),
                                               content_named=True)
     # The base is not sent again: what the second manager sent is at most 1% of the tarball.
     assert second["bytes_sent"] <= size / 100, (second["bytes_sent"], size)
+    # The first manager released the worker when its process ended (the driver keeps it in a global of a script
+    # that defines functions: freed during the interpreter's shutdown, poncho_wq.wq.quiet_at_exit). A manager that
+    # only drops the connection makes vine_worker sleep 5 s before it looks for the next one.
+    assert _released_before_first_disconnect(workers.procs[0].workdir), "the first manager did not release its worker"
+
+
+def _released_before_first_disconnect(workdir):
+    """Whether a worker's debug log says ``released by manager`` before its first ``disconnecting from manager``
+    (vine_worker.c's disconnect_manager skips its 5 s sleep only after a release)."""
+    with open(os.path.join(workdir, "debug.log"), errors="replace") as f:
+        for line in f:
+            if "released by manager" in line:
+                return True
+            if "disconnecting from manager" in line:
+                return False
+    return False
 
 
 @pytest.mark.parametrize("binding", BINDINGS)
