@@ -95,9 +95,10 @@ first = one()
 rerun = one()
 json.dump({"first": first, "rerun": rerun, "bytes_sent": stats(), "import": imported, "attach": attach},
           open(out, "w"))
-# Free the manager before exit, so that it releases its workers: a TaskVine Task keeps its manager (a cycle through
-# the manager's task table), and a manager freed only in the interpreter's shutdown may never be, then vine_worker
-# sleeps 5 s after the dropped connection (vine_worker.c's disconnect_manager) before it looks for the next one.
+# Free the manager before exit, so that it releases its workers: a manager freed only in the interpreter's shutdown
+# needs poncho_wq.wq.quiet_at_exit's copies of the CCTools modules to release them (else vine_worker sleeps 5 s after
+# the dropped connection, vine_worker.c's disconnect_manager, before it looks for the next one); freeing it here
+# does not depend on that.
 import gc
 del q, plain, make, stats
 if kind == "vine":

@@ -93,8 +93,10 @@ def _tarball_cache(path):
     stat). A tarball named by its content needs no second digest, so it is declared at the workflow level: what the
     next manager reuses is the mini task's output, still "forever", whose name (an md5 of the mini task's
     definition, its inputs' names included) is the same in every manager process for the same file, and the
-    tarball itself no longer stays on the worker beside its unpacked copy. Any other tarball stays at "forever"
-    (named by content: it may be rewritten under the same name)."""
+    tarball itself no longer stays on the worker beside its unpacked copy. The build cache and the code layers give
+    their tarballs an mtime derived from their content (:func:`poncho_wq.identity.set_content_mtime`), so a
+    same-content rebuild (after ``cache prune``) keeps that name, and the workers their unpacked copy. Any other
+    tarball stays at "forever" (named by content: it may be rewritten under the same name)."""
     return True if _CONTENT_NAMED.match(os.path.basename(path)) else ENV_CACHE
 
 

@@ -66,7 +66,14 @@ def quiet_at_exit(*classes):
     ``Exception ignored in ... __del__ ... TypeError: 'NoneType' object is not callable`` per object (plain Tasks as
     well as ours: 9 tracebacks for 8 tasks). At exit, before that wipe, the methods of *classes* (and of the classes
     they derive from) are re-bound to a copy of their module's globals, which the wipe does not touch, so their
-    ``__del__`` frees the C objects quietly. Nothing changes while the program runs."""
+    ``__del__`` frees the C objects quietly. Nothing changes while the program runs.
+
+    The modules of the binding's own package that those globals name (TaskVine's ``manager.py`` calls
+    ``cvine.vine_delete``, which calls ``_cvine.vine_delete``) are copied too (:func:`_copied_globals`): their
+    dicts are wiped as well. Without that a TaskVine manager freed during the shutdown (any script that defines a
+    function keeps its globals, the manager among them, until then) failed in ``__del__``, silently (ndcctools
+    catches the TypeError), so it never released its workers: ``vine_worker`` then sleeps 5 s before it looks for
+    the next manager (``disconnect_manager`` in ``vine_worker.c``, 7.17.1), a second workflow's first wait."""
     with _quiet_exit_lock:
         first = not _quiet_exit_modules
         for cls in classes:
@@ -83,14 +90,26 @@ def _rebound(fn, copy):
     return new
 
 
+def _family(name):
+    """The package family of a module name: its top-level package without SWIG's leading underscore
+    (``ndcctools.taskvine.cvine`` and ``ndcctools.taskvine._cvine``: ``ndcctools``; ``_work_queue``: ``work_queue``)."""
+    return (name or "").split(".")[0].lstrip("_")
+
+
 def _copied_globals(g, copies):
     """A copy of the module globals *g* whose own functions (SWIG's module-level wrappers such as
-    ``work_queue_task_delete``) also read the copy."""
+    ``work_queue_task_delete``) also read the copy, and whose modules of *g*'s own package family (``cvine``,
+    ``_cvine``) are copies made the same way (:func:`quiet_at_exit`)."""
     if id(g) not in copies:
         copy = copies[id(g)] = dict(g)
+        family = _family(g.get("__name__"))
         for key, value in copy.items():
             if isinstance(value, types.FunctionType) and value.__globals__ is g:
                 copy[key] = _rebound(value, copy)
+            elif isinstance(value, types.ModuleType) and family and _family(value.__name__) == family:
+                clone = types.ModuleType(value.__name__)
+                vars(clone).update(_copied_globals(vars(value), copies))
+                copy[key] = clone
     return copies[id(g)]
 
 

@@ -17,7 +17,9 @@ Layout under the cache root (``$PONCHO_WQ_CACHE``, else ``$XDG_CACHE_HOME/poncho
 
 ``cache prune`` removes environments and code layers/script copies (by last use: the later of atime and mtime,
 so an entry read for a task within the last day - relatime - is not "old"), never the build inputs above: a
-build running meanwhile may be reading them.
+build running meanwhile may be reading them. A published tarball's mtime is derived from its content and its atime
+is the publish time (:func:`poncho_wq.identity.set_content_mtime`: a same-content rebuild is the same file to
+TaskVine), so its last use is the publish time or a later read.
 
 The key is a sha256 hex digest (see :func:`poncho_wq.engines.cache_key`); the first 32 hex digits (128 bits) name the
 file. The run shim takes the environment's id from that name without reading the file, so a name is never reused
@@ -61,7 +63,7 @@ import time
 from ..config import settings
 from ..errors import BuildError, PonchoError
 from ..fsutil import atomic_output, remove_later, remove_old_trash
-from ..identity import file_digest, file_identity, sha256_file
+from ..identity import file_digest, file_identity, set_content_mtime, sha256_file
 from ..memo import register
 
 # poncho_wq.archive.parts (which loads the packer, poncho_wq.archive.pack) is imported by the methods that list or
@@ -246,6 +248,8 @@ class Cache:
                               seconds=round(seconds, 3))
                 # Read-only, so that no one overwrites the entry by accident (root still can: verify() checks).
                 os.chmod(tmp_output, 0o444)
+                # The same bytes, the same mtime: a same-content rebuild is the same file to TaskVine's workers.
+                set_content_mtime(tmp_output, record["sha256"])
                 st = os.stat(tmp_output)  # the rename below keeps both: verify() can skip hashing this very file
                 record.update(inode=st.st_ino, mtime_ns=st.st_mtime_ns, mode=st.st_mode & 0o7777)
                 with atomic_output(self.meta_path(key)) as f:

@@ -40,7 +40,7 @@ from ..archive.pack import DEFAULT_COMPRESS_LEVEL, _compress, _DeterministicTar
 from ..engines.current import _editable_entries, _installed_entries, rewrite_shebang
 from ..errors import PonchoError
 from ..fsutil import atomic_output
-from ..identity import file_digest, file_identity, stat_key
+from ..identity import file_digest, file_identity, set_content_mtime, stat_key
 from ..memo import register
 from ..shim import run_in_layer_path
 
@@ -145,6 +145,9 @@ def _write_layer(layer, path):
     # read-only like cache entries: a published name always means the same bytes
     with atomic_output(path, "wb", file_mode=0o444) as out:
         _compress(tar, out, DEFAULT_COMPRESS_LEVEL, 1, False)
+        out.flush()
+        # Named by content, so its mtime is too: a layer packed again after a prune is the same file to TaskVine.
+        set_content_mtime(out.fileno(), layer.hash)
 
 
 # ------------------------------------------------------------------------------------------- what goes in

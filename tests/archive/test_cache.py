@@ -13,6 +13,7 @@ from helpers.paths import settled_listdir
 from poncho_wq.engines import build_prefix, cache_key, create
 from poncho_wq.archive.cache import Cache, default_cache_dir, tarball_name
 from poncho_wq.errors import PonchoError
+from poncho_wq.identity import content_mtime
 from poncho_wq.archive.pack import pack_prefix
 
 SPEC = {"pip": ["six"]}
@@ -170,6 +171,32 @@ def test_prune_by_size_removes_oldest_first(tmp_path):
     size = cache.entries()[0].size
     removed = cache.prune(max_bytes=size)
     assert [e.key for e in removed] == ["a" * 64] and [e.key for e in cache.entries()] == ["b" * 64]
+
+
+def test_same_bytes_rebuilt_get_the_same_mtime_and_a_fresh_last_use(tmp_path):
+    """A rebuild of the same bytes (after rm/prune) has the same mtime, derived from the content (issue 27: TaskVine
+    names a workflow-level file by path, size and mtime), other bytes another; the last use `cache list` and
+    `prune` go by is still the build (the atime), so a fresh entry is neither shown as old nor pruned."""
+    cache = Cache(str(tmp_path / "cache"))
+    key, other = "d" * 64, "e" * 64
+
+    def build(k, data):
+        start = time.time()
+        path, hit = cache.build(k, lambda out: open(out, "wb").write(data), {"summary": k[:1]})
+        assert not hit
+        return path, start
+
+    path, start = build(key, b"same bytes")
+    mtime = os.stat(path).st_mtime_ns
+    assert mtime == content_mtime(cache.read_meta(key)["sha256"]) * 10**9
+    assert [e.key for e in cache.entries()] == [key] and cache.entries()[0].mtime >= start - 1
+    assert cache.build(key, lambda out: pytest.fail("rebuilt a sound entry"))[1]  # still verified as published
+    assert cache.prune(max_age_seconds=3600) == []
+    cache.remove(key)
+    again, start = build(key, b"same bytes")
+    assert again == path and os.stat(path).st_mtime_ns == mtime and cache.entries()[0].mtime >= start - 1
+    different, _ = build(other, b"other bytes")
+    assert os.stat(different).st_mtime_ns != mtime
 
 
 def test_default_cache_dir_follows_environment(monkeypatch, tmp_path):

@@ -10,6 +10,7 @@ import pytest
 import poncho_wq
 from poncho_wq.assemble.layers import CodeLayer, content_copy, local_file_members, merge
 from poncho_wq.errors import PonchoError
+from poncho_wq.identity import content_mtime
 
 
 @pytest.fixture
@@ -73,6 +74,20 @@ def test_layers_are_reproducible_and_read_only(tree, tmp_path):
     b = _layer(tree).build(str(tmp_path / "c2"))
     assert open(a, "rb").read() == open(b, "rb").read()
     assert not os.stat(a).st_mode & 0o222
+
+
+def test_a_layer_packed_again_has_the_same_mtime(tree, tmp_path):
+    """The mtime of a layer comes from its content-derived name (issue 27: TaskVine names a workflow-level file by
+    path, size and mtime), its atime is when it was packed (the cache's last use)."""
+    cache = str(tmp_path / "cache")
+    start = time.time()
+    path = _layer(tree).build(cache)
+    st = os.stat(path)
+    assert st.st_mtime_ns == content_mtime(_layer(tree).hash) * 10**9 and st.st_atime >= start - 1
+    os.chmod(path, 0o644)
+    os.unlink(path)
+    poncho_wq.clear_caches()
+    assert _layer(tree).build(cache) == path and os.stat(path).st_mtime_ns == st.st_mtime_ns
 
 
 def test_damaged_layer_is_rebuilt(tree, tmp_path):

@@ -10,6 +10,7 @@ processes, one after the other on the same port, run tasks of one environment on
 import hashlib
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -19,6 +20,7 @@ import pytest
 from helpers.parslutil import Workers, client_env, free_port, tail
 from helpers.shimutil import make_prefix, pack
 from helpers.wqutil import BINDINGS, cctools_bin, manager_env, worker_binary
+from poncho_wq.archive.cache import Cache
 
 pytestmark = pytest.mark.e2e
 
@@ -92,9 +94,11 @@ def _run_manager(tmp_path, kind, phase, port, tarball, env, workers=None, start_
         return json.load(f), port
 
 
-def _second_workflow(tmp_path, kind, binary, env, serve_logs=None, content_named=False):
-    prefix = make_prefix(tmp_path, random_mb=2, run_in_env=True)
-    tarball = pack(prefix, tmp_path / "env.tar.gz")
+def _second_workflow(tmp_path, kind, binary, env, serve_logs=None, content_named=False, tarball=None, between=None):
+    """Two managers, one after the other, on the same worker; *tarball* (default: a 2 MB packed prefix) is the
+    environment; *between* is called after the first manager's process ended."""
+    if tarball is None:
+        tarball = pack(make_prefix(tmp_path, random_mb=2, run_in_env=True), tmp_path / "env.tar.gz")
     if content_named:
         # Named by its content, as the build cache names it (env-<hex>.tar.gz).
         with open(tarball, "rb") as f:
@@ -117,6 +121,8 @@ def _second_workflow(tmp_path, kind, binary, env, serve_logs=None, content_named
         assert workers.procs[0].poll() is None, "the worker must outlive the first manager"
         if serve_logs:
             env = dict(env, PONCHO_WQ_SERVE_LOG=str(serve_logs[1]))
+        if between:
+            between()
         second, _ = _run_manager(tmp_path, kind, 2, port, tarball, env)
     finally:
         workers.close()
@@ -130,11 +136,59 @@ def test_taskvine_second_workflow_neither_sends_nor_unpacks_the_base(tmp_path):
     """A tarball named by its content, as the build cache's, is declared at the workflow level
     (poncho_wq.taskvine._tarball_cache: no md5 of it in each manager process): the second manager finds the
     unpacked output by the unpack mini task's name, which must then be the same in both manager processes."""
-    first, second, size, _ = _second_workflow(tmp_path, "vine", cctools_bin("vine_worker"),
+    first, second, size, workers = _second_workflow(tmp_path, "vine", cctools_bin("vine_worker"),
                                               client_env(PONCHO_WQ_CACHE=str(tmp_path / "cache")),
                                               content_named=True)
     # The base is not sent again: what the second manager sent is at most 1% of the tarball.
     assert second["bytes_sent"] <= size / 100, (second["bytes_sent"], size)
+    # The first manager released the worker when its process ended (the driver keeps it in a global of a script
+    # that defines functions: freed during the interpreter's shutdown, poncho_wq.wq.quiet_at_exit). A manager that
+    # only drops the connection makes vine_worker sleep 5 s before it looks for the next one.
+    assert _released_before_first_disconnect(workers.procs[0].workdir), "the first manager did not release its worker"
+
+
+def test_taskvine_same_content_rebuild_is_the_same_worker_cache_entry(tmp_path):
+    """A build cache entry removed (``poncho_wq cache rm`` / ``prune``) and built again with the same bytes between
+    two workflows: its mtime is derived from its content (poncho_wq.identity.set_content_mtime), so TaskVine, which
+    names a workflow-level file by path, size and mtime, sees the same file. The second manager neither sends it
+    nor has it unpacked again: its tasks run in the first workflow's unpacked environment. (Before, the rebuild's
+    new mtime made a new name: the whole tarball sent again, and a second unpacked copy on the worker.)"""
+    packed = pack(make_prefix(tmp_path, random_mb=2, run_in_env=True), tmp_path / "packed.tar.gz")
+    cache = Cache(str(tmp_path / "cache"))
+    key = hashlib.sha256(b"same-content-rebuild").hexdigest()
+
+    def build():
+        return cache.build(key, lambda out: shutil.copyfile(packed, out), {"summary": "test"})
+
+    tarball, hit = build()
+    assert not hit
+
+    def rebuild():
+        cache.remove(key)
+        assert not os.path.exists(tarball)
+        again, hit = build()
+        assert (again, hit) == (tarball, False)
+
+    first, second, size, _ = _second_workflow(tmp_path, "vine", cctools_bin("vine_worker"),
+                                              client_env(PONCHO_WQ_CACHE=str(tmp_path / "cache")),
+                                              tarball=tarball, between=rebuild)
+    assert first["bytes_sent"] >= size, first
+    assert second["bytes_sent"] <= size / 100, (second["bytes_sent"], size)
+    # The same unpacked environment (the same directory of the worker's cache) in both workflows.
+    dirs = {r[1].split("prefix=", 1)[1].split()[0] for r in first["results"] + second["results"]}
+    assert len(dirs) == 1, dirs
+
+
+def _released_before_first_disconnect(workdir):
+    """Whether a worker's debug log says ``released by manager`` before its first ``disconnecting from manager``
+    (vine_worker.c's disconnect_manager skips its 5 s sleep only after a release)."""
+    with open(os.path.join(workdir, "debug.log"), errors="replace") as f:
+        for line in f:
+            if "released by manager" in line:
+                return True
+            if "disconnecting from manager" in line:
+                return False
+    return False
 
 
 @pytest.mark.parametrize("binding", BINDINGS)
