@@ -1211,6 +1211,8 @@ _pr_parts_run() {
     set -f
     for _pr_p in $_pr_parts; do
         IFS=$_pr_ifs
+        # Globbing back on: the floor check finds the worker's C library by globs over the loaders' names.
+        set +f
         _pr_partid "$_pr_p"
         [ -f "$_pr_p" ] && [ -r "$_pr_p" ] || _pr_die 2 "part not found or unreadable: $_pr_p"
         _pr_floorcheck "$_pr_p"

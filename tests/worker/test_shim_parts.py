@@ -183,6 +183,35 @@ def test_part_named_otherwise_is_refused(envs, tmp_path):
     assert r.returncode == 1 and "part-<hex>.tar.gz" in r.stderr
 
 
+@pytest.fixture(scope="module")
+def glibc999(tmp_path_factory):
+    """An environment whose poncho/floor needs glibc 9.99 (no worker has it), and its parts."""
+    d = tmp_path_factory.mktemp("floorparts")
+    tarball = make_env(d, "f9", {"small": ("1.0", 1000)}, floor="libc=glibc\nglibc=9.99\n")
+    return tarball, cut_parts(tarball, str(d))
+
+
+@pytest.mark.parametrize("shell", sorted(SHELLS))
+def test_the_floor_of_an_environment_from_parts_is_checked_before_any_part_is_unpacked(glibc999, tmp_path, shell):
+    """The own part's poncho/floor is checked before anything is unpacked: exit 4 and the floor line, the root left
+    empty; also on a worker whose getconf and ldd fail, where the worker's glibc is found by a glob over the
+    loader's names (/lib64/ld-linux*.so.*).  The shim's loop over the parts ran the check with globbing off (set -f),
+    so there the worker's libc was unknown and the environment ran."""
+    nolibc = tmp_path / "nolibc"  # getconf and ldd that fail, first on PATH
+    nolibc.mkdir()
+    for name in ("getconf", "ldd"):
+        (nolibc / name).write_text("#!/bin/sh\nexit 1\n")
+        (nolibc / name).chmod(0o755)
+    glibc = os.confstr("CS_GNU_LIBC_VERSION").split()[1]
+    for i, path in enumerate((os.environ["PATH"], "{}:{}".format(nolibc, os.environ["PATH"]))):
+        root = tmp_path / "root{}".format(i)
+        root.mkdir()
+        r = run_shim(_args(glibc999) + ["echo", "ran"], shell=SHELLS[shell], env=shim_env(root, PATH=path))
+        assert (r.returncode, r.stdout) == (4, ""), (path, r.stderr)
+        assert "needs glibc 9.99 or newer, this worker" in r.stderr and "has glibc " + glibc in r.stderr, r.stderr
+        assert os.listdir(str(root)) == []
+
+
 @pytest.mark.parametrize("shell", ["dash", "busybox"])
 def test_assembly_under_the_mkdir_lock(envs, tmp_path, shell):
     root = tmp_path / "root"
