@@ -1011,6 +1011,32 @@ _pr_addpart() {
     case $1 in /*) _pr_parts=$_pr_parts$1$_pr_nl ;; *) _pr_parts=$_pr_parts$PWD/$1$_pr_nl ;; esac
 }
 
+# Run `$2 [$3 ...] LINE` for each line of list $1 (_pr_parts, _pr_miss: one path a line, any other character
+# allowed), in order, with IFS as it was on entry and globbing on (set +f) while it runs.  The walk stops at the
+# first non-zero status, which is then this function's (0: every line gave 0, or there was none); so a
+# callback's `return N` ends the walk as a `return N` in a loop body did, and the caller passes it on by ending
+# with this call or following it with `|| return`.  IFS and set +f are restored on every way out but an exit.
+# Names _pr_ep_* are this function's (sh has no locals); its status is taken right after each callback, so a
+# callback may walk another list, with IFS as it found it.
+_pr_eachpart() {
+    _pr_ep_l=$1
+    shift
+    _pr_ep_ifs=$IFS
+    _pr_ep_s=0
+    IFS=$_pr_nl
+    set -f
+    for _pr_ep_p in $_pr_ep_l; do
+        IFS=$_pr_ep_ifs
+        set +f
+        "$@" "$_pr_ep_p"
+        _pr_ep_s=$?
+        [ "$_pr_ep_s" = 0 ] || break
+    done
+    IFS=$_pr_ep_ifs
+    set +f
+    return "$_pr_ep_s"
+}
+
 # The id (part-<hex>) of part file $1 in _pr_pid; content-named only (the unpacked copy is trusted by its name).
 _pr_partid() {
     _pr_pid=${1##*/}
@@ -1057,24 +1083,37 @@ _pr_partbusy() {
 # waits for all of them and then exits with the status of the first (in part order) that failed, whose message
 # that subshell printed.  A signal to the shim meanwhile is passed on to the subshells.  Under the mkdir lock,
 # one at a time: a subshell's $$ is the shim's, so its lock would name a pid that is not the unpacker's.
+# Its walks over the parts (_pr_eachpart), each setting _pr_p and _pr_pid as its loop did:
+_pr_partmiss() { # part $1 of ours (else exit 4), added to _pr_miss when it is not ready
+    _pr_p=$1
+    _pr_partid "$_pr_p"
+    _pr_trustdir "$_pr_root/$_pr_pid"
+    if [ ! -f "$_pr_root/$_pr_pid/.poncho_ready" ]; then
+        _pr_miss=$_pr_miss$_pr_p$_pr_nl
+        _pr_nmiss=$((_pr_nmiss + 1))
+    fi
+}
+_pr_partget() { # part $1 unpacked, in a subshell of its own side by side; status 0 (a failure exits)
+    _pr_p=$1
+    _pr_partid "$_pr_p"
+    if [ -n "$_pr_side" ]; then
+        ( _pr_extract "$_pr_p" "$_pr_pid" norelocate; _pr_unlock ) &
+        _pr_jobs="$_pr_jobs $!"
+    else
+        _pr_extract "$_pr_p" "$_pr_pid" norelocate
+        _pr_unlock
+    fi
+    return 0
+}
+_pr_partused() { # part $1 marked used
+    _pr_p=$1
+    _pr_partid "$_pr_p"
+    { command : >"$_pr_root/$_pr_pid/.poncho_used"; } 2>/dev/null || :
+}
 _pr_getparts() {
     _pr_miss=
     _pr_nmiss=0
-    _pr_ifs=$IFS
-    IFS=$_pr_nl
-    set -f
-    for _pr_p in $_pr_parts; do
-        IFS=$_pr_ifs
-        set +f
-        _pr_partid "$_pr_p"
-        _pr_trustdir "$_pr_root/$_pr_pid"
-        if [ ! -f "$_pr_root/$_pr_pid/.poncho_ready" ]; then
-            _pr_miss=$_pr_miss$_pr_p$_pr_nl
-            _pr_nmiss=$((_pr_nmiss + 1))
-        fi
-    done
-    IFS=$_pr_ifs
-    set +f
+    _pr_eachpart "$_pr_parts" _pr_partmiss
     _pr_side=
     if [ "$_pr_nmiss" -gt 1 ]; then
         _pr_lockrec "$_pr_root"
@@ -1096,22 +1135,7 @@ _pr_getparts() {
         trap '[ -z "$_pr_jobs" ] || kill $_pr_jobs 2>/dev/null; exit 143' HUP INT TERM
     fi
     _pr_pst=0
-    IFS=$_pr_nl
-    set -f
-    for _pr_p in $_pr_miss; do
-        IFS=$_pr_ifs
-        set +f
-        _pr_partid "$_pr_p"
-        if [ -n "$_pr_side" ]; then
-            ( _pr_extract "$_pr_p" "$_pr_pid" norelocate; _pr_unlock ) &
-            _pr_jobs="$_pr_jobs $!"
-        else
-            _pr_extract "$_pr_p" "$_pr_pid" norelocate
-            _pr_unlock
-        fi
-    done
-    IFS=$_pr_ifs
-    set +f
+    _pr_eachpart "$_pr_miss" _pr_partget
     for _pr_j in $_pr_jobs; do
         wait "$_pr_j" || { _pr_js=$?; [ "$_pr_pst" != 0 ] || _pr_pst=$_pr_js; }
     done
@@ -1121,52 +1145,41 @@ _pr_getparts() {
         [ "$_pr_pst" = 0 ] || exit "$_pr_pst"
         _pr_mark "parts side by side"
     fi
-    IFS=$_pr_nl
-    set -f
-    for _pr_p in $_pr_parts; do
-        IFS=$_pr_ifs
-        set +f
-        _pr_partid "$_pr_p"
-        { command : >"$_pr_root/$_pr_pid/.poncho_used"; } 2>/dev/null || :
-    done
-    IFS=$_pr_ifs
-    set +f
+    _pr_eachpart "$_pr_parts" _pr_partused
 }
 
-# _pr_extract's unpacker for an assembly: $1 is unused (the parts are in _pr_parts), $2 the staging dir.
+# _pr_extract's unpacker for an assembly: $1 is unused (the parts are in _pr_parts), $2 the staging dir.  Status
+# 1 (with _pr_why) at the first part that cannot be linked.
 _pr_assemble() {
     _pr_why=
     _pr_ae=$2/env
     mkdir -- "$_pr_ae" 2>/dev/null || { _pr_why="cannot create $_pr_ae (read-only file system or no write permission?)"; return 1; }
-    _pr_ifs=$IFS
-    IFS=$_pr_nl
-    set -f
-    for _pr_p in $_pr_parts; do
-        IFS=$_pr_ifs
-        set +f
-        _pr_partid "$_pr_p"
-        _pr_pd=$_pr_root/$_pr_pid
-        [ -f "$_pr_pd/.poncho_ready" ] || { _pr_why="part $_pr_pid is not unpacked"; return 1; }
-        set --
-        for _f in "$_pr_pd"/* "$_pr_pd"/.[!.]* "$_pr_pd"/..?*; do
-            case ${_f##*/} in .poncho_*) continue ;; esac
-            if [ -e "$_f" ] || [ -L "$_f" ]; then set -- "$@" "$_f"; fi
-        done
-        if [ "$#" -gt 0 ] && ! cp -al -- "$@" "$_pr_ae/" 2>/dev/null; then
-            _pr_why="could not link the files of part $_pr_pid (another file system? disk full?)"
-            return 1
-        fi
-        { command printf '%s\n' "$_pr_pid" >>"$_pr_ae/.poncho_parts"; } 2>/dev/null ||
-            { _pr_why="cannot write in $_pr_ae"; return 1; }
+    _pr_eachpart "$_pr_parts" _pr_linkpart
+}
+# Part $1 of _pr_assemble: its files hard-linked into _pr_ae, its id added to _pr_ae/.poncho_parts; or status 1.
+_pr_linkpart() {
+    _pr_p=$1
+    _pr_partid "$_pr_p"
+    _pr_pd=$_pr_root/$_pr_pid
+    [ -f "$_pr_pd/.poncho_ready" ] || { _pr_why="part $_pr_pid is not unpacked"; return 1; }
+    set --
+    for _f in "$_pr_pd"/* "$_pr_pd"/.[!.]* "$_pr_pd"/..?*; do
+        case ${_f##*/} in .poncho_*) continue ;; esac
+        if [ -e "$_f" ] || [ -L "$_f" ]; then set -- "$@" "$_f"; fi
     done
-    IFS=$_pr_ifs
-    set +f
+    if [ "$#" -gt 0 ] && ! cp -al -- "$@" "$_pr_ae/" 2>/dev/null; then
+        _pr_why="could not link the files of part $_pr_pid (another file system? disk full?)"
+        return 1
+    fi
+    { command printf '%s\n' "$_pr_pid" >>"$_pr_ae/.poncho_parts"; } 2>/dev/null ||
+        { _pr_why="cannot write in $_pr_ae"; return 1; }
 }
 
 # Record in the assembled env's .poncho_size what it adds to its parts (du counts each hard-linked file once per
 # run: its last line).  A function of its own: `set --` here must not touch the command's arguments.
 _pr_envsize() {
     set --
+    # Not _pr_eachpart: the loop builds this function's own arguments, which a callback's `set --` cannot.
     _pr_ifs=$IFS
     IFS=$_pr_nl
     set -f
@@ -1192,6 +1205,16 @@ $_pr_dus
 EOF
 }
 
+# Part $1 of _pr_parts_run, before anything is unpacked: named by its content, readable, and (the first, the
+# own part) within the worker's floor (the check finds the worker's C library by globs: set +f).
+_pr_partcheck() {
+    _pr_p=$1
+    _pr_partid "$_pr_p"
+    [ -f "$_pr_p" ] && [ -r "$_pr_p" ] || _pr_die 2 "part not found or unreadable: $_pr_p"
+    _pr_floorcheck "$_pr_p"
+    return 0
+}
+
 _pr_parts_run() {
     [ -z "$_pr_to" ] || _pr_die 1 "--part cannot be used with --unpack-to (parts are assembled in the per-worker cache)"
     _pr_envid
@@ -1206,17 +1229,7 @@ _pr_parts_run() {
     exec 9>&-
     # Every part is there and named by its content before anything is unpacked; the own part (first) holds
     # poncho/floor as its first member.
-    _pr_ifs=$IFS
-    IFS=$_pr_nl
-    set -f
-    for _pr_p in $_pr_parts; do
-        IFS=$_pr_ifs
-        _pr_partid "$_pr_p"
-        [ -f "$_pr_p" ] && [ -r "$_pr_p" ] || _pr_die 2 "part not found or unreadable: $_pr_p"
-        _pr_floorcheck "$_pr_p"
-    done
-    IFS=$_pr_ifs
-    set +f
+    _pr_eachpart "$_pr_parts" _pr_partcheck
     _pr_mkroot
     _pr_n=0
     while :; do
@@ -1311,37 +1324,30 @@ _pr_xparts() {
 # fails every command with the note's code and message, as fetch.sh's vine-stub does for a whole tarball (so
 # PonchoVineTask.shim_error reports it), and the shim exits 0 without touching the per-worker root: a part-<hex>
 # made from a note would be taken for that part by every later environment, beyond the workflow.
+# _pr_xnote looks at part $1 (called by _pr_eachpart): status 0, or exit.
 _pr_xnote() {
-    _pr_ifs=$IFS
-    IFS=$_pr_nl
-    set -f
-    for _pr_p in $_pr_parts; do
-        IFS=$_pr_ifs
-        set +f
-        _pr_partid "$_pr_p"
-        [ -f "$_pr_p" ] && [ -r "$_pr_p" ] || _pr_die 2 "part not found or unreadable: $_pr_p"
-        _pr_fl= _pr_fe= _pr_fm=
-        { IFS= read -r _pr_fl && IFS= read -r _pr_fe && IFS= read -r _pr_fm; } <"$_pr_p" 2>/dev/null || :
-        [ "$_pr_fl" = poncho-fetch-failed ] || continue
-        case $_pr_fe in [1-9] | [1-9][0-9] | 1[0-9][0-9]) ;; *) _pr_fe=3 ;; esac
-        [ -n "$_pr_fm" ] || _pr_fm="could not fetch ${_pr_p##*/} (its failure note says no more)"
-        _pr_xs=$(mktemp -d "${_pr_xp:-/}/.poncho_extract.$$.XXXXXX" 2>/dev/null) ||
-            _pr_die 3 "cannot create a directory in ${_pr_xp:-/} (read-only file system or no write permission?)"
-        if mkdir -p "$_pr_xs/env/bin" "$_pr_xs/env/poncho" &&
-            printf '%s\n' "$_pr_fe" >"$_pr_xs/env/poncho/fetch-code" &&
-            printf '%s\n' "$_pr_fm" >"$_pr_xs/env/poncho/fetch-error" &&
-            printf '%s\n' '#!/bin/sh' '[ "$#" -gt 0 ]||exit 0' 'd=${0%/*}/../poncho' \
-                'printf "run_in_env: %s\n" "$(cat "$d/fetch-error")" >&2' 'exit "$(cat "$d/fetch-code")"' \
-                >"$_pr_xs/env/bin/run_in_env" &&
-            chmod 755 "$_pr_xs/env/bin/run_in_env" && mv -T -- "$_pr_xs/env" "$_pr_xto"; then
-            _pr_rmtree "$_pr_xs"
-            exit 0
-        fi
+    _pr_p=$1
+    _pr_partid "$_pr_p"
+    [ -f "$_pr_p" ] && [ -r "$_pr_p" ] || _pr_die 2 "part not found or unreadable: $_pr_p"
+    _pr_fl= _pr_fe= _pr_fm=
+    { IFS= read -r _pr_fl && IFS= read -r _pr_fe && IFS= read -r _pr_fm; } <"$_pr_p" 2>/dev/null || :
+    [ "$_pr_fl" = poncho-fetch-failed ] || return 0
+    case $_pr_fe in [1-9] | [1-9][0-9] | 1[0-9][0-9]) ;; *) _pr_fe=3 ;; esac
+    [ -n "$_pr_fm" ] || _pr_fm="could not fetch ${_pr_p##*/} (its failure note says no more)"
+    _pr_xs=$(mktemp -d "${_pr_xp:-/}/.poncho_extract.$$.XXXXXX" 2>/dev/null) ||
+        _pr_die 3 "cannot create a directory in ${_pr_xp:-/} (read-only file system or no write permission?)"
+    if mkdir -p "$_pr_xs/env/bin" "$_pr_xs/env/poncho" &&
+        printf '%s\n' "$_pr_fe" >"$_pr_xs/env/poncho/fetch-code" &&
+        printf '%s\n' "$_pr_fm" >"$_pr_xs/env/poncho/fetch-error" &&
+        printf '%s\n' '#!/bin/sh' '[ "$#" -gt 0 ]||exit 0' 'd=${0%/*}/../poncho' \
+            'printf "run_in_env: %s\n" "$(cat "$d/fetch-error")" >&2' 'exit "$(cat "$d/fetch-code")"' \
+            >"$_pr_xs/env/bin/run_in_env" &&
+        chmod 755 "$_pr_xs/env/bin/run_in_env" && mv -T -- "$_pr_xs/env" "$_pr_xto"; then
         _pr_rmtree "$_pr_xs"
-        _pr_die 3 "could not write the stub environment $_pr_xto for a part whose fetch failed ($_pr_fm)"
-    done
-    IFS=$_pr_ifs
-    set +f
+        exit 0
+    fi
+    _pr_rmtree "$_pr_xs"
+    _pr_die 3 "could not write the stub environment $_pr_xto for a part whose fetch failed ($_pr_fm)"
 }
 if [ -n "$_pr_xto" ]; then
     [ -z "$_pr_fetch$_pr_code$_pr_to" ] && [ "$#" -eq 0 ] ||
@@ -1351,7 +1357,7 @@ if [ -n "$_pr_xto" ]; then
     fi
     [ ! -e "$_pr_xto" ] && [ ! -L "$_pr_xto" ] || _pr_die 1 "--extract-to $_pr_xto exists: it takes a new directory"
     case $_pr_xto in */*) _pr_xp=${_pr_xto%/*} ;; *) _pr_xp=. ;; esac
-    [ -z "$_pr_parts" ] || _pr_xnote
+    [ -z "$_pr_parts" ] || _pr_eachpart "$_pr_parts" _pr_xnote
     [ -z "$_pr_parts" ] || _pr_xparts
     _pr_xs=$(mktemp -d "${_pr_xp:-/}/.poncho_extract.$$.XXXXXX" 2>/dev/null) ||
         _pr_die 3 "cannot create a directory in ${_pr_xp:-/} (read-only file system or no write permission?)"

@@ -26,14 +26,15 @@ def _record_row(rel, data):
     return "{},sha256={},{}".format(rel, digest, len(data))
 
 
-def make_env(parent, key, dists, *, extra_file=None, run_in_env=False, conda=None):
+def make_env(parent, key, dists, *, extra_file=None, run_in_env=False, conda=None, floor=None):
     """Build and pack an environment; *dists* = ``{name: (version, bytes)}``; returns the tarball path
     ``<parent>/env-<key[:32]>.tar.gz``. *extra_file*: ``(relative path, text)`` of one more unowned file.
     *run_in_env*: poncho_wq's ``bin/run_in_env`` too, as the builders add it (TaskVine runs tasks through it).
     *conda*: ``{package: {relative path: bytes or None}}``: conda packages, each a ``conda-meta/<package>-1.0-0.json``
     record (not in a package cache: conda-pack treats them as it treats any uncached record) listing those files,
-    written with that many deterministic bytes (``None``: a file written already, listed only)."""
-    from poncho_wq.archive.floor import write_floor
+    written with that many deterministic bytes (``None``: a file written already, listed only).
+    *floor*: the text of ``poncho/floor`` in place of the one computed (a floor this machine does not meet)."""
+    from poncho_wq.archive.floor import FLOOR_MEMBER, write_floor
     from poncho_wq.archive.pack import ensure_history, pack_prefix
 
     key = key.ljust(32, "0")[:32]
@@ -85,6 +86,8 @@ def make_env(parent, key, dists, *, extra_file=None, run_in_env=False, conda=Non
         write("conda-meta/{}-1.0-0.json".format(package), json.dumps(record, indent=1, sort_keys=True))
     ensure_history(prefix, "test")
     write_floor(prefix)
+    if floor is not None:
+        write(FLOOR_MEMBER, floor)
     out = os.path.join(str(parent), "env-{}.tar.gz".format(key))
     pack_prefix(prefix, out, n_threads=1)
     assert os.path.isdir(site)

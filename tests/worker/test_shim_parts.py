@@ -5,6 +5,8 @@ Real shim runs under dash, bash --posix and busybox sh, on environments packed b
 
 import fcntl
 import os
+import re
+import shutil
 import signal
 import subprocess
 import time
@@ -14,7 +16,7 @@ import pytest
 from helpers.partenv import make_env
 from helpers.shimutil import SHELLS, leftovers, run_shim, shim_env, start_shim, tar_members, unpack_count
 from poncho_wq.archive.parts import cut_parts
-from poncho_wq.shim import RUN_IN_ENV, shim_error_from
+from poncho_wq.shim import RUN_IN_ENV, shim_error_from, shim_path
 
 pytestmark = pytest.mark.usefixtures("shells")
 
@@ -181,6 +183,116 @@ def test_part_named_otherwise_is_refused(envs, tmp_path):
     r = run_shim(["-e", os.path.basename(envs["a"][0]), "--part", envs["a"][0], "true"],
                  env=shim_env(tmp_path / "root"))
     assert r.returncode == 1 and "part-<hex>.tar.gz" in r.stderr
+
+
+@pytest.fixture(scope="module")
+def glibc999(tmp_path_factory):
+    """An environment whose poncho/floor needs glibc 9.99 (no worker has it), and its parts."""
+    d = tmp_path_factory.mktemp("floorparts")
+    tarball = make_env(d, "f9", {"small": ("1.0", 1000)}, floor="libc=glibc\nglibc=9.99\n")
+    return tarball, cut_parts(tarball, str(d))
+
+
+@pytest.mark.parametrize("shell", sorted(SHELLS))
+def test_the_floor_of_an_environment_from_parts_is_checked_before_any_part_is_unpacked(glibc999, tmp_path, shell):
+    """The own part's poncho/floor is checked before anything is unpacked: exit 4 and the floor line, the root left
+    empty; also on a worker whose getconf and ldd fail, where the worker's glibc is found by a glob over the
+    loader's names (/lib64/ld-linux*.so.*).  The shim's loop over the parts ran the check with globbing off (set -f),
+    so there the worker's libc was unknown and the environment ran."""
+    nolibc = tmp_path / "nolibc"  # getconf and ldd that fail, first on PATH
+    nolibc.mkdir()
+    for name in ("getconf", "ldd"):
+        (nolibc / name).write_text("#!/bin/sh\nexit 1\n")
+        (nolibc / name).chmod(0o755)
+    glibc = os.confstr("CS_GNU_LIBC_VERSION").split()[1]
+    for i, path in enumerate((os.environ["PATH"], "{}:{}".format(nolibc, os.environ["PATH"]))):
+        root = tmp_path / "root{}".format(i)
+        root.mkdir()
+        r = run_shim(_args(glibc999) + ["echo", "ran"], shell=SHELLS[shell], env=shim_env(root, PATH=path))
+        assert (r.returncode, r.stdout) == (4, ""), (path, r.stderr)
+        assert "needs glibc 9.99 or newer, this worker" in r.stderr and "has glibc " + glibc in r.stderr, r.stderr
+        assert os.listdir(str(root)) == []
+
+
+@pytest.mark.parametrize("shell", sorted(SHELLS))
+def test_a_part_that_cannot_be_linked_stops_the_assembly_there(envs, tmp_path, shell):
+    """_pr_assemble's walk over the parts stops at the first part whose files cannot be hard-linked (its status 1
+    and _pr_why are the run's exit 3 and message): no other part is linked, no environment is left, no temp dir;
+    the parts stay ready. The same with --extract-to: NEWDIR is not made."""
+    bin_dir = tmp_path / "failcp"  # cp -al logs its call and fails; any other cp is the real one
+    bin_dir.mkdir()
+    log = tmp_path / "cp.log"
+    (bin_dir / "cp").write_text('#!/bin/sh\ncase "$1" in -al) echo "$*" >>"{}"; exit 1 ;; esac\nexec /bin/cp "$@"\n'
+                                .format(log))
+    (bin_dir / "cp").chmod(0o755)
+    path = "{}:{}".format(bin_dir, os.environ["PATH"])
+    tarball, parts = envs["a"]
+    first = parts[0].name[:-len(".tar.gz")]
+    for i, extra in enumerate(([], ["--extract-to", str(tmp_path / "newdir")])):
+        root = tmp_path / "root{}".format(i)
+        if log.exists():
+            log.unlink()
+        r = run_shim(extra + _args(envs["a"]) + ([] if extra else ["echo", "ran"]), shell=SHELLS[shell],
+                     env=shim_env(root, PATH=path))
+        assert (r.returncode, r.stdout) == (3, ""), r.stderr
+        assert "could not link the files of part {} (another file system? disk full?)".format(first) in r.stderr
+        with open(str(log)) as f:
+            assert len(f.readlines()) == 1  # the walk stopped at the first part
+        assert not os.path.exists(_env_dir(root, envs["a"])) and leftovers(root) == []
+        for p in parts:
+            assert os.path.isfile(os.path.join(str(root), p.name[:-len(".tar.gz")], ".poncho_ready"))
+    assert not (tmp_path / "newdir").exists()
+    assert [n for n in os.listdir(str(tmp_path)) if n.startswith(".poncho_extract")] == []
+
+
+_EACHPART_SCRIPT = r"""
+_pr_nl='
+'
+%s
+show() { case $- in *f*) g=off ;; *) g=on ;; esac; printf '%%s|%%s|%%s
+' "$*" "$IFS" "$g"; }
+stop2() { show "$@"; [ "$1" != two ] || return 5; }
+inner() { show "$@"; return 7; }
+outer() { show "$@"; _pr_eachpart "x" inner; return 0; }
+caller() { _pr_eachpart "$1" stop2 || return; echo not-reached; }
+IFS=':'
+list="one${_pr_nl}${_pr_nl}two words${_pr_nl}*${_pr_nl}[a]?${_pr_nl}"
+_pr_eachpart "$list" show a1 'b 2'; echo "status $?|$IFS|$-"
+_pr_eachpart "one${_pr_nl}two${_pr_nl}three" stop2; echo "status $?|$IFS|$-"
+caller "one${_pr_nl}two${_pr_nl}three"; echo "caller $?|$IFS|$-"
+_pr_eachpart "" show; echo "empty $?"
+_pr_eachpart "a${_pr_nl}b" outer; echo "nested $?|$IFS|$-"
+"""
+
+
+@pytest.mark.parametrize("shell", sorted(SHELLS))
+def test_the_walk_over_the_parts(tmp_path, shell):
+    """_pr_eachpart, the shim's one loop over a list of parts (one path a line): each line whole (spaces, glob
+    characters: never split, never expanded; empty lines skipped), the callback run with the caller's IFS and
+    globbing on, extra arguments first; the walk stops at the first non-zero status and returns it (a caller's
+    `|| return` passes it on, as a `return` in the old loop bodies did); IFS and globbing restored on the way
+    out; a callback may walk another list."""
+    with open(shim_path()) as f:
+        (function,) = re.findall(r"^_pr_eachpart\(\) \{\n.*?^\}\n", f.read(), re.M | re.S)
+    (tmp_path / "a").mkdir()  # something for `*` and `[a]?` to match, were they expanded
+    (tmp_path / "ab").mkdir()
+    argv = [shutil.which(SHELLS[shell][0])] + list(SHELLS[shell][1:])
+    r = subprocess.run(argv + ["-c", _EACHPART_SCRIPT % function], cwd=str(tmp_path), stdin=subprocess.DEVNULL,
+                       capture_output=True, text=True)
+    assert r.stderr == ""
+    out = []
+    for line in r.stdout.splitlines():
+        if line.startswith(("status", "caller", "nested")):  # after a walk: $- without f (set +f)
+            line, flags = line.rsplit("|", 1)
+            assert "f" not in flags, r.stdout
+        out.append(line)
+    assert out == [  # "$*" joins with IFS's first character, the caller's ":"
+        "a1:b 2:one|:|on", "a1:b 2:two words|:|on", "a1:b 2:*|:|on", "a1:b 2:[a]?|:|on", "status 0|:",
+        "one|:|on", "two|:|on", "status 5|:",
+        "one|:|on", "two|:|on", "caller 5|:",
+        "empty 0",
+        "a|:|on", "x|:|on", "b|:|on", "x|:|on", "nested 0|:",
+    ], r.stdout
 
 
 @pytest.mark.parametrize("shell", ["dash", "busybox"])
