@@ -49,7 +49,7 @@ from ..archive.safetar import safe_extract
 from ..config import settings
 from ..errors import BuildError, PonchoError
 from ..progress import as_progress
-from ..tools import preexec, tail
+from ..tools import start_tool, tail
 
 log = logging.getLogger(__name__)
 
@@ -126,9 +126,8 @@ def _git(args, what, cwd=None):
     env["GIT_TERMINAL_PROMPT"] = "0"  # a private repo must fail, not wait for a password on a closed stdin
     cmd = ["git", "-c", "http.lowSpeedLimit=1", "-c", "http.lowSpeedTime={}".format(max(1, math.ceil(timeout))),
            "-c", "protocol.ext.allow=never"] + args
-    proc = subprocess.Popen(cmd, cwd=cwd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            env=env, start_new_session=True,
-                            preexec_fn=preexec())
+    proc = start_tool(cmd, cwd=cwd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env,
+                      start_new_session=True)
     out, err = [], []
     stalled = False
     try:

@@ -45,7 +45,7 @@ from ..credentials import mask
 from ..errors import BuildError
 from ..progress import as_progress
 from ..target import UV_MACHINES, parse_target
-from ..tools import check_interrupted, find_tool, preexec, tail
+from ..tools import check_interrupted, find_tool, start_tool, tail
 from .netcheck import index_url
 
 log = logging.getLogger(__name__)
@@ -154,8 +154,8 @@ def _run_watched(cmd, what, env, phase):
     instead of a frozen line. Both streams are merged (pip reports on stdout, uv on stderr; the error is at the
     end either way)."""
     log.debug("running %s", cmd)
-    proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            env=env, text=True, errors="replace", preexec_fn=preexec())
+    proc = start_tool(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env,
+                      text=True, errors="replace")
     lines = []
     try:
         for line in proc.stdout:
