@@ -18,7 +18,7 @@ import pytest
 
 from helpers.cli import run_cli, run_ok, script
 from helpers.paths import REPO
-from helpers.venvs import child_venv
+from helpers.venvs import child_venv, make_venv
 from poncho_wq import Environment, analyze
 from poncho_wq.errors import BuildError, InputMissing, SpecError
 from poncho_wq.assemble.project import build_project, check_os_installs
@@ -220,7 +220,7 @@ def test_isolated_build_without_network_says_what_to_install(tmp_path, monkeypat
     """An interpreter without ``wheel`` (a plain venv: ensurepip's pip and setuptools only): the build needs
     isolation, which needs the (here unreachable) index."""
     project = klio_project(tmp_path / "job")
-    run_ok([sys.executable, "-m", "venv", tmp_path / "plain"])
+    make_venv(tmp_path / "plain")
     plain = str(tmp_path / "plain" / "bin" / "python")
     assert run_ok([plain, "-c", "import importlib.util as u; print(u.find_spec('wheel') is None)"]).stdout.strip() \
         == "True"

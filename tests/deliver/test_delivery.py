@@ -31,7 +31,7 @@ import pytest
 
 from helpers.paths import HELPERS, path_without
 from helpers.projects import job_project
-from helpers.wqutil import start_worker_process, worker_binary
+from helpers.wqutil import fixed_disk_args, start_worker_process, worker_binary
 from poncho_wq.errors import BuildError, PonchoError, SpecError
 from poncho_wq.deliver.fetch import Fetch, fetch_command, fetch_failure, probe_url
 from poncho_wq.deliver.publish import Distribution, distribution, publish, serve
@@ -347,6 +347,7 @@ def test_url_failure_is_named_on_the_manager_and_a_later_attempt_succeeds(cluste
                               e2e_cache, env)
         workdir = os.path.join(cluster.tmp, "worker0")
         worker = start_worker_process(worker_binary(cluster.binding), cluster.port, workdir, 1,
+                                      fixed_disk_args(cluster.tmp),  # as Cluster.start_worker's
                                       env={"PONCHO_ENV_DIR": os.path.join(workdir, "envs")})
         cluster.workers.append(worker)
         failed_file = cluster.out_file + ".failed"
@@ -464,6 +465,7 @@ def test_url_mode_a_close_delimited_cut_is_not_cached_and_the_next_task_fetches_
                               e2e_cache, env)
         workdir = os.path.join(cluster.tmp, "worker0")
         worker = start_worker_process(worker_binary(cluster.binding), cluster.port, workdir, 1,
+                                      fixed_disk_args(cluster.tmp),  # as Cluster.start_worker's
                                       env={"PONCHO_ENV_DIR": os.path.join(workdir, "envs")})
         cluster.workers.append(worker)
         failed_file = cluster.out_file + ".failed"
@@ -498,9 +500,10 @@ def test_url_mode_a_stalled_server_fails_the_task_within_the_fetch_timeout(clust
         env = {"PONCHO_WQ_PUBLISH_DIR": str(pub), "PONCHO_WQ_PUBLISH_URL": server.url,
                "PONCHO_WQ_FETCH_TIMEOUT": "4"}
         cluster.start_manager("distribution_manager.py", ["--tasks", "1", "--retries", "0"], project, e2e_cache, env)
-        # A fixed disk: with the measured free space, Debian's worker often "forsook" the task after the stalled
-        # fetch (other work had written to the disk meanwhile) and fetched again when it was sent again (20-41 s).
-        cluster.start_worker(cores=1, keep_envs=True, fixed_disk=True)
+        # A fixed disk (start_worker's default): with the measured free space, Debian's worker often "forsook" the
+        # task after the stalled fetch (other work had written to the disk meanwhile) and fetched again when it was
+        # sent again (20-41 s).
+        cluster.start_worker(cores=1, keep_envs=True)
         out = cluster.wait_results(timeout=240)
     finally:
         _stop(server)
@@ -523,7 +526,8 @@ def test_url_mode_on_a_worker_without_curl(cluster, project, e2e_cache, tmp_path
         env = {"PONCHO_WQ_PUBLISH_DIR": str(pub), "PONCHO_WQ_PUBLISH_URL": server.url}
         cluster.start_manager("distribution_manager.py", ["--tasks", "1", "--retries", "0"], project, e2e_cache, env)
         workdir = os.path.join(cluster.tmp, "worker0")
-        worker = start_worker_process(worker_binary(cluster.binding), cluster.port, workdir, 1, ["--single-shot"],
+        worker = start_worker_process(worker_binary(cluster.binding), cluster.port, workdir, 1,
+                                      ["--single-shot"] + fixed_disk_args(cluster.tmp),
                                       env={"PATH": path_without(tmp_path, *missing),
                                            "PONCHO_ENV_DIR": os.path.join(workdir, "envs")})
         cluster.workers.append(worker)

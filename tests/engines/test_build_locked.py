@@ -12,6 +12,8 @@ a newer pytz and tzdata and no six from the index, or another engine when a 3-se
 """
 
 import hashlib
+import importlib
+import importlib.metadata
 import json
 import os
 import shutil
@@ -25,6 +27,7 @@ import pytest
 
 from helpers.cli import run_ok as _run
 from helpers.paths import REPO
+from helpers.venvs import make_venv
 
 MANAGER = os.path.join(REPO, "tests", "e2e", "locked_manager.py")
 #: The issue's manager, plus the numpy and tzdata pandas 2.1.4 needs (pinned too: the lock is about all of them).
@@ -83,7 +86,7 @@ def _env(cache, **extra):
 def manager(tmp_path_factory):
     root = tmp_path_factory.mktemp("locked")
     v = root / "venv"
-    _run([sys.executable, "-m", "venv", v])  # with pip: the locked engine installs with the manager's pip
+    make_venv(v)  # with pip: the locked engine installs with the manager's pip
     py = v / "bin" / "python"
     # uv, not pip: the same wheels in a few seconds instead of about a minute (the slowest setup of the suite)
     _run([sys.executable, "-m", "uv", "pip", "install", "-q", "--python", py, "--only-binary", ":all:"]
@@ -235,14 +238,16 @@ def test_inspect_and_diff_on_real_environments(manager, runs, tmp_path, cli):
     assert by_name["numpy"]["version"] == "1.26.4" and by_name["numpy"]["size"] > 10 ** 7
     assert by_name["numpy"]["source"] == {"kind": "installed", "path": os.path.realpath(manager["venv"] / SITE)}
     assert by_name["tzdata"]["why"] == ["required by pandas"]
-    # The same dateutil job built here (the test venv: a newer python-dateutil) and on the manager: the diff
+    # The same dateutil job built here (the test venv: a newer python-dateutil) and on the manager: the diff.
+    # python-dateutil is not a declared test dependency: installed here as tests/cli/test_analyze_cli.py's session
+    # set-up does (the suite passed only when that module happened to run first, in either process).
+    _run([sys.executable, "-m", "pip", "install", "-q", "--disable-pip-version-check", "python-dateutil"])
+    importlib.invalidate_caches()
     (tmp_path / "dj.py").write_text("import dateutil.parser\n")
     here = json.loads(_run([sys.executable, manager["work"] / "driver.py", "dj.py"], cwd=tmp_path,
                            env=_env(tmp_path / "here")).stdout.strip().splitlines()[-1])
     there = json.loads(_run([str(manager["python"]), manager["work"] / "driver.py", tmp_path / "dj.py"],
                             cwd=tmp_path, env=_env(tmp_path / "there")).stdout.strip().splitlines()[-1])
-    import importlib.metadata
-
     local = importlib.metadata.version("python-dateutil")
     assert local != "2.8.2"  # the premise
     d = cli("poncho_wq", "diff", here["path"], there["path"])
