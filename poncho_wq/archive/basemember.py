@@ -294,6 +294,10 @@ def load_part(base, key):
         if hashlib.sha256(data).hexdigest() != meta.get("sha256"):
             log.warning("poncho: the packed interpreter part %s does not match its record; packing it again", path)
             return None
+        if st.st_size == len(data) == meta.get("deflate_bytes"):
+            # the file just hashed vouches for itself from now on: a record of an older version (no stat) or a
+            # part file copied back (other inodes) is hashed once, not by every build (nothing stores a part found)
+            _write_record(path, dict(meta, stat=_stat_id(st)))
         return Part(meta["crc32"], meta["tar_bytes"], len(data), data=data)
     except (OSError, ValueError, KeyError, TypeError):
         return None
@@ -314,9 +318,18 @@ def store_part(base, key, deflated, crc, tar_bytes, count):
             f.flush()
             meta["stat"] = _stat_id(os.fstat(f.fileno()))
         os.replace(tmp, path + ".deflate")
+    except OSError as e:
+        log.debug("poncho: cannot keep the packed interpreter part in %s: %s", base.store, e)
+        return
+    _write_record(path, meta)
+
+
+def _write_record(path, meta):
+    """Write the record of the part file *path* ``.deflate`` (atomically; a read-only cache only loses the saving)."""
+    try:
         tmp = "{}.json.tmp-{}".format(path, os.getpid())
         with open(tmp, "wb") as f:
             f.write(json.dumps(meta, sort_keys=True).encode())
         os.replace(tmp, path + ".json")
     except OSError as e:
-        log.debug("poncho: cannot keep the packed interpreter part in %s: %s", base.store, e)
+        log.debug("poncho: cannot write the record of the packed interpreter part %s: %s", path, e)

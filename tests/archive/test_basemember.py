@@ -227,3 +227,35 @@ def test_crc32_combine_matches_zlib():
     for n in (1, 2, 3, 7, 8, 9, 255, 511, 4097, 65535, 1 << 20, len(rnd)):
         for head in (b"", b"x", rnd[:1000]):
             assert crc32_combine(zlib.crc32(head), zlib.crc32(rnd[:n]), n) == zlib.crc32(head + rnd[:n]), (n, head)
+
+
+def test_a_part_accepted_by_its_hash_is_trusted_by_its_stat_from_then_on(setup, tmp_path):
+    """A record an older version wrote (no stat), or a part file replaced by the same bytes (a cache copied or
+    restored: other inodes), is hashed once and accepted; its record then gets the file's stat, so that the
+    next build uses it unread. Without that, every build of a cache kept from before the upgrade hashed the
+    12 MB part again, forever (nothing stores a part that was found)."""
+    import json
+
+    from poncho_wq.archive.basemember import load_part
+
+    prefix, base = setup
+    outs = [str(tmp_path / "{}.tar.gz".format(i)) for i in range(2)]
+    pack_prefix(prefix, outs[0], n_threads=2, interpreter_base=base)
+    [record_name] = [n for n in os.listdir(base.store) if n.endswith(".json")]
+    record_path = os.path.join(base.store, record_name)
+    key = json.load(open(record_path))["key"]
+    data_path = record_path[:-len(".json")] + ".deflate"
+
+    record = json.load(open(record_path))
+    del record["stat"]
+    with open(record_path, "w") as f:
+        json.dump(record, f)
+    assert load_part(base, key).data is not None  # hashed, accepted
+    assert load_part(base, key).path == data_path  # and trusted from then on
+
+    shutil.copy(data_path, data_path + ".new")
+    os.replace(data_path + ".new", data_path)
+    assert load_part(base, key).data is not None
+    assert load_part(base, key).path == data_path
+    pack_prefix(prefix, outs[1], n_threads=2, interpreter_base=base)
+    assert open(outs[0], "rb").read() == open(outs[1], "rb").read()
