@@ -32,7 +32,7 @@ import tarfile
 import zlib
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Dict, Mapping, NamedTuple, Optional, Tuple
+from typing import BinaryIO, Dict, Mapping, NamedTuple, Optional, Tuple
 
 from ..fsutil import append_contents
 
@@ -251,13 +251,14 @@ def part_key(base, targets, level, mtime):
 class Part(NamedTuple):
     """A packed part of a base: *size* bytes of raw deflate data, the CRC-32 *crc* and length *tar_bytes* of the
     tar data they hold. The bytes are *data*, or (when None) the file *path*, trusted by its ``stat`` as recorded
-    when it was stored."""
+    when it was stored; *file*: that file as it was opened and checked (copied from, then closed)."""
 
     crc: int
     tar_bytes: int
     size: int
     data: Optional[bytes] = None
     path: Optional[str] = None
+    file: Optional[BinaryIO] = None
 
     def write_to(self, out) -> None:
         """Append the deflate bytes to the binary file *out* (at its position; a file copy stays in the kernel)."""
@@ -265,7 +266,7 @@ class Part(NamedTuple):
             out.write(self.data)
             return
         out.flush()
-        with open(self.path, "rb") as f:  # type: ignore[arg-type]
+        with self.file or open(self.path, "rb") as f:  # type: ignore[arg-type]
             append_contents(f.fileno(), out.fileno(), self.size)
 
 
@@ -286,11 +287,18 @@ def load_part(base, key):
             meta = json.load(f)
         if meta.get("key") != key:
             return None
-        with open(path + ".deflate", "rb") as f:
+        f = open(path + ".deflate", "rb")
+        try:
             st = os.fstat(f.fileno())
             if meta.get("stat") == _stat_id(st) and st.st_size == meta.get("deflate_bytes"):
-                return Part(meta["crc32"], meta["tar_bytes"], st.st_size, path=path + ".deflate")
+                # the very file checked is the one copied (kept open): the path may be removed or replaced before
+                # the archive is written (a concurrent rm of the cache, a base found stale by another build)
+                part, f = Part(meta["crc32"], meta["tar_bytes"], st.st_size, path=path + ".deflate", file=f), None
+                return part
             data = f.read()
+        finally:
+            if f is not None:
+                f.close()
         if hashlib.sha256(data).hexdigest() != meta.get("sha256"):
             log.warning("poncho: the packed interpreter part %s does not match its record; packing it again", path)
             return None

@@ -259,3 +259,29 @@ def test_a_part_accepted_by_its_hash_is_trusted_by_its_stat_from_then_on(setup, 
     assert load_part(base, key).path == data_path
     pack_prefix(prefix, outs[1], n_threads=2, interpreter_base=base)
     assert open(outs[0], "rb").read() == open(outs[1], "rb").read()
+
+
+def test_a_trusted_part_is_copied_from_the_file_its_stat_was_checked_on(setup, tmp_path):
+    """The part trusted by its stat is copied from that very file (kept open), not from whatever the path names
+    when the archive is written: the store removed in between (``rm -r`` of the cache, a base found stale and
+    removed by another build) used to fail the build with FileNotFoundError; before parts were trusted, their
+    bytes were in memory from the moment they were loaded."""
+    import json
+
+    from poncho_wq.archive.basemember import load_part
+
+    prefix, base = setup
+    pack_prefix(prefix, str(tmp_path / "0.tar.gz"), n_threads=2, interpreter_base=base)
+    [record_name] = [n for n in os.listdir(base.store) if n.endswith(".json")]
+    key = json.load(open(os.path.join(base.store, record_name)))["key"]
+    data_path = os.path.join(base.store, record_name[:-len(".json")] + ".deflate")
+    with open(data_path, "rb") as f:
+        expected = f.read()
+    part = load_part(base, key)
+    assert part.data is None  # trusted
+    shutil.rmtree(base.store)
+    with open(str(tmp_path / "out"), "wb") as out:
+        out.write(b"head")
+        part.write_to(out)
+        out.write(b"tail")
+    assert open(str(tmp_path / "out"), "rb").read() == b"head" + expected + b"tail"
