@@ -95,6 +95,7 @@ def _pdeathsig_prefix() -> Optional[List[str]]:
     path = shutil.which("setpriv") if sys.platform.startswith("linux") else None
     if not path:
         return None
+    path = os.path.abspath(path)  # from a relative PATH entry: a tool's own cwd must not change which file runs
     if path not in _SETPRIV:
         try:
             _SETPRIV[path] = subprocess.run([path, "--pdeathsig", "KILL", "--", "true"], stdin=subprocess.DEVNULL,

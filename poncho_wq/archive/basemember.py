@@ -32,7 +32,7 @@ import tarfile
 import zlib
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Dict, Mapping, NamedTuple, Optional, Tuple
+from typing import BinaryIO, Dict, Mapping, NamedTuple, Optional, Tuple
 
 from ..fsutil import append_contents
 
@@ -251,13 +251,14 @@ def part_key(base, targets, level, mtime):
 class Part(NamedTuple):
     """A packed part of a base: *size* bytes of raw deflate data, the CRC-32 *crc* and length *tar_bytes* of the
     tar data they hold. The bytes are *data*, or (when None) the file *path*, trusted by its ``stat`` as recorded
-    when it was stored."""
+    when it was stored; *file*: that file as it was opened and checked (copied from, then closed)."""
 
     crc: int
     tar_bytes: int
     size: int
     data: Optional[bytes] = None
     path: Optional[str] = None
+    file: Optional[BinaryIO] = None
 
     def write_to(self, out) -> None:
         """Append the deflate bytes to the binary file *out* (at its position; a file copy stays in the kernel)."""
@@ -265,7 +266,7 @@ class Part(NamedTuple):
             out.write(self.data)
             return
         out.flush()
-        with open(self.path, "rb") as f:  # type: ignore[arg-type]
+        with self.file or open(self.path, "rb") as f:  # type: ignore[arg-type]
             append_contents(f.fileno(), out.fileno(), self.size)
 
 
@@ -286,14 +287,25 @@ def load_part(base, key):
             meta = json.load(f)
         if meta.get("key") != key:
             return None
-        with open(path + ".deflate", "rb") as f:
+        f = open(path + ".deflate", "rb")
+        try:
             st = os.fstat(f.fileno())
             if meta.get("stat") == _stat_id(st) and st.st_size == meta.get("deflate_bytes"):
-                return Part(meta["crc32"], meta["tar_bytes"], st.st_size, path=path + ".deflate")
+                # the very file checked is the one copied (kept open): the path may be removed or replaced before
+                # the archive is written (a concurrent rm of the cache, a base found stale by another build)
+                part, f = Part(meta["crc32"], meta["tar_bytes"], st.st_size, path=path + ".deflate", file=f), None
+                return part
             data = f.read()
+        finally:
+            if f is not None:
+                f.close()
         if hashlib.sha256(data).hexdigest() != meta.get("sha256"):
             log.warning("poncho: the packed interpreter part %s does not match its record; packing it again", path)
             return None
+        if st.st_size == len(data) == meta.get("deflate_bytes"):
+            # the file just hashed vouches for itself from now on: a record of an older version (no stat) or a
+            # part file copied back (other inodes) is hashed once, not by every build (nothing stores a part found)
+            _write_record(path, dict(meta, stat=_stat_id(st)))
         return Part(meta["crc32"], meta["tar_bytes"], len(data), data=data)
     except (OSError, ValueError, KeyError, TypeError):
         return None
@@ -314,9 +326,18 @@ def store_part(base, key, deflated, crc, tar_bytes, count):
             f.flush()
             meta["stat"] = _stat_id(os.fstat(f.fileno()))
         os.replace(tmp, path + ".deflate")
+    except OSError as e:
+        log.debug("poncho: cannot keep the packed interpreter part in %s: %s", base.store, e)
+        return
+    _write_record(path, meta)
+
+
+def _write_record(path, meta):
+    """Write the record of the part file *path* ``.deflate`` (atomically; a read-only cache only loses the saving)."""
+    try:
         tmp = "{}.json.tmp-{}".format(path, os.getpid())
         with open(tmp, "wb") as f:
             f.write(json.dumps(meta, sort_keys=True).encode())
         os.replace(tmp, path + ".json")
     except OSError as e:
-        log.debug("poncho: cannot keep the packed interpreter part in %s: %s", base.store, e)
+        log.debug("poncho: cannot write the record of the packed interpreter part %s: %s", path, e)

@@ -227,3 +227,61 @@ def test_crc32_combine_matches_zlib():
     for n in (1, 2, 3, 7, 8, 9, 255, 511, 4097, 65535, 1 << 20, len(rnd)):
         for head in (b"", b"x", rnd[:1000]):
             assert crc32_combine(zlib.crc32(head), zlib.crc32(rnd[:n]), n) == zlib.crc32(head + rnd[:n]), (n, head)
+
+
+def test_a_part_accepted_by_its_hash_is_trusted_by_its_stat_from_then_on(setup, tmp_path):
+    """A record an older version wrote (no stat), or a part file replaced by the same bytes (a cache copied or
+    restored: other inodes), is hashed once and accepted; its record then gets the file's stat, so that the
+    next build uses it unread. Without that, every build of a cache kept from before the upgrade hashed the
+    12 MB part again, forever (nothing stores a part that was found)."""
+    import json
+
+    from poncho_wq.archive.basemember import load_part
+
+    prefix, base = setup
+    outs = [str(tmp_path / "{}.tar.gz".format(i)) for i in range(2)]
+    pack_prefix(prefix, outs[0], n_threads=2, interpreter_base=base)
+    [record_name] = [n for n in os.listdir(base.store) if n.endswith(".json")]
+    record_path = os.path.join(base.store, record_name)
+    key = json.load(open(record_path))["key"]
+    data_path = record_path[:-len(".json")] + ".deflate"
+
+    record = json.load(open(record_path))
+    del record["stat"]
+    with open(record_path, "w") as f:
+        json.dump(record, f)
+    assert load_part(base, key).data is not None  # hashed, accepted
+    assert load_part(base, key).path == data_path  # and trusted from then on
+
+    shutil.copy(data_path, data_path + ".new")
+    os.replace(data_path + ".new", data_path)
+    assert load_part(base, key).data is not None
+    assert load_part(base, key).path == data_path
+    pack_prefix(prefix, outs[1], n_threads=2, interpreter_base=base)
+    assert open(outs[0], "rb").read() == open(outs[1], "rb").read()
+
+
+def test_a_trusted_part_is_copied_from_the_file_its_stat_was_checked_on(setup, tmp_path):
+    """The part trusted by its stat is copied from that very file (kept open), not from whatever the path names
+    when the archive is written: the store removed in between (``rm -r`` of the cache, a base found stale and
+    removed by another build) used to fail the build with FileNotFoundError; before parts were trusted, their
+    bytes were in memory from the moment they were loaded."""
+    import json
+
+    from poncho_wq.archive.basemember import load_part
+
+    prefix, base = setup
+    pack_prefix(prefix, str(tmp_path / "0.tar.gz"), n_threads=2, interpreter_base=base)
+    [record_name] = [n for n in os.listdir(base.store) if n.endswith(".json")]
+    key = json.load(open(os.path.join(base.store, record_name)))["key"]
+    data_path = os.path.join(base.store, record_name[:-len(".json")] + ".deflate")
+    with open(data_path, "rb") as f:
+        expected = f.read()
+    part = load_part(base, key)
+    assert part.data is None  # trusted
+    shutil.rmtree(base.store)
+    with open(str(tmp_path / "out"), "wb") as out:
+        out.write(b"head")
+        part.write_to(out)
+        out.write(b"tail")
+    assert open(str(tmp_path / "out"), "rb").read() == b"head" + expected + b"tail"

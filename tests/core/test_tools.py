@@ -90,3 +90,23 @@ def test_tools_start_without_a_preexec_fn_where_setpriv_can_set_the_signal():
     from poncho_wq.tools import _pdeathsig_prefix
 
     assert _pdeathsig_prefix() is not None
+
+
+def test_a_tool_started_in_another_directory_finds_setpriv_found_through_a_relative_path_entry(tmp_path):
+    """A PATH entry may be relative (``bin``, ``./node_modules/.bin``): the setpriv found there is used by its
+    absolute path, or every tool started with a cwd of its own (git in its work tree, run_tool(cwd=...)) or after
+    the manager changed directory failed to start (FileNotFoundError: ``bin/setpriv`` looked up from there)."""
+    home = tmp_path / "home"
+    (home / "bin").mkdir(parents=True)
+    os.symlink(subprocess.check_output(["sh", "-c", "command -v setpriv"], text=True).strip(),
+               str(home / "bin" / "setpriv"))
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    code = ("import sys\nfrom poncho_wq.tools import _pdeathsig_prefix, run_tool\n"
+            "assert _pdeathsig_prefix() is not None\n"
+            "print(run_tool(['pwd'], 'pwd', cwd=sys.argv[1]).stdout.strip())\n")
+    env = dict(os.environ, PATH="bin" + os.pathsep + os.environ["PATH"])
+    r = subprocess.run([sys.executable, "-c", code, str(elsewhere)], cwd=str(home), env=env, capture_output=True,
+                       text=True)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == str(elsewhere)
