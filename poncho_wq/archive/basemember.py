@@ -29,6 +29,7 @@ import logging
 import os
 import stat
 import tarfile
+import threading
 import zlib
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -320,7 +321,7 @@ def store_part(base, key, deflated, crc, tar_bytes, count):
             "members": count, "deflate_bytes": len(deflated)}
     try:
         os.makedirs(base.store, exist_ok=True)
-        tmp = "{}.deflate.tmp-{}".format(path, os.getpid())
+        tmp = "{}.deflate.tmp-{}".format(path, _writer())
         with open(tmp, "wb") as f:
             f.write(deflated)
             f.flush()
@@ -332,10 +333,16 @@ def store_part(base, key, deflated, crc, tar_bytes, count):
     _write_record(path, meta)
 
 
+def _writer():
+    """This writer's part of a temporary name: the process and the thread (two builds of one manager may store the
+    same part at once)."""
+    return "{}-{}".format(os.getpid(), threading.get_ident())
+
+
 def _write_record(path, meta):
     """Write the record of the part file *path* ``.deflate`` (atomically; a read-only cache only loses the saving)."""
     try:
-        tmp = "{}.json.tmp-{}".format(path, os.getpid())
+        tmp = "{}.json.tmp-{}".format(path, _writer())
         with open(tmp, "wb") as f:
             f.write(json.dumps(meta, sort_keys=True).encode())
         os.replace(tmp, path + ".json")
