@@ -95,21 +95,9 @@ def copy_contents(src_fd, dst_fd):
     except OSError:
         pass
     size = os.fstat(src_fd).st_size
-    copied = 0
-    if hasattr(os, "copy_file_range"):
-        try:
-            while copied < size:
-                n = os.copy_file_range(src_fd, dst_fd, size - copied, copied, copied)
-                if n == 0:
-                    break
-                copied += n
-            if copied == size:
-                return "copy_file_range"
-        except OSError as e:
-            # Not supported across these file systems (EXDEV on old kernels), or by this one: fall back. A real
-            # write failure (ENOSPC, EIO) is not retried the slow way.
-            if e.errno not in (errno.EXDEV, errno.ENOSYS, errno.EOPNOTSUPP, errno.EINVAL, errno.EBADF):
-                raise
+    copied = _kernel_copy(src_fd, dst_fd, size, same_offsets=True)
+    if copied == size:
+        return "copy_file_range"
     os.lseek(src_fd, copied, os.SEEK_SET)
     os.lseek(dst_fd, copied, os.SEEK_SET)
     while True:
@@ -121,23 +109,33 @@ def copy_contents(src_fd, dst_fd):
             view = view[os.write(dst_fd, view):]
 
 
-def append_contents(src_fd, dst_fd, size):
-    """Append the first *size* bytes of *src_fd* (from its start) at *dst_fd*'s current offset, which moves past
-    them; return how ("copy_file_range" or "copy"). The kernel copies when it can (no pass through user space),
-    as in :func:`copy_contents`."""
+def _kernel_copy(src_fd, dst_fd, size, same_offsets):
+    """Copy the first *size* bytes of *src_fd* with ``copy_file_range`` to the same offsets of *dst_fd*
+    (*same_offsets*) or at its current offset; return how many were copied before the kernel stopped or refused
+    (0 where it cannot: the caller copies the rest itself)."""
     copied = 0
     if hasattr(os, "copy_file_range"):
         try:
             while copied < size:
-                n = os.copy_file_range(src_fd, dst_fd, size - copied, copied)
+                n = os.copy_file_range(src_fd, dst_fd, size - copied, copied, copied if same_offsets else None)
                 if n == 0:
                     break
                 copied += n
-            if copied == size:
-                return "copy_file_range"
         except OSError as e:
+            # Not supported across these file systems (EXDEV on old kernels), or by this one: fall back. A real
+            # write failure (ENOSPC, EIO) is not retried the slow way.
             if e.errno not in (errno.EXDEV, errno.ENOSYS, errno.EOPNOTSUPP, errno.EINVAL, errno.EBADF):
                 raise
+    return copied
+
+
+def append_contents(src_fd, dst_fd, size):
+    """Append the first *size* bytes of *src_fd* (from its start) at *dst_fd*'s current offset, which moves past
+    them; return how ("copy_file_range" or "copy"). The kernel copies when it can (no pass through user space),
+    as in :func:`copy_contents`."""
+    copied = _kernel_copy(src_fd, dst_fd, size, same_offsets=False)
+    if copied == size:
+        return "copy_file_range"
     while copied < size:
         block = os.pread(src_fd, min(1 << 20, size - copied), copied)
         if not block:

@@ -152,13 +152,18 @@ def run_tool(cmd: List[str], what: str, *, env: Optional[Mapping[str, str]] = No
     log.debug("running %s", cmd)
     proc = start_tool(cmd, stdin=subprocess.DEVNULL if input is None else subprocess.PIPE, stdout=subprocess.PIPE,
                       stderr=subprocess.PIPE, env=env, cwd=cwd, text=True, errors="replace")
+    out, err = _communicate(proc, input)
+    return _checked(subprocess.CompletedProcess(cmd, proc.returncode, out, err), what, both_streams)
+
+
+def _communicate(proc, input):
+    """``proc.communicate(input)``; the tool is killed when we are interrupted meanwhile (as subprocess.run does)."""
     try:
-        out, err = proc.communicate(input)
+        return proc.communicate(input)
     except BaseException:
         proc.kill()
         proc.wait()
         raise
-    return _checked(subprocess.CompletedProcess(cmd, proc.returncode, out, err), what, both_streams)
 
 
 def _checked(r, what, both_streams=False):
@@ -191,12 +196,7 @@ class StartedTool:
         proc, self.proc = self.proc, None
         if proc is None:
             raise RuntimeError("{}: finish() called twice or after abort()".format(self.what))
-        try:
-            out, err = proc.communicate(input)
-        except BaseException:
-            proc.kill()
-            proc.wait()
-            raise
+        out, err = _communicate(proc, input)
         return _checked(subprocess.CompletedProcess(self.cmd, proc.returncode, out.decode(errors="replace"),
                                                     err.decode(errors="replace")), self.what)
 
