@@ -145,6 +145,17 @@ def test_spliced_archive_is_reproducible_with_and_without_the_stored_part(setup,
         assert a.read() == c.read()
 
 
+def _stored_part(base):
+    """``(record path, data path, key)`` of the one part kept in *base*'s store."""
+    import json
+
+    [record_name] = [n for n in os.listdir(base.store) if n.endswith(".json")]
+    record_path = os.path.join(base.store, record_name)
+    with open(record_path) as f:
+        key = json.load(f)["key"]
+    return record_path, record_path[:-len(".json")] + ".deflate", key
+
+
 def test_a_stored_part_is_trusted_by_its_stat_and_any_other_file_is_hashed(setup, tmp_path):
     """The part file its record names by inode, size and mtime is used without being read (hashing 12 MB was
     15-25 ms of every small build); a part file put there otherwise (replaced: another inode, or a record of an
@@ -157,10 +168,7 @@ def test_a_stored_part_is_trusted_by_its_stat_and_any_other_file_is_hashed(setup
     prefix, base = setup
     outs = [str(tmp_path / "{}.tar.gz".format(i)) for i in range(4)]
     pack_prefix(prefix, outs[0], n_threads=2, interpreter_base=base)
-    [record_name] = [n for n in os.listdir(base.store) if n.endswith(".json")]
-    record_path = os.path.join(base.store, record_name)
-    key = json.load(open(record_path))["key"]
-    data_path = record_path[:-len(".json")] + ".deflate"
+    record_path, data_path, key = _stored_part(base)
     trusted = load_part(base, key)
     assert trusted.data is None and trusted.path == data_path
     pack_prefix(prefix, outs[1], n_threads=2, interpreter_base=base)
@@ -241,10 +249,7 @@ def test_a_part_accepted_by_its_hash_is_trusted_by_its_stat_from_then_on(setup, 
     prefix, base = setup
     outs = [str(tmp_path / "{}.tar.gz".format(i)) for i in range(2)]
     pack_prefix(prefix, outs[0], n_threads=2, interpreter_base=base)
-    [record_name] = [n for n in os.listdir(base.store) if n.endswith(".json")]
-    record_path = os.path.join(base.store, record_name)
-    key = json.load(open(record_path))["key"]
-    data_path = record_path[:-len(".json")] + ".deflate"
+    record_path, data_path, key = _stored_part(base)
 
     record = json.load(open(record_path))
     del record["stat"]
