@@ -376,10 +376,16 @@ def _without(files, test_dirs):
     (prefix-relative), as :func:`prune_tests` splits them when it decided on those directories."""
     kept, dropped = [], []
     for f in files:
-        m = _SITE.match(f.target)
-        test_dir = _test_dir(f.target[m.end():]) if m else None
-        (dropped if test_dir is not None and m.group(0) + test_dir in test_dirs else kept).append(f)
+        (dropped if _prefix_test_dir(f.target) in test_dirs else kept).append(f)
     return kept, dropped
+
+
+def _prefix_test_dir(target):
+    """The prefix-relative test directory the prefix-relative file *target* lies in (``lib/python3.11/
+    site-packages/pandas/tests``), or None (see :func:`_test_dir`)."""
+    m = _SITE.match(target)
+    test_dir = _test_dir(target[m.end():]) if m else None
+    return None if test_dir is None else m.group(0) + test_dir
 
 
 def _site_dirs(prefix):
@@ -415,11 +421,7 @@ def dropped_test_dirs(prefix, keep_tests=None):
             rel_dir = os.path.relpath(directory, prefix)
             listed += [_Listed(os.path.join(directory, n), rel_dir + "/" + n) for n in files]
     _kept, dropped = prune_tests(listed, keep_tests)
-    out = set()
-    for f in dropped:
-        m = _SITE.match(f.target)
-        out.add(m.group(0) + _test_dir(f.target[m.end():]))
-    return out
+    return {_prefix_test_dir(f.target) for f in dropped}
 
 
 def _compress(tar, out, level, n_threads, use_pigz, on_bytes=None, mtime=None):
