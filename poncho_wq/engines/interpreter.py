@@ -48,7 +48,6 @@ import contextvars
 import errno
 import functools
 import hashlib
-import io
 import json
 import logging
 import os
@@ -69,32 +68,47 @@ from .bytecode import compile_tree
 
 log = logging.getLogger(__name__)
 
-# Paths come from the *base* installation even when asked through a venv's python: inside a venv sysconfig
-# would answer with the venv's own directories (platstdlib = <venv>/lib/python3.X), which hold no stdlib.
+# Runs in the interpreter asked about and prints its answer as JSON; the running interpreter calls its probe()
+# in-process instead (no print, no stdout redirection: that is process-wide, and another thread's output would be
+# captured and lost, or land in the answer). Paths come from the *base* installation even when asked through a
+# venv's python: inside a venv sysconfig would answer with the venv's own directories (platstdlib =
+# <venv>/lib/python3.X), which hold no stdlib.
 _PROBE = r"""
 import json, os, platform, sys, sysconfig
-v = sysconfig.get_config_var
-base = {"base": sys.base_prefix, "platbase": sys.base_exec_prefix,
-        "installed_base": sys.base_prefix, "installed_platbase": sys.base_exec_prefix}
-path = lambda name: sysconfig.get_path(name, vars=base)
-print(json.dumps({
-    "version": platform.python_version(),
-    "version_info": list(sys.version_info[:3]),
-    "implementation": sys.implementation.name,
-    "build": sys.version,
-    "abiflags": getattr(sys, "abiflags", ""),
-    "base_prefix": os.path.realpath(sys.base_prefix),
-    "executable": os.path.realpath(getattr(sys, "_base_executable", None) or sys.executable),
-    "stdlib": os.path.realpath(path("stdlib")),
-    "platstdlib": os.path.realpath(path("platstdlib")),
-    "include": os.path.realpath(path("include")),
-    "purelib_rel": os.path.relpath(path("purelib"), sys.base_prefix),
-    "shared": bool(v("Py_ENABLE_SHARED")),
-    "libdir": os.path.realpath(v("LIBDIR") or sys.base_prefix),
-    "soname": v("INSTSONAME") or "",
-    "short": v("VERSION") or "%d.%d" % sys.version_info[:2],
-}))
+def probe():
+    v = sysconfig.get_config_var
+    base = {"base": sys.base_prefix, "platbase": sys.base_exec_prefix,
+            "installed_base": sys.base_prefix, "installed_platbase": sys.base_exec_prefix}
+    path = lambda name: sysconfig.get_path(name, vars=base)
+    return {
+        "version": platform.python_version(),
+        "version_info": list(sys.version_info[:3]),
+        "implementation": sys.implementation.name,
+        "build": sys.version,
+        "abiflags": getattr(sys, "abiflags", ""),
+        "base_prefix": os.path.realpath(sys.base_prefix),
+        "executable": os.path.realpath(getattr(sys, "_base_executable", None) or sys.executable),
+        "stdlib": os.path.realpath(path("stdlib")),
+        "platstdlib": os.path.realpath(path("platstdlib")),
+        "include": os.path.realpath(path("include")),
+        "purelib_rel": os.path.relpath(path("purelib"), sys.base_prefix),
+        "shared": bool(v("Py_ENABLE_SHARED")),
+        "libdir": os.path.realpath(v("LIBDIR") or sys.base_prefix),
+        "soname": v("INSTSONAME") or "",
+        "short": v("VERSION") or "%d.%d" % sys.version_info[:2],
+    }
+if __name__ == "__main__":
+    print(json.dumps(probe()))
 """
+
+
+def _probe_here():
+    """The probe's answer for the running interpreter: :data:`_PROBE`'s ``probe()`` called in-process (the same
+    source the subprocess path runs), without touching ``sys.stdout``."""
+    namespace = {"__name__": "poncho_wq_interpreter_probe"}
+    exec(compile(_PROBE, "<poncho_wq interpreter probe>", "exec"), namespace)
+    return namespace["probe"]()
+
 
 #: Top-level stdlib entries never copied.
 STDLIB_EXCLUDE = {"test", "idlelib", "tkinter", "turtledemo", "ensurepip", "site-packages", "dist-packages",
@@ -110,10 +124,7 @@ def probe_interpreter(python):
     """
     if os.path.realpath(python) == os.path.realpath(sys.executable):
         # The running interpreter answers in-process: saves a ~20 ms interpreter start on every cache hit.
-        out = io.StringIO()
-        with contextlib.redirect_stdout(out):
-            exec(_PROBE, {})
-        return _check(python, json.loads(out.getvalue()))
+        return _check(python, _probe_here())
     try:
         r = subprocess.run([python, "-I", "-S", "-c", _PROBE], stdin=subprocess.DEVNULL,
                            capture_output=True, text=True, timeout=60)
