@@ -22,7 +22,7 @@ import threading
 import pytest
 
 from helpers.docblocks import ROOT, blocks, doc_files, runnable
-from helpers.wqutil import cctools_bin, start_worker_process, stop_worker_process
+from helpers.wqutil import cctools_bin, fixed_disk_args, start_worker_process, stop_worker_process
 
 WORKER_LINE = re.compile(r"\b(work_queue_worker|vine_worker) localhost (\d+)\b")
 BLOCK_TIMEOUT = 900
@@ -58,7 +58,9 @@ def _run_block(block, sandbox, env, index, log):
                 m = WORKER_LINE.search(line)
                 if m:  # the reader's second terminal
                     workdir = os.path.join(sandbox, "..", "worker{}-{}".format(index, len(workers)))
-                    workers.append(start_worker_process(cctools_bin(m.group(1)), int(m.group(2)), workdir))
+                    # a fixed disk, as Cluster.start_worker's (see wqutil.fixed_disk_args)
+                    workers.append(start_worker_process(cctools_bin(m.group(1)), int(m.group(2)), workdir,
+                                                        extra=fixed_disk_args(sandbox)))
 
         reader = threading.Thread(target=read, daemon=True)
         reader.start()

@@ -12,7 +12,8 @@ import time
 
 import pytest
 
-from helpers.wqutil import BINDINGS, manager_env, start_worker_process, stop_worker_process, worker_binary
+from helpers.wqutil import (BINDINGS, fixed_disk_args, manager_env, start_worker_process, stop_worker_process,
+                            worker_binary)
 
 MANAGER = r'''
 import os, sys
@@ -52,7 +53,8 @@ def test_a_manager_script_leaves_stderr_empty_at_exit(tmp_path, binding, e2e_cac
                 break
             time.sleep(0.1)
         port = (tmp_path / "port").read_text()
-        worker = start_worker_process(worker_binary(binding), port, str(tmp_path / "worker"))
+        worker = start_worker_process(worker_binary(binding), port, str(tmp_path / "worker"),
+                                      extra=fixed_disk_args(tmp_path))  # as Cluster.start_worker's
         out, err = proc.communicate(timeout=600)
     finally:
         if proc.poll() is None:

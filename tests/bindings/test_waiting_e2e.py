@@ -2,7 +2,7 @@
 tests/bindings/test_waiting.py):
 
 * an endless ``q.wait()`` with no worker gives the notice (the wait is cut into slices: the bindings hold the GIL
-  in ``wait``), and the worker command it prints, run as printed, completes the task;
+  in ``wait``), and the worker command it prints, run as printed (plus a fixed ``--disk``), completes the task;
 * with a worker connected, a wait longer than the notice delay says nothing.
 """
 
@@ -15,7 +15,7 @@ import threading
 import pytest
 
 from helpers.shimutil import make_prefix, pack
-from helpers.wqutil import manager_env, start_worker_process, stop_worker_process
+from helpers.wqutil import fixed_disk_args, manager_env, start_worker_process, stop_worker_process
 from test_waiting import BINDINGS, worker_for
 
 MANAGER = r'''
@@ -100,7 +100,9 @@ def test_an_endless_wait_says_it_and_the_printed_command_starts_a_worker(tmp_pat
         command = re.search(r"on this machine: `([^`]+)`", notice).group(1).split()
         assert command[1:] == ["localhost", str(port)]
         program = shutil.which(command[0])  # as found from the manager's shell (the workers' PATH is scrubbed)
-        worker = start_worker_process(program, command[2], str(tmp_path / "worker"))
+        # The printed command plus a fixed disk (as Cluster.start_worker's): the option changes what the worker
+        # reports, not whether the command connects.
+        worker = start_worker_process(program, command[2], str(tmp_path / "worker"), extra=fixed_disk_args(tmp_path))
         out = proc.stdout.read()
         assert proc.wait(300) == 0, out + "".join(seen)
     finally:
@@ -117,7 +119,8 @@ def test_an_endless_wait_says_it_and_the_printed_command_starts_a_worker(tmp_pat
 def test_no_notice_while_a_worker_is_connected(tmp_path, binding, tarball):
     proc, port = start_manager(tmp_path, binding, tarball, "connected")
     try:
-        worker = start_worker_process(worker_for(binding), port, str(tmp_path / "worker"))
+        worker = start_worker_process(worker_for(binding), port, str(tmp_path / "worker"),
+                                      extra=fixed_disk_args(tmp_path))
     except BaseException:
         proc.kill()
         raise

@@ -16,6 +16,10 @@ import time
 import poncho_wq
 from poncho_wq import Environment, wq
 
+# tests/ on the path for its helpers (pytest puts it there for the test modules; this script runs on its own)
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from helpers.wqutil import fixed_disk_args  # noqa: E402
+
 
 def main():
     ap = argparse.ArgumentParser()
@@ -31,7 +35,8 @@ def main():
     q = binding.WorkQueue(port=0)
     os.makedirs(args.workdir, exist_ok=True)
     worker = subprocess.Popen([args.worker, "localhost", str(q.port), "-s", args.workdir, "--single-shot",
-                               "-t", "300"], env={"PATH": "/usr/bin:/bin", "HOME": args.workdir, "LANG": "C.UTF-8"},
+                               "-t", "300"] + fixed_disk_args(args.workdir),  # as Cluster.start_worker's
+                              env={"PATH": "/usr/bin:/bin", "HOME": args.workdir, "LANG": "C.UTF-8"},
                               stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                               start_new_session=True)
     try:
