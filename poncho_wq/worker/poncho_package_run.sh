@@ -702,6 +702,26 @@ _pr_keepuse() {
     [ -f "$_pr_root/$2/.poncho_ready" ]
 }
 
+# _pr_unpackkept FD ID DIR WHAT CMD [ARG...]: run CMD ARG... (an _pr_extract of entry ID, which leaves its lock
+# held) until the entry is there to use.  Managed under flock, the lock becomes the use lock on fd FD
+# (_pr_keepuse); an evictor that slipped into that window removed the entry, so it is unpacked again, and the
+# third time the shim gives up ("DIR was evicted three times while it was being WHAT").  Otherwise the lock is
+# released.  The one loop of the environment, the code layer and an assembly from parts.
+_pr_unpackkept() {
+    _pr_kfd=$1 _pr_kid=$2 _pr_kdir=$3 _pr_kwhat=$4
+    shift 4
+    _pr_n=0
+    while :; do
+        "$@"
+        if [ -z "$_pr_managed" ] || [ "$_pr_lockmode" != flock ]; then _pr_unlock; return 0; fi
+        ! _pr_keepuse "$_pr_kfd" "$_pr_kid" || return 0
+        eval "exec $_pr_kfd>&-"
+        _pr_n=$((_pr_n + 1))
+        [ "$_pr_n" -lt 3 ] ||
+            _pr_die 4 "$_pr_kdir was evicted three times while it was being $_pr_kwhat: raise PONCHO_ENV_BUDGET_MB"
+    done
+}
+
 # --- the per-worker root (base environments and code layers) ------------------------------------------
 # _pr_own: the root is one this shim makes itself (not PONCHO_ENV_DIR, which is used as given: whoever sets it
 # vouches for who can write there).  "private" = <dir>/poncho-<uid>, <dir> being the directory that holds a
@@ -1215,6 +1235,25 @@ _pr_partcheck() {
     return 0
 }
 
+# One assembly of the environment from its parts (_pr_parts_run, through _pr_unpackkept): the entry's lock stays
+# held, the parts' lock (fd 4) is released.
+_pr_assembleonce() {
+    _pr_partslock
+    # Under flock with a budget, the parts this run unpacks and the environment are measured by one du
+    # after the assembly (_pr_envsize), not each by its own.
+    if [ -n "$_pr_managed" ]; then _pr_lockrec "$_pr_root"; fi
+    if [ -n "$_pr_managed" ] && [ "$_pr_lmode" = flock ]; then _pr_nosize=1; fi
+    _pr_getparts
+    _pr_unpacker=_pr_assemble
+    _pr_extract - "$_pr_id"
+    _pr_unpacker=
+    _pr_nosize=
+    if [ -n "$_pr_managed" ] && [ "$_pr_lockmode" = flock ]; then
+        _pr_envsize
+    fi
+    exec 4>&-
+}
+
 _pr_parts_run() {
     [ -z "$_pr_to" ] || _pr_die 1 "--part cannot be used with --unpack-to (parts are assembled in the per-worker cache)"
     _pr_envid
@@ -1231,28 +1270,7 @@ _pr_parts_run() {
     # poncho/floor as its first member.
     _pr_eachpart "$_pr_parts" _pr_partcheck
     _pr_mkroot
-    _pr_n=0
-    while :; do
-        _pr_partslock
-        # Under flock with a budget, the parts this run unpacks and the environment are measured by one du
-        # after the assembly (_pr_envsize), not each by its own.
-        if [ -n "$_pr_managed" ]; then _pr_lockrec "$_pr_root"; fi
-        if [ -n "$_pr_managed" ] && [ "$_pr_lmode" = flock ]; then _pr_nosize=1; fi
-        _pr_getparts
-        _pr_unpacker=_pr_assemble
-        _pr_extract - "$_pr_id"
-        _pr_unpacker=
-        _pr_nosize=
-        if [ -n "$_pr_managed" ] && [ "$_pr_lockmode" = flock ]; then
-            _pr_envsize
-        fi
-        exec 4>&-
-        if [ -z "$_pr_managed" ] || [ "$_pr_lockmode" != flock ]; then _pr_unlock; break; fi
-        ! _pr_keepuse 9 "$_pr_id" || break
-        exec 9>&-
-        _pr_n=$((_pr_n + 1))
-        [ "$_pr_n" -lt 3 ] || _pr_die 4 "$_pr_d was evicted three times while it was being assembled: raise PONCHO_ENV_BUDGET_MB"
-    done
+    _pr_unpackkept 9 "$_pr_id" "$_pr_d" assembled _pr_assembleonce
     # Twice: a part is older than the environments that list it, so a pass that evicts an environment has gone
     # past its parts already; the second pass (a no-op within the budget) takes those no environment lists now.
     if [ -n "$_pr_evict_needed" ]; then _pr_evict "$_pr_root"; _pr_evict "$_pr_root"; fi
@@ -1390,15 +1408,7 @@ if [ -n "$_pr_code" ]; then
         # The base's floor before anything is unpacked (when the base is a tarball).
         if [ -f "$_pr_env" ]; then _pr_floorcheck "$_pr_env"; fi
         _pr_mkroot
-        _pr_n=0
-        while :; do
-            _pr_extract "$_pr_code" "$_pr_cid" norelocate
-            if [ -z "$_pr_managed" ] || [ "$_pr_lockmode" != flock ]; then _pr_unlock; break; fi
-            ! _pr_keepuse 8 "$_pr_cid" || break
-            exec 8>&-
-            _pr_n=$((_pr_n + 1))
-            [ "$_pr_n" -lt 3 ] || _pr_die 4 "$_pr_cd was evicted three times while it was being unpacked: raise PONCHO_ENV_BUDGET_MB"
-        done
+        _pr_unpackkept 8 "$_pr_cid" "$_pr_cd" unpacked _pr_extract "$_pr_code" "$_pr_cid" norelocate
     fi
     _pr_mark code
 fi
@@ -1590,15 +1600,7 @@ fi
 exec 9>&-
 _pr_floorcheck "$_pr_env"
 _pr_mkroot
-_pr_n=0
-while :; do
-    _pr_extract "$_pr_env" "$_pr_id"
-    if [ -z "$_pr_managed" ] || [ "$_pr_lockmode" != flock ]; then _pr_unlock; break; fi
-    ! _pr_keepuse 9 "$_pr_id" || break
-    exec 9>&-
-    _pr_n=$((_pr_n + 1))
-    [ "$_pr_n" -lt 3 ] || _pr_die 4 "$_pr_d was evicted three times while it was being unpacked: raise PONCHO_ENV_BUDGET_MB"
-done
+_pr_unpackkept 9 "$_pr_id" "$_pr_d" unpacked _pr_extract "$_pr_env" "$_pr_id"
 [ -z "$_pr_evict_needed" ] || _pr_evict "$_pr_root"
 _pr_linkto
 _pr_exec "$_pr_d" "$@"
