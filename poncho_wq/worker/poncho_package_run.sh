@@ -857,7 +857,17 @@ _pr_discard() {
 }
 
 _pr_untrash() {
-    [ -z "$_pr_trashd" ] || _pr_rmtree "$_pr_trashd"
+    if [ -n "$_pr_trashd" ]; then
+        _pr_rmtree "$_pr_trashd"
+        # A tar still writing into a tree moved here can add entries while rm empties it, and rm then fails on a
+        # directory not empty: try again while that tar finishes (up to 2 s; a leftover is swept later anyway).
+        _pr_ut=0
+        while { [ -e "$_pr_trashd" ] || [ -L "$_pr_trashd" ]; } && [ "$_pr_ut" -lt 20 ]; do
+            _pr_ut=$((_pr_ut + 1))
+            sleep 0.1 2>/dev/null || sleep 1
+            _pr_rmtree "$_pr_trashd"
+        done
+    fi
     _pr_trashd=
 }
 
