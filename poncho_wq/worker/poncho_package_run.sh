@@ -705,8 +705,9 @@ _pr_keepuse() {
 # _pr_unpackkept FD ID DIR WHAT CMD [ARG...]: run CMD ARG... (an _pr_extract of entry ID, which leaves its lock
 # held) until the entry is there to use.  Managed under flock, the lock becomes the use lock on fd FD
 # (_pr_keepuse); an evictor that slipped into that window removed the entry, so it is unpacked again, and the
-# third time the shim gives up ("DIR was evicted three times while it was being WHAT").  Otherwise the lock is
-# released.  The one loop of the environment, the code layer and an assembly from parts.
+# third time the shim gives up ("DIR was evicted three times while it was being WHAT: raise" the settings that
+# evict: PONCHO_ENV_BUDGET_MB, PONCHO_ENV_KEEP or both).  Otherwise the lock is released.  The one loop of the
+# environment, the code layer and an assembly from parts.
 _pr_unpackkept() {
     _pr_kfd=$1 _pr_kid=$2 _pr_kdir=$3 _pr_kwhat=$4
     shift 4
@@ -717,9 +718,12 @@ _pr_unpackkept() {
         ! _pr_keepuse "$_pr_kfd" "$_pr_kid" || return 0
         eval "exec $_pr_kfd>&-"
         _pr_n=$((_pr_n + 1))
-        [ "$_pr_n" -lt 3 ] ||
-            _pr_die 4 "$_pr_kdir was evicted three times while it was being $_pr_kwhat: raise PONCHO_ENV_BUDGET_MB"
+        [ "$_pr_n" -lt 3 ] || break
     done
+    # The settings that evict (PONCHO_ENV_KEEP alone makes a root managed too).
+    _pr_kfix=${_pr_budget:+PONCHO_ENV_BUDGET_MB}
+    [ -z "$_pr_keep" ] || _pr_kfix=${_pr_kfix:+$_pr_kfix or }PONCHO_ENV_KEEP
+    _pr_die 4 "$_pr_kdir was evicted three times while it was being $_pr_kwhat: raise $_pr_kfix"
 }
 
 # --- the per-worker root (base environments and code layers) ------------------------------------------

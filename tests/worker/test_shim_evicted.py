@@ -59,14 +59,14 @@ def inputs(tmp_path_factory):
             "parts": (parts, os.path.basename(tarball)[:-len(".tar.gz")], "assembled")}
 
 
-def _run(tmp_path, shell, args, entry, times):
+def _run(tmp_path, shell, args, entry, times, settings=None):
     bin_dir = tmp_path / "evictor"
     bin_dir.mkdir()
     (bin_dir / "flock").write_text(EVICTOR.format(real=shutil.which("flock")))
     (bin_dir / "flock").chmod(0o755)
     root = tmp_path / "root"
-    env = shim_env(root, PONCHO_ENV_BUDGET_MB=1000, EVICT_MATCH=entry, EVICT_TIMES=times,
-                   EVICT_COUNT=str(tmp_path / "evictions"))
+    env = shim_env(root, EVICT_MATCH=entry, EVICT_TIMES=times, EVICT_COUNT=str(tmp_path / "evictions"),
+                   **(settings or {"PONCHO_ENV_BUDGET_MB": 1000}))
     env["PATH"] = "{}:{}".format(bin_dir, env["PATH"])
     r = run_shim(args + ["true"], shell=SHELLS[shell], env=env)
     evictions = int((tmp_path / "evictions").read_text()) if (tmp_path / "evictions").exists() else 0
@@ -94,4 +94,20 @@ def test_an_entry_evicted_three_times_stops_the_run(inputs, tmp_path, shell, kin
     assert r.stderr.strip().splitlines()[-1] == (
         "poncho_package_run: {} was evicted three times while it was being {}: raise PONCHO_ENV_BUDGET_MB".format(
             entry_dir, what))
+    assert (evictions, unpacks) == (3, 3)
+
+
+@pytest.mark.parametrize("settings, fix", [
+    ({"PONCHO_ENV_KEEP": 2}, "PONCHO_ENV_KEEP"),
+    ({"PONCHO_ENV_KEEP": 2, "PONCHO_ENV_BUDGET_MB": 1000}, "PONCHO_ENV_BUDGET_MB or PONCHO_ENV_KEEP"),
+], ids=["keep", "keep-and-budget"])
+@pytest.mark.parametrize("shell", sorted(SHELLS))
+def test_the_message_names_the_settings_that_evict(inputs, tmp_path, shell, settings, fix):
+    """PONCHO_ENV_KEEP alone also makes a root managed (another task's eviction keeps only the N most recently used
+    bases): the advice names the settings in effect, not a PONCHO_ENV_BUDGET_MB nobody set."""
+    args, entry, what = inputs["environment"]
+    r, evictions, unpacks, entry_dir = _run(tmp_path, shell, args, entry, 99, settings)
+    assert r.returncode == 4, r.stderr
+    assert r.stderr.strip().splitlines()[-1] == (
+        "poncho_package_run: {} was evicted three times while it was being {}: raise {}".format(entry_dir, what, fix))
     assert (evictions, unpacks) == (3, 3)
