@@ -86,3 +86,11 @@ def test_a_command_called_with_arguments_leaves_the_collector_alone(tmp_path):
     r = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True, timeout=120,
                        stdin=subprocess.DEVNULL)
     assert r.stdout.split()[-3:] == ["0", "0", "True"], r.stdout + r.stderr
+
+
+def test_create_does_not_load_the_installation_model(tmp_path):
+    """A build reads conda-meta through poncho_wq.analysis.condameta; the analysis' installation model (and the
+    importlib.metadata and email it loads: about 15 ms) is for analyses and the current engine."""
+    code, modules = loaded("poncho_package_create", "missing.json", "out.tar.gz", cwd=str(tmp_path))
+    assert code == 2
+    assert "poncho_wq.analysis.condameta" in modules and "poncho_wq.analysis.installation" not in modules
