@@ -34,7 +34,7 @@ from packaging.markers import default_environment
 from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import canonicalize_name
 
-from ..analysis.installation import conda_meta_owners
+from ..analysis.condameta import conda_meta_owners
 from ..errors import InputMissing, SpecError
 
 LOCK_MEMBER = "poncho/lock.json"

@@ -10,6 +10,7 @@ The usage names ``poncho_wq``, the installed command, whatever ran it: ``python 
 and a user copying the usage line should get the command they have on PATH.
 """
 
+import gc
 import importlib
 import sys
 
@@ -50,6 +51,19 @@ COMMANDS = {
 }
 
 
+def load(module):
+    """Import a command's *module* with the cyclic collector paused: a build's imports (about 200 modules, all
+    kept until exit) set off some 35 collections that find nothing to free, 7-9 ms of a command line build's
+    CPU."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        return importlib.import_module(module)
+    finally:
+        if enabled:
+            gc.enable()
+
+
 def dispatch(command, argv, prog=None):
     """Parse *argv* for *command* (its usage naming *prog*), then import its module and run it; the exit code."""
     prog = prog or "poncho_wq " + command
@@ -59,33 +73,55 @@ def dispatch(command, argv, prog=None):
         parser = make_parser(prog)
         args = parser.parse_args(args_list)
         if function is None:  # shim: print the path of the run shim
-            print(importlib.import_module(module).shim_path())
+            print(load(module).shim_path())
             return 0
-        return getattr(importlib.import_module(module), function)(args, parser, prog)
+        return getattr(load(module), function)(args, parser, prog)
 
     return run(prog, call, argv)
+
+
+def exiting(code, argv):
+    """*code*, after freezing the collector's objects when the command ran as its own program (*argv* None: a
+    console script or ``python -m poncho_wq``), which exits next.
+
+    Why: on the way out CPython runs its cyclic collector over every object several times while it tears the
+    modules down (about 25,000 tracked objects after a build); frozen objects are skipped by those collections
+    and freed by reference counting as usual (atexit handlers, ``weakref.finalize`` and ``finally`` blocks all
+    still run, and the standard streams are flushed; objects in reference cycles are left to the process's end
+    unfinalized, which Python does not promise at exit either: every file the command writes is closed and
+    renamed into place before it returns).
+    Measured: 37-50 ms of CPU (10 ms left) at the end of every ``poncho_package_create`` of a small environment,
+    whose whole own CPU is about 0.45 s. A call with an *argv* (tests, an embedding program) keeps its process's
+    collector as it was."""
+    if argv is None:
+        gc.freeze()
+    return code
 
 
 def analyze_main(argv=None, prog=None):
     """``poncho_package_analyze`` (also ``python_package_analyze``; *prog*: the name to show, default the name it
     was called by)."""
-    return dispatch("analyze", list(sys.argv[1:] if argv is None else argv),
-                    prog or prog_name(argv, parsers.ANALYZE))
+    return exiting(dispatch("analyze", list(sys.argv[1:] if argv is None else argv),
+                            prog or prog_name(argv, parsers.ANALYZE)), argv)
 
 
 def create_main(argv=None, prog=None):
     """``poncho_package_create`` (also ``python_package_create``)."""
-    return dispatch("create", list(sys.argv[1:] if argv is None else argv), prog or prog_name(argv, parsers.CREATE))
+    return exiting(dispatch("create", list(sys.argv[1:] if argv is None else argv),
+                            prog or prog_name(argv, parsers.CREATE)), argv)
 
 
 def cache_main(argv=None):
     """``poncho_wq cache``."""
-    return dispatch("cache", list(sys.argv[1:] if argv is None else argv))
+    return exiting(dispatch("cache", list(sys.argv[1:] if argv is None else argv)), argv)
 
 
 def main(argv=None):
     """``poncho_wq <command> ...``."""
-    argv = list(sys.argv[1:] if argv is None else argv)
+    return exiting(_main(list(sys.argv[1:] if argv is None else argv)), argv)
+
+
+def _main(argv):
     if not argv or argv[0] in ("-h", "--help"):
         print(USAGE, end="")
         return 0 if argv else 1

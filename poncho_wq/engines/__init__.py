@@ -34,7 +34,7 @@ import sys
 import time
 from typing import Any, Dict, Optional, Union
 
-from ..analysis.installation import conda_records
+from ..analysis.condameta import conda_records
 from ..archive.cache import Cache
 from ..archive.floor import write_floor
 from ..archive.lock import why_digest, write_lock

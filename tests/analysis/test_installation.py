@@ -26,7 +26,8 @@ from helpers.cli import run_cli, run_ok as _run
 from helpers.venvs import tools_last
 
 from poncho_wq.analysis.analyzer import analyze
-from poncho_wq.analysis.installation import clear_cache, conda_meta_owners, conda_records, installation
+from poncho_wq.analysis.condameta import conda_meta_owners, conda_records
+from poncho_wq.analysis.installation import clear_cache, installation
 
 #: The interpreter venvs are made from (a venv of a venv is not a thing: its base is the real installation).
 BASE = os.path.realpath(getattr(sys, "_base_executable", None) or sys.executable)

@@ -4,6 +4,7 @@ import gzip
 import hashlib
 import os
 import subprocess
+import sys
 import tarfile
 
 import pytest
@@ -104,3 +105,15 @@ def test_pack_level_and_threads_are_honoured(prefix, tmp_path):
     pack_prefix(str(prefix), str(small), compress_level=9, n_threads=2)
     assert os.path.getsize(small) < os.path.getsize(fast)
     assert gzip.decompress(fast.read_bytes()) == gzip.decompress(small.read_bytes())
+
+
+def test_conda_pack_loads_early_in_a_thread_of_a_fresh_process():
+    """load_conda_pack_early (called while uv installs) leaves conda-pack and the formats module Packer.finish
+    imports loaded, so that the pack step does not import them after the install."""
+    code = ("import sys; from poncho_wq.archive.pack import load_conda_pack_early; "
+            "assert 'conda_pack' not in sys.modules; t = load_conda_pack_early(); t.join(60); "
+            "print(t.is_alive(), sorted(m for m in ('conda_pack.core', 'conda_pack.formats') if m in sys.modules))")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                       stdin=subprocess.DEVNULL)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split() == ["False", "['conda_pack.core',", "'conda_pack.formats']"]

@@ -57,3 +57,40 @@ def test_a_command_loads_its_module_once_its_arguments_parsed(tmp_path):
     code, modules = loaded("poncho_package_create", "missing.json", "out.tar.gz", cwd=str(tmp_path))
     assert code == 2
     assert {"poncho_wq.cli.create", "poncho_wq.engines", "packaging"} <= modules
+
+
+_FROZEN = r"""
+import gc, json, runpy, sys
+sys.argv = sys.argv[1:]
+try:
+    runpy.run_path(sys.argv[0], run_name="__main__")
+except SystemExit as e:
+    code = e.code
+print(json.dumps({"code": code, "frozen": gc.get_freeze_count()}), file=sys.stderr)
+"""
+
+
+def test_a_command_run_as_its_program_freezes_the_collector_before_it_exits(tmp_path):
+    """The console script's last step (poncho_wq.cli.main.exiting): the objects left are frozen, so that the
+    collections of the interpreter's shutdown skip them."""
+    r = subprocess.run([sys.executable, "-c", _FROZEN, script("poncho_wq"), "cache", "--cache-dir", str(tmp_path),
+                        "list"], capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL)
+    doc = json.loads(r.stderr.strip().splitlines()[-1])
+    assert doc["code"] == 0 and doc["frozen"] > 1000, r.stderr
+
+
+def test_a_command_called_with_arguments_leaves_the_collector_alone(tmp_path):
+    """An embedding program (or a test) that calls main(argv) keeps its own process's collector as it was."""
+    code = ("import gc, sys; from poncho_wq.cli.main import main; "
+            "rc = main(['cache', '--cache-dir', sys.argv[1], 'list']); print(rc, gc.get_freeze_count(), gc.isenabled())")
+    r = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True, timeout=120,
+                       stdin=subprocess.DEVNULL)
+    assert r.stdout.split()[-3:] == ["0", "0", "True"], r.stdout + r.stderr
+
+
+def test_create_does_not_load_the_installation_model(tmp_path):
+    """A build reads conda-meta through poncho_wq.analysis.condameta; the analysis' installation model (and the
+    importlib.metadata and email it loads: about 15 ms) is for analyses and the current engine."""
+    code, modules = loaded("poncho_package_create", "missing.json", "out.tar.gz", cwd=str(tmp_path))
+    assert code == 2
+    assert "poncho_wq.analysis.condameta" in modules and "poncho_wq.analysis.installation" not in modules
