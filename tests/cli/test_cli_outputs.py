@@ -62,9 +62,13 @@ def built(tmp_path_factory):
 @pytest.fixture
 def own_cache(built, tmp_path):
     """A copy of the built cache (copy2 keeps modes and mtimes, but every file gets a new inode: the copied
-    entry is not the published file, so its first hit is checked by sha256)."""
+    entry is not the published file, so its first hit is checked by sha256). The interpreter base is hard-linked
+    instead, as it stands in the user's cache the damaged entry lives in: a copy gets new inodes, fails the base's
+    fingerprint and is prepared again (about 10 s per rebuild here, 30-50 s on a loaded machine, for what
+    tests/engines/test_build_speed.py tests on its own). Nothing here writes into the base (read-only files)."""
     cache = tmp_path / "cache"
-    shutil.copytree(built[1], cache)
+    shutil.copytree(built[1], cache, ignore=shutil.ignore_patterns("interpreters"))
+    shutil.copytree(built[1] / "interpreters", cache / "interpreters", copy_function=os.link, symlinks=True)
     return cache
 
 
