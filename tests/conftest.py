@@ -76,7 +76,19 @@ def humanize_installed():
     assert r.returncode != 0, "the workers' python3 must lack humanize for these tests to prove anything"
 
 
+def run_dir(tmp_path_factory):
+    """The directory of this whole run: pytest's base temporary directory, or with pytest-xdist its parent (each
+    process's own base is ``popen-gwN`` inside the controller's). pytest removes it after a run that passed."""
+    base = tmp_path_factory.getbasetemp()
+    return base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+
+
 @pytest.fixture(scope="session")
 def e2e_cache(tmp_path_factory):
-    """One build cache for the end-to-end modules: the same small environments are built once per run."""
-    return str(tmp_path_factory.mktemp("poncho-cache"))
+    """One build cache for the end-to-end modules, shared by the run's processes: the same small environments are
+    built once per run, not once per xdist process. Sharing needs no lock of its own: the cache is made for
+    concurrent processes (a lock per key; the second process waits for the first one's build and hits it), as
+    users' workflows share it. Tests that count builds or need a cold build use a cache of their own."""
+    path = run_dir(tmp_path_factory) / "poncho-e2e-cache"
+    path.mkdir(exist_ok=True)
+    return str(path)
