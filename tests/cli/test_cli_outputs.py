@@ -15,7 +15,7 @@ import time
 import pytest
 
 from helpers.cli import SCRIPTS, run_cli, script
-from helpers.paths import settled_listdir
+from helpers.paths import link_interpreter_bases, settled_listdir
 from poncho_wq.archive.cache import Cache
 from poncho_wq.identity import sha256_file
 
@@ -68,8 +68,7 @@ def own_cache(built, tmp_path):
     tests/engines/test_build_speed.py tests on its own). Nothing here writes into the base (read-only files)."""
     cache = tmp_path / "cache"
     shutil.copytree(built[1], cache, ignore=shutil.ignore_patterns("interpreters"))
-    shutil.copytree(built[1] / "interpreters", cache / "interpreters", copy_function=os.link, symlinks=True)
-    return cache
+    return link_interpreter_bases(built[1], cache)
 
 
 @pytest.fixture
