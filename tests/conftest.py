@@ -1,5 +1,6 @@
 """Fixtures and collection hooks shared by the tests (plain helper functions live in tests/helpers/)."""
 
+import json
 import os
 import sys
 
@@ -92,3 +93,16 @@ def e2e_cache(tmp_path_factory):
     path = run_dir(tmp_path_factory) / "poncho-e2e-cache"
     path.mkdir(exist_ok=True)
     return str(path)
+
+
+@pytest.fixture(scope="session")
+def prepared_cache(e2e_cache, tmp_path_factory):
+    """``e2e_cache`` once it holds the interpreter base of this interpreter (a real build of ``{"python": X.Y}``
+    through the CLI; a hit when another process did it first): the source of
+    :func:`helpers.paths.link_interpreter_bases` for tests whose subject is a later build in a cache of their own,
+    not the base's preparation (tests/engines/test_build_speed.py)."""
+    d = tmp_path_factory.mktemp("base-spec")
+    (d / "spec.json").write_text(json.dumps({"python": "{}.{}".format(*sys.version_info[:2])}))
+    r = run_cli("poncho_package_create", "-q", "--cache-dir", e2e_cache, d / "spec.json", d / "env.tar.gz")
+    assert r.returncode == 0, r.stderr
+    return e2e_cache
