@@ -1,5 +1,6 @@
 """Fixtures and collection hooks shared by the tests (plain helper functions live in tests/helpers/)."""
 
+import json
 import os
 import sys
 
@@ -76,7 +77,32 @@ def humanize_installed():
     assert r.returncode != 0, "the workers' python3 must lack humanize for these tests to prove anything"
 
 
+def run_dir(tmp_path_factory):
+    """The directory of this whole run: pytest's base temporary directory, or with pytest-xdist its parent (each
+    process's own base is ``popen-gwN`` inside the controller's). pytest removes it after a run that passed."""
+    base = tmp_path_factory.getbasetemp()
+    return base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+
+
 @pytest.fixture(scope="session")
 def e2e_cache(tmp_path_factory):
-    """One build cache for the end-to-end modules: the same small environments are built once per run."""
-    return str(tmp_path_factory.mktemp("poncho-cache"))
+    """One build cache for the end-to-end modules, shared by the run's processes: the same small environments are
+    built once per run, not once per xdist process. Sharing needs no lock of its own: the cache is made for
+    concurrent processes (a lock per key; the second process waits for the first one's build and hits it), as
+    users' workflows share it. Tests that count builds or need a cold build use a cache of their own."""
+    path = run_dir(tmp_path_factory) / "poncho-e2e-cache"
+    path.mkdir(exist_ok=True)
+    return str(path)
+
+
+@pytest.fixture(scope="session")
+def prepared_cache(e2e_cache, tmp_path_factory):
+    """``e2e_cache`` once it holds the interpreter base of this interpreter (a real build of ``{"python": X.Y}``
+    through the CLI; a hit when another process did it first): the source of
+    :func:`helpers.paths.link_interpreter_bases` for tests whose subject is a later build in a cache of their own,
+    not the base's preparation (tests/engines/test_build_speed.py)."""
+    d = tmp_path_factory.mktemp("base-spec")
+    (d / "spec.json").write_text(json.dumps({"python": "{}.{}".format(*sys.version_info[:2])}))
+    r = run_cli("poncho_package_create", "-q", "--cache-dir", e2e_cache, d / "spec.json", d / "env.tar.gz")
+    assert r.returncode == 0, r.stderr
+    return e2e_cache

@@ -10,9 +10,13 @@ EXAMPLES = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__
 
 
 @pytest.fixture(scope="module")
-def example_env(tmp_path_factory):
+def example_env(e2e_cache):
+    """The environment the examples run in: the run's shared build cache (tests/conftest.py's ``e2e_cache``), as
+    users share theirs: an environment another test or example built (the same pinned closure, the same key) is a hit
+    here, and the DaskVine environment is built once per run, not once here and once in
+    tests/bindings/test_taskvine_clients.py. The quickstart, which must see its own first build, has its own cache."""
     env = dict(os.environ)
-    env["PONCHO_WQ_CACHE"] = str(tmp_path_factory.mktemp("cache"))
+    env["PONCHO_WQ_CACHE"] = e2e_cache
     env["PONCHO_WQ_SOURCE"] = "index"  # not a guess from a network check: a run must not flip builders
     return env
 
@@ -24,7 +28,8 @@ def run_example(name, env, *args):
     return r.stdout
 
 
-def test_quickstart_builds_once_then_hits_the_cache(example_env):
+def test_quickstart_builds_once_then_hits_the_cache(example_env, tmp_path):
+    example_env = dict(example_env, PONCHO_WQ_CACHE=str(tmp_path / "cache"))  # a cold build, whatever ran before
     out = run_example("quickstart.py", example_env, "--tasks", "6")
     for i in range(6):
         assert "task {:2d}: {} bytes is".format(i, 2 ** (10 + i)) in out

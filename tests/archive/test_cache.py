@@ -9,7 +9,7 @@ import time
 import pytest
 
 from helpers.cli import run_cli, script, SCRIPTS
-from helpers.paths import settled_listdir
+from helpers.paths import link_interpreter_bases, settled_listdir
 from poncho_wq.engines import build_prefix, cache_key, create
 from poncho_wq.archive.cache import Cache, default_cache_dir, tarball_name
 from poncho_wq.errors import PonchoError
@@ -39,8 +39,8 @@ def spec_file(tmp_path):
     return p
 
 
-def test_second_request_is_a_hit_without_building(tmp_path, spec_file):
-    cache = tmp_path / "cache"
+def test_second_request_is_a_hit_without_building(tmp_path, spec_file, prepared_cache):
+    cache = link_interpreter_bases(prepared_cache, tmp_path / "cache")  # what is counted: the environment's builds
     first = run_cli("poncho_package_create", "--cache-dir", cache, spec_file, tmp_path / "a.tar.gz")
     assert first.returncode == 0, first.stderr
     second = run_cli("poncho_package_create", "--cache-dir", cache, spec_file, tmp_path / "b.tar.gz")
@@ -74,8 +74,8 @@ def test_api_hit_does_not_run_the_builder(tmp_path):
     assert settled_listdir(cache.tmp) == []
 
 
-def test_concurrent_requests_build_once(tmp_path, spec_file):
-    cache = tmp_path / "cache"
+def test_concurrent_requests_build_once(tmp_path, spec_file, prepared_cache):
+    cache = link_interpreter_bases(prepared_cache, tmp_path / "cache")
     env = dict(os.environ, PATH=SCRIPTS + os.pathsep + os.environ["PATH"])
     procs = [subprocess.Popen([script("poncho_package_create"), "--cache-dir", str(cache), str(spec_file),
                                str(tmp_path / "out{}.tar.gz".format(i))],
@@ -122,8 +122,8 @@ def test_build_killed_midway_leaves_nothing_used_later(tmp_path, spec_file):
     assert r.returncode == 0 and r.stdout.startswith(str(unpacked)), r.stderr
 
 
-def test_failed_build_leaves_no_entry_and_frees_the_lock(tmp_path):
-    cache = Cache(str(tmp_path / "cache"))
+def test_failed_build_leaves_no_entry_and_frees_the_lock(tmp_path, prepared_cache):
+    cache = Cache(str(link_interpreter_bases(prepared_cache, tmp_path / "cache")))
     with pytest.raises(PonchoError) as e:
         create({"pip": ["poncho-wq-no-such-dist==1.0"]}, cache_dir=cache.root)
     assert e.value.exit_code == 3 and "poncho-wq-no-such-dist" in str(e.value)
@@ -132,8 +132,8 @@ def test_failed_build_leaves_no_entry_and_frees_the_lock(tmp_path):
     assert not result.cache_hit and os.path.dirname(result.path) == cache.envs
 
 
-def test_cache_cli_list_rm_prune(tmp_path, spec_file):
-    cache = tmp_path / "cache"
+def test_cache_cli_list_rm_prune(tmp_path, spec_file, prepared_cache):
+    cache = link_interpreter_bases(prepared_cache, tmp_path / "cache")
     for spec in (SPEC, {"pip": ["attrs"]}):
         spec_file.write_text(json.dumps(spec))
         assert run_cli("poncho_package_create", "-q", "--cache-dir", cache, spec_file,

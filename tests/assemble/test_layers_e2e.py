@@ -57,13 +57,15 @@ def venv(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def source_caches(tmp_path_factory):
+def source_caches(tmp_path_factory, e2e_cache):
     """One build cache per ``source``, shared by the two bindings' cases of the edit test: the base environment is
     the same for both (the edited code ships in the layers), so the second case takes the first one's base from the
     cache instead of building it again (a build per case was most of a case's 15-27 s). What the test checks happens
     after the build: which tasks saw which code, what travelled and what was unpacked, counted per case from its
-    own workers' logs. The single-tarball test below still checks a real build, a hit and a rebuild."""
-    caches = {}
+    own workers' logs. The single-tarball test below still checks a real build, a hit and a rebuild. ``index`` is
+    the run's shared cache (tests/conftest.py's ``e2e_cache``): its base is the humanize environment other
+    end-to-end tests build from the index too."""
+    caches = {"index": e2e_cache}
 
     def get(source):
         if source not in caches:
@@ -191,7 +193,7 @@ def test_single_tarball_with_a_file_project_is_rebuilt_after_an_edit_and_a_hit_o
         assert b"fp2" in t.extractfile(member).read()
 
 
-def test_python_task_of_a_local_module_ships_that_module_and_its_edits(cluster, venv, tmp_path):
+def test_python_task_of_a_local_module_ships_that_module_and_its_edits(cluster, venv, tmp_path, e2e_cache):
     """PonchoPythonTask of a function of a local module that no script imports: the function is pickled by
     reference, so its module must be in the code layer, and an edit must reach the next round."""
     project = tmp_path / "project"
@@ -201,7 +203,7 @@ def test_python_task_of_a_local_module_ships_that_module_and_its_edits(cluster, 
     (tmp_path / "edits.json").write_text(json.dumps(edits))
     cluster.start_manager("layers_manager.py", ["--tasks", "3", "--function", "mathfuncs:square",
                                                 "--edits", str(tmp_path / "edits.json")],
-                          str(project), str(tmp_path / "cache"), python=venv["python"])
+                          str(project), e2e_cache, python=venv["python"])  # both bindings: one build
     cluster.start_worker(cores=2, keep_envs=True)
     out = cluster.wait_results()
     for rnd, extra in enumerate((0, 1000)):

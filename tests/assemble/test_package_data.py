@@ -60,10 +60,11 @@ def test_exclude_patterns_and_size_warning(tmp_path, monkeypatch):
     assert any("PONCHO_WQ_EXCLUDE" in w and "mylib/model.json" in w for w in a.warnings), a.warnings
 
 
-def test_a_job_reading_its_package_data_runs_on_workers(cluster, tmp_path):
+def test_a_job_reading_its_package_data_runs_on_workers(cluster, tmp_path, e2e_cache):
     project = _project(tmp_path / "project")
+    # the run's shared build cache (tests/conftest.py): one build for both bindings
     cluster.start_manager("manager.py", ["--tasks", "2", "--command", "python3 job.py {i}"], str(project),
-                          str(tmp_path / "cache"))
+                          e2e_cache)
     cluster.start_worker()
     out = cluster.wait_results()
     assert [r["return_status"] for r in out["results"]] == [0, 0], out

@@ -630,12 +630,14 @@ def _results(out):
 
 
 @pytest.mark.e2e
-def test_klio_job_runs_on_workers_reading_its_data_files(cluster, tmp_path, venv):
+def test_klio_job_runs_on_workers_reading_its_data_files(cluster, tmp_path, venv, e2e_cache):
+    # e2e_cache (tests/conftest.py): the run's shared build cache. The same project content gives the same wheel
+    # and environment for both bindings and for the TaskVine test below: built once, not once per test.
     project = klio_project(tmp_path / "job")
     submit = tmp_path / "submit"  # not the project: everything must come from the wheel
     submit.mkdir()
     cluster.start_manager("project_manager.py", ["--project", str(project), "--command", "python3 -m run {i}"],
-                          str(submit), str(tmp_path / "cache"), python=venv)
+                          str(submit), e2e_cache, python=venv)
     cluster.start_worker()
     assert _results(cluster.wait_results()) == [
         "RESULT 0 42 MODEL klio-job cmdclass True False False", "RESULT 1 42 MODEL klio-job cmdclass True False False"]
@@ -644,11 +646,11 @@ def test_klio_job_runs_on_workers_reading_its_data_files(cluster, tmp_path, venv
 @pytest.mark.e2e
 @pytest.mark.parametrize("cluster", ["ndcctools.work_queue"], indirect=True)  # one binding: the
 # per-binding part (attaching inputs, the shim) is covered by the Klio job and files= tests on both
-def test_pep621_package_runs_on_workers_reading_its_package_data(cluster, tmp_path, venv):
+def test_pep621_package_runs_on_workers_reading_its_package_data(cluster, tmp_path, venv, e2e_cache):
     project = pep621_project(tmp_path / "pep")
     cluster.start_manager("project_manager.py", ["--project", str(project), "--extra", "fmt",
                                                  "--command", "python3 -m pepjob {i} && pepjob-hello"],
-                          str(tmp_path), str(tmp_path / "cache"), python=venv)
+                          str(tmp_path), e2e_cache, python=venv)
     cluster.start_worker()
     out = cluster.wait_results()
     assert _results(out) == ["RESULT 0 schema-v1 hello 1.2 3.0 million attr",
@@ -671,14 +673,14 @@ print("RESULT", sys.argv[1], humanize.intcomma(1234567), six is None)
 @pytest.mark.e2e
 @pytest.mark.parametrize("cluster", ["ndcctools.work_queue"], indirect=True)  # one binding: the
 # per-binding part (attaching inputs, the shim) is covered by the Klio job and files= tests on both
-def test_requirements_file_runs_on_workers(cluster, tmp_path):
+def test_requirements_file_runs_on_workers(cluster, tmp_path, e2e_cache):
     d = tmp_path / "job"
     (d / "reqs").mkdir(parents=True)
     (d / "reqs" / "base.txt").write_text("humanize>=4\n")
     (d / "requirements.txt").write_text('-r reqs/base.txt\nsix ; python_version < "3"\n')
     (d / "job.py").write_text(REQ_JOB)
     cluster.start_manager("project_manager.py", ["--requirements", "requirements.txt",
-                                                 "--command", "python3 job.py {i}"], str(d), str(tmp_path / "cache"))
+                                                 "--command", "python3 job.py {i}"], str(d), e2e_cache)
     cluster.start_worker()
     assert _results(cluster.wait_results()) == ["RESULT 0 1,234,567 True", "RESULT 1 1,234,567 True"]
 
@@ -709,13 +711,13 @@ with open(out, "w") as f:
 
 
 @pytest.mark.e2e
-def test_klio_job_and_files_on_taskvine(tmp_path, venv):
+def test_klio_job_and_files_on_taskvine(tmp_path, venv, e2e_cache):
     from helpers import drivers
     from helpers.parslutil import client_env
 
     project = klio_project(tmp_path / "job")
     (tmp_path / "submit").mkdir()
-    env = client_env(PONCHO_WQ_CACHE=str(tmp_path / "cache"), PONCHO_WQ_SOURCE="index")
+    env = client_env(PONCHO_WQ_CACHE=e2e_cache, PONCHO_WQ_SOURCE="index")
     results, _workers = drivers.run_driver(tmp_path / "submit", VINE_DRIVER, env, args=[project], n_workers=1,
                                            files={"note.txt": "NOTE via files=\n"}, python=venv)
     assert sorted(results) == ["0", "1"], results
@@ -726,11 +728,11 @@ def test_klio_job_and_files_on_taskvine(tmp_path, venv):
 
 
 @pytest.mark.e2e
-def test_the_project_example_runs(tmp_path, venv):
+def test_the_project_example_runs(tmp_path, venv, e2e_cache):
     import subprocess
 
     examples = os.path.join(REPO, "examples")
-    env = dict(os.environ, PONCHO_WQ_CACHE=str(tmp_path / "cache"), PONCHO_WQ_SOURCE="index")
+    env = dict(os.environ, PONCHO_WQ_CACHE=e2e_cache, PONCHO_WQ_SOURCE="index")
     before = _listing(os.path.join(examples, "project_job"))
     r = subprocess.run([venv, os.path.join(examples, "project_tasks.py"), "--tasks", "3"], env=env, cwd=examples,
                        capture_output=True, text=True, timeout=600, stdin=subprocess.DEVNULL)

@@ -163,8 +163,10 @@ def test_a_library_that_cannot_start_fails_its_calls_with_its_error(tmp_path, ma
     assert time.time() - start < 240  # TaskVine's defaults alone: 16 attempts 15 s apart
 
 
-def test_daskvine_array_graph_with_an_environment_declared_once(tmp_path, manager_side):
-    results, workers = run_driver(tmp_path, DASK_DRIVER, manager_side)
+def test_daskvine_array_graph_with_an_environment_declared_once(tmp_path, manager_side, e2e_cache):
+    # The run's shared build cache: examples/daskvine.py (tests/test_examples.py) analyzes to the same environment,
+    # built once per run for both (about 30 s on a loaded machine).
+    results, workers = run_driver(tmp_path, DASK_DRIVER, e2e_cache)
     assert results["results"] == [999000, 499.5, 999], results
     assert results["same"] is True
     # Three get() calls (tasks and function-call modes), one environment: each worker unpacked it at most once.

@@ -77,7 +77,7 @@ def venv(tmp_path_factory):
     return {"python": py, "edpkg": ed}
 
 
-def test_vine_tasks_run_the_edited_code_and_unpack_the_base_once(tmp_path, venv):
+def test_vine_tasks_run_the_edited_code_and_unpack_the_base_once(tmp_path, venv, e2e_cache):
     (tmp_path / "helpers").mkdir()
     (tmp_path / "helpers" / "__init__.py").write_text("")
     (tmp_path / "helpers" / "fmt.py").write_text("VERSION = 'lib1'\n")
@@ -87,7 +87,8 @@ def test_vine_tasks_run_the_edited_code_and_unpack_the_base_once(tmp_path, venv)
     edits = [{str(tmp_path / "helpers" / "fmt.py"): "VERSION = 'lib2'\n", str(ed_init): "VERSION = 'ed2'\n"},
              {str(tmp_path / "job.py"): JOB.format("J2")}]
     (tmp_path / "edits.json").write_text(json.dumps(edits))
-    env = client_env(PONCHO_WQ_CACHE=str(tmp_path / "cache"), PONCHO_WQ_SOURCE="index")
+    # the run's shared build cache (tests/conftest.py): the base is the humanize environment other tests build
+    env = client_env(PONCHO_WQ_CACHE=e2e_cache, PONCHO_WQ_SOURCE="index")
     rounds, workers = drivers.run_driver(tmp_path, DRIVER, env, args=[tmp_path / "edits.json"],
                                          worker_args=["--keep-workspace"], python=venv["python"])
     expected = [("J1", "lib1", "ed1"), ("J1", "lib2", "ed2"), ("J2", "lib2", "ed2")]

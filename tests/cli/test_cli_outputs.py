@@ -15,7 +15,7 @@ import time
 import pytest
 
 from helpers.cli import SCRIPTS, run_cli, script
-from helpers.paths import settled_listdir
+from helpers.paths import link_interpreter_bases, settled_listdir
 from poncho_wq.archive.cache import Cache
 from poncho_wq.identity import sha256_file
 
@@ -62,10 +62,13 @@ def built(tmp_path_factory):
 @pytest.fixture
 def own_cache(built, tmp_path):
     """A copy of the built cache (copy2 keeps modes and mtimes, but every file gets a new inode: the copied
-    entry is not the published file, so its first hit is checked by sha256)."""
+    entry is not the published file, so its first hit is checked by sha256). The interpreter base is hard-linked
+    instead, as it stands in the user's cache the damaged entry lives in: a copy gets new inodes, fails the base's
+    fingerprint and is prepared again (about 10 s per rebuild here, 30-50 s on a loaded machine, for what
+    tests/engines/test_build_speed.py tests on its own). Nothing here writes into the base (read-only files)."""
     cache = tmp_path / "cache"
-    shutil.copytree(built[1], cache)
-    return cache
+    shutil.copytree(built[1], cache, ignore=shutil.ignore_patterns("interpreters"))
+    return link_interpreter_bases(built[1], cache)
 
 
 @pytest.fixture

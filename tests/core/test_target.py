@@ -24,7 +24,7 @@ import zipfile
 import pytest
 
 from helpers.condachannel import make_channel, make_python_standin, index_channel
-from helpers.paths import REPO as TOP
+from helpers.paths import REPO as TOP, link_interpreter_bases
 from poncho_wq.engines import build_prefix, cache_key, create
 from poncho_wq.engines.pip import installer_command, pip_install, target_options
 from poncho_wq.assemble.environment import Environment
@@ -524,7 +524,7 @@ def test_the_root_script_skips_with_75_only_when_the_registry_is_unreachable(tmp
 
 @pytest.mark.e2e
 @pytest.mark.skipif(os.uname().machine != "x86_64", reason="the target names x86_64")
-def test_the_build_memo_is_keyed_by_the_target_actually_built(tmp_path, monkeypatch):
+def test_the_build_memo_is_keyed_by_the_target_actually_built(tmp_path, monkeypatch, prepared_cache):
     """create() applies $PONCHO_WQ_TARGET to a spec without a target when it builds, so an Environment made before
     the variable was set is built for it; the process-wide build memo was keyed by the spec as constructed (no
     target) and handed that target build to every later target-less environment of the same spec."""
@@ -534,7 +534,8 @@ def test_the_build_memo_is_keyed_by_the_target_actually_built(tmp_path, monkeypa
     from poncho_wq.assemble.environment import Environment
 
     poncho_wq.clear_caches()
-    monkeypatch.setenv("PONCHO_WQ_CACHE", str(tmp_path / "cache"))
+    # the prepared interpreter base (tests/helpers/paths.py): what is checked is which key each build got
+    monkeypatch.setenv("PONCHO_WQ_CACHE", str(link_interpreter_bases(prepared_cache, tmp_path / "cache")))
     monkeypatch.delenv("PONCHO_WQ_TARGET", raising=False)
     made_before = Environment.from_spec({"pip": []})
     target = "manylinux_2_{}_x86_64".format(interpreter_floor(sys.executable)["glibc"].split(".")[1])

@@ -120,7 +120,9 @@ print("RESULT", sys.argv[1], cfg["v"], open("model.bin").read(), open("weights/w
 
 
 @pytest.mark.e2e
-def test_files_reach_the_sandbox_on_real_workers(cluster, tmp_path):
+def test_files_reach_the_sandbox_on_real_workers(cluster, tmp_path, e2e_cache):
+    """(e2e_cache, tests/conftest.py: the run's shared build cache; the environment is the same for both bindings
+    and for other end-to-end tests, what is checked is what reaches the sandbox.)"""
     d = tmp_path / "submit"
     (d / "conf").mkdir(parents=True)
     (d / "job.py").write_text(JOB)
@@ -132,7 +134,7 @@ def test_files_reach_the_sandbox_on_real_workers(cluster, tmp_path):
     (elsewhere / "w" / "w.txt").write_text("W1\n")
     files = ["conf", [str(elsewhere / "model.bin"), "model.bin"], [str(elsewhere / "w"), "weights"]]
     cluster.start_manager("project_manager.py", ["--command", "python3 job.py {i}", "--files", json.dumps(files)],
-                          str(d), str(tmp_path / "cache"))
+                          str(d), e2e_cache)
     cluster.start_worker()
     out = cluster.wait_results()
     assert [r["return_status"] for r in out["results"]] == [0, 0], out
@@ -143,13 +145,13 @@ def test_files_reach_the_sandbox_on_real_workers(cluster, tmp_path):
 @pytest.mark.e2e
 @pytest.mark.parametrize("cluster", ["ndcctools.work_queue"], indirect=True)  # one binding: the
 # per-binding part (attaching inputs, the shim) is covered by the Klio job and files= tests on both
-def test_files_of_a_python_task(cluster, tmp_path):
+def test_files_of_a_python_task(cluster, tmp_path, e2e_cache):
     d = tmp_path / "submit"
     d.mkdir()
     (d / "settings.txt").write_text("from the manager\n")
     cluster.start_manager("project_manager.py", ["--python-task", "conf/s.txt",
                                                  "--files", json.dumps([["settings.txt", "conf/s.txt"]])],
-                          str(d), str(tmp_path / "cache"))
+                          str(d), e2e_cache)
     cluster.start_worker()
     out = cluster.wait_results()
     assert [(r["return_status"], r.get("value")) for r in out["results"]] == [
@@ -188,11 +190,11 @@ with open(out, "w") as f:
 
 
 @pytest.mark.e2e
-def test_files_of_a_taskvine_function_call(tmp_path):
+def test_files_of_a_taskvine_function_call(tmp_path, e2e_cache):
     from helpers import drivers
     from helpers.parslutil import client_env
 
-    env = client_env(PONCHO_WQ_CACHE=str(tmp_path / "cache"), PONCHO_WQ_SOURCE="index")
+    env = client_env(PONCHO_WQ_CACHE=e2e_cache, PONCHO_WQ_SOURCE="index")
     results, _ = drivers.run_driver(tmp_path, LIBRARY_DRIVER, env, n_workers=1, files={"cfg.txt": "CFG\n"})
     assert len(results) == 2 and all(r[0] for r in results), results
     assert all(r[2].startswith("CFG in ") for r in results), results

@@ -26,7 +26,7 @@ import threading
 import pytest
 
 from helpers.cli import run_ok as _run
-from helpers.paths import REPO
+from helpers.paths import REPO, link_interpreter_bases
 from helpers.venvs import make_venv
 
 MANAGER = os.path.join(REPO, "tests", "e2e", "locked_manager.py")
@@ -198,6 +198,8 @@ def test_a_distribution_without_record_comes_from_the_index_at_that_version_or_i
     an index the build stops naming it, never taking another six."""
     record = manager["venv"] / SITE / "six-1.16.0.dist-info" / "RECORD"
     hidden = record.with_name("RECORD.hidden")
+    for cache in ("online", "offline"):  # caches of their own (the key is another), with the prepared base
+        link_interpreter_bases(manager["root"] / "cache", tmp_path / cache)
     os.rename(record, hidden)
     try:
         r = _run([str(manager["python"]), "driver.py", "job.py"], cwd=manager["work"], env=_env(tmp_path / "online"),
@@ -244,6 +246,8 @@ def test_inspect_and_diff_on_real_environments(manager, runs, tmp_path, cli):
     _run([sys.executable, "-m", "pip", "install", "-q", "--disable-pip-version-check", "python-dateutil"])
     importlib.invalidate_caches()
     (tmp_path / "dj.py").write_text("import dateutil.parser\n")
+    for cache in ("here", "there"):  # the same base interpreter: its prepared base, as in a user's cache
+        link_interpreter_bases(manager["root"] / "cache", tmp_path / cache)
     here = json.loads(_run([sys.executable, manager["work"] / "driver.py", "dj.py"], cwd=tmp_path,
                            env=_env(tmp_path / "here")).stdout.strip().splitlines()[-1])
     there = json.loads(_run([str(manager["python"]), manager["work"] / "driver.py", tmp_path / "dj.py"],
