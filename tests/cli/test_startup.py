@@ -16,7 +16,7 @@ STARTUP = {"poncho_wq", "poncho_wq.cli", "poncho_wq.cli.common", "poncho_wq.cli.
            "poncho_wq.config", "poncho_wq.errors", "poncho_wq.target", "poncho_wq.version"}
 
 _PROBE = r"""
-import json, runpy, sys
+import gc, json, runpy, sys
 sys.argv = sys.argv[1:]
 try:
     runpy.run_path(sys.argv[0], run_name="__main__")
@@ -24,16 +24,23 @@ except SystemExit as e:
     code = e.code
 else:
     code = 0
-print(json.dumps({"code": code, "modules": sorted(m for m in sys.modules if m.split(".")[0] in
-                  ("poncho_wq", "packaging", "conda_pack", "requests"))}), file=sys.stderr)
+print(json.dumps({"code": code, "frozen": gc.get_freeze_count(), "modules": sorted(
+    m for m in sys.modules if m.split(".")[0] in ("poncho_wq", "packaging", "conda_pack", "requests"))}),
+    file=sys.stderr)
 """
+
+
+def run_script(name, *args, cwd=None):
+    """What console script *name* reported as it exited: its exit code, how many objects it left frozen, and the
+    poncho_wq / heavy third-party modules it loaded."""
+    r = subprocess.run([sys.executable, "-c", _PROBE, script(name)] + list(args), capture_output=True, text=True,
+                       timeout=120, stdin=subprocess.DEVNULL, cwd=cwd)
+    return json.loads(r.stderr.strip().splitlines()[-1])
 
 
 def loaded(name, *args, cwd=None):
     """(exit code, the poncho_wq / heavy third-party modules loaded) of running console script *name*."""
-    r = subprocess.run([sys.executable, "-c", _PROBE, script(name)] + list(args), capture_output=True, text=True,
-                       timeout=120, stdin=subprocess.DEVNULL, cwd=cwd)
-    doc = json.loads(r.stderr.strip().splitlines()[-1])
+    doc = run_script(name, *args, cwd=cwd)
     return doc["code"], set(doc["modules"])
 
 
@@ -59,24 +66,11 @@ def test_a_command_loads_its_module_once_its_arguments_parsed(tmp_path):
     assert {"poncho_wq.cli.create", "poncho_wq.engines", "packaging"} <= modules
 
 
-_FROZEN = r"""
-import gc, json, runpy, sys
-sys.argv = sys.argv[1:]
-try:
-    runpy.run_path(sys.argv[0], run_name="__main__")
-except SystemExit as e:
-    code = e.code
-print(json.dumps({"code": code, "frozen": gc.get_freeze_count()}), file=sys.stderr)
-"""
-
-
 def test_a_command_run_as_its_program_freezes_the_collector_before_it_exits(tmp_path):
     """The console script's last step (poncho_wq.cli.main.exiting): the objects left are frozen, so that the
     collections of the interpreter's shutdown skip them."""
-    r = subprocess.run([sys.executable, "-c", _FROZEN, script("poncho_wq"), "cache", "--cache-dir", str(tmp_path),
-                        "list"], capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL)
-    doc = json.loads(r.stderr.strip().splitlines()[-1])
-    assert doc["code"] == 0 and doc["frozen"] > 1000, r.stderr
+    doc = run_script("poncho_wq", "cache", "--cache-dir", str(tmp_path), "list")
+    assert doc["code"] == 0 and doc["frozen"] > 1000, doc
 
 
 def test_a_command_called_with_arguments_leaves_the_collector_alone(tmp_path):
