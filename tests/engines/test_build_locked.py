@@ -83,8 +83,11 @@ def _env(cache, **extra):
 
 
 @pytest.fixture(scope="module")
-def manager(tmp_path_factory):
+def manager(tmp_path_factory, prepared_cache):
     root = tmp_path_factory.mktemp("locked")
+    # The run's prepared interpreter base (the manager venv's base interpreter is this one's): the subject here is
+    # the locked build of the job, not the base's preparation (tests/engines/test_build_speed.py).
+    link_interpreter_bases(prepared_cache, root / "cache")
     v = root / "venv"
     make_venv(v)  # with pip: the locked engine installs with the manager's pip
     py = v / "bin" / "python"
