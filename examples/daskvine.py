@@ -24,8 +24,11 @@ from poncho_wq.taskvine import dask_environment
 def main():
     m = DaskVine(port=0, run_info_path=tempfile.mkdtemp(prefix="vine-run-info-"))
     env = dask_environment(m)
-    worker = subprocess.Popen([shutil.which("vine_worker"), "localhost", str(m.port), "--single-shot"],
-                              env={"PATH": "/usr/bin:/bin", "HOME": tempfile.mkdtemp()}, start_new_session=True,
+    # Its HOME and workspace: removed at the end (a killed worker leaves its workspace, environments unpacked).
+    home = tempfile.mkdtemp(prefix="vine-worker-")
+    worker = subprocess.Popen([shutil.which("vine_worker"), "localhost", str(m.port), "--single-shot",
+                               "--workspace", home],
+                              env={"PATH": "/usr/bin:/bin", "HOME": home}, start_new_session=True,
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         x = da.arange(1000, chunks=100)
@@ -37,6 +40,7 @@ def main():
     finally:
         os.killpg(worker.pid, signal.SIGKILL)
         worker.wait()
+        shutil.rmtree(home, ignore_errors=True)
 
 
 if __name__ == "__main__":

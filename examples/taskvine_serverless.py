@@ -29,8 +29,11 @@ def main():
     lib = create_library(m, "humanizer", describe)         # analyzed environment + TaskVine's runtime
     m.install_library(lib)
     # The worker sees only /usr/bin:/bin: the shipped environment is what makes the calls work.
-    worker = subprocess.Popen([shutil.which("vine_worker"), "localhost", str(m.port), "--single-shot"],
-                              env={"PATH": "/usr/bin:/bin", "HOME": tempfile.mkdtemp()}, start_new_session=True,
+    # Its HOME and workspace: removed at the end (a killed worker leaves its workspace, environments unpacked).
+    home = tempfile.mkdtemp(prefix="vine-worker-")
+    worker = subprocess.Popen([shutil.which("vine_worker"), "localhost", str(m.port), "--single-shot",
+                               "--workspace", home],
+                              env={"PATH": "/usr/bin:/bin", "HOME": home}, start_new_session=True,
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         for n in (10 ** 6, 3 * 10 ** 9, 42 * 10 ** 12):
@@ -43,6 +46,7 @@ def main():
     finally:
         os.killpg(worker.pid, signal.SIGKILL)
         worker.wait()
+        shutil.rmtree(home, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -61,15 +61,26 @@ def test_taskvine_example(example_env):
     assert out.count("success 0 1,234,567") == 2, out
 
 
-def test_taskvine_serverless_example(example_env):
-    out = run_example("taskvine_serverless.py", example_env)
+def left_in(tmpdir):
+    """What an example left in its TMPDIR besides the run-info logs it keeps on purpose: the examples that start a
+    vine_worker and kill it at the end remove its HOME and workspace, or every run would leave the environments it
+    unpacked behind (a killed worker does not remove its workspace). uv's own lock files (``uv-<hash>.lock``, empty)
+    are uv's to keep."""
+    return sorted(n for n in os.listdir(tmpdir) if not n.startswith("vine-run-info-")
+                  and not (n.startswith("uv-") and n.endswith(".lock")))
+
+
+def test_taskvine_serverless_example(example_env, tmp_path):
+    out = run_example("taskvine_serverless.py", dict(example_env, TMPDIR=str(tmp_path)))
     for words in ("success 1.0 million", "success 3.0 billion", "success 42.0 trillion"):
         assert words in out, out
+    assert left_in(tmp_path) == []
 
 
-def test_daskvine_example(example_env):
-    out = run_example("daskvine.py", example_env)
+def test_daskvine_example(example_env, tmp_path):
+    out = run_example("daskvine.py", dict(example_env, TMPDIR=str(tmp_path)))
     assert "sum 999000" in out and "mean 499.5" in out, out
+    assert left_in(tmp_path) == []
 
 
 def test_plain_workqueue_pythontask_example(example_env):
